@@ -1,0 +1,66 @@
+"""Write the deployable artifact (.acz) of a PolicyNet, and read it back.
+
+Layout: b"ACZ1", uint32 header length, compact JSON header (layer shapes, activations,
+action head, observation normalisation, per-tensor encoding), then the packed tensors.
+The file's byte count is the size objective: packed k-bit codes, bitmaps for sparse
+weights, codebooks and smaller shapes all show up in it; fp32 biases are counted too.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autocompress.codec import BlobWriter, WeightPayload, encode_weight
+from autocompress.nets import CLinear, PolicyNet
+from autocompress.runtime import MAGIC, NumpyPolicy
+from autocompress.techniques.quantize import quantize_codes
+
+
+def weight_payload(layer: CLinear) -> WeightPayload:
+    with torch.no_grad():
+        raw = layer.raw_weight().detach()
+        mask = None if layer.mask is None else layer.mask.numpy().astype(bool)
+        p = WeightPayload(shape=tuple(raw.shape), mask=mask)
+        if layer.quant is not None:
+            q, scale, zero, qmin = quantize_codes(raw, layer.quant)
+            p.codes = (q - qmin).to(torch.uint8).numpy()
+            p.bits, p.scale, p.qmin = layer.quant["bits"], scale.numpy(), qmin
+            p.zero = None if layer.quant["symmetric"] else zero.to(torch.uint8).numpy()
+        elif layer.codebook is not None:
+            p.codes = layer.indices.to(torch.uint8).numpy()
+            p.bits = max(1, int(np.ceil(np.log2(layer.codebook.numel()))))
+            p.codebook = layer.codebook.detach().numpy()
+        else:
+            p.values = raw.numpy().astype(np.float32)
+    return p
+
+
+def to_bytes(net: PolicyNet, head: dict, obs_norm: dict | None = None) -> bytes:
+    blob = BlobWriter()
+    layers = []
+    for layer in net.layers:
+        b = None
+        if layer.bias is not None:
+            b = blob.add(layer.bias.detach().numpy().astype("<f4").tobytes())
+        layers.append({"act": layer.act, "w": encode_weight(weight_payload(layer), blob), "b": b})
+    header = {"format": "autocompress/acz", "version": 1, "obs_dim": net.in_dim,
+              "head": head, "obs_norm": obs_norm, "layers": layers}
+    hdr = json.dumps(header, separators=(",", ":")).encode()
+    return MAGIC + struct.pack("<I", len(hdr)) + hdr + blob.getvalue()
+
+
+def export_policy(net: PolicyNet, head: dict, path: str | Path, obs_norm: dict | None = None) -> int:
+    """Write the artifact; returns its size in bytes."""
+    data = to_bytes(net, head, obs_norm)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(data)
+    return len(data)
+
+
+def load_policy(path: str | Path) -> NumpyPolicy:
+    return NumpyPolicy.load(path)

@@ -1,0 +1,142 @@
+"""The policy network every technique works on: a chain of compressible Linear layers.
+
+A `PolicyNet` is fully described by its `spec()` (a JSON-able dict): layer shapes,
+activations and which compression each layer carries (pruning mask, shared-weight
+codebook, fake-quant). `PolicyNet.from_spec(spec)` rebuilds an identical module, so
+the RLlib module built on a Ray worker has exactly the same state-dict keys as the
+net the techniques produced here, and weights move between them as plain dicts.
+
+The compression lives in the forward pass (`CLinear.effective_weight`): pruned
+weights are multiplied by their mask, shared weights are looked up in a trainable
+codebook, quantized weights go through fake-quant with a straight-through gradient.
+So fine-tuning cannot revive a pruned weight or leave the codebook, whatever the
+optimizer does.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "none": lambda x: x}
+
+
+class CLinear(nn.Module):
+    """A Linear layer that may carry a pruning mask, a weight codebook and fake-quant."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool = True, act: str = "none",
+                 masked: bool = False, share_k: int = 0, quant: dict | None = None):
+        super().__init__()
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; known: {sorted(ACTIVATIONS)}")
+        self.in_features, self.out_features, self.act = in_features, out_features, act
+        self.quant = dict(quant) if quant else None
+        # Registered as None up front so techniques can fill them in by assignment.
+        self.register_parameter("weight", None)
+        self.register_parameter("codebook", None)
+        self.register_buffer("indices", None)
+        self.register_buffer("mask", None)
+        if share_k:
+            self.set_codebook(torch.zeros(share_k), torch.zeros(out_features, in_features, dtype=torch.long))
+        else:
+            self.weight = nn.Parameter(torch.empty(out_features, in_features))
+            nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        if masked:
+            self.mask = torch.ones(out_features, in_features)
+
+    def set_codebook(self, codebook: torch.Tensor, indices: torch.Tensor) -> None:
+        """Replace the dense weight by a trainable codebook and fixed per-weight indices."""
+        self.weight = None
+        self.codebook = nn.Parameter(codebook.float())
+        self.indices = indices.long()
+
+    # -- the compressed weight, as deployed -------------------------------------------
+    def raw_weight(self) -> torch.Tensor:
+        """Weight before fake-quant: codebook lookup (if shared) times mask (if pruned)."""
+        w = self.codebook[self.indices] if self.codebook is not None else self.weight
+        return w * self.mask if self.mask is not None else w
+
+    def effective_weight(self) -> torch.Tensor:
+        w = self.raw_weight()
+        if self.quant is not None:
+            from autocompress.techniques.quantize import fake_quant
+
+            w = fake_quant(w, self.quant)
+        return w
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.act](nn.functional.linear(x, self.effective_weight(), self.bias))
+
+    def layer_spec(self) -> dict[str, Any]:
+        return {
+            "in": self.in_features, "out": self.out_features, "bias": self.bias is not None,
+            "act": self.act, "masked": self.mask is not None,
+            "share_k": 0 if self.codebook is None else int(self.codebook.numel()),
+            "quant": self.quant,
+        }
+
+    @classmethod
+    def from_layer_spec(cls, s: dict[str, Any]) -> "CLinear":
+        return cls(s["in"], s["out"], bias=s["bias"], act=s["act"], masked=s["masked"],
+                   share_k=s["share_k"], quant=s["quant"])
+
+
+class PolicyNet(nn.Module):
+    """obs -> [CLinear + activation]* -> outputs (logits, Q-values, or action mean)."""
+
+    def __init__(self, layers: list[CLinear]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+
+    @classmethod
+    def mlp(cls, in_dim: int, hidden: list[int], out_dim: int, act: str = "tanh") -> "PolicyNet":
+        dims = [in_dim, *hidden, out_dim]
+        return cls([CLinear(dims[i], dims[i + 1], act=act if i < len(hidden) else "none")
+                    for i in range(len(dims) - 1)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    @property
+    def in_dim(self) -> int:
+        return self.layers[0].in_features
+
+    @property
+    def out_dim(self) -> int:
+        return self.layers[-1].out_features
+
+    def hidden_widths(self) -> list[int]:
+        return [layer.out_features for layer in self.layers[:-1]]
+
+    def spec(self) -> dict[str, Any]:
+        return {"layers": [layer.layer_spec() for layer in self.layers]}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> "PolicyNet":
+        return cls([CLinear.from_layer_spec(s) for s in spec["layers"]])
+
+    def clone(self) -> "PolicyNet":
+        return copy.deepcopy(self)
+
+    def num_params(self) -> int:
+        """Stored parameters of the deployed net: nonzero weights (or their indices) + biases."""
+        total = 0
+        for layer in self.layers:
+            w = layer.raw_weight()
+            total += int((w != 0).sum()) if layer.mask is not None else w.numel()
+            total += 0 if layer.bias is None else layer.bias.numel()
+            total += 0 if layer.codebook is None else layer.codebook.numel()
+        return total
+
+
+def dense_state(net: PolicyNet) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """(effective weight, bias) per layer, detached: what the deployed net computes with."""
+    with torch.no_grad():
+        return [(layer.effective_weight().detach().clone(),
+                 None if layer.bias is None else layer.bias.detach().clone()) for layer in net.layers]

@@ -1,0 +1,143 @@
+"""One trial, top to bottom: teacher -> techniques -> RLlib fine-tune -> export -> measure.
+
+Stage order (whatever order the config lists techniques in):
+  1. structural: distill -> structured pruning -> low-rank   (new, smaller nets)
+  2. weight stages set up: pruning masks, shared-weight codebooks, fake-quant (QAT)
+  3. fine-tune in RLlib with all of that held; iterative pruning raises the sparsity
+     between fine-tune rounds (prune -> fine-tune -> evaluate, repeated)
+  4. finalize: post-training quantization (PTQ)
+  5. export the artifact, then evaluate THAT artifact and the teacher's side by side.
+`compress_trial` is what `autocompress compress` and every search trial run.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from autocompress import envs, export, measure
+from autocompress.config import CompressConfig, TrialSpec
+from autocompress.nets import PolicyNet
+from autocompress.runtime import NumpyPolicy
+from autocompress.techniques import Context, apply
+from autocompress.techniques.prune import sparsity as net_sparsity
+
+STRUCTURAL = ("distill", "structured", "lowrank")
+
+
+def torch_act(net: PolicyNet, head: dict) -> Callable[[np.ndarray], Any]:
+    """Deterministic action of a torch net, the same rule the runtime applies."""
+
+    def act(obs):
+        with torch.no_grad():
+            out = net(torch.as_tensor(np.asarray(obs, np.float32)[None]))[0].numpy()
+        if head["kind"] == "discrete":
+            return int(np.argmax(out))
+        return np.clip(out[: head["act_dim"]], head["low"], head["high"])
+
+    return act
+
+
+def compress_net(teacher: PolicyNet, cfg: CompressConfig, ctx: Context, finetune: Callable | None) -> PolicyNet:
+    """Apply `cfg` to a copy of `teacher`. `finetune(net, round_index, n_rounds)` fine-tunes
+    in place once per pruning round (None: no fine-tuning, e.g. in unit tests)."""
+    net = teacher.clone()
+    for name in STRUCTURAL:
+        if getattr(cfg, name) is not None:
+            net = apply(net, getattr(cfg, name), ctx)
+    prune_steps = cfg.prune.schedule_sparsities() if cfg.prune else [None]
+    if cfg.prune:
+        net = apply(net, cfg.prune.model_copy(update={"sparsity": prune_steps[0]}), ctx)
+    if cfg.share:
+        net = apply(net, cfg.share, ctx)
+    if cfg.quantize and cfg.quantize.mode == "qat":
+        net = apply(net, cfg.quantize, ctx)
+    for i, s in enumerate(prune_steps):
+        if i > 0:
+            net = apply(net, cfg.prune.model_copy(update={"sparsity": s}), ctx)
+        if finetune is not None:
+            finetune(net, i, len(prune_steps))
+    if cfg.quantize and cfg.quantize.mode == "ptq":
+        net = apply(net, cfg.quantize, ctx)
+    return net
+
+
+def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run one full trial; writes out_dir/policy.acz and returns all its measurements."""
+    from autocompress import rl  # the RLlib adapter, imported only when a trial really runs
+
+    cfg.check_against(spec)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    teacher = rl.train_teacher(spec, Path(cache_root), log=log)
+    head = teacher.info["head"]
+    make_env = envs.env_creator(spec.env, spec.env_config)
+    sample_obs = measure.collect_obs(torch_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed)
+    ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head, seed=spec.seed, log=log,
+                  rollout_obs=lambda net, n, seed: measure.collect_obs(torch_act(net, head), make_env, n, seed))
+
+    session: list = []  # the RLlib session, built on first use (it needs the compressed shapes)
+    rounds: list[dict] = []
+    l1 = cfg.prune.l1 if cfg.prune else 0.0
+
+    def finetune(net: PolicyNet, i: int, n: int) -> None:
+        iters = spec.finetune.iterations // n + (1 if i < spec.finetune.iterations % n else 0)
+        if iters == 0:
+            return
+        if not session:
+            session.append(rl.Session(spec, net, teacher.critic, lr=spec.finetune.lr, l1=l1))
+        else:
+            session[0].push(net)
+        log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net_sparsity(net):.3f}")
+        session[0].train(iters, log=log)
+        session[0].pull(net)
+        ret = measure.evaluate(torch_act(net, head), make_env, min(5, spec.eval.episodes), spec.eval.seed)
+        rounds.append({"round": i + 1, "sparsity": net_sparsity(net), "return_mean": float(ret.mean())})
+
+    try:
+        net = compress_net(teacher.actor, cfg, ctx, finetune)
+    finally:
+        if session:
+            session[0].stop()
+    compress_s = time.time() - t0
+    result = measure_artifacts(spec, export.to_bytes(net, head), export.to_bytes(teacher.actor, head), make_env)
+    (out_dir / "policy.acz").write_bytes(export.to_bytes(net, head))
+    result.update({
+        "params": net.num_params(), "teacher_params": teacher.actor.num_params(),
+        "sparsity": net_sparsity(net), "hidden": net.hidden_widths(), "layers": len(net.layers),
+        "compress_seconds": compress_s, "trial_seconds": time.time() - t0,
+        "finetune_rounds": rounds, "teacher_path": str(teacher.path), "artifact": str(out_dir / "policy.acz"),
+    })
+    if not np.isfinite(result["return_mean"]):
+        raise FloatingPointError("return is not finite")
+    return result
+
+
+def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env) -> dict[str, Any]:
+    """Evaluate the candidate and the teacher artifacts the same way, in the same run."""
+    cand, ref = NumpyPolicy.from_bytes(data), NumpyPolicy.from_bytes(teacher_data)
+    r = measure.evaluate(cand.act, make_env, spec.eval.episodes, spec.eval.seed)
+    rt = measure.evaluate(ref.act, make_env, spec.eval.episodes, spec.eval.seed)
+    env = make_env()
+    obs = np.asarray(env.reset(seed=spec.eval.seed)[0], dtype=np.float32)
+    env.close()
+    lat = measure.latency({"cand": cand.act, "teacher": ref.act}, obs, spec.latency.warmup,
+                          spec.latency.calls, spec.latency.rounds)
+    size, tsize = measure.artifact_bytes(data), measure.artifact_bytes(teacher_data)
+    return {
+        "return_mean": float(r.mean()), "return_std": float(r.std()), "returns": r.tolist(),
+        "teacher_return_mean": float(rt.mean()), "teacher_return_std": float(rt.std()),
+        "return_ratio": float(r.mean() / rt.mean()) if rt.mean() else float("nan"),
+        "latency_ms": lat["cand"]["median_ms"], "latency_p95_ms": lat["cand"]["p95_ms"],
+        "teacher_latency_ms": lat["teacher"]["median_ms"],
+        "latency_ratio": lat["cand"]["median_ms"] / lat["teacher"]["median_ms"],
+        "bytes": size["bytes"], "gzip_bytes": size["gzip_bytes"],
+        "teacher_bytes": tsize["bytes"], "teacher_gzip_bytes": tsize["gzip_bytes"],
+        "bytes_ratio": size["bytes"] / tsize["bytes"],
+    }

@@ -1,0 +1,72 @@
+"""Policy distillation into a smaller student MLP.
+
+The student (hidden widths given) is trained to match the teacher's outputs on states
+visited by the teacher and then by the student itself (DAgger-style rounds, so the
+student also learns where its own mistakes lead): KL between temperature-softened
+action distributions for discrete policies (logits or Q-values), MSE on the outputs
+(action mean / log-std) for continuous ones. RL fine-tuning follows in the pipeline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from autocompress.nets import PolicyNet
+from autocompress.techniques.base import Context, TechniqueConfig, register
+
+
+class DistillConfig(TechniqueConfig):
+    name = "distill"
+    hidden: list[int] = Field(..., min_length=1, description="student hidden widths, e.g. [32, 32]")
+    temperature: float = Field(1.0, gt=0.0, le=10.0)
+    rounds: int = Field(3, ge=1, le=20, description="collect-states -> train rounds")
+    steps_per_round: int = Field(2000, ge=10, description="env steps collected by the student per round")
+    epochs: int = Field(30, ge=1, description="passes over the state set per round")
+    lr: float = Field(3e-3, gt=0.0, lt=1.0)
+    batch_size: int = Field(256, ge=8)
+
+
+def distill_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, head: str, t: float) -> torch.Tensor:
+    if head == "discrete":
+        p = torch.log_softmax(teacher_out / t, -1)
+        q = torch.log_softmax(student_out / t, -1)
+        return torch.nn.functional.kl_div(q, p, log_target=True, reduction="batchmean") * t * t
+    return torch.nn.functional.mse_loss(student_out, teacher_out)
+
+
+def train_student(student: PolicyNet, teacher: PolicyNet, states: np.ndarray, cfg: DistillConfig,
+                  head: str, gen: torch.Generator) -> float:
+    x = torch.as_tensor(states, dtype=torch.float32)
+    with torch.no_grad():
+        y = teacher(x)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    loss = torch.tensor(float("nan"))
+    for _ in range(cfg.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
+            loss = distill_loss(student(x[idx]), y[idx], head, cfg.temperature)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return loss.item()
+
+
+@register(DistillConfig)
+def _distill(net: PolicyNet, cfg: DistillConfig, ctx: Context) -> PolicyNet:
+    if ctx.sample_obs is None:
+        raise ValueError("distill needs teacher-visited observations (Context.sample_obs)")
+    torch.manual_seed(ctx.seed)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    act = net.layers[0].act
+    student = PolicyNet.mlp(net.in_dim, list(cfg.hidden), net.out_dim, act=act)
+    states = np.asarray(ctx.sample_obs, dtype=np.float32)
+    for r in range(cfg.rounds):
+        loss = train_student(student, net, states, cfg, ctx.head, gen)
+        ctx.log(f"distill: round {r + 1}/{cfg.rounds}, {len(states)} states, loss {loss:.4f}")
+        if ctx.rollout_obs is not None and r + 1 < cfg.rounds:
+            visited = ctx.rollout_obs(student, cfg.steps_per_round, ctx.seed + 7919 * (r + 1))
+            states = np.concatenate([states, visited])
+    return student

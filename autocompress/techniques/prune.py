@@ -1,0 +1,76 @@
+"""Unstructured pruning: zero individual weights by magnitude (to a target sparsity) or
+below a threshold θ. One-shot, or iterative: the pipeline calls `apply` with a rising
+sparsity between fine-tune rounds (`schedule`). Masks live in the net (`CLinear.mask`),
+so fine-tuning keeps pruned weights at zero; `l1` adds an L1 penalty during fine-tune.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+
+from autocompress.nets import PolicyNet
+from autocompress.techniques.base import Context, TechniqueConfig, register
+
+
+class PruneConfig(TechniqueConfig):
+    name = "prune"
+    method: Literal["magnitude", "threshold"] = "magnitude"
+    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of each layer's weights zeroed (magnitude)")
+    threshold: float = Field(0.0, ge=0.0, description="|w| below this is zeroed (threshold)")
+    schedule: Literal["oneshot", "iterative"] = "oneshot"
+    steps: int = Field(3, ge=1, le=20, description="prune -> fine-tune rounds when iterative")
+    l1: float = Field(0.0, ge=0.0, le=1.0, description="L1 penalty weight during fine-tune")
+
+    @model_validator(mode="after")
+    def _threshold_given(self):
+        if self.method == "threshold" and self.threshold <= 0:
+            raise ValueError("method 'threshold' needs threshold > 0")
+        return self
+
+    def schedule_sparsities(self) -> list[float]:
+        """Target sparsity after each round: cubic ramp (Zhu & Gupta 2017), last = target."""
+        if self.schedule == "oneshot" or self.method == "threshold":
+            return [self.sparsity]
+        n = self.steps
+        return [self.sparsity * (1 - (1 - (i + 1) / n) ** 3) for i in range(n)]
+
+
+def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Mask with exactly round(sparsity * numel) zeros at the smallest |w| (ties by index)."""
+    k = int(round(sparsity * w.numel()))
+    mask = torch.ones(w.numel())
+    if k:
+        order = torch.argsort(w.detach().abs().flatten(), stable=True)
+        mask[order[:k]] = 0.0
+    return mask.reshape(w.shape)
+
+
+@register(PruneConfig)
+def _prune(net: PolicyNet, cfg: PruneConfig, ctx: Context) -> PolicyNet:
+    with torch.no_grad():
+        for layer in net.layers:
+            w = layer.raw_weight()
+            if cfg.method == "magnitude":
+                mask = magnitude_mask(w, cfg.sparsity)
+            else:
+                mask = (w.abs() >= cfg.threshold).float()
+            if layer.mask is None:
+                layer.mask = mask
+            else:  # iterative: never revive a weight pruned in an earlier round
+                layer.mask.copy_(layer.mask * mask if cfg.method == "threshold" else mask)
+            if layer.weight is not None:
+                layer.weight.mul_(layer.mask)
+    return net
+
+
+def sparsity(net: PolicyNet) -> float:
+    """Fraction of zero weights over all layers' deployed weights."""
+    zeros = total = 0
+    for layer in net.layers:
+        w = layer.raw_weight()
+        zeros += int((w == 0).sum())
+        total += w.numel()
+    return zeros / total

@@ -1,0 +1,43 @@
+"""Parameter sharing: cluster each layer's weights (1-D k-means) into a codebook of at
+most 2^bits values. Deployed as b-bit indices + the fp32 codebook; during fine-tune the
+indices are fixed and the centroids are trained (gradients of a centroid are summed over
+the weights that share it). Pruned weights (mask 0) are left out of the clustering.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import Field
+from sklearn.cluster import KMeans
+
+from autocompress.nets import PolicyNet
+from autocompress.techniques.base import Context, TechniqueConfig, register
+
+
+class ShareConfig(TechniqueConfig):
+    name = "share"
+    bits: int = Field(4, ge=1, le=8, description="codebook of 2^bits centroids per layer")
+
+
+def cluster(values: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook (k',), labels) with k' = min(k, distinct values)."""
+    k = min(k, len(np.unique(values)))
+    km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(values.reshape(-1, 1).astype(np.float64))
+    return km.cluster_centers_.ravel().astype(np.float32), km.labels_
+
+
+@register(ShareConfig)
+def _share(net: PolicyNet, cfg: ShareConfig, ctx: Context) -> PolicyNet:
+    for layer in net.layers:
+        if layer.codebook is not None:
+            continue
+        if layer.quant is not None:
+            raise ValueError("share: layer is already quantized; enable either 'share' or 'quantize', not both")
+        w = layer.raw_weight().detach()
+        keep = (layer.mask.bool() if layer.mask is not None else torch.ones_like(w, dtype=torch.bool)).numpy()
+        codebook, labels = cluster(w.numpy()[keep], 2 ** cfg.bits, ctx.seed)
+        indices = np.zeros(w.shape, dtype=np.int64)
+        indices[keep] = labels
+        layer.set_codebook(torch.from_numpy(codebook), torch.from_numpy(indices))
+    return net

@@ -1,0 +1,84 @@
+"""Structured pruning: remove whole hidden neurons, giving a physically smaller net.
+
+Neuron j of layer i is row j of W_i, b_i[j] and column j of W_{i+1}. Criteria:
+  random     -- uniform at random (a baseline);
+  l1         -- L1 norm of the neuron's incoming weights and bias;
+  importance -- mean |activation| on teacher-visited states × L1 norm of its outgoing
+                weights: a first-order estimate of how much the next layer's input moves
+                when the neuron is removed (a neuron that is never on, or feeds nothing,
+                scores 0).
+The net is a plain chain, so the surgery is index selection; a dependency-graph
+library (torch-pruning) would add tracing of our custom layer for no gain here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from autocompress.nets import CLinear, PolicyNet
+from autocompress.techniques.base import Context, TechniqueConfig, register
+
+
+class StructuredConfig(TechniqueConfig):
+    name = "structured"
+    amount: float = Field(0.5, gt=0.0, lt=1.0, description="fraction of each hidden layer's neurons removed")
+    criterion: Literal["random", "l1", "importance"] = "l1"
+
+
+def neuron_scores(net: PolicyNet, i: int, criterion: str, obs: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    layer, nxt = net.layers[i], net.layers[i + 1]
+    with torch.no_grad():
+        if criterion == "random":
+            return rng.random(layer.out_features)
+        if criterion == "l1":
+            s = layer.effective_weight().abs().sum(1)
+            return (s + (layer.bias.abs() if layer.bias is not None else 0)).numpy()
+        if obs is None:
+            raise ValueError("structured criterion 'importance' needs sample observations")
+        x = torch.as_tensor(obs, dtype=torch.float32)
+        for layer_k in net.layers[: i + 1]:
+            x = layer_k(x)
+        return (x.abs().mean(0) * nxt.effective_weight().abs().sum(0)).numpy()
+
+
+def _select(layer: CLinear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> CLinear:
+    if layer.mask is not None or layer.codebook is not None:
+        raise ValueError("structured pruning must run before masks/codebooks are set up")
+    w = layer.weight.detach()
+    b = None if layer.bias is None else layer.bias.detach()
+    if rows is not None:
+        w, b = w[rows], (None if b is None else b[rows])
+    if cols is not None:
+        w = w[:, cols]
+    new = CLinear(w.shape[1], w.shape[0], bias=b is not None, act=layer.act, quant=layer.quant)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if b is not None:
+            new.bias.copy_(b)
+    return new
+
+
+def remove_neurons(net: PolicyNet, i: int, keep: torch.Tensor) -> PolicyNet:
+    """Keep only output neurons `keep` (sorted indices) of layer i; layer i+1 loses those inputs."""
+    layers = list(net.layers)
+    layers[i] = _select(layers[i], rows=keep)
+    layers[i + 1] = _select(layers[i + 1], cols=keep)
+    return PolicyNet(layers)
+
+
+@register(StructuredConfig)
+def _structured(net: PolicyNet, cfg: StructuredConfig, ctx: Context) -> PolicyNet:
+    rng = np.random.default_rng(ctx.seed)
+    for i in range(len(net.layers) - 1):
+        n = net.layers[i].out_features
+        n_keep = max(1, n - int(round(cfg.amount * n)))
+        scores = neuron_scores(net, i, cfg.criterion, ctx.sample_obs, rng)
+        keep = torch.as_tensor(np.sort(np.argsort(-scores, kind="stable")[:n_keep]))
+        net = remove_neurons(net, i, keep)
+    ctx.log(f"structured: hidden widths -> {net.hidden_widths()}")
+    return net
+

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+import torch
+
+from autocompress.nets import PolicyNet
+from autocompress.techniques import Context, DistillConfig, LowRankConfig, ShareConfig, StructuredConfig, apply
+from autocompress.techniques.lowrank import factorize, rank_for_energy
+from autocompress.techniques.structured import remove_neurons
+
+
+@pytest.mark.parametrize("criterion", ["random", "l1", "importance"])
+def test_structured_gives_smaller_linear_shapes(net, obs, criterion):
+    s = apply(net.clone(), StructuredConfig(amount=0.5, criterion=criterion), Context(sample_obs=obs))
+    assert s.hidden_widths() == [32, 32]
+    assert [tuple(layer.weight.shape) for layer in s.layers] == [(32, 4), (32, 32), (2, 32)]
+    assert s(torch.as_tensor(obs)).shape == (256, 2)
+
+
+def test_removing_a_neuron_that_feeds_nothing_leaves_outputs_unchanged(net, obs):
+    x = torch.as_tensor(obs)
+    with torch.no_grad():
+        net.layers[1].weight[:, 5] = 0.0       # neuron 5 of layer 0 feeds nothing
+    keep = torch.tensor([i for i in range(64) if i != 5])
+    smaller = remove_neurons(net, 0, keep)
+    assert smaller.layers[0].out_features == 63
+    torch.testing.assert_close(smaller(x), net(x))
+
+
+def test_importance_removes_dead_neurons_first(net, obs):
+    x = torch.as_tensor(obs)
+    with torch.no_grad():
+        for j in range(0, 64, 2):               # half the neurons of layer 1 feed nothing
+            net.layers[2].weight[:, j] = 0.0
+    s = apply(net.clone(), StructuredConfig(amount=0.5, criterion="importance"), Context(sample_obs=obs))
+    # layer 0 pruning changes things, so compare only the effect of the layer-1 choice:
+    only1 = remove_neurons(net, 1, torch.arange(1, 64, 2))
+    torch.testing.assert_close(only1(x), net(x))
+    assert s.hidden_widths()[1] == 32
+
+
+def test_l1_removes_zero_neurons_exactly(net, obs):
+    x = torch.as_tensor(obs)
+    with torch.no_grad():
+        for j in range(32):                      # tanh(0) = 0: these neurons output nothing
+            net.layers[0].weight[j] = 0.0
+            net.layers[0].bias[j] = 0.0
+    s = apply(net.clone(), StructuredConfig(amount=0.5, criterion="l1"))
+    only0 = remove_neurons(net, 0, torch.arange(32, 64))
+    torch.testing.assert_close(only0(x), net(x))
+    assert s.layers[0].out_features == 32
+
+
+def test_full_rank_svd_reproduces_the_layer(net, obs):
+    layer = net.layers[1]
+    a, b = factorize(layer, 64)
+    x = torch.as_tensor(np.tanh(obs @ np.random.default_rng(1).normal(size=(4, 64)).astype(np.float32)))
+    torch.testing.assert_close(b(a(x)), layer(x), atol=1e-5, rtol=1e-4)
+
+
+def test_lowrank_only_where_smaller(net):
+    lr = apply(net.clone(), LowRankConfig(rank=8))
+    # 4x64 and 64x2 would grow; 64x64 at rank 8 shrinks: 8*(64+64) < 64*64
+    assert [(layer.in_features, layer.out_features) for layer in lr.layers] == [(4, 64), (64, 8), (8, 64), (64, 2)]
+
+
+def test_energy_rank():
+    s = torch.tensor([3.0, 2.0, 1.0, 0.0])
+    assert rank_for_energy(s, 9 / 14) == 1
+    assert rank_for_energy(s, 0.9) == 2
+    assert rank_for_energy(s, 1.0) == 3
+
+
+def test_lowrank_config_needs_exactly_one():
+    with pytest.raises(ValueError, match="exactly one"):
+        LowRankConfig()
+    with pytest.raises(ValueError, match="exactly one"):
+        LowRankConfig(rank=2, energy=0.5)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_share_codebook_has_at_most_2b_values(net, bits):
+    s = apply(net.clone(), ShareConfig(bits=bits))
+    for layer in s.layers:
+        assert layer.codebook.numel() <= 2 ** bits
+        assert len(torch.unique(layer.effective_weight())) <= 2 ** bits
+
+
+def test_share_trains_centroids_only(net, obs):
+    s = apply(net.clone(), ShareConfig(bits=3))
+    before = [layer.indices.clone() for layer in s.layers]
+    opt = torch.optim.Adam(s.parameters(), lr=1e-2)
+    loss = s(torch.as_tensor(obs)).pow(2).mean()
+    loss.backward()
+    opt.step()
+    for layer, idx in zip(s.layers, before):
+        assert torch.equal(layer.indices, idx)
+        assert len(torch.unique(layer.effective_weight())) <= 8
+
+
+def test_distill_student_matches_teacher_actions(net, obs):
+    # a teacher with a clear preference, so agreement is measurable
+    with torch.no_grad():
+        net.layers[-1].weight.mul_(20)
+    cfg = DistillConfig(hidden=[16], rounds=2, epochs=60, lr=1e-2)
+    calls = []
+
+    def rollout(student, n, seed):
+        calls.append(n)
+        return np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+
+    student = apply(net, cfg, Context(sample_obs=obs, rollout_obs=rollout, head="discrete"))
+    assert isinstance(student, PolicyNet) and student.hidden_widths() == [16]
+    assert calls == [cfg.steps_per_round]  # student-visited states were added between rounds
+    x = torch.as_tensor(np.random.default_rng(5).normal(size=(500, 4)).astype(np.float32))
+    agree = (student(x).argmax(1) == net(x).argmax(1)).float().mean()
+    assert agree > 0.9
