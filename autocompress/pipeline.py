@@ -101,7 +101,8 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
         rounds.append({"round": i + 1, "sparsity": net_sparsity(net), "return_mean": float(ret.mean())})
 
     try:
-        net = compress_net(teacher.actor, cfg, ctx, finetune)
+        # The teacher as-is (no technique) is measured untouched, not fine-tuned further.
+        net = compress_net(teacher.actor, cfg, ctx, finetune if cfg.techniques() else None)
     finally:
         if session:
             session[0].stop()

@@ -101,5 +101,7 @@ def test_cli_teach_and_compress_json(tiny):
     for k in ("return_mean", "return_std", "return_ratio", "latency_ms", "latency_ratio", "bytes",
               "bytes_ratio", "params"):
         assert k in out
-    assert 0.25 < out["bytes_ratio"] < 0.3  # int8 codes + per-row scales vs fp32
+    # int8 codes (1 B/weight) + per-row scale/zero point (5 B/row) + fp32 biases + header, vs fp32:
+    # for this 64x64 net (4480 weights, 130 rows) that is ~0.33; 0.25 would be the weights alone.
+    assert 0.25 < out["bytes_ratio"] < 0.35
     assert (tiny / "cli_out" / "policy.acz").stat().st_size == out["bytes"]

@@ -1,0 +1,374 @@
+"""The only Optuna adapter: a multi-objective study whose trials run as Ray tasks.
+
+The driver asks Optuna for up to `parallel` trials, runs each as a Ray task (resources
+from the trial spec), and tells results as they arrive (`ray.wait`), so parallel
+trials really overlap. The Optuna storage is the source of truth: a journal file in the
+run dir by default (resumable), or any Optuna storage URL (e.g. postgresql://...).
+MLflow gets a child run per finished trial; the `pareto` tags follow the front.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from autocompress import pareto, plots
+from autocompress.config import CompressConfig, TrialSpec
+from autocompress.errors import ConfigError
+from autocompress.space import SearchSpace, baseline_params, suggest
+from autocompress.tracking import Tracker, default_uri
+
+STATE_FILE = "search.json"
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@dataclass
+class SearchOptions:
+    run_dir: Path
+    trials: int
+    parallel: int
+    sampler: str
+    seed: int
+    storage: str | None = None
+    tracking_uri: str | None = None
+    resume: bool = False
+    cache_dir: Path | None = None
+    fault_trials: set[int] = field(default_factory=set)  # testing hook: these trial numbers raise
+
+
+# -- Ray tasks (run in workers; everything they need travels as arguments) ---------------
+
+def _install_teacher(files: dict[str, bytes], cache_root: str, dirname: str) -> None:
+    path = Path(cache_root) / dirname
+    if not (path / "teacher.json").exists():
+        tmp = Path(tempfile.mkdtemp(dir=Path(cache_root), prefix=".tmp-teacher-"))
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another task on this node installed it first
+            pass
+
+
+def _teacher_task(spec_json: str, cache_root: str) -> dict[str, Any]:
+    from autocompress import rl
+
+    spec = TrialSpec.model_validate_json(spec_json)
+    teacher = rl.train_teacher(spec, Path(cache_root), log=lambda m: None)
+    return {"dirname": teacher.path.name, "info": teacher.info,
+            "files": {n: (teacher.path / n).read_bytes() for n in ("teacher.pt", "teacher.json")}}
+
+
+def _trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root: str, fault: bool) -> dict:
+    import ray
+
+    from autocompress.pipeline import compress_trial
+
+    start = time.time()
+    if fault:
+        raise RuntimeError(f"injected fault in trial {number} (AUTOCOMPRESS_FAULT_TRIALS)")
+    Path(cache_root).mkdir(parents=True, exist_ok=True)
+    _install_teacher(teacher["files"], cache_root, teacher["dirname"])
+    spec = TrialSpec.model_validate_json(spec_json)
+    with tempfile.TemporaryDirectory() as d:
+        result = compress_trial(spec, CompressConfig.model_validate(cfg), d, cache_root, log=lambda m: None)
+        artifact = (Path(d) / "policy.acz").read_bytes()
+    result.update(node_id=ray.get_runtime_context().get_node_id(), hostname=socket.gethostname(),
+                  pid=os.getpid(), started_at=start, finished_at=time.time())
+    return {"result": result, "artifact": artifact}
+
+
+# -- study -------------------------------------------------------------------------------
+
+def make_sampler(name: str, seed: int, n_objectives: int):
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"--sampler: unknown sampler {name!r}; choose tpe, nsga2, gp or random")
+
+
+def storage_for(run_dir: Path, url: str | None):
+    if url:
+        return url
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+
+
+def open_study(space: SearchSpace, opts: SearchOptions) -> optuna.Study:
+    directions = ["maximize" if o == "return" else "minimize" for o in space.objectives]
+    storage = storage_for(opts.run_dir, opts.storage)
+    sampler = make_sampler(opts.sampler, opts.seed, len(directions))
+    if opts.resume:
+        try:
+            return optuna.load_study(study_name=space.name, storage=storage, sampler=sampler)
+        except KeyError:
+            raise ConfigError(f"--resume: no study {space.name!r} in the storage of {opts.run_dir}") from None
+    study = optuna.create_study(study_name=space.name, storage=storage, sampler=sampler, directions=directions,
+                                load_if_exists=True)
+    if study.trials:
+        raise ConfigError(f"study {space.name!r} already has {len(study.trials)} trials in this storage: pass "
+                          "--resume to continue it, or use another --run-dir / storage")
+    return study
+
+
+def interrupted_to_fail(study: optuna.Study) -> int:
+    """Trials left RUNNING by a dead driver: mark FAIL (reason recorded) and ask them again."""
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        # Optuna has no public setter for a frozen trial's attrs; the storage call is the documented way.
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted: the search driver stopped")
+        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        study.tell(t.number, state=TrialState.FAIL)
+        study.enqueue_trial(t.params, skip_if_exists=False)
+        n += 1
+    return n
+
+
+def finished(study: optuna.Study) -> list:
+    """Trials that count towards the budget: COMPLETE, or FAIL for a reason of their own."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+            if not t.user_attrs.get("interrupted")]
+
+
+def rows(study: optuna.Study) -> list[dict]:
+    """One row per COMPLETE trial: its number, config, constraint feasibility and measurements."""
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        r = dict(t.user_attrs.get("result", {}))
+        r.update(trial=t.number, config=t.user_attrs.get("config", {}),
+                 feasible=all(v <= 0 for v in t.constraints.values()))
+        out.append(r)
+    return out
+
+
+def current_front(study: optuna.Study, objectives: list[str]) -> list[dict]:
+    """Front over feasible trials when any trial is feasible (Optuna's `best_trials` rule)."""
+    rs = rows(study)
+    feasible = [r for r in rs if r["feasible"]]
+    return pareto.front(feasible or rs, objectives)
+
+
+def constraint_values(space: SearchSpace, result: dict) -> dict[str, float]:
+    c = space.constraints
+    out = {}
+    if c.min_return_ratio is not None:
+        out["min_return_ratio"] = c.min_return_ratio - result["return_ratio"]
+    if c.max_bytes is not None:
+        out["max_bytes"] = result["bytes"] - c.max_bytes
+    if c.max_latency_ms is not None:
+        out["max_latency_ms"] = result["latency_ms"] - c.max_latency_ms
+    return out
+
+
+SLIM_DROP = ("returns", "finetune_rounds")
+
+
+def objective_values(space: SearchSpace, result: dict) -> list[float]:
+    keys = {"return": "return_mean", "latency": "latency_ms", "bytes": "bytes"}
+    vals = [float(result[keys[o]]) for o in space.objectives]
+    if any(v != v for v in vals):
+        raise FloatingPointError("an objective is NaN")
+    return vals
+
+
+# -- the driver loop ---------------------------------------------------------------------
+
+def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path: Path, opts: SearchOptions,
+               progress: Callable[[dict], None] = lambda s: None, log: Callable[[str], None] = print) -> dict:
+    import ray
+
+    from autocompress import rl
+
+    run_dir = opts.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    if state and not opts.resume:
+        raise ConfigError(f"{run_dir} already holds a search: pass --resume to continue it, or choose another "
+                          "--run-dir")
+    study = open_study(space, opts)
+    tracking_uri = opts.tracking_uri or state.get("tracking_uri") or default_uri(run_dir)
+    tracker = Tracker(tracking_uri, space.name, artifact_dir=run_dir / "mlartifacts")
+    if opts.resume:
+        n = interrupted_to_fail(study)
+        if n:
+            log(f"resume: {n} trial(s) left RUNNING were marked FAIL and will be asked again")
+    else:
+        if space.baselines:
+            for params in baseline_params(space):
+                study.enqueue_trial(params, user_attrs={"baseline": True})
+    parent = tracker.start_parent(state.get("parent_run_id"), f"search-{space.name}", {
+        "space": space_path.name, "trial_spec": spec_path.name, "objectives": ",".join(space.objectives),
+        "sampler": opts.sampler, "seed": opts.seed, "trials": opts.trials, "parallel": opts.parallel,
+        **{f"constraint.{k}": v for k, v in space.constraints.model_dump(exclude_none=True).items()}},
+        [space_path, spec_path])
+    state.update(space=str(space_path.resolve()), study_name=space.name, parent_run_id=parent,
+                 tracking_uri=tracking_uri, storage=opts.storage, objectives=space.objectives)
+    state_path.write_text(json.dumps(state, indent=1))
+
+    rl.ensure_ray()
+    cache_root = str(Path(opts.cache_dir).resolve()) if opts.cache_dir else str((run_dir / "teachers").resolve())
+    spec_json = spec.model_dump_json()
+    log("teacher: training or loading from cache ...")
+    t0 = time.time()
+    teacher = ray.get(ray.remote(_teacher_task).options(num_cpus=spec.resources.num_cpus).remote(spec_json, cache_root))
+    teacher_ref = ray.put(teacher)
+    tracker.log_parent_metrics({"teacher_train_seconds": teacher["info"]["train_seconds"],
+                                "teacher_training_return": teacher["info"]["final_training_return"],
+                                "startup_seconds": time.time() - t0})
+    task = ray.remote(_trial_task).options(num_cpus=spec.resources.num_cpus, max_retries=1, retry_exceptions=False)
+
+    run_ids: dict[int, str] = {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials
+                               if "mlflow_run_id" in t.user_attrs}
+    running: dict[Any, tuple[optuna.trial.Trial, dict, float]] = {}
+    history: list[tuple[int, float]] = []
+    search_start = time.time()
+
+    def record(trial, cfg, outcome: dict | None, reason: str | None) -> None:
+        """Store a finished trial: artifact, MLflow child run, user attrs, then tell Optuna."""
+        values, art = None, None
+        if outcome is not None:
+            try:
+                values = objective_values(space, outcome["result"])
+            except FloatingPointError as e:
+                reason, outcome = f"{type(e).__name__}: {e}", None
+        if outcome is not None:
+            art = run_dir / "trials" / str(trial.number) / "policy.acz"
+            art.parent.mkdir(parents=True, exist_ok=True)
+            art.write_bytes(outcome["artifact"])
+        state_name = "COMPLETE" if outcome is not None else "FAIL"
+        rid = tracker.log_trial(trial.number, {**trial.params, "config": json.dumps(cfg)},
+                                outcome["result"] if outcome else None, state_name, reason, art)
+        trial.set_user_attr("mlflow_run_id", rid)
+        run_ids[trial.number] = rid
+        if outcome is not None:
+            slim = {k: v for k, v in outcome["result"].items() if k not in SLIM_DROP}
+            trial.set_user_attr("result", {**slim, "artifact": str(art)})
+            for k, v in constraint_values(space, outcome["result"]).items():
+                trial.set_constraint(k, v)
+            study.tell(trial, values)
+        else:
+            trial.set_user_attr("fail_reason", reason)
+            study.tell(trial, state=TrialState.FAIL)
+            log(f"trial {trial.number} FAILED: {reason.splitlines()[-1] if reason else ''}")
+        front_rows = current_front(study, space.objectives)
+        tracker.set_pareto(run_ids, {r["trial"] for r in front_rows})
+        done = len(finished(study))
+        hv = pareto.normalised_hypervolume([r for r in rows(study) if r["feasible"]], space.objectives)
+        history.append((done, hv))
+        tracker.log_parent_metrics({"hypervolume": hv, "front_size": len(front_rows)}, step=done)
+
+    def launch() -> None:
+        trial = study.ask()
+        cfg = suggest(trial, space)
+        trial.set_user_attr("config", cfg)
+        try:
+            CompressConfig.model_validate(cfg).check_against(spec)
+        except (ConfigError, ValueError) as e:
+            record(trial, cfg, None, f"invalid config: {e}")
+            return
+        ref = task.remote(trial.number, spec_json, cfg, teacher_ref, cache_root, trial.number in opts.fault_trials)
+        running[ref] = (trial, cfg, time.time())
+
+    try:
+        while True:
+            done = len(finished(study))
+            while len(running) < opts.parallel and done + len(running) < opts.trials:
+                launch()
+                done = len(finished(study))
+            if not running:
+                break
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            for ref in ready:
+                trial, cfg, _ = running.pop(ref)
+                try:
+                    outcome, reason = ray.get(ref), None
+                except Exception as e:  # the trial raised, or its worker died
+                    outcome, reason = None, _reason(e)
+                record(trial, cfg, outcome, reason)
+            for ref, (trial, cfg, started) in list(running.items()):
+                if time.time() - started > spec.resources.timeout_s:
+                    ray.cancel(ref, force=True)
+                    running.pop(ref)
+                    record(trial, cfg, None, f"timeout: exceeded resources.timeout_s = {spec.resources.timeout_s} s")
+            fin = finished(study)
+            progress({"done": len(fin), "target": opts.trials, "running": len(running),
+                      "failed": sum(t.state == TrialState.FAIL for t in fin),
+                      "front": len(current_front(study, space.objectives)),
+                      "hypervolume": history[-1][1] if history else 0.0, "elapsed": time.time() - search_start})
+    except BaseException:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        tracker.finish_parent("KILLED")
+        raise
+    summary = finalize(study, space, tracker, run_dir, history)
+    summary["wall_seconds"] = time.time() - search_start
+    tracker.log_parent_metrics({"search_wall_seconds": summary["wall_seconds"]})
+    tracker.finish_parent()
+    return summary
+
+
+def _reason(e: BaseException) -> str:
+    """The last lines of the trial's own traceback (RayTaskError wraps the original)."""
+    cause = getattr(e, "cause", None) or e
+    text = "".join(traceback.format_exception_only(type(cause), cause)).strip()
+    return text[-2000:]
+
+
+def finalize(study: optuna.Study, space: SearchSpace, tracker: Tracker, run_dir: Path,
+             history: list[tuple[int, float]]) -> dict:
+    """Pareto table (CSV + JSON) and plots on the parent run."""
+    all_rows = rows(study)
+    front_rows = current_front(study, space.objectives)
+    front_ids = {r["trial"] for r in front_rows}
+    out = run_dir / "pareto"
+    out.mkdir(exist_ok=True)
+    table = [pareto_row(r) for r in front_rows]
+    (out / "pareto.json").write_text(json.dumps(table, indent=1))
+    cols = ["trial", "return_mean", "return_ratio", "latency_ms", "latency_ratio", "bytes", "bytes_ratio", "n_params"]
+    (out / "pareto.csv").write_text("\n".join([",".join(cols + ["config"])] + [
+        ",".join(str(r[c]) for c in cols) + ',"' + json.dumps(r["params"]).replace('"', '""') + '"' for r in table]))
+    files = [out / "pareto.json", out / "pareto.csv"]
+    if all_rows:
+        files += [plots.pareto_png(all_rows, front_ids, out / "pareto.png"),
+                  plots.pareto_html(all_rows, front_ids, out / "pareto.html")]
+    if history:
+        files.append(plots.hypervolume_png(history, out / "hypervolume.png"))
+    tracker.log_parent_files(files)
+    return {"front": table, "trials": len(study.trials), "complete": len(all_rows),
+            "failed": sum(t.state == TrialState.FAIL for t in study.trials),
+            "hypervolume": history[-1][1] if history else None}
+
+
+def pareto_row(r: dict) -> dict:
+    """`params` is the trial's techniques config (Optuna's word); `n_params` the stored parameter count."""
+    return {"trial": r["trial"], "params": r["config"], "n_params": r["params"], **{k: r[k] for k in (
+        "return_mean", "return_std", "return_ratio", "latency_ms", "latency_ratio", "bytes", "bytes_ratio")}}
+
+
+def load_run(run_dir: Path, storage: str | None = None) -> tuple[optuna.Study, dict]:
+    """Open the study of a finished or running search from its run dir."""
+    state_path = Path(run_dir) / STATE_FILE
+    if not state_path.exists():
+        raise ConfigError(f"{run_dir}: not a search run dir (no {STATE_FILE})")
+    state = json.loads(state_path.read_text())
+    study = optuna.load_study(study_name=state["study_name"],
+                              storage=storage_for(Path(run_dir), storage or state.get("storage")))
+    return study, state

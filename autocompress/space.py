@@ -1,0 +1,170 @@
+"""Search spaces: which techniques may be combined and the range of each setting.
+
+A search space YAML names a trial spec, the objectives, constraints, budget and sampler,
+and per technique the ranges to sample:
+
+    techniques:
+      quantize: {bits: {low: 2, high: 8}, mode: {choices: [ptq, qat]}, per_channel: true}
+      distill:  {hidden: {choices: [[16, 16], [32, 32]]}}
+
+A range is `{low, high[, log]}` (int when both ends are ints), a choice list is
+`{choices: [...]}`, anything else is a fixed value. The space is conditional: a
+technique's settings are sampled only when it is enabled (define-by-run), and since
+`share` and `quantize` exclude each other they are drawn as one `weight_coding` choice.
+`suggest(trial, space)` works with any object that has Optuna's suggest_* methods.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from autocompress.config import CompressConfig, TrialSpec, load_trial_spec, parse, read_yaml
+from autocompress.errors import ConfigError
+from autocompress.techniques import TECHNIQUES
+
+OBJECTIVE_NAMES = ("return", "latency", "bytes")
+SAMPLERS = ("tpe", "nsga2", "gp", "random")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budget(_Strict):
+    trials: int = Field(12, ge=1, description="finished trials wanted (baselines included)")
+    parallel: int = Field(2, ge=1, description="trials running at once")
+
+
+class Constraints(_Strict):
+    min_return_ratio: float | None = Field(None, ge=0.0, le=2.0)
+    max_bytes: int | None = Field(None, ge=1)
+    max_latency_ms: float | None = Field(None, gt=0)
+
+
+class SearchSpace(_Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    trial_spec: str
+    objectives: list[Literal["return", "latency", "bytes"]] = list(OBJECTIVE_NAMES)
+    constraints: Constraints = Constraints()
+    budget: Budget = Budget()
+    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    seed: int = 0
+    baselines: bool = Field(True, description="enqueue teacher-as-is and each technique alone first")
+    techniques: dict[str, dict[str, Any]] = Field(..., min_length=1)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v):
+        if not v or len(set(v)) != len(v) or "return" not in v:
+            raise ValueError("give distinct objectives including 'return', e.g. [return, latency, bytes]")
+        return v
+
+    @field_validator("techniques")
+    @classmethod
+    def _techniques(cls, v):
+        for name, params in v.items():
+            if name not in TECHNIQUES:
+                raise ValueError(f"unknown technique {name!r}; known: {', '.join(TECHNIQUES)}")
+            for key, p in (params or {}).items():
+                if key not in TECHNIQUES[name].model_fields:
+                    raise ValueError(f"{name}: unknown setting {key!r}; known: "
+                                     f"{', '.join(TECHNIQUES[name].model_fields)}")
+                if isinstance(p, dict) and not (set(p) <= {"low", "high", "log"} and {"low", "high"} <= set(p)
+                                                or set(p) == {"choices"}):
+                    raise ValueError(f"{name}.{key}: a range is {{low, high[, log]}} and a choice is {{choices: [...]}}")
+        return {k: dict(p or {}) for k, p in v.items()}
+
+
+def _param(trial, name: str, p: Any):
+    if isinstance(p, dict) and "choices" in p:
+        # Optuna categorical values must be scalars: lists (student widths) go as JSON text.
+        encoded = [json.dumps(c) if isinstance(c, list) else c for c in p["choices"]]
+        value = trial.suggest_categorical(name, encoded)
+        return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
+    if isinstance(p, dict):
+        if isinstance(p["low"], int) and isinstance(p["high"], int) and not isinstance(p["low"], bool):
+            return trial.suggest_int(name, p["low"], p["high"], log=p.get("log", False))
+        return trial.suggest_float(name, float(p["low"]), float(p["high"]), log=p.get("log", False))
+    return p
+
+
+def exclusive_coding(space: SearchSpace) -> bool:
+    return "share" in space.techniques and "quantize" in space.techniques
+
+
+def suggest(trial, space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """Sample one techniques config (the dict form of CompressConfig)."""
+    coding = trial.suggest_categorical("weight_coding", ["none", "share", "quantize"]) if exclusive_coding(space) else None
+    cfg: dict[str, dict[str, Any]] = {}
+    for name, params in space.techniques.items():
+        if coding is not None and name in ("share", "quantize"):
+            on = coding == name
+        else:
+            on = trial.suggest_categorical(f"{name}.enabled", [False, True])
+        if on:
+            cfg[name] = {key: _param(trial, f"{name}.{key}", p) for key, p in params.items()}
+    return cfg
+
+
+def _middle(p: Any) -> Any:
+    if isinstance(p, dict) and "choices" in p:
+        c = p["choices"][len(p["choices"]) // 2]
+        return json.dumps(c) if isinstance(c, list) else c
+    if isinstance(p, dict):
+        if isinstance(p["low"], int) and isinstance(p["high"], int):
+            return (p["low"] + p["high"]) // 2
+        return (p["low"] + p["high"]) / 2
+    return None
+
+
+def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
+    """Optuna params of the anchor trials: teacher as-is, then each technique alone at a middle setting."""
+    def alone(only: str | None) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if exclusive_coding(space):
+            params["weight_coding"] = only if only in ("share", "quantize") else "none"
+        for name, ps in space.techniques.items():
+            if exclusive_coding(space) and name in ("share", "quantize"):
+                pass
+            else:
+                params[f"{name}.enabled"] = name == only
+            if name == only:
+                params.update({f"{name}.{k}": _middle(p) for k, p in ps.items() if _middle(p) is not None})
+        return params
+
+    return [alone(None)] + [alone(name) for name in space.techniques]
+
+
+def check_space(space: SearchSpace, spec: TrialSpec, source: str) -> None:
+    """Every range end and choice must itself be a valid setting: try them all now."""
+    for name, params in space.techniques.items():
+        for key, p in params.items():
+            values = p["choices"] if isinstance(p, dict) and "choices" in p else (
+                [p["low"], p["high"]] if isinstance(p, dict) else [p])
+            if isinstance(p, dict) and "low" in p and p["low"] > p["high"]:
+                raise ConfigError(f"{source}: techniques.{name}.{key}: low {p['low']} > high {p['high']}")
+            for v in values:
+                others = {k: _middle(q) if isinstance(q, dict) else q for k, q in params.items() if k != key}
+                others = {k: (json.loads(o) if isinstance(o, str) and o.startswith("[") else o)
+                          for k, o in others.items()}
+                cfg = parse(CompressConfig, {name: {**others, key: v}}, f"{source}: techniques")
+                try:
+                    cfg.check_against(spec)
+                except ConfigError as e:
+                    raise ConfigError(f"{source}: techniques.{name}.{key} = {v!r}: {e}") from None
+
+
+def load_search_space(path: str | Path) -> tuple[SearchSpace, TrialSpec]:
+    """The space and the trial spec it names (a path relative to the space file or the cwd)."""
+    path = Path(path)
+    space = parse(SearchSpace, read_yaml(path), str(path))
+    spec_path = Path(space.trial_spec)
+    if not spec_path.is_absolute() and not spec_path.exists():
+        spec_path = path.parent / spec_path
+    spec = load_trial_spec(spec_path)
+    check_space(space, spec, str(path))
+    return space, spec
