@@ -1,0 +1,145 @@
+"""A real search at a tiny budget: Optuna + Ray tasks + RLlib + MLflow, through the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from autocompress.search import load_run
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "autocompress.cli"]
+
+TRIAL = {
+    "name": "tiny_search", "env": "CartPole-v1", "seed": 3,
+    "teacher": {"hidden": [64, 64], "max_iterations": 2},
+    "training": {"train_batch_size_per_learner": 500, "minibatch_size": 64, "num_epochs": 2},
+    "finetune": {"iterations": 1, "lr": 1e-4},
+    "eval": {"episodes": 3, "seed": 100},
+    "latency": {"warmup": 10, "calls": 200, "rounds": 2},
+    "sample_steps": 200,
+}
+SPACE = {
+    "name": "tiny", "trial_spec": "trial.yaml", "constraints": {"min_return_ratio": 0.5},
+    "budget": {"trials": 6, "parallel": 2}, "seed": 1,
+    "techniques": {"prune": {"sparsity": {"low": 0.5, "high": 0.9}}, "quantize": {"bits": {"low": 2, "high": 8}},
+                   "structured": {"amount": {"low": 0.25, "high": 0.75}}},
+}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("search")
+    (d / "trial.yaml").write_text(yaml.safe_dump(TRIAL))
+    (d / "space.yaml").write_text(yaml.safe_dump(SPACE))
+    # one teacher for every search in this module
+    subprocess.run([*CLI, "teach", d / "trial.yaml", "--cache-dir", d / "cache"], check=True, capture_output=True)
+    return d
+
+
+def run(*args, env=None, timeout=900):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_search_end_to_end(files):
+    run_dir = files / "run"
+    r = run("search", files / "space.yaml", "--run-dir", run_dir, "--cache-dir", files / "cache",
+            env={"AUTOCOMPRESS_FAULT_TRIALS": "4"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    study, state = load_run(run_dir)
+    trials = study.trials
+    assert len(trials) == 6
+    states = {t.number: t.state for t in trials}
+    assert states[4] == TrialState.FAIL and "injected fault" in trials[4].user_attrs["fail_reason"]
+    assert sum(s == TrialState.COMPLETE for s in states.values()) == 5
+    assert trials[0].user_attrs["config"] == {}  # the anchor: teacher as-is, enqueued first
+
+    # two trials really ran at the same time
+    spans = sorted((t.user_attrs["result"]["started_at"], t.user_attrs["result"]["finished_at"])
+                   for t in trials if t.state == TrialState.COMPLETE)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+
+    # MLflow: parent run + one child per trial, metrics, states, pareto tags == `pareto --json`
+    client = MlflowClient(state["tracking_uri"])
+    parent = client.get_run(state["parent_run_id"])
+    assert parent.info.status == "FINISHED" and "hypervolume" in parent.data.metrics
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
+    assert {"pareto/pareto.csv", "pareto/pareto.json", "pareto/pareto.png", "pareto/pareto.html",
+            "pareto/hypervolume.png"} <= arts
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 6
+    by_trial = {int(c.data.tags["trial"]): c for c in children}
+    assert by_trial[4].data.tags["state"] == "FAIL" and "injected fault" in by_trial[4].data.tags["fail_reason"]
+    for n, c in by_trial.items():
+        if n != 4:
+            assert {"return_mean", "latency_ms", "bytes", "return_ratio"} <= set(c.data.metrics)
+            assert "policy.acz" in {a.path for a in client.list_artifacts(c.info.run_id)}
+    p = run("pareto", run_dir, "--json")
+    assert p.returncode == 0, p.stderr
+    front = json.loads(p.stdout)
+    assert front and {n for n, c in by_trial.items() if c.data.tags["pareto"] == "true"} == {f["trial"] for f in front}
+    for f in front:
+        assert {"trial", "params", "return_mean", "return_ratio", "latency_ms", "latency_ratio", "bytes",
+                "bytes_ratio"} <= set(f)
+
+    # pick -> YAML usable as --config; export -> the trial's artifact bytes
+    k = run("pick", run_dir, "--min-return-ratio", "0.5", "--minimize", "bytes", "--json")
+    assert k.returncode == 0, k.stderr
+    best = json.loads(k.stdout)
+    assert best["bytes"] == min(t.user_attrs["result"]["bytes"] for t in trials if t.state == TrialState.COMPLETE
+                                and t.user_attrs["result"]["return_ratio"] >= 0.5)
+    y = run("pick", run_dir, "--min-return-ratio", "0.5", "--minimize", "bytes")
+    assert yaml.safe_load(y.stdout) == best["params"]
+    none = run("pick", run_dir, "--min-return-ratio", "50")
+    assert none.returncode == 2 and "no trial meets all constraints" in none.stderr
+    out = files / "best.acz"
+    e = run("export", run_dir, "--trial", best["trial"], "--output", out)
+    assert e.returncode == 0, e.stderr
+    assert out.stat().st_size == best["bytes"]
+
+    # a second search in the same run dir without --resume is refused before any work
+    again = run("search", files / "space.yaml", "--run-dir", run_dir)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+
+def test_sigkill_then_resume_keeps_complete_trials(files):
+    run_dir = files / "killed"
+    args = ["search", files / "space.yaml", "--run-dir", run_dir, "--cache-dir", files / "cache", "--trials", "8"]
+    proc = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        complete = {}
+        while time.time() < deadline:
+            time.sleep(2)
+            if (run_dir / "search.json").exists():
+                study, _ = load_run(run_dir)
+                complete = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+                if len(complete) >= 2:
+                    break
+        assert len(complete) >= 2, "search made no progress"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only, mid-run
+        proc.wait()
+    study, _ = load_run(run_dir)
+    before = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+    r = run("search", files / "space.yaml", "--run-dir", run_dir, "--cache-dir", files / "cache", "--trials", "8",
+            "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study, _ = load_run(run_dir)
+    after = {t.number: t.values for t in study.trials if t.state == TrialState.COMPLETE}
+    assert all(after[n] == v for n, v in before.items())
+    counted = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)
+               and not t.user_attrs.get("interrupted")]
+    assert len(counted) == 8
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
