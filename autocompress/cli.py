@@ -168,7 +168,7 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
     from autocompress.space import load_search_space
 
     try:
-        space, spec = load_search_space(space_file)
+        space, spec, spec_path = load_search_space(space_file)
         opts = SearchOptions(run_dir=run_dir or Path("runs") / space.name, trials=trials or space.budget.trials,
                              parallel=parallel or space.budget.parallel, sampler=sampler or space.sampler,
                              seed=space.seed if seed is None else seed, storage=storage, tracking_uri=tracking_uri,
@@ -179,7 +179,6 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
         from autocompress import rl
 
         rl.check_training_keys(spec)
-        spec_path = Path(space.trial_spec) if Path(space.trial_spec).exists() else space_file.parent / space.trial_spec
         summary = _with_progress(lambda progress: run_search(space, spec, space_file, spec_path, opts,
                                                              progress=progress, log=err.print))
     except (ConfigError, ValueError) as e:

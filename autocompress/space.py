@@ -158,13 +158,14 @@ def check_space(space: SearchSpace, spec: TrialSpec, source: str) -> None:
                     raise ConfigError(f"{source}: techniques.{name}.{key} = {v!r}: {e}") from None
 
 
-def load_search_space(path: str | Path) -> tuple[SearchSpace, TrialSpec]:
-    """The space and the trial spec it names (a path relative to the space file or the cwd)."""
+def load_search_space(path: str | Path) -> tuple[SearchSpace, TrialSpec, Path]:
+    """The space, the trial spec it names and that spec's path (relative paths are relative
+    to the space file, so a search runs the same from any working directory)."""
     path = Path(path)
     space = parse(SearchSpace, read_yaml(path), str(path))
     spec_path = Path(space.trial_spec)
-    if not spec_path.is_absolute() and not spec_path.exists():
+    if not spec_path.is_absolute():
         spec_path = path.parent / spec_path
     spec = load_trial_spec(spec_path)
     check_space(space, spec, str(path))
-    return space, spec
+    return space, spec, spec_path

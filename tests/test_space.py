@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from autocompress.config import CompressConfig, load_trial_spec
+from autocompress.errors import ConfigError
+from autocompress.space import baseline_params, load_search_space, suggest
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = ROOT / "search_spaces" / "cartpole_ppo.yaml"
+
+
+def test_shipped_space_loads_with_its_trial_spec():
+    space, spec, spec_path = load_search_space(SPACE)
+    assert spec.env == "CartPole-v1" and spec_path.resolve() == (ROOT / "trials" / "cartpole_ppo.yaml").resolve()
+
+
+def test_suggest_is_conditional_and_always_valid():
+    space, spec, _ = load_search_space(SPACE)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(60):
+        t = study.ask()
+        cfg = suggest(t, space)
+        CompressConfig.model_validate(cfg).check_against(spec)   # every sample is a valid config
+        assert not ("share" in cfg and "quantize" in cfg)
+        for name in space.techniques:
+            sampled = {k for k in t.params if k.startswith(name + ".") and k != f"{name}.enabled"}
+            assert bool(sampled) == (name in cfg)                 # params only when enabled
+        if "distill" in cfg:
+            assert cfg["distill"]["hidden"] in ([16, 16], [32, 32], [64, 64])
+        seen |= set(cfg)
+        study.tell(t, [0.0, 0.0])
+    assert seen == set(space.techniques)
+
+
+def test_baselines_are_teacher_then_each_technique_alone():
+    space, spec, _ = load_search_space(SPACE)
+    study = optuna.create_study(directions=["maximize"])
+    for p in baseline_params(space):
+        study.enqueue_trial(p)
+    cfgs = [suggest(study.ask(), space) for _ in range(len(space.techniques) + 1)]
+    assert cfgs[0] == {}
+    assert [list(c) for c in cfgs[1:]] == [[n] for n in space.techniques]
+    assert cfgs[1 + list(space.techniques).index("quantize")]["quantize"]["bits"] == 5
+    for c in cfgs:
+        CompressConfig.model_validate(c).check_against(spec)
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"techniques": {"quantize": {"bits": {"low": 2, "high": 12}}}}, "quantize.bits"),
+    ({"techniques": {"quantise": {}}}, "unknown technique 'quantise'"),
+    ({"techniques": {"prune": {"sparsity": {"lo": 0.1, "hi": 0.5}}}}, "a range is"),
+    ({"techniques": {"prune": {"sparsty": 0.5}}}, "unknown setting 'sparsty'"),
+    ({"techniques": {"distill": {"hidden": {"choices": [[512, 512]]}}}}, "not smaller than the teacher"),
+    ({"techniques": {"prune": {"sparsity": {"low": 0.9, "high": 0.5}}}}, "low 0.9 > high 0.5"),
+    ({"objectives": ["latency", "bytes"]}, "including 'return'"),
+    ({"sampler": "cmaes"}, "sampler"),
+    ({"budget": {"trials": 0}}, "budget.trials"),
+    ({"trial_spec": "nope.yaml"}, "file not found"),
+])
+def test_bad_space_names_the_key(tmp_path, change, needle):
+    data = {**yaml.safe_load(SPACE.read_text()), **change}
+    data["trial_spec"] = str(ROOT / "trials" / "cartpole_ppo.yaml") if "trial_spec" not in change else change["trial_spec"]
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=needle):
+        load_search_space(p)
