@@ -22,7 +22,7 @@ app = typer.Typer(
          "  autocompress compress trials/cartpole_ppo.yaml --config configs/int8_ptq.yaml",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 err = Console(stderr=True)
-out = Console()
+out = Console() if sys.stdout.isatty() else Console(width=160)  # no wrapping in pipes and logs
 
 
 def default_cache() -> Path:

@@ -274,6 +274,12 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         hv = pareto.normalised_hypervolume([r for r in rows(study) if r["feasible"]], space.objectives)
         history.append((done, hv))
         tracker.log_parent_metrics({"hypervolume": hv, "front_size": len(front_rows)}, step=done)
+        if outcome is not None:
+            r = outcome["result"]
+            log(f"trial {trial.number} done: {json.dumps(cfg) if cfg else 'teacher as-is'} -> return "
+                f"{r['return_mean']:.1f} (×{r['return_ratio']:.3f}), latency ×{r['latency_ratio']:.3f}, "
+                f"bytes ×{r['bytes_ratio']:.4f}, {r['trial_seconds']:.0f} s | {done}/{opts.trials} finished, "
+                f"front {len(front_rows)}, HV {hv:.4f}")
 
     def launch() -> None:
         trial = study.ask()

@@ -1,0 +1,38 @@
+"""Shared bits of the benchmark scripts: machine facts and writing a section of docs/BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    import numpy
+    import optuna
+    import ray
+    import torch
+
+    cpu = ""
+    try:
+        cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
+    except (OSError, AttributeError):
+        pass
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    return (f"{cpu or platform.processor()}, {nproc} cores; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"ray {ray.__version__}, optuna {optuna.__version__}, numpy {numpy.__version__}")
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the section between <!-- name --> markers in docs/BENCHMARKS.md."""
+    DOC.parent.mkdir(exist_ok=True)
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nProduced by the scripts in `benchmarks/`; " \
+                                                "re-run any of them to refresh its section.\n"
+    block = f"<!-- {name} -->\n{body.rstrip()}\n<!-- /{name} -->"
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    DOC.write_text(text)
