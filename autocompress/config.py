@@ -64,10 +64,12 @@ class TrialSpec(_Strict):
     name: str
     env: str
     env_config: dict[str, Any] = {}
-    algorithm: Literal["PPO"] = "PPO"
+    algorithm: Literal["PPO", "DQN", "SAC"] = "PPO"
     seed: int = 0
     teacher: TeacherSpec = TeacherSpec()
     training: dict[str, Any] = Field({}, description="keyword arguments for RLlib's AlgorithmConfig.training()")
+    reporting: dict[str, Any] = Field({}, description="keyword arguments for AlgorithmConfig.reporting(), e.g. "
+                                                      "min_sample_timesteps_per_iteration")
     finetune: FinetuneSpec = FinetuneSpec()
     eval: EvalSpec = EvalSpec()
     latency: LatencySpec = LatencySpec()
@@ -82,7 +84,7 @@ class TrialSpec(_Strict):
 
     def teacher_key(self) -> dict[str, Any]:
         """What determines the teacher: a change here trains a new one."""
-        return self.model_dump(include={"env", "env_config", "algorithm", "seed", "teacher", "training"})
+        return self.model_dump(include={"env", "env_config", "algorithm", "seed", "teacher", "training", "reporting"})
 
 
 class CompressConfig(_Strict):

@@ -40,5 +40,5 @@ def action_head(space: gym.Space) -> dict[str, Any]:
         return {"kind": "discrete", "n": int(space.n)}
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         return {"kind": "continuous", "act_dim": int(space.shape[0]),
-                "low": space.low.tolist(), "high": space.high.tolist(), "squash": False}
+                "low": space.low.tolist(), "high": space.high.tolist(), "squash": "none"}
     raise ValueError(f"unsupported action space {space}")

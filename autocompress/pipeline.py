@@ -22,7 +22,7 @@ import torch
 from autocompress import envs, export, measure
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet
-from autocompress.runtime import NumpyPolicy
+from autocompress.runtime import NumpyPolicy, output_to_action
 from autocompress.techniques import Context, apply
 from autocompress.techniques.prune import sparsity as net_sparsity
 
@@ -30,14 +30,12 @@ STRUCTURAL = ("distill", "structured", "lowrank")
 
 
 def torch_act(net: PolicyNet, head: dict) -> Callable[[np.ndarray], Any]:
-    """Deterministic action of a torch net, the same rule the runtime applies."""
+    """Deterministic action of a torch net, by the same rule the runtime applies."""
 
     def act(obs):
         with torch.no_grad():
             out = net(torch.as_tensor(np.asarray(obs, np.float32)[None]))[0].numpy()
-        if head["kind"] == "discrete":
-            return int(np.argmax(out))
-        return np.clip(out[: head["act_dim"]], head["low"], head["high"])
+        return output_to_action(out, head)
 
     return act
 
@@ -66,15 +64,12 @@ def compress_net(teacher: PolicyNet, cfg: CompressConfig, ctx: Context, finetune
     return net
 
 
-def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run one full trial; writes out_dir/policy.acz and returns all its measurements."""
+def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
+                     log: Callable[[str], None] = print) -> tuple[PolicyNet, Any, list[dict]]:
+    """Teacher (cached) -> techniques -> RLlib fine-tune. Returns (net, teacher, fine-tune rounds)."""
     from autocompress import rl  # the RLlib adapter, imported only when a trial really runs
 
     cfg.check_against(spec)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     teacher = rl.train_teacher(spec, Path(cache_root), log=log)
     head = teacher.info["head"]
     make_env = envs.env_creator(spec.env, spec.env_config)
@@ -91,7 +86,7 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
         if iters == 0:
             return
         if not session:
-            session.append(rl.Session(spec, net, teacher.critic, lr=spec.finetune.lr, l1=l1))
+            session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1))
         else:
             session[0].push(net)
         log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net_sparsity(net):.3f}")
@@ -106,9 +101,22 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
     finally:
         if session:
             session[0].stop()
+    return net, teacher, rounds
+
+
+def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run one full trial; writes out_dir/policy.acz and returns all its measurements."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    net, teacher, rounds = build_compressed(spec, cfg, cache_root, log)
     compress_s = time.time() - t0
-    result = measure_artifacts(spec, export.to_bytes(net, head), export.to_bytes(teacher.actor, head), make_env)
-    (out_dir / "policy.acz").write_bytes(export.to_bytes(net, head))
+    head = teacher.info["head"]
+    data = export.to_bytes(net, head)
+    (out_dir / "policy.acz").write_bytes(data)
+    result = measure_artifacts(spec, data, export.to_bytes(teacher.actor, head),
+                               envs.env_creator(spec.env, spec.env_config))
     result.update({
         "params": net.num_params(), "teacher_params": teacher.actor.num_params(),
         "sparsity": net_sparsity(net), "hidden": net.hidden_widths(), "layers": len(net.layers),
@@ -118,6 +126,18 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
     if not np.isfinite(result["return_mean"]):
         raise FloatingPointError("return is not finite")
     return result
+
+
+def return_ratio(ret: float, teacher_ret: float, spec: TrialSpec, make_env) -> float:
+    """return / teacher return. Where the teacher's return is not positive (e.g. Pendulum, all
+    rewards < 0) that quotient would reward doing worse, so the ratio is instead normalised
+    between a uniform-random policy (0) and the teacher (1) on the same seeded episodes."""
+    if teacher_ret > 0:
+        return ret / teacher_ret
+    space = make_env().action_space
+    space.seed(spec.eval.seed)
+    rand = float(measure.evaluate(lambda obs: space.sample(), make_env, spec.eval.episodes, spec.eval.seed).mean())
+    return (ret - rand) / (teacher_ret - rand) if teacher_ret != rand else float("nan")
 
 
 def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env) -> dict[str, Any]:
@@ -134,7 +154,7 @@ def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
     return {
         "return_mean": float(r.mean()), "return_std": float(r.std()), "returns": r.tolist(),
         "teacher_return_mean": float(rt.mean()), "teacher_return_std": float(rt.std()),
-        "return_ratio": float(r.mean() / rt.mean()) if rt.mean() else float("nan"),
+        "return_ratio": return_ratio(float(r.mean()), float(rt.mean()), spec, make_env),
         "latency_ms": lat["cand"]["median_ms"], "latency_p95_ms": lat["cand"]["p95_ms"],
         "teacher_latency_ms": lat["teacher"]["median_ms"],
         "latency_ratio": lat["cand"]["median_ms"] / lat["teacher"]["median_ms"],

@@ -1,10 +1,13 @@
-"""The only RLlib adapter: the compressible RLModule, teacher training + cache, fine-tuning.
+"""The only RLlib adapter: compressible RLModules for PPO, DQN and SAC, teacher training +
+cache, and a fine-tuning session.
 
-The RLModule's actor and critic are `PolicyNet`s rebuilt from their specs, so every
-compression (mask, codebook, fake-quant, smaller or factorized shapes) is part of the
-module itself on the learner and on the env runner alike, and weights move in and out
-as plain state dicts via `algo.get_state` / `algo.set_state` (`algo.set_weights` is
-broken on the new API stack in Ray 2.60).
+In every module the deployed (acting) net is a `PolicyNet` rebuilt from its spec —
+PPO's actor (`actor`), DQN's Q-network (`af`, plus its target copy `_target_af`), SAC's
+actor (`pi`) — so every compression (mask, codebook, fake-quant, smaller or factorized
+shapes) is part of the module itself on the learner and the env runners alike. The
+other nets (PPO critic, SAC twin Q) are ordinary MLPs used for fine-tuning only. Weights
+move in and out as plain state dicts via `algo.get_state` / `algo.set_state`
+(`algo.set_weights` is broken on the new API stack in Ray 2.60).
 """
 
 from __future__ import annotations
@@ -28,11 +31,34 @@ from autocompress import envs
 from autocompress.config import TrialSpec
 from autocompress.nets import PolicyNet
 
-# RLlib PPO settings that train CartPole-sized tasks quickly; the trial spec's
-# `training:` section overrides any of them.
-PPO_DEFAULTS = {"lr": 3e-4, "train_batch_size_per_learner": 4000, "minibatch_size": 128,
-                "num_epochs": 6, "vf_loss_coeff": 0.01, "gamma": 0.99}
 _STATE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
+
+
+@dataclass(frozen=True)
+class Algo:
+    """What differs between algorithms, as data: the rest of this module is shared."""
+
+    actor: str                    # state-dict prefix of the deployed net
+    copies: tuple[str, ...]       # prefixes that must hold the same net (target networks)
+    squash: str                   # continuous actions: 'clip' (PPO) or 'tanh' (SAC) before unsquashing
+    defaults: dict                # AlgorithmConfig.training() defaults; the trial spec overrides them
+    reporting: dict               # AlgorithmConfig.reporting() defaults
+
+
+ALGOS = {
+    "PPO": Algo("actor", (), "clip", {"lr": 3e-4, "train_batch_size_per_learner": 4000, "minibatch_size": 128,
+                                      "num_epochs": 6, "vf_loss_coeff": 0.01, "gamma": 0.99}, {}),
+    "DQN": Algo("af", ("_target_af",), "none", {
+        "lr": 5e-4, "train_batch_size_per_learner": 32, "dueling": False, "double_q": True, "num_atoms": 1,
+        "n_step": 3, "target_network_update_freq": 500, "epsilon": [(0, 1.0), (10000, 0.02)],
+        "replay_buffer_config": {"type": "EpisodeReplayBuffer", "capacity": 50000}},
+        {"min_sample_timesteps_per_iteration": 1000}),
+    "SAC": Algo("pi", (), "tanh", {
+        "actor_lr": 3e-4, "critic_lr": 3e-4, "alpha_lr": 3e-4, "train_batch_size_per_learner": 256,
+        "num_steps_sampled_before_learning_starts": 1000, "n_step": 1, "tau": 0.005,
+        "replay_buffer_config": {"type": "EpisodeReplayBuffer", "capacity": 100000}},
+        {"min_sample_timesteps_per_iteration": 1000}),
+}
 
 
 def ensure_ray() -> None:
@@ -45,38 +71,89 @@ def ensure_ray() -> None:
                  ignore_reinit_error=True)
 
 
-def _module_classes():
-    """Imported lazily so that importing autocompress does not import Ray."""
-    from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
-    from ray.rllib.core.columns import Columns
-    from ray.rllib.core.rl_module.apis import ValueFunctionAPI
-    from ray.rllib.core.rl_module.torch import TorchRLModule
+def _l1(learner_cls, actor_attr: str):
+    """The algorithm's torch learner + optional L1 on the deployed net's weights (mean |w|, scale-free)."""
 
-    class CompressiblePPOModule(TorchRLModule, ValueFunctionAPI):
-        """PPO module whose actor is the (compressed) deployable net, critic a plain MLP."""
-
-        def setup(self):
-            self.actor = PolicyNet.from_spec(self.model_config["actor"])
-            self.critic = PolicyNet.from_spec(self.model_config["critic"])
-
-        def _forward(self, batch, **kwargs):
-            return {Columns.ACTION_DIST_INPUTS: self.actor(batch[Columns.OBS])}
-
-        def compute_values(self, batch, embeddings=None):
-            return self.critic(batch[Columns.OBS]).squeeze(-1)
-
-    class CompressLearner(PPOTorchLearner):
-        """PPO loss + optional L1 on the actor's deployed weights (mean |w|, scale-free)."""
-
+    class CompressLearner(learner_cls):
         def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
             loss = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
             l1 = config.learner_config_dict.get("l1", 0.0)
             if l1:
-                actor = self.module[module_id].unwrapped().actor
-                loss = loss + l1 * torch.stack([layer.raw_weight().abs().mean() for layer in actor.layers]).mean()
+                net = getattr(self.module[module_id].unwrapped(), actor_attr)
+                loss = loss + l1 * torch.stack([layer.raw_weight().abs().mean() for layer in net.layers]).mean()
             return loss
 
-    return CompressiblePPOModule, CompressLearner
+    return CompressLearner
+
+
+def _classes(algorithm: str):
+    """(config class, module class, learner class, catalog class), imported lazily: no Ray at import."""
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.core.models.base import ENCODER_OUT
+    from torch import nn
+
+    class ObsEncoder(nn.Module):
+        """RLlib's default modules expect an encoder; ours passes the observation through."""
+
+        def forward(self, batch):
+            return {ENCODER_OUT: batch[Columns.OBS]}
+
+    if algorithm == "PPO":
+        from ray.rllib.algorithms.ppo import PPOConfig
+        from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+        from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+        from ray.rllib.core.rl_module.torch import TorchRLModule
+
+        class CompressiblePPOModule(TorchRLModule, ValueFunctionAPI):
+            def setup(self):
+                self.actor = PolicyNet.from_spec(self.model_config["actor"])
+                self.critic = PolicyNet.mlp(int(np.prod(self.observation_space.shape)),
+                                            self.model_config["critic_hidden"], 1, self.model_config["activation"])
+
+            def _forward(self, batch, **kwargs):
+                return {Columns.ACTION_DIST_INPUTS: self.actor(batch[Columns.OBS])}
+
+            def compute_values(self, batch, embeddings=None):
+                return self.critic(batch[Columns.OBS]).squeeze(-1)
+
+        return PPOConfig, CompressiblePPOModule, _l1(PPOTorchLearner, "actor"), None
+
+    if algorithm == "DQN":
+        from ray.rllib.algorithms.dqn import DQNConfig
+        from ray.rllib.algorithms.dqn.dqn_catalog import DQNCatalog
+        from ray.rllib.algorithms.dqn.torch.default_dqn_torch_rl_module import DefaultDQNTorchRLModule
+        from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
+        from ray.rllib.utils.schedules.scheduler import Scheduler
+
+        class CompressibleDQNModule(DefaultDQNTorchRLModule):
+            """DQN with a plain (non-dueling) Q-network: obs -> PolicyNet -> Q-values."""
+
+            def setup(self):
+                self.uses_dueling, self.num_atoms = False, 1
+                self.uses_double_q = self.model_config["double_q"]
+                self.epsilon_schedule = Scheduler(fixed_value_or_schedule=self.model_config["epsilon"],
+                                                  framework=self.framework)
+                self.encoder = ObsEncoder()
+                self.af = PolicyNet.from_spec(self.model_config["actor"])
+
+        return DQNConfig, CompressibleDQNModule, _l1(DQNTorchLearner, "af"), DQNCatalog
+
+    if algorithm == "SAC":
+        from ray.rllib.algorithms.sac import SACConfig
+        from ray.rllib.algorithms.sac.sac_catalog import SACCatalog
+        from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
+        from ray.rllib.algorithms.sac.torch.sac_torch_learner import SACTorchLearner
+
+        class CompressibleSACModule(DefaultSACTorchRLModule):
+            """SAC whose actor is obs -> PolicyNet -> (mean, log_std); twin Q nets as RLlib builds them."""
+
+            def setup(self):
+                super().setup()
+                self.pi_encoder = ObsEncoder()
+                self.pi = PolicyNet.from_spec(self.model_config["actor"])
+
+        return SACConfig, CompressibleSACModule, _l1(SACTorchLearner, "pi"), SACCatalog
+    raise ValueError(f"unknown algorithm {algorithm!r}")
 
 
 def env_spaces(spec: TrialSpec) -> tuple[gym.Space, gym.Space]:
@@ -87,83 +164,144 @@ def env_spaces(spec: TrialSpec) -> tuple[gym.Space, gym.Space]:
         env.close()
 
 
+def action_head(spec: TrialSpec, act_space: gym.Space) -> dict:
+    head = envs.action_head(act_space)
+    if head["kind"] == "continuous":
+        head["squash"] = ALGOS[spec.algorithm].squash
+    return head
+
+
 def actor_out_dim(head: dict) -> int:
-    # Continuous PPO actors output mean and log-std (RLlib's diagonal Gaussian inputs).
+    # Continuous actors output mean and log-std (RLlib's Gaussian / squashed-Gaussian inputs).
     return head["n"] if head["kind"] == "discrete" else 2 * head["act_dim"]
 
 
-def algo_config(spec: TrialSpec, actor: PolicyNet, critic: PolicyNet, lr: float, l1: float = 0.0):
-    from ray.rllib.algorithms.ppo import PPOConfig
+def training_settings(spec: TrialSpec) -> dict:
+    return {**ALGOS[spec.algorithm].defaults, **spec.training}
+
+
+def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: float = 0.0):
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    module_cls, learner_cls = _module_classes()
-    target = envs.resolve(spec.env)
+    config_cls, module_cls, learner_cls, catalog_cls = _classes(spec.algorithm)
+    algo = ALGOS[spec.algorithm]
+    training = training_settings(spec)
+    if lr is not None:  # fine-tuning: the spec's fine-tune learning rate for actor and critic alike
+        training.update({k: lr for k in (("actor_lr", "critic_lr") if spec.algorithm == "SAC" else ("lr",))})
+    t = spec.teacher
+    model_config = {"actor": actor.spec(), "critic_hidden": list(t.hidden), "activation": t.activation,
+                    "fcnet_hiddens": list(t.hidden), "fcnet_activation": t.activation}
     return (
-        PPOConfig()
-        .environment(target, env_config=dict(spec.env_config))
+        config_cls()
+        .environment(envs.resolve(spec.env), env_config=dict(spec.env_config))
         .framework("torch")
         .env_runners(num_env_runners=0)
         .learners(num_learners=0, learner_class=learner_cls, learner_config_dict={"l1": l1})
-        .rl_module(rl_module_spec=RLModuleSpec(module_class=module_cls,
-                                               model_config={"actor": actor.spec(), "critic": critic.spec()}))
-        .training(**{**PPO_DEFAULTS, **spec.training, "lr": lr})
+        .rl_module(rl_module_spec=RLModuleSpec(module_class=module_cls, catalog_class=catalog_cls,
+                                               model_config=model_config))
+        .training(**training)
+        .reporting(**{**algo.reporting, **spec.reporting})
         .debugging(seed=spec.seed, log_level="ERROR")
     )
 
 
 def check_training_keys(spec: TrialSpec) -> None:
     """Fail fast on a `training:` key RLlib does not know (builds a config, trains nothing)."""
-    from ray.rllib.algorithms.ppo import PPOConfig
+    config_cls = {"PPO": "ppo.PPOConfig", "DQN": "dqn.DQNConfig", "SAC": "sac.SACConfig"}[spec.algorithm]
+    import importlib
 
+    module, _, name = config_cls.rpartition(".")
+    cls = getattr(importlib.import_module(f"ray.rllib.algorithms.{module}"), name)
     try:
-        PPOConfig().training(**{**PPO_DEFAULTS, **spec.training})
+        cls().training(**training_settings(spec))
     except TypeError as e:
         raise ValueError(f"training: {e}") from None
 
 
-class Session:
-    """A live RLlib algorithm holding our module: push weights in, train, pull them out."""
+def _nest(state: dict) -> dict:
+    for k in reversed(_STATE_PATH):
+        state = {k: state}
+    return state
 
-    def __init__(self, spec: TrialSpec, actor: PolicyNet, critic: PolicyNet, lr: float, l1: float = 0.0):
+
+class Session:
+    """A live RLlib algorithm holding our module: push the deployed net in, train, pull it out.
+
+    `base_state` (the teacher's full module state) initialises everything that is not the
+    deployed net: critic, Q-nets, and their targets.
+    """
+
+    def __init__(self, spec: TrialSpec, actor: PolicyNet, base_state: dict | None = None,
+                 lr: float | None = None, l1: float = 0.0):
         ensure_ray()
         torch.set_num_threads(1)
-        self.algo = algo_config(spec, actor, critic, lr, l1).build_algo()
+        self.algo_info = ALGOS[spec.algorithm]
+        self.algo = algo_config(spec, actor, lr, l1).build_algo()
         self.returns: list[float] = []
-        self.push(actor, critic)
+        if base_state is not None:
+            current = self.module_state()
+            self.algo.set_state(_nest({**current, **{k: v for k, v in base_state.items() if not self._is_actor(k)
+                                                     and k in current}}))
+        self.push(actor)
 
-    def _state(self) -> dict[str, np.ndarray]:
+    def _is_actor(self, key: str) -> bool:
+        return any(key.startswith(p + ".") for p in (self.algo_info.actor, *self.algo_info.copies))
+
+    def module_state(self) -> dict[str, np.ndarray]:
         state = self.algo.get_state(components="learner_group/learner/rl_module")
         for k in _STATE_PATH:
             state = state[k]
-        return state
+        return dict(state)
 
-    def push(self, actor: PolicyNet, critic: PolicyNet | None = None) -> None:
-        state = dict(self._state())
-        nets = {"actor": actor, **({"critic": critic} if critic is not None else {})}
-        for prefix, net in nets.items():
-            state.update({f"{prefix}.{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()})
-        nested = state
-        for k in reversed(_STATE_PATH):
-            nested = {k: nested}
-        self.algo.set_state(nested)
+    def push(self, actor: PolicyNet) -> None:
+        """Replace the deployed net (and its target copies) everywhere: learner and env runners."""
+        state = {k: v for k, v in self.module_state().items() if not self._is_actor(k)}
+        net_state = {k: v.detach().cpu().numpy() for k, v in actor.state_dict().items()}
+        for prefix in (self.algo_info.actor, *self.algo_info.copies):
+            state.update({f"{prefix}.{k}": v for k, v in net_state.items()})
+        self.algo.set_state(_nest(state))
 
-    def pull(self, net: PolicyNet, prefix: str = "actor") -> PolicyNet:
-        state = self._state()
-        net.load_state_dict({k[len(prefix) + 1:]: torch.as_tensor(v) for k, v in state.items()
-                             if k.startswith(prefix + ".")})
+    def pull(self, net: PolicyNet) -> PolicyNet:
+        prefix = self.algo_info.actor + "."
+        net.load_state_dict({k[len(prefix):]: torch.as_tensor(v) for k, v in self.module_state().items()
+                             if k.startswith(prefix)})
         return net
 
     def train(self, iterations: int, log: Callable[[str], None] = print, stop_return: float | None = None) -> None:
         for i in range(iterations):
             result = self.algo.train()
-            ret = float(result["env_runners"].get("episode_return_mean", float("nan")))
+            ret = float(result.get("env_runners", {}).get("episode_return_mean", float("nan")))
             self.returns.append(ret)
             log(f"  iter {i + 1}/{iterations}: training return {ret:.1f}")
             if stop_return is not None and ret >= stop_return:
                 break
-        for p in self.algo.learner_group._learner.module["default_policy"].parameters():
-            if not torch.isfinite(p).all():
-                raise FloatingPointError("fine-tune diverged: non-finite weights")
+        for k, v in self.module_state().items():
+            if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.isfinite(v).all():
+                raise FloatingPointError(f"fine-tune diverged: non-finite values in {k}")
+
+    def rllib_actions(self, obs: np.ndarray) -> np.ndarray:
+        """Deterministic actions as RLlib itself takes them: the env runner's module,
+        forward_inference, the deterministic action distribution, then RLlib's action
+        unsquashing onto the env bounds. The reference our exported artifact must match."""
+        from ray.rllib.core.columns import Columns
+        from ray.rllib.utils.spaces.space_utils import unsquash_action
+
+        module = self.algo.get_module()
+        with torch.no_grad():
+            out = module.forward_inference({Columns.OBS: torch.as_tensor(np.asarray(obs, np.float32))})
+        if Columns.ACTIONS in out:  # DQN: already greedy
+            return out[Columns.ACTIONS].numpy()
+        dist = module.get_inference_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
+        if hasattr(dist, "_squash"):
+            # SAC: RLlib 2.60's TorchSquashedGaussian.to_deterministic() returns the raw
+            # (unsquashed) mean; the deterministic action of the trained policy is its squash.
+            actions = dist._squash(dist.loc).numpy()
+        else:
+            actions = dist.to_deterministic().sample().numpy()
+        space = self.algo.env_runner.env.single_action_space
+        if isinstance(space, gym.spaces.Box):
+            return np.stack([unsquash_action(a, space) for a in actions])
+        return actions
 
     def stop(self) -> None:
         self.algo.stop()
@@ -174,7 +312,7 @@ class Session:
 @dataclass
 class Teacher:
     actor: PolicyNet
-    critic: PolicyNet
+    state: dict[str, np.ndarray]   # full RLModule state (critic / Q nets too), for fine-tuning
     info: dict
     path: Path
 
@@ -186,51 +324,51 @@ def teacher_dir(spec: TrialSpec, cache_root: Path) -> Path:
 
 def load_teacher(path: Path) -> Teacher:
     """Load a cached teacher; weights via torch.load(weights_only=True), checksum verified."""
-    info = json.loads((path / "teacher.json").read_text())
-    blob = (path / "teacher.pt").read_bytes()
-    if hashlib.sha256(blob).hexdigest() != info["sha256"]:
+    try:
+        info = json.loads((path / "teacher.json").read_text())
+        blob = (path / "teacher.pt").read_bytes()
+    except (OSError, ValueError) as e:
+        raise ValueError(f"teacher cache {path} is unreadable ({e}); delete it to retrain") from None
+    if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
         raise ValueError(f"teacher cache {path} is corrupted (checksum mismatch); delete it to retrain")
-    states = torch.load(path / "teacher.pt", weights_only=True)
-    nets = {}
-    for name in ("actor", "critic"):
-        nets[name] = PolicyNet.from_spec(info[f"{name}_spec"])
-        nets[name].load_state_dict(states[name])
-    return Teacher(nets["actor"], nets["critic"], info, path)
+    state = torch.load(path / "teacher.pt", weights_only=True)
+    actor = PolicyNet.from_spec(info["actor_spec"])
+    prefix = info["actor_prefix"] + "."
+    actor.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return Teacher(actor, {k: v.numpy() for k, v in state.items()}, info, path)
 
 
 def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] = print,
                   retrain: bool = False) -> Teacher:
-    """The teacher of `spec`, from the cache or trained now with RLlib PPO and cached."""
+    """The teacher of `spec`, from the cache or trained now with RLlib and cached."""
     path = teacher_dir(spec, cache_root)
     if (path / "teacher.json").exists() and not retrain:
         return load_teacher(path)
     obs_space, act_space = env_spaces(spec)
-    head = envs.action_head(act_space)
+    head = action_head(spec, act_space)
     t = spec.teacher
     actor = PolicyNet.mlp(int(np.prod(obs_space.shape)), t.hidden, actor_out_dim(head), t.activation)
-    critic = PolicyNet.mlp(int(np.prod(obs_space.shape)), t.hidden, 1, t.activation)
-    log(f"training teacher for {spec.env}: PPO, hidden {t.hidden}, up to {t.max_iterations} iterations")
+    log(f"training teacher for {spec.env}: {spec.algorithm}, hidden {t.hidden}, up to {t.max_iterations} iterations")
     start = time.time()
-    session = Session(spec, actor, critic, lr={**PPO_DEFAULTS, **spec.training}["lr"])
+    session = Session(spec, actor)
     try:
         session.train(t.max_iterations, log=log, stop_return=t.stop_return)
-        session.pull(actor, "actor")
-        session.pull(critic, "critic")
+        state = session.module_state()
     finally:
         session.stop()
     info = {"trial_spec": spec.teacher_key(), "head": head, "iterations": len(session.returns),
             "train_seconds": time.time() - start,
             "final_training_return": session.returns[-1] if session.returns else math.nan,
-            "actor_spec": actor.spec(), "critic_spec": critic.spec()}
-    _save_teacher(path, actor, critic, info)
+            "actor_spec": actor.spec(), "actor_prefix": ALGOS[spec.algorithm].actor}
+    _save_teacher(path, state, info)
     return load_teacher(path)
 
 
-def _save_teacher(path: Path, actor: PolicyNet, critic: PolicyNet, info: dict) -> None:
+def _save_teacher(path: Path, state: dict[str, np.ndarray], info: dict) -> None:
     """Write to a temp dir and rename, so a concurrent reader never sees half a teacher."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-teacher-"))
-    torch.save({"actor": actor.state_dict(), "critic": critic.state_dict()}, tmp / "teacher.pt")
+    torch.save({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}, tmp / "teacher.pt")
     info = {**info, "sha256": hashlib.sha256((tmp / "teacher.pt").read_bytes()).hexdigest()}
     (tmp / "teacher.json").write_text(json.dumps(info, indent=1))
     if path.exists():

@@ -66,12 +66,20 @@ class NumpyPolicy:
         return x
 
     def act(self, obs: np.ndarray):
-        """Deterministic action for one observation (argmax, or the squashed/clipped mean)."""
-        out = self.forward(obs)
-        if self.head["kind"] == "discrete":
-            return int(np.argmax(out))
-        mean = out[..., : self.head["act_dim"]]
-        low, high = np.asarray(self.head["low"], np.float32), np.asarray(self.head["high"], np.float32)
-        if self.head.get("squash"):
-            return low + (np.tanh(mean) + 1.0) * 0.5 * (high - low)
+        """Deterministic action for one observation."""
+        return output_to_action(self.forward(obs), self.head)
+
+
+def output_to_action(out: np.ndarray, head: dict):
+    """Net output -> env action. Discrete: argmax (logits or Q-values). Continuous: the mean
+    (first act_dim outputs), squashed to [-1, 1] by tanh (SAC) or clipping (PPO, as RLlib's
+    normalize_actions does), then mapped affinely onto the env's bounds ('none': raw mean)."""
+    if head["kind"] == "discrete":
+        return int(np.argmax(out))
+    mean = out[..., : head["act_dim"]]
+    low, high = np.asarray(head["low"], np.float32), np.asarray(head["high"], np.float32)
+    squash = head.get("squash", "none")
+    if squash == "none":
         return np.clip(mean, low, high)
+    a = np.tanh(mean) if squash == "tanh" else np.clip(mean, -1.0, 1.0)
+    return low + (a + 1.0) * 0.5 * (high - low)

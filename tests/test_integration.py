@@ -72,10 +72,10 @@ def test_finetune_keeps_masks_codebooks_and_moves_weights(tiny):
 
     net = apply(apply(teacher.actor.clone(), PruneConfig(sparsity=0.6)), ShareConfig(bits=3), Context())
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    s = rl.Session(spec, net, teacher.critic, lr=1e-3)
+    s = rl.Session(spec, net, teacher.state, lr=1e-3)
     try:
         s.train(1, log=lambda m: None)
-        tuned = s.pull(PolicyNet.from_spec(net.spec()))
+        tuned = s.pull(PolicyNet.from_spec(net.spec()))  # the deployed net only
     finally:
         s.stop()
     for i, layer in enumerate(tuned.layers):

@@ -1,0 +1,1 @@
+"""Small example environments (a user env given as 'package.module:ClassName')."""
