@@ -32,6 +32,8 @@ from autocompress.config import TrialSpec
 from autocompress.nets import PolicyNet
 
 _STATE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
+#: teachers committed with the repo (same layout as a cache dir), used when the cache has none
+SHIPPED_TEACHERS = Path(__file__).resolve().parents[1] / "teachers"
 
 
 @dataclass(frozen=True)
@@ -342,6 +344,10 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
                   retrain: bool = False) -> Teacher:
     """The teacher of `spec`, from the cache or trained now with RLlib and cached."""
     path = teacher_dir(spec, cache_root)
+    shipped = SHIPPED_TEACHERS / path.name
+    if not retrain and not (path / "teacher.json").exists() and (shipped / "teacher.json").exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(shipped, path, dirs_exist_ok=True)  # a teacher committed with the repo
     if (path / "teacher.json").exists() and not retrain:
         return load_teacher(path)
     obs_space, act_space = env_spaces(spec)

@@ -22,6 +22,8 @@ def test_shipped_files_are_valid():
     assert load_trial_spec(SPEC).env == "CartPole-v1"
     for p in (ROOT / "configs").glob("*.yaml"):
         load_compress_config(p).check_against(load_trial_spec(SPEC))
+    specs = {p.stem: load_trial_spec(p) for p in (ROOT / "trials").glob("*.yaml")}
+    assert {s.algorithm for s in specs.values()} == {"PPO", "DQN", "SAC"}
 
 
 @pytest.mark.parametrize("data,needle", [

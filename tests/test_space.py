@@ -12,9 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "cartpole_ppo.yaml"
 
 
-def test_shipped_space_loads_with_its_trial_spec():
+def test_shipped_spaces_load_with_their_trial_specs():
     space, spec, spec_path = load_search_space(SPACE)
     assert spec.env == "CartPole-v1" and spec_path.resolve() == (ROOT / "trials" / "cartpole_ppo.yaml").resolve()
+    for p in (ROOT / "search_spaces").glob("*.yaml"):
+        space, spec, spec_path = load_search_space(p)
+        assert spec_path.stem == space.name == p.stem
 
 
 def test_suggest_is_conditional_and_always_valid():
