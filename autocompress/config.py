@@ -29,7 +29,7 @@ class TeacherSpec(_Strict):
     hidden: list[int] = Field([256, 256], min_length=1)
     activation: Literal["tanh", "relu"] = "tanh"
     max_iterations: int = Field(40, ge=1, description="RLlib train() calls at most")
-    stop_return: float | None = Field(None, description="stop once the training return mean reaches this")
+    stop_return: float | None = Field(None, description="stop once a deterministic 5-episode check reaches this")
 
     @field_validator("hidden")
     @classmethod

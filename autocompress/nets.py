@@ -16,10 +16,13 @@ optimizer does.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
+
+from autocompress.runtime import output_to_action
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "none": lambda x: x}
 
@@ -140,3 +143,14 @@ def dense_state(net: PolicyNet) -> list[tuple[torch.Tensor, torch.Tensor | None]
     with torch.no_grad():
         return [(layer.effective_weight().detach().clone(),
                  None if layer.bias is None else layer.bias.detach().clone()) for layer in net.layers]
+
+
+def torch_act(net: PolicyNet, head: dict) -> Callable[[np.ndarray], Any]:
+    """Deterministic action of a torch net, by the same rule the runtime applies."""
+
+    def act(obs):
+        with torch.no_grad():
+            out = net(torch.as_tensor(np.asarray(obs, np.float32)[None]))[0].numpy()
+        return output_to_action(out, head)
+
+    return act

@@ -13,6 +13,8 @@ Stage order (whatever order the config lists techniques in):
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,23 +23,12 @@ import torch
 
 from autocompress import envs, export, measure
 from autocompress.config import CompressConfig, TrialSpec
-from autocompress.nets import PolicyNet
-from autocompress.runtime import NumpyPolicy, output_to_action
+from autocompress.nets import PolicyNet, torch_act
+from autocompress.runtime import NumpyPolicy
 from autocompress.techniques import Context, apply
 from autocompress.techniques.prune import sparsity as net_sparsity
 
 STRUCTURAL = ("distill", "structured", "lowrank")
-
-
-def torch_act(net: PolicyNet, head: dict) -> Callable[[np.ndarray], Any]:
-    """Deterministic action of a torch net, by the same rule the runtime applies."""
-
-    def act(obs):
-        with torch.no_grad():
-            out = net(torch.as_tensor(np.asarray(obs, np.float32)[None]))[0].numpy()
-        return output_to_action(out, head)
-
-    return act
 
 
 def compress_net(teacher: PolicyNet, cfg: CompressConfig, ctx: Context, finetune: Callable | None) -> PolicyNet:
@@ -64,16 +55,35 @@ def compress_net(teacher: PolicyNet, cfg: CompressConfig, ctx: Context, finetune
     return net
 
 
+class Timings(defaultdict):
+    """Seconds per named stage of a trial (where the time outside env stepping and SGD goes)."""
+
+    def __init__(self):
+        super().__init__(float)
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] += time.perf_counter() - t0
+
+
 def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
-                     log: Callable[[str], None] = print) -> tuple[PolicyNet, Any, list[dict]]:
+                     log: Callable[[str], None] = print, timed: Timings | None = None
+                     ) -> tuple[PolicyNet, Any, list[dict]]:
     """Teacher (cached) -> techniques -> RLlib fine-tune. Returns (net, teacher, fine-tune rounds)."""
     from autocompress import rl  # the RLlib adapter, imported only when a trial really runs
 
+    timed = timed if timed is not None else Timings()
     cfg.check_against(spec)
-    teacher = rl.train_teacher(spec, Path(cache_root), log=log)
+    with timed("teacher_load"):
+        teacher = rl.train_teacher(spec, Path(cache_root), log=log)
     head = teacher.info["head"]
     make_env = envs.env_creator(spec.env, spec.env_config)
-    sample_obs = measure.collect_obs(torch_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed)
+    with timed("sample_obs"):
+        sample_obs = measure.collect_obs(torch_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed)
     ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head, seed=spec.seed, log=log,
                   rollout_obs=lambda net, n, seed: measure.collect_obs(torch_act(net, head), make_env, n, seed))
 
@@ -85,22 +95,30 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         iters = spec.finetune.iterations // n + (1 if i < spec.finetune.iterations % n else 0)
         if iters == 0:
             return
-        if not session:
-            session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1))
-        else:
-            session[0].push(net)
+        with timed("rllib_build"):
+            if not session:
+                session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1))
+            else:
+                session[0].push(net)
         log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net_sparsity(net):.3f}")
-        session[0].train(iters, log=log)
+        with timed("rllib_train"):  # env stepping + SGD
+            session[0].train(iters, log=log)
         session[0].pull(net)
-        ret = measure.evaluate(torch_act(net, head), make_env, min(5, spec.eval.episodes), spec.eval.seed)
+        with timed("round_eval"):
+            ret = measure.evaluate(torch_act(net, head), make_env, min(5, spec.eval.episodes), spec.eval.seed)
         rounds.append({"round": i + 1, "sparsity": net_sparsity(net), "return_mean": float(ret.mean())})
 
     try:
         # The teacher as-is (no technique) is measured untouched, not fine-tuned further.
-        net = compress_net(teacher.actor, cfg, ctx, finetune if cfg.techniques() else None)
+        with timed("compress_total"):
+            net = compress_net(teacher.actor, cfg, ctx, finetune if cfg.techniques() else None)
     finally:
         if session:
-            session[0].stop()
+            with timed("rllib_stop"):
+                session[0].stop()
+    # what compress_net spent outside fine-tuning: the techniques themselves (distill, k-means, SVD ...)
+    timed["techniques"] = timed.pop("compress_total") - sum(timed[k] for k in ("rllib_build", "rllib_train",
+                                                                                "round_eval"))
     return net, teacher, rounds
 
 
@@ -110,18 +128,22 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    net, teacher, rounds = build_compressed(spec, cfg, cache_root, log)
+    timed = Timings()
+    net, teacher, rounds = build_compressed(spec, cfg, cache_root, log, timed)
     compress_s = time.time() - t0
     head = teacher.info["head"]
-    data = export.to_bytes(net, head)
-    (out_dir / "policy.acz").write_bytes(data)
-    result = measure_artifacts(spec, data, export.to_bytes(teacher.actor, head),
-                               envs.env_creator(spec.env, spec.env_config))
+    with timed("export"):
+        data = export.to_bytes(net, head)
+        (out_dir / "policy.acz").write_bytes(data)
+    with timed("measure"):
+        result = measure_artifacts(spec, data, export.to_bytes(teacher.actor, head),
+                                   envs.env_creator(spec.env, spec.env_config))
     result.update({
         "params": net.num_params(), "teacher_params": teacher.actor.num_params(),
         "sparsity": net_sparsity(net), "hidden": net.hidden_widths(), "layers": len(net.layers),
         "compress_seconds": compress_s, "trial_seconds": time.time() - t0,
         "finetune_rounds": rounds, "teacher_path": str(teacher.path), "artifact": str(out_dir / "policy.acz"),
+        "timings": dict(timed),
     })
     if not np.isfinite(result["return_mean"]):
         raise FloatingPointError("return is not finite")

@@ -27,9 +27,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from autocompress import envs
+from autocompress import envs, measure
 from autocompress.config import TrialSpec
-from autocompress.nets import PolicyNet
+from autocompress.nets import PolicyNet, torch_act
 
 _STATE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
 #: teachers committed with the repo (same layout as a cache dir), used when the cache has none
@@ -356,14 +356,26 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
     actor = PolicyNet.mlp(int(np.prod(obs_space.shape)), t.hidden, actor_out_dim(head), t.activation)
     log(f"training teacher for {spec.env}: {spec.algorithm}, hidden {t.hidden}, up to {t.max_iterations} iterations")
     start = time.time()
+    make_env = envs.env_creator(spec.env, spec.env_config)
     session = Session(spec, actor)
+    best: tuple[float, dict, int] = (-math.inf, {}, 0)
     try:
-        session.train(t.max_iterations, log=log, stop_return=t.stop_return)
-        state = session.module_state()
+        # Keep the best iteration by a deterministic check (5 episodes on seeds apart from the
+        # evaluation seeds): off-policy learners in particular can collapse after peaking.
+        for i in range(t.max_iterations):
+            session.train(1, log=lambda m: None)
+            ret = float(measure.evaluate(torch_act(session.pull(actor), head), make_env, 5, spec.seed + 77_777).mean())
+            log(f"  iter {i + 1}/{t.max_iterations}: training return {session.returns[-1]:.1f}, "
+                f"deterministic check {ret:.1f}")
+            if ret > best[0] or not best[1]:
+                best = (ret, session.module_state(), i + 1)
+            if t.stop_return is not None and ret >= t.stop_return:
+                break
     finally:
         session.stop()
+    state = best[1]
     info = {"trial_spec": spec.teacher_key(), "head": head, "iterations": len(session.returns),
-            "train_seconds": time.time() - start,
+            "best_iteration": best[2], "check_return": best[0], "train_seconds": time.time() - start,
             "final_training_return": session.returns[-1] if session.returns else math.nan,
             "actor_spec": actor.spec(), "actor_prefix": ALGOS[spec.algorithm].actor}
     _save_teacher(path, state, info)

@@ -223,7 +223,9 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                  tracking_uri=tracking_uri, storage=opts.storage, objectives=space.objectives)
     state_path.write_text(json.dumps(state, indent=1))
 
+    t_ray = time.time()
     rl.ensure_ray()
+    ray_init_seconds = time.time() - t_ray
     cache_root = str(Path(opts.cache_dir).resolve()) if opts.cache_dir else str((run_dir / "teachers").resolve())
     spec_json = spec.model_dump_json()
     log("teacher: training or loading from cache ...")
@@ -232,7 +234,8 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     teacher_ref = ray.put(teacher)
     tracker.log_parent_metrics({"teacher_train_seconds": teacher["info"]["train_seconds"],
                                 "teacher_training_return": teacher["info"]["final_training_return"],
-                                "startup_seconds": time.time() - t0})
+                                "teacher_check_return": teacher["info"].get("check_return", float("nan")),
+                                "teacher_task_seconds": time.time() - t0, "ray_init_seconds": ray_init_seconds})
     task = ray.remote(_trial_task).options(num_cpus=spec.resources.num_cpus, max_retries=1, retry_exceptions=False)
 
     run_ids: dict[int, str] = {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials
@@ -260,6 +263,8 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         run_ids[trial.number] = rid
         if outcome is not None:
             slim = {k: v for k, v in outcome["result"].items() if k not in SLIM_DROP}
+            # wall time as the driver saw it: scheduling + worker start + trial + result transfer
+            slim["driver_seconds"] = time.time() - trial.user_attrs["launched_at"]
             trial.set_user_attr("result", {**slim, "artifact": str(art)})
             for k, v in constraint_values(space, outcome["result"]).items():
                 trial.set_constraint(k, v)
@@ -291,6 +296,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
             record(trial, cfg, None, f"invalid config: {e}")
             return
         ref = task.remote(trial.number, spec_json, cfg, teacher_ref, cache_root, trial.number in opts.fault_trials)
+        trial.set_user_attr("launched_at", time.time())
         running[ref] = (trial, cfg, time.time())
 
     try:

@@ -76,6 +76,7 @@ class Tracker:
         rid = run.info.run_id
         metrics = [Metric(k, float(result[k]), _now(), 0) for k in METRIC_KEYS
                    if result and k in result and _finite(result[k])]
+        metrics += [Metric(f"seconds_{k}", float(v), _now(), 0) for k, v in (result or {}).get("timings", {}).items()]
         self.client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         if result:
             with tempfile.TemporaryDirectory() as d:
