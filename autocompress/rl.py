@@ -333,7 +333,7 @@ def load_teacher(path: Path) -> Teacher:
         raise ValueError(f"teacher cache {path} is unreadable ({e}); delete it to retrain") from None
     if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
         raise ValueError(f"teacher cache {path} is corrupted (checksum mismatch); delete it to retrain")
-    state = torch.load(path / "teacher.pt", weights_only=True)
+    state = _with_targets(torch.load(path / "teacher.pt", weights_only=True))
     actor = PolicyNet.from_spec(info["actor_spec"])
     prefix = info["actor_prefix"] + "."
     actor.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
@@ -382,11 +382,34 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
     return load_teacher(path)
 
 
+_TARGET_PREFIXES = ("_target_", "target_")
+
+
+def _target_source(key: str) -> str | None:
+    """'target_qf.w' -> 'qf.w', '_target_af.w' -> 'af.w': the online net a target copies."""
+    for p in _TARGET_PREFIXES:
+        if key.startswith(p):
+            return key[len(p):]
+    return None
+
+
+def _with_targets(state: dict) -> dict:
+    """Target networks are not saved (that halves a SAC teacher); on load each is rebuilt as a
+    copy of its online net, so a fine-tune starts with targets equal to the nets they track."""
+    out = dict(state)
+    for k in state.get("__target_keys__", []):
+        out[k] = state[_target_source(k)].clone()
+    out.pop("__target_keys__", None)
+    return out
+
+
 def _save_teacher(path: Path, state: dict[str, np.ndarray], info: dict) -> None:
     """Write to a temp dir and rename, so a concurrent reader never sees half a teacher."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-teacher-"))
-    torch.save({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()}, tmp / "teacher.pt")
+    targets = [k for k in state if _target_source(k) in state]
+    tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in state.items() if k not in targets}
+    torch.save({**tensors, "__target_keys__": targets}, tmp / "teacher.pt")
     info = {**info, "sha256": hashlib.sha256((tmp / "teacher.pt").read_bytes()).hexdigest()}
     (tmp / "teacher.json").write_text(json.dumps(info, indent=1))
     if path.exists():
