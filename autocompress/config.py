@@ -28,6 +28,8 @@ class _Strict(BaseModel):
 class TeacherSpec(_Strict):
     hidden: list[int] = Field([256, 256], min_length=1)
     activation: Literal["tanh", "relu"] = "tanh"
+    critic_hidden: list[int] | None = Field(None, min_length=1, description="critic / Q-net widths "
+                                            "(training only, never deployed) [default: hidden]")
     max_iterations: int = Field(40, ge=1, description="RLlib train() calls at most")
     stop_return: float | None = Field(None, description="stop once a deterministic 5-episode check reaches this")
 
@@ -84,7 +86,8 @@ class TrialSpec(_Strict):
 
     def teacher_key(self) -> dict[str, Any]:
         """What determines the teacher: a change here trains a new one."""
-        return self.model_dump(include={"env", "env_config", "algorithm", "seed", "teacher", "training", "reporting"})
+        return self.model_dump(include={"env", "env_config", "algorithm", "seed", "teacher", "training", "reporting"},
+                               exclude_none=True)
 
 
 class CompressConfig(_Strict):

@@ -191,8 +191,9 @@ def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: 
     if lr is not None:  # fine-tuning: the spec's fine-tune learning rate for actor and critic alike
         training.update({k: lr for k in (("actor_lr", "critic_lr") if spec.algorithm == "SAC" else ("lr",))})
     t = spec.teacher
-    model_config = {"actor": actor.spec(), "critic_hidden": list(t.hidden), "activation": t.activation,
-                    "fcnet_hiddens": list(t.hidden), "fcnet_activation": t.activation}
+    critic = list(t.critic_hidden or t.hidden)
+    model_config = {"actor": actor.spec(), "critic_hidden": critic, "activation": t.activation,
+                    "fcnet_hiddens": critic, "fcnet_activation": t.activation}
     return (
         config_cls()
         .environment(envs.resolve(spec.env), env_config=dict(spec.env_config))

@@ -27,6 +27,7 @@ from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import ConfigError
 from autocompress.space import SearchSpace, baseline_params, suggest
 from autocompress.tracking import Tracker, default_uri
+from autocompress.urls import is_redacted, redact
 
 STATE_FILE = "search.json"
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -205,6 +206,8 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                           "--run-dir")
     study = open_study(space, opts)
     tracking_uri = opts.tracking_uri or state.get("tracking_uri") or default_uri(run_dir)
+    if is_redacted(tracking_uri):
+        raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: pass --tracking-uri again")
     tracker = Tracker(tracking_uri, space.name, artifact_dir=run_dir / "mlartifacts")
     if opts.resume:
         n = interrupted_to_fail(study)
@@ -219,8 +222,9 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         "sampler": opts.sampler, "seed": opts.seed, "trials": opts.trials, "parallel": opts.parallel,
         **{f"constraint.{k}": v for k, v in space.constraints.model_dump(exclude_none=True).items()}},
         [space_path, spec_path])
+    # Passwords never reach the run dir: a redacted URL must be given again (--storage / --tracking-uri).
     state.update(space=str(space_path.resolve()), study_name=space.name, parent_run_id=parent,
-                 tracking_uri=tracking_uri, storage=opts.storage, objectives=space.objectives)
+                 tracking_uri=redact(tracking_uri), storage=redact(opts.storage), objectives=space.objectives)
     state_path.write_text(json.dumps(state, indent=1))
 
     t_ray = time.time()
@@ -381,6 +385,8 @@ def load_run(run_dir: Path, storage: str | None = None) -> tuple[optuna.Study, d
     if not state_path.exists():
         raise ConfigError(f"{run_dir}: not a search run dir (no {STATE_FILE})")
     state = json.loads(state_path.read_text())
-    study = optuna.load_study(study_name=state["study_name"],
-                              storage=storage_for(Path(run_dir), storage or state.get("storage")))
+    url = storage or state.get("storage")
+    if is_redacted(url):
+        raise ConfigError(f"{run_dir} uses storage {url}: pass --storage with the full URL")
+    study = optuna.load_study(study_name=state["study_name"], storage=storage_for(Path(run_dir), url))
     return study, state

@@ -36,3 +36,32 @@ def write_section(name: str, body: str) -> None:
     pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     DOC.write_text(text)
+
+
+def run_search(space: dict, trial_overrides: dict, run_dir: Path, *flags: str) -> float:
+    """Run `autocompress search` on a space derived from search_spaces/cartpole_ppo.yaml.
+
+    `space` overrides keys of the shipped space, `trial_overrides` keys of its trial spec (e.g. a
+    cheaper fine-tune); the teacher is shared through the default cache. Returns wall seconds.
+    """
+    import os
+    import sys
+    import time
+
+    import yaml
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trial = yaml.safe_load((ROOT / "trials" / "cartpole_ppo.yaml").read_text())
+    for k, v in trial_overrides.items():
+        trial[k] = {**trial.get(k, {}), **v} if isinstance(v, dict) else v
+    (run_dir / "trial.yaml").write_text(yaml.safe_dump(trial))
+    sp = {**yaml.safe_load((ROOT / "search_spaces" / "cartpole_ppo.yaml").read_text()), **space,
+          "trial_spec": "trial.yaml"}
+    (run_dir / "space.yaml").write_text(yaml.safe_dump(sp))
+    cache = os.environ.get("AUTOCOMPRESS_CACHE", str(Path.home() / ".cache" / "autocompress" / "teachers"))
+    t0 = time.time()
+    subprocess.run([sys.executable, "-m", "autocompress.cli", "search", str(run_dir / "space.yaml"), "--run-dir",
+                    str(run_dir / "run"), "--cache-dir", cache, *flags], check=True,
+                   env={**os.environ, "RAY_AUTH_MODE": "disabled"}, stdout=subprocess.DEVNULL)
+    return time.time() - t0
