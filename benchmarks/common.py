@@ -27,6 +27,15 @@ def machine() -> str:
             f"ray {ray.__version__}, optuna {optuna.__version__}, numpy {numpy.__version__}")
 
 
+def save_figure(fig, name: str) -> str:
+    """Save a matplotlib figure under docs/img/ and return its path relative to docs/."""
+    img = DOC.parent / "img" / name
+    img.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(img, dpi=110)
+    return f"img/{name}"
+
+
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section between <!-- name --> markers in docs/BENCHMARKS.md."""
     DOC.parent.mkdir(exist_ok=True)

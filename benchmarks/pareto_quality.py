@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DOC, ROOT, machine, run_search, write_section
+from benchmarks.common import save_figure, ROOT, machine, run_search, write_section
 
 
 def main() -> None:
@@ -70,10 +70,7 @@ def main() -> None:
         else:
             ax.axvline(0.5, ls=":", c="gray", lw=0.8)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    img = DOC.parent / "img" / "pareto_quality.png"
-    img.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(img, dpi=110)
+    save_figure(fig, "pareto_quality.png")
 
     lines = ["## Pareto quality (CartPole-v1 PPO)", "",
              f"`python -m benchmarks.pareto_quality --trials {args.trials} --episodes {args.episodes}` on {machine()}: "

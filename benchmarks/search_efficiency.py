@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DOC, machine, run_search, write_section
+from benchmarks.common import save_figure, machine, run_search, write_section
 
 CHEAP = {"finetune": {"iterations": 1}, "eval": {"episodes": 10}, "latency": {"calls": 1000, "rounds": 5}}
 SAMPLERS = ("tpe", "nsga2", "random")
@@ -64,10 +64,7 @@ def main() -> None:
     ax.set_xlabel("finished trials")
     ax.set_ylabel("hypervolume (teacher-normalised)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    img = DOC.parent / "img" / "search_efficiency.png"
-    img.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(img, dpi=110)
+    save_figure(fig, "search_efficiency.png")
     lines = ["## Search efficiency (CartPole-v1 PPO)", "",
              f"`python -m benchmarks.search_efficiency --trials {args.trials} --seeds {args.seeds}` on {machine()}; "
              "objectives return / latency / bytes, constraint return ratio ≥ 0.9, parallel 2, no enqueued baselines.",

@@ -19,3 +19,16 @@ def net() -> PolicyNet:
 @pytest.fixture
 def obs() -> np.ndarray:
     return np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+
+
+def tiny_cartpole(name: str, finetune_iterations: int) -> dict:
+    """A trial spec that really trains, at a tiny budget: a 2-iteration [64, 64] PPO teacher."""
+    return {
+        "name": name, "env": "CartPole-v1", "seed": 3,
+        "teacher": {"hidden": [64, 64], "max_iterations": 2},
+        "training": {"train_batch_size_per_learner": 500, "minibatch_size": 64, "num_epochs": 2},
+        "finetune": {"iterations": finetune_iterations, "lr": 1e-4},
+        "eval": {"episodes": 3, "seed": 100},
+        "latency": {"warmup": 10, "calls": 200, "rounds": 2},
+        "sample_steps": 200,
+    }

@@ -15,19 +15,12 @@ from autocompress.config import CompressConfig, load_trial_spec
 from autocompress.nets import PolicyNet
 from autocompress.pipeline import compress_trial
 from autocompress.runtime import NumpyPolicy
+from conftest import tiny_cartpole
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "name": "tiny_cartpole", "env": "CartPole-v1", "seed": 3,
-    "teacher": {"hidden": [64, 64], "max_iterations": 2},
-    "training": {"train_batch_size_per_learner": 500, "minibatch_size": 64, "num_epochs": 2},
-    "finetune": {"iterations": 2, "lr": 1e-4},
-    "eval": {"episodes": 3, "seed": 100},
-    "latency": {"warmup": 10, "calls": 200, "rounds": 2},
-    "sample_steps": 200,
-}
+TINY = tiny_cartpole("tiny_cartpole", finetune_iterations=2)
 
 
 @pytest.fixture(scope="module")

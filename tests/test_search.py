@@ -14,19 +14,12 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from autocompress.search import load_run
+from conftest import tiny_cartpole
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "autocompress.cli"]
 
-TRIAL = {
-    "name": "tiny_search", "env": "CartPole-v1", "seed": 3,
-    "teacher": {"hidden": [64, 64], "max_iterations": 2},
-    "training": {"train_batch_size_per_learner": 500, "minibatch_size": 64, "num_epochs": 2},
-    "finetune": {"iterations": 1, "lr": 1e-4},
-    "eval": {"episodes": 3, "seed": 100},
-    "latency": {"warmup": 10, "calls": 200, "rounds": 2},
-    "sample_steps": 200,
-}
+TRIAL = tiny_cartpole("tiny_search", finetune_iterations=1)
 SPACE = {
     "name": "tiny", "trial_spec": "trial.yaml", "constraints": {"min_return_ratio": 0.5},
     "budget": {"trials": 6, "parallel": 2}, "seed": 1,
