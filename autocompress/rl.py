@@ -179,7 +179,10 @@ def actor_out_dim(head: dict) -> int:
 
 
 def training_settings(spec: TrialSpec) -> dict:
-    return {**ALGOS[spec.algorithm].defaults, **spec.training}
+    settings = {**ALGOS[spec.algorithm].defaults, **spec.training}
+    if isinstance(settings.get("n_step"), list):  # YAML has no tuples; RLlib wants (min, max)
+        settings["n_step"] = tuple(settings["n_step"])
+    return settings
 
 
 def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: float = 0.0):
