@@ -104,9 +104,12 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         with timed("rllib_train"):  # env stepping + SGD
             session[0].train(iters, log=log)
         session[0].pull(net)
-        with timed("round_eval"):
-            ret = measure.evaluate(torch_act(net, head), make_env, min(5, spec.eval.episodes), spec.eval.seed)
-        rounds.append({"round": i + 1, "sparsity": net_sparsity(net), "return_mean": float(ret.mean())})
+        round_info = {"round": i + 1, "sparsity": net_sparsity(net)}
+        if n > 1:  # iterative pruning: check each round; a single round is measured at the end anyway
+            with timed("round_eval"):
+                ret = measure.evaluate(torch_act(net, head), make_env, min(5, spec.eval.episodes), spec.eval.seed)
+            round_info["return_mean"] = float(ret.mean())
+        rounds.append(round_info)
 
     try:
         # The teacher as-is (no technique) is measured untouched, not fine-tuned further.

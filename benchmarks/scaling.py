@@ -58,7 +58,7 @@ def main() -> None:
              f"* Throughput, parallel 2 vs 1 on the same 7 trials: {walls[1]:.0f} s vs {walls[2]:.0f} s of trial "
              f"phase → **{speedup:.2f}x** (target ≥ 1.7x: {'met' if speedup >= 1.7 else 'missed'}).",
              f"* Share of fine-tuning trials' wall time outside env stepping + SGD (RLlib `train()`): "
-             f"**{1 - train / wall:.0%}** (target ≤ 10%: {'met' if 1 - train / wall <= 0.10 else 'missed'}).",
+             f"**{1 - train / wall:.1%}** (target ≤ 10%: {'met' if 1 - train / wall <= 0.10 else 'missed'}).",
              f"* Fixed start-up of a search: Ray start {parent.get('ray_init_seconds', float('nan')):.1f} s, "
              f"teacher task (worker start + cached teacher load) {parent.get('teacher_task_seconds', float('nan')):.1f} s.",
              "", "Where a fine-tuning trial's time goes (parallel 1, mean over the 6 technique trials):", "",
