@@ -73,10 +73,32 @@ class SearchSpace(_Strict):
                 if key not in TECHNIQUES[name].model_fields:
                     raise ValueError(f"{name}: unknown setting {key!r}; known: "
                                      f"{', '.join(TECHNIQUES[name].model_fields)}")
-                if isinstance(p, dict) and not (set(p) <= {"low", "high", "log"} and {"low", "high"} <= set(p)
-                                                or set(p) == {"choices"}):
-                    raise ValueError(f"{name}.{key}: a range is {{low, high[, log]}} and a choice is {{choices: [...]}}")
+                if isinstance(p, dict):
+                    _check_param(f"{name}.{key}", p)
         return {k: dict(p or {}) for k, p in v.items()}
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def _check_param(where: str, p: dict) -> None:
+    """A range {low, high[, log]} of finite numbers, or {choices: [non-empty list]}."""
+    if set(p) == {"choices"}:
+        c = p["choices"]
+        if not isinstance(c, list) or not c or not all(
+                isinstance(x, (bool, int, float, str)) or (isinstance(x, list) and all(_is_number(y) for y in x))
+                for x in c):
+            raise ValueError(f"{where}: choices must be a non-empty list of values (or of number lists)")
+        return
+    if not (set(p) <= {"low", "high", "log"} and {"low", "high"} <= set(p)):
+        raise ValueError(f"{where}: a range is {{low, high[, log]}} and a choice is {{choices: [...]}}")
+    if not (_is_number(p["low"]) and _is_number(p["high"])):
+        raise ValueError(f"{where}: low and high must be numbers")
+    if p["low"] > p["high"]:
+        raise ValueError(f"{where}: low {p['low']} > high {p['high']}")
+    if not isinstance(p.get("log", False), bool) or (p.get("log") and p["low"] <= 0):
+        raise ValueError(f"{where}: log must be true/false, and a log range needs low > 0")
 
 
 def _param(trial, name: str, p: Any):
@@ -145,8 +167,6 @@ def check_space(space: SearchSpace, spec: TrialSpec, source: str) -> None:
         for key, p in params.items():
             values = p["choices"] if isinstance(p, dict) and "choices" in p else (
                 [p["low"], p["high"]] if isinstance(p, dict) else [p])
-            if isinstance(p, dict) and "low" in p and p["low"] > p["high"]:
-                raise ConfigError(f"{source}: techniques.{name}.{key}: low {p['low']} > high {p['high']}")
             for v in values:
                 others = {k: _middle(q) if isinstance(q, dict) else q for k, q in params.items() if k != key}
                 others = {k: (json.loads(o) if isinstance(o, str) and o.startswith("[") else o)

@@ -58,7 +58,7 @@ def test_baselines_are_teacher_then_each_technique_alone():
     ({"techniques": {"prune": {"sparsity": {"lo": 0.1, "hi": 0.5}}}}, "a range is"),
     ({"techniques": {"prune": {"sparsty": 0.5}}}, "unknown setting 'sparsty'"),
     ({"techniques": {"distill": {"hidden": {"choices": [[512, 512]]}}}}, "not smaller than the teacher"),
-    ({"techniques": {"prune": {"sparsity": {"low": 0.9, "high": 0.5}}}}, "low 0.9 > high 0.5"),
+    ({"techniques": {"prune": {"sparsity": {"low": 0.9, "high": 0.5}}}}, "prune.sparsity: low 0.9 > high 0.5"),
     ({"objectives": ["latency", "bytes"]}, "including 'return'"),
     ({"sampler": "cmaes"}, "sampler"),
     ({"budget": {"trials": 0}}, "budget.trials"),
