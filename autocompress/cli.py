@@ -175,7 +175,7 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
                              resume=resume, cache_dir=cache_dir,
                              fault_trials={int(x) for x in os.environ.get("AUTOCOMPRESS_FAULT_TRIALS", "").split(",")
                                            if x.strip()})
-        make_sampler(opts.sampler, opts.seed, len(space.objectives))
+        make_sampler(opts.sampler, opts.seed)
         from autocompress import rl
 
         rl.check_training_keys(spec)

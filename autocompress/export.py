@@ -1,4 +1,4 @@
-"""Write the deployable artifact (.acz) of a PolicyNet, and read it back.
+"""Write the deployable artifact (.acz) of a PolicyNet (read it with runtime.NumpyPolicy).
 
 Layout: b"ACZ1", uint32 header length, compact JSON header (layer shapes, activations,
 action head, observation normalisation, per-tensor encoding), then the packed tensors.
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import struct
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from autocompress.codec import BlobWriter, WeightPayload, encode_weight
 from autocompress.nets import CLinear, PolicyNet
-from autocompress.runtime import MAGIC, NumpyPolicy
+from autocompress.runtime import MAGIC
 from autocompress.techniques.quantize import quantize_codes
 
 
@@ -52,15 +51,3 @@ def to_bytes(net: PolicyNet, head: dict, obs_norm: dict | None = None) -> bytes:
               "head": head, "obs_norm": obs_norm, "layers": layers}
     hdr = json.dumps(header, separators=(",", ":")).encode()
     return MAGIC + struct.pack("<I", len(hdr)) + hdr + blob.getvalue()
-
-
-def export_policy(net: PolicyNet, head: dict, path: str | Path, obs_norm: dict | None = None) -> int:
-    """Write the artifact; returns its size in bytes."""
-    data = to_bytes(net, head, obs_norm)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(data)
-    return len(data)
-
-
-def load_policy(path: str | Path) -> NumpyPolicy:
-    return NumpyPolicy.load(path)

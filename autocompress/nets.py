@@ -138,13 +138,6 @@ class PolicyNet(nn.Module):
         return total
 
 
-def dense_state(net: PolicyNet) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """(effective weight, bias) per layer, detached: what the deployed net computes with."""
-    with torch.no_grad():
-        return [(layer.effective_weight().detach().clone(),
-                 None if layer.bias is None else layer.bias.detach().clone()) for layer in net.layers]
-
-
 def torch_act(net: PolicyNet, head: dict) -> Callable[[np.ndarray], Any]:
     """Deterministic action of a torch net, by the same rule the runtime applies."""
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 from autocompress import envs, export, measure
 from autocompress.config import CompressConfig, TrialSpec

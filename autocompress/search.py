@@ -91,7 +91,7 @@ def _trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_roo
 
 # -- study -------------------------------------------------------------------------------
 
-def make_sampler(name: str, seed: int, n_objectives: int):
+def make_sampler(name: str, seed: int):
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
     if name == "nsga2":
@@ -115,7 +115,7 @@ def storage_for(run_dir: Path, url: str | None):
 def open_study(space: SearchSpace, opts: SearchOptions) -> optuna.Study:
     directions = ["maximize" if o == "return" else "minimize" for o in space.objectives]
     storage = storage_for(opts.run_dir, opts.storage)
-    sampler = make_sampler(opts.sampler, opts.seed, len(directions))
+    sampler = make_sampler(opts.sampler, opts.seed)
     if opts.resume:
         try:
             return optuna.load_study(study_name=space.name, storage=storage, sampler=sampler)

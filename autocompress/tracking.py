@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 #: result keys logged as child-run metrics (when numeric and finite)
@@ -61,9 +61,6 @@ class Tracker:
         for f in files:
             self.client.log_artifact(self.parent_id, str(f), artifact_path=artifact_path)
 
-    def log_parent_json(self, obj: Any, name: str) -> None:
-        self.client.log_dict(self.parent_id, obj, name)
-
     def finish_parent(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.parent_id, status=status)
 
@@ -92,11 +89,6 @@ class Tracker:
         """Tag every child `pareto=true|false`, so the tags always match the current front."""
         for number, rid in run_ids.items():
             self.client.set_tag(rid, "pareto", "true" if number in front else "false")
-
-    def children(self) -> list:
-        return self.client.search_runs([self.experiment_id],
-                                       filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'",
-                                       max_results=10000)
 
 
 def _finite(v: Any) -> bool:

@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from benchmarks.common import ROOT, machine, write_section
+from benchmarks.common import machine, write_section
 
 VARIANTS = {
     "teacher fp32 [256,256]": {},

@@ -14,7 +14,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 from benchmarks.common import save_figure, ROOT, machine, run_search, write_section
 

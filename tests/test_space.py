@@ -4,7 +4,7 @@ import optuna
 import pytest
 import yaml
 
-from autocompress.config import CompressConfig, load_trial_spec
+from autocompress.config import CompressConfig
 from autocompress.errors import ConfigError
 from autocompress.space import baseline_params, load_search_space, suggest
 
