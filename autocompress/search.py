@@ -26,7 +26,7 @@ from autocompress import pareto, plots
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import ConfigError
 from autocompress.space import SearchSpace, baseline_params, suggest
-from autocompress.tracking import Tracker, default_uri
+from autocompress.tracking import Tracker, check_reachable, default_uri
 from autocompress.urls import is_redacted, redact
 
 STATE_FILE = "search.json"
@@ -198,6 +198,8 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     from autocompress import rl
 
     run_dir = opts.run_dir
+    if opts.tracking_uri:
+        check_reachable(opts.tracking_uri)
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -234,7 +236,12 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     spec_json = spec.model_dump_json()
     log("teacher: training or loading from cache ...")
     t0 = time.time()
-    teacher = ray.get(ray.remote(_teacher_task).options(num_cpus=spec.resources.num_cpus).remote(spec_json, cache_root))
+    try:
+        teacher = ray.get(ray.remote(_teacher_task).options(num_cpus=spec.resources.num_cpus).remote(spec_json,
+                                                                                                    cache_root))
+    except Exception as e:  # e.g. a corrupted teacher cache: one clear message, not a Ray traceback
+        tracker.finish_parent("FAILED")
+        raise ConfigError(f"teacher: {_reason(e).splitlines()[-1]}") from None
     teacher_ref = ray.put(teacher)
     tracker.log_parent_metrics({"teacher_train_seconds": teacher["info"]["train_seconds"],
                                 "teacher_training_return": teacher["info"]["final_training_return"],

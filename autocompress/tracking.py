@@ -23,6 +23,22 @@ METRIC_KEYS = ("return_mean", "return_std", "return_ratio", "teacher_return_mean
                "params", "teacher_params", "sparsity", "layers", "compress_seconds", "trial_seconds")
 
 
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (before any work) when an http(s) tracking server does not answer /health."""
+    import urllib.error
+    import urllib.request
+
+    from autocompress.errors import ConfigError
+    from autocompress.urls import redact
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise ConfigError(f"--tracking-uri {redact(uri)}: MLflow tracking server unreachable ({e})") from None
+
+
 def default_uri(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
 

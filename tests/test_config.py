@@ -101,3 +101,11 @@ def test_cli_unknown_training_key_and_missing_file(tmp_path):
 def test_cli_validate_ok():
     r = run_cli("validate", ROOT / "configs" / "combo.yaml")
     assert r.returncode == 0 and "valid techniques config" in r.stdout
+
+
+def test_cli_search_unreachable_tracking_server_fails_before_any_work(tmp_path):
+    r = run_cli("search", ROOT / "search_spaces" / "cartpole_ppo.yaml", "--run-dir", tmp_path / "run",
+                "--tracking-uri", "http://user:secret@127.0.0.1:9")
+    assert r.returncode == 2 and "tracking server unreachable" in r.stderr
+    assert "secret" not in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()

@@ -135,3 +135,15 @@ def test_sigkill_then_resume_keeps_complete_trials(files):
                and not t.user_attrs.get("interrupted")]
     assert len(counted) == 8
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+
+
+def test_corrupted_teacher_cache_is_one_clear_error(files, tmp_path):
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(files / "cache", cache)
+    pt = next(cache.glob("*/teacher.pt"))
+    pt.write_bytes(pt.read_bytes()[: pt.stat().st_size // 2])  # truncated
+    r = run("search", files / "space.yaml", "--run-dir", tmp_path / "run", "--cache-dir", cache)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "corrupted" in r.stderr and "Traceback" not in r.stderr
