@@ -147,10 +147,14 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
                                                   "budget.parallel]", min=1),
            run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="study, MLflow store and artifacts "
                                                   "[default: runs/<space name>]"),
-           storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL, e.g. "
-                                                 "postgresql://user@host/db [default: journal file in the run dir]"),
-           tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI, e.g. "
-                                                      "http://host:5000 [default: sqlite in the run dir]"),
+           storage: Optional[str] = typer.Option(None, "--storage", envvar="AUTOCOMPRESS_STORAGE",
+                                                 help="Optuna storage URL, e.g. postgresql://user:pw@host/db "
+                                                      "[default: journal file in the run dir]. Prefer the env "
+                                                      "var for passwords: command lines get echoed (ray job "
+                                                      "submit prints its entrypoint)"),
+           tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                                      help="MLflow tracking URI, e.g. http://host:5000 "
+                                                           "[default: sqlite in the run dir]"),
            sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe | nsga2 | gp | random "
                                                  "[default: the space's sampler]"),
            seed: Optional[int] = typer.Option(None, "--seed", help="sampler seed [default: the space's seed]"),
@@ -230,7 +234,8 @@ def _short(v):
 
 
 RunDirArg = typer.Argument(..., help="a search's --run-dir, e.g. runs/cartpole_ppo")
-StorageOpt = typer.Option(None, "--storage", help="the Optuna storage URL, if the search used --storage")
+StorageOpt = typer.Option(None, "--storage", envvar="AUTOCOMPRESS_STORAGE",
+                          help="the Optuna storage URL, if the search used --storage")
 
 
 @app.command("pareto")

@@ -1,0 +1,159 @@
+"""Cluster mode for real, on this machine: a 2-node Ray cluster (one CPU each), PostgreSQL as
+the Optuna storage and an MLflow tracking server; the search goes in with `ray job submit`."""
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_cartpole
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+PASSWORD = "s3cret-pw"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    if shutil.which("initdb"):
+        return Path(shutil.which("initdb")).parent
+    pytest.fail("PostgreSQL server binaries not found: .ci/run installs the 'postgresql' package")
+
+
+def as_postgres(cmd: list[str], **kw):
+    """PostgreSQL refuses to run as root: run its tools as the 'postgres' user when we are root."""
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def wait_until(check, what: str, timeout: float = 90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(1)
+    pytest.fail(f"{what} did not come up in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def services():
+    base = Path(tempfile.mkdtemp(prefix="ac-cluster-", dir="/tmp"))
+    base.chmod(0o755)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    procs, started = [], []
+    try:
+        # PostgreSQL on loopback, password auth for TCP
+        pg, pg_port, data = pg_bin(), free_port(), base / "pg"
+        data.mkdir()
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(data, pw.pw_uid, pw.pw_gid)
+        as_postgres([str(pg / "initdb"), "-D", str(data), "--auth-local=trust", "--auth-host=scram-sha-256"])
+        as_postgres([str(pg / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w", "-o",
+                     f"-p {pg_port} -k {data} -c listen_addresses=127.0.0.1", "start"])
+        started.append("pg")
+        as_postgres([str(pg / "psql"), "-h", str(data), "-p", str(pg_port), "-d", "postgres", "-c",
+                     f"CREATE USER ac WITH PASSWORD '{PASSWORD}';"])
+        as_postgres([str(pg / "psql"), "-h", str(data), "-p", str(pg_port), "-d", "postgres", "-c",
+                     "CREATE DATABASE optuna OWNER ac;"])
+        storage = f"postgresql://ac:{PASSWORD}@127.0.0.1:{pg_port}/optuna"
+        # MLflow tracking server
+        ml_port = free_port()
+        procs.append(subprocess.Popen(
+            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{base}/mlflow.db",
+             "--artifacts-destination", str(base / "mlartifacts"), "--host", "127.0.0.1", "--port", str(ml_port),
+             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=open(base / "mlflow.log", "w"), env=env))
+        tracking = f"http://127.0.0.1:{ml_port}"
+        wait_until(lambda: urllib.request.urlopen(tracking + "/health", timeout=2).status == 200, "mlflow server")
+        # Ray: head + a second node, one CPU each. `--block` keeps each node's processes under a
+        # process we own, so teardown stops this cluster only (never other Ray instances here),
+        # and its own temp dir keeps it apart from any local Ray an earlier test started.
+        ray_port, dash_port, ray_tmp = free_port(), free_port(), base / "ray"
+        common = ["--num-cpus=1", "--disable-usage-stats", "--block"]
+        procs.append(subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", f"--port={ray_port}", "--include-dashboard=true",
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", f"--temp-dir={ray_tmp}", *common],
+            stdout=subprocess.DEVNULL, stderr=open(base / "ray-head.log", "w"), env=env, start_new_session=True))
+        dashboard = f"http://127.0.0.1:{dash_port}"
+        wait_until(lambda: urllib.request.urlopen(dashboard + "/api/version", timeout=2).status == 200, "ray head")
+        procs.append(subprocess.Popen(
+            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{ray_port}", *common],
+            stdout=subprocess.DEVNULL, stderr=open(base / "ray-node2.log", "w"), env=env, start_new_session=True))
+        wait_until(lambda: len(json.loads(urllib.request.urlopen(dashboard + "/nodes?view=summary", timeout=2)
+                                          .read())["data"]["summary"]) == 2, "second ray node")
+        yield {"base": base, "storage": storage, "tracking": tracking, "dashboard": dashboard, "env": env}
+    finally:
+        for p in reversed(procs):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(p.pid, sig)
+                    p.wait(timeout=60)
+                    break
+                except ProcessLookupError:
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if "pg" in started:
+            as_postgres([str(pg_bin() / "pg_ctl"), "-D", str(base / "pg"), "-m", "fast", "stop"])
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_search_submitted_to_a_two_node_cluster(services):
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    base = services["base"]
+    (base / "trial.yaml").write_text(yaml.safe_dump(tiny_cartpole("tiny_cluster", finetune_iterations=1)))
+    (base / "space.yaml").write_text(yaml.safe_dump({
+        "name": "cluster", "trial_spec": "trial.yaml", "budget": {"trials": 4, "parallel": 2}, "baselines": False,
+        "techniques": {"prune": {"sparsity": {"low": 0.5, "high": 0.9}}, "quantize": {"bits": {"low": 4, "high": 8}}}}))
+    run_dir = base / "run"
+    # The password travels in the job's env, not on the command line (Ray echoes the entrypoint).
+    runtime_env = {"env_vars": {"AUTOCOMPRESS_STORAGE": services["storage"]}}
+    r = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", services["dashboard"], "--working-dir", str(ROOT),
+         "--runtime-env-json", json.dumps(runtime_env), "--",
+         "autocompress", "search", str(base / "space.yaml"), "--run-dir", str(run_dir), "--cache-dir",
+         str(base / "cache"), "--tracking-uri", services["tracking"]],
+        capture_output=True, text=True, timeout=900, env=services["env"])
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert PASSWORD not in r.stdout + r.stderr
+
+    # the study lives in PostgreSQL, and its trials ran on both nodes
+    study = optuna.load_study(study_name="cluster", storage=services["storage"])
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 4
+    nodes = {t.user_attrs["result"]["node_id"] for t in done}
+    assert len(nodes) == 2, nodes
+    # the runs are in the tracking server; no password in the run dir or in MLflow
+    client = MlflowClient(services["tracking"])
+    exp = client.get_experiment_by_name("cluster")
+    runs = client.search_runs([exp.experiment_id])
+    assert len([x for x in runs if x.data.tags.get("autocompress.kind") == "trial"]) == 4
+    assert PASSWORD not in (run_dir / "search.json").read_text()
+    assert all(PASSWORD not in json.dumps(x.data.params) for x in runs)
