@@ -135,12 +135,15 @@ def test_search_submitted_to_a_two_node_cluster(services):
     run_dir = base / "run"
     # The password travels in the job's env, not on the command line (Ray echoes the entrypoint).
     runtime_env = {"env_vars": {"AUTOCOMPRESS_STORAGE": services["storage"]}}
-    r = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", services["dashboard"], "--working-dir", str(ROOT),
-         "--runtime-env-json", json.dumps(runtime_env), "--",
-         "autocompress", "search", str(base / "space.yaml"), "--run-dir", str(run_dir), "--cache-dir",
-         str(base / "cache"), "--tracking-uri", services["tracking"]],
-        capture_output=True, text=True, timeout=900, env=services["env"])
+    cmd = [str(BIN / "ray"), "job", "submit", "--address", services["dashboard"], "--working-dir", str(ROOT),
+           "--runtime-env-json", json.dumps(runtime_env), "--",
+           "autocompress", "search", str(base / "space.yaml"), "--run-dir", str(run_dir), "--cache-dir",
+           str(base / "cache"), "--tracking-uri", services["tracking"]]
+    for _ in range(30):  # the head's job agent can come up after its dashboard: submission is refused until then
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=services["env"])
+        if "No available agent to submit job" not in r.stderr:
+            break
+        time.sleep(3)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert PASSWORD not in r.stdout + r.stderr
 
