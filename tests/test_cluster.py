@@ -61,6 +61,11 @@ def wait_until(check, what: str, timeout: float = 90):
 
 @pytest.fixture(scope="module")
 def services():
+    import ray
+
+    # A local Ray that an earlier test started inside this pytest process keeps the new cluster's
+    # job agent from registering ("No available agent to submit job"): stop it first.
+    ray.shutdown()
     base = Path(tempfile.mkdtemp(prefix="ac-cluster-", dir="/tmp"))
     base.chmod(0o755)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{os.environ['PATH']}"}
@@ -94,14 +99,18 @@ def services():
         # and its own temp dir keeps it apart from any local Ray an earlier test started.
         ray_port, dash_port, ray_tmp = free_port(), free_port(), base / "ray"
         common = ["--num-cpus=1", "--disable-usage-stats", "--block"]
+
+        def own_ports():  # two nodes on one host: give each its own agent ports (defaults would collide)
+            return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                    f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
         procs.append(subprocess.Popen(
             [str(BIN / "ray"), "start", "--head", f"--port={ray_port}", "--include-dashboard=true",
-             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", f"--temp-dir={ray_tmp}", *common],
+             "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", f"--temp-dir={ray_tmp}", *own_ports(), *common],
             stdout=subprocess.DEVNULL, stderr=open(base / "ray-head.log", "w"), env=env, start_new_session=True))
         dashboard = f"http://127.0.0.1:{dash_port}"
         wait_until(lambda: urllib.request.urlopen(dashboard + "/api/version", timeout=2).status == 200, "ray head")
         procs.append(subprocess.Popen(
-            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{ray_port}", *common],
+            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{ray_port}", *own_ports(), *common],
             stdout=subprocess.DEVNULL, stderr=open(base / "ray-node2.log", "w"), env=env, start_new_session=True))
         wait_until(lambda: len(json.loads(urllib.request.urlopen(dashboard + "/nodes?view=summary", timeout=2)
                                           .read())["data"]["summary"]) == 2, "second ray node")
