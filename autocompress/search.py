@@ -253,6 +253,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                                if "mlflow_run_id" in t.user_attrs}
     running: dict[Any, tuple[optuna.trial.Trial, dict, float]] = {}
     history: list[tuple[int, float]] = []
+    front_size = [0]  # as of the last finished trial; the progress display reuses it
     search_start = time.time()
 
     def record(trial, cfg, outcome: dict | None, reason: str | None) -> None:
@@ -285,6 +286,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
             study.tell(trial, state=TrialState.FAIL)
             log(f"trial {trial.number} FAILED: {reason.splitlines()[-1] if reason else ''}")
         front_rows = current_front(study, space.objectives)
+        front_size[0] = len(front_rows)
         tracker.set_pareto(run_ids, {r["trial"] for r in front_rows})
         done = len(finished(study))
         hv = pareto.normalised_hypervolume([r for r in rows(study) if r["feasible"]], space.objectives)
@@ -334,7 +336,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
             fin = finished(study)
             progress({"done": len(fin), "target": opts.trials, "running": len(running),
                       "failed": sum(t.state == TrialState.FAIL for t in fin),
-                      "front": len(current_front(study, space.objectives)),
+                      "front": front_size[0],
                       "hypervolume": history[-1][1] if history else 0.0, "elapsed": time.time() - search_start})
     except BaseException:
         for ref in running:
