@@ -344,11 +344,23 @@ def load_teacher(path: Path) -> Teacher:
     return Teacher(actor, {k: v.numpy() for k, v in state.items()}, info, path)
 
 
+#: seconds between resumable checkpoints of a teacher being trained
+CHECKPOINT_EVERY_S = 60.0
+
+
 def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] = print,
                   retrain: bool = False) -> Teacher:
-    """The teacher of `spec`, from the cache or trained now with RLlib and cached."""
+    """The teacher of `spec`, from the cache or trained now with RLlib and cached.
+
+    Training is resumable: every CHECKPOINT_EVERY_S the RLlib algorithm (module, optimizer,
+    counters) and the best state so far go to `<cache dir>.partial/`; an interrupted run
+    picks up from there. `retrain` discards both the cached teacher and any partial run.
+    """
     path = teacher_dir(spec, cache_root)
+    partial = path.with_name(path.name + ".partial")
     shipped = SHIPPED_TEACHERS / path.name
+    if retrain:
+        shutil.rmtree(partial, ignore_errors=True)
     if not retrain and not (path / "teacher.json").exists() and (shipped / "teacher.json").exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(shipped, path, dirs_exist_ok=True)  # a teacher committed with the repo
@@ -359,31 +371,77 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
     t = spec.teacher
     actor = PolicyNet.mlp(int(np.prod(obs_space.shape)), t.hidden, actor_out_dim(head), t.activation)
     log(f"training teacher for {spec.env}: {spec.algorithm}, hidden {t.hidden}, up to {t.max_iterations} iterations")
-    start = time.time()
     make_env = envs.env_creator(spec.env, spec.env_config)
     session = Session(spec, actor)
-    best: tuple[float, dict, int] = (-math.inf, {}, 0)
+    run = _TeacherRun.resume(partial, session, log)
+    start, last_save = time.time() - run.seconds, time.time()
     try:
         # Keep the best iteration by a deterministic check (5 episodes on seeds apart from the
         # evaluation seeds): off-policy learners in particular can collapse after peaking.
-        for i in range(t.max_iterations):
+        for i in range(len(run.returns), t.max_iterations):
             session.train(1, log=lambda m: None)
+            run.returns.append(session.returns[-1])
             ret = float(measure.evaluate(torch_act(session.pull(actor), head), make_env, 5, spec.seed + 77_777).mean())
-            log(f"  iter {i + 1}/{t.max_iterations}: training return {session.returns[-1]:.1f}, "
+            log(f"  iter {i + 1}/{t.max_iterations}: training return {run.returns[-1]:.1f}, "
                 f"deterministic check {ret:.1f}")
-            if ret > best[0] or not best[1]:
-                best = (ret, session.module_state(), i + 1)
+            if ret > run.best_return or not run.best_state:
+                run.best_return, run.best_state, run.best_iteration = ret, session.module_state(), i + 1
             if t.stop_return is not None and ret >= t.stop_return:
                 break
+            if time.time() - last_save >= CHECKPOINT_EVERY_S:
+                run.seconds = time.time() - start
+                run.save(partial, session)
+                last_save = time.time()
     finally:
         session.stop()
-    state = best[1]
-    info = {"trial_spec": spec.teacher_key(), "head": head, "iterations": len(session.returns),
-            "best_iteration": best[2], "check_return": best[0], "train_seconds": time.time() - start,
-            "final_training_return": session.returns[-1] if session.returns else math.nan,
+    info = {"trial_spec": spec.teacher_key(), "head": head, "iterations": len(run.returns),
+            "best_iteration": run.best_iteration, "check_return": run.best_return,
+            "train_seconds": time.time() - start,
+            "final_training_return": run.returns[-1] if run.returns else math.nan,
             "actor_spec": actor.spec(), "actor_prefix": ALGOS[spec.algorithm].actor}
-    _save_teacher(path, state, info)
+    _save_teacher(path, run.best_state, info)
+    shutil.rmtree(partial, ignore_errors=True)
     return load_teacher(path)
+
+
+@dataclass
+class _TeacherRun:
+    """Progress of a teacher being trained: what a checkpoint keeps beside RLlib's own state."""
+
+    returns: list[float]
+    best_return: float = -math.inf
+    best_state: dict | None = None
+    best_iteration: int = 0
+    seconds: float = 0.0
+
+    @classmethod
+    def resume(cls, partial: Path, session: Session, log: Callable[[str], None]) -> "_TeacherRun":
+        if not (partial / "progress.json").exists():
+            return cls(returns=[])
+        try:
+            p = json.loads((partial / "progress.json").read_text())
+            best = torch.load(partial / "best.pt", weights_only=True)
+            session.algo.restore_from_path(str(partial / "algo"))
+        except Exception as e:  # a checkpoint cut off mid-write: start over rather than crash
+            log(f"  partial teacher run in {partial} is unreadable ({type(e).__name__}); starting over")
+            shutil.rmtree(partial, ignore_errors=True)
+            return cls(returns=[])
+        log(f"  resuming from iteration {len(p['returns'])} (checkpoint in {partial})")
+        return cls(p["returns"], p["best_return"], {k: v.numpy() for k, v in best.items()},
+                   p["best_iteration"], p["seconds"])
+
+    def save(self, partial: Path, session: Session) -> None:
+        """Write a complete checkpoint next to the old one, then swap: a kill mid-write loses nothing."""
+        tmp = partial.with_name(partial.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        session.algo.save_to_path(str(tmp / "algo"))
+        torch.save({k: torch.as_tensor(np.asarray(v)) for k, v in (self.best_state or {}).items()}, tmp / "best.pt")
+        (tmp / "progress.json").write_text(json.dumps({
+            "returns": self.returns, "best_return": self.best_return, "best_iteration": self.best_iteration,
+            "seconds": self.seconds}))
+        shutil.rmtree(partial, ignore_errors=True)
+        os.replace(tmp, partial)
 
 
 _TARGET_PREFIXES = ("_target_", "target_")
