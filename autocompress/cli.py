@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -34,8 +36,109 @@ CacheOpt = typer.Option(None, "--cache-dir", help="teacher cache [default: $AUTO
 
 
 def fail(msg: str) -> None:
-    err.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # msg is plain text (paths, URLs, flag values): "[...]" and ":name:" in it are not markup or emoji
+    err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True, emoji=False)
     raise typer.Exit(2)
+
+
+# -- flag checks: each names its flag in one line, before anything is created, started or trained --
+
+def _shown(url: str) -> str:
+    from autocompress.urls import redact
+
+    try:
+        return redact(url)
+    except ValueError:  # not even parseable as a URL: it cannot be shown safely
+        return "<unparseable URL>"
+
+
+def check_text_file(path: Path) -> None:
+    """A YAML argument must be an existing, readable text file (checked before any other work)."""
+    if not path.is_file():
+        fail(f"{path}: file not found")
+    try:
+        path.read_text()
+    except UnicodeDecodeError as e:
+        fail(f"{path}: not a UTF-8 text file (undecodable byte at offset {e.start})")
+    except OSError as e:
+        fail(f"{path}: cannot read it ({e.strerror})")
+
+
+def check_dir_flag(path: Optional[Path], flag: str, given: Optional[Path] = None) -> None:
+    """A directory flag must name a directory, or a path that can become one: no file in the way."""
+    if path is None:
+        return
+    p, given = path, given or path
+    try:
+        while not p.exists() and p.parent != p:
+            p = p.parent
+        ok = p.is_dir()
+    except OSError as e:
+        fail(f"{flag} {given}: {e.strerror}")
+    if not ok:
+        fail(f"{flag} {given}: {p} is a file, not a directory")
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    if path.is_dir():
+        fail(f"{flag} {path}: is a directory; give the path of the file to write")
+    check_dir_flag(path.parent, flag, given=path)
+
+
+def check_storage(url: Optional[str]) -> None:
+    """An Optuna storage URL is a SQLAlchemy URL: parse it and load its dialect and driver
+    (this connects to nothing), and a SQLite file needs an existing directory."""
+    if not url:
+        return
+    from sqlalchemy.engine import make_url
+
+    try:
+        u = make_url(url)
+        u.get_dialect().import_dbapi()
+    except Exception as e:  # ArgumentError, NoSuchModuleError, ImportError of the driver, ...
+        fail(f"--storage {_shown(url)}: not a usable Optuna storage URL ({type(e).__name__}: {e}); "
+             "e.g. postgresql://user@host/db or sqlite:////abs/path/study.db")
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
+            and not u.database.startswith("file:") and not Path(u.database).parent.is_dir():
+        fail(f"--storage {_shown(url)}: directory {Path(u.database).parent} does not exist")
+
+
+def check_tracking_uri(uri: Optional[str]) -> None:
+    """A URI MLflow has no store for fails here rather than after the run dir is made."""
+    if not uri:
+        return
+    from urllib.parse import urlsplit
+
+    try:
+        scheme, host = urlsplit(uri).scheme, urlsplit(uri).hostname
+    except ValueError as e:
+        fail(f"--tracking-uri {_shown(uri)}: not a URI ({e})")
+    if scheme in ("http", "https") and not host:
+        fail(f"--tracking-uri {_shown(uri)}: no host; e.g. http://host:5000")
+    try:  # MLflow's own scheme lookup (plugins included); private, so skipped if it moves
+        from mlflow.tracking._model_registry.utils import _get_store_registry
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        registries = [_tracking_store_registry, _get_store_registry()]
+    except ImportError:
+        registries = []
+    for registry in registries:
+        try:
+            registry.get_store_builder(uri)
+        except Exception:
+            fail(f"--tracking-uri {_shown(uri)}: MLflow has no store for scheme {scheme!r}; e.g. "
+                 "http://host:5000, sqlite:////abs/path/mlflow.db or a directory")
+
+
+def check_finite(value: Optional[float], flag: str, minimum: Optional[float] = None) -> None:
+    if value is None:
+        return
+    if not math.isfinite(value):
+        fail(f"{flag} {value}: must be a finite number")
+    if minimum is not None and value < minimum:
+        fail(f"{flag} {value}: must be >= {minimum:g}")
 
 
 def _load_spec(path: Path):
@@ -56,6 +159,8 @@ def teach(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.g. tri
           cache_dir: Optional[Path] = CacheOpt,
           retrain: bool = typer.Option(False, help="train again even if a cached teacher exists")):
     """Train (or load from the cache) the trial spec's teacher with RLlib and print its return."""
+    check_text_file(trial_spec)
+    check_dir_flag(cache_dir, "--cache-dir")
     try:
         spec = _load_spec(trial_spec)
     except ConfigError as e:
@@ -83,6 +188,10 @@ def compress(trial_spec: Path = typer.Argument(..., help="trial spec YAML"),
     """Run one full trial: teacher (cached) -> techniques -> RLlib fine-tune -> export -> measure."""
     from autocompress.config import load_compress_config
 
+    check_text_file(trial_spec)
+    check_text_file(config)
+    check_dir_flag(output_dir, "--output-dir")
+    check_dir_flag(cache_dir, "--cache-dir")
     try:
         spec = _load_spec(trial_spec)
         cfg = load_compress_config(config)
@@ -121,6 +230,7 @@ def validate(file: Path = typer.Argument(..., help="a trial spec (trials/*.yaml)
     """Check a YAML file and say exactly what is wrong with it (exit code 2 if anything is)."""
     from autocompress.config import load_compress_config, read_yaml
 
+    check_text_file(file)
     try:
         data = read_yaml(file)
         if "env" in data:
@@ -157,9 +267,14 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
                                                            "[default: sqlite in the run dir]"),
            sampler: Optional[str] = typer.Option(None, "--sampler", help="tpe | nsga2 | gp | random "
                                                  "[default: the space's sampler]"),
-           seed: Optional[int] = typer.Option(None, "--seed", help="sampler seed [default: the space's seed]"),
+           seed: Optional[int] = typer.Option(None, "--seed", help="sampler seed [default: the space's seed]",
+                                              min=0, max=2**32 - 1),
            resume: bool = typer.Option(False, "--resume", help="continue the search in --run-dir: COMPLETE "
-                                       "trials are kept, trials left RUNNING are marked FAIL and asked again"),
+                                       "trials are kept, trials left RUNNING are marked FAIL and asked again "
+                                       "(only when no other driver is running on the study)"),
+           join: bool = typer.Option(False, "--join", help="add trials to a study other drivers are running "
+                                     "(same --storage, or the same --run-dir): no baselines, RUNNING trials are "
+                                     "left alone, --trials counts every driver's trials"),
            cache_dir: Optional[Path] = CacheOpt):
     """Multi-objective search (Optuna) over technique combinations; trials run in parallel on Ray,
     every trial and the Pareto front are logged to MLflow.
@@ -168,18 +283,34 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
     it joins that cluster. Open the results with the command printed at the end
     (`mlflow ui --backend-store-uri ...`), then `autocompress pareto|pick|export RUN_DIR`.
     """
-    from autocompress.search import SearchOptions, make_sampler, run_search
+    from autocompress.search import SearchOptions, make_sampler, parse_faults, run_search
     from autocompress.space import load_search_space
 
+    check_text_file(space_file)
+    check_storage(storage)
+    check_tracking_uri(tracking_uri)
+    check_dir_flag(run_dir, "--run-dir")
+    check_dir_flag(cache_dir, "--cache-dir")
     try:
+        if resume and join:
+            raise ConfigError("--resume and --join exclude each other: --resume takes the study over (marks "
+                              "RUNNING trials FAIL), --join works beside other drivers")
         space, spec, spec_path = load_search_space(space_file)
         opts = SearchOptions(run_dir=run_dir or Path("runs") / space.name, trials=trials or space.budget.trials,
-                             parallel=parallel or space.budget.parallel, sampler=sampler or space.sampler,
+                             parallel=parallel or space.budget.parallel,
+                             sampler=space.sampler if sampler is None else sampler,  # "" is no sampler
                              seed=space.seed if seed is None else seed, storage=storage, tracking_uri=tracking_uri,
-                             resume=resume, cache_dir=cache_dir,
-                             fault_trials={int(x) for x in os.environ.get("AUTOCOMPRESS_FAULT_TRIALS", "").split(",")
-                                           if x.strip()})
-        make_sampler(opts.sampler, opts.seed)
+                             resume=resume, join=join, cache_dir=cache_dir,
+                             faults=parse_faults(os.environ.get("AUTOCOMPRESS_FAULT_TRIALS", "")))
+        try:
+            make_sampler(opts.sampler, opts.seed)
+        except ConfigError:
+            raise
+        except ValueError as e:  # e.g. numpy's seed range, for a seed from the space file
+            raise ConfigError(f"{'--seed' if seed is not None else f'{space_file}: seed'}: {e}") from None
+        if resume and not storage and not (opts.run_dir / "study.journal").exists():  # search.storage_for's file
+            raise ConfigError(f"--resume: {opts.run_dir} holds no search to continue (no study.journal; pass "
+                              "--storage if the search used one)")
         from autocompress import rl
 
         rl.check_training_keys(spec)
@@ -187,6 +318,9 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
                                                              progress=progress, log=err.print))
     except (ConfigError, ValueError) as e:
         fail(str(e))
+    if summary["tracking_offline"]:
+        err.print(f"[yellow]MLflow went offline mid-search[/] ({summary['tracking_offline']}): every result is in the "
+                  f"study; `autocompress sync {opts.run_dir}` logs what MLflow missed", highlight=False)
     out.print(f"{summary['complete']} complete, {summary['failed']} failed, front of {len(summary['front'])}, "
               f"hypervolume {summary['hypervolume'] or 0:.4f}, {summary['wall_seconds']:.0f} s")
     out.print(front_table(summary["front"], "Pareto front"))
@@ -244,6 +378,7 @@ def pareto_cmd(run_dir: Path = RunDirArg, as_json: bool = typer.Option(False, "-
     """Print the Pareto front of a search, with ratios against the teacher."""
     from autocompress.search import current_front, load_run, pareto_row
 
+    check_storage(storage)
     try:
         study, state = load_run(run_dir, storage)
     except ConfigError as e:
@@ -255,12 +390,17 @@ def pareto_cmd(run_dir: Path = RunDirArg, as_json: bool = typer.Option(False, "-
         out.print(front_table(front, f"Pareto front of {run_dir} ({', '.join(state['objectives'])})"))
 
 
+class Minimize(str, Enum):
+    latency = "latency"
+    bytes = "bytes"
+
+
 @app.command()
 def pick(run_dir: Path = RunDirArg,
          min_return_ratio: float = typer.Option(0.95, help="keep trials with return >= this × teacher's"),
-         minimize: str = typer.Option("latency", help="latency | bytes"),
-         max_bytes: Optional[float] = typer.Option(None, help="artifact size limit"),
-         max_latency_ms: Optional[float] = typer.Option(None, help="batch-1 latency limit, ms"),
+         minimize: Minimize = typer.Option(Minimize.latency, help="latency | bytes"),
+         max_bytes: Optional[float] = typer.Option(None, help="artifact size limit", min=0),
+         max_latency_ms: Optional[float] = typer.Option(None, help="batch-1 latency limit, ms", min=0),
          as_json: bool = typer.Option(False, "--json"), storage: Optional[str] = StorageOpt):
     """Pick the best trial under constraints; prints its config as YAML for `compress --config`."""
     import yaml
@@ -268,10 +408,14 @@ def pick(run_dir: Path = RunDirArg,
     from autocompress import pareto
     from autocompress.search import load_run, pareto_row, rows
 
+    check_finite(min_return_ratio, "--min-return-ratio")
+    check_finite(max_bytes, "--max-bytes", 0)
+    check_finite(max_latency_ms, "--max-latency-ms", 0)
+    check_storage(storage)
     try:
         study, _ = load_run(run_dir, storage)
-        best = pareto.pick(rows(study), min_return_ratio=min_return_ratio, minimize=minimize, max_bytes=max_bytes,
-                           max_latency_ms=max_latency_ms)
+        best = pareto.pick(rows(study), min_return_ratio=min_return_ratio, minimize=minimize.value,
+                           max_bytes=max_bytes, max_latency_ms=max_latency_ms)
     except (ConfigError, ValueError) as e:
         fail(str(e))
     row = pareto_row(best)
@@ -284,8 +428,27 @@ def pick(run_dir: Path = RunDirArg,
     sys.stdout.write(f"# autocompress pick: trial {row['trial']} of {run_dir}\n" + yaml.safe_dump(row["params"]))
 
 
+@app.command()
+def sync(run_dir: Path = RunDirArg, storage: Optional[str] = StorageOpt,
+         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                                    help="MLflow tracking URI [default: the one the search used]")):
+    """Log to MLflow what it missed (e.g. the tracking server was down mid-search): every finished
+    trial of the study gets its child run, then the pareto tags and the front's files. Idempotent:
+    a second sync logs nothing new."""
+    from autocompress.search import sync_run
+
+    check_storage(storage)
+    check_tracking_uri(tracking_uri)
+    try:
+        report = sync_run(run_dir, storage, tracking_uri, log=err.print)
+    except ConfigError as e:
+        fail(str(e))
+    out.print(f"synced {report['logged']} trial(s) to MLflow, {report['present']} already there; front of "
+              f"{report['front']}; parent run {report['parent_run_id']}")
+
+
 @app.command("export")
-def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--trial", help="trial number"),
+def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--trial", help="trial number", min=0),
                output: Path = typer.Option(..., "--output", "-o", help="where to write the .acz artifact"),
                storage: Optional[str] = StorageOpt):
     """Write the deployable artifact (.acz) of a trial; load it with autocompress.runtime.NumpyPolicy."""
@@ -293,6 +456,8 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
 
     from autocompress.search import load_run, rows
 
+    check_output_file(output, "--output")
+    check_storage(storage)
     try:
         study, _ = load_run(run_dir, storage)
     except ConfigError as e:
@@ -303,8 +468,11 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
     src = Path(match[0]["artifact"])
     if not src.exists():
         fail(f"artifact of trial {trial} is missing at {src}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, output)
+    except OSError as e:
+        fail(f"--output {output}: {e.strerror}")
     out.print(f"wrote {output} ({output.stat().st_size:,} bytes) from trial {trial}")
 
 

@@ -356,7 +356,7 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
     counters) and the best state so far go to `<cache dir>.partial/`; an interrupted run
     picks up from there. `retrain` discards both the cached teacher and any partial run.
     """
-    path = teacher_dir(spec, cache_root)
+    path = teacher_dir(spec, Path(cache_root).resolve())  # absolute: RLlib checkpoints need it
     partial = path.with_name(path.name + ".partial")
     shipped = SHIPPED_TEACHERS / path.name
     if retrain:

@@ -5,6 +5,10 @@ from the trial spec), and tells results as they arrive (`ray.wait`), so parallel
 trials really overlap. The Optuna storage is the source of truth: a journal file in the
 run dir by default (resumable), or any Optuna storage URL (e.g. postgresql://...).
 MLflow gets a child run per finished trial; the `pareto` tags follow the front.
+
+Several drivers can work on one study (Optuna's distributed pattern): the first runs
+`search`, the others `search --join` against the same storage; each asks its own trials,
+the budget counts every driver's, and the children share one MLflow parent run.
 """
 
 from __future__ import annotations
@@ -43,8 +47,25 @@ class SearchOptions:
     storage: str | None = None
     tracking_uri: str | None = None
     resume: bool = False
+    join: bool = False
     cache_dir: Path | None = None
-    fault_trials: set[int] = field(default_factory=set)  # testing hook: these trial numbers raise
+    # testing hook (AUTOCOMPRESS_FAULT_TRIALS="4,kill-once:2,kill:3"): trial number -> fault
+    faults: dict[int, str] = field(default_factory=dict)
+
+
+FAULTS = ("raise", "kill-once", "kill")
+
+
+def parse_faults(text: str) -> dict[int, str]:
+    """'4,kill:3' -> {4: 'raise', 3: 'kill'}: 'raise' raises in the trial, 'kill' SIGKILLs its
+    Ray worker on every attempt, 'kill-once' on the first attempt only (the retry succeeds)."""
+    out = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        kind, _, number = item.rpartition(":")
+        if (kind or "raise") not in FAULTS or not number.isdigit():
+            raise ConfigError(f"AUTOCOMPRESS_FAULT_TRIALS: bad item {item!r}; use N, kill-once:N or kill:N")
+        out[int(number)] = kind or "raise"
+    return out
 
 
 # -- Ray tasks (run in workers; everything they need travels as arguments) ---------------
@@ -70,15 +91,27 @@ def _teacher_task(spec_json: str, cache_root: str) -> dict[str, Any]:
             "files": {n: (teacher.path / n).read_bytes() for n in ("teacher.pt", "teacher.json")}}
 
 
-def _trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root: str, fault: bool) -> dict:
+def _inject(fault: str | None, number: int, cache_root: str) -> None:
+    import signal
+
+    if fault == "raise":
+        raise RuntimeError(f"injected fault in trial {number} (AUTOCOMPRESS_FAULT_TRIALS)")
+    import ray
+
+    marker = Path(cache_root) / f".killed-{ray.get_runtime_context().get_job_id()}-trial-{number}"  # per search
+    if fault == "kill" or (fault == "kill-once" and not marker.exists()):
+        marker.touch()
+        os.kill(os.getpid(), signal.SIGKILL)  # the worker dies as if OOM-killed or its node lost
+
+
+def _trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root: str, fault: str | None) -> dict:
     import ray
 
     from autocompress.pipeline import compress_trial
 
     start = time.time()
-    if fault:
-        raise RuntimeError(f"injected fault in trial {number} (AUTOCOMPRESS_FAULT_TRIALS)")
     Path(cache_root).mkdir(parents=True, exist_ok=True)
+    _inject(fault, number, cache_root)
     _install_teacher(teacher["files"], cache_root, teacher["dirname"])
     spec = TrialSpec.model_validate_json(spec_json)
     with tempfile.TemporaryDirectory() as d:
@@ -123,6 +156,10 @@ def open_study(space: SearchSpace, opts: SearchOptions) -> optuna.Study:
             raise ConfigError(f"--resume: no study {space.name!r} in the storage of {opts.run_dir}") from None
     study = optuna.create_study(study_name=space.name, storage=storage, sampler=sampler, directions=directions,
                                 load_if_exists=True)
+    if opts.join:
+        if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+            raise ConfigError(f"--join: study {space.name!r} has other objectives than {space.objectives}")
+        return study
     if study.trials:
         raise ConfigError(f"study {space.name!r} already has {len(study.trials)} trials in this storage: pass "
                           "--resume to continue it, or use another --run-dir / storage")
@@ -203,23 +240,30 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    if state and not opts.resume:
-        raise ConfigError(f"{run_dir} already holds a search: pass --resume to continue it, or choose another "
-                          "--run-dir")
+    if state and not (opts.resume or opts.join):
+        raise ConfigError(f"{run_dir} already holds a search: pass --resume to continue it (or --join to add "
+                          "trials beside a running driver), or choose another --run-dir")
+    if opts.join and not opts.storage and not state:
+        raise ConfigError("--join: pass --storage (the shared study's URL) or the --run-dir of the search to join")
     study = open_study(space, opts)
     tracking_uri = opts.tracking_uri or state.get("tracking_uri") or default_uri(run_dir)
     if is_redacted(tracking_uri):
         raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: pass --tracking-uri again")
-    tracker = Tracker(tracking_uri, space.name, artifact_dir=run_dir / "mlartifacts")
+    tracker = Tracker(tracking_uri, space.name, artifact_dir=run_dir / "mlartifacts", warn=log)
+    parent_id = state.get("parent_run_id")
     if opts.resume:
         n = interrupted_to_fail(study)
         if n:
             log(f"resume: {n} trial(s) left RUNNING were marked FAIL and will be asked again")
+    elif opts.join:
+        if study.user_attrs.get("tracking_uri") == redact(tracking_uri):  # same server: one parent run for all
+            parent_id = parent_id or study.user_attrs.get("mlflow_parent_run_id")
+        log(f"join: study {space.name!r} has {len(study.trials)} trial(s); adding trials beside its other drivers")
     else:
         if space.baselines:
             for params in baseline_params(space):
                 study.enqueue_trial(params, user_attrs={"baseline": True})
-    parent = tracker.start_parent(state.get("parent_run_id"), f"search-{space.name}", {
+    parent = tracker.start_parent(parent_id, f"search-{space.name}", {
         "space": space_path.name, "trial_spec": spec_path.name, "objectives": ",".join(space.objectives),
         "sampler": opts.sampler, "seed": opts.seed, "trials": opts.trials, "parallel": opts.parallel,
         **{f"constraint.{k}": v for k, v in space.constraints.model_dump(exclude_none=True).items()}},
@@ -228,6 +272,9 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     state.update(space=str(space_path.resolve()), study_name=space.name, parent_run_id=parent,
                  tracking_uri=redact(tracking_uri), storage=redact(opts.storage), objectives=space.objectives)
     state_path.write_text(json.dumps(state, indent=1))
+    if not opts.join:  # where drivers that --join find the parent run
+        study.set_user_attr("mlflow_parent_run_id", parent)
+        study.set_user_attr("tracking_uri", redact(tracking_uri))
 
     t_ray = time.time()
     rl.ensure_ray()
@@ -249,11 +296,11 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                                 "teacher_task_seconds": time.time() - t0, "ray_init_seconds": ray_init_seconds})
     task = ray.remote(_trial_task).options(num_cpus=spec.resources.num_cpus, max_retries=1, retry_exceptions=False)
 
-    run_ids: dict[int, str] = {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials
-                               if "mlflow_run_id" in t.user_attrs}
+    run_ids: dict[int, str] = tracker.logged_trials() or {}
     running: dict[Any, tuple[optuna.trial.Trial, dict, float]] = {}
     history: list[tuple[int, float]] = []
     front_size = [0]  # as of the last finished trial; the progress display reuses it
+    driver = f"{socket.gethostname()}:{os.getpid()}"  # which driver asked a trial (several may share a study)
     search_start = time.time()
 
     def record(trial, cfg, outcome: dict | None, reason: str | None) -> None:
@@ -269,10 +316,10 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
             art.parent.mkdir(parents=True, exist_ok=True)
             art.write_bytes(outcome["artifact"])
         state_name = "COMPLETE" if outcome is not None else "FAIL"
-        rid = tracker.log_trial(trial.number, {**trial.params, "config": json.dumps(cfg)},
-                                outcome["result"] if outcome else None, state_name, reason, art)
-        trial.set_user_attr("mlflow_run_id", rid)
-        run_ids[trial.number] = rid
+        rid = tracker.log_trial(trial.number, trial_params(trial.params, cfg), outcome["result"] if outcome else None,
+                                state_name, reason, art)
+        if rid:
+            run_ids[trial.number] = rid
         if outcome is not None:
             slim = {k: v for k, v in outcome["result"].items() if k not in SLIM_DROP}
             # wall time as the driver saw it: scheduling + worker start + trial + result transfer
@@ -287,6 +334,8 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
             log(f"trial {trial.number} FAILED: {reason.splitlines()[-1] if reason else ''}")
         front_rows = current_front(study, space.objectives)
         front_size[0] = len(front_rows)
+        if opts.join or len(run_ids) < len(finished(study)):  # other drivers' trials: their runs too
+            run_ids.update(tracker.logged_trials() or {})
         tracker.set_pareto(run_ids, {r["trial"] for r in front_rows})
         done = len(finished(study))
         hv = pareto.normalised_hypervolume([r for r in rows(study) if r["feasible"]], space.objectives)
@@ -303,21 +352,24 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         trial = study.ask()
         cfg = suggest(trial, space)
         trial.set_user_attr("config", cfg)
+        trial.set_user_attr("driver", driver)
         try:
             CompressConfig.model_validate(cfg).check_against(spec)
         except (ConfigError, ValueError) as e:
             record(trial, cfg, None, f"invalid config: {e}")
             return
-        ref = task.remote(trial.number, spec_json, cfg, teacher_ref, cache_root, trial.number in opts.fault_trials)
+        ref = task.remote(trial.number, spec_json, cfg, teacher_ref, cache_root, opts.faults.get(trial.number))
         trial.set_user_attr("launched_at", time.time())
         running[ref] = (trial, cfg, time.time())
 
+    def taken() -> int:
+        """Budget used by every driver of the study: finished trials plus those running anywhere."""
+        return len(finished(study)) + len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
     try:
         while True:
-            done = len(finished(study))
-            while len(running) < opts.parallel and done + len(running) < opts.trials:
+            while len(running) < opts.parallel and taken() < opts.trials:
                 launch()
-                done = len(finished(study))
             if not running:
                 break
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
@@ -343,25 +395,36 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
             ray.cancel(ref, force=True)
         tracker.finish_parent("KILLED")
         raise
-    summary = finalize(study, space, tracker, run_dir, history)
+    summary = finalize(study, space.objectives, tracker, run_dir, history)
     summary["wall_seconds"] = time.time() - search_start
+    summary["tracking_offline"] = tracker.offline
     tracker.log_parent_metrics({"search_wall_seconds": summary["wall_seconds"]})
-    tracker.finish_parent()
+    if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # the last driver closes the parent
+        tracker.finish_parent()
     return summary
+
+
+def trial_params(params: dict, cfg: dict) -> dict:
+    """A child run's MLflow params: Optuna's flat sampled params plus the techniques config."""
+    return {**params, "config": json.dumps(cfg)}
 
 
 def _reason(e: BaseException) -> str:
     """The last lines of the trial's own traceback (RayTaskError wraps the original)."""
+    import ray.exceptions
+
+    if isinstance(e, ray.exceptions.WorkerCrashedError):  # killed (OOM, node lost) on every attempt
+        return "worker died: the trial's Ray worker was killed on every attempt (retries included)"
     cause = getattr(e, "cause", None) or e
     text = "".join(traceback.format_exception_only(type(cause), cause)).strip()
     return text[-2000:]
 
 
-def finalize(study: optuna.Study, space: SearchSpace, tracker: Tracker, run_dir: Path,
+def finalize(study: optuna.Study, objectives: list[str], tracker: Tracker, run_dir: Path,
              history: list[tuple[int, float]]) -> dict:
     """Pareto table (CSV + JSON) and plots on the parent run."""
     all_rows = rows(study)
-    front_rows = current_front(study, space.objectives)
+    front_rows = current_front(study, objectives)
     front_ids = {r["trial"] for r in front_rows}
     out = run_dir / "pareto"
     out.mkdir(exist_ok=True)
@@ -397,5 +460,68 @@ def load_run(run_dir: Path, storage: str | None = None) -> tuple[optuna.Study, d
     url = storage or state.get("storage")
     if is_redacted(url):
         raise ConfigError(f"{run_dir} uses storage {url}: pass --storage with the full URL")
-    study = optuna.load_study(study_name=state["study_name"], storage=storage_for(Path(run_dir), url))
+    try:
+        study = optuna.load_study(study_name=state["study_name"], storage=storage_for(Path(run_dir), url))
+    except KeyError:
+        raise ConfigError(f"{run_dir}: its storage has no study {state['study_name']!r}") from None
     return study, state
+
+
+# -- sync: log to MLflow what it missed ---------------------------------------------------
+
+def hypervolume_history(study: optuna.Study, objectives: list[str]) -> list[tuple[int, float]]:
+    """(finished trials, normalised HV of the feasible complete ones) in order of completion."""
+    fin = sorted(finished(study), key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
+    complete = {r["trial"]: r for r in rows(study)}
+    history, seen = [], []
+    for k, t in enumerate(fin, 1):
+        if t.number in complete and complete[t.number]["feasible"]:
+            seen.append(complete[t.number])
+        history.append((k, pareto.normalised_hypervolume(seen, objectives)))
+    return history
+
+
+def sync_run(run_dir: Path, storage: str | None = None, tracking_uri: str | None = None,
+             log: Callable[[str], None] = print) -> dict:
+    """Give every finished trial of the study its MLflow child run (those missing only), then
+    re-tag the front and re-log the front's files. Idempotent. The study is the source of truth."""
+    state_path = Path(run_dir) / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    uri = tracking_uri or state.get("tracking_uri") or default_uri(Path(run_dir))
+    if is_redacted(uri):
+        raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: pass --tracking-uri")
+    check_reachable(uri)
+    study, state = load_run(run_dir, storage)
+    space_objectives = state["objectives"]
+    tracker = Tracker(uri, state["study_name"], artifact_dir=Path(run_dir) / "mlartifacts", warn=log)
+    if not tracker.attach_parent(state.get("parent_run_id")):
+        parent = tracker.start_parent(None, f"search-{state['study_name']}", {"synced_from": str(run_dir)}, [])
+        log(f"parent run {state.get('parent_run_id')} is not in {redact(uri)}: created {parent}")
+        state["parent_run_id"] = parent
+        (Path(run_dir) / STATE_FILE).write_text(json.dumps(state, indent=1))
+    logged = tracker.logged_trials(repair=True)
+    present, new = 0, 0
+    for t in finished(study):
+        if logged is not None and t.number in logged:
+            present += 1
+            continue
+        result = t.user_attrs.get("result")
+        art = Path(result["artifact"]) if result and result.get("artifact") else None
+        rid = tracker.log_trial(t.number, trial_params(t.params, t.user_attrs.get("config", {})), result,
+                                t.state.name, t.user_attrs.get("fail_reason"), art)
+        if rid is None:
+            break
+        logged[t.number] = rid
+        new += 1
+    front_rows = current_front(study, space_objectives)
+    tracker.set_pareto(logged or {}, {r["trial"] for r in front_rows})
+    history = hypervolume_history(study, space_objectives)
+    if history and not tracker.offline and history[-1][0] not in tracker.parent_metric_steps("hypervolume"):
+        tracker.log_parent_metrics({"hypervolume": history[-1][1], "front_size": len(front_rows)}, step=history[-1][0])
+    finalize(study, space_objectives, tracker, Path(run_dir), history)
+    if not tracker.offline and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) \
+            and tracker.parent_status() == "RUNNING":
+        tracker.finish_parent()
+    if tracker.offline:
+        raise ConfigError(f"MLflow failed during sync ({tracker.offline}) after {new} trial(s): run sync again")
+    return {"logged": new, "present": present, "front": len(front_rows), "parent_run_id": tracker.parent_id}

@@ -52,7 +52,7 @@ class SearchSpace(_Strict):
     constraints: Constraints = Constraints()
     budget: Budget = Budget()
     sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     baselines: bool = Field(True, description="enqueue teacher-as-is and each technique alone first")
     techniques: dict[str, dict[str, Any]] = Field(..., min_length=1)
 

@@ -114,7 +114,8 @@ def services():
             stdout=subprocess.DEVNULL, stderr=open(base / "ray-node2.log", "w"), env=env, start_new_session=True))
         wait_until(lambda: len(json.loads(urllib.request.urlopen(dashboard + "/nodes?view=summary", timeout=2)
                                           .read())["data"]["summary"]) == 2, "second ray node")
-        yield {"base": base, "storage": storage, "tracking": tracking, "dashboard": dashboard, "env": env}
+        yield {"base": base, "storage": storage, "tracking": tracking, "dashboard": dashboard, "env": env,
+               "ray_address": f"127.0.0.1:{ray_port}"}
     finally:
         for p in reversed(procs):
             for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -169,3 +170,45 @@ def test_search_submitted_to_a_two_node_cluster(services):
     assert len([x for x in runs if x.data.tags.get("autocompress.kind") == "trial"]) == 4
     assert PASSWORD not in (run_dir / "search.json").read_text()
     assert all(PASSWORD not in json.dumps(x.data.params) for x in runs)
+
+
+def test_two_drivers_share_one_postgresql_study(services):
+    """Optuna's distributed pattern: a second driver `--join`s the study in PostgreSQL; together
+    they run exactly the budget, with no trial lost or run twice, under one MLflow parent."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+    from optuna.trial import TrialState
+
+    base = services["base"]
+    (base / "trial.yaml").write_text(yaml.safe_dump(tiny_cartpole("tiny_cluster", finetune_iterations=1)))
+    (base / "space2.yaml").write_text(yaml.safe_dump({
+        "name": "two_drivers", "trial_spec": "trial.yaml", "budget": {"trials": 8, "parallel": 1},
+        "baselines": False, "techniques": {"prune": {"sparsity": {"low": 0.5, "high": 0.9}},
+                                           "quantize": {"bits": {"low": 4, "high": 8}}}}))
+    env = {**services["env"], "AUTOCOMPRESS_STORAGE": services["storage"], "RAY_ADDRESS": services["ray_address"]}
+    common = ["--cache-dir", str(base / "cache"), "--tracking-uri", services["tracking"]]
+    cli = [sys.executable, "-m", "autocompress.cli", "search", str(base / "space2.yaml")]
+    first = subprocess.Popen([*cli, "--run-dir", str(base / "driver1"), *common], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_until(lambda: (base / "driver1" / "search.json").exists(), "first driver's study", timeout=120)
+    second = subprocess.run([*cli, "--join", "--run-dir", str(base / "driver2"), *common], env=env, text=True,
+                            capture_output=True, timeout=900)
+    out1, err1 = first.communicate(timeout=900)
+    assert first.returncode == 0, err1[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "join: study 'two_drivers'" in second.stderr
+    assert PASSWORD not in out1 + err1 + second.stdout + second.stderr
+
+    study = optuna.load_study(study_name="two_drivers", storage=services["storage"])
+    assert sorted(t.number for t in study.trials) == list(range(8))  # the budget, no more, no duplicate number
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+    drivers = {}
+    for t in study.trials:
+        drivers[t.user_attrs["driver"]] = drivers.get(t.user_attrs["driver"], 0) + 1
+    assert len(drivers) == 2 and all(n >= 1 for n in drivers.values()), (drivers, second.stderr[-3000:])
+    print(f"trials per driver: {sorted(drivers.values())}")
+    client = MlflowClient(services["tracking"])
+    parent = study.user_attrs["mlflow_parent_run_id"]
+    exp = client.get_run(parent).info.experiment_id
+    kids = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(int(k.data.tags["trial"]) for k in kids) == list(range(8))  # one parent run, every trial once

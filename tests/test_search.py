@@ -147,3 +147,21 @@ def test_corrupted_teacher_cache_is_one_clear_error(files, tmp_path):
     r = run("search", files / "space.yaml", "--run-dir", tmp_path / "run", "--cache-dir", cache)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "corrupted" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_killed_workers_are_retried_or_fail_with_reason(files, tmp_path):
+    """Trial 1's worker is SIGKILLed once (Ray retries it, it completes); trial 2's on every
+    attempt (it ends FAIL, reason recorded); the search completes the rest."""
+    run_dir = tmp_path / "run"
+    r = run("search", files / "space.yaml", "--run-dir", run_dir, "--cache-dir", files / "cache", "--trials", "4",
+            env={"AUTOCOMPRESS_FAULT_TRIALS": "kill-once:1,kill:2"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    study, _ = load_run(run_dir)
+    states = {t.number: t.state for t in study.trials}
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.COMPLETE, 2: TrialState.FAIL, 3: TrialState.COMPLETE}
+    assert "worker died" in study.trials[2].user_attrs["fail_reason"]
+
+
+def test_bad_fault_spec_is_rejected(files, tmp_path):
+    r = run("search", files / "space.yaml", "--run-dir", tmp_path / "run", env={"AUTOCOMPRESS_FAULT_TRIALS": "boom:1"})
+    assert r.returncode == 2 and "AUTOCOMPRESS_FAULT_TRIALS" in r.stderr and not (tmp_path / "run").exists()

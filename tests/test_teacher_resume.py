@@ -1,6 +1,7 @@
 """Teacher training is resumable: a run killed mid-way continues from its last checkpoint."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,8 @@ class Killed(Exception):
 
 def test_interrupted_teacher_resumes_from_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(rl, "CHECKPOINT_EVERY_S", 0.0)  # checkpoint after every iteration
+    monkeypatch.chdir(tmp_path)
+    tmp_path = Path("cache")  # a relative cache dir, as `AUTOCOMPRESS_CACHE=teachers` gives
     spec = TrialSpec.model_validate({**tiny_cartpole("resume", 1), "teacher": {"hidden": [32], "max_iterations": 3}})
     seen: list[str] = []
 
