@@ -52,6 +52,9 @@ class EvalSpec(_Strict):
 
 
 class LatencySpec(_Strict):
+    runtime: Literal["auto", "c", "numpy"] = Field(
+        "auto", description="runtime that acts in evaluation and latency: 'c' (compiled kernel, one call per "
+                            "act), 'numpy', or 'auto' = c where a C compiler is found, else numpy")
     warmup: int = Field(200, ge=0)
     calls: int = Field(2000, ge=10)
     rounds: int = Field(10, ge=1)

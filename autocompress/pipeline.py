@@ -166,7 +166,8 @@ def return_ratio(ret: float, teacher_ret: float, spec: TrialSpec, make_env) -> f
 
 def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env) -> dict[str, Any]:
     """Evaluate the candidate and the teacher artifacts the same way, in the same run."""
-    cand, ref = NumpyPolicy.from_bytes(data), NumpyPolicy.from_bytes(teacher_data)
+    runtime_name, runtime = policy_runtime(spec.latency.runtime)
+    cand, ref = runtime.from_bytes(data), runtime.from_bytes(teacher_data)
     r = measure.evaluate(cand.act, make_env, spec.eval.episodes, spec.eval.seed)
     rt = measure.evaluate(ref.act, make_env, spec.eval.episodes, spec.eval.seed)
     env = make_env()
@@ -184,5 +185,14 @@ def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
         "latency_ratio": lat["cand"]["median_ms"] / lat["teacher"]["median_ms"],
         "bytes": size["bytes"], "gzip_bytes": size["gzip_bytes"],
         "teacher_bytes": tsize["bytes"], "teacher_gzip_bytes": tsize["gzip_bytes"],
-        "bytes_ratio": size["bytes"] / tsize["bytes"],
+        "bytes_ratio": size["bytes"] / tsize["bytes"], "runtime": runtime_name,
     }
+
+
+def policy_runtime(name: str) -> tuple[str, type]:
+    """The runtime class that evaluates and times the artifact (teacher and candidate alike)."""
+    from autocompress import native
+
+    if name == "c" or (name == "auto" and native.available()):
+        return "c", native.NativePolicy  # 'c' without a compiler fails here, with the reason
+    return "numpy", NumpyPolicy

@@ -1,0 +1,67 @@
+"""The C runtime acts like the numpy runtime on every kind of artifact, and is chosen (or not)
+as the trial spec says."""
+
+import numpy as np
+import pytest
+import torch
+
+from autocompress import native
+from autocompress.export import to_bytes
+from autocompress.nets import PolicyNet
+from autocompress.pipeline import policy_runtime
+from autocompress.runtime import NumpyPolicy
+from test_export import CONFIGS, HEAD, build
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler")
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_discrete_actions_equal_numpy_runtime(net, obs, name):
+    data = to_bytes(build(net, obs, CONFIGS[name]), HEAD)
+    ref, c = NumpyPolicy.from_bytes(data), native.NativePolicy.from_bytes(data)
+    logits = ref.forward(obs)
+    gap = np.sort(logits, axis=1)[:, -1] - np.sort(logits, axis=1)[:, -2]
+    clear = gap > 1e-4  # float rounding may only flip near-ties
+    assert clear.mean() > 0.9
+    assert [c.act(o) for o in obs[clear]] == [ref.act(o) for o in obs[clear]]
+
+
+@pytest.mark.parametrize("squash", ["tanh", "clip", "none"])
+def test_continuous_actions_and_obs_norm_equal_numpy_runtime(squash):
+    torch.manual_seed(1)
+    net = PolicyNet.mlp(3, [64, 64], 4, "relu")
+    head = {"kind": "continuous", "act_dim": 2, "low": [-2.0, 0.0], "high": [2.0, 1.0], "squash": squash}
+    norm = {"mean": [0.5, -1.0, 2.0], "std": [2.0, 0.5, 3.0]}
+    obs = np.random.default_rng(2).normal(size=(200, 3)) * 3  # float64, as MuJoCo gives
+    for cfg in ({}, {"prune": {"sparsity": 0.8}, "quantize": {"bits": 6}}):
+        data = to_bytes(build(net, obs.astype(np.float32), cfg), head, obs_norm=norm)
+        ref, c = NumpyPolicy.from_bytes(data), native.NativePolicy.from_bytes(data)
+        got = np.stack([c.act(o) for o in obs])
+        np.testing.assert_allclose(got, np.stack([ref.act(o) for o in obs]), atol=1e-4)
+        assert (got >= np.array(head["low"]) - 1e-6).all() and (got <= np.array(head["high"]) + 1e-6).all()
+
+
+def test_sparse_layers_take_the_sparse_kernel(net, obs):
+    dense = native.NativePolicy.from_bytes(to_bytes(net, HEAD))
+    pruned = native.NativePolicy.from_bytes(to_bytes(build(net, obs, {"prune": {"sparsity": 0.97}}), HEAD))
+    assert [layer.sparse for layer in dense._layers] == [0, 0, 0]
+    assert [layer.sparse for layer in pruned._layers] == [1, 1, 1]
+
+
+def test_runtime_choice(monkeypatch):
+    assert policy_runtime("numpy") == ("numpy", NumpyPolicy)
+    assert policy_runtime("auto") == ("c", native.NativePolicy)
+    monkeypatch.setattr(native, "available", lambda: False)
+    assert policy_runtime("auto") == ("numpy", NumpyPolicy)
+
+
+def test_no_compiler_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("AUTOCOMPRESS_NATIVE_CACHE", str(tmp_path))
+    native._library.cache_clear()
+    try:
+        assert not native.available()
+        with pytest.raises((RuntimeError, OSError)):
+            native.NativePolicy.from_bytes(to_bytes(PolicyNet.mlp(4, [8], 2), HEAD))
+    finally:
+        native._library.cache_clear()
