@@ -93,9 +93,29 @@ class TrialSpec(_Strict):
                                exclude_none=True)
 
 
-class CompressConfig(_Strict):
-    """Techniques to apply; the pipeline runs them in its canonical order, whatever the YAML order."""
+class CriticCompressConfig(_Strict):
+    """Compression of the training-only value net (PPO's critic): never deployed, never counted in
+    the objectives; it is what fine-tuning (e.g. on a device) would carry. No distillation."""
 
+    structured: StructuredConfig | None = None
+    lowrank: LowRankConfig | None = None
+    prune: PruneConfig | None = None
+    share: ShareConfig | None = None
+    quantize: QuantizeConfig | None = None
+
+    def techniques(self) -> list:
+        return [c for c in (getattr(self, n) for n in CRITIC_TECHNIQUES) if c is not None]
+
+
+#: techniques that may compress the critic (settings separate from the deployed net's)
+CRITIC_TECHNIQUES = ("structured", "lowrank", "prune", "share", "quantize")
+
+
+class CompressConfig(_Strict):
+    """Techniques to apply; the pipeline runs them in its canonical order, whatever the YAML order.
+    `critic:` (PPO) compresses the value net with its own settings."""
+
+    critic: CriticCompressConfig | None = None
     distill: DistillConfig | None = None
     structured: StructuredConfig | None = None
     lowrank: LowRankConfig | None = None
@@ -108,9 +128,14 @@ class CompressConfig(_Strict):
 
     def check_against(self, spec: TrialSpec) -> None:
         """Cross-checks that need the trial spec. Raises ConfigError."""
-        if self.share is not None and self.quantize is not None:
-            raise ConfigError("share and quantize both enabled: a weight is either on a codebook or on a "
-                              "k-bit grid; enable one of them")
+        for where, c in (("", self), ("critic.", self.critic)):
+            if c is not None and c.share is not None and c.quantize is not None:
+                raise ConfigError(f"{where}share and {where}quantize both enabled: a weight is either on a codebook "
+                                  "or on a k-bit grid; enable one of them")
+        if self.critic is not None and spec.algorithm != "PPO":
+            raise ConfigError(f"critic: only PPO's value net can be compressed ({spec.algorithm}: "
+                              + ("the Q-network is the deployed net itself" if spec.algorithm == "DQN" else
+                                 "the twin Q nets are RLlib's own modules") + ")")
         if self.distill is not None:
             t, s = spec.teacher.hidden, list(self.distill.hidden)
             # Smaller = no deeper, no layer wider, and not the same widths.
@@ -147,10 +172,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def parse(model: type[BaseModel], data: dict[str, Any], source: str):
     if model is CompressConfig:
-        unknown = sorted(set(data) - set(TECHNIQUES))
+        unknown = sorted(set(data) - set(TECHNIQUES) - {"critic"})
         if unknown:
             raise ConfigError(f"{source}: unknown technique {unknown[0]!r}; known: {', '.join(TECHNIQUES)}")
         data = {k: ({} if v is None else v) for k, v in data.items()}
+        if isinstance(data.get("critic"), dict):
+            unknown = sorted(set(data["critic"]) - set(CRITIC_TECHNIQUES))
+            if unknown:
+                raise ConfigError(f"{source}: critic: unknown or unsupported technique {unknown[0]!r}; known: "
+                                  f"{', '.join(CRITIC_TECHNIQUES)}")
+            data["critic"] = {k: ({} if v is None else v) for k, v in data["critic"].items()}
     try:
         return model.model_validate(data)
     except ValidationError as e:

@@ -16,12 +16,13 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
+import torch
 
 from autocompress import envs, export, measure
-from autocompress.config import CompressConfig, TrialSpec
+from autocompress.config import CRITIC_TECHNIQUES, CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet, torch_act
 from autocompress.runtime import NumpyPolicy
 from autocompress.techniques import Context, apply
@@ -69,10 +70,26 @@ class Timings(defaultdict):
             self[name] += time.perf_counter() - t0
 
 
+class Compressed(NamedTuple):
+    net: PolicyNet                 # the deployed net, compressed and fine-tuned
+    teacher: Any                   # rl.Teacher
+    rounds: list[dict]             # one entry per fine-tune round
+    critic: PolicyNet | None       # the compressed critic (techniques config `critic:`), else None
+    teacher_critic: PolicyNet | None
+
+
+def teacher_critic(teacher, spec: TrialSpec) -> PolicyNet:
+    """PPO's value net of the teacher, as a PolicyNet (the module's `critic.*` weights)."""
+    state = {k[len("critic."):]: torch.as_tensor(v) for k, v in teacher.state.items() if k.startswith("critic.")}
+    widths = [state[f"layers.{i}.weight"].shape[0] for i in range(len(state) // 2)]
+    net = PolicyNet.mlp(teacher.actor.in_dim, widths[:-1], 1, spec.teacher.activation)
+    net.load_state_dict(state)
+    return net
+
+
 def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
-                     log: Callable[[str], None] = print, timed: Timings | None = None
-                     ) -> tuple[PolicyNet, Any, list[dict]]:
-    """Teacher (cached) -> techniques -> RLlib fine-tune. Returns (net, teacher, fine-tune rounds)."""
+                     log: Callable[[str], None] = print, timed: Timings | None = None) -> Compressed:
+    """Teacher (cached) -> techniques -> RLlib fine-tune (critic compressed too if `cfg.critic`)."""
     from autocompress import rl  # the RLlib adapter, imported only when a trial really runs
 
     timed = timed if timed is not None else Timings()
@@ -89,6 +106,11 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     session: list = []  # the RLlib session, built on first use (it needs the compressed shapes)
     rounds: list[dict] = []
     l1 = cfg.prune.l1 if cfg.prune else 0.0
+    critic = t_critic = None
+    if cfg.critic is not None:  # its own settings; held (masks, codebooks, fake-quant) through fine-tuning
+        t_critic = teacher_critic(teacher, spec)
+        critic_cfg = CompressConfig(**{n: getattr(cfg.critic, n) for n in CRITIC_TECHNIQUES})
+        critic = compress_net(t_critic, critic_cfg, Context(sample_obs=sample_obs, seed=spec.seed, log=log), None)
 
     def finetune(net: PolicyNet, i: int, n: int) -> None:
         iters = spec.finetune.iterations // n + (1 if i < spec.finetune.iterations % n else 0)
@@ -96,13 +118,15 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
             return
         with timed("rllib_build"):
             if not session:
-                session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1))
+                session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1, critic=critic))
             else:
                 session[0].push(net)
         log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net_sparsity(net):.3f}")
         with timed("rllib_train"):  # env stepping + SGD
             session[0].train(iters, log=log)
         session[0].pull(net)
+        if critic is not None:
+            session[0].pull(critic, prefix="critic")
         round_info = {"round": i + 1, "sparsity": net_sparsity(net)}
         if n > 1:  # iterative pruning: check each round; a single round is measured at the end anyway
             with timed("round_eval"):
@@ -113,7 +137,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     try:
         # The teacher as-is (no technique) is measured untouched, not fine-tuned further.
         with timed("compress_total"):
-            net = compress_net(teacher.actor, cfg, ctx, finetune if cfg.techniques() else None)
+            net = compress_net(teacher.actor, cfg, ctx, finetune if cfg.techniques() or critic else None)
     finally:
         if session:
             with timed("rllib_stop"):
@@ -121,7 +145,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     # what compress_net spent outside fine-tuning: the techniques themselves (distill, k-means, SVD ...)
     timed["techniques"] = timed.pop("compress_total") - sum(timed[k] for k in ("rllib_build", "rllib_train",
                                                                                 "round_eval"))
-    return net, teacher, rounds
+    return Compressed(net, teacher, rounds, critic, t_critic)
 
 
 def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
@@ -131,7 +155,7 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     timed = Timings()
-    net, teacher, rounds = build_compressed(spec, cfg, cache_root, log, timed)
+    net, teacher, rounds, critic, t_critic = build_compressed(spec, cfg, cache_root, log, timed)
     compress_s = time.time() - t0
     head = teacher.info["head"]
     with timed("export"):
@@ -147,6 +171,9 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
         "finetune_rounds": rounds, "teacher_path": str(teacher.path), "artifact": str(out_dir / "policy.acz"),
         "timings": dict(timed),
     })
+    if critic is not None:  # training-only: reported, never part of the objectives
+        cb, tb = (len(export.to_bytes(c, {"kind": "discrete", "n": 1})) for c in (critic, t_critic))
+        result.update(critic_bytes=cb, critic_bytes_ratio=cb / tb, critic_params=critic.num_params())
     if not np.isfinite(result["return_mean"]):
         raise FloatingPointError("return is not finite")
     return result

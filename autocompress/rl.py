@@ -109,8 +109,11 @@ def _classes(algorithm: str):
         class CompressiblePPOModule(TorchRLModule, ValueFunctionAPI):
             def setup(self):
                 self.actor = PolicyNet.from_spec(self.model_config["actor"])
-                self.critic = PolicyNet.mlp(int(np.prod(self.observation_space.shape)),
-                                            self.model_config["critic_hidden"], 1, self.model_config["activation"])
+                if self.model_config.get("critic"):  # a compressed critic (techniques config `critic:`)
+                    self.critic = PolicyNet.from_spec(self.model_config["critic"])
+                else:
+                    self.critic = PolicyNet.mlp(int(np.prod(self.observation_space.shape)),
+                                                self.model_config["critic_hidden"], 1, self.model_config["activation"])
 
             def _forward(self, batch, **kwargs):
                 return {Columns.ACTION_DIST_INPUTS: self.actor(batch[Columns.OBS])}
@@ -185,7 +188,8 @@ def training_settings(spec: TrialSpec) -> dict:
     return settings
 
 
-def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: float = 0.0):
+def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: float = 0.0,
+                critic: PolicyNet | None = None):
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     config_cls, module_cls, learner_cls, catalog_cls = _classes(spec.algorithm)
@@ -194,9 +198,10 @@ def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: 
     if lr is not None:  # fine-tuning: the spec's fine-tune learning rate for actor and critic alike
         training.update({k: lr for k in (("actor_lr", "critic_lr") if spec.algorithm == "SAC" else ("lr",))})
     t = spec.teacher
-    critic = list(t.critic_hidden or t.hidden)
-    model_config = {"actor": actor.spec(), "critic_hidden": critic, "activation": t.activation,
-                    "fcnet_hiddens": critic, "fcnet_activation": t.activation}
+    critic_hidden = list(t.critic_hidden or t.hidden)
+    model_config = {"actor": actor.spec(), "critic_hidden": critic_hidden, "activation": t.activation,
+                    "fcnet_hiddens": critic_hidden, "fcnet_activation": t.activation,
+                    "critic": critic.spec() if critic is not None else None}
     return (
         config_cls()
         .environment(envs.resolve(spec.env), env_config=dict(spec.env_config))
@@ -234,20 +239,24 @@ class Session:
     """A live RLlib algorithm holding our module: push the deployed net in, train, pull it out.
 
     `base_state` (the teacher's full module state) initialises everything that is not the
-    deployed net: critic, Q-nets, and their targets.
+    deployed net: critic, Q-nets, and their targets. `critic` (PPO) replaces the value net by a
+    compressed one, trained along with the actor.
     """
 
     def __init__(self, spec: TrialSpec, actor: PolicyNet, base_state: dict | None = None,
-                 lr: float | None = None, l1: float = 0.0):
+                 lr: float | None = None, l1: float = 0.0, critic: PolicyNet | None = None):
         ensure_ray()
         torch.set_num_threads(1)
         self.algo_info = ALGOS[spec.algorithm]
-        self.algo = algo_config(spec, actor, lr, l1).build_algo()
+        self.algo = algo_config(spec, actor, lr, l1, critic).build_algo()
         self.returns: list[float] = []
+        state = self.module_state()
         if base_state is not None:
-            current = self.module_state()
-            self.algo.set_state(_nest({**current, **{k: v for k, v in base_state.items() if not self._is_actor(k)
-                                                     and k in current}}))
+            state.update({k: v for k, v in base_state.items() if not self._is_actor(k) and k in state
+                          and not (critic is not None and k.startswith("critic."))})
+        if critic is not None:
+            state.update({f"critic.{k}": v.detach().cpu().numpy() for k, v in critic.state_dict().items()})
+        self.algo.set_state(_nest(state))
         self.push(actor)
 
     def _is_actor(self, key: str) -> bool:
@@ -267,8 +276,9 @@ class Session:
             state.update({f"{prefix}.{k}": v for k, v in net_state.items()})
         self.algo.set_state(_nest(state))
 
-    def pull(self, net: PolicyNet) -> PolicyNet:
-        prefix = self.algo_info.actor + "."
+    def pull(self, net: PolicyNet, prefix: str | None = None) -> PolicyNet:
+        """Load the trained deployed net (or, with prefix='critic', the critic) into `net`."""
+        prefix = (prefix or self.algo_info.actor) + "."
         net.load_state_dict({k[len(prefix):]: torch.as_tensor(v) for k, v in self.module_state().items()
                              if k.startswith(prefix)})
         return net

@@ -7,6 +7,9 @@ and per technique the ranges to sample:
       quantize: {bits: {low: 2, high: 8}, mode: {choices: [ptq, qat]}, per_channel: true}
       distill:  {hidden: {choices: [[16, 16], [32, 32]]}}
 
+`critic_techniques:` (PPO) has the same form and samples separate settings for the
+training-only value net (`critic.*` params; config key `critic`).
+
 A range is `{low, high[, log]}` (int when both ends are ints), a choice list is
 `{choices: [...]}`, anything else is a fixed value. The space is conditional: a
 technique's settings are sampled only when it is enabled (define-by-run), and since
@@ -22,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from autocompress.config import CompressConfig, TrialSpec, load_trial_spec, parse, read_yaml
+from autocompress.config import CRITIC_TECHNIQUES, CompressConfig, TrialSpec, load_trial_spec, parse, read_yaml
 from autocompress.errors import ConfigError
 from autocompress.techniques import TECHNIQUES
 
@@ -55,6 +58,8 @@ class SearchSpace(_Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     baselines: bool = Field(True, description="enqueue teacher-as-is and each technique alone first")
     techniques: dict[str, dict[str, Any]] = Field(..., min_length=1)
+    critic_techniques: dict[str, dict[str, Any]] = Field({}, description="PPO: separate settings for the "
+                                                         "training-only value net; never in the objectives")
 
     @field_validator("objectives")
     @classmethod
@@ -63,12 +68,13 @@ class SearchSpace(_Strict):
             raise ValueError("give distinct objectives including 'return', e.g. [return, latency, bytes]")
         return v
 
-    @field_validator("techniques")
+    @field_validator("techniques", "critic_techniques")
     @classmethod
-    def _techniques(cls, v):
+    def _techniques(cls, v, info):
+        known = TECHNIQUES if info.field_name == "techniques" else CRITIC_TECHNIQUES
         for name, params in v.items():
-            if name not in TECHNIQUES:
-                raise ValueError(f"unknown technique {name!r}; known: {', '.join(TECHNIQUES)}")
+            if name not in known:
+                raise ValueError(f"unknown technique {name!r}; known: {', '.join(known)}")
             for key, p in (params or {}).items():
                 if key not in TECHNIQUES[name].model_fields:
                     raise ValueError(f"{name}: unknown setting {key!r}; known: "
@@ -114,21 +120,31 @@ def _param(trial, name: str, p: Any):
     return p
 
 
-def exclusive_coding(space: SearchSpace) -> bool:
-    return "share" in space.techniques and "quantize" in space.techniques
+def exclusive_coding(techniques: dict) -> bool:
+    return "share" in techniques and "quantize" in techniques
+
+
+def _suggest_group(trial, techniques: dict, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Sample which of `techniques` are on and their settings (Optuna param names: prefix + name.key)."""
+    coding = trial.suggest_categorical(f"{prefix}weight_coding", ["none", "share", "quantize"]) \
+        if exclusive_coding(techniques) else None
+    cfg: dict[str, dict[str, Any]] = {}
+    for name, params in techniques.items():
+        if coding is not None and name in ("share", "quantize"):
+            on = coding == name
+        else:
+            on = trial.suggest_categorical(f"{prefix}{name}.enabled", [False, True])
+        if on:
+            cfg[name] = {key: _param(trial, f"{prefix}{name}.{key}", p) for key, p in params.items()}
+    return cfg
 
 
 def suggest(trial, space: SearchSpace) -> dict[str, dict[str, Any]]:
     """Sample one techniques config (the dict form of CompressConfig)."""
-    coding = trial.suggest_categorical("weight_coding", ["none", "share", "quantize"]) if exclusive_coding(space) else None
-    cfg: dict[str, dict[str, Any]] = {}
-    for name, params in space.techniques.items():
-        if coding is not None and name in ("share", "quantize"):
-            on = coding == name
-        else:
-            on = trial.suggest_categorical(f"{name}.enabled", [False, True])
-        if on:
-            cfg[name] = {key: _param(trial, f"{name}.{key}", p) for key, p in params.items()}
+    cfg: dict[str, Any] = _suggest_group(trial, space.techniques)
+    critic = _suggest_group(trial, space.critic_techniques, "critic.")
+    if critic:
+        cfg["critic"] = critic
     return cfg
 
 
@@ -147,15 +163,15 @@ def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
     """Optuna params of the anchor trials: teacher as-is, then each technique alone at a middle setting."""
     def alone(only: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        if exclusive_coding(space):
-            params["weight_coding"] = only if only in ("share", "quantize") else "none"
-        for name, ps in space.techniques.items():
-            if exclusive_coding(space) and name in ("share", "quantize"):
-                pass
-            else:
-                params[f"{name}.enabled"] = name == only
-            if name == only:
-                params.update({f"{name}.{k}": _middle(p) for k, p in ps.items() if _middle(p) is not None})
+        for prefix, techniques in (("", space.techniques), ("critic.", space.critic_techniques)):
+            exclusive = exclusive_coding(techniques)
+            if exclusive:
+                params[f"{prefix}weight_coding"] = only if prefix == "" and only in ("share", "quantize") else "none"
+            for name, ps in techniques.items():
+                if not (exclusive and name in ("share", "quantize")):
+                    params[f"{prefix}{name}.enabled"] = prefix == "" and name == only
+                if prefix == "" and name == only:
+                    params.update({f"{name}.{k}": _middle(p) for k, p in ps.items() if _middle(p) is not None})
         return params
 
     return [alone(None)] + [alone(name) for name in space.techniques]
@@ -163,7 +179,15 @@ def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
 
 def check_space(space: SearchSpace, spec: TrialSpec, source: str) -> None:
     """Every range end and choice must itself be a valid setting: try them all now."""
-    for name, params in space.techniques.items():
+    if space.critic_techniques and spec.algorithm != "PPO":
+        raise ConfigError(f"{source}: critic_techniques: only PPO's value net can be compressed (the trial spec's "
+                          f"algorithm is {spec.algorithm})")
+    _check_group(space.critic_techniques, spec, f"{source}: critic_techniques", lambda c: {"critic": c})
+    _check_group(space.techniques, spec, f"{source}: techniques", lambda c: c)
+
+
+def _check_group(techniques: dict, spec: TrialSpec, where: str, wrap) -> None:
+    for name, params in techniques.items():
         for key, p in params.items():
             values = p["choices"] if isinstance(p, dict) and "choices" in p else (
                 [p["low"], p["high"]] if isinstance(p, dict) else [p])
@@ -171,11 +195,11 @@ def check_space(space: SearchSpace, spec: TrialSpec, source: str) -> None:
                 others = {k: _middle(q) if isinstance(q, dict) else q for k, q in params.items() if k != key}
                 others = {k: (json.loads(o) if isinstance(o, str) and o.startswith("[") else o)
                           for k, o in others.items()}
-                cfg = parse(CompressConfig, {name: {**others, key: v}}, f"{source}: techniques")
+                cfg = parse(CompressConfig, wrap({name: {**others, key: v}}), where)
                 try:
                     cfg.check_against(spec)
                 except ConfigError as e:
-                    raise ConfigError(f"{source}: techniques.{name}.{key} = {v!r}: {e}") from None
+                    raise ConfigError(f"{where}.{name}.{key} = {v!r}: {e}") from None
 
 
 def load_search_space(path: str | Path) -> tuple[SearchSpace, TrialSpec, Path]:

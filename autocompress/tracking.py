@@ -26,7 +26,8 @@ from mlflow.tracking import MlflowClient
 #: result keys logged as child-run metrics (when numeric and finite)
 METRIC_KEYS = ("return_mean", "return_std", "return_ratio", "teacher_return_mean", "latency_ms", "latency_p95_ms",
                "teacher_latency_ms", "latency_ratio", "bytes", "gzip_bytes", "teacher_bytes", "bytes_ratio",
-               "params", "teacher_params", "sparsity", "layers", "compress_seconds", "trial_seconds")
+               "params", "teacher_params", "sparsity", "layers", "compress_seconds", "trial_seconds",
+               "critic_bytes", "critic_bytes_ratio", "critic_params")
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:

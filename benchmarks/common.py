@@ -47,8 +47,9 @@ def write_section(name: str, body: str) -> None:
     DOC.write_text(text)
 
 
-def run_search(space: dict, trial_overrides: dict, run_dir: Path, *flags: str) -> float:
-    """Run `autocompress search` on a space derived from search_spaces/cartpole_ppo.yaml.
+def run_search(space: dict, trial_overrides: dict, run_dir: Path, *flags: str,
+               base: str = "cartpole_ppo") -> float:
+    """Run `autocompress search` on a space derived from search_spaces/<base>.yaml.
 
     `space` overrides keys of the shipped space, `trial_overrides` keys of its trial spec (e.g. a
     cheaper fine-tune); the teacher is shared through the default cache. Returns wall seconds.
@@ -61,12 +62,12 @@ def run_search(space: dict, trial_overrides: dict, run_dir: Path, *flags: str) -
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trial = yaml.safe_load((ROOT / "trials" / "cartpole_ppo.yaml").read_text())
+    shipped = yaml.safe_load((ROOT / "search_spaces" / f"{base}.yaml").read_text())
+    trial = yaml.safe_load((ROOT / "search_spaces" / shipped["trial_spec"]).resolve().read_text())
     for k, v in trial_overrides.items():
         trial[k] = {**trial.get(k, {}), **v} if isinstance(v, dict) else v
     (run_dir / "trial.yaml").write_text(yaml.safe_dump(trial))
-    sp = {**yaml.safe_load((ROOT / "search_spaces" / "cartpole_ppo.yaml").read_text()), **space,
-          "trial_spec": "trial.yaml"}
+    sp = {**shipped, **space, "trial_spec": "trial.yaml"}
     (run_dir / "space.yaml").write_text(yaml.safe_dump(sp))
     cache = os.environ.get("AUTOCOMPRESS_CACHE", str(Path.home() / ".cache" / "autocompress" / "teachers"))
     t0 = time.time()

@@ -47,7 +47,7 @@ def main() -> None:
         f"`python -m benchmarks.techniques --episodes {args.episodes}` — one run, {time.time() - start:.0f} s, "
         f"on {machine()}.", "",
         f"Return: mean ± std over {args.episodes} seeded deterministic episodes of the exported artifact. Latency: "
-        "median batch-1 `act()` in the numpy runtime, 1 thread, teacher timed alternately in the same process. "
+        f"median batch-1 `act()` in the {rows[0][1]['runtime']} runtime, 1 thread, teacher timed alternately in the same process. "
         "Bytes: artifact file size. Ratios are compressed / teacher.", "",
         "| config | return | latency µs | latency ratio | bytes | bytes ratio | stored params | fine-tune |",
         "|---|---|---|---|---|---|---|---|",

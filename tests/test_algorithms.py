@@ -36,7 +36,7 @@ def spec_for(algo, env):
 def test_algorithm_end_to_end(tmp_path, algo, env):
     spec = spec_for(algo, env)
     cfg = CompressConfig.model_validate(CFG)
-    net, teacher, rounds = build_compressed(spec, cfg, tmp_path / "cache", log=lambda m: None)
+    net, teacher, rounds, _, _ = build_compressed(spec, cfg, tmp_path / "cache", log=lambda m: None)
     head = teacher.info["head"]
     assert head["kind"] == ("discrete" if algo == "DQN" or "Corridor" in env else "continuous")
     assert len(rounds) == 1 and net.hidden_widths() == [32, 32]
@@ -57,3 +57,24 @@ def test_algorithm_end_to_end(tmp_path, algo, env):
     r = compress_trial(spec, cfg, tmp_path / "out", tmp_path / "cache", log=lambda m: None)
     assert Path(r["artifact"]).stat().st_size == r["bytes"] and r["bytes_ratio"] < 0.2
     assert np.isfinite(r["return_ratio"]) and len(r["returns"]) == 2
+
+
+def test_ppo_critic_compressed_with_its_own_settings(tmp_path):
+    """`critic:` prunes and quantizes PPO's value net separately; it is fine-tuned with its masks
+    held, reported, and never part of the deployed artifact."""
+    from autocompress.techniques.prune import sparsity
+
+    spec = spec_for("PPO", "CartPole-v1")
+    cfg = CompressConfig.model_validate({"prune": {"sparsity": 0.5},
+                                         "critic": {"prune": {"sparsity": 0.8}, "quantize": {"bits": 4, "mode": "qat"}}})
+    out = build_compressed(spec, cfg, tmp_path / "cache", log=lambda m: None)
+    assert out.critic is not None and abs(sparsity(out.critic) - 0.8) < 0.01  # mask held through fine-tuning
+    assert abs(sparsity(out.net) - 0.5) < 0.01 and out.critic.layers[0].quant["bits"] == 4
+    trained = out.teacher_critic.layers[0].weight.detach()
+    kept = out.critic.layers[0].mask.bool()
+    assert not np.allclose(out.critic.layers[0].raw_weight().detach()[kept], trained[kept])  # it was trained
+    r = compress_trial(spec, cfg, tmp_path / "out", tmp_path / "cache", log=lambda m: None)
+    assert r["critic_bytes_ratio"] < 0.2
+    plain = compress_trial(spec, CompressConfig.model_validate({"prune": {"sparsity": 0.5}}), tmp_path / "o2",
+                           tmp_path / "cache", log=lambda m: None)
+    assert r["bytes"] == plain["bytes"] and "critic_bytes" not in plain  # the deployed artifact is the actor alone

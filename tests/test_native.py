@@ -65,3 +65,11 @@ def test_no_compiler_is_a_clear_error(monkeypatch, tmp_path):
             native.NativePolicy.from_bytes(to_bytes(PolicyNet.mlp(4, [8], 2), HEAD))
     finally:
         native._library.cache_clear()
+
+
+def test_loading_the_kernel_leaves_float_semantics_alone():
+    """A library linked with -ffast-math would switch on flush-to-zero for the whole process
+    (numpy, torch, hypothesis all saw subnormals vanish): the kernel must not."""
+    native._library()
+    tiny = np.float64(5e-324)
+    assert tiny * np.float64(1.0) > 0 and np.float32(1e-40) * np.float32(1.0) > 0

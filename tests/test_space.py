@@ -71,3 +71,51 @@ def test_bad_space_names_the_key(tmp_path, change, needle):
     p.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=needle):
         load_search_space(p)
+
+
+def critic_space(tmp_path, trial="cartpole_ppo"):
+    data = {**yaml.safe_load(SPACE.read_text()), "trial_spec": str(ROOT / "trials" / f"{trial}.yaml"),
+            "critic_techniques": {"prune": {"sparsity": {"low": 0.5, "high": 0.9}}, "quantize": {"bits": {"low": 4,
+                                                                                                         "high": 8}},
+                                  "share": {"bits": {"low": 2, "high": 4}}}}
+    p = tmp_path / "space.yaml"
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_critic_settings_are_sampled_separately(tmp_path):
+    space, spec, _ = load_search_space(critic_space(tmp_path))
+    study = optuna.create_study(directions=["maximize"], sampler=optuna.samplers.RandomSampler(seed=1))
+    critics = []
+    for _ in range(40):
+        t = study.ask()
+        cfg = suggest(t, space)
+        CompressConfig.model_validate(cfg).check_against(spec)
+        critic = cfg.get("critic", {})
+        assert not ("share" in critic and "quantize" in critic)
+        assert bool({k for k in t.params if k.startswith("critic.prune.") and k != "critic.prune.enabled"}) == \
+            ("prune" in critic)
+        critics.append(critic)
+        study.tell(t, 0.0)
+    assert any(critics) and not all(critics)
+    # baselines never compress the critic: they measure each actor technique alone
+    study = optuna.create_study(directions=["maximize"])
+    for p in baseline_params(space):
+        study.enqueue_trial(p)
+    assert all("critic" not in suggest(study.ask(), space) for _ in range(len(space.techniques) + 1))
+
+
+@pytest.mark.parametrize("trial", ["cartpole_dqn", "pendulum_sac"])
+def test_critic_techniques_need_ppo(tmp_path, trial):
+    with pytest.raises(ConfigError, match="critic_techniques: only PPO"):
+        load_search_space(critic_space(tmp_path, trial))
+
+
+def test_critic_config_rejects_distill_and_other_algorithms(tmp_path):
+    from autocompress.config import TrialSpec, parse
+
+    with pytest.raises(ConfigError, match="critic: unknown or unsupported technique 'distill'"):
+        parse(CompressConfig, {"critic": {"distill": {"hidden": [8]}}}, "c.yaml")
+    dqn = TrialSpec.model_validate(yaml.safe_load((ROOT / "trials" / "cartpole_dqn.yaml").read_text()))
+    with pytest.raises(ConfigError, match="Q-network is the deployed net"):
+        parse(CompressConfig, {"critic": {"prune": {}}}, "c.yaml").check_against(dqn)
