@@ -103,25 +103,17 @@ class CriticCompressConfig(_Strict):
     share: ShareConfig | None = None
     quantize: QuantizeConfig | None = None
 
-    def techniques(self) -> list:
-        return [c for c in (getattr(self, n) for n in CRITIC_TECHNIQUES) if c is not None]
-
 
 #: techniques that may compress the critic (settings separate from the deployed net's)
-CRITIC_TECHNIQUES = ("structured", "lowrank", "prune", "share", "quantize")
+CRITIC_TECHNIQUES = tuple(CriticCompressConfig.model_fields)
 
 
-class CompressConfig(_Strict):
+class CompressConfig(CriticCompressConfig):
     """Techniques to apply; the pipeline runs them in its canonical order, whatever the YAML order.
     `critic:` (PPO) compresses the value net with its own settings."""
 
-    critic: CriticCompressConfig | None = None
     distill: DistillConfig | None = None
-    structured: StructuredConfig | None = None
-    lowrank: LowRankConfig | None = None
-    prune: PruneConfig | None = None
-    share: ShareConfig | None = None
-    quantize: QuantizeConfig | None = None
+    critic: CriticCompressConfig | None = None
 
     def techniques(self) -> list:
         return [c for c in (getattr(self, n) for n in TECHNIQUES) if c is not None]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from autocompress import envs, export, measure
-from autocompress.config import CRITIC_TECHNIQUES, CompressConfig, TrialSpec
+from autocompress.config import CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet, torch_act
 from autocompress.runtime import NumpyPolicy
 from autocompress.techniques import Context, apply
@@ -109,7 +109,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     critic = t_critic = None
     if cfg.critic is not None:  # its own settings; held (masks, codebooks, fake-quant) through fine-tuning
         t_critic = teacher_critic(teacher, spec)
-        critic_cfg = CompressConfig(**{n: getattr(cfg.critic, n) for n in CRITIC_TECHNIQUES})
+        critic_cfg = CompressConfig(**dict(cfg.critic))
         critic = compress_net(t_critic, critic_cfg, Context(sample_obs=sample_obs, seed=spec.seed, log=log), None)
 
     def finetune(net: PolicyNet, i: int, n: int) -> None:

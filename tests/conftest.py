@@ -9,6 +9,14 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 from autocompress.nets import PolicyNet  # noqa: E402
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture
 def net() -> PolicyNet:
     """A teacher-shaped MLP (4 -> 64 -> 64 -> 2) with reproducible random weights."""

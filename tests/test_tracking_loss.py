@@ -15,19 +15,11 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from autocompress.search import load_run
-from conftest import tiny_cartpole
+from conftest import free_port, tiny_cartpole
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "autocompress.cli"]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_mlflow(base: Path, port: int) -> subprocess.Popen:
