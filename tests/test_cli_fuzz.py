@@ -7,7 +7,6 @@ check that regresses fails at once instead of starting a search."""
 import json
 import math
 import re
-import sys
 import uuid
 from pathlib import Path
 
@@ -122,8 +121,7 @@ def assert_rejected(result, *names: str) -> str:
     assert "Traceback" not in text
     for name in names:
         assert name in text or name in flat(text), f"{name!r} not named in:\n{text}"
-    ray = sys.modules.get("ray")
-    assert ray is None or not ray.is_initialized(), "Ray was started"
+    # (no Ray check here: the module's tripwires fail any Ray start, and an earlier test may own a Ray)
     return text
 
 
