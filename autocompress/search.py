@@ -94,10 +94,10 @@ def _teacher_task(spec_json: str, cache_root: str) -> dict[str, Any]:
 def _inject(fault: str | None, number: int, cache_root: str) -> None:
     import signal
 
-    if fault == "raise":
-        raise RuntimeError(f"injected fault in trial {number} (AUTOCOMPRESS_FAULT_TRIALS)")
     import ray
 
+    if fault == "raise":
+        raise RuntimeError(f"injected fault in trial {number} (AUTOCOMPRESS_FAULT_TRIALS)")
     marker = Path(cache_root) / f".killed-{ray.get_runtime_context().get_job_id()}-trial-{number}"  # per search
     if fault == "kill" or (fault == "kill-once" and not marker.exists()):
         marker.touch()
