@@ -100,7 +100,8 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     make_env = envs.env_creator(spec.env, spec.env_config)
     with timed("sample_obs"):
         sample_obs = measure.collect_obs(torch_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed)
-    ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head, seed=spec.seed, log=log,
+    ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head["kind"], q_values=spec.algorithm == "DQN",
+                  seed=spec.seed, log=log,
                   rollout_obs=lambda net, n, seed: measure.collect_obs(torch_act(net, head), make_env, n, seed))
 
     session: list = []  # the RLlib session, built on first use (it needs the compressed shapes)

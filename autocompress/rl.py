@@ -197,6 +197,9 @@ def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: 
     training = training_settings(spec)
     if lr is not None:  # fine-tuning: the spec's fine-tune learning rate for actor and critic alike
         training.update({k: lr for k in (("actor_lr", "critic_lr") if spec.algorithm == "SAC" else ("lr",))})
+        if spec.algorithm == "DQN":  # the net is trained already: explore at the schedule's final epsilon,
+            eps = training["epsilon"]  # not from 1.0 again (that fills the buffer with random-policy states)
+            training["epsilon"] = [(0, eps[-1][1] if isinstance(eps, (list, tuple)) else eps)]
     t = spec.teacher
     critic_hidden = list(t.critic_hidden or t.hidden)
     model_config = {"actor": actor.spec(), "critic_hidden": critic_hidden, "activation": t.activation,

@@ -4,7 +4,7 @@ config per env, measured in one run.
     python -m benchmarks.algorithms [--episodes 20] [--specs cartpole_ppo cartpole_dqn ...]
 
 For every trial spec whose teacher is committed under teachers/ it runs `compress_trial`
-(teacher -> techniques -> RLlib fine-tune -> export -> measure) with CONFIG, and reports the
+(teacher -> techniques -> RLlib fine-tune -> export -> measure) with its CONFIGS entry, and reports the
 teacher's return and training time (from its cache entry) beside the compressed artifact's
 return, latency and bytes ratios (measured side by side with the teacher inside the trial).
 """
@@ -20,10 +20,15 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, machine, write_section
 
-#: one strong, generic combination: 75% of each hidden layer's neurons removed (importance),
-#: fine-tuned, then 8-bit per-channel PTQ -> a [64, 64] int8 net from a [256, 256] fp32 teacher
-CONFIG = {"structured": {"amount": 0.75, "criterion": "importance"}, "quantize": {"bits": 8, "mode": "ptq"}}
-SPECS = ["cartpole_ppo", "cartpole_dqn", "lunarlander_dqn", "pendulum_sac", "invertedpendulum_sac"]
+#: one strong config per env (from its search front where one was run; see docs/BENCHMARKS.md)
+CONFIGS = {
+    "cartpole_ppo": {"distill": {"hidden": [32, 32]}, "quantize": {"bits": 8, "symmetric": True}},
+    "cartpole_dqn": {"prune": {"sparsity": 0.5}, "quantize": {"bits": 8}},
+    "lunarlander_dqn": {"quantize": {"bits": 8}},
+    "pendulum_sac": {"structured": {"amount": 0.75, "criterion": "importance"}, "quantize": {"bits": 8}},
+    "invertedpendulum_sac": {"distill": {"hidden": [64, 64]}, "quantize": {"bits": 8}},
+}
+SPECS = list(CONFIGS)
 
 
 def main() -> None:
@@ -39,15 +44,13 @@ def main() -> None:
     from autocompress.config import CompressConfig, load_trial_spec
     from autocompress.pipeline import compress_trial
 
-    cfg = CompressConfig.model_validate(CONFIG)
     lines = ["## Algorithms and environments: teacher and one compressed config each", "",
-             f"`python -m benchmarks.algorithms --episodes {args.episodes}` — one run on {machine()}. Config for every "
-             f"env: `{json.dumps(CONFIG)}` (a [64, 64] int8 net from the [256, 256] fp32 teacher), fine-tuned as the "
-             "trial spec says. Return: mean ± std over the seeded evaluation episodes of the exported artifact; "
+             f"`python -m benchmarks.algorithms --episodes {args.episodes}` — one run on {machine()}. One strong "
+             "config per env (column `config`), fine-tuned as the trial spec says. Return: mean ± std over the seeded evaluation episodes of the exported artifact; "
              "ratios = compressed / teacher, measured side by side in the same trial (return ratio normalised "
              "between a random policy and the teacher where the teacher's return is negative).", "",
-             "| spec | env | algorithm | teacher return | teacher train time | compressed return | return ratio | "
-             "latency ratio | bytes ratio | runtime | trial time |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| spec | env | algorithm | teacher return | teacher train time | config | compressed return | return ratio "
+             "| latency ratio | bytes ratio | runtime | trial time |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.specs:
         spec = load_trial_spec(ROOT / "trials" / f"{name}.yaml")
         spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"episodes": args.episodes})})
@@ -56,12 +59,13 @@ def main() -> None:
             continue
         start = time.time()
         with tempfile.TemporaryDirectory() as d:
-            r = compress_trial(spec, cfg, d, args.cache_dir, log=lambda m: None)
+            r = compress_trial(spec, CompressConfig.model_validate(CONFIGS[name]), d, args.cache_dir, log=lambda m: None)
         info = json.loads((rl.SHIPPED_TEACHERS / rl.teacher_dir(spec, rl.SHIPPED_TEACHERS).name /
                            "teacher.json").read_text())
         lines.append(
             f"| {name} | {spec.env} | {spec.algorithm} | {r['teacher_return_mean']:.1f} ± {r['teacher_return_std']:.1f} | "
-            f"{info['train_seconds']:.0f} s ({info['iterations']} it.) | {r['return_mean']:.1f} ± {r['return_std']:.1f} | "
+            f"{info['train_seconds']:.0f} s ({info['iterations']} it.) | `{json.dumps(CONFIGS[name])}` | "
+            f"{r['return_mean']:.1f} ± {r['return_std']:.1f} | "
             f"{r['return_ratio']:.3f} | {r['latency_ratio']:.3f} | {r['bytes_ratio']:.4f} | {r['runtime']} | "
             f"{time.time() - start:.0f} s |")
         print(lines[-1], flush=True)

@@ -30,13 +30,15 @@ class Context:
     sample_obs: observations visited by the teacher (importance scores, distillation seed set).
     rollout_obs: callable(policy_fn, n_steps, seed) -> observations visited by `policy_fn`
                  in the environment (distillation collects student-visited states with it).
-    teacher: the uncompressed teacher net; head: 'discrete' | 'continuous'.
+    teacher: the uncompressed teacher net; head: 'discrete' | 'continuous';
+    q_values: the discrete outputs are Q-values (DQN), not logits: distillation then regresses them.
     """
 
     teacher: PolicyNet | None = None
     sample_obs: np.ndarray | None = None
     rollout_obs: Callable[..., np.ndarray] | None = None
     head: str = "discrete"
+    q_values: bool = False
     seed: int = 0
     log: Callable[[str], None] = field(default=lambda msg: None)
 

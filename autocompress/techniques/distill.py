@@ -3,8 +3,9 @@
 The student (hidden widths given) is trained to match the teacher's outputs on states
 visited by the teacher and then by the student itself (DAgger-style rounds, so the
 student also learns where its own mistakes lead): KL between temperature-softened
-action distributions for discrete policies (logits or Q-values), MSE on the outputs
-(action mean / log-std) for continuous ones. RL fine-tuning follows in the pipeline.
+action distributions for policy logits (PPO, discrete), MSE on the outputs for Q-values
+(DQN: a softmax is blind to their offset, and TD fine-tuning needs their scale) and for
+continuous heads (action mean / log-std). RL fine-tuning follows in the pipeline.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ class DistillConfig(TechniqueConfig):
     batch_size: int = Field(256, ge=8)
 
 
-def distill_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, head: str, t: float) -> torch.Tensor:
-    if head == "discrete":
+def distill_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, head: str, t: float,
+                 q_values: bool = False) -> torch.Tensor:
+    if head == "discrete" and not q_values:
         p = torch.log_softmax(teacher_out / t, -1)
         q = torch.log_softmax(student_out / t, -1)
         return torch.nn.functional.kl_div(q, p, log_target=True, reduction="batchmean") * t * t
@@ -37,7 +39,7 @@ def distill_loss(student_out: torch.Tensor, teacher_out: torch.Tensor, head: str
 
 
 def train_student(student: PolicyNet, teacher: PolicyNet, states: np.ndarray, cfg: DistillConfig,
-                  head: str, gen: torch.Generator) -> float:
+                  head: str, gen: torch.Generator, q_values: bool = False) -> float:
     x = torch.as_tensor(states, dtype=torch.float32)
     with torch.no_grad():
         y = teacher(x)
@@ -47,7 +49,7 @@ def train_student(student: PolicyNet, teacher: PolicyNet, states: np.ndarray, cf
         perm = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            loss = distill_loss(student(x[idx]), y[idx], head, cfg.temperature)
+            loss = distill_loss(student(x[idx]), y[idx], head, cfg.temperature, q_values)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -64,7 +66,7 @@ def _distill(net: PolicyNet, cfg: DistillConfig, ctx: Context) -> PolicyNet:
     student = PolicyNet.mlp(net.in_dim, list(cfg.hidden), net.out_dim, act=act)
     states = np.asarray(ctx.sample_obs, dtype=np.float32)
     for r in range(cfg.rounds):
-        loss = train_student(student, net, states, cfg, ctx.head, gen)
+        loss = train_student(student, net, states, cfg, ctx.head, gen, ctx.q_values)
         ctx.log(f"distill: round {r + 1}/{cfg.rounds}, {len(states)} states, loss {loss:.4f}")
         if ctx.rollout_obs is not None and r + 1 < cfg.rounds:
             visited = ctx.rollout_obs(student, cfg.steps_per_round, ctx.seed + 7919 * (r + 1))
