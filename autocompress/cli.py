@@ -208,7 +208,7 @@ def compress(trial_spec: Path = typer.Argument(..., help="trial spec YAML"),
         sys.stdout.write(json.dumps(result) + "\n")
         return
     out.print(result_table(result, f"{spec.name} / {config.name}"))
-    out.print(f"artifact: {result['artifact']}")
+    out.print(f"artifact: {result['artifact']} (return and latency measured in the {result['runtime']} runtime)")
 
 
 def result_table(r: dict, title: str) -> Table:

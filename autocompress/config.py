@@ -44,6 +44,9 @@ class TeacherSpec(_Strict):
 class FinetuneSpec(_Strict):
     iterations: int = Field(5, ge=0, description="RLlib train() calls after compression")
     lr: float = Field(1e-4, gt=0, lt=1)
+    keep_best: bool = Field(False, description="after every iteration (and before the first) check the net on 5 "
+                                               "seeded episodes apart from the evaluation seeds and keep the best: "
+                                               "off-policy fine-tunes (DQN, SAC) swing from one iteration to the next")
 
 
 class EvalSpec(_Strict):

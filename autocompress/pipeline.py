@@ -12,6 +12,7 @@ Stage order (whatever order the config lists techniques in):
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -113,6 +114,11 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         critic_cfg = CompressConfig(**dict(cfg.critic))
         critic = compress_net(t_critic, critic_cfg, Context(sample_obs=sample_obs, seed=spec.seed, log=log), None)
 
+    def check(net: PolicyNet) -> float:
+        """Deterministic 5-episode return on seeds apart from the evaluation seeds (as the teacher's check)."""
+        with timed("finetune_check"):
+            return float(measure.evaluate(torch_act(net, head), make_env, 5, spec.seed + 77_777).mean())
+
     def finetune(net: PolicyNet, i: int, n: int) -> None:
         iters = spec.finetune.iterations // n + (1 if i < spec.finetune.iterations % n else 0)
         if iters == 0:
@@ -123,9 +129,20 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
             else:
                 session[0].push(net)
         log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net_sparsity(net):.3f}")
-        with timed("rllib_train"):  # env stepping + SGD
-            session[0].train(iters, log=log)
-        session[0].pull(net)
+        if not spec.finetune.keep_best:
+            with timed("rllib_train"):  # env stepping + SGD
+                session[0].train(iters, log=log)
+            session[0].pull(net)
+        else:
+            best = (check(net), copy.deepcopy(net.state_dict()))
+            for _ in range(iters):
+                with timed("rllib_train"):
+                    session[0].train(1, log=log)
+                score = check(session[0].pull(net))
+                if score > best[0]:
+                    best = (score, copy.deepcopy(net.state_dict()))
+            net.load_state_dict(best[1])
+            log(f"fine-tune round {i + 1}/{n}: kept the net with check return {best[0]:.1f}")
         if critic is not None:
             session[0].pull(critic, prefix="critic")
         round_info = {"round": i + 1, "sparsity": net_sparsity(net)}
@@ -145,7 +162,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
                 session[0].stop()
     # what compress_net spent outside fine-tuning: the techniques themselves (distill, k-means, SVD ...)
     timed["techniques"] = timed.pop("compress_total") - sum(timed[k] for k in ("rllib_build", "rllib_train",
-                                                                                "round_eval"))
+                                                                                "round_eval", "finetune_check"))
     return Compressed(net, teacher, rounds, critic, t_critic)
 
 
