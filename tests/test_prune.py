@@ -67,3 +67,17 @@ def test_config_errors_name_the_key():
         PruneConfig(sparsity=1.5)
     with pytest.raises(ValueError, match="threshold"):
         PruneConfig(method="threshold")
+
+
+def test_share_after_a_layer_is_pruned_to_nothing(net, obs):
+    """Global pruning can empty a small layer; sharing then gives it a one-entry codebook instead of
+    asking k-means for 0 clusters (found by a LunarLander search)."""
+    from autocompress.export import to_bytes
+    from autocompress.runtime import NumpyPolicy
+    from autocompress.techniques import Context, ShareConfig, apply
+
+    net.layers[2].mask = torch.zeros_like(net.layers[2].weight)
+    shared = apply(net, ShareConfig(bits=3), Context(sample_obs=obs))
+    assert shared.layers[2].codebook.numel() == 1
+    policy = NumpyPolicy.from_bytes(to_bytes(shared, {"kind": "discrete", "n": 2}))
+    assert policy.forward(obs[:4]).shape == (4, 2)

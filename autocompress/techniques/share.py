@@ -21,7 +21,10 @@ class ShareConfig(TechniqueConfig):
 
 
 def cluster(values: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(codebook (k',), labels) with k' = min(k, distinct values)."""
+    """(codebook (k',), labels) with k' = min(k, distinct values); a layer pruned to nothing gets
+    the one-entry codebook [0] (its weights are all masked)."""
+    if values.size == 0:
+        return np.zeros(1, np.float32), np.zeros(0, np.int64)
     k = min(k, len(np.unique(values)))
     km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(values.reshape(-1, 1).astype(np.float64))
     return km.cluster_centers_.ravel().astype(np.float32), km.labels_
