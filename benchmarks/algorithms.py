@@ -24,9 +24,9 @@ from benchmarks.common import ROOT, machine, write_section
 CONFIGS = {
     "cartpole_ppo": {"distill": {"hidden": [32, 32]}, "quantize": {"bits": 8, "symmetric": True}},
     "cartpole_dqn": {"prune": {"sparsity": 0.5}, "quantize": {"bits": 8}},
-    "lunarlander_dqn": {"quantize": {"bits": 8}},
+    "lunarlander_dqn": {"share": {"bits": 4}},
     "pendulum_sac": {"structured": {"amount": 0.75, "criterion": "importance"}, "quantize": {"bits": 8}},
-    "invertedpendulum_sac": {"distill": {"hidden": [64, 64]}, "quantize": {"bits": 8}},
+    "invertedpendulum_sac": {"structured": {"amount": 0.72, "criterion": "importance"}},
 }
 SPECS = list(CONFIGS)
 
