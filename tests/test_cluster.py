@@ -173,9 +173,11 @@ def test_two_drivers_share_one_postgresql_study(services):
     from optuna.trial import TrialState
 
     base = services["base"]
-    (base / "trial.yaml").write_text(yaml.safe_dump(tiny_cartpole("tiny_cluster", finetune_iterations=1)))
+    # Same teacher as above (fine-tuning is not part of its key); longer fine-tunes make each trial outlast
+    # the second driver's start-up, even on a loaded machine, so both drivers really work on the study.
+    (base / "trial2.yaml").write_text(yaml.safe_dump(tiny_cartpole("tiny_cluster", finetune_iterations=4)))
     (base / "space2.yaml").write_text(yaml.safe_dump({
-        "name": "two_drivers", "trial_spec": "trial.yaml", "budget": {"trials": 8, "parallel": 1},
+        "name": "two_drivers", "trial_spec": "trial2.yaml", "budget": {"trials": 8, "parallel": 1},
         "baselines": False, "techniques": {"prune": {"sparsity": {"low": 0.5, "high": 0.9}},
                                            "quantize": {"bits": {"low": 4, "high": 8}}}}))
     env = {**services["env"], "AUTOCOMPRESS_STORAGE": services["storage"], "RAY_ADDRESS": services["ray_address"]}
