@@ -22,7 +22,8 @@ app = typer.Typer(
          "Typical use:\n\n"
          "  autocompress teach trials/cartpole_ppo.yaml\n\n"
          "  autocompress compress trials/cartpole_ppo.yaml --config configs/int8_ptq.yaml",
-    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    rich_markup_mode=None)  # help texts say "[default: ...]": print brackets as written, not as markup
 err = Console(stderr=True)
 out = Console() if sys.stdout.isatty() else Console(width=160)  # no wrapping in pipes and logs
 
