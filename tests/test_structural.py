@@ -114,3 +114,27 @@ def test_distill_student_matches_teacher_actions(net, obs):
     x = torch.as_tensor(np.random.default_rng(5).normal(size=(500, 4)).astype(np.float32))
     agree = (student(x).argmax(1) == net(x).argmax(1)).float().mean()
     assert agree > 0.9
+
+
+def test_q_value_distillation_matches_the_argmax_under_a_large_offset(net, obs):
+    # DQN-like outputs: a large state-dependent offset shared by both actions, a small gap between them
+    with torch.no_grad():
+        last = net.layers[-1]
+        gap = 0.4 * last.weight[1]
+        last.weight[0] *= 100
+        last.weight[1] = last.weight[0] + gap
+        last.bias[1] = last.bias[0]
+
+    def rollout(student, n, seed):
+        return np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+
+    x = torch.as_tensor(np.random.default_rng(5).normal(size=(500, 4)).astype(np.float32))
+
+    def agreement(**loss):
+        cfg = DistillConfig(hidden=[16], rounds=2, epochs=60, lr=1e-2, **loss)
+        student = apply(net, cfg, Context(sample_obs=obs, rollout_obs=rollout, head="discrete", q_values=True))
+        return (student(x).argmax(1) == net(x).argmax(1)).float().mean().item()
+
+    low_t = agreement()  # the default: KL at a low temperature + a little MSE
+    mostly_mse = agreement(q_temperature=10.0, q_mse_weight=1.0)
+    assert low_t > 0.9 and low_t > mostly_mse + 0.05
