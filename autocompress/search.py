@@ -166,14 +166,52 @@ def open_study(space: SearchSpace, opts: SearchOptions) -> optuna.Study:
     return study
 
 
-def interrupted_to_fail(study: optuna.Study) -> int:
-    """Trials left RUNNING by a dead driver: mark FAIL (reason recorded) and ask them again."""
-    n = 0
+#: a driver writes `heartbeat:<host:pid>` into the study's user attrs this often (seconds) ...
+HEARTBEAT_S = 10.0
+#: ... and its RUNNING trials are taken as orphaned once it has been silent this long
+STALE_AFTER_S = 60.0
+
+
+def beat(study: optuna.Study, driver: str) -> None:
+    study.set_user_attr(f"heartbeat:{driver}", time.time())
+
+
+def _driver_gone(driver: str | None, last_beat: float | None, now: float) -> bool:
+    """Is the driver that asked a trial dead? A driver on this host is checked by its pid
+    (so a --resume right after a crash need not wait); one elsewhere by its heartbeat."""
+    if driver is None or last_beat is None:
+        return True  # never beat: a driver older than heartbeats, or one that died as it asked
+    host, _, pid = driver.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            return False
+        return False
+    return now - last_beat > STALE_AFTER_S
+
+
+def fail_orphans(study: optuna.Study, me: str, include_unowned: bool = False) -> int:
+    """Trials left RUNNING by a dead driver: mark FAIL (reason recorded) and ask them again.
+
+    Every driver runs this as it goes (Optuna's `fail_stale_trials` pattern, done per driver
+    because journal storage has no heartbeats), so a driver that dies beside others loses no
+    budget; `--resume` runs it with `include_unowned`, for trials whose driver never said who
+    it was. Trials of live drivers (their own, or other --join drivers') are left alone."""
+    beats, now, n = study.user_attrs, time.time(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        driver = t.user_attrs.get("driver")
+        if driver == me or (driver is None and not include_unowned):
+            continue
+        if not _driver_gone(driver, beats.get(f"heartbeat:{driver}"), now):
+            continue
         # Optuna has no public setter for a frozen trial's attrs; the storage call is the documented way.
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason", "interrupted: the search driver stopped")
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
+                                           f"interrupted: its search driver {driver or '(unknown)'} stopped")
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        study.tell(t.number, state=TrialState.FAIL)
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(t.params, skip_if_exists=False)
         n += 1
     return n
@@ -251,10 +289,12 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: pass --tracking-uri again")
     tracker = Tracker(tracking_uri, space.name, artifact_dir=run_dir / "mlartifacts", warn=log)
     parent_id = state.get("parent_run_id")
+    driver = f"{socket.gethostname()}:{os.getpid()}"  # which driver asked a trial (several may share a study)
+    beat(study, driver)
     if opts.resume:
-        n = interrupted_to_fail(study)
+        n = fail_orphans(study, driver, include_unowned=True)
         if n:
-            log(f"resume: {n} trial(s) left RUNNING were marked FAIL and will be asked again")
+            log(f"resume: {n} trial(s) left RUNNING by a stopped driver were marked FAIL and will be asked again")
     elif opts.join:
         if study.user_attrs.get("tracking_uri") == redact(tracking_uri):  # same server: one parent run for all
             parent_id = parent_id or study.user_attrs.get("mlflow_parent_run_id")
@@ -300,7 +340,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     running: dict[Any, tuple[optuna.trial.Trial, dict, float]] = {}
     history: list[tuple[int, float]] = []
     front_size = [0]  # as of the last finished trial; the progress display reuses it
-    driver = f"{socket.gethostname()}:{os.getpid()}"  # which driver asked a trial (several may share a study)
+    last_beat = [time.time()]
     search_start = time.time()
 
     def record(trial, cfg, outcome: dict | None, reason: str | None) -> None:
@@ -385,6 +425,12 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                     ray.cancel(ref, force=True)
                     running.pop(ref)
                     record(trial, cfg, None, f"timeout: exceeded resources.timeout_s = {spec.resources.timeout_s} s")
+            if time.time() - last_beat[0] > HEARTBEAT_S:
+                beat(study, driver)
+                last_beat[0] = time.time()
+                n = fail_orphans(study, driver)
+                if n:
+                    log(f"{n} trial(s) of a driver that stopped were marked FAIL and will be asked again")
             fin = finished(study)
             progress({"done": len(fin), "target": opts.trials, "running": len(running),
                       "failed": sum(t.state == TrialState.FAIL for t in fin),
