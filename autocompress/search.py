@@ -217,6 +217,16 @@ def fail_orphans(study: optuna.Study, me: str, include_unowned: bool = False) ->
     return n
 
 
+def duplicate_of(study: optuna.Study, cfg: dict) -> optuna.trial.FrozenTrial | None:
+    """A COMPLETE trial that ran this very techniques config. Trials are seeded from the spec,
+    so its measurements stand for a repeat; samplers re-propose configs of discrete spaces
+    (e.g. a distill width) and Optuna's own advice is to answer those from the study."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("config") == cfg and Path(t.user_attrs.get("result", {}).get("artifact", "")).is_file():
+            return t
+    return None
+
+
 def finished(study: optuna.Study) -> list:
     """Trials that count towards the budget: COMPLETE, or FAIL for a reason of their own."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
@@ -398,8 +408,18 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         except (ConfigError, ValueError) as e:
             record(trial, cfg, None, f"invalid config: {e}")
             return
-        ref = task.remote(trial.number, spec_json, cfg, teacher_ref, cache_root, opts.faults.get(trial.number))
         trial.set_user_attr("launched_at", time.time())
+        same = duplicate_of(study, json.loads(json.dumps(cfg)))  # as stored: lists, not tuples
+        if same is not None:  # answered from the study, not run again (it still counts in the budget)
+            trial.set_user_attr("duplicate_of", same.number)
+            now = time.time()
+            result = {**same.user_attrs["result"], "duplicate_of": same.number, "trial_seconds": 0.0, "timings": {},
+                      "started_at": now, "finished_at": now, "node_id": None, "hostname": socket.gethostname(),
+                      "pid": os.getpid()}
+            log(f"trial {trial.number} repeats trial {same.number}'s config: its measurements are reused")
+            record(trial, cfg, {"result": result, "artifact": Path(result["artifact"]).read_bytes()}, None)
+            return
+        ref = task.remote(trial.number, spec_json, cfg, teacher_ref, cache_root, opts.faults.get(trial.number))
         running[ref] = (trial, cfg, time.time())
 
     def taken() -> int:

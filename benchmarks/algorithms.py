@@ -23,8 +23,8 @@ from benchmarks.common import ROOT, machine, write_section
 #: one strong config per env (from its search front where one was run; see docs/BENCHMARKS.md)
 CONFIGS = {
     "cartpole_ppo": {"distill": {"hidden": [32, 32]}, "quantize": {"bits": 8, "symmetric": True}},
-    "cartpole_dqn": {"share": {"bits": 5}},
-    "lunarlander_dqn": {"share": {"bits": 4}},
+    "cartpole_dqn": {"distill": {"hidden": [32, 32]}, "quantize": {"bits": 8, "symmetric": True}},
+    "lunarlander_dqn": {"distill": {"hidden": [16, 16]}},
     "pendulum_sac": {"structured": {"amount": 0.75, "criterion": "importance"}, "quantize": {"bits": 8}},
     "invertedpendulum_sac": {"structured": {"amount": 0.72, "criterion": "importance"}},
 }

@@ -57,7 +57,7 @@ def test_search_end_to_end(files):
 
     # two trials really ran at the same time
     spans = sorted((t.user_attrs["result"]["started_at"], t.user_attrs["result"]["finished_at"])
-                   for t in trials if t.state == TrialState.COMPLETE)
+                   for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
 
     # MLflow: parent run + one child per trial, metrics, states, pareto tags == `pareto --json`
@@ -165,3 +165,23 @@ def test_killed_workers_are_retried_or_fail_with_reason(files, tmp_path):
 def test_bad_fault_spec_is_rejected(files, tmp_path):
     r = run("search", files / "space.yaml", "--run-dir", tmp_path / "run", env={"AUTOCOMPRESS_FAULT_TRIALS": "boom:1"})
     assert r.returncode == 2 and "AUTOCOMPRESS_FAULT_TRIALS" in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_repeated_config_is_answered_from_the_study(files, tmp_path):
+    # one config besides the teacher's: every sampled trial after the two baselines repeats one of them
+    space = {"name": "repeats", "trial_spec": str(files / "trial.yaml"), "budget": {"trials": 4, "parallel": 1},
+             "seed": 0, "techniques": {"quantize": {"bits": {"choices": [8]}, "symmetric": {"choices": [True]},
+                                                    "mode": {"choices": ["ptq"]}}}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    r = run("search", tmp_path / "space.yaml", "--run-dir", tmp_path / "run", "--cache-dir", files / "cache")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study, _ = load_run(tmp_path / "run")
+    trials = study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert not any("duplicate_of" in t.user_attrs for t in trials[:2])  # the baselines ran
+    for t in trials[2:]:
+        same = trials[t.user_attrs["duplicate_of"]]
+        assert same.number < 2 and same.user_attrs["config"] == t.user_attrs["config"]
+        assert t.values == same.values and t.user_attrs["result"]["trial_seconds"] == 0.0
+        mine, theirs = (x.user_attrs["result"]["artifact"] for x in (t, same))
+        assert mine != theirs and open(mine, "rb").read() == open(theirs, "rb").read()
