@@ -32,6 +32,8 @@ class TeacherSpec(_Strict):
                                             "(training only, never deployed) [default: hidden]")
     max_iterations: int = Field(40, ge=1, description="RLlib train() calls at most")
     stop_return: float | None = Field(None, description="stop once a deterministic 5-episode check reaches this")
+    normalize_obs: bool = Field(False, description="train on running mean/std-normalised observations (RLlib's "
+                                "MeanStdFilter); the frozen statistics go into every exported artifact")
 
     @field_validator("hidden")
     @classmethod
@@ -92,8 +94,11 @@ class TrialSpec(_Strict):
 
     def teacher_key(self) -> dict[str, Any]:
         """What determines the teacher: a change here trains a new one."""
-        return self.model_dump(include={"env", "env_config", "algorithm", "seed", "teacher", "training", "reporting"},
-                               exclude_none=True)
+        key = self.model_dump(include={"env", "env_config", "algorithm", "seed", "teacher", "training", "reporting"},
+                              exclude_none=True)
+        if not self.teacher.normalize_obs:  # the keys (cache names) of teachers from before the option stay valid
+            del key["teacher"]["normalize_obs"]
+        return key
 
 
 class CriticCompressConfig(_Strict):

@@ -40,6 +40,10 @@ def weight_payload(layer: CLinear) -> WeightPayload:
 
 
 def to_bytes(net: PolicyNet, head: dict, obs_norm: dict | None = None) -> bytes:
+    """The artifact; observation normalisation from `obs_norm`, else from the head (a teacher's)."""
+    head = dict(head)
+    obs_norm = obs_norm or head.pop("obs_norm", None)
+    head.pop("obs_norm", None)
     blob = BlobWriter()
     layers = []
     for layer in net.layers:

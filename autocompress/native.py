@@ -51,6 +51,7 @@ typedef struct {
     int n_layers, obs_dim, kind, act_dim, squash;   /* kind 0 discrete, 1 continuous; squash 0 clip, 1 tanh, 2 clip+map */
     const Layer *layers;
     const float *mean, *std, *low, *high;            /* mean/std NULL: no observation normalisation */
+    float clip;                                     /* > 0: normalised observations clipped to [-clip, clip] */
     float *buf0, *buf1;                             /* scratch, max width each */
 } Net;
 
@@ -58,7 +59,11 @@ int acz_act(const Net *net, const float *obs, float *action) {
     const float *x = obs;
     float *bufs[2] = {net->buf0, net->buf1};
     if (net->mean) {
-        for (int i = 0; i < net->obs_dim; i++) bufs[1][i] = (obs[i] - net->mean[i]) / net->std[i];
+        for (int i = 0; i < net->obs_dim; i++) {
+            float v = (obs[i] - net->mean[i]) / net->std[i];
+            if (net->clip > 0.0f) v = v > net->clip ? net->clip : (v < -net->clip ? -net->clip : v);
+            bufs[1][i] = v;
+        }
         x = bufs[1];
     }
     for (int l = 0; l < net->n_layers; l++) {
@@ -120,7 +125,8 @@ class _Net(ctypes.Structure):
     _fields_ = [("n_layers", ctypes.c_int), ("obs_dim", ctypes.c_int), ("kind", ctypes.c_int),
                 ("act_dim", ctypes.c_int), ("squash", ctypes.c_int), ("layers", ctypes.c_void_p),
                 ("mean", ctypes.c_void_p), ("std", ctypes.c_void_p), ("low", ctypes.c_void_p),
-                ("high", ctypes.c_void_p), ("buf0", ctypes.c_void_p), ("buf1", ctypes.c_void_p)]
+                ("high", ctypes.c_void_p), ("clip", ctypes.c_float), ("buf0", ctypes.c_void_p),
+                ("buf1", ctypes.c_void_p)]
 
 
 def _compiler() -> str | None:
@@ -205,7 +211,7 @@ class NativePolicy:
                    act_dim=int(head.get("act_dim", 0)), squash=_SQUASH[head.get("squash", "none")],
                    layers=ctypes.addressof(layers), mean=ptr(ref.obs_mean, np.float32),
                    std=ptr(ref.obs_std, np.float32), low=ptr(head.get("low"), np.float32),
-                   high=ptr(head.get("high"), np.float32), buf0=ptr(np.zeros(width), np.float32),
+                   high=ptr(head.get("high"), np.float32), clip=float(ref.obs_clip or 0.0), buf0=ptr(np.zeros(width), np.float32),
                    buf1=ptr(np.zeros(width), np.float32))
         self._keep, self._layers, self._net = keep, layers, net
         self._action = np.zeros(max(1, net.act_dim), np.float32)

@@ -25,7 +25,7 @@ import torch
 from autocompress import envs, export, measure
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet, torch_act
-from autocompress.runtime import NumpyPolicy
+from autocompress.runtime import NumpyPolicy, normalize_obs
 from autocompress.techniques import Context, apply
 from autocompress.techniques.prune import sparsity as net_sparsity
 
@@ -99,11 +99,16 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         teacher = rl.train_teacher(spec, Path(cache_root), log=log)
     head = teacher.info["head"]
     make_env = envs.env_creator(spec.env, spec.env_config)
+    norm = head.get("obs_norm")  # the techniques see the nets' inputs: observations as normalised
+
+    def visited(net: PolicyNet, n: int, seed: int) -> np.ndarray:
+        obs = measure.collect_obs(torch_act(net, head), make_env, n, seed)
+        return obs if norm is None else normalize_obs(obs, norm)
+
     with timed("sample_obs"):
-        sample_obs = measure.collect_obs(torch_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed)
+        sample_obs = visited(teacher.actor, spec.sample_steps, spec.seed)
     ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head["kind"], q_values=spec.algorithm == "DQN",
-                  seed=spec.seed, log=log,
-                  rollout_obs=lambda net, n, seed: measure.collect_obs(torch_act(net, head), make_env, n, seed))
+                  seed=spec.seed, log=log, rollout_obs=visited)
 
     session: list = []  # the RLlib session, built on first use (it needs the compressed shapes)
     rounds: list[dict] = []
@@ -125,7 +130,8 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
             return
         with timed("rllib_build"):
             if not session:
-                session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1, critic=critic))
+                session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1, critic=critic,
+                                          obs_stats=teacher.info.get("obs_stats")))
             else:
                 session[0].push(net)
         log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net_sparsity(net):.3f}")

@@ -189,7 +189,7 @@ def training_settings(spec: TrialSpec) -> dict:
 
 
 def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: float = 0.0,
-                critic: PolicyNet | None = None):
+                critic: PolicyNet | None = None, frozen_obs_stats: bool = False):
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     config_cls, module_cls, learner_cls, catalog_cls = _classes(spec.algorithm)
@@ -209,7 +209,7 @@ def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: 
         config_cls()
         .environment(envs.resolve(spec.env), env_config=dict(spec.env_config))
         .framework("torch")
-        .env_runners(num_env_runners=0)
+        .env_runners(num_env_runners=0, **_obs_filter(spec, frozen_obs_stats))
         .learners(num_learners=0, learner_class=learner_cls, learner_config_dict={"l1": l1})
         .rl_module(rl_module_spec=RLModuleSpec(module_class=module_cls, catalog_class=catalog_cls,
                                                model_config=model_config))
@@ -217,6 +217,44 @@ def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: 
         .reporting(**{**algo.reporting, **spec.reporting})
         .debugging(seed=spec.seed, log_level="ERROR")
     )
+
+
+# -- observation normalisation (teacher.normalize_obs) -------------------------------------
+# RLlib's MeanStdFilter normalises observations in the env runner and writes them back into the
+# episodes, so learners train on what the module saw. Its statistics move while the teacher trains
+# and are frozen for fine-tuning; they leave RLlib as plain numbers (`obs_stats`: count, mean,
+# sum of squared deviations), never as RLlib's serialized state (that unpickles on load).
+
+OBS_CLIP = 10.0  # MeanStdFilter's default clip, kept: the first observations of a run have std ~ 0
+
+
+def _obs_filter(spec: TrialSpec, frozen: bool) -> dict:
+    if not spec.teacher.normalize_obs:
+        return {}
+    from ray.rllib.connectors.env_to_module.mean_std_filter import MeanStdFilter
+
+    return {"env_to_module_connector": lambda *args, **kwargs: MeanStdFilter(clip_by_value=OBS_CLIP,
+                                                                            update_stats=not frozen)}
+
+
+def obs_norm(stats: dict) -> dict:
+    """The frozen transform of `stats`, as the artifact and `torch_act` apply it (see
+    runtime.normalize_obs): MeanStdFilter's mean, unbiased std + its epsilon, and clip."""
+    from ray.rllib.utils.numpy import SMALL_NUMBER
+
+    n, ssd = stats["count"], np.asarray(stats["sum_sq_diff"], np.float64)
+    std = np.sqrt(ssd / (n - 1)) if n > 1 else np.zeros_like(ssd)
+    return {"mean": list(map(float, stats["mean"])), "std": (std + SMALL_NUMBER).tolist(), "clip": OBS_CLIP}
+
+
+def _running_stat(stats: dict):
+    from ray.rllib.utils.filter import RunningStat
+
+    rs = RunningStat(np.asarray(stats["mean"]).shape)
+    rs.num_pushes = int(stats["count"])
+    rs.mean_array = np.asarray(stats["mean"], np.float64)
+    rs.sum_sq_diff_array = np.asarray(stats["sum_sq_diff"], np.float64)
+    return rs
 
 
 def check_training_keys(spec: TrialSpec) -> None:
@@ -247,11 +285,15 @@ class Session:
     """
 
     def __init__(self, spec: TrialSpec, actor: PolicyNet, base_state: dict | None = None,
-                 lr: float | None = None, l1: float = 0.0, critic: PolicyNet | None = None):
+                 lr: float | None = None, l1: float = 0.0, critic: PolicyNet | None = None,
+                 obs_stats: dict | None = None):
         ensure_ray()
         torch.set_num_threads(1)
         self.algo_info = ALGOS[spec.algorithm]
-        self.algo = algo_config(spec, actor, lr, l1, critic).build_algo()
+        self.normalize_obs = spec.teacher.normalize_obs
+        self.algo = algo_config(spec, actor, lr, l1, critic, frozen_obs_stats=obs_stats is not None).build_algo()
+        if obs_stats is not None:  # fine-tuning a teacher that normalised: its statistics, frozen
+            self._set_obs_stats(obs_stats)
         self.returns: list[float] = []
         state = self.module_state()
         if base_state is not None:
@@ -298,6 +340,31 @@ class Session:
             if np.issubdtype(np.asarray(v).dtype, np.floating) and not np.isfinite(v).all():
                 raise FloatingPointError(f"fine-tune diverged: non-finite values in {k}")
 
+    def _filter_state(self) -> tuple[dict, str]:
+        from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR as C
+
+        state = self.algo.env_runner.get_state(components=C)[C]
+        return state, next(k for k in state if "MeanStdFilter" in k)
+
+    def obs_stats(self) -> dict | None:
+        """The observation filter's statistics now, as plain numbers (None: no normalisation)."""
+        if not self.normalize_obs:
+            return None
+        from ray.rllib.utils.filter import RunningStat
+
+        state, name = self._filter_state()
+        (agent,) = state[name].values()
+        (rs,) = [RunningStat.from_state(s) for s in agent["running_stats"]]
+        return {"count": int(rs.num_pushes), "mean": rs.mean_array.tolist(), "sum_sq_diff": rs.sum_sq_diff_array.tolist()}
+
+    def _set_obs_stats(self, stats: dict) -> None:
+        from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR as C
+
+        state, name = self._filter_state()
+        for agent in state[name].values():
+            agent["running_stats"] = [_running_stat(stats).to_state()]
+        self.algo.env_runner.set_state({C: state})
+
     def rllib_actions(self, obs: np.ndarray) -> np.ndarray:
         """Deterministic actions as RLlib itself takes them: the env runner's module,
         forward_inference, the deterministic action distribution, then RLlib's action
@@ -306,6 +373,13 @@ class Session:
         from ray.rllib.utils.spaces.space_utils import unsquash_action
 
         module = self.algo.get_module()
+        stats = self.obs_stats()
+        if stats is not None:  # the filter's own transform (RLlib's code), statistics frozen
+            from ray.rllib.utils.filter import MeanStdFilter
+
+            f = MeanStdFilter(np.asarray(stats["mean"]).shape, clip=OBS_CLIP)
+            f.running_stats = _running_stat(stats)
+            obs = np.stack([f(np.asarray(o, np.float64), update=False) for o in obs])
         with torch.no_grad():
             out = module.forward_inference({Columns.OBS: torch.as_tensor(np.asarray(obs, np.float32))})
         if Columns.ACTIONS in out:  # DQN: already greedy
@@ -394,11 +468,14 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
         for i in range(len(run.returns), t.max_iterations):
             session.train(1, log=lambda m: None)
             run.returns.append(session.returns[-1])
-            ret = float(measure.evaluate(torch_act(session.pull(actor), head), make_env, 5, spec.seed + 77_777).mean())
+            stats = session.obs_stats()
+            acting = head if stats is None else {**head, "obs_norm": obs_norm(stats)}
+            ret = float(measure.evaluate(torch_act(session.pull(actor), acting), make_env, 5, spec.seed + 77_777).mean())
             log(f"  iter {i + 1}/{t.max_iterations}: training return {run.returns[-1]:.1f}, "
                 f"deterministic check {ret:.1f}")
             if ret > run.best_return or not run.best_state:
                 run.best_return, run.best_state, run.best_iteration = ret, session.module_state(), i + 1
+                run.best_obs_stats = stats  # the statistics that iteration acted with
             if t.stop_return is not None and ret >= t.stop_return:
                 break
             if time.time() - last_save >= CHECKPOINT_EVERY_S:
@@ -407,7 +484,10 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
                 last_save = time.time()
     finally:
         session.stop()
-    info = {"trial_spec": spec.teacher_key(), "head": head, "iterations": len(run.returns),
+    if run.best_obs_stats is not None:  # part of how the deployed net acts: carried by every artifact
+        head = {**head, "obs_norm": obs_norm(run.best_obs_stats)}
+    info = {"trial_spec": spec.teacher_key(), "head": head, "obs_stats": run.best_obs_stats,
+            "iterations": len(run.returns),
             "best_iteration": run.best_iteration, "check_return": run.best_return,
             "train_seconds": time.time() - start,
             "final_training_return": run.returns[-1] if run.returns else math.nan,
@@ -426,6 +506,7 @@ class _TeacherRun:
     best_state: dict | None = None
     best_iteration: int = 0
     seconds: float = 0.0
+    best_obs_stats: dict | None = None
 
     @classmethod
     def resume(cls, partial: Path, session: Session, log: Callable[[str], None]) -> "_TeacherRun":
@@ -441,7 +522,7 @@ class _TeacherRun:
             return cls(returns=[])
         log(f"  resuming from iteration {len(p['returns'])} (checkpoint in {partial})")
         return cls(p["returns"], p["best_return"], {k: v.numpy() for k, v in best.items()},
-                   p["best_iteration"], p["seconds"])
+                   p["best_iteration"], p["seconds"], p.get("best_obs_stats"))
 
     def save(self, partial: Path, session: Session) -> None:
         """Write a complete checkpoint next to the old one, then swap: a kill mid-write loses nothing."""
@@ -452,7 +533,7 @@ class _TeacherRun:
         torch.save({k: torch.as_tensor(np.asarray(v)) for k, v in (self.best_state or {}).items()}, tmp / "best.pt")
         (tmp / "progress.json").write_text(json.dumps({
             "returns": self.returns, "best_return": self.best_return, "best_iteration": self.best_iteration,
-            "seconds": self.seconds}))
+            "seconds": self.seconds, "best_obs_stats": self.best_obs_stats}))
         shutil.rmtree(partial, ignore_errors=True)
         os.replace(tmp, partial)
 

@@ -44,6 +44,7 @@ class NumpyPolicy:
         norm = header.get("obs_norm")
         self.obs_mean = None if norm is None else np.asarray(norm["mean"], np.float32)
         self.obs_std = None if norm is None else np.asarray(norm["std"], np.float32)
+        self.obs_clip = None if norm is None else norm.get("clip")
 
     @classmethod
     def load(cls, path: str | Path) -> "NumpyPolicy":
@@ -56,7 +57,7 @@ class NumpyPolicy:
     def forward(self, obs: np.ndarray) -> np.ndarray:
         x = np.asarray(obs, dtype=np.float32)
         if self.obs_mean is not None:
-            x = (x - self.obs_mean) / self.obs_std
+            x = normalize_obs(x, {"mean": self.obs_mean, "std": self.obs_std, "clip": self.obs_clip})
         for w, b, act in self.layers:
             x = x @ w
             if b is not None:
@@ -68,6 +69,13 @@ class NumpyPolicy:
     def act(self, obs: np.ndarray):
         """Deterministic action for one observation."""
         return output_to_action(self.forward(obs), self.head)
+
+
+def normalize_obs(obs: np.ndarray, norm: dict) -> np.ndarray:
+    """(obs - mean) / std, clipped to [-clip, clip] when clip is set: RLlib's MeanStdFilter
+    transform with its statistics frozen (std there already includes the filter's epsilon)."""
+    x = (np.asarray(obs, np.float32) - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
+    return x if not norm.get("clip") else np.clip(x, -norm["clip"], norm["clip"])
 
 
 def output_to_action(out: np.ndarray, head: dict):

@@ -23,31 +23,42 @@ FAST = {
     "SAC": {"training": {"num_steps_sampled_before_learning_starts": 100, "train_batch_size_per_learner": 64},
             "reporting": {"min_sample_timesteps_per_iteration": 200}},
 }
-CASES = [("PPO", "Pendulum-v1"), ("DQN", "CartPole-v1"), ("SAC", "Pendulum-v1"),
-         ("PPO", "autocompress.examples.corridor:Corridor")]
+CASES = [("PPO", "Pendulum-v1", False), ("DQN", "CartPole-v1", False), ("SAC", "Pendulum-v1", False),
+         ("PPO", "autocompress.examples.corridor:Corridor", False), ("SAC", "Pendulum-v1", True)]
 CFG = {"structured": {"amount": 0.5, "criterion": "l1"}, "prune": {"sparsity": 0.5}, "quantize": {"bits": 6, "mode": "qat"}}
 
 
-def spec_for(algo, env):
-    return TrialSpec.model_validate({**BASE, **FAST[algo], "name": f"tiny_{algo}", "env": env, "algorithm": algo})
+def spec_for(algo, env, normalize_obs=False):
+    spec = {**BASE, **FAST[algo], "name": f"tiny_{algo}", "env": env, "algorithm": algo}
+    spec["teacher"] = {**spec["teacher"], "normalize_obs": normalize_obs}
+    return TrialSpec.model_validate(spec)
 
 
-@pytest.mark.parametrize("algo,env", CASES, ids=[f"{a}-{e.split(':')[-1]}" for a, e in CASES])
-def test_algorithm_end_to_end(tmp_path, algo, env):
-    spec = spec_for(algo, env)
+@pytest.mark.parametrize("algo,env,normalize_obs", CASES,
+                         ids=[f"{a}-{e.split(':')[-1]}{'-normalized' if n else ''}" for a, e, n in CASES])
+def test_algorithm_end_to_end(tmp_path, algo, env, normalize_obs):
+    spec = spec_for(algo, env, normalize_obs)
     cfg = CompressConfig.model_validate(CFG)
     net, teacher, rounds, _, _ = build_compressed(spec, cfg, tmp_path / "cache", log=lambda m: None)
     head = teacher.info["head"]
     assert head["kind"] == ("discrete" if algo == "DQN" or "Corridor" in env else "continuous")
     assert len(rounds) == 1 and net.hidden_widths() == [32, 32]
+    if normalize_obs:  # the teacher's filter statistics, frozen, are part of how the policy acts
+        stats = teacher.info["obs_stats"]
+        assert stats["count"] > 100 and np.ptp(head["obs_norm"]["std"]) > 0.1
+    else:
+        assert "obs_norm" not in head and teacher.info["obs_stats"] is None
 
     # the exported artifact acts exactly as RLlib's module holding the compressed net
     policy = NumpyPolicy.from_bytes(export.to_bytes(net, head))
     make_env = envs.env_creator(spec.env, spec.env_config)
     obs = measure.collect_obs(policy.act, make_env, 64, seed=11)
-    session = rl.Session(spec, net, teacher.state)
+    session = rl.Session(spec, net, teacher.state, obs_stats=teacher.info["obs_stats"])
     try:
         expected = session.rllib_actions(obs)
+        if normalize_obs:  # fine-tuning holds the teacher's statistics: they are what the artifact carries
+            session.train(1, log=lambda m: None)
+            assert session.obs_stats() == teacher.info["obs_stats"]
     finally:
         session.stop()
     got = np.array([policy.act(o) for o in obs])

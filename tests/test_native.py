@@ -7,9 +7,9 @@ import torch
 
 from autocompress import native
 from autocompress.export import to_bytes
-from autocompress.nets import PolicyNet
+from autocompress.nets import PolicyNet, torch_act
 from autocompress.pipeline import policy_runtime
-from autocompress.runtime import NumpyPolicy
+from autocompress.runtime import NumpyPolicy, normalize_obs
 from test_export import CONFIGS, HEAD, build
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler")
@@ -27,17 +27,25 @@ def test_discrete_actions_equal_numpy_runtime(net, obs, name):
 
 
 @pytest.mark.parametrize("squash", ["tanh", "clip", "none"])
-def test_continuous_actions_and_obs_norm_equal_numpy_runtime(squash):
+@pytest.mark.parametrize("clip", [None, 1.5])
+def test_continuous_actions_and_obs_norm_equal_numpy_runtime_and_torch(squash, clip):
     torch.manual_seed(1)
     net = PolicyNet.mlp(3, [64, 64], 4, "relu")
-    head = {"kind": "continuous", "act_dim": 2, "low": [-2.0, 0.0], "high": [2.0, 1.0], "squash": squash}
-    norm = {"mean": [0.5, -1.0, 2.0], "std": [2.0, 0.5, 3.0]}
+    norm = {"mean": [0.5, -1.0, 2.0], "std": [2.0, 0.5, 3.0], "clip": clip}
+    # a teacher's head carries its normalisation; the artifact takes it from there
+    head = {"kind": "continuous", "act_dim": 2, "low": [-2.0, 0.0], "high": [2.0, 1.0], "squash": squash,
+            "obs_norm": norm}
     obs = np.random.default_rng(2).normal(size=(200, 3)) * 3  # float64, as MuJoCo gives
+    if clip:
+        assert (np.abs(normalize_obs(obs, norm)) == clip).any()  # some observations are clipped
     for cfg in ({}, {"prune": {"sparsity": 0.8}, "quantize": {"bits": 6}}):
-        data = to_bytes(build(net, obs.astype(np.float32), cfg), head, obs_norm=norm)
+        built = build(net, obs.astype(np.float32), cfg)
+        data = to_bytes(built, head)
         ref, c = NumpyPolicy.from_bytes(data), native.NativePolicy.from_bytes(data)
+        assert "obs_norm" not in ref.head and ref.obs_clip == clip
         got = np.stack([c.act(o) for o in obs])
         np.testing.assert_allclose(got, np.stack([ref.act(o) for o in obs]), atol=1e-4)
+        np.testing.assert_allclose(got, np.stack([torch_act(built, head)(o) for o in obs]), atol=1e-4)
         assert (got >= np.array(head["low"]) - 1e-6).all() and (got <= np.array(head["high"]) + 1e-6).all()
 
 
