@@ -27,6 +27,7 @@ CONFIGS = {
     "lunarlander_dqn": {"distill": {"hidden": [16, 16]}},
     "pendulum_sac": {"structured": {"amount": 0.75, "criterion": "importance"}, "quantize": {"bits": 8}},
     "invertedpendulum_sac": {"structured": {"amount": 0.72, "criterion": "importance"}},
+    "hopper_ppo": {"distill": {"hidden": [64, 64]}, "quantize": {"bits": 8, "symmetric": True}},
 }
 SPECS = list(CONFIGS)
 
