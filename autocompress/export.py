@@ -41,9 +41,8 @@ def weight_payload(layer: CLinear) -> WeightPayload:
 
 def to_bytes(net: PolicyNet, head: dict, obs_norm: dict | None = None) -> bytes:
     """The artifact; observation normalisation from `obs_norm`, else from the head (a teacher's)."""
-    head = dict(head)
-    obs_norm = obs_norm or head.pop("obs_norm", None)
-    head.pop("obs_norm", None)
+    obs_norm = obs_norm or head.get("obs_norm")
+    head = {k: v for k, v in head.items() if k != "obs_norm"}  # stored once, in the header's own slot
     blob = BlobWriter()
     layers = []
     for layer in net.layers:

@@ -206,13 +206,13 @@ class NativePolicy:
             else:
                 layer.w = ptr(w, np.float32)
         width = max([w.shape[1] for w, _, _ in ref.layers] + [int(header["obs_dim"])])
-        head = self.head
+        head, norm = self.head, ref.obs_norm or {}
         net = _Net(n_layers=len(layers), obs_dim=int(header["obs_dim"]), kind=0 if head["kind"] == "discrete" else 1,
                    act_dim=int(head.get("act_dim", 0)), squash=_SQUASH[head.get("squash", "none")],
-                   layers=ctypes.addressof(layers), mean=ptr(ref.obs_mean, np.float32),
-                   std=ptr(ref.obs_std, np.float32), low=ptr(head.get("low"), np.float32),
-                   high=ptr(head.get("high"), np.float32), clip=float(ref.obs_clip or 0.0), buf0=ptr(np.zeros(width), np.float32),
-                   buf1=ptr(np.zeros(width), np.float32))
+                   layers=ctypes.addressof(layers), mean=ptr(norm.get("mean"), np.float32),
+                   std=ptr(norm.get("std"), np.float32), clip=float(norm.get("clip") or 0.0),
+                   low=ptr(head.get("low"), np.float32), high=ptr(head.get("high"), np.float32),
+                   buf0=ptr(np.zeros(width), np.float32), buf1=ptr(np.zeros(width), np.float32))
         self._keep, self._layers, self._net = keep, layers, net
         self._action = np.zeros(max(1, net.act_dim), np.float32)
         self._fn = _library().acz_act

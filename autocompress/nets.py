@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autocompress.runtime import normalize_obs, output_to_action
+from autocompress.runtime import obs_normalizer, output_to_action
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "none": lambda x: x}
 
@@ -141,10 +141,10 @@ class PolicyNet(nn.Module):
 def torch_act(net: PolicyNet, head: dict) -> Callable[[np.ndarray], Any]:
     """Deterministic action of a torch net for a raw env observation, by the same rules the
     runtime applies (the head's `obs_norm` first, when the teacher trained with one)."""
-    norm = head.get("obs_norm")
+    normalize = obs_normalizer(head.get("obs_norm"))
 
     def act(obs):
-        x = np.asarray(obs, np.float32) if norm is None else normalize_obs(obs, norm)
+        x = normalize(obs)
         with torch.no_grad():
             out = net(torch.as_tensor(x[None]))[0].numpy()
         return output_to_action(out, head)

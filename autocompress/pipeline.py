@@ -25,7 +25,7 @@ import torch
 from autocompress import envs, export, measure
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet, torch_act
-from autocompress.runtime import NumpyPolicy, normalize_obs
+from autocompress.runtime import NumpyPolicy, obs_normalizer
 from autocompress.techniques import Context, apply
 from autocompress.techniques.prune import sparsity as net_sparsity
 
@@ -99,11 +99,10 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         teacher = rl.train_teacher(spec, Path(cache_root), log=log)
     head = teacher.info["head"]
     make_env = envs.env_creator(spec.env, spec.env_config)
-    norm = head.get("obs_norm")  # the techniques see the nets' inputs: observations as normalised
+    normalize = obs_normalizer(head.get("obs_norm"))  # the techniques see the nets' inputs
 
     def visited(net: PolicyNet, n: int, seed: int) -> np.ndarray:
-        obs = measure.collect_obs(torch_act(net, head), make_env, n, seed)
-        return obs if norm is None else normalize_obs(obs, norm)
+        return normalize(measure.collect_obs(torch_act(net, head), make_env, n, seed))
 
     with timed("sample_obs"):
         sample_obs = visited(teacher.actor, spec.sample_steps, spec.seed)

@@ -239,7 +239,7 @@ def _obs_filter(spec: TrialSpec, frozen: bool) -> dict:
 
 def obs_norm(stats: dict) -> dict:
     """The frozen transform of `stats`, as the artifact and `torch_act` apply it (see
-    runtime.normalize_obs): MeanStdFilter's mean, unbiased std + its epsilon, and clip."""
+    runtime.obs_normalizer): MeanStdFilter's mean, unbiased std + its epsilon, and clip."""
     from ray.rllib.utils.numpy import SMALL_NUMBER
 
     n, ssd = stats["count"], np.asarray(stats["sum_sq_diff"], np.float64)

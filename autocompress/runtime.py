@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -41,10 +42,8 @@ class NumpyPolicy:
             if layer["b"] is not None:
                 b = np.frombuffer(bytes(blob[layer["b"][0]: sum(layer["b"])]), dtype="<f4").copy()
             self.layers.append((w, b, _ACT[layer["act"]]))
-        norm = header.get("obs_norm")
-        self.obs_mean = None if norm is None else np.asarray(norm["mean"], np.float32)
-        self.obs_std = None if norm is None else np.asarray(norm["std"], np.float32)
-        self.obs_clip = None if norm is None else norm.get("clip")
+        self.obs_norm = header.get("obs_norm")  # as stored: mean, std, clip (None: raw observations)
+        self._normalize = obs_normalizer(self.obs_norm)
 
     @classmethod
     def load(cls, path: str | Path) -> "NumpyPolicy":
@@ -55,9 +54,7 @@ class NumpyPolicy:
         return cls(*read_artifact(data))
 
     def forward(self, obs: np.ndarray) -> np.ndarray:
-        x = np.asarray(obs, dtype=np.float32)
-        if self.obs_mean is not None:
-            x = normalize_obs(x, {"mean": self.obs_mean, "std": self.obs_std, "clip": self.obs_clip})
+        x = self._normalize(obs)
         for w, b, act in self.layers:
             x = x @ w
             if b is not None:
@@ -71,11 +68,19 @@ class NumpyPolicy:
         return output_to_action(self.forward(obs), self.head)
 
 
-def normalize_obs(obs: np.ndarray, norm: dict) -> np.ndarray:
-    """(obs - mean) / std, clipped to [-clip, clip] when clip is set: RLlib's MeanStdFilter
-    transform with its statistics frozen (std there already includes the filter's epsilon)."""
-    x = (np.asarray(obs, np.float32) - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
-    return x if not norm.get("clip") else np.clip(x, -norm["clip"], norm["clip"])
+def obs_normalizer(norm: dict | None) -> Callable[[np.ndarray], np.ndarray]:
+    """obs -> float32 (obs - mean) / std, clipped to [-clip, clip] when clip is set: RLlib's
+    MeanStdFilter transform with its statistics frozen (std there already includes the filter's
+    epsilon). None: the observation as float32. The statistics are converted once, not per call."""
+    if norm is None:
+        return lambda obs: np.asarray(obs, np.float32)
+    mean, std, clip = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32), norm.get("clip")
+
+    def normalize(obs):
+        x = (np.asarray(obs, np.float32) - mean) / std
+        return np.clip(x, -clip, clip) if clip else x
+
+    return normalize
 
 
 def output_to_action(out: np.ndarray, head: dict):

@@ -350,7 +350,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     running: dict[Any, tuple[optuna.trial.Trial, dict, float]] = {}
     history: list[tuple[int, float]] = []
     front_size = [0]  # as of the last finished trial; the progress display reuses it
-    last_beat = [time.time()]
+    last_beat = time.time()
     search_start = time.time()
 
     def record(trial, cfg, outcome: dict | None, reason: str | None) -> None:
@@ -445,9 +445,9 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                     ray.cancel(ref, force=True)
                     running.pop(ref)
                     record(trial, cfg, None, f"timeout: exceeded resources.timeout_s = {spec.resources.timeout_s} s")
-            if time.time() - last_beat[0] > HEARTBEAT_S:
+            if time.time() - last_beat > HEARTBEAT_S:
                 beat(study, driver)
-                last_beat[0] = time.time()
+                last_beat = time.time()
                 n = fail_orphans(study, driver)
                 if n:
                     log(f"{n} trial(s) of a driver that stopped were marked FAIL and will be asked again")
