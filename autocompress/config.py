@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from autocompress import envs
 from autocompress.errors import ConfigError
-from autocompress.techniques import (DistillConfig, LowRankConfig, PruneConfig, QuantizeConfig, ShareConfig,
-                                     StructuredConfig, TECHNIQUES)
+from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES, TechniqueConfig
 
 
 class _Strict(BaseModel):
@@ -92,6 +91,15 @@ class TrialSpec(_Strict):
         envs.resolve(v)
         return v
 
+    def updated(self, changes: dict[str, Any]) -> "TrialSpec":
+        """A copy with `changes` merged in (nested mappings merge key by key), validated again.
+
+        >>> spec = load_trial_spec("trials/cartpole_ppo.yaml").updated({"eval": {"episodes": 3}})
+        >>> spec.eval.episodes, spec.eval.seed
+        (3, 10000)
+        """
+        return parse(TrialSpec, _merge(self.model_dump(exclude_none=True), changes), f"{self.name} (updated)")
+
     def teacher_key(self) -> dict[str, Any]:
         """What determines the teacher: a change here trains a new one."""
         key = self.model_dump(include={"env", "env_config", "algorithm", "seed", "teacher", "training", "reporting"},
@@ -101,46 +109,60 @@ class TrialSpec(_Strict):
         return key
 
 
-class CriticCompressConfig(_Strict):
-    """Compression of the training-only value net (PPO's critic): never deployed, never counted in
-    the objectives; it is what fine-tuning (e.g. on a device) would carry. No distillation."""
+class _Techniques(_Strict):
+    """A set of techniques (each field one technique's config or None), run by the pipeline in
+    its canonical order whatever the YAML order. Built from the technique registry below."""
 
-    structured: StructuredConfig | None = None
-    lowrank: LowRankConfig | None = None
-    prune: PruneConfig | None = None
-    share: ShareConfig | None = None
-    quantize: QuantizeConfig | None = None
+    def techniques(self) -> list[TechniqueConfig]:
+        return [c for c in (getattr(self, n, None) for n in TECHNIQUES) if c is not None]
+
+    @model_validator(mode="after")
+    def _one_per_group(self):
+        by_group: dict[str, list[str]] = {}
+        for c in self.techniques():
+            if c.group:
+                by_group.setdefault(c.group, []).append(c.name)
+        for group, names in by_group.items():
+            if len(names) > 1:
+                raise ValueError(f"{' and '.join(names)} both enabled: they exclude each other (one {group} "
+                                 "technique at most); enable one of them")
+        return self
 
 
-#: techniques that may compress the critic (settings separate from the deployed net's)
-CRITIC_TECHNIQUES = tuple(CriticCompressConfig.model_fields)
+CriticCompressConfig = create_model(
+    "CriticCompressConfig", __base__=_Techniques,
+    __doc__="Compression of the training-only value net (PPO's critic): never deployed, never counted in "
+            "the objectives; it is what fine-tuning (e.g. on a device) would carry.",
+    **{n: (c | None, None) for n, c in CRITIC_TECHNIQUES.items()})
 
 
-class CompressConfig(CriticCompressConfig):
-    """Techniques to apply; the pipeline runs them in its canonical order, whatever the YAML order.
-    `critic:` (PPO) compresses the value net with its own settings."""
-
-    distill: DistillConfig | None = None
-    critic: CriticCompressConfig | None = None
-
-    def techniques(self) -> list:
-        return [c for c in (getattr(self, n) for n in TECHNIQUES) if c is not None]
-
+class _CompressBase(_Techniques):
     def check_against(self, spec: TrialSpec) -> None:
         """Cross-checks that need the trial spec. Raises ConfigError."""
-        for where, c in (("", self), ("critic.", self.critic)):
-            if c is not None and c.share is not None and c.quantize is not None:
-                raise ConfigError(f"{where}share and {where}quantize both enabled: a weight is either on a codebook "
-                                  "or on a k-bit grid; enable one of them")
         if self.critic is not None and spec.algorithm != "PPO":
-            raise ConfigError(f"critic: only PPO's value net can be compressed ({spec.algorithm}: "
+            raise ConfigError("critic: only PPO's value net can be compressed (" + spec.algorithm + ": "
                               + ("the Q-network is the deployed net itself" if spec.algorithm == "DQN" else
                                  "the twin Q nets are RLlib's own modules") + ")")
-        if self.distill is not None:
-            t, s = spec.teacher.hidden, list(self.distill.hidden)
-            # Smaller = no deeper, no layer wider, and not the same widths.
-            if len(s) > len(t) or any(a > b for a, b in zip(s, t)) or s == t:
-                raise ConfigError(f"distill.hidden {s} is not smaller than the teacher's hidden {t}")
+        for where, group in (("", self), ("critic.", self.critic)):
+            for c in (group.techniques() if group is not None else []):
+                try:
+                    c.check_against(spec)
+                except ValueError as e:
+                    raise ConfigError(f"{where}{e}") from None
+
+
+CompressConfig = create_model(
+    "CompressConfig", __base__=_CompressBase,
+    __doc__="Techniques to apply, e.g. {prune: {sparsity: 0.9}, quantize: {bits: 4, mode: qat}}; "
+            "`critic:` (PPO) compresses the value net with its own settings.",
+    **{n: (c | None, None) for n, c in TECHNIQUES.items()}, critic=(CriticCompressConfig | None, None))
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in changes.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _format(e: ValidationError, source: str) -> str:

@@ -1,17 +1,23 @@
 """The measurement protocol: return over seeded episodes, batch-1 latency, artifact bytes.
 
-Everything here takes a plain `act(obs)` callable, so the exported artifact (numpy
-runtime) is what gets measured, and teacher and candidate go through the same code.
+Everything here takes a plain `act(obs)` callable, so the exported artifact (through a
+runtime) is what gets measured, and teacher and candidate go through the same code;
+`measure_artifacts` applies the whole protocol to a candidate and the teacher side by side.
 """
 
 from __future__ import annotations
 
 import gzip
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
+from autocompress.results import TrialResult
+
+if TYPE_CHECKING:
+    from autocompress.config import TrialSpec
 
 
 def evaluate(act: Callable, make_env: Callable, episodes: int, seed: int) -> np.ndarray:
@@ -76,3 +82,49 @@ def latency(fns: dict[str, Callable], obs: np.ndarray, warmup: int = 200, calls:
 
 def artifact_bytes(data: bytes) -> dict[str, int]:
     return {"bytes": len(data), "gzip_bytes": len(gzip.compress(data, compresslevel=9, mtime=0))}
+
+
+def return_ratio(ret: float, teacher_ret: float, spec: TrialSpec, make_env) -> float:
+    """return / teacher return. Where the teacher's return is not positive (e.g. Pendulum, all
+    rewards < 0) that quotient would reward doing worse, so the ratio is instead normalised
+    between a uniform-random policy (0) and the teacher (1) on the same seeded episodes."""
+    if teacher_ret > 0:
+        return ret / teacher_ret
+    space = make_env().action_space
+    space.seed(spec.eval.seed)
+    rand = float(evaluate(lambda obs: space.sample(), make_env, spec.eval.episodes, spec.eval.seed).mean())
+    return (ret - rand) / (teacher_ret - rand) if teacher_ret != rand else float("nan")
+
+
+def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env) -> TrialResult:
+    """Evaluate the candidate and the teacher artifacts the same way, in the same run."""
+    runtime_name, runtime = policy_runtime(spec.latency.runtime)
+    cand, ref = runtime.from_bytes(data), runtime.from_bytes(teacher_data)
+    r = evaluate(cand.act, make_env, spec.eval.episodes, spec.eval.seed)
+    rt = evaluate(ref.act, make_env, spec.eval.episodes, spec.eval.seed)
+    env = make_env()
+    obs = np.asarray(env.reset(seed=spec.eval.seed)[0], dtype=np.float32)
+    env.close()
+    lat = latency({"cand": cand.act, "teacher": ref.act}, obs, spec.latency.warmup,
+                          spec.latency.calls, spec.latency.rounds)
+    size, tsize = artifact_bytes(data), artifact_bytes(teacher_data)
+    return TrialResult(
+        return_mean=float(r.mean()), return_std=float(r.std()), returns=r.tolist(),
+        teacher_return_mean=float(rt.mean()), teacher_return_std=float(rt.std()),
+        return_ratio=return_ratio(float(r.mean()), float(rt.mean()), spec, make_env),
+        latency_ms=lat["cand"]["median_ms"], latency_p95_ms=lat["cand"]["p95_ms"],
+        teacher_latency_ms=lat["teacher"]["median_ms"],
+        latency_ratio=lat["cand"]["median_ms"] / lat["teacher"]["median_ms"],
+        bytes=size["bytes"], gzip_bytes=size["gzip_bytes"],
+        teacher_bytes=tsize["bytes"], teacher_gzip_bytes=tsize["gzip_bytes"],
+        bytes_ratio=size["bytes"] / tsize["bytes"], runtime=runtime_name)
+
+
+def policy_runtime(name: str) -> tuple[str, type]:
+    """The runtime class that evaluates and times the artifact (teacher and candidate alike)."""
+    from autocompress import native
+    from autocompress.runtime import NumpyPolicy
+
+    if name == "c" or (name == "auto" and native.available()):
+        return "c", native.NativePolicy  # 'c' without a compiler fails here, with the reason
+    return "numpy", NumpyPolicy

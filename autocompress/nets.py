@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress.quantgrid import fake_quant
 from autocompress.runtime import obs_normalizer, output_to_action
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "none": lambda x: x}
@@ -66,8 +67,6 @@ class CLinear(nn.Module):
     def effective_weight(self) -> torch.Tensor:
         w = self.raw_weight()
         if self.quant is not None:
-            from autocompress.techniques.quantize import fake_quant
-
             w = fake_quant(w, self.quant)
         return w
 
@@ -126,6 +125,15 @@ class PolicyNet(nn.Module):
 
     def clone(self) -> "PolicyNet":
         return copy.deepcopy(self)
+
+    def sparsity(self) -> float:
+        """Fraction of zero weights over all layers' deployed weights."""
+        zeros = total = 0
+        for layer in self.layers:
+            w = layer.raw_weight()
+            zeros += int((w == 0).sum())
+            total += w.numel()
+        return zeros / total
 
     def num_params(self) -> int:
         """Stored parameters of the deployed net: nonzero weights (or their indices) + biases."""

@@ -1,58 +1,58 @@
 """One trial, top to bottom: teacher -> techniques -> RLlib fine-tune -> export -> measure.
 
-Stage order (whatever order the config lists techniques in):
+Stage order (whatever order the config lists techniques in; each technique declares its
+stage and order in its config class, see techniques/base.py):
   1. structural: distill -> structured pruning -> low-rank   (new, smaller nets)
-  2. weight stages set up: pruning masks, shared-weight codebooks, fake-quant (QAT)
-  3. fine-tune in RLlib with all of that held; iterative pruning raises the sparsity
-     between fine-tune rounds (prune -> fine-tune -> evaluate, repeated)
-  4. finalize: post-training quantization (PTQ)
-  5. export the artifact, then evaluate THAT artifact and the teacher's side by side.
+  2. held: pruning masks, shared-weight codebooks, fake-quant (QAT), set up and held
+     through fine-tuning in RLlib; iterative pruning raises the sparsity between
+     fine-tune rounds (prune -> fine-tune -> evaluate, repeated)
+  3. final: post-training quantization (PTQ)
+  4. export the artifact, then evaluate THAT artifact and the teacher's side by side.
 `compress_trial` is what `autocompress compress` and every search trial run.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
-from autocompress import envs, export, measure
+from autocompress import artifact, envs, measure, rl
+from autocompress import teacher as teachers
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet, torch_act
-from autocompress.runtime import NumpyPolicy, obs_normalizer
+from autocompress.results import TrialResult
+from autocompress.runtime import obs_normalizer
 from autocompress.techniques import Context, apply
-from autocompress.techniques.prune import sparsity as net_sparsity
 
-STRUCTURAL = ("distill", "structured", "lowrank")
-
-
-def compress_net(teacher: PolicyNet, cfg: CompressConfig, ctx: Context, finetune: Callable | None) -> PolicyNet:
-    """Apply `cfg` to a copy of `teacher`. `finetune(net, round_index, n_rounds)` fine-tunes
-    in place once per pruning round (None: no fine-tuning, e.g. in unit tests)."""
+def compress_net(teacher: PolicyNet, cfg, ctx: Context, finetune: Callable | None) -> PolicyNet:
+    """Apply `cfg` (a CompressConfig or CriticCompressConfig) to a copy of `teacher`, stage by stage
+    as each technique declares (TechniqueConfig.stage / order). `finetune(net, round_index, n_rounds)`
+    fine-tunes in place once per round (None: no fine-tuning, e.g. in unit tests); techniques of
+    the 'held' stage are (re-)applied before each round they have (iterative pruning)."""
     net = teacher.clone()
-    for name in STRUCTURAL:
-        if getattr(cfg, name) is not None:
-            net = apply(net, getattr(cfg, name), ctx)
-    prune_steps = cfg.prune.schedule_sparsities() if cfg.prune else [None]
-    if cfg.prune:
-        net = apply(net, cfg.prune.model_copy(update={"sparsity": prune_steps[0]}), ctx)
-    if cfg.share:
-        net = apply(net, cfg.share, ctx)
-    if cfg.quantize and cfg.quantize.mode == "qat":
-        net = apply(net, cfg.quantize, ctx)
-    for i, s in enumerate(prune_steps):
-        if i > 0:
-            net = apply(net, cfg.prune.model_copy(update={"sparsity": s}), ctx)
+    by_stage: dict[str, list] = {"structural": [], "held": [], "final": []}
+    for c in cfg.techniques():
+        by_stage[c.pipeline_stage()].append(c)
+    for c in by_stage["structural"]:
+        net = apply(net, c, ctx)
+    held = [c.round_configs() for c in by_stage["held"]]
+    n_rounds = max((len(r) for r in held), default=1)
+    for i in range(n_rounds):
+        for rounds in held:
+            if i < len(rounds):
+                net = apply(net, rounds[i], ctx)
         if finetune is not None:
-            finetune(net, i, len(prune_steps))
-    if cfg.quantize and cfg.quantize.mode == "ptq":
-        net = apply(net, cfg.quantize, ctx)
+            finetune(net, i, n_rounds)
+    for c in by_stage["final"]:
+        net = apply(net, c, ctx)
     return net
 
 
@@ -73,7 +73,7 @@ class Timings(defaultdict):
 
 class Compressed(NamedTuple):
     net: PolicyNet                 # the deployed net, compressed and fine-tuned
-    teacher: Any                   # rl.Teacher
+    teacher: teachers.Teacher
     rounds: list[dict]             # one entry per fine-tune round
     critic: PolicyNet | None       # the compressed critic (techniques config `critic:`), else None
     teacher_critic: PolicyNet | None
@@ -91,12 +91,10 @@ def teacher_critic(teacher, spec: TrialSpec) -> PolicyNet:
 def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
                      log: Callable[[str], None] = print, timed: Timings | None = None) -> Compressed:
     """Teacher (cached) -> techniques -> RLlib fine-tune (critic compressed too if `cfg.critic`)."""
-    from autocompress import rl  # the RLlib adapter, imported only when a trial really runs
-
     timed = timed if timed is not None else Timings()
     cfg.check_against(spec)
     with timed("teacher_load"):
-        teacher = rl.train_teacher(spec, Path(cache_root), log=log)
+        teacher = teachers.train_teacher(spec, Path(cache_root), log=log)
     head = teacher.info["head"]
     make_env = envs.env_creator(spec.env, spec.env_config)
     normalize = obs_normalizer(head.get("obs_norm"))  # the techniques see the nets' inputs
@@ -115,8 +113,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     critic = t_critic = None
     if cfg.critic is not None:  # its own settings; held (masks, codebooks, fake-quant) through fine-tuning
         t_critic = teacher_critic(teacher, spec)
-        critic_cfg = CompressConfig(**dict(cfg.critic))
-        critic = compress_net(t_critic, critic_cfg, Context(sample_obs=sample_obs, seed=spec.seed, log=log), None)
+        critic = compress_net(t_critic, cfg.critic, Context(sample_obs=sample_obs, seed=spec.seed, log=log), None)
 
     def check(net: PolicyNet) -> float:
         """Deterministic 5-episode return on seeds apart from the evaluation seeds (as the teacher's check)."""
@@ -133,7 +130,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
                                           obs_stats=teacher.info.get("obs_stats")))
             else:
                 session[0].push(net)
-        log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net_sparsity(net):.3f}")
+        log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net.sparsity():.3f}")
         if not spec.finetune.keep_best:
             with timed("rllib_train"):  # env stepping + SGD
                 session[0].train(iters, log=log)
@@ -150,7 +147,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
             log(f"fine-tune round {i + 1}/{n}: kept the net with check return {best[0]:.1f}")
         if critic is not None:
             session[0].pull(critic, prefix="critic")
-        round_info = {"round": i + 1, "sparsity": net_sparsity(net)}
+        round_info = {"round": i + 1, "sparsity": net.sparsity()}
         if n > 1:  # iterative pruning: check each round; a single round is measured at the end anyway
             with timed("round_eval"):
                 ret = measure.evaluate(torch_act(net, head), make_env, min(5, spec.eval.episodes), spec.eval.seed)
@@ -172,7 +169,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
 
 
 def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
+                   log: Callable[[str], None] = print) -> TrialResult:
     """Run one full trial; writes out_dir/policy.acz and returns all its measurements."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,67 +179,20 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
     compress_s = time.time() - t0
     head = teacher.info["head"]
     with timed("export"):
-        data = export.to_bytes(net, head)
+        data = artifact.to_bytes(net, head)
         (out_dir / "policy.acz").write_bytes(data)
     with timed("measure"):
-        result = measure_artifacts(spec, data, export.to_bytes(teacher.actor, head),
-                                   envs.env_creator(spec.env, spec.env_config))
-    result.update({
-        "params": net.num_params(), "teacher_params": teacher.actor.num_params(),
-        "sparsity": net_sparsity(net), "hidden": net.hidden_widths(), "layers": len(net.layers),
-        "compress_seconds": compress_s, "trial_seconds": time.time() - t0,
-        "finetune_rounds": rounds, "teacher_path": str(teacher.path), "artifact": str(out_dir / "policy.acz"),
-        "timings": dict(timed),
-    })
+        result = measure.measure_artifacts(spec, data, teacher.artifact(),
+                                           envs.env_creator(spec.env, spec.env_config))
+    result = dataclasses.replace(
+        result, n_params=net.num_params(), teacher_n_params=teacher.actor.num_params(), sparsity=net.sparsity(),
+        hidden=net.hidden_widths(), layers=len(net.layers), compress_seconds=compress_s,
+        trial_seconds=time.time() - t0, finetune_rounds=rounds, teacher_path=str(teacher.path),
+        artifact=str(out_dir / "policy.acz"), timings=dict(timed))
     if critic is not None:  # training-only: reported, never part of the objectives
-        cb, tb = (len(export.to_bytes(c, {"kind": "discrete", "n": 1})) for c in (critic, t_critic))
-        result.update(critic_bytes=cb, critic_bytes_ratio=cb / tb, critic_params=critic.num_params())
-    if not np.isfinite(result["return_mean"]):
+        cb, tb = (len(artifact.to_bytes(c, {"kind": "discrete", "n": 1})) for c in (critic, t_critic))
+        result = dataclasses.replace(result, critic_bytes=cb, critic_bytes_ratio=cb / tb,
+                                     critic_n_params=critic.num_params())
+    if not np.isfinite(result.return_mean):
         raise FloatingPointError("return is not finite")
     return result
-
-
-def return_ratio(ret: float, teacher_ret: float, spec: TrialSpec, make_env) -> float:
-    """return / teacher return. Where the teacher's return is not positive (e.g. Pendulum, all
-    rewards < 0) that quotient would reward doing worse, so the ratio is instead normalised
-    between a uniform-random policy (0) and the teacher (1) on the same seeded episodes."""
-    if teacher_ret > 0:
-        return ret / teacher_ret
-    space = make_env().action_space
-    space.seed(spec.eval.seed)
-    rand = float(measure.evaluate(lambda obs: space.sample(), make_env, spec.eval.episodes, spec.eval.seed).mean())
-    return (ret - rand) / (teacher_ret - rand) if teacher_ret != rand else float("nan")
-
-
-def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env) -> dict[str, Any]:
-    """Evaluate the candidate and the teacher artifacts the same way, in the same run."""
-    runtime_name, runtime = policy_runtime(spec.latency.runtime)
-    cand, ref = runtime.from_bytes(data), runtime.from_bytes(teacher_data)
-    r = measure.evaluate(cand.act, make_env, spec.eval.episodes, spec.eval.seed)
-    rt = measure.evaluate(ref.act, make_env, spec.eval.episodes, spec.eval.seed)
-    env = make_env()
-    obs = np.asarray(env.reset(seed=spec.eval.seed)[0], dtype=np.float32)
-    env.close()
-    lat = measure.latency({"cand": cand.act, "teacher": ref.act}, obs, spec.latency.warmup,
-                          spec.latency.calls, spec.latency.rounds)
-    size, tsize = measure.artifact_bytes(data), measure.artifact_bytes(teacher_data)
-    return {
-        "return_mean": float(r.mean()), "return_std": float(r.std()), "returns": r.tolist(),
-        "teacher_return_mean": float(rt.mean()), "teacher_return_std": float(rt.std()),
-        "return_ratio": return_ratio(float(r.mean()), float(rt.mean()), spec, make_env),
-        "latency_ms": lat["cand"]["median_ms"], "latency_p95_ms": lat["cand"]["p95_ms"],
-        "teacher_latency_ms": lat["teacher"]["median_ms"],
-        "latency_ratio": lat["cand"]["median_ms"] / lat["teacher"]["median_ms"],
-        "bytes": size["bytes"], "gzip_bytes": size["gzip_bytes"],
-        "teacher_bytes": tsize["bytes"], "teacher_gzip_bytes": tsize["gzip_bytes"],
-        "bytes_ratio": size["bytes"] / tsize["bytes"], "runtime": runtime_name,
-    }
-
-
-def policy_runtime(name: str) -> tuple[str, type]:
-    """The runtime class that evaluates and times the artifact (teacher and candidate alike)."""
-    from autocompress import native
-
-    if name == "c" or (name == "auto" and native.available()):
-        return "c", native.NativePolicy  # 'c' without a compiler fails here, with the reason
-    return "numpy", NumpyPolicy

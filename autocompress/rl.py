@@ -1,5 +1,5 @@
-"""The only RLlib adapter: compressible RLModules for PPO, DQN and SAC, teacher training +
-cache, and a fine-tuning session.
+"""The only RLlib adapter: compressible RLModules for PPO, DQN and SAC, and a training /
+fine-tuning session over them (the teacher's cache and training loop are `teacher.py`).
 
 In every module the deployed (acting) net is a `PolicyNet` rebuilt from its spec —
 PPO's actor (`actor`), DQN's Q-network (`af`, plus its target copy `_target_af`), SAC's
@@ -12,28 +12,20 @@ move in and out as plain state dicts via `algo.get_state` / `algo.set_state`
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 import os
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from autocompress import envs, measure
+from autocompress import envs
 from autocompress.config import TrialSpec
-from autocompress.nets import PolicyNet, torch_act
+from autocompress.errors import ConfigError
+from autocompress.nets import PolicyNet
 
 _STATE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
-#: teachers committed with the repo (same layout as a cache dir), used when the cache has none
-SHIPPED_TEACHERS = Path(__file__).resolve().parents[1] / "teachers"
 
 
 @dataclass(frozen=True)
@@ -267,7 +259,7 @@ def check_training_keys(spec: TrialSpec) -> None:
     try:
         cls().training(**training_settings(spec))
     except TypeError as e:
-        raise ValueError(f"training: {e}") from None
+        raise ConfigError(f"training: {e}") from None
 
 
 def _nest(state: dict) -> dict:
@@ -398,176 +390,3 @@ class Session:
 
     def stop(self) -> None:
         self.algo.stop()
-
-
-# -- teacher: trained once per trial spec, cached by a hash of what determines it -------
-
-@dataclass
-class Teacher:
-    actor: PolicyNet
-    state: dict[str, np.ndarray]   # full RLModule state (critic / Q nets too), for fine-tuning
-    info: dict
-    path: Path
-
-
-def teacher_dir(spec: TrialSpec, cache_root: Path) -> Path:
-    key = hashlib.sha256(json.dumps(spec.teacher_key(), sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache_root) / f"{spec.name}-{key}"
-
-
-def load_teacher(path: Path) -> Teacher:
-    """Load a cached teacher; weights via torch.load(weights_only=True), checksum verified."""
-    try:
-        info = json.loads((path / "teacher.json").read_text())
-        blob = (path / "teacher.pt").read_bytes()
-    except (OSError, ValueError) as e:
-        raise ValueError(f"teacher cache {path} is unreadable ({e}); delete it to retrain") from None
-    if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
-        raise ValueError(f"teacher cache {path} is corrupted (checksum mismatch); delete it to retrain")
-    state = _with_targets(torch.load(path / "teacher.pt", weights_only=True))
-    actor = PolicyNet.from_spec(info["actor_spec"])
-    prefix = info["actor_prefix"] + "."
-    actor.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
-    return Teacher(actor, {k: v.numpy() for k, v in state.items()}, info, path)
-
-
-#: seconds between resumable checkpoints of a teacher being trained
-CHECKPOINT_EVERY_S = 60.0
-
-
-def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] = print,
-                  retrain: bool = False) -> Teacher:
-    """The teacher of `spec`, from the cache or trained now with RLlib and cached.
-
-    Training is resumable: every CHECKPOINT_EVERY_S the RLlib algorithm (module, optimizer,
-    counters) and the best state so far go to `<cache dir>.partial/`; an interrupted run
-    picks up from there. `retrain` discards both the cached teacher and any partial run.
-    """
-    path = teacher_dir(spec, Path(cache_root).resolve())  # absolute: RLlib checkpoints need it
-    partial = path.with_name(path.name + ".partial")
-    shipped = SHIPPED_TEACHERS / path.name
-    if retrain:
-        shutil.rmtree(partial, ignore_errors=True)
-    if not retrain and not (path / "teacher.json").exists() and (shipped / "teacher.json").exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(shipped, path, dirs_exist_ok=True)  # a teacher committed with the repo
-    if (path / "teacher.json").exists() and not retrain:
-        return load_teacher(path)
-    obs_space, act_space = env_spaces(spec)
-    head = action_head(spec, act_space)
-    t = spec.teacher
-    actor = PolicyNet.mlp(int(np.prod(obs_space.shape)), t.hidden, actor_out_dim(head), t.activation)
-    log(f"training teacher for {spec.env}: {spec.algorithm}, hidden {t.hidden}, up to {t.max_iterations} iterations")
-    make_env = envs.env_creator(spec.env, spec.env_config)
-    session = Session(spec, actor)
-    run = _TeacherRun.resume(partial, session, log)
-    start, last_save = time.time() - run.seconds, time.time()
-    try:
-        # Keep the best iteration by a deterministic check (5 episodes on seeds apart from the
-        # evaluation seeds): off-policy learners in particular can collapse after peaking.
-        for i in range(len(run.returns), t.max_iterations):
-            session.train(1, log=lambda m: None)
-            run.returns.append(session.returns[-1])
-            stats = session.obs_stats()
-            acting = head if stats is None else {**head, "obs_norm": obs_norm(stats)}
-            ret = float(measure.evaluate(torch_act(session.pull(actor), acting), make_env, 5, spec.seed + 77_777).mean())
-            log(f"  iter {i + 1}/{t.max_iterations}: training return {run.returns[-1]:.1f}, "
-                f"deterministic check {ret:.1f}")
-            if ret > run.best_return or not run.best_state:
-                run.best_return, run.best_state, run.best_iteration = ret, session.module_state(), i + 1
-                run.best_obs_stats = stats  # the statistics that iteration acted with
-            if t.stop_return is not None and ret >= t.stop_return:
-                break
-            if time.time() - last_save >= CHECKPOINT_EVERY_S:
-                run.seconds = time.time() - start
-                run.save(partial, session)
-                last_save = time.time()
-    finally:
-        session.stop()
-    if run.best_obs_stats is not None:  # part of how the deployed net acts: carried by every artifact
-        head = {**head, "obs_norm": obs_norm(run.best_obs_stats)}
-    info = {"trial_spec": spec.teacher_key(), "head": head, "obs_stats": run.best_obs_stats,
-            "iterations": len(run.returns),
-            "best_iteration": run.best_iteration, "check_return": run.best_return,
-            "train_seconds": time.time() - start,
-            "final_training_return": run.returns[-1] if run.returns else math.nan,
-            "actor_spec": actor.spec(), "actor_prefix": ALGOS[spec.algorithm].actor}
-    _save_teacher(path, run.best_state, info)
-    shutil.rmtree(partial, ignore_errors=True)
-    return load_teacher(path)
-
-
-@dataclass
-class _TeacherRun:
-    """Progress of a teacher being trained: what a checkpoint keeps beside RLlib's own state."""
-
-    returns: list[float]
-    best_return: float = -math.inf
-    best_state: dict | None = None
-    best_iteration: int = 0
-    seconds: float = 0.0
-    best_obs_stats: dict | None = None
-
-    @classmethod
-    def resume(cls, partial: Path, session: Session, log: Callable[[str], None]) -> "_TeacherRun":
-        if not (partial / "progress.json").exists():
-            return cls(returns=[])
-        try:
-            p = json.loads((partial / "progress.json").read_text())
-            best = torch.load(partial / "best.pt", weights_only=True)
-            session.algo.restore_from_path(str(partial / "algo"))
-        except Exception as e:  # a checkpoint cut off mid-write: start over rather than crash
-            log(f"  partial teacher run in {partial} is unreadable ({type(e).__name__}); starting over")
-            shutil.rmtree(partial, ignore_errors=True)
-            return cls(returns=[])
-        log(f"  resuming from iteration {len(p['returns'])} (checkpoint in {partial})")
-        return cls(p["returns"], p["best_return"], {k: v.numpy() for k, v in best.items()},
-                   p["best_iteration"], p["seconds"], p.get("best_obs_stats"))
-
-    def save(self, partial: Path, session: Session) -> None:
-        """Write a complete checkpoint next to the old one, then swap: a kill mid-write loses nothing."""
-        tmp = partial.with_name(partial.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        session.algo.save_to_path(str(tmp / "algo"))
-        torch.save({k: torch.as_tensor(np.asarray(v)) for k, v in (self.best_state or {}).items()}, tmp / "best.pt")
-        (tmp / "progress.json").write_text(json.dumps({
-            "returns": self.returns, "best_return": self.best_return, "best_iteration": self.best_iteration,
-            "seconds": self.seconds, "best_obs_stats": self.best_obs_stats}))
-        shutil.rmtree(partial, ignore_errors=True)
-        os.replace(tmp, partial)
-
-
-_TARGET_PREFIXES = ("_target_", "target_")
-
-
-def _target_source(key: str) -> str | None:
-    """'target_qf.w' -> 'qf.w', '_target_af.w' -> 'af.w': the online net a target copies."""
-    for p in _TARGET_PREFIXES:
-        if key.startswith(p):
-            return key[len(p):]
-    return None
-
-
-def _with_targets(state: dict) -> dict:
-    """Target networks are not saved (that halves a SAC teacher); on load each is rebuilt as a
-    copy of its online net, so a fine-tune starts with targets equal to the nets they track."""
-    out = dict(state)
-    for k in state.get("__target_keys__", []):
-        out[k] = state[_target_source(k)].clone()
-    out.pop("__target_keys__", None)
-    return out
-
-
-def _save_teacher(path: Path, state: dict[str, np.ndarray], info: dict) -> None:
-    """Write to a temp dir and rename, so a concurrent reader never sees half a teacher."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-teacher-"))
-    targets = [k for k in state if _target_source(k) in state]
-    tensors = {k: torch.as_tensor(np.asarray(v)) for k, v in state.items() if k not in targets}
-    torch.save({**tensors, "__target_keys__": targets}, tmp / "teacher.pt")
-    info = {**info, "sha256": hashlib.sha256((tmp / "teacher.pt").read_bytes()).hexdigest()}
-    (tmp / "teacher.json").write_text(json.dumps(info, indent=1))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)

@@ -13,7 +13,8 @@ training-only value net (`critic.*` params; config key `critic`).
 A range is `{low, high[, log]}` (int when both ends are ints), a choice list is
 `{choices: [...]}`, anything else is a fixed value. The space is conditional: a
 technique's settings are sampled only when it is enabled (define-by-run), and since
-`share` and `quantize` exclude each other they are drawn as one `weight_coding` choice.
+techniques of one exclusive group (`share` and `quantize`) exclude each other they are
+drawn as one choice named after the group (`weight_coding`).
 `suggest(trial, space)` works with any object that has Optuna's suggest_* methods.
 """
 
@@ -25,12 +26,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from autocompress.config import CRITIC_TECHNIQUES, CompressConfig, TrialSpec, load_trial_spec, parse, read_yaml
+from autocompress.config import CompressConfig, TrialSpec, load_trial_spec, parse, read_yaml
 from autocompress.errors import ConfigError
-from autocompress.techniques import TECHNIQUES
+from autocompress.samplers import SAMPLERS
+from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES
 
 OBJECTIVE_NAMES = ("return", "latency", "bytes")
-SAMPLERS = ("tpe", "nsga2", "gp", "random")
 
 
 class _Strict(BaseModel):
@@ -54,7 +55,7 @@ class SearchSpace(_Strict):
     objectives: list[Literal["return", "latency", "bytes"]] = list(OBJECTIVE_NAMES)
     constraints: Constraints = Constraints()
     budget: Budget = Budget()
-    sampler: Literal["tpe", "nsga2", "gp", "random"] = "tpe"
+    sampler: str = Field("tpe", description="one of autocompress.samplers.SAMPLERS")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     baselines: bool = Field(True, description="enqueue teacher-as-is and each technique alone first")
     techniques: dict[str, dict[str, Any]] = Field(..., min_length=1)
@@ -66,6 +67,13 @@ class SearchSpace(_Strict):
     def _objectives(cls, v):
         if not v or len(set(v)) != len(v) or "return" not in v:
             raise ValueError("give distinct objectives including 'return', e.g. [return, latency, bytes]")
+        return v
+
+    @field_validator("sampler")
+    @classmethod
+    def _sampler(cls, v):
+        if v not in SAMPLERS:
+            raise ValueError(f"unknown sampler {v!r}; choose {', '.join(SAMPLERS)}")
         return v
 
     @field_validator("techniques", "critic_techniques")
@@ -120,20 +128,24 @@ def _param(trial, name: str, p: Any):
     return p
 
 
-def exclusive_coding(techniques: dict) -> bool:
-    return "share" in techniques and "quantize" in techniques
+def groups(techniques: dict) -> dict[str, list[str]]:
+    """Exclusive groups (see TechniqueConfig.group) with two or more members in `techniques`:
+    each is sampled as one choice param named after the group, e.g. weight_coding: none|share|quantize."""
+    out: dict[str, list[str]] = {}
+    for name in techniques:
+        g = TECHNIQUES[name].group
+        if g:
+            out.setdefault(g, []).append(name)
+    return {g: names for g, names in out.items() if len(names) > 1}
 
 
 def _suggest_group(trial, techniques: dict, prefix: str = "") -> dict[str, dict[str, Any]]:
     """Sample which of `techniques` are on and their settings (Optuna param names: prefix + name.key)."""
-    coding = trial.suggest_categorical(f"{prefix}weight_coding", ["none", "share", "quantize"]) \
-        if exclusive_coding(techniques) else None
+    chosen = {name: trial.suggest_categorical(f"{prefix}{g}", ["none", *names]) == name
+              for g, names in groups(techniques).items() for name in names}
     cfg: dict[str, dict[str, Any]] = {}
     for name, params in techniques.items():
-        if coding is not None and name in ("share", "quantize"):
-            on = coding == name
-        else:
-            on = trial.suggest_categorical(f"{prefix}{name}.enabled", [False, True])
+        on = chosen[name] if name in chosen else trial.suggest_categorical(f"{prefix}{name}.enabled", [False, True])
         if on:
             cfg[name] = {key: _param(trial, f"{prefix}{name}.{key}", p) for key, p in params.items()}
     return cfg
@@ -164,11 +176,11 @@ def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
     def alone(only: str | None) -> dict[str, Any]:
         params: dict[str, Any] = {}
         for prefix, techniques in (("", space.techniques), ("critic.", space.critic_techniques)):
-            exclusive = exclusive_coding(techniques)
-            if exclusive:
-                params[f"{prefix}weight_coding"] = only if prefix == "" and only in ("share", "quantize") else "none"
+            grouped = groups(techniques)
+            for g, names in grouped.items():
+                params[f"{prefix}{g}"] = only if prefix == "" and only in names else "none"
             for name, ps in techniques.items():
-                if not (exclusive and name in ("share", "quantize")):
+                if not any(name in names for names in grouped.values()):
                     params[f"{prefix}{name}.enabled"] = prefix == "" and name == only
                 if prefix == "" and name == only:
                     params.update({f"{name}.{k}": _middle(p) for k, p in ps.items() if _middle(p) is not None})

@@ -23,19 +23,14 @@ from typing import Any, Callable
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-#: result keys logged as child-run metrics (when numeric and finite)
-METRIC_KEYS = ("return_mean", "return_std", "return_ratio", "teacher_return_mean", "latency_ms", "latency_p95_ms",
-               "teacher_latency_ms", "latency_ratio", "bytes", "gzip_bytes", "teacher_bytes", "bytes_ratio",
-               "params", "teacher_params", "sparsity", "layers", "compress_seconds", "trial_seconds",
-               "critic_bytes", "critic_bytes_ratio", "critic_params")
-
+from autocompress.results import TrialResult
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (before any work) when an http(s) tracking server does not answer /health."""
     import urllib.error
     import urllib.request
 
-    from autocompress.errors import ConfigError
+    from autocompress.errors import TrackingError
     from autocompress.urls import redact
 
     if not uri.startswith(("http://", "https://")):
@@ -43,7 +38,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     try:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
     except (urllib.error.URLError, OSError, ValueError) as e:
-        raise ConfigError(f"--tracking-uri {redact(uri)}: MLflow tracking server unreachable ({e})") from None
+        raise TrackingError(f"{redact(uri)}: MLflow tracking server unreachable ({e})", option="tracking_uri") from None
 
 
 def default_uri(run_dir: Path) -> str:
@@ -143,9 +138,7 @@ class Tracker:
             "mlflow.parentRunId": self.parent_id, "autocompress.kind": "trial", "trial": str(number),
             "state": state, "pareto": "false", **({"fail_reason": reason[:5000]} if reason else {})})
         rid = run.info.run_id
-        metrics = [Metric(k, float(result[k]), _now(), 0) for k in METRIC_KEYS
-                   if result and k in result and _finite(result[k])]
-        metrics += [Metric(f"seconds_{k}", float(v), _now(), 0) for k, v in (result or {}).get("timings", {}).items()]
+        metrics = [Metric(k, v, _now(), 0) for k, v in (TrialResult.from_dict(result).metrics() if result else {}).items()]
         self.client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         if result:
             with tempfile.TemporaryDirectory() as d:
@@ -178,6 +171,11 @@ class Tracker:
             else:
                 out[int(run.data.tags["trial"])] = run.info.run_id
         return out
+
+
+def trial_params(params: dict, cfg: dict) -> dict:
+    """A child run's MLflow params: Optuna's flat sampled params plus the techniques config."""
+    return {**params, "config": json.dumps(cfg)}
 
 
 def _finite(v: Any) -> bool:

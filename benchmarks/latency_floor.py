@@ -77,7 +77,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from autocompress import measure
     from autocompress.config import CompressConfig
-    from autocompress.export import to_bytes
+    from autocompress.artifact import to_bytes
     from autocompress.nets import PolicyNet
     from autocompress.pipeline import compress_net
     from autocompress.native import NativePolicy

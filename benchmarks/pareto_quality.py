@@ -33,7 +33,7 @@ def main() -> None:
     from autocompress import envs, measure
     from autocompress.config import load_trial_spec
     from autocompress.pipeline import policy_runtime, return_ratio
-    from autocompress.search import current_front, load_run, rows
+    from autocompress._search import current_front, load_run, rows
 
     space_file = ROOT / "search_spaces" / f"{args.space}.yaml"
     spec = load_trial_spec((space_file.parent / yaml.safe_load(space_file.read_text())["trial_spec"]).resolve())

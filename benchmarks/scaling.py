@@ -20,7 +20,7 @@ from benchmarks.common import machine, run_search, write_section
 def trial_phase(run_dir: Path):
     from optuna.trial import TrialState
 
-    from autocompress.search import load_run
+    from autocompress._search import load_run
 
     study, state = load_run(run_dir)
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]

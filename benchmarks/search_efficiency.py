@@ -23,7 +23,7 @@ SAMPLERS = ("tpe", "nsga2", "random")
 
 def hv_curve(run_dir: Path, n: int) -> np.ndarray:
     from autocompress import pareto
-    from autocompress.search import load_run, rows
+    from autocompress._search import load_run, rows
 
     study, state = load_run(run_dir)
     rs = sorted(rows(study), key=lambda r: r["trial"])

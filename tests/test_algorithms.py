@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autocompress import envs, export, measure, rl
+from autocompress import artifact, envs, measure, rl
+from autocompress import teacher as teachers
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.pipeline import build_compressed, compress_trial
 from autocompress.runtime import NumpyPolicy
@@ -50,7 +51,7 @@ def test_algorithm_end_to_end(tmp_path, algo, env, normalize_obs):
         assert "obs_norm" not in head and teacher.info["obs_stats"] is None
 
     # the exported artifact acts exactly as RLlib's module holding the compressed net
-    policy = NumpyPolicy.from_bytes(export.to_bytes(net, head))
+    policy = NumpyPolicy.from_bytes(artifact.to_bytes(net, head))
     make_env = envs.env_creator(spec.env, spec.env_config)
     obs = measure.collect_obs(policy.act, make_env, 64, seed=11)
     session = rl.Session(spec, net, teacher.state, obs_stats=teacher.info["obs_stats"])
@@ -73,14 +74,13 @@ def test_algorithm_end_to_end(tmp_path, algo, env, normalize_obs):
 def test_ppo_critic_compressed_with_its_own_settings(tmp_path):
     """`critic:` prunes and quantizes PPO's value net separately; it is fine-tuned with its masks
     held, reported, and never part of the deployed artifact."""
-    from autocompress.techniques.prune import sparsity
-
+    
     spec = spec_for("PPO", "CartPole-v1")
     cfg = CompressConfig.model_validate({"prune": {"sparsity": 0.5},
                                          "critic": {"prune": {"sparsity": 0.8}, "quantize": {"bits": 4, "mode": "qat"}}})
     out = build_compressed(spec, cfg, tmp_path / "cache", log=lambda m: None)
-    assert out.critic is not None and abs(sparsity(out.critic) - 0.8) < 0.01  # mask held through fine-tuning
-    assert abs(sparsity(out.net) - 0.5) < 0.01 and out.critic.layers[0].quant["bits"] == 4
+    assert out.critic is not None and abs(out.critic.sparsity() - 0.8) < 0.01  # mask held through fine-tuning
+    assert abs(out.net.sparsity() - 0.5) < 0.01 and out.critic.layers[0].quant["bits"] == 4
     trained = out.teacher_critic.layers[0].weight.detach()
     kept = out.critic.layers[0].mask.bool()
     assert not np.allclose(out.critic.layers[0].raw_weight().detach()[kept], trained[kept])  # it was trained
@@ -99,7 +99,7 @@ def test_keep_best_finetune_returns_the_best_checked_net(tmp_path, monkeypatch):
 
     spec = spec_for("DQN", "CartPole-v1")
     spec = spec.model_copy(update={"finetune": spec.finetune.model_copy(update={"iterations": 3, "keep_best": True})})
-    rl.train_teacher(spec, tmp_path / "c", log=lambda m: None)  # its own checks use the same seeds: not counted
+    teachers.train_teacher(spec, tmp_path / "c", log=lambda m: None)  # its own checks use the same seeds: not counted
     checks: list[float] = []
     real = pipeline.measure.evaluate
 

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 import autocompress.pipeline
 import autocompress.rl
-import autocompress.search
+import autocompress.teacher
+import autocompress._search
 from autocompress.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +44,8 @@ def tripwires():
         raise AssertionError("expensive work started for a command that should have been rejected")
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(autocompress.search, "run_search", tripwire)
-        mp.setattr(autocompress.rl, "train_teacher", tripwire)
+        mp.setattr(autocompress._search, "run_search", tripwire)
+        mp.setattr(autocompress.teacher, "train_teacher", tripwire)
         mp.setattr(autocompress.rl, "ensure_ray", tripwire)
         mp.setattr(autocompress.pipeline, "compress_trial", tripwire)
         yield

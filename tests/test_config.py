@@ -68,9 +68,11 @@ def test_student_not_smaller_than_teacher_is_rejected(tmp_path, hidden):
 
 
 def test_share_and_quantize_together_rejected(tmp_path):
-    cfg = load_compress_config(write(tmp_path, {"share": {"bits": 3}, "quantize": {"bits": 4}}))
-    with pytest.raises(ConfigError, match="share and quantize"):
-        cfg.check_against(load_trial_spec(SPEC))
+    """One exclusive group (declared by the techniques), checked when the config loads, critic included."""
+    with pytest.raises(ConfigError, match="share and quantize both enabled"):
+        load_compress_config(write(tmp_path, {"share": {"bits": 3}, "quantize": {"bits": 4}}))
+    with pytest.raises(ConfigError, match="critic: share and quantize both enabled"):
+        load_compress_config(write(tmp_path, {"critic": {"share": {"bits": 3}, "quantize": {"bits": 4}}}))
 
 
 def run_cli(*args, cwd=ROOT):
@@ -106,6 +108,6 @@ def test_cli_validate_ok():
 def test_cli_search_unreachable_tracking_server_fails_before_any_work(tmp_path):
     r = run_cli("search", ROOT / "search_spaces" / "cartpole_ppo.yaml", "--run-dir", tmp_path / "run",
                 "--tracking-uri", "http://user:secret@127.0.0.1:9")
-    assert r.returncode == 2 and "tracking server unreachable" in r.stderr
+    assert r.returncode == 4 and "tracking server unreachable" in r.stderr  # TrackingError
     assert "secret" not in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "run").exists()

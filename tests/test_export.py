@@ -4,7 +4,7 @@ import torch
 
 from autocompress.codec import pack_bits, unpack_bits
 from autocompress.config import CompressConfig
-from autocompress.export import to_bytes
+from autocompress.artifact import to_bytes
 from autocompress.pipeline import compress_net
 from autocompress.runtime import NumpyPolicy
 from autocompress.techniques import Context

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from autocompress import rl
+from autocompress import teacher as teachers
 from autocompress.config import CompressConfig, load_trial_spec
 from autocompress.nets import PolicyNet
 from autocompress.pipeline import compress_trial
@@ -60,7 +61,7 @@ def test_compress_trial_end_to_end(tiny):
 
 def test_finetune_keeps_masks_codebooks_and_moves_weights(tiny):
     spec = load_trial_spec(tiny / "trial.yaml")
-    teacher = rl.train_teacher(spec, tiny / "cache", log=lambda m: None)  # cached by the test above
+    teacher = teachers.train_teacher(spec, tiny / "cache", log=lambda m: None)  # cached by the test above
     from autocompress.techniques import Context, PruneConfig, ShareConfig, apply
 
     net = apply(apply(teacher.actor.clone(), PruneConfig(sparsity=0.6)), ShareConfig(bits=3), Context())

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from autocompress import native
-from autocompress.export import to_bytes
+from autocompress.artifact import to_bytes
 from autocompress.nets import PolicyNet, torch_act
-from autocompress.pipeline import policy_runtime
+from autocompress.measure import policy_runtime
 from autocompress.runtime import NumpyPolicy, obs_normalizer
 from test_export import CONFIGS, HEAD, build
 

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from autocompress import search
+from autocompress._search import study as search
 
 
 X = {"x": optuna.distributions.FloatDistribution(0, 1)}

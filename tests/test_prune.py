@@ -4,7 +4,6 @@ import torch
 from autocompress.pipeline import compress_net
 from autocompress.config import CompressConfig
 from autocompress.techniques import Context, PruneConfig, apply
-from autocompress.techniques.prune import sparsity
 
 
 @pytest.mark.parametrize("target", [0.3, 0.5, 0.9, 0.97])
@@ -40,7 +39,7 @@ def test_sparsity_survives_training_steps(net, obs):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert sparsity(p) == pytest.approx(0.8, abs=1e-3)
+    assert p.sparsity() == pytest.approx(0.8, abs=1e-3)
 
 
 def test_iterative_schedule_rises_to_target_and_never_revives(net):
@@ -48,7 +47,7 @@ def test_iterative_schedule_rises_to_target_and_never_revives(net):
     seen = []
 
     def finetune(n, i, rounds):
-        seen.append((i, rounds, sparsity(n), [layer.mask.clone() for layer in n.layers]))
+        seen.append((i, rounds, n.sparsity(), [layer.mask.clone() for layer in n.layers]))
         with torch.no_grad():  # perturb weights like a fine-tune would
             for layer in n.layers:
                 layer.weight.add_(torch.randn_like(layer.weight) * 0.01)
@@ -56,7 +55,7 @@ def test_iterative_schedule_rises_to_target_and_never_revives(net):
     out = compress_net(net, cfg, Context(), finetune)
     levels = [s for _, _, s, _ in seen]
     assert levels == sorted(levels) and len(levels) == 4
-    assert levels[-1] == pytest.approx(0.9, abs=1e-3) and sparsity(out) == pytest.approx(0.9, abs=1e-3)
+    assert levels[-1] == pytest.approx(0.9, abs=1e-3) and out.sparsity() == pytest.approx(0.9, abs=1e-3)
     for (_, _, _, a), (_, _, _, b) in zip(seen, seen[1:]):
         for ma, mb in zip(a, b):
             assert not ((ma == 0) & (mb == 1)).any()
@@ -72,7 +71,7 @@ def test_config_errors_name_the_key():
 def test_share_after_a_layer_is_pruned_to_nothing(net, obs):
     """Global pruning can empty a small layer; sharing then gives it a one-entry codebook instead of
     asking k-means for 0 clusters (found by a LunarLander search)."""
-    from autocompress.export import to_bytes
+    from autocompress.artifact import to_bytes
     from autocompress.runtime import NumpyPolicy
     from autocompress.techniques import Context, ShareConfig, apply
 

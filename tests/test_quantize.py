@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from autocompress.techniques import QuantizeConfig, apply
-from autocompress.techniques.quantize import fake_quant, qparams, quantize_codes
+from autocompress.quantgrid import fake_quant, qparams, quantize_codes
 
 
 def spec(bits, symmetric=False, per_channel=True):

@@ -1,6 +1,8 @@
 import json
 
 import pytest
+
+from autocompress.errors import TeacherError
 import torch
 
 from autocompress.config import load_compress_config
@@ -29,17 +31,17 @@ def test_yaml_is_loaded_safely(tmp_path):
 
 
 def test_teacher_cache_refuses_pickled_code_and_corruption(tmp_path, net):
-    from autocompress import rl
+    from autocompress import teacher as teachers
 
     state = {f"actor.{k}": v.numpy() for k, v in net.state_dict().items()}
     path = tmp_path / "t"
-    rl._save_teacher(path, state, {"actor_spec": net.spec(), "actor_prefix": "actor", "head": {"kind": "discrete"}})
-    assert torch.equal(rl.load_teacher(path).actor.layers[0].weight, net.layers[0].weight)
+    teachers._save_teacher(path, state, {"actor_spec": net.spec(), "actor_prefix": "actor", "head": {"kind": "discrete"}})
+    assert torch.equal(teachers.load_teacher(path).actor.layers[0].weight, net.layers[0].weight)
     blob = bytearray((path / "teacher.pt").read_bytes())
     blob[len(blob) // 2] ^= 0xFF                       # flip a byte
     (path / "teacher.pt").write_bytes(bytes(blob))
-    with pytest.raises(ValueError, match="corrupted"):
-        rl.load_teacher(path)
+    with pytest.raises(TeacherError, match="corrupted"):
+        teachers.load_teacher(path)
     # a pickle that would run code is refused by weights_only loading even with a matching checksum
     import hashlib
     import pickle
@@ -53,4 +55,4 @@ def test_teacher_cache_refuses_pickled_code_and_corruption(tmp_path, net):
     info["sha256"] = hashlib.sha256((path / "teacher.pt").read_bytes()).hexdigest()
     (path / "teacher.json").write_text(json.dumps(info))
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
-        rl.load_teacher(path)
+        teachers.load_teacher(path)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from autocompress import rl
+from autocompress import teacher as teachers
 from autocompress.config import TrialSpec
 from tests.conftest import tiny_cartpole
 
@@ -29,12 +30,12 @@ def test_interrupted_teacher_resumes_from_checkpoint(tmp_path, monkeypatch):
             raise Killed  # as if the process died after iteration 2 (its checkpoint is written after the log)
 
     with pytest.raises(Killed):
-        rl.train_teacher(spec, tmp_path, log=die_after_second)
-    partial = rl.teacher_dir(spec, tmp_path).with_name(rl.teacher_dir(spec, tmp_path).name + ".partial")
+        teachers.train_teacher(spec, tmp_path, log=die_after_second)
+    partial = teachers.teacher_dir(spec, tmp_path).with_name(teachers.teacher_dir(spec, tmp_path).name + ".partial")
     assert json.loads((partial / "progress.json").read_text())["returns"].__len__() == 1
 
     resumed: list[str] = []
-    teacher = rl.train_teacher(spec, tmp_path, log=resumed.append)
+    teacher = teachers.train_teacher(spec, tmp_path, log=resumed.append)
     assert any("resuming from iteration 1" in m for m in resumed)
     assert [m.split(":")[0].strip() for m in resumed if m.strip().startswith("iter")] == ["iter 2/3", "iter 3/3"]
     assert teacher.info["iterations"] == 3 and 1 <= teacher.info["best_iteration"] <= 3
@@ -43,10 +44,10 @@ def test_interrupted_teacher_resumes_from_checkpoint(tmp_path, monkeypatch):
 
 def test_unreadable_checkpoint_starts_over(tmp_path):
     spec = TrialSpec.model_validate({**tiny_cartpole("resume_bad", 1), "teacher": {"hidden": [32], "max_iterations": 1}})
-    partial = rl.teacher_dir(spec, tmp_path).with_name(rl.teacher_dir(spec, tmp_path).name + ".partial")
+    partial = teachers.teacher_dir(spec, tmp_path).with_name(teachers.teacher_dir(spec, tmp_path).name + ".partial")
     partial.mkdir(parents=True)
     (partial / "progress.json").write_text('{"returns": [1.0]')  # cut off mid-write
     logs: list[str] = []
-    teacher = rl.train_teacher(spec, tmp_path, log=logs.append)
+    teacher = teachers.train_teacher(spec, tmp_path, log=logs.append)
     assert any("unreadable" in m and "starting over" in m for m in logs)
     assert teacher.info["iterations"] == 1

@@ -1,18 +1,32 @@
-"""Compression techniques: each module holds a config, one registered handler, and
-what the search may vary. Apply any of them with `apply(net, config, ctx)`."""
+"""Compression techniques: each module holds a config, one registered handler, and its
+declarations (stage, order, group). Apply any of them with `apply(net, config, ctx)`.
 
-from autocompress.techniques.base import Context, TechniqueConfig, apply
-from autocompress.techniques.distill import DistillConfig
-from autocompress.techniques.lowrank import LowRankConfig
-from autocompress.techniques.prune import PruneConfig
-from autocompress.techniques.quantize import QuantizeConfig
-from autocompress.techniques.share import ShareConfig
-from autocompress.techniques.structured import StructuredConfig
+Every module of this package is imported here, so a new technique is one new file:
+`TECHNIQUES` (name -> config class, in pipeline order) is built from what registered.
+"""
+
+import importlib
+import pkgutil
+
+from autocompress.techniques.base import Context, TechniqueConfig, apply, registered
+
+for _m in pkgutil.iter_modules(__path__):
+    if _m.name != "base":
+        importlib.import_module(f"{__name__}.{_m.name}")
 
 #: name used in YAML -> config class; the order is the pipeline's stage order.
 TECHNIQUES: dict[str, type[TechniqueConfig]] = {
-    c.name: c for c in (DistillConfig, StructuredConfig, LowRankConfig, PruneConfig, ShareConfig, QuantizeConfig)
+    c.name: c for c in sorted(registered(), key=lambda c: c.order)
 }
+#: techniques that may compress PPO's critic (settings separate from the deployed net's)
+CRITIC_TECHNIQUES: dict[str, type[TechniqueConfig]] = {n: c for n, c in TECHNIQUES.items() if c.for_critic}
 
-__all__ = ["Context", "TechniqueConfig", "apply", "TECHNIQUES", "DistillConfig", "LowRankConfig",
-           "PruneConfig", "QuantizeConfig", "ShareConfig", "StructuredConfig"]
+from autocompress.techniques.distill import DistillConfig  # noqa: E402
+from autocompress.techniques.lowrank import LowRankConfig  # noqa: E402
+from autocompress.techniques.prune import PruneConfig  # noqa: E402
+from autocompress.techniques.quantize import QuantizeConfig  # noqa: E402
+from autocompress.techniques.share import ShareConfig  # noqa: E402
+from autocompress.techniques.structured import StructuredConfig  # noqa: E402
+
+__all__ = ["Context", "TechniqueConfig", "apply", "TECHNIQUES", "CRITIC_TECHNIQUES", "DistillConfig",
+           "LowRankConfig", "PruneConfig", "QuantizeConfig", "ShareConfig", "StructuredConfig"]

@@ -3,12 +3,18 @@
 Modelled on torchao's `quantize_(model, config)`: each technique module defines a
 frozen pydantic config and registers one handler for it. Configs validate their own
 fields (ranges, choices) so bad input fails before any training, naming the key.
+
+A config class also declares, once, everything the rest of the package needs to know
+about its technique: its YAML `name`, its pipeline `stage` and `order`, the exclusive
+`group` it belongs to (one technique per group at most), and whether it may compress
+PPO's training-only critic. `CompressConfig`, the pipeline and the search space are
+built from these declarations, so a new technique is one new module in this package.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -16,11 +22,36 @@ from pydantic import BaseModel, ConfigDict
 from autocompress.nets import PolicyNet
 
 
+#: pipeline stages, in order: new (smaller) nets; compression held through fine-tuning (masks,
+#: codebooks, fake-quant), re-applied before each fine-tune round; after fine-tuning (PTQ)
+Stage = Literal["structural", "held", "final"]
+
+
 class TechniqueConfig(BaseModel):
     """Base of every technique config: frozen, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: ClassVar[str]
+    stage: ClassVar[Stage]
+    #: position in the pipeline: within a stage, lower runs first
+    order: ClassVar[int]
+    #: techniques of one group exclude each other (a weight is on a codebook or on a k-bit grid);
+    #: a search space samples the group as one choice param named after it
+    group: ClassVar[str | None] = None
+    #: may compress PPO's training-only value net (`critic:` in a techniques config)
+    for_critic: ClassVar[bool] = True
+
+    def pipeline_stage(self) -> Stage:
+        """The stage this config runs in (a setting may move it, e.g. quantize mode ptq vs qat)."""
+        return self.stage
+
+    def round_configs(self) -> list["TechniqueConfig"]:
+        """The configs to apply before each fine-tune round (iterative pruning raises its
+        sparsity round by round); one round by default."""
+        return [self]
+
+    def check_against(self, spec) -> None:
+        """Checks that need the trial spec (a `config.TrialSpec`); raise ValueError naming the key."""
 
 
 @dataclass
@@ -52,6 +83,11 @@ def register(config_type: type[TechniqueConfig]):
         return fn
 
     return deco
+
+
+def registered() -> list[type[TechniqueConfig]]:
+    """Every config class a technique module registered a handler for."""
+    return list(_HANDLERS)
 
 
 def apply(net: PolicyNet, config: TechniqueConfig, ctx: Context | None = None) -> PolicyNet:

@@ -25,6 +25,9 @@ from autocompress.techniques.base import Context, TechniqueConfig, register
 
 class DistillConfig(TechniqueConfig):
     name = "distill"
+    stage = "structural"
+    order = 10
+    for_critic = False
     hidden: list[int] = Field(..., min_length=1, description="student hidden widths, e.g. [32, 32]")
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="softmax temperature for policy logits")
     q_temperature: float = Field(0.01, gt=0.0, le=10.0, description="softmax temperature for Q-values (DQN)")
@@ -34,6 +37,12 @@ class DistillConfig(TechniqueConfig):
     epochs: int = Field(30, ge=1, description="passes over the state set per round")
     lr: float = Field(3e-3, gt=0.0, lt=1.0)
     batch_size: int = Field(256, ge=8)
+
+    def check_against(self, spec) -> None:
+        t, s = list(spec.teacher.hidden), list(self.hidden)
+        # Smaller = no deeper, no layer wider, and not the same widths.
+        if len(s) > len(t) or any(a > b for a, b in zip(s, t)) or s == t:
+            raise ValueError(f"distill.hidden {s} is not smaller than the teacher's hidden {t}")
 
 
 def softened_kl(student_out: torch.Tensor, teacher_out: torch.Tensor, t: float) -> torch.Tensor:

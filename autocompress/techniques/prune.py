@@ -17,6 +17,8 @@ from autocompress.techniques.base import Context, TechniqueConfig, register
 
 class PruneConfig(TechniqueConfig):
     name = "prune"
+    stage = "held"
+    order = 40
     method: Literal["magnitude", "threshold"] = "magnitude"
     sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of each layer's weights zeroed (magnitude)")
     threshold: float = Field(0.0, ge=0.0, description="|w| below this is zeroed (threshold)")
@@ -36,6 +38,10 @@ class PruneConfig(TechniqueConfig):
             return [self.sparsity]
         n = self.steps
         return [self.sparsity * (1 - (1 - (i + 1) / n) ** 3) for i in range(n)]
+
+    def round_configs(self) -> list["PruneConfig"]:
+        """One config per fine-tune round, each pruning to that round's scheduled sparsity."""
+        return [self.model_copy(update={"sparsity": s}) for s in self.schedule_sparsities()]
 
 
 def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -64,13 +70,3 @@ def _prune(net: PolicyNet, cfg: PruneConfig, ctx: Context) -> PolicyNet:
             if layer.weight is not None:
                 layer.weight.mul_(layer.mask)
     return net
-
-
-def sparsity(net: PolicyNet) -> float:
-    """Fraction of zero weights over all layers' deployed weights."""
-    zeros = total = 0
-    for layer in net.layers:
-        w = layer.raw_weight()
-        zeros += int((w == 0).sum())
-        total += w.numel()
-    return zeros / total

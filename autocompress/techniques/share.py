@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pydantic import Field
-from sklearn.cluster import KMeans
 
 from autocompress.nets import PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
@@ -17,6 +16,9 @@ from autocompress.techniques.base import Context, TechniqueConfig, register
 
 class ShareConfig(TechniqueConfig):
     name = "share"
+    stage = "held"
+    order = 50
+    group = "weight_coding"
     bits: int = Field(4, ge=1, le=8, description="codebook of 2^bits centroids per layer")
 
 
@@ -25,6 +27,8 @@ def cluster(values: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarr
     the one-entry codebook [0] (its weights are all masked)."""
     if values.size == 0:
         return np.zeros(1, np.float32), np.zeros(0, np.int64)
+    from sklearn.cluster import KMeans  # imported here: scikit-learn takes seconds to import
+
     k = min(k, len(np.unique(values)))
     km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(values.reshape(-1, 1).astype(np.float64))
     return km.cluster_centers_.ravel().astype(np.float32), km.labels_
@@ -35,8 +39,6 @@ def _share(net: PolicyNet, cfg: ShareConfig, ctx: Context) -> PolicyNet:
     for layer in net.layers:
         if layer.codebook is not None:
             continue
-        if layer.quant is not None:
-            raise ValueError("share: layer is already quantized; enable either 'share' or 'quantize', not both")
         w = layer.raw_weight().detach()
         keep = (layer.mask.bool() if layer.mask is not None else torch.ones_like(w, dtype=torch.bool)).numpy()
         codebook, labels = cluster(w.numpy()[keep], 2 ** cfg.bits, ctx.seed)

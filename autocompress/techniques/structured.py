@@ -25,6 +25,8 @@ from autocompress.techniques.base import Context, TechniqueConfig, register
 
 class StructuredConfig(TechniqueConfig):
     name = "structured"
+    stage = "structural"
+    order = 20
     amount: float = Field(0.5, gt=0.0, lt=1.0, description="fraction of each hidden layer's neurons removed")
     criterion: Literal["random", "l1", "importance"] = "l1"
 

@@ -1,4 +1,4 @@
-"""Write the deployable artifact (.acz) of a PolicyNet (read it with runtime.NumpyPolicy).
+"""Write the deployable artifact (.acz) of a PolicyNet (read it with runtime.NumpyPolicy or native.NativePolicy).
 
 Layout: b"ACZ1", uint32 header length, compact JSON header (layer shapes, activations,
 action head, observation normalisation, per-tensor encoding), then the packed tensors.
@@ -16,8 +16,8 @@ import torch
 
 from autocompress.codec import BlobWriter, WeightPayload, encode_weight
 from autocompress.nets import CLinear, PolicyNet
+from autocompress.quantgrid import quantize_codes
 from autocompress.runtime import MAGIC
-from autocompress.techniques.quantize import quantize_codes
 
 
 def weight_payload(layer: CLinear) -> WeightPayload:

@@ -1,0 +1,32 @@
+"""autocompress: compress deep-RL policies automatically.
+
+The public API is what `__all__` lists; every other module is internal and may change
+(the Optuna way). A session in five lines:
+
+    import autocompress as ac
+    result = ac.compress("trials/cartpole_ppo.yaml", {"quantize": {"bits": 8}})   # one trial
+    run = ac.search("search_spaces/cartpole_ppo.yaml")                             # a search
+    best = run.pick(min_return_ratio=0.95, minimize="bytes")
+    ac.Policy.load(run.export(best.trial, "policy.acz")).act(obs)
+"""
+
+from autocompress._api import (Policy, Run, compress, default_cache, evaluate, export, search, sync, teach,
+                               validate)
+from autocompress.config import CompressConfig, TrialSpec, load_compress_config, load_trial_spec
+from autocompress.errors import AutocompressError, ConfigError, TeacherError, TrackingError, TrialError
+from autocompress.results import FrontRow, TrialResult
+from autocompress.samplers import SAMPLERS
+from autocompress.space import SearchSpace, load_search_space
+from autocompress.techniques import TECHNIQUES
+
+__all__ = [
+    # verbs
+    "compress", "search", "teach", "evaluate", "export", "sync", "validate",
+    # results and artifacts
+    "Run", "Policy", "TrialResult", "FrontRow",
+    # inputs
+    "TrialSpec", "CompressConfig", "SearchSpace", "load_trial_spec", "load_compress_config", "load_search_space",
+    "TECHNIQUES", "SAMPLERS", "default_cache",
+    # errors (exit codes in README)
+    "AutocompressError", "ConfigError", "TeacherError", "TrackingError", "TrialError",
+]

@@ -1,0 +1,351 @@
+"""The public API, re-exported by `autocompress/__init__.py`. The CLI and the benchmarks call
+only this. Examples run as doctests in the suite (tests/test_api.py); `RUN_DIR` there is a run
+dir of a tiny finished search and `tmp` a fresh temporary directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from autocompress import checks
+from autocompress.config import CompressConfig, TrialSpec, load_compress_config, load_trial_spec, parse, read_yaml
+from autocompress.errors import AutocompressError, ConfigError, TrialError
+from autocompress.results import FrontRow, TrialResult
+from autocompress.space import SearchSpace, load_search_space
+from autocompress.teacher import default_cache
+
+Log = Callable[[str], None]
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def _spec(spec: TrialSpec | str | Path) -> TrialSpec:
+    """A TrialSpec, or one loaded from a path; its `training:` keys checked against RLlib."""
+    if not isinstance(spec, TrialSpec):
+        checks.text_file(Path(spec))
+        loaded = load_trial_spec(spec)
+        _check_rllib_keys(loaded, spec)
+        return loaded
+    _check_rllib_keys(spec)
+    return spec
+
+
+def _config(config: CompressConfig | dict | str | Path | None) -> CompressConfig:
+    if isinstance(config, CompressConfig):
+        return config
+    if config is None or isinstance(config, dict):
+        return parse(CompressConfig, dict(config or {}), "config")
+    checks.text_file(Path(config))
+    return load_compress_config(config)
+
+
+def _check_rllib_keys(spec: TrialSpec, source: str | Path | None = None) -> None:
+    """`training:` keys RLlib does not know fail here, before any work (builds a config only)."""
+    from autocompress import rl
+
+    try:
+        rl.check_training_keys(spec)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}" if source else str(e)) from None
+
+
+# -- one policy ---------------------------------------------------------------------------------
+
+def teach(spec: TrialSpec | str | Path, *, cache_dir: str | Path | None = None, retrain: bool = False,
+          log: Log = _quiet):
+    """Train the trial spec's teacher with RLlib (or load it from the cache or the teachers committed
+    with the repo) and return it: `.actor` (the deployed net), `.info`, `.path`.
+
+    >>> import autocompress as ac
+    >>> teacher = ac.teach("trials/cartpole_ppo.yaml", cache_dir=tmp)   # committed: loads, no training
+    >>> teacher.actor.hidden_widths(), teacher.info["head"]["kind"]
+    ([256, 256], 'discrete')
+    """
+    from autocompress import teacher as teachers
+
+    spec = _spec(spec)
+    checks.directory(cache_dir, "cache_dir")
+    return teachers.train_teacher(spec, Path(cache_dir) if cache_dir else default_cache(), log=log, retrain=retrain)
+
+
+def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str | Path | None = None, *,
+             output_dir: str | Path | None = None, cache_dir: str | Path | None = None,
+             log: Log = _quiet) -> TrialResult:
+    """Run one full trial: teacher (cached) -> techniques -> RLlib fine-tune -> export -> measure.
+
+    `config` is a techniques config (a dict, a YAML path or a CompressConfig); `{}` measures the
+    teacher as-is. Writes `output_dir/policy.acz` and `output_dir/result.json`.
+
+    >>> import autocompress as ac
+    >>> spec = ac.load_trial_spec("trials/cartpole_ppo.yaml").updated(
+    ...     {"finetune": {"iterations": 0}, "eval": {"episodes": 3}, "latency": {"calls": 200}})
+    >>> r = ac.compress(spec, {"quantize": {"bits": 8}}, output_dir=tmp)
+    >>> r.bytes < r.teacher_bytes / 3, r.return_ratio > 0.9
+    (True, True)
+    """
+    from autocompress import pipeline
+
+    spec, cfg = _spec(spec), _config(config)
+    cfg.check_against(spec)
+    checks.directory(output_dir, "output_dir")
+    checks.directory(cache_dir, "cache_dir")
+    if output_dir is None:
+        name = Path(config).stem if isinstance(config, (str, Path)) else \
+            hashlib.sha256(cfg.model_dump_json(exclude_none=True).encode()).hexdigest()[:8]
+        output_dir = Path("runs") / "compress" / f"{spec.name}-{name}"
+    try:
+        result = pipeline.compress_trial(spec, cfg, output_dir, Path(cache_dir) if cache_dir else default_cache(),
+                                         log=log)
+    except AutocompressError:
+        raise
+    except Exception as e:  # diverged, or raised inside RLlib: one message; the cause stays chained
+        raise TrialError(f"trial failed: {type(e).__name__}: {e}") from e
+    out = result.to_dict()
+    out["config"] = json.loads(cfg.model_dump_json(exclude_none=True))
+    (Path(output_dir) / "result.json").write_text(json.dumps(out, indent=1))
+    return result
+
+
+class Policy:
+    """A deployable artifact (.acz), loaded into a runtime: `act(obs)` for one observation.
+
+    runtime 'auto' is the compiled C kernel where a C compiler exists, else numpy; 'c' or 'numpy'
+    choose one (what `latency.runtime` in a trial spec chooses for measuring).
+
+    >>> import autocompress as ac
+    >>> policy = ac.Policy.load(f"{RUN_DIR}/trials/0/policy.acz")
+    >>> policy.act(np.zeros(4, np.float32)) in (0, 1)
+    True
+    """
+
+    def __init__(self, impl: Any, runtime: str):
+        self._impl, self.runtime = impl, runtime
+        self.head = impl.head
+
+    @classmethod
+    def load(cls, path: str | Path, runtime: Literal["auto", "c", "numpy"] = "auto") -> "Policy":
+        return cls.from_bytes(Path(path).read_bytes(), runtime)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, runtime: Literal["auto", "c", "numpy"] = "auto") -> "Policy":
+        from autocompress.measure import policy_runtime
+
+        name, impl = policy_runtime(runtime)
+        return cls(impl.from_bytes(data), name)
+
+    def act(self, obs: np.ndarray):
+        """Deterministic action (argmax, or the squashed mean on the env's bounds)."""
+        return self._impl.act(obs)
+
+
+def evaluate(policy: Policy, spec: TrialSpec | str | Path, *, episodes: int | None = None,
+             seed: int | None = None) -> np.ndarray:
+    """Undiscounted return of each of `episodes` episodes (default: the spec's eval.episodes), episode i
+    reset with seed + i (default: the spec's eval.seed), deterministic actions.
+
+    >>> import autocompress as ac
+    >>> returns = ac.evaluate(ac.Policy.load(f"{RUN_DIR}/trials/0/policy.acz"), "trials/cartpole_ppo.yaml", episodes=2)
+    >>> returns.shape
+    (2,)
+    """
+    from autocompress import envs, measure
+
+    spec = _spec(spec)
+    return measure.evaluate(policy.act, envs.env_creator(spec.env, spec.env_config),
+                            spec.eval.episodes if episodes is None else episodes,
+                            spec.eval.seed if seed is None else seed)
+
+
+# -- a search and its results -----------------------------------------------------------------
+
+@dataclass
+class Run:
+    """A search's run dir: its Optuna study (the source of truth), front, pick and export.
+
+    >>> import autocompress as ac
+    >>> run = ac.Run.load(RUN_DIR)
+    >>> run.objectives
+    ['return', 'latency', 'bytes']
+    >>> best = run.pick(min_return_ratio=0.0, minimize="bytes")
+    >>> best.bytes == min(r.bytes for r in run.front())
+    True
+    >>> run.export(best.trial, f"{tmp}/best.acz").stat().st_size == best.bytes
+    True
+    """
+
+    run_dir: Path
+    study: Any
+    state: dict
+    summary: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, storage: str | None = None) -> "Run":
+        """Open the run dir of a finished (or running) search; `storage` if it used a storage URL."""
+        from autocompress._search import load_run
+
+        checks.storage_url(storage)
+        study, state = load_run(Path(run_dir), storage)
+        return cls(Path(run_dir), study, state)
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.state["objectives"])
+
+    def rows(self) -> list[dict]:
+        """Every COMPLETE trial as a dict: TrialResult fields + trial, config, feasible."""
+        from autocompress._search import rows
+
+        return rows(self.study)
+
+    def front(self) -> list[FrontRow]:
+        """The Pareto front (over feasible trials when any is feasible), with ratios to the teacher."""
+        from autocompress._search import current_front
+
+        return [FrontRow.from_row(r) for r in current_front(self.study, self.objectives)]
+
+    def pick(self, min_return_ratio: float = 0.95, minimize: Literal["latency", "bytes"] = "latency",
+             max_bytes: float | None = None, max_latency_ms: float | None = None) -> FrontRow:
+        """The trial with the lowest `minimize` among those meeting every constraint (ConfigError
+        saying how many trials met each constraint when none meets them all)."""
+        from autocompress import pareto
+
+        checks.finite(min_return_ratio, "min_return_ratio")
+        checks.finite(max_bytes, "max_bytes", 0)
+        checks.finite(max_latency_ms, "max_latency_ms", 0)
+        if minimize not in ("latency", "bytes"):
+            raise ConfigError(f"{minimize!r}: choose latency or bytes", option="minimize")
+        try:
+            best = pareto.pick(self.rows(), min_return_ratio=min_return_ratio, minimize=minimize,
+                               max_bytes=max_bytes, max_latency_ms=max_latency_ms)
+        except pareto.NothingQualifies as e:
+            raise ConfigError(str(e)) from None
+        return FrontRow.from_row(best)
+
+    def export(self, trial: int, output: str | Path) -> Path:
+        """Copy the deployable artifact (.acz) of COMPLETE trial `trial` to `output`."""
+        output = Path(output)
+        checks.output_file(output, "output")
+        match = [r for r in self.rows() if r["trial"] == trial]
+        if not match:
+            raise ConfigError(f"trial {trial} is not a COMPLETE trial of {self.run_dir}", option="trial")
+        src = Path(match[0]["artifact"])
+        if not src.exists():
+            raise ConfigError(f"artifact of trial {trial} is missing at {src}", option="trial")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, output)
+        except OSError as e:
+            raise ConfigError(f"{output}: {e.strerror}", option="output") from None
+        return output
+
+    def sync(self, tracking_uri: str | None = None, storage: str | None = None, log: Log = _quiet) -> dict:
+        """Log to MLflow what it missed (idempotent); see `autocompress.sync`."""
+        return sync(self.run_dir, storage=storage, tracking_uri=tracking_uri, log=log)
+
+
+def search(space: SearchSpace | str | Path, *, trials: int | None = None, parallel: int | None = None,
+           run_dir: str | Path | None = None, storage: str | None = None, tracking_uri: str | None = None,
+           sampler: str | None = None, seed: int | None = None, resume: bool = False, join: bool = False,
+           cache_dir: str | Path | None = None, progress: Callable[[dict], None] | None = None,
+           log: Log = _quiet) -> Run:
+    """Multi-objective Optuna search over technique combinations; trials run in parallel as Ray tasks,
+    every trial and the Pareto front go to MLflow. Options left None take the space file's values
+    (budget, sampler, seed); the run dir defaults to runs/<space name>. Everything is checked before
+    anything is created or started; a trial that fails is recorded FAIL and the search goes on.
+
+    >>> import autocompress as ac, yaml
+    >>> space = yaml.safe_load(open("search_spaces/cartpole_ppo.yaml"))
+    >>> spec = yaml.safe_load(open("trials/cartpole_ppo.yaml"))
+    >>> spec.update(finetune={"iterations": 0}, eval={"episodes": 3}, latency={"calls": 200})
+    >>> _ = open(f"{tmp}/trial.yaml", "w").write(yaml.safe_dump(spec))
+    >>> space.update(trial_spec="trial.yaml", techniques={"quantize": {"bits": {"low": 4, "high": 8}}})
+    >>> _ = open(f"{tmp}/space.yaml", "w").write(yaml.safe_dump(space))
+    >>> run = ac.search(f"{tmp}/space.yaml", trials=3, run_dir=f"{tmp}/run")
+    >>> run.summary["complete"], len(run.front()) >= 1
+    (3, True)
+    """
+    from autocompress._search import SearchOptions, run_search
+    from autocompress._search.tasks import faults_from_env
+
+    space_path = Path(space) if not isinstance(space, SearchSpace) else None
+    if space_path is None:
+        raise ConfigError("give the search space as a YAML path (its trial spec is found relative to it)",
+                          option="space")
+    checks.text_file(space_path)
+    space_obj, spec, spec_path = load_search_space(space_path)
+    opts = SearchOptions(run_dir=Path(run_dir) if run_dir else Path("runs") / space_obj.name,
+                         trials=trials or space_obj.budget.trials, parallel=parallel or space_obj.budget.parallel,
+                         sampler=space_obj.sampler if sampler is None else sampler,
+                         seed=space_obj.seed if seed is None else seed, storage=storage, tracking_uri=tracking_uri,
+                         resume=resume, join=join, cache_dir=Path(cache_dir) if cache_dir else None,
+                         faults=faults_from_env())
+    try:
+        opts.check()
+    except ConfigError as e:
+        if e.option == "seed" and seed is None:  # the seed came from the space file: name the file
+            raise ConfigError(f"{space_path}: seed: {e.args[0]}") from None
+        raise
+    _check_rllib_keys(spec, spec_path)
+    summary = run_search(space_obj, spec, space_path, spec_path, opts, progress=progress or (lambda s: None), log=log)
+    run = Run.load(opts.run_dir, storage)
+    run.summary = summary
+    return run
+
+
+def export(run_dir: str | Path, trial: int, output: str | Path, *, storage: str | None = None) -> Path:
+    """Write the deployable artifact (.acz) of a search's trial; `Run.load(run_dir).export(...)`.
+
+    >>> import autocompress as ac
+    >>> path = ac.export(RUN_DIR, 0, f"{tmp}/teacher.acz")
+    >>> ac.Policy.load(path).act(np.zeros(4, np.float32)) in (0, 1)
+    True
+    """
+    checks.output_file(Path(output), "output")  # before the run dir is read: a bad output alone is named
+    return Run.load(run_dir, storage).export(trial, output)
+
+
+def sync(run_dir: str | Path, *, storage: str | None = None, tracking_uri: str | None = None,
+         log: Log = _quiet) -> dict:
+    """Give every finished trial its MLflow child run (those missing only), re-tag the front, re-log
+    the front's files. Idempotent. Raises TrackingError when MLflow fails.
+
+    >>> import autocompress as ac
+    >>> ac.sync(RUN_DIR)["logged"]   # the search logged everything already
+    0
+    """
+    from autocompress._search import sync_run
+
+    checks.storage_url(storage)
+    checks.tracking_uri(tracking_uri)
+    return sync_run(Path(run_dir), storage, tracking_uri, log=log)
+
+
+def validate(path: str | Path) -> str:
+    """Check a YAML file: a trial spec, a search space or a techniques config. Returns which it is;
+    raises ConfigError naming the wrong key.
+
+    >>> import autocompress as ac
+    >>> ac.validate("search_spaces/cartpole_ppo.yaml"), ac.validate("configs/combo.yaml")
+    ('search space', 'techniques config')
+    """
+    path = Path(path)
+    checks.text_file(path)
+    data = read_yaml(path)
+    if "env" in data:
+        _spec(path)
+        return "trial spec"
+    if "techniques" in data:
+        _, spec, spec_path = load_search_space(path)
+        _check_rllib_keys(spec, spec_path)
+        return "search space"
+    load_compress_config(path)
+    return "techniques config"

@@ -1,0 +1,17 @@
+"""The only Optuna adapter: a multi-objective study whose trials run as Ray tasks.
+
+    study     storage, heartbeats, orphaned trials, repeats, budget
+    tasks     the Ray tasks (teacher, trial) and the fault-injection test hook
+    driver    SearchOptions, the Driver (launch / record / poll) and run_search
+    results   rows, front, constraints, the Pareto files, load_run
+    sync      log to MLflow what it missed
+The sampler table is `autocompress.samplers` (space validation reads it without Optuna).
+"""
+
+from autocompress._search.driver import Driver, SearchOptions, run_search
+from autocompress._search.results import STATE_FILE, current_front, load_run, rows
+from autocompress.samplers import SAMPLERS, make_sampler
+from autocompress._search.sync import sync_run
+
+__all__ = ["Driver", "SearchOptions", "run_search", "STATE_FILE", "current_front", "load_run", "rows", "SAMPLERS",
+           "make_sampler", "sync_run"]

@@ -1,0 +1,301 @@
+"""The search driver: asks Optuna for up to `parallel` trials, runs each as a Ray task (resources
+from the trial spec), and records results as they arrive (`ray.wait`), so parallel trials really
+overlap. The Optuna storage is the source of truth: a journal file in the run dir by default
+(resumable), or any Optuna storage URL (e.g. postgresql://...). MLflow gets a child run per
+finished trial; the `pareto` tags follow the front.
+
+Several drivers can work on one study (Optuna's distributed pattern): the first runs `search`,
+the others `search(join=True)` against the same storage; each asks its own trials, the budget
+counts every driver's, and the children share one MLflow parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from autocompress import checks, pareto
+from autocompress.config import CompressConfig, TrialSpec
+from autocompress.errors import ConfigError, TeacherError
+from autocompress.results import SLIM_DROP
+from autocompress._search import tasks
+from autocompress._search.results import (STATE_FILE, constraint_values, current_front, finalize, objective_values,
+                                         rows)
+from autocompress.samplers import make_sampler
+from autocompress._search.study import (HEARTBEAT_S, JOURNAL, beat, driver_id, duplicate_of, fail_orphans, finished,
+                                       open_study, taken)
+from autocompress.space import SearchSpace, baseline_params, suggest
+from autocompress.tracking import Tracker, check_reachable, default_uri, trial_params
+from autocompress.urls import is_redacted, redact
+
+
+@dataclass
+class SearchOptions:
+    """How a search runs (the space file says what it searches). `check()` validates it all
+    before anything is created or started."""
+
+    run_dir: Path
+    trials: int
+    parallel: int
+    sampler: str
+    seed: int
+    storage: str | None = None
+    tracking_uri: str | None = None
+    resume: bool = False
+    join: bool = False
+    cache_dir: Path | None = None
+    #: test hook (see search.tasks): trial number -> fault
+    faults: dict[int, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.resume and self.join:
+            raise ConfigError("resume and join exclude each other: resume takes the study over (marks RUNNING "
+                              "trials FAIL), join works beside other drivers")
+        for name in ("trials", "parallel"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{getattr(self, name)}: must be >= 1", option=name)
+        checks.storage_url(self.storage)
+        checks.tracking_uri(self.tracking_uri)
+        checks.directory(self.run_dir, "run_dir")
+        checks.directory(self.cache_dir, "cache_dir")
+        make_sampler(self.sampler, self.seed)
+        if self.resume and not self.storage and not (Path(self.run_dir) / JOURNAL).exists():
+            raise ConfigError(f"{self.run_dir} holds no search to continue (no {JOURNAL}; give the storage URL if "
+                              "the search used one)", option="resume")
+
+
+class Driver:
+    """One driver of a study: `launch` asks a trial and starts its Ray task, `poll` records the
+    tasks that finished (or timed out) and keeps the driver's heartbeat, `run` loops until the
+    budget is spent. Only the driver writes to the study, the run dir and MLflow."""
+
+    def __init__(self, study: optuna.Study, space: SearchSpace, spec: TrialSpec, opts: SearchOptions,
+                 tracker: Tracker, teacher: Any, cache_root: str, log: Callable[[str], None]):
+        import ray
+
+        self.study, self.space, self.spec, self.opts, self.tracker, self.log = study, space, spec, opts, tracker, log
+        self.id = driver_id()
+        self.teacher_ref, self.cache_root, self.spec_json = teacher, cache_root, spec.model_dump_json()
+        self.task = ray.remote(tasks.trial_task).options(num_cpus=spec.resources.num_cpus, max_retries=1,
+                                                         retry_exceptions=False)
+        self.run_ids: dict[int, str] = tracker.logged_trials() or {}
+        self.running: dict[Any, tuple[optuna.trial.Trial, dict, float]] = {}
+        self.history: list[tuple[int, float]] = []  # (finished trials, hypervolume)
+        self.front_size = 0
+        self.started = self.last_beat = time.time()
+
+    # -- one trial ---------------------------------------------------------------------
+    def launch(self) -> None:
+        """Ask one trial; run it as a Ray task, or record it at once (invalid config, repeat)."""
+        trial = self.study.ask()
+        cfg = suggest(trial, self.space)
+        trial.set_user_attr("config", cfg)
+        trial.set_user_attr("driver", self.id)
+        try:
+            CompressConfig.model_validate(cfg).check_against(self.spec)
+        except ValueError as e:  # ConfigError, or pydantic's ValidationError
+            self.record(trial, cfg, None, f"invalid config: {e}")
+            return
+        trial.set_user_attr("launched_at", time.time())
+        same = duplicate_of(self.study, json.loads(json.dumps(cfg)))  # as stored: lists, not tuples
+        if same is not None:  # answered from the study, not run again (it still counts in the budget)
+            trial.set_user_attr("duplicate_of", same.number)
+            now = time.time()
+            result = {**same.user_attrs["result"], "duplicate_of": same.number, "trial_seconds": 0.0, "timings": {},
+                      "started_at": now, "finished_at": now, "node_id": None, "hostname": socket.gethostname(),
+                      "pid": os.getpid()}
+            self.log(f"trial {trial.number} repeats trial {same.number}'s config: its measurements are reused")
+            self.record(trial, cfg, {"result": result, "artifact": Path(result["artifact"]).read_bytes()}, None)
+            return
+        ref = self.task.remote(trial.number, self.spec_json, cfg, self.teacher_ref, self.cache_root,
+                               self.opts.faults.get(trial.number))
+        self.running[ref] = (trial, cfg, time.time())
+
+    def record(self, trial, cfg: dict, outcome: dict | None, reason: str | None) -> None:
+        """Store a finished trial: artifact, MLflow child run, user attrs, then tell Optuna."""
+        values = art = None
+        if outcome is not None:
+            try:
+                values = objective_values(self.space, outcome["result"])
+            except FloatingPointError as e:
+                reason, outcome = f"{type(e).__name__}: {e}", None
+        if outcome is not None:
+            art = self.opts.run_dir / "trials" / str(trial.number) / "policy.acz"
+            art.parent.mkdir(parents=True, exist_ok=True)
+            art.write_bytes(outcome["artifact"])
+        rid = self.tracker.log_trial(trial.number, trial_params(trial.params, cfg),
+                                     outcome["result"] if outcome else None,
+                                     "COMPLETE" if outcome is not None else "FAIL", reason, art)
+        if rid:
+            self.run_ids[trial.number] = rid
+        if outcome is not None:
+            slim = {k: v for k, v in outcome["result"].items() if k not in SLIM_DROP}
+            # wall time as the driver saw it: scheduling + worker start + trial + result transfer
+            slim["driver_seconds"] = time.time() - trial.user_attrs["launched_at"]
+            trial.set_user_attr("result", {**slim, "artifact": str(art)})
+            for k, v in constraint_values(self.space, outcome["result"]).items():
+                trial.set_constraint(k, v)
+            self.study.tell(trial, values)
+        else:
+            trial.set_user_attr("fail_reason", reason)
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.log(f"trial {trial.number} FAILED: {reason.splitlines()[-1] if reason else ''}")
+        self._update_front()
+        if outcome is not None:
+            r, (done, hv) = outcome["result"], self.history[-1]
+            self.log(f"trial {trial.number} done: {json.dumps(cfg) if cfg else 'teacher as-is'} -> return "
+                     f"{r['return_mean']:.1f} (×{r['return_ratio']:.3f}), latency ×{r['latency_ratio']:.3f}, "
+                     f"bytes ×{r['bytes_ratio']:.4f}, {r['trial_seconds']:.0f} s | {done}/{self.opts.trials} "
+                     f"finished, front {self.front_size}, HV {hv:.4f}")
+
+    def _update_front(self) -> None:
+        """Pareto tags, hypervolume and front size after a trial finished (any driver's)."""
+        front_rows = current_front(self.study, self.space.objectives)
+        self.front_size = len(front_rows)
+        done = len(finished(self.study))
+        if self.opts.join or len(self.run_ids) < done:  # other drivers' trials: their runs too
+            self.run_ids.update(self.tracker.logged_trials() or {})
+        self.tracker.set_pareto(self.run_ids, {r["trial"] for r in front_rows})
+        hv = pareto.normalised_hypervolume([r for r in rows(self.study) if r["feasible"]], self.space.objectives)
+        self.history.append((done, hv))
+        self.tracker.log_parent_metrics({"hypervolume": hv, "front_size": self.front_size}, step=done)
+
+    # -- the loop ----------------------------------------------------------------------
+    def poll(self, timeout: float = 1.0) -> None:
+        """Record what finished within `timeout` seconds, fail what ran too long, beat."""
+        import ray
+
+        ready, _ = ray.wait(list(self.running), num_returns=1, timeout=timeout)
+        for ref in ready:
+            trial, cfg, _ = self.running.pop(ref)
+            try:
+                outcome, reason = ray.get(ref), None
+            except Exception as e:  # the trial raised, or its worker died
+                outcome, reason = None, tasks.failure_reason(e)
+            self.record(trial, cfg, outcome, reason)
+        limit = self.spec.resources.timeout_s
+        for ref, (trial, cfg, started) in list(self.running.items()):
+            if time.time() - started > limit:
+                ray.cancel(ref, force=True)
+                self.running.pop(ref)
+                self.record(trial, cfg, None, f"timeout: exceeded resources.timeout_s = {limit} s")
+        if time.time() - self.last_beat > HEARTBEAT_S:
+            beat(self.study, self.id)
+            self.last_beat = time.time()
+            n = fail_orphans(self.study, self.id)
+            if n:
+                self.log(f"{n} trial(s) of a driver that stopped were marked FAIL and will be asked again")
+
+    def status(self) -> dict:
+        fin = finished(self.study)
+        return {"done": len(fin), "target": self.opts.trials, "running": len(self.running),
+                "failed": sum(t.state == TrialState.FAIL for t in fin), "front": self.front_size,
+                "hypervolume": self.history[-1][1] if self.history else 0.0, "elapsed": time.time() - self.started}
+
+    def run(self, progress: Callable[[dict], None]) -> None:
+        import ray
+
+        try:
+            while True:
+                while len(self.running) < self.opts.parallel and taken(self.study) < self.opts.trials:
+                    self.launch()
+                if not self.running:
+                    break
+                self.poll()
+                progress(self.status())
+        except BaseException:
+            for ref in self.running:
+                ray.cancel(ref, force=True)
+            self.tracker.finish_parent("KILLED")
+            raise
+
+
+# -- a whole search ---------------------------------------------------------------------------
+
+def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path: Path, opts: SearchOptions,
+               progress: Callable[[dict], None] = lambda s: None, log: Callable[[str], None] = print) -> dict:
+    """Open (or resume, or join) the study, get the teacher, drive the trials, write the front."""
+    import ray
+
+    from autocompress import rl
+
+    opts.check()
+    run_dir = Path(opts.run_dir)
+    if opts.tracking_uri:
+        check_reachable(opts.tracking_uri)
+    state_path = run_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    if state and not (opts.resume or opts.join):
+        raise ConfigError(f"{run_dir} already holds a search: resume it (--resume / resume=True), join it (--join / "
+                          "join=True: add trials beside a running driver), or choose another run dir")
+    if opts.join and not opts.storage and not state:
+        raise ConfigError("give the shared study's storage URL or the run dir of the search to join", option="join")
+    tracking_uri = opts.tracking_uri or state.get("tracking_uri") or default_uri(run_dir)
+    if is_redacted(tracking_uri):
+        raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: give it again",
+                          option="tracking_uri")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    study = open_study(space.name, space.objectives, run_dir, opts.storage, opts.sampler, opts.seed,
+                       resume=opts.resume, join=opts.join)
+    tracker = Tracker(tracking_uri, space.name, artifact_dir=run_dir / "mlartifacts", warn=log)
+    parent_id = state.get("parent_run_id")
+    me = driver_id()
+    beat(study, me)
+    if opts.resume:
+        n = fail_orphans(study, me, include_unowned=True)
+        if n:
+            log(f"resume: {n} trial(s) left RUNNING by a stopped driver were marked FAIL and will be asked again")
+    elif opts.join:
+        if study.user_attrs.get("tracking_uri") == redact(tracking_uri):  # same server: one parent run for all
+            parent_id = parent_id or study.user_attrs.get("mlflow_parent_run_id")
+        log(f"join: study {space.name!r} has {len(study.trials)} trial(s); adding trials beside its other drivers")
+    elif space.baselines:
+        for params in baseline_params(space):
+            study.enqueue_trial(params, user_attrs={"baseline": True})
+    parent = tracker.start_parent(parent_id, f"search-{space.name}", {
+        "space": space_path.name, "trial_spec": spec_path.name, "objectives": ",".join(space.objectives),
+        "sampler": opts.sampler, "seed": opts.seed, "trials": opts.trials, "parallel": opts.parallel,
+        **{f"constraint.{k}": v for k, v in space.constraints.model_dump(exclude_none=True).items()}},
+        [space_path, spec_path])
+    # Passwords never reach the run dir: a redacted URL must be given again (storage / tracking URI).
+    state.update(space=str(Path(space_path).resolve()), study_name=space.name, parent_run_id=parent,
+                 tracking_uri=redact(tracking_uri), storage=redact(opts.storage), objectives=space.objectives)
+    state_path.write_text(json.dumps(state, indent=1))
+    if not opts.join:  # where drivers that join find the parent run
+        study.set_user_attr("mlflow_parent_run_id", parent)
+        study.set_user_attr("tracking_uri", redact(tracking_uri))
+
+    t_ray = time.time()
+    rl.ensure_ray()
+    ray_init_seconds = time.time() - t_ray
+    cache_root = str(Path(opts.cache_dir).resolve()) if opts.cache_dir else str((run_dir / "teachers").resolve())
+    log("teacher: training or loading from cache ...")
+    t0 = time.time()
+    try:
+        teacher = ray.get(ray.remote(tasks.teacher_task).options(num_cpus=spec.resources.num_cpus).remote(
+            spec.model_dump_json(), cache_root))
+    except Exception as e:  # e.g. a corrupted teacher cache: one clear message, not a Ray traceback
+        tracker.finish_parent("FAILED")
+        raise TeacherError(f"teacher: {tasks.failure_reason(e).splitlines()[-1]}") from None
+    tracker.log_parent_metrics({"teacher_train_seconds": teacher["info"]["train_seconds"],
+                                "teacher_training_return": teacher["info"]["final_training_return"],
+                                "teacher_check_return": teacher["info"].get("check_return", float("nan")),
+                                "teacher_task_seconds": time.time() - t0, "ray_init_seconds": ray_init_seconds})
+
+    driver = Driver(study, space, spec, opts, tracker, ray.put(teacher), cache_root, log)
+    driver.run(progress)
+    summary = finalize(study, space.objectives, tracker, run_dir, driver.history)
+    summary["wall_seconds"] = time.time() - driver.started
+    summary["tracking_offline"] = tracker.offline
+    tracker.log_parent_metrics({"search_wall_seconds": summary["wall_seconds"]})
+    if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # the last driver closes the parent
+        tracker.finish_parent()
+    return summary

@@ -1,0 +1,112 @@
+"""The read side of a search: rows and front from the study, constraint and objective values,
+the Pareto files and plots (`finalize`), and opening a run dir (`load_run`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from autocompress import pareto, plots
+from autocompress.errors import ConfigError
+from autocompress.results import SLIM_DROP, FrontRow, TrialResult
+from autocompress.space import SearchSpace
+from autocompress._search.study import finished, storage_for
+from autocompress.urls import is_redacted
+
+#: the run dir's record of the search (study name, storage, tracking URI, MLflow parent run)
+STATE_FILE = "search.json"
+#: objective -> TrialResult field
+OBJECTIVE_KEYS = {"return": "return_mean", "latency": "latency_ms", "bytes": "bytes"}
+
+
+def rows(study: optuna.Study) -> list[dict]:
+    """One row per COMPLETE trial: its number, config, constraint feasibility and measurements."""
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        r = TrialResult.from_dict(t.user_attrs.get("result", {})).to_dict(drop=SLIM_DROP)
+        r.update(trial=t.number, config=t.user_attrs.get("config", {}),
+                 feasible=all(v <= 0 for v in t.constraints.values()))
+        out.append(r)
+    return out
+
+
+def current_front(study: optuna.Study, objectives: list[str]) -> list[dict]:
+    """Front over feasible trials when any trial is feasible (Optuna's `best_trials` rule)."""
+    rs = rows(study)
+    feasible = [r for r in rs if r["feasible"]]
+    return pareto.front(feasible or rs, objectives)
+
+
+def constraint_values(space: SearchSpace, result: dict) -> dict[str, float]:
+    c = space.constraints
+    out = {}
+    if c.min_return_ratio is not None:
+        out["min_return_ratio"] = c.min_return_ratio - result["return_ratio"]
+    if c.max_bytes is not None:
+        out["max_bytes"] = result["bytes"] - c.max_bytes
+    if c.max_latency_ms is not None:
+        out["max_latency_ms"] = result["latency_ms"] - c.max_latency_ms
+    return out
+
+
+def objective_values(space: SearchSpace, result: dict) -> list[float]:
+    vals = [float(result[OBJECTIVE_KEYS[o]]) for o in space.objectives]
+    if any(v != v for v in vals):
+        raise FloatingPointError("an objective is NaN")
+    return vals
+
+
+def finalize(study: optuna.Study, objectives: list[str], tracker, run_dir: Path,
+             history: list[tuple[int, float]]) -> dict:
+    """Pareto table (CSV + JSON) and plots on the parent run."""
+    all_rows = rows(study)
+    front_rows = current_front(study, objectives)
+    front_ids = {r["trial"] for r in front_rows}
+    out = run_dir / "pareto"
+    out.mkdir(exist_ok=True)
+    table = [FrontRow.from_row(r).to_dict() for r in front_rows]
+    (out / "pareto.json").write_text(json.dumps(table, indent=1))
+    cols = ["trial", "return_mean", "return_ratio", "latency_ms", "latency_ratio", "bytes", "bytes_ratio", "n_params"]
+    (out / "pareto.csv").write_text("\n".join([",".join(cols + ["config"])] + [
+        ",".join(str(r[c]) for c in cols) + ',"' + json.dumps(r["config"]).replace('"', '""') + '"' for r in table]))
+    files = [out / "pareto.json", out / "pareto.csv"]
+    if all_rows:
+        files += [plots.pareto_png(all_rows, front_ids, out / "pareto.png"),
+                  plots.pareto_html(all_rows, front_ids, out / "pareto.html")]
+    if history:
+        files.append(plots.hypervolume_png(history, out / "hypervolume.png"))
+    tracker.log_parent_files(files)
+    return {"front": table, "trials": len(study.trials), "complete": len(all_rows),
+            "failed": sum(t.state == TrialState.FAIL for t in study.trials),
+            "hypervolume": history[-1][1] if history else None}
+
+
+def load_run(run_dir: Path, storage: str | None = None) -> tuple[optuna.Study, dict]:
+    """Open the study of a finished or running search from its run dir."""
+    state_path = Path(run_dir) / STATE_FILE
+    if not state_path.exists():
+        raise ConfigError(f"{run_dir}: not a search run dir (no {STATE_FILE})")
+    state = json.loads(state_path.read_text())
+    url = storage or state.get("storage")
+    if is_redacted(url):
+        raise ConfigError(f"{run_dir} uses storage {url}: pass it again with the full URL", option="storage")
+    try:
+        study = optuna.load_study(study_name=state["study_name"], storage=storage_for(Path(run_dir), url))
+    except KeyError:
+        raise ConfigError(f"{run_dir}: its storage has no study {state['study_name']!r}") from None
+    return study, state
+
+
+def hypervolume_history(study: optuna.Study, objectives: list[str]) -> list[tuple[int, float]]:
+    """(finished trials, normalised HV of the feasible complete ones) in order of completion."""
+    fin = sorted(finished(study), key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
+    complete = {r["trial"]: r for r in rows(study)}
+    history, seen = [], []
+    for k, t in enumerate(fin, 1):
+        if t.number in complete and complete[t.number]["feasible"]:
+            seen.append(complete[t.number])
+        history.append((k, pareto.normalised_hypervolume(seen, objectives)))
+    return history

@@ -1,0 +1,129 @@
+"""The study: opening it in its storage, heartbeats of the drivers that work on it, trials left
+behind by a driver that is gone, repeated configs, and the budget. Optuna only (no Ray, no MLflow).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from autocompress.errors import ConfigError
+from autocompress.samplers import make_sampler
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+#: the default storage: a journal file in the run dir (resumable, no server)
+JOURNAL = "study.journal"
+
+
+def storage_for(run_dir: Path, url: str | None):
+    if url:
+        return url
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(Path(run_dir) / JOURNAL)))
+
+
+def open_study(name: str, objectives: list[str], run_dir: Path, storage: str | None, sampler: str, seed: int,
+               resume: bool = False, join: bool = False) -> optuna.Study:
+    directions = ["maximize" if o == "return" else "minimize" for o in objectives]
+    store = storage_for(run_dir, storage)
+    smp = make_sampler(sampler, seed)
+    if resume:
+        try:
+            return optuna.load_study(study_name=name, storage=store, sampler=smp)
+        except KeyError:
+            raise ConfigError(f"no study {name!r} in the storage of {run_dir}", option="resume") from None
+    study = optuna.create_study(study_name=name, storage=store, sampler=smp, directions=directions,
+                                load_if_exists=True)
+    if join:
+        if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+            raise ConfigError(f"study {name!r} has other objectives than {objectives}", option="join")
+        return study
+    if study.trials:
+        raise ConfigError(f"study {name!r} already has {len(study.trials)} trials in this storage: pass "
+                          "resume to continue it, or use another run dir / storage")
+    return study
+
+
+#: a driver writes `heartbeat:<host:pid>` into the study's user attrs this often (seconds) ...
+HEARTBEAT_S = 10.0
+#: ... and its RUNNING trials are taken as orphaned once it has been silent this long
+STALE_AFTER_S = 60.0
+
+
+def beat(study: optuna.Study, driver: str) -> None:
+    study.set_user_attr(f"heartbeat:{driver}", time.time())
+
+
+def _driver_gone(driver: str | None, last_beat: float | None, now: float) -> bool:
+    """Is the driver that asked a trial dead? A driver on this host is checked by its pid
+    (so a --resume right after a crash need not wait); one elsewhere by its heartbeat."""
+    if driver is None or last_beat is None:
+        return True  # never beat: a driver older than heartbeats, or one that died as it asked
+    host, _, pid = driver.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, someone else's
+            return False
+        return False
+    return now - last_beat > STALE_AFTER_S
+
+
+def fail_orphans(study: optuna.Study, me: str, include_unowned: bool = False) -> int:
+    """Trials left RUNNING by a dead driver: mark FAIL (reason recorded) and ask them again.
+
+    Every driver runs this as it goes (Optuna's `fail_stale_trials` pattern, done per driver
+    because journal storage has no heartbeats), so a driver that dies beside others loses no
+    budget; `--resume` runs it with `include_unowned`, for trials whose driver never said who
+    it was. Trials of live drivers (their own, or other --join drivers') are left alone."""
+    beats, now, n = study.user_attrs, time.time(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        driver = t.user_attrs.get("driver")
+        if driver == me or (driver is None and not include_unowned):
+            continue
+        if not _driver_gone(driver, beats.get(f"heartbeat:{driver}"), now):
+            continue
+        # Optuna has no public setter for a frozen trial's attrs; the storage call is the documented way.
+        study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
+                                           f"interrupted: its search driver {driver or '(unknown)'} stopped")
+        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+        study.enqueue_trial(t.params, skip_if_exists=False)
+        n += 1
+    return n
+
+
+def duplicate_of(study: optuna.Study, cfg: dict) -> optuna.trial.FrozenTrial | None:
+    """A COMPLETE trial that ran this very techniques config. Trials are seeded from the spec,
+    so its measurements stand for a repeat; samplers re-propose configs of discrete spaces
+    (e.g. a distill width) and Optuna's own advice is to answer those from the study."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.user_attrs.get("config") == cfg and Path(t.user_attrs.get("result", {}).get("artifact", "")).is_file():
+            return t
+    return None
+
+
+def finished(study: optuna.Study) -> list:
+    """Trials that count towards the budget: COMPLETE, or FAIL for a reason of their own."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+            if not t.user_attrs.get("interrupted")]
+
+
+def taken(study: optuna.Study) -> int:
+    """Budget used by every driver of the study: finished trials plus those running anywhere."""
+    return len(finished(study)) + len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def driver_id() -> str:
+    """Which driver asked a trial (several may share a study): host:pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,63 @@
+"""Sync: log to MLflow what it missed (a tracking server that went away mid-search). The study is
+the source of truth; every finished trial gets its child run, then the front's tags and files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from optuna.trial import TrialState
+
+from autocompress.errors import ConfigError, TrackingError
+from autocompress._search.results import STATE_FILE, current_front, finalize, hypervolume_history, load_run
+from autocompress._search.study import finished
+from autocompress.tracking import Tracker, check_reachable, default_uri, trial_params
+from autocompress.urls import is_redacted, redact
+
+
+def sync_run(run_dir: Path, storage: str | None = None, tracking_uri: str | None = None,
+             log: Callable[[str], None] = print) -> dict:
+    """Give every finished trial of the study its MLflow child run (those missing only), then
+    re-tag the front and re-log the front's files. Idempotent. The study is the source of truth."""
+    state_path = Path(run_dir) / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    uri = tracking_uri or state.get("tracking_uri") or default_uri(Path(run_dir))
+    if is_redacted(uri):
+        raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: give it again",
+                          option="tracking_uri")
+    check_reachable(uri)
+    study, state = load_run(run_dir, storage)
+    space_objectives = state["objectives"]
+    tracker = Tracker(uri, state["study_name"], artifact_dir=Path(run_dir) / "mlartifacts", warn=log)
+    if not tracker.attach_parent(state.get("parent_run_id")):
+        parent = tracker.start_parent(None, f"search-{state['study_name']}", {"synced_from": str(run_dir)}, [])
+        log(f"parent run {state.get('parent_run_id')} is not in {redact(uri)}: created {parent}")
+        state["parent_run_id"] = parent
+        (Path(run_dir) / STATE_FILE).write_text(json.dumps(state, indent=1))
+    logged = tracker.logged_trials(repair=True)
+    present, new = 0, 0
+    for t in finished(study):
+        if logged is not None and t.number in logged:
+            present += 1
+            continue
+        result = t.user_attrs.get("result")
+        art = Path(result["artifact"]) if result and result.get("artifact") else None
+        rid = tracker.log_trial(t.number, trial_params(t.params, t.user_attrs.get("config", {})), result,
+                                t.state.name, t.user_attrs.get("fail_reason"), art)
+        if rid is None:
+            break
+        logged[t.number] = rid
+        new += 1
+    front_rows = current_front(study, space_objectives)
+    tracker.set_pareto(logged or {}, {r["trial"] for r in front_rows})
+    history = hypervolume_history(study, space_objectives)
+    if history and not tracker.offline and history[-1][0] not in tracker.parent_metric_steps("hypervolume"):
+        tracker.log_parent_metrics({"hypervolume": history[-1][1], "front_size": len(front_rows)}, step=history[-1][0])
+    finalize(study, space_objectives, tracker, Path(run_dir), history)
+    if not tracker.offline and not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) \
+            and tracker.parent_status() == "RUNNING":
+        tracker.finish_parent()
+    if tracker.offline:
+        raise TrackingError(f"MLflow failed during sync ({tracker.offline}) after {new} trial(s): run sync again")
+    return {"logged": new, "present": present, "front": len(front_rows), "parent_run_id": tracker.parent_id}

@@ -1,0 +1,125 @@
+"""Typed results. The JSON keys (result.json, Optuna user attrs, `--json` output) and the MLflow
+metric names are the field names below, so they are written in one place.
+
+`TrialResult` is what one trial measures (`compress`, and every search trial); `FrontRow` is one
+row of a search's Pareto table (`Run.front()`, `Run.pick()`, `pareto --json`, pareto.csv).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+#: marks a field that is logged as an MLflow metric of the trial's child run
+METRIC = {"metric": True}
+#: result keys of results stored before the rename (`params` was a parameter count)
+_LEGACY = {"params": "n_params", "teacher_params": "teacher_n_params", "critic_params": "critic_n_params"}
+
+
+def _metric(default: Any = None) -> Any:
+    return field(default=default, metadata=METRIC)
+
+
+@dataclass
+class TrialResult:
+    """Everything one trial measured: the exported artifact and the teacher's, side by side."""
+
+    # return over the seeded evaluation episodes (artifact vs teacher, same seeds)
+    return_mean: float = _metric(math.nan)
+    return_std: float = _metric(math.nan)
+    return_ratio: float = _metric(math.nan)
+    teacher_return_mean: float = _metric(math.nan)
+    teacher_return_std: float = math.nan
+    returns: list[float] = field(default_factory=list)
+    # batch-1 act() latency, milliseconds, in `runtime`
+    latency_ms: float = _metric(math.nan)
+    latency_p95_ms: float = _metric(math.nan)
+    teacher_latency_ms: float = _metric(math.nan)
+    latency_ratio: float = _metric(math.nan)
+    runtime: str = ""
+    # bytes of the artifact file
+    bytes: int = _metric(0)
+    gzip_bytes: int = _metric(0)
+    teacher_bytes: int = _metric(0)
+    teacher_gzip_bytes: int = 0
+    bytes_ratio: float = _metric(math.nan)
+    # the deployed net
+    n_params: int = _metric(0)
+    teacher_n_params: int = _metric(0)
+    sparsity: float = _metric(0.0)
+    hidden: list[int] = field(default_factory=list)
+    layers: int = _metric(0)
+    # the training-only critic (techniques config `critic:`), never in the objectives
+    critic_bytes: int | None = _metric()
+    critic_bytes_ratio: float | None = _metric()
+    critic_n_params: int | None = _metric()
+    # where the time went
+    compress_seconds: float = _metric(0.0)
+    trial_seconds: float = _metric(0.0)
+    timings: dict[str, float] = field(default_factory=dict)
+    finetune_rounds: list[dict] = field(default_factory=list)
+    # where it ran and what it wrote
+    teacher_path: str = ""
+    artifact: str = ""
+    node_id: str | None = None
+    hostname: str | None = None
+    pid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    # set by the search driver
+    driver_seconds: float | None = None
+    duplicate_of: int | None = None
+
+    def to_dict(self, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in drop}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialResult":
+        """From stored JSON; keys of older releases are renamed, unknown keys ignored."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {_LEGACY.get(k, k): v for k, v in d.items()}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def metrics(self) -> dict[str, float]:
+        """The MLflow metrics of the trial's child run: metric fields that are finite numbers,
+        plus `seconds_<stage>` per timed stage."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("metric")}
+        out.update({f"seconds_{k}": v for k, v in self.timings.items()})
+        return {k: float(v) for k, v in out.items() if _finite(v)}
+
+
+#: what a search keeps of a result in the study (per-episode returns and rounds go to MLflow only)
+SLIM_DROP = ("returns", "finetune_rounds")
+
+
+@dataclass
+class FrontRow:
+    """One trial of a search as the Pareto table shows it. `config` is the techniques config."""
+
+    trial: int
+    config: dict[str, Any]
+    return_mean: float
+    return_std: float
+    return_ratio: float
+    latency_ms: float
+    latency_ratio: float
+    bytes: int
+    bytes_ratio: float
+    n_params: int
+    feasible: bool = True
+    artifact: str = ""
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> "FrontRow":
+        names = {f.name for f in dataclasses.fields(cls)}
+        row = {_LEGACY.get(k, k): v for k, v in row.items()}
+        return cls(**{k: v for k, v in row.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
