@@ -10,9 +10,11 @@ The public API is what `__all__` lists; every other module is internal and may c
     ac.Policy.load(run.export(best.trial, "policy.acz")).act(obs)
 """
 
-from autocompress._api import (Policy, Run, compress, default_cache, evaluate, export, search, sync, teach,
-                               validate)
+from autocompress._api import (Policy, Run, compress, compress_net, default_cache, evaluate, export, search, sync,
+                               teach, validate)
 from autocompress.config import CompressConfig, TrialSpec, load_compress_config, load_trial_spec
+from autocompress.measure import latency
+from autocompress.nets import PolicyNet
 from autocompress.errors import AutocompressError, ConfigError, TeacherError, TrackingError, TrialError
 from autocompress.results import FrontRow, TrialResult
 from autocompress.samplers import SAMPLERS
@@ -21,9 +23,9 @@ from autocompress.techniques import TECHNIQUES
 
 __all__ = [
     # verbs
-    "compress", "search", "teach", "evaluate", "export", "sync", "validate",
-    # results and artifacts
-    "Run", "Policy", "TrialResult", "FrontRow",
+    "compress", "search", "teach", "evaluate", "export", "sync", "validate", "compress_net", "latency",
+    # results, nets and artifacts
+    "Run", "Policy", "PolicyNet", "TrialResult", "FrontRow",
     # inputs
     "TrialSpec", "CompressConfig", "SearchSpace", "load_trial_spec", "load_compress_config", "load_search_space",
     "TECHNIQUES", "SAMPLERS", "default_cache",

@@ -61,9 +61,10 @@ def _check_rllib_keys(spec: TrialSpec, source: str | Path | None = None) -> None
 # -- one policy ---------------------------------------------------------------------------------
 
 def teach(spec: TrialSpec | str | Path, *, cache_dir: str | Path | None = None, retrain: bool = False,
-          log: Log = _quiet):
+          train: bool = True, log: Log = _quiet):
     """Train the trial spec's teacher with RLlib (or load it from the cache or the teachers committed
-    with the repo) and return it: `.actor` (the deployed net), `.info`, `.path`.
+    with the repo) and return it: `.actor` (the deployed net), `.info`, `.path`, `.artifact()`.
+    `train=False` raises TeacherError rather than train one.
 
     >>> import autocompress as ac
     >>> teacher = ac.teach("trials/cartpole_ppo.yaml", cache_dir=tmp)   # committed: loads, no training
@@ -74,7 +75,8 @@ def teach(spec: TrialSpec | str | Path, *, cache_dir: str | Path | None = None, 
 
     spec = _spec(spec)
     checks.directory(cache_dir, "cache_dir")
-    return teachers.train_teacher(spec, Path(cache_dir) if cache_dir else default_cache(), log=log, retrain=retrain)
+    return teachers.train_teacher(spec, Path(cache_dir) if cache_dir else default_cache(), log=log, retrain=retrain,
+                                  train=train)
 
 
 def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str | Path | None = None, *,
@@ -127,9 +129,12 @@ class Policy:
     True
     """
 
-    def __init__(self, impl: Any, runtime: str):
+    def __init__(self, impl: Any, runtime: str, data: bytes):
         self._impl, self.runtime = impl, runtime
         self.head = impl.head
+        self.act = impl.act  # the runtime's own bound method: no extra Python call in what latency times
+        #: the artifact's bytes (its length is the size objective)
+        self.data = data
 
     @classmethod
     def load(cls, path: str | Path, runtime: Literal["auto", "c", "numpy"] = "auto") -> "Policy":
@@ -140,7 +145,15 @@ class Policy:
         from autocompress.measure import policy_runtime
 
         name, impl = policy_runtime(runtime)
-        return cls(impl.from_bytes(data), name)
+        return cls(impl.from_bytes(data), name, data)
+
+    @classmethod
+    def from_net(cls, net, head: dict, runtime: Literal["auto", "c", "numpy"] = "auto") -> "Policy":
+        """Export a PolicyNet (packed as its compression allows) and load it. `head` says how outputs
+        become actions, e.g. {"kind": "discrete", "n": 2} (argmax)."""
+        from autocompress.artifact import to_bytes
+
+        return cls.from_bytes(to_bytes(net, head), runtime)
 
     def act(self, obs: np.ndarray):
         """Deterministic action (argmax, or the squashed mean on the env's bounds)."""
@@ -163,6 +176,27 @@ def evaluate(policy: Policy, spec: TrialSpec | str | Path, *, episodes: int | No
     return measure.evaluate(policy.act, envs.env_creator(spec.env, spec.env_config),
                             spec.eval.episodes if episodes is None else episodes,
                             spec.eval.seed if seed is None else seed)
+
+
+def compress_net(net, config: CompressConfig | dict) -> Any:
+    """Apply a techniques config to a copy of a PolicyNet, without RL (no fine-tuning, no env): the
+    data-free techniques (quantize, prune, share, lowrank, structured by l1 or random). `distill`
+    and structured `importance` need the teacher's states: use `compress`.
+
+    >>> import autocompress as ac
+    >>> net = ac.PolicyNet.mlp(4, [64, 64], 2)
+    >>> small = ac.compress_net(net, {"prune": {"sparsity": 0.9}, "quantize": {"bits": 4}})
+    >>> head = {"kind": "discrete", "n": 2}
+    >>> round(small.sparsity(), 2), len(ac.Policy.from_net(net, head).data) / len(ac.Policy.from_net(small, head).data) > 7
+    (0.9, True)
+    """
+    from autocompress import pipeline
+    from autocompress.techniques import Context
+
+    try:
+        return pipeline.compress_net(net, _config(config), Context(), None)
+    except ValueError as e:  # e.g. distill without observations
+        raise ConfigError(str(e)) from None
 
 
 # -- a search and its results -----------------------------------------------------------------
@@ -212,6 +246,15 @@ class Run:
 
         return [FrontRow.from_row(r) for r in current_front(self.study, self.objectives)]
 
+    def hypervolume(self, before: int | None = None) -> float:
+        """Normalised hypervolume of the feasible COMPLETE trials (numbered below `before`, if given):
+        reference = (0 return, teacher latency, teacher bytes) in ratios, so 1.0 would be the teacher's
+        return at no latency and no bytes. Latency ratios depend on the runtime: compare within one."""
+        from autocompress import pareto
+
+        rs = [r for r in self.rows() if r["feasible"] and (before is None or r["trial"] < before)]
+        return pareto.normalised_hypervolume(rs, self.objectives)
+
     def pick(self, min_return_ratio: float = 0.95, minimize: Literal["latency", "bytes"] = "latency",
              max_bytes: float | None = None, max_latency_ms: float | None = None) -> FrontRow:
         """The trial with the lowest `minimize` among those meeting every constraint (ConfigError
@@ -246,6 +289,47 @@ class Run:
         except OSError as e:
             raise ConfigError(f"{output}: {e.strerror}", option="output") from None
         return output
+
+    def trial_spec(self) -> TrialSpec:
+        """The trial spec the search ran (read again from its space file)."""
+        return load_search_space(self.state["space"])[1]
+
+    def reevaluate(self, trials: list[int] | None = None, *, episodes: int = 100, seed: int = 50_000,
+                   runtime: Literal["auto", "c", "numpy"] = "auto") -> dict[int | str, dict[str, float]]:
+        """Return of the teacher ('teacher') and of `trials` (default: the front) on `episodes` fresh
+        seeded episodes (episode i reset with seed + i, seeds the search did not use), with the
+        return ratio to the teacher on the same episodes.
+
+        >>> import autocompress as ac
+        >>> again = ac.Run.load(RUN_DIR).reevaluate([0], episodes=2)
+        >>> sorted(again), again[0]["return_ratio"] == 1.0   # trial 0: the teacher as-is
+        ([0, 'teacher'], True)
+        """
+        from autocompress import envs, measure
+
+        spec = self.trial_spec()
+        spec = spec.updated({"eval": {"episodes": episodes, "seed": seed}})
+        make_env = envs.env_creator(spec.env, spec.env_config)
+        rows = {r["trial"]: r for r in self.rows()}
+        as_is = [r for r in rows.values() if not r["config"]]
+        teacher = Path(as_is[0]["artifact"]).read_bytes() if as_is else \
+            teach(spec, cache_dir=self.run_dir / "teachers", train=False).artifact()
+        wanted = [r.trial for r in self.front()] if trials is None else list(trials)
+        missing = [t for t in wanted if t not in rows]
+        if missing:
+            raise ConfigError(f"trial {missing[0]} is not a COMPLETE trial of {self.run_dir}", option="trials")
+
+        def returns(data: bytes) -> np.ndarray:
+            return measure.evaluate(Policy.from_bytes(data, runtime).act, make_env, episodes, seed)
+
+        t = returns(teacher)
+        out: dict[int | str, dict[str, float]] = {"teacher": {"return_mean": float(t.mean()),
+                                                             "return_std": float(t.std()), "return_ratio": 1.0}}
+        for n in wanted:
+            r = returns(Path(rows[n]["artifact"]).read_bytes())
+            out[n] = {"return_mean": float(r.mean()), "return_std": float(r.std()),
+                      "return_ratio": measure.return_ratio(float(r.mean()), float(t.mean()), spec, make_env)}
+        return out
 
     def sync(self, tracking_uri: str | None = None, storage: str | None = None, log: Log = _quiet) -> dict:
         """Log to MLflow what it missed (idempotent); see `autocompress.sync`."""

@@ -70,6 +70,9 @@ class ResourcesSpec(_Strict):
 
 
 class TrialSpec(_Strict):
+    """How one trial runs: env, algorithm, teacher, fine-tune budget, evaluation, latency protocol,
+    resources (a trials/*.yaml file; `load_trial_spec(path)`)."""
+
     name: str
     env: str
     env_config: dict[str, Any] = {}
@@ -211,8 +214,10 @@ def parse(model: type[BaseModel], data: dict[str, Any], source: str):
 
 
 def load_trial_spec(path: str | Path) -> TrialSpec:
+    """A trial spec from YAML; ConfigError naming the file and the key when anything is wrong."""
     return parse(TrialSpec, read_yaml(path), str(path))
 
 
 def load_compress_config(path: str | Path) -> CompressConfig:
+    """A techniques config from YAML; ConfigError naming the file and the key when anything is wrong."""
     return parse(CompressConfig, read_yaml(path), str(path))

@@ -50,6 +50,9 @@ class Constraints(_Strict):
 
 
 class SearchSpace(_Strict):
+    """What a search varies: the trial spec it runs, objectives, constraints, budget, sampler and the
+    ranges of each technique's settings (a search_spaces/*.yaml file; `load_search_space(path)`)."""
+
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     trial_spec: str
     objectives: list[Literal["return", "latency", "bytes"]] = list(OBJECTIVE_NAMES)

@@ -73,8 +73,9 @@ CHECKPOINT_EVERY_S = 60.0
 
 
 def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] = print,
-                  retrain: bool = False) -> Teacher:
-    """The teacher of `spec`, from the cache or trained now with RLlib and cached.
+                  retrain: bool = False, train: bool = True) -> Teacher:
+    """The teacher of `spec`, from the cache (or the teachers committed with the repo) or trained
+    now with RLlib and cached; `train=False` raises TeacherError instead of training.
 
     Training is resumable: every CHECKPOINT_EVERY_S the RLlib algorithm (module, optimizer,
     counters) and the best state so far go to `<cache dir>.partial/`; an interrupted run
@@ -90,6 +91,9 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
         shutil.copytree(shipped, path, dirs_exist_ok=True)  # a teacher committed with the repo
     if (path / "teacher.json").exists() and not retrain:
         return load_teacher(path)
+    if not train:
+        raise TeacherError(f"no cached or committed teacher for {spec.name} (looked for {path.name} in {cache_root} "
+                           f"and {SHIPPED_TEACHERS})")
     obs_space, act_space = env_spaces(spec)
     head = action_head(spec, act_space)
     t = spec.teacher

@@ -41,9 +41,7 @@ def main() -> None:
                                                                                   "autocompress" / "teachers")))
     args = ap.parse_args()
 
-    from autocompress import rl
-    from autocompress.config import CompressConfig, load_trial_spec
-    from autocompress.pipeline import compress_trial
+    import autocompress as ac
 
     lines = ["## Algorithms and environments: teacher and one compressed config each", "",
              f"`python -m benchmarks.algorithms --episodes {args.episodes}` — one run on {machine()}. One strong "
@@ -53,16 +51,15 @@ def main() -> None:
              "| spec | env | algorithm | teacher return | teacher train time | config | compressed return | return ratio "
              "| latency ratio | bytes ratio | runtime | trial time |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.specs:
-        spec = load_trial_spec(ROOT / "trials" / f"{name}.yaml")
-        spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"episodes": args.episodes})})
-        if not (rl.SHIPPED_TEACHERS / rl.teacher_dir(spec, rl.SHIPPED_TEACHERS).name / "teacher.json").exists():
-            print(f"{name}: no committed teacher, skipped", flush=True)
+        spec = ac.load_trial_spec(ROOT / "trials" / f"{name}.yaml").updated({"eval": {"episodes": args.episodes}})
+        try:
+            info = ac.teach(spec, cache_dir=args.cache_dir, train=False).info
+        except ac.TeacherError:
+            print(f"{name}: no committed or cached teacher, skipped", flush=True)
             continue
         start = time.time()
         with tempfile.TemporaryDirectory() as d:
-            r = compress_trial(spec, CompressConfig.model_validate(CONFIGS[name]), d, args.cache_dir, log=lambda m: None)
-        info = json.loads((rl.SHIPPED_TEACHERS / rl.teacher_dir(spec, rl.SHIPPED_TEACHERS).name /
-                           "teacher.json").read_text())
+            r = ac.compress(spec, CONFIGS[name], output_dir=d, cache_dir=args.cache_dir).to_dict()
         lines.append(
             f"| {name} | {spec.env} | {spec.algorithm} | {r['teacher_return_mean']:.1f} ± {r['teacher_return_std']:.1f} | "
             f"{info['train_seconds']:.0f} s ({info['iterations']} it.) | `{json.dumps(CONFIGS[name])}` | "

@@ -47,18 +47,18 @@ def write_section(name: str, body: str) -> None:
     DOC.write_text(text)
 
 
-def run_search(space: dict, trial_overrides: dict, run_dir: Path, *flags: str,
-               base: str = "cartpole_ppo") -> float:
-    """Run `autocompress search` on a space derived from search_spaces/<base>.yaml.
+def run_search(space: dict, trial_overrides: dict, run_dir: Path, base: str = "cartpole_ppo", **options):
+    """Run a search (`autocompress.search`) on a space derived from search_spaces/<base>.yaml.
 
     `space` overrides keys of the shipped space, `trial_overrides` keys of its trial spec (e.g. a
-    cheaper fine-tune); the teacher is shared through the default cache. Returns wall seconds.
+    cheaper fine-tune); `options` go to `autocompress.search`. The teacher is shared through the
+    default cache. Returns (wall seconds, the Run); the run dir is run_dir/run.
     """
-    import os
-    import sys
     import time
 
     import yaml
+
+    import autocompress as ac
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -69,9 +69,6 @@ def run_search(space: dict, trial_overrides: dict, run_dir: Path, *flags: str,
     (run_dir / "trial.yaml").write_text(yaml.safe_dump(trial))
     sp = {**shipped, **space, "trial_spec": "trial.yaml"}
     (run_dir / "space.yaml").write_text(yaml.safe_dump(sp))
-    cache = os.environ.get("AUTOCOMPRESS_CACHE", str(Path.home() / ".cache" / "autocompress" / "teachers"))
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "autocompress.cli", "search", str(run_dir / "space.yaml"), "--run-dir",
-                    str(run_dir / "run"), "--cache-dir", cache, *flags], check=True,
-                   env={**os.environ, "RAY_AUTH_MODE": "disabled"}, stdout=subprocess.DEVNULL)
-    return time.time() - t0
+    run = ac.search(run_dir / "space.yaml", run_dir=run_dir / "run", cache_dir=ac.default_cache(), **options)
+    return time.time() - t0, run

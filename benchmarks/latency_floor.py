@@ -27,6 +27,13 @@ VARIANTS = {
 }
 
 
+def decoded(net):
+    """(W input-major, b, act) per layer: the weights as deployed (mask, codebook, k-bit grid applied)."""
+    with torch.no_grad():
+        return [(layer.effective_weight().numpy().T.copy(), layer.bias.numpy().copy(),
+                 None if layer.act == "none" else layer.act) for layer in net.layers]
+
+
 def bare_numpy(layers):
     """The floor: the same decoded weights, one matmul + bias + activation per layer, nothing else."""
     (w1, b1, _), (w2, b2, _), (w3, b3, _) = layers
@@ -75,17 +82,10 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     torch.set_num_threads(1)
-    from autocompress import measure
-    from autocompress.config import CompressConfig
-    from autocompress.artifact import to_bytes
-    from autocompress.nets import PolicyNet
-    from autocompress.pipeline import compress_net
-    from autocompress.native import NativePolicy
-    from autocompress.runtime import NumpyPolicy
-    from autocompress.techniques import Context
+    import autocompress as ac
 
     torch.manual_seed(0)
-    teacher = PolicyNet.mlp(4, [256, 256], 2)
+    teacher = ac.PolicyNet.mlp(4, [256, 256], 2)
     obs = np.array([0.01, -0.02, 0.03, 0.04], np.float32)
     head = {"kind": "discrete", "n": 2}
     lines = ["## Latency floor (batch 1, 1 thread)", "",
@@ -96,15 +96,14 @@ def main() -> None:
              "|---|---|---|---|---|---|---|---|---|---|"]
     first: dict[str, float] = {}
     for name, cfg in VARIANTS.items():
-        net = compress_net(teacher, CompressConfig.model_validate(cfg), Context(), None)
-        data = to_bytes(net, head)
-        policy = NumpyPolicy.from_bytes(data)
-        t_act, t_net = torch_eager(policy.layers)
-        fns = {"c": NativePolicy.from_bytes(data).act, "runtime": policy.act, "numpy": bare_numpy(policy.layers),
-               "torch": t_act, "onnxruntime": onnx_runtime(t_net, 4)}
+        net = ac.compress_net(teacher, cfg)
+        layers = decoded(net)
+        t_act, t_net = torch_eager(layers)
+        fns = {"c": ac.Policy.from_net(net, head, "c").act, "runtime": ac.Policy.from_net(net, head, "numpy").act,
+               "numpy": bare_numpy(layers), "torch": t_act, "onnxruntime": onnx_runtime(t_net, 4)}
         if first:  # the teacher, timed again beside this net: speed-ups are ratios taken side by side
             fns.update(teacher_c=first["c"], teacher_runtime=first["runtime"])
-        res = measure.latency(fns, obs, warmup=500, calls=args.calls, rounds=20)
+        res = ac.latency(fns, obs, warmup=500, calls=args.calls, rounds=20)
         us = {k: v["median_ms"] * 1000 for k, v in res.items()}
         first = first or {"c": fns["c"], "runtime": fns["runtime"]}
         speed_c = us.get("teacher_c", us["c"]) / us["c"]

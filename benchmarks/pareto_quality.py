@@ -30,30 +30,22 @@ def main() -> None:
     args = ap.parse_args()
     import yaml
 
-    from autocompress import envs, measure
-    from autocompress.config import load_trial_spec
-    from autocompress.pipeline import policy_runtime, return_ratio
-    from autocompress._search import current_front, load_run, rows
+    import autocompress as ac
 
     space_file = ROOT / "search_spaces" / f"{args.space}.yaml"
-    spec = load_trial_spec((space_file.parent / yaml.safe_load(space_file.read_text())["trial_spec"]).resolve())
-    make_env = envs.env_creator(spec.env, spec.env_config)
+    spec = ac.load_trial_spec((space_file.parent / yaml.safe_load(space_file.read_text())["trial_spec"]).resolve())
     with tempfile.TemporaryDirectory() as d:
-        wall = run_search({"budget": {"trials": args.trials, "parallel": args.parallel}}, {}, Path(d), base=args.space)
-        study, state = load_run(Path(d) / "run")
-        all_rows = rows(study)
-        front = {r["trial"] for r in current_front(study, state["objectives"])}
+        wall, run = run_search({"budget": {"trials": args.trials, "parallel": args.parallel}}, {}, Path(d),
+                               base=args.space)
+        all_rows = run.rows()
+        front = {r.trial for r in run.front()}
         singles = [r for r in all_rows if len(r["config"]) == 1]
         teacher_row = next(r for r in all_rows if not r["config"])
         check = {r["trial"]: r for r in all_rows if r["trial"] in front or r in singles or r is teacher_row}
-        _, runtime = policy_runtime(spec.latency.runtime)
-        t_ret = float(measure.evaluate(runtime.load(teacher_row["artifact"]).act, make_env, args.episodes,
-                                       50_000).mean())
-        for r in check.values():
-            ret = measure.evaluate(runtime.load(r["artifact"]).act, make_env, args.episodes, 50_000)
-            r["return100"] = float(ret.mean())
-            r["ratio100"] = return_ratio(r["return100"], t_ret, spec.model_copy(update={"eval": spec.eval.model_copy(
-                update={"episodes": args.episodes, "seed": 50_000})}), make_env)
+        again = run.reevaluate(sorted(check), episodes=args.episodes, seed=50_000, runtime=spec.latency.runtime)
+        t_ret = again["teacher"]["return_mean"]
+        for n, r in check.items():
+            r["return100"], r["ratio100"] = again[n]["return_mean"], again[n]["return_ratio"]
     size_only = [r for t, r in check.items() if t in front and r["ratio100"] >= args.min_ratio
                  and r["bytes_ratio"] <= 1 / args.min_shrink]
     hits = [r for r in size_only if r["latency_ratio"] <= 0.5]

@@ -17,12 +17,10 @@ from pathlib import Path
 from benchmarks.common import machine, run_search, write_section
 
 
-def trial_phase(run_dir: Path):
+def trial_phase(run):
     from optuna.trial import TrialState
 
-    from autocompress._search import load_run
-
-    study, state = load_run(run_dir)
+    study, state = run.study, run.state
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
     start = min(t.user_attrs["launched_at"] for t in done)
     end = max(t.datetime_complete.timestamp() for t in done)
@@ -35,8 +33,8 @@ def main() -> None:
     walls, trials = {}, {}
     with tempfile.TemporaryDirectory() as d:
         for k in (1, 2):
-            run_search({"budget": {"trials": 7, "parallel": k}}, {}, Path(d) / f"p{k}")
-            done, phase, state = trial_phase(Path(d) / f"p{k}" / "run")
+            _, run = run_search({"budget": {"trials": 7, "parallel": k}}, {}, Path(d) / f"p{k}")
+            done, phase, state = trial_phase(run)
             walls[k], trials[k] = phase, done
             if k == 1:
                 parent = MlflowClient(state["tracking_uri"]).get_run(state["parent_run_id"]).data.metrics

@@ -21,14 +21,9 @@ CHEAP = {"finetune": {"iterations": 1}, "eval": {"episodes": 10}, "latency": {"c
 SAMPLERS = ("tpe", "nsga2", "random")
 
 
-def hv_curve(run_dir: Path, n: int) -> np.ndarray:
-    from autocompress import pareto
-    from autocompress._search import load_run, rows
-
-    study, state = load_run(run_dir)
-    rs = sorted(rows(study), key=lambda r: r["trial"])
-    return np.array([pareto.normalised_hypervolume([r for r in rs if r["trial"] < k and r["feasible"]],
-                                                   state["objectives"]) for k in range(1, n + 1)])
+def hv_curve(run, n: int) -> np.ndarray:
+    """Hypervolume after each of the first n trials (by trial number)."""
+    return np.array([run.hypervolume(before=k) for k in range(1, n + 1)])
 
 
 def main() -> None:
@@ -40,10 +35,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         for seed in range(args.seeds):
             for sampler in SAMPLERS:
-                run = Path(d) / f"{sampler}-{seed}"
-                wall = run_search({"baselines": False, "sampler": sampler, "seed": seed,
-                                   "budget": {"trials": args.trials, "parallel": 2}}, CHEAP, run)
-                curves[sampler].append(hv_curve(run / "run", args.trials))
+                wall, run = run_search({"baselines": False, "sampler": sampler, "seed": seed,
+                                        "budget": {"trials": args.trials, "parallel": 2}}, CHEAP,
+                                       Path(d) / f"{sampler}-{seed}")
+                curves[sampler].append(hv_curve(run, args.trials))
                 print(f"{sampler} seed {seed}: final HV {curves[sampler][-1][-1]:.4f} ({wall:.0f} s)", flush=True)
     mean = {s: np.mean(c, axis=0) for s, c in curves.items()}
     target = mean["random"][-1]

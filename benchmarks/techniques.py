@@ -27,17 +27,14 @@ def main() -> None:
     ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "autocompress" / "teachers"))
     args = ap.parse_args()
 
-    from autocompress.config import load_compress_config, load_trial_spec
-    from autocompress.pipeline import compress_trial
+    import autocompress as ac
 
-    spec = load_trial_spec(ROOT / "trials" / "cartpole_ppo.yaml")
-    spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"episodes": args.episodes})})
+    spec = ac.load_trial_spec(ROOT / "trials" / "cartpole_ppo.yaml").updated({"eval": {"episodes": args.episodes}})
     rows = []
     start = time.time()
     for name in CONFIGS:
-        cfg = load_compress_config(ROOT / "configs" / f"{name}.yaml")
         with tempfile.TemporaryDirectory() as d:
-            r = compress_trial(spec, cfg, d, args.cache_dir, log=lambda m: None)
+            r = ac.compress(spec, ROOT / "configs" / f"{name}.yaml", output_dir=d, cache_dir=args.cache_dir).to_dict()
         rows.append((name, r))
         print(f"{name}: return {r['return_mean']:.1f} ± {r['return_std']:.1f}, latency ×{r['latency_ratio']:.3f}, "
               f"bytes ×{r['bytes_ratio']:.4f}", flush=True)
@@ -52,11 +49,11 @@ def main() -> None:
         "| config | return | latency µs | latency ratio | bytes | bytes ratio | stored params | fine-tune |",
         "|---|---|---|---|---|---|---|---|",
         f"| teacher (fp32) | {t['teacher_return_mean']:.1f} ± {t['teacher_return_std']:.1f} | "
-        f"{t['teacher_latency_ms'] * 1000:.2f} | 1 | {t['teacher_bytes']:,} | 1 | {t['teacher_params']:,} | — |",
+        f"{t['teacher_latency_ms'] * 1000:.2f} | 1 | {t['teacher_bytes']:,} | 1 | {t['teacher_n_params']:,} | — |",
     ]
     for name, r in rows:
         lines.append(f"| {name} | {r['return_mean']:.1f} ± {r['return_std']:.1f} | {r['latency_ms'] * 1000:.2f} | "
-                     f"{r['latency_ratio']:.3f} | {r['bytes']:,} | {r['bytes_ratio']:.4f} | {r['params']:,} | "
+                     f"{r['latency_ratio']:.3f} | {r['bytes']:,} | {r['bytes_ratio']:.4f} | {r['n_params']:,} | "
                      f"{len(r['finetune_rounds'])} round(s) |")
     table = "\n".join(lines)
     print(table)

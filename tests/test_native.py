@@ -1,6 +1,8 @@
 """The C runtime acts like the numpy runtime on every kind of artifact, and is chosen (or not)
 as the trial spec says."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -12,11 +14,25 @@ from autocompress.measure import policy_runtime
 from autocompress.runtime import NumpyPolicy, obs_normalizer
 from test_export import CONFIGS, HEAD, build
 
-pytestmark = pytest.mark.skipif(not native.available(), reason="no C compiler")
+
+def require_compiler() -> None:
+    """Skip where no C compiler is found, unless AUTOCOMPRESS_REQUIRE_CC=1 (set by CI): then fail, so a
+    CI image without a compiler cannot pass by skipping every C-runtime test."""
+    if native.available():
+        return
+    msg = "no C compiler found (cc, gcc, clang or $CC): the C runtime is untested"
+    if os.environ.get("AUTOCOMPRESS_REQUIRE_CC") == "1":
+        pytest.fail(f"{msg}, and AUTOCOMPRESS_REQUIRE_CC=1 requires it", pytrace=False)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def cc() -> None:
+    require_compiler()
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_discrete_actions_equal_numpy_runtime(net, obs, name):
+def test_discrete_actions_equal_numpy_runtime(cc, net, obs, name):
     data = to_bytes(build(net, obs, CONFIGS[name]), HEAD)
     ref, c = NumpyPolicy.from_bytes(data), native.NativePolicy.from_bytes(data)
     logits = ref.forward(obs)
@@ -28,7 +44,7 @@ def test_discrete_actions_equal_numpy_runtime(net, obs, name):
 
 @pytest.mark.parametrize("squash", ["tanh", "clip", "none"])
 @pytest.mark.parametrize("clip", [None, 1.5])
-def test_continuous_actions_and_obs_norm_equal_numpy_runtime_and_torch(squash, clip):
+def test_continuous_actions_and_obs_norm_equal_numpy_runtime_and_torch(cc, squash, clip):
     torch.manual_seed(1)
     net = PolicyNet.mlp(3, [64, 64], 4, "relu")
     norm = {"mean": [0.5, -1.0, 2.0], "std": [2.0, 0.5, 3.0], "clip": clip}
@@ -49,21 +65,21 @@ def test_continuous_actions_and_obs_norm_equal_numpy_runtime_and_torch(squash, c
         assert (got >= np.array(head["low"]) - 1e-6).all() and (got <= np.array(head["high"]) + 1e-6).all()
 
 
-def test_sparse_layers_take_the_sparse_kernel(net, obs):
+def test_sparse_layers_take_the_sparse_kernel(cc, net, obs):
     dense = native.NativePolicy.from_bytes(to_bytes(net, HEAD))
     pruned = native.NativePolicy.from_bytes(to_bytes(build(net, obs, {"prune": {"sparsity": 0.97}}), HEAD))
     assert [layer.sparse for layer in dense._layers] == [0, 0, 0]
     assert [layer.sparse for layer in pruned._layers] == [1, 1, 1]
 
 
-def test_runtime_choice(monkeypatch):
+def test_runtime_choice(cc, monkeypatch):
     assert policy_runtime("numpy") == ("numpy", NumpyPolicy)
     assert policy_runtime("auto") == ("c", native.NativePolicy)
     monkeypatch.setattr(native, "available", lambda: False)
     assert policy_runtime("auto") == ("numpy", NumpyPolicy)
 
 
-def test_no_compiler_is_a_clear_error(monkeypatch, tmp_path):
+def test_no_compiler_is_a_clear_error(monkeypatch, tmp_path):  # needs no compiler: runs everywhere
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("AUTOCOMPRESS_NATIVE_CACHE", str(tmp_path))
     native._library.cache_clear()
@@ -75,9 +91,22 @@ def test_no_compiler_is_a_clear_error(monkeypatch, tmp_path):
         native._library.cache_clear()
 
 
-def test_loading_the_kernel_leaves_float_semantics_alone():
+def test_loading_the_kernel_leaves_float_semantics_alone(cc):
     """A library linked with -ffast-math would switch on flush-to-zero for the whole process
     (numpy, torch, hypothesis all saw subnormals vanish): the kernel must not."""
     native._library()
     tiny = np.float64(5e-324)
     assert tiny * np.float64(1.0) > 0 and np.float32(1e-40) * np.float32(1.0) > 0
+
+
+@pytest.mark.parametrize("require", [None, "0", "1"])
+def test_a_missing_compiler_skips_unless_required(monkeypatch, require):
+    monkeypatch.setattr(native, "available", lambda: False)
+    if require is None:
+        monkeypatch.delenv("AUTOCOMPRESS_REQUIRE_CC", raising=False)
+    else:
+        monkeypatch.setenv("AUTOCOMPRESS_REQUIRE_CC", require)
+    with pytest.raises((pytest.fail.Exception if require == "1" else pytest.skip.Exception)):
+        require_compiler()
+    monkeypatch.setattr(native, "available", lambda: True)
+    require_compiler()  # a compiler: neither

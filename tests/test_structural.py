@@ -85,16 +85,39 @@ def test_share_codebook_has_at_most_2b_values(net, bits):
         assert len(torch.unique(layer.effective_weight())) <= 2 ** bits
 
 
-def test_share_trains_centroids_only(net, obs):
-    s = apply(net.clone(), ShareConfig(bits=3))
-    before = [layer.indices.clone() for layer in s.layers]
+@pytest.mark.parametrize("pruned", [False, True])
+def test_share_trains_centroids_only(net, obs, pruned):
+    from autocompress.techniques import PruneConfig
+
+    s = net.clone()
+    if pruned:
+        s = apply(s, PruneConfig(sparsity=0.5))
+    s = apply(s, ShareConfig(bits=3))
+    before_idx = [layer.indices.clone() for layer in s.layers]
+    before_cb = [layer.codebook.detach().clone() for layer in s.layers]
+    masks = [None if layer.mask is None else layer.mask.clone() for layer in s.layers]
+    assert all(layer.weight is None for layer in s.layers)  # no dense weight left to train
+    # a few fine-tune-like gradient steps towards a target the initial net does not produce
+    x = torch.as_tensor(obs)
+    target = torch.randn(len(obs), 2, generator=torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(s.parameters(), lr=1e-2)
-    loss = s(torch.as_tensor(obs)).pow(2).mean()
-    loss.backward()
-    opt.step()
-    for layer, idx in zip(s.layers, before):
-        assert torch.equal(layer.indices, idx)
-        assert len(torch.unique(layer.effective_weight())) <= 8
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        loss = (s(x) - target).pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    for layer, idx, cb, mask in zip(s.layers, before_idx, before_cb, masks):
+        assert torch.equal(layer.indices, idx)  # the assignment of weights to centroids is fixed
+        assert layer.codebook.shape == cb.shape and not torch.allclose(layer.codebook, cb)  # centroids moved
+        expected = layer.codebook.detach()[idx]
+        if pruned:
+            assert torch.equal(layer.mask, mask)
+            expected = expected * mask
+        assert torch.equal(layer.effective_weight().detach(), expected)
+        assert len(torch.unique(layer.effective_weight())) <= 8 + pruned  # + the pruned zeros
 
 
 def test_distill_student_matches_teacher_actions(net, obs):
