@@ -13,8 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from autocompress.errors import AutocompressError
-from autocompress.samplers import SAMPLERS, sampler_help
+from autocompress import SAMPLERS, AutocompressError
 
 app = typer.Typer(
     help="Compress deep-RL policies automatically: quantization, pruning, weight sharing, low-rank and "
@@ -82,8 +81,8 @@ def compress(trial_spec: Path = typer.Argument(..., help="trial spec YAML"),
 
     with errors_as_exit_codes():
         result = ac.compress(trial_spec, config, output_dir=output_dir, cache_dir=cache_dir, log=err.print)
-    if as_json:
-        sys.stdout.write(json.dumps(result.to_dict()) + "\n")
+    if as_json:  # result.json as written: the measurements and the techniques config
+        sys.stdout.write(json.dumps(json.loads((Path(result.artifact).parent / "result.json").read_text())) + "\n")
         return
     out.print(result_table(result, f"{trial_spec.stem} / {config.name}"))
     out.print(f"artifact: {result.artifact} (return and latency measured in the {result.runtime} runtime)")
@@ -131,7 +130,8 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
                                                       help="MLflow tracking URI, e.g. http://host:5000 "
                                                            "[default: sqlite in the run dir]"),
            sampler: Optional[str] = typer.Option(None, "--sampler", help=f"{' | '.join(SAMPLERS)} [default: the "
-                                                 f"space's sampler]. {sampler_help()}"),
+                                                 "space's sampler]. " + "; ".join(f"{k}: {v.help}" for k, v in
+                                                                                  SAMPLERS.items())),
            seed: Optional[int] = typer.Option(None, "--seed", help="sampler seed [default: the space's seed]",
                                               min=0, max=2**32 - 1),
            resume: bool = typer.Option(False, "--resume", help="continue the search in --run-dir: COMPLETE "

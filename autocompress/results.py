@@ -78,9 +78,7 @@ class TrialResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrialResult":
         """From stored JSON; keys of older releases are renamed, unknown keys ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        d = {_LEGACY.get(k, k): v for k, v in d.items()}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return _from_stored(cls, d)
 
     def metrics(self) -> dict[str, float]:
         """The MLflow metrics of the trial's child run: metric fields that are finite numbers,
@@ -113,12 +111,16 @@ class FrontRow:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "FrontRow":
-        names = {f.name for f in dataclasses.fields(cls)}
-        row = {_LEGACY.get(k, k): v for k, v in row.items()}
-        return cls(**{k: v for k, v in row.items() if k in names})
+        """From a study row (`Run.rows()`): the fields above, the rest ignored."""
+        return _from_stored(cls, row)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _from_stored(cls, d: dict[str, Any]):
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in ((_LEGACY.get(k, k), v) for k, v in d.items()) if k in names})
 
 
 def _finite(v: Any) -> bool:

@@ -58,7 +58,3 @@ def make_sampler(name: str, seed: int):
         return SAMPLERS[name].make(seed)
     except ValueError as e:  # e.g. numpy's seed range
         raise ConfigError(f"{seed}: {e}", option="seed") from None
-
-
-def sampler_help() -> str:
-    return "; ".join(f"{k}: {v.help}" for k, v in SAMPLERS.items())

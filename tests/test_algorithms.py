@@ -66,7 +66,7 @@ def test_algorithm_end_to_end(tmp_path, algo, env, normalize_obs):
     np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=1e-5)
 
     # and the full trial measures that artifact
-    r = compress_trial(spec, cfg, tmp_path / "out", tmp_path / "cache", log=lambda m: None)
+    r = compress_trial(spec, cfg, tmp_path / "out", tmp_path / "cache", log=lambda m: None).to_dict()
     assert Path(r["artifact"]).stat().st_size == r["bytes"] and r["bytes_ratio"] < 0.2
     assert np.isfinite(r["return_ratio"]) and len(r["returns"]) == 2
 
@@ -84,11 +84,11 @@ def test_ppo_critic_compressed_with_its_own_settings(tmp_path):
     trained = out.teacher_critic.layers[0].weight.detach()
     kept = out.critic.layers[0].mask.bool()
     assert not np.allclose(out.critic.layers[0].raw_weight().detach()[kept], trained[kept])  # it was trained
-    r = compress_trial(spec, cfg, tmp_path / "out", tmp_path / "cache", log=lambda m: None)
+    r = compress_trial(spec, cfg, tmp_path / "out", tmp_path / "cache", log=lambda m: None).to_dict()
     assert r["critic_bytes_ratio"] < 0.2
     plain = compress_trial(spec, CompressConfig.model_validate({"prune": {"sparsity": 0.5}}), tmp_path / "o2",
-                           tmp_path / "cache", log=lambda m: None)
-    assert r["bytes"] == plain["bytes"] and "critic_bytes" not in plain  # the deployed artifact is the actor alone
+                           tmp_path / "cache", log=lambda m: None).to_dict()
+    assert r["bytes"] == plain["bytes"] and plain["critic_bytes"] is None  # the deployed artifact is the actor alone
 
 
 def test_keep_best_finetune_returns_the_best_checked_net(tmp_path, monkeypatch):

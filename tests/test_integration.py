@@ -38,7 +38,7 @@ def test_compress_trial_end_to_end(tiny):
         "prune": {"sparsity": 0.75, "schedule": "iterative", "steps": 2, "l1": 1e-3},
         "quantize": {"bits": 4, "mode": "qat"},
     })
-    r = compress_trial(spec, cfg, tiny / "out", tiny / "cache", log=lambda m: None)
+    r = compress_trial(spec, cfg, tiny / "out", tiny / "cache", log=lambda m: None).to_dict()
     # the teacher was trained by RLlib and cached
     info = json.loads((Path(r["teacher_path"]) / "teacher.json").read_text())
     assert info["iterations"] == 2
@@ -54,7 +54,7 @@ def test_compress_trial_end_to_end(tiny):
     assert [w.shape for w, _, _ in policy.layers] == [(4, 32), (32, 32), (32, 2)]
     nz = sum(int((w != 0).sum()) for w, _, _ in policy.layers)
     assert nz <= 0.26 * sum(w.size for w, _, _ in policy.layers)
-    for k in ("return_mean", "return_std", "return_ratio", "latency_ms", "latency_ratio", "params"):
+    for k in ("return_mean", "return_std", "return_ratio", "latency_ms", "latency_ratio", "n_params"):
         assert np.isfinite(r[k])
     assert len(r["returns"]) == 3
 
@@ -93,8 +93,9 @@ def test_cli_teach_and_compress_json(tiny):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     for k in ("return_mean", "return_std", "return_ratio", "latency_ms", "latency_ratio", "bytes",
-              "bytes_ratio", "params"):
+              "bytes_ratio", "n_params"):
         assert k in out
+    assert out["config"] == {"quantize": {"bits": 8, "mode": "ptq", "per_channel": True, "symmetric": False}}
     # int8 codes (1 B/weight) + per-row scale/zero point (5 B/row) + fp32 biases + header, vs fp32:
     # for this 64x64 net (4480 weights, 130 rows) that is ~0.33; 0.25 would be the weights alone.
     assert 0.25 < out["bytes_ratio"] < 0.35

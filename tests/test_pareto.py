@@ -158,15 +158,17 @@ def test_pick_excludes_each_failing_constraint_at_its_bound():
 
 
 def test_pick_tie_breaks():
-    # same latency: fewer bytes wins; same latency and bytes: higher return wins
-    rows = [row(0, 400, 0.002, 300, rr=1), row(1, 400, 0.002, 200, rr=1), row(2, 450, 0.002, 200, rr=1),
+    # same latency: fewer bytes wins (over a higher return); same latency and bytes: higher return wins
+    rows = [row(0, 450, 0.002, 300, rr=1), row(1, 400, 0.002, 200, rr=1), row(2, 420, 0.002, 200, rr=1),
             row(3, 500, 0.003, 100, rr=1)]
     assert pick(rows, minimize="latency")["trial"] == 2
-    # minimize bytes: same bytes -> lower latency wins, then higher return
-    rows = [row(0, 400, 0.003, 100, rr=1), row(1, 400, 0.002, 100, rr=1), row(2, 450, 0.002, 100, rr=1),
+    assert pick(rows[:2], minimize="latency")["trial"] == 1
+    # minimize bytes: same bytes -> lower latency wins (over a higher return), then higher return
+    rows = [row(0, 450, 0.003, 100, rr=1), row(1, 400, 0.002, 100, rr=1), row(2, 420, 0.002, 100, rr=1),
             row(3, 500, 0.001, 200, rr=1)]
     assert pick(rows, minimize="bytes")["trial"] == 2
     assert pick(list(reversed(rows)), minimize="bytes")["trial"] == 2  # not by order
+    assert pick(rows[:2], minimize="bytes")["trial"] == 1
 
 
 def test_pick_rejects_unknown_objective():

@@ -81,8 +81,8 @@ def test_search_end_to_end(files):
     front = json.loads(p.stdout)
     assert front and {n for n, c in by_trial.items() if c.data.tags["pareto"] == "true"} == {f["trial"] for f in front}
     for f in front:
-        assert {"trial", "params", "return_mean", "return_ratio", "latency_ms", "latency_ratio", "bytes",
-                "bytes_ratio"} <= set(f)
+        assert {"trial", "config", "n_params", "return_mean", "return_ratio", "latency_ms", "latency_ratio",
+                "bytes", "bytes_ratio"} <= set(f)
 
     # pick -> YAML usable as --config; export -> the trial's artifact bytes
     k = run("pick", run_dir, "--min-return-ratio", "0.5", "--minimize", "bytes", "--json")
@@ -91,7 +91,7 @@ def test_search_end_to_end(files):
     assert best["bytes"] == min(t.user_attrs["result"]["bytes"] for t in trials if t.state == TrialState.COMPLETE
                                 and t.user_attrs["result"]["return_ratio"] >= 0.5)
     y = run("pick", run_dir, "--min-return-ratio", "0.5", "--minimize", "bytes")
-    assert yaml.safe_load(y.stdout) == best["params"]
+    assert yaml.safe_load(y.stdout) == best["config"]
     none = run("pick", run_dir, "--min-return-ratio", "50")
     assert none.returncode == 2 and "no trial meets all constraints" in none.stderr
     out = files / "best.acz"
