@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from autocompress import rl
 from autocompress import teacher as teachers
 from autocompress.config import TrialSpec
 from tests.conftest import tiny_cartpole
@@ -18,7 +17,7 @@ class Killed(Exception):
 
 
 def test_interrupted_teacher_resumes_from_checkpoint(tmp_path, monkeypatch):
-    monkeypatch.setattr(rl, "CHECKPOINT_EVERY_S", 0.0)  # checkpoint after every iteration
+    monkeypatch.setattr(teachers, "CHECKPOINT_EVERY_S", 0.0)  # checkpoint after every iteration
     monkeypatch.chdir(tmp_path)
     tmp_path = Path("cache")  # a relative cache dir, as `AUTOCOMPRESS_CACHE=teachers` gives
     spec = TrialSpec.model_validate({**tiny_cartpole("resume", 1), "teacher": {"hidden": [32], "max_iterations": 3}})
