@@ -9,6 +9,7 @@ Two kinds of file:
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,8 +26,19 @@ class _Strict(BaseModel):
 
 
 class TeacherSpec(_Strict):
+    """Either training settings (the teacher is trained with RLlib), or `from: PATH`: the user's own
+    trained policy, imported (see autocompress/sources): the architecture is read from the file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    from_: str | None = Field(None, alias="from", description="import this trained policy: an SB3 .zip, an RLlib "
+                              "checkpoint dir, or a PyTorch state dict (.pt/.pth) with an architecture YAML beside it")
+    format: Literal["auto", "sb3", "rllib", "torch"] = Field("auto", description="format of `from` [default: detected]")
+    vecnormalize: str | None = Field(None, description="SB3 VecNormalize statistics (.pkl) [default: "
+                                     "vec_normalize.pkl or <zip stem>_vecnormalize.pkl beside the zip]")
+    critic_warmup: int = Field(3, ge=0, description="imported policy without a critic (value / Q nets): RLlib "
+                               "iterations that train a critic with the actor frozen before fine-tuning")
     hidden: list[int] = Field([256, 256], min_length=1)
-    activation: Literal["tanh", "relu"] = "tanh"
+    activation: Literal["tanh", "relu", "silu", "elu"] = "tanh"
     critic_hidden: list[int] | None = Field(None, min_length=1, description="critic / Q-net widths "
                                             "(training only, never deployed) [default: hidden]")
     max_iterations: int = Field(40, ge=1, description="RLlib train() calls at most")
@@ -104,11 +116,17 @@ class TrialSpec(_Strict):
         return parse(TrialSpec, _merge(self.model_dump(exclude_none=True), changes), f"{self.name} (updated)")
 
     def teacher_key(self) -> dict[str, Any]:
-        """What determines the teacher: a change here trains a new one."""
+        """What determines the teacher: a change here trains (or imports) a new one."""
+        if self.teacher.from_:  # an imported teacher: its file's content, not training settings
+            return {**self.model_dump(include={"env", "env_config", "algorithm"}),
+                    "import": {"format": self.teacher.format, "sha256": _files_sha256(self.teacher.from_,
+                                                                                      self.teacher.vecnormalize)}}
         key = self.model_dump(include={"env", "env_config", "algorithm", "seed", "teacher", "training", "reporting"},
                               exclude_none=True)
         if not self.teacher.normalize_obs:  # the keys (cache names) of teachers from before the option stay valid
             del key["teacher"]["normalize_obs"]
+        for k in ("format", "critic_warmup"):  # import settings: not part of a trained teacher's key
+            del key["teacher"][k]
         return key
 
 
@@ -159,6 +177,18 @@ CompressConfig = create_model(
     __doc__="Techniques to apply, e.g. {prune: {sparsity: 0.9}, quantize: {bits: 4, mode: qat}}; "
             "`critic:` (PPO) compresses the value net with its own settings.",
     **{n: (c | None, None) for n, c in TECHNIQUES.items()}, critic=(CriticCompressConfig | None, None))
+
+
+def _files_sha256(*paths: str | None) -> str:
+    """One hash over the bytes of the given files (every file under a directory, in sorted order)."""
+    h = hashlib.sha256()
+    for p in filter(None, paths):
+        p = Path(p)
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_file():
+                h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+                h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -214,8 +244,19 @@ def parse(model: type[BaseModel], data: dict[str, Any], source: str):
 
 
 def load_trial_spec(path: str | Path) -> TrialSpec:
-    """A trial spec from YAML; ConfigError naming the file and the key when anything is wrong."""
-    return parse(TrialSpec, read_yaml(path), str(path))
+    """A trial spec from YAML; ConfigError naming the file and the key when anything is wrong.
+    Relative paths in it (teacher.from, teacher.vecnormalize) are relative to the spec's file."""
+    data = read_yaml(path)
+    teacher = data.get("teacher")
+    if isinstance(teacher, dict):
+        for key in ("from", "vecnormalize"):
+            if isinstance(teacher.get(key), str) and not Path(teacher[key]).is_absolute():
+                teacher[key] = str((Path(path).parent / teacher[key]).resolve())
+    spec = parse(TrialSpec, data, str(path))
+    for key, value in (("from", spec.teacher.from_), ("vecnormalize", spec.teacher.vecnormalize)):
+        if value and not Path(value).exists():
+            raise ConfigError(f"{path}: teacher.{key}: {value} does not exist")
+    return spec
 
 
 def load_compress_config(path: str | Path) -> CompressConfig:

@@ -3,8 +3,9 @@
 Why: at batch 1 these MLPs are bound by per-call overhead. numpy pays ~1 µs per op (three
 ops per layer, plus the action head), so a [32, 32] student can never be much faster than a
 [256, 256] teacher there. A device would run compiled code; this kernel does the whole act()
-(normalisation, every layer, activation, argmax or squash + bounds) in one C call, so the
-time left is the arithmetic, and smaller, sparser nets really run faster:
+(normalisation, every layer, activation, argmax or squash + bounds) in one C call, so smaller,
+sparser nets really run faster (for small nets the ~2.5 µs Python/ctypes call still dominates:
+docs/BENCHMARKS.md, "Where a C-runtime act() goes"):
 
   dense layer   y = x @ W, W stored input-major (in x out): the inner loop over outputs is
                 contiguous and vectorises without reordering any sum;
@@ -41,7 +42,7 @@ _SOURCE = r"""
 #include <string.h>
 #define BLOCK 32
 typedef struct {
-    int in, out, act, sparse;          /* act: 0 none, 1 tanh, 2 relu */
+    int in, out, act, sparse;          /* act: 0 none, 1 tanh, 2 relu, 3 silu, 4 elu, 5 leaky_relu */
     const float *w;                    /* dense: in x out, input-major */
     const int *ptr, *idx;              /* sparse: ptr[in + 1] into idx/val (output index, value) */
     const float *val;
@@ -96,6 +97,9 @@ int acz_act(const Net *net, const float *obs, float *action) {
         }
         if (L->act == 1) for (int j = 0; j < L->out; j++) y[j] = tanhf(y[j]);
         else if (L->act == 2) for (int j = 0; j < L->out; j++) y[j] = y[j] > 0.f ? y[j] : 0.f;
+        else if (L->act == 3) for (int j = 0; j < L->out; j++) y[j] = y[j] / (1.f + expf(-y[j]));
+        else if (L->act == 4) for (int j = 0; j < L->out; j++) y[j] = y[j] > 0.f ? y[j] : expm1f(y[j]);
+        else if (L->act == 5) for (int j = 0; j < L->out; j++) y[j] = y[j] > 0.f ? y[j] : 0.01f * y[j];
         x = y;
     }
     const Layer *last = &net->layers[net->n_layers - 1];
@@ -168,7 +172,7 @@ def available() -> bool:
         return False
 
 
-_ACTS = {"none": 0, "tanh": 1, "relu": 2}
+_ACTS = {"none": 0, "tanh": 1, "relu": 2, "silu": 3, "elu": 4, "leaky_relu": 5}
 _SQUASH = {"none": 0, "tanh": 1, "clip": 2}
 
 

@@ -25,7 +25,10 @@ from torch import nn
 from autocompress.quantgrid import fake_quant
 from autocompress.runtime import obs_normalizer, output_to_action
 
-ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "none": lambda x: x}
+#: the activations a layer may have (numpy runtime, C kernel and exports implement the same set):
+#: RLlib's fcnet activations and the usual ones of Stable-Baselines3 / PyTorch MLPs
+ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "silu": nn.functional.silu, "elu": nn.functional.elu,
+               "leaky_relu": nn.functional.leaky_relu, "none": lambda x: x}
 
 
 class CLinear(nn.Module):

@@ -18,7 +18,9 @@ import numpy as np
 from autocompress.codec import decode_weight
 
 MAGIC = b"ACZ1"
-_ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "none": None}
+_ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "silu": lambda x: x / (1.0 + np.exp(-x)),
+        "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+        "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x), "none": None}  # leaky slope: torch's default
 
 
 def read_artifact(data: bytes) -> tuple[dict, memoryview]:

@@ -114,7 +114,8 @@ def main() -> None:
         print(lines[-1], flush=True)
     lines += ["", "The latency objective is measured in the C runtime (`latency.runtime: auto` picks it "
               "wherever a C compiler exists; `numpy` is the fallback): it runs the whole `act()` in one compiled "
-              "call, so what is left is arithmetic, and smaller or sparser nets really run faster. In numpy every "
+              "call, so smaller or sparser nets really run faster (though for small nets most of what is left is the "
+              "Python/ctypes call, not arithmetic: see \"Where a C-runtime act() goes\"). In numpy every "
               "op costs ~1 µs of call overhead, which caps any speed-up of a small net over the [256, 256] teacher "
               "at under 2x (last column)."]
     write_section("latency_floor", "\n".join(lines))
