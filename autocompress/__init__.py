@@ -10,8 +10,8 @@ The public API is what `__all__` lists; every other module is internal and may c
     ac.Policy.load(run.export(best.trial, "policy.acz")).act(obs)
 """
 
-from autocompress._api import (Policy, Run, compress, compress_net, default_cache, evaluate, export, search, sync,
-                               teach, validate)
+from autocompress._api import (Policy, Run, compress, compress_net, default_cache, evaluate, export, inspect_import,
+                               search, sync, teach, validate)
 from autocompress.config import CompressConfig, TrialSpec, load_compress_config, load_trial_spec
 from autocompress.measure import latency
 from autocompress.nets import PolicyNet
@@ -23,7 +23,7 @@ from autocompress.techniques import TECHNIQUES
 
 __all__ = [
     # verbs
-    "compress", "search", "teach", "evaluate", "export", "sync", "validate", "compress_net", "latency",
+    "compress", "search", "teach", "evaluate", "export", "sync", "validate", "compress_net", "latency", "inspect_import",
     # results, nets and artifacts
     "Run", "Policy", "PolicyNet", "TrialResult", "FrontRow",
     # inputs

@@ -29,14 +29,26 @@ def _quiet(msg: str) -> None:
 
 
 def _spec(spec: TrialSpec | str | Path) -> TrialSpec:
-    """A TrialSpec, or one loaded from a path; its `training:` keys checked against RLlib."""
+    """A TrialSpec, or one loaded from a path; its `training:` keys checked against RLlib and its
+    imported teacher (`teacher.from`) read and checked against the env, before any work."""
     if not isinstance(spec, TrialSpec):
         checks.text_file(Path(spec))
         loaded = load_trial_spec(spec)
         _check_rllib_keys(loaded, spec)
+        _check_import(loaded)
         return loaded
     _check_rllib_keys(spec)
+    _check_import(spec)
     return spec
+
+
+def _check_import(spec: TrialSpec):
+    """The imported teacher, if the spec names one (ConfigError naming what does not fit)."""
+    if not spec.teacher.from_:
+        return None
+    from autocompress import sources
+
+    return sources.load(spec)
 
 
 def _config(config: CompressConfig | dict | str | Path | None) -> CompressConfig:
@@ -379,6 +391,7 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
             raise ConfigError(f"{space_path}: seed: {e.args[0]}") from None
         raise
     _check_rllib_keys(spec, spec_path)
+    _check_import(spec)
     summary = run_search(space_obj, spec, space_path, spec_path, opts, progress=progress or (lambda s: None), log=log)
     run = Run.load(opts.run_dir, storage)
     run.summary = summary
@@ -411,6 +424,37 @@ def sync(run_dir: str | Path, *, storage: str | None = None, tracking_uri: str |
     checks.storage_url(storage)
     checks.tracking_uri(tracking_uri)
     return sync_run(Path(run_dir), storage, tracking_uri, log=log)
+
+
+def inspect_import(spec: TrialSpec | str | Path, *, episodes: int = 10, seed: int | None = None) -> dict:
+    """Check an imported teacher (`teacher.from`) before a search: the format found, algorithm, layers,
+    parameters, artifact bytes, and its return on `episodes` seeded episodes in autocompress's runtime
+    next to the source framework's own inference on the same seeds (seed default: the spec's
+    eval.seed), plus the share of the source's actions the artifact reproduces on the states visited.
+    """
+    from autocompress import artifact, envs, measure
+
+    spec = _spec(spec)
+    imported = _check_import(spec)
+    if imported is None:
+        raise ConfigError("the trial spec imports no teacher (teacher.from)")
+    data = artifact.to_bytes(imported.actor, imported.head)
+    policy = Policy.from_bytes(data)
+    make_env = envs.env_creator(spec.env, spec.env_config)
+    seed = spec.eval.seed if seed is None else seed
+    ours = measure.evaluate(policy.act, make_env, episodes, seed)
+    theirs = measure.evaluate(imported.source_act, make_env, episodes, seed)
+    states = measure.collect_obs(imported.source_act, make_env, 500, seed)
+    same = [np.allclose(policy.act(o), imported.source_act(o), atol=1e-5) for o in states]
+    return {"format": imported.format, "algorithm": imported.source_algorithm, "fine_tuned_as": imported.algorithm,
+            "layers": imported.describe(), "n_params": imported.actor.num_params(), "artifact_bytes": len(data),
+            "critic": "from the file" if imported.critic is not None else (
+                "none: DQN's Q-network is the net" if imported.algorithm == "DQN" else
+                f"none in the file: warmed up {spec.teacher.critic_warmup} iterations before fine-tuning"),
+            "obs_norm": imported.head.get("obs_norm") is not None, "runtime": policy.runtime,
+            "episodes": episodes, "seed": seed, "return": float(ours.mean()), "return_std": float(ours.std()),
+            "source_return": float(theirs.mean()), "source_return_std": float(theirs.std()),
+            "action_agreement": float(np.mean(same)), "notes": imported.notes}
 
 
 def validate(path: str | Path) -> str:

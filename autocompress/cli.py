@@ -104,13 +104,29 @@ def result_table(r, title: str) -> Table:
 
 @app.command()
 def validate(file: Path = typer.Argument(..., help="a trial spec (trials/*.yaml), a search space or a "
-                                                   "techniques config")):
-    """Check a YAML file and say exactly what is wrong with it (exit code 2 if anything is)."""
+                                                   "techniques config"),
+             episodes: int = typer.Option(10, "--episodes", min=0,
+                                          help="a trial spec that imports its teacher (teacher.from): seeded "
+                                               "episodes to compare the imported policy with its source on "
+                                               "(0: check the file only)")):
+    """Check a YAML file and say exactly what is wrong with it (exit code 2 if anything is). For a trial
+    spec that imports a teacher, also report what was imported and how it acts next to its source."""
     import autocompress as ac
 
     with errors_as_exit_codes():
         kind = ac.validate(file)
+        report = ac.inspect_import(file, episodes=episodes) if kind == "trial spec" and episodes and \
+            ac.load_trial_spec(file).teacher.from_ else None
     out.print(f"{file}: valid {kind}")
+    if report:
+        out.print(f"  imported {report['format']} {report['algorithm']} policy (fine-tuned as "
+                  f"{report['fine_tuned_as']}): {' | '.join(report['layers'])}\n"
+                  f"  {report['n_params']:,} parameters, artifact {report['artifact_bytes']:,} bytes; critic: "
+                  f"{report['critic']}; observation normalisation: {'yes' if report['obs_norm'] else 'no'}\n"
+                  f"  return over {report['episodes']} seeded episodes (seed {report['seed']}): autocompress "
+                  f"{report['runtime']} runtime {report['return']:.1f} ± {report['return_std']:.1f}, source "
+                  f"{report['source_return']:.1f} ± {report['source_return_std']:.1f}; same action on "
+                  f"{report['action_agreement']:.1%} of 500 source-visited states")
 
 
 @app.command()

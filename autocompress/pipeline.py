@@ -80,12 +80,32 @@ class Compressed(NamedTuple):
 
 
 def teacher_critic(teacher, spec: TrialSpec) -> PolicyNet:
-    """PPO's value net of the teacher, as a PolicyNet (the module's `critic.*` weights)."""
+    """PPO's value net of the teacher, as a PolicyNet (the module's `critic.*` weights); an imported
+    teacher's critic has the architecture its file gave (`critic_spec`)."""
     state = {k[len("critic."):]: torch.as_tensor(v) for k, v in teacher.state.items() if k.startswith("critic.")}
-    widths = [state[f"layers.{i}.weight"].shape[0] for i in range(len(state) // 2)]
-    net = PolicyNet.mlp(teacher.actor.in_dim, widths[:-1], 1, spec.teacher.activation)
+    if teacher.info.get("critic_spec"):
+        net = PolicyNet.from_spec(teacher.info["critic_spec"])
+    else:
+        widths = [state[f"layers.{i}.weight"].shape[0] for i in range(len(state) // 2)]
+        net = PolicyNet.mlp(teacher.actor.in_dim, widths[:-1], 1, spec.teacher.activation)
     net.load_state_dict(state)
     return net
+
+
+def needs_critic_warmup(teacher, spec: TrialSpec) -> bool:
+    """An imported policy whose file had no critic (value net / Q nets): PPO and SAC train one first."""
+    return bool(teacher.info.get("source")) and not teacher.info.get("critic_spec") and spec.algorithm != "DQN"
+
+
+def warm_up_critic(session, net: PolicyNet, iterations: int, log: Callable[[str], None]) -> None:
+    """Train the critic (value net / Q nets) of a fresh session with the deployed net frozen: after
+    every iteration the net is pushed back unchanged, so only what is not the actor has learned."""
+    t0 = time.perf_counter()
+    for i in range(iterations):
+        session.train(1, log=lambda m: None)
+        session.push(net)
+        log(f"critic warm-up {i + 1}/{iterations} (actor frozen): training return {session.returns[-1]:.1f}")
+    log(f"critic warm-up: {iterations} iterations in {time.perf_counter() - t0:.1f} s")
 
 
 def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
@@ -114,6 +134,10 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     if cfg.critic is not None:  # its own settings; held (masks, codebooks, fake-quant) through fine-tuning
         t_critic = teacher_critic(teacher, spec)
         critic = compress_net(t_critic, cfg.critic, Context(sample_obs=sample_obs, seed=spec.seed, log=log), None)
+    # an imported PPO critic (its own architecture) is fine-tuned as it came; it is not compressed
+    session_critic = critic if critic is not None else (
+        teacher_critic(teacher, spec) if teacher.info.get("critic_spec") else None)
+    warmup = spec.teacher.critic_warmup if needs_critic_warmup(teacher, spec) else 0
 
     def check(net: PolicyNet) -> float:
         """Deterministic 5-episode return on seeds apart from the evaluation seeds (as the teacher's check)."""
@@ -126,8 +150,12 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
             return
         with timed("rllib_build"):
             if not session:
-                session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1, critic=critic,
-                                          obs_stats=teacher.info.get("obs_stats")))
+                session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1, critic=session_critic,
+                                          obs_stats=teacher.info.get("obs_stats"),
+                                          normalize_actions=head.get("squash") != "none"))
+                if warmup:
+                    with timed("critic_warmup"):
+                        warm_up_critic(session[0], net, warmup, log)
             else:
                 session[0].push(net)
         log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net.sparsity():.3f}")
@@ -164,7 +192,8 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
                 session[0].stop()
     # what compress_net spent outside fine-tuning: the techniques themselves (distill, k-means, SVD ...)
     timed["techniques"] = timed.pop("compress_total") - sum(timed[k] for k in ("rllib_build", "rllib_train",
-                                                                                "round_eval", "finetune_check"))
+                                                                                "round_eval", "finetune_check",
+                                                                                "critic_warmup"))
     return Compressed(net, teacher, rounds, critic, t_critic)
 
 

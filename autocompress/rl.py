@@ -181,7 +181,7 @@ def training_settings(spec: TrialSpec) -> dict:
 
 
 def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: float = 0.0,
-                critic: PolicyNet | None = None, frozen_obs_stats: bool = False):
+                critic: PolicyNet | None = None, frozen_obs_stats: bool = False, normalize_actions: bool = True):
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     config_cls, module_cls, learner_cls, catalog_cls = _classes(spec.algorithm)
@@ -199,7 +199,8 @@ def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: 
                     "critic": critic.spec() if critic is not None else None}
     return (
         config_cls()
-        .environment(envs.resolve(spec.env), env_config=dict(spec.env_config))
+        .environment(envs.resolve(spec.env), env_config=dict(spec.env_config), normalize_actions=normalize_actions,
+                     clip_actions=not normalize_actions)
         .framework("torch")
         .env_runners(num_env_runners=0, **_obs_filter(spec, frozen_obs_stats))
         .learners(num_learners=0, learner_class=learner_cls, learner_config_dict={"l1": l1})
@@ -221,7 +222,7 @@ OBS_CLIP = 10.0  # MeanStdFilter's default clip, kept: the first observations of
 
 
 def _obs_filter(spec: TrialSpec, frozen: bool) -> dict:
-    if not spec.teacher.normalize_obs:
+    if not (spec.teacher.normalize_obs or frozen):  # frozen statistics: a teacher that normalised, or an import
         return {}
     from ray.rllib.connectors.env_to_module.mean_std_filter import MeanStdFilter
 
@@ -273,17 +274,19 @@ class Session:
 
     `base_state` (the teacher's full module state) initialises everything that is not the
     deployed net: critic, Q-nets, and their targets. `critic` (PPO) replaces the value net by a
-    compressed one, trained along with the actor.
+    compressed (or imported) one, trained along with the actor. `normalize_actions=False`: the
+    actor's Gaussian mean is in env units, clipped to the bounds (an SB3 PPO), not in [-1, 1].
     """
 
     def __init__(self, spec: TrialSpec, actor: PolicyNet, base_state: dict | None = None,
                  lr: float | None = None, l1: float = 0.0, critic: PolicyNet | None = None,
-                 obs_stats: dict | None = None):
+                 obs_stats: dict | None = None, normalize_actions: bool = True):
         ensure_ray()
         torch.set_num_threads(1)
         self.algo_info = ALGOS[spec.algorithm]
-        self.normalize_obs = spec.teacher.normalize_obs
-        self.algo = algo_config(spec, actor, lr, l1, critic, frozen_obs_stats=obs_stats is not None).build_algo()
+        self.normalize_obs = spec.teacher.normalize_obs or obs_stats is not None
+        self.algo = algo_config(spec, actor, lr, l1, critic, frozen_obs_stats=obs_stats is not None,
+                                normalize_actions=normalize_actions).build_algo()
         if obs_stats is not None:  # fine-tuning a teacher that normalised: its statistics, frozen
             self._set_obs_stats(obs_stats)
         self.returns: list[float] = []
@@ -358,35 +361,38 @@ class Session:
         self.algo.env_runner.set_state({C: state})
 
     def rllib_actions(self, obs: np.ndarray) -> np.ndarray:
-        """Deterministic actions as RLlib itself takes them: the env runner's module,
-        forward_inference, the deterministic action distribution, then RLlib's action
-        unsquashing onto the env bounds. The reference our exported artifact must match."""
-        from ray.rllib.core.columns import Columns
-        from ray.rllib.utils.spaces.space_utils import unsquash_action
-
-        module = self.algo.get_module()
-        stats = self.obs_stats()
-        if stats is not None:  # the filter's own transform (RLlib's code), statistics frozen
-            from ray.rllib.utils.filter import MeanStdFilter
-
-            f = MeanStdFilter(np.asarray(stats["mean"]).shape, clip=OBS_CLIP)
-            f.running_stats = _running_stat(stats)
-            obs = np.stack([f(np.asarray(o, np.float64), update=False) for o in obs])
-        with torch.no_grad():
-            out = module.forward_inference({Columns.OBS: torch.as_tensor(np.asarray(obs, np.float32))})
-        if Columns.ACTIONS in out:  # DQN: already greedy
-            return out[Columns.ACTIONS].numpy()
-        dist = module.get_inference_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
-        if hasattr(dist, "_squash"):
-            # SAC: RLlib 2.60's TorchSquashedGaussian.to_deterministic() returns the raw
-            # (unsquashed) mean; the deterministic action of the trained policy is its squash.
-            actions = dist._squash(dist.loc).numpy()
-        else:
-            actions = dist.to_deterministic().sample().numpy()
-        space = self.algo.env_runner.env.single_action_space
-        if isinstance(space, gym.spaces.Box):
-            return np.stack([unsquash_action(a, space) for a in actions])
-        return actions
+        """Deterministic actions as RLlib itself takes them (see `module_actions`): the reference
+        our exported artifact must match."""
+        return module_actions(self.algo.get_module(), obs, self.obs_stats(), self.algo.env_runner.env.single_action_space)
 
     def stop(self) -> None:
         self.algo.stop()
+
+
+def module_actions(module, obs: np.ndarray, stats: dict | None, space: gym.Space, clip: float = OBS_CLIP) -> np.ndarray:
+    """Deterministic actions of an RLModule as RLlib takes them: the MeanStdFilter transform (RLlib's
+    own code, statistics frozen), forward_inference, the deterministic action distribution, then
+    RLlib's action unsquashing onto the env bounds."""
+    from ray.rllib.core.columns import Columns
+    from ray.rllib.utils.spaces.space_utils import unsquash_action
+
+    if stats is not None:
+        from ray.rllib.utils.filter import MeanStdFilter
+
+        f = MeanStdFilter(np.asarray(stats["mean"]).shape, clip=clip)
+        f.running_stats = _running_stat(stats)
+        obs = np.stack([f(np.asarray(o, np.float64), update=False) for o in obs])
+    with torch.no_grad():
+        out = module.forward_inference({Columns.OBS: torch.as_tensor(np.asarray(obs, np.float32))})
+    if Columns.ACTIONS in out:  # DQN: already greedy
+        return out[Columns.ACTIONS].numpy()
+    dist = module.get_inference_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])
+    if hasattr(dist, "_squash"):
+        # SAC: RLlib 2.60's TorchSquashedGaussian.to_deterministic() returns the raw
+        # (unsquashed) mean; the deterministic action of the trained policy is its squash.
+        actions = dist._squash(dist.loc).numpy()
+    else:
+        actions = dist.to_deterministic().sample().numpy()
+    if isinstance(space, gym.spaces.Box):
+        return np.stack([unsquash_action(a, space) for a in actions])
+    return actions

@@ -91,6 +91,8 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
         shutil.copytree(shipped, path, dirs_exist_ok=True)  # a teacher committed with the repo
     if (path / "teacher.json").exists() and not retrain:
         return load_teacher(path)
+    if spec.teacher.from_:
+        return import_teacher(spec, path, log)
     if not train:
         raise TeacherError(f"no cached or committed teacher for {spec.name} (looked for {path.name} in {cache_root} "
                            f"and {SHIPPED_TEACHERS})")
@@ -103,6 +105,7 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
     session = Session(spec, actor)
     run = _TeacherRun.resume(partial, session, log)
     start, last_save = time.time() - run.seconds, time.time()
+    first, last_start = len(run.returns), time.time()  # iterations of this run set the ETA's rate
     try:
         # Keep the best iteration by a deterministic check (5 episodes on seeds apart from the
         # evaluation seeds): off-policy learners in particular can collapse after peaking.
@@ -112,8 +115,11 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
             stats = session.obs_stats()
             acting = head if stats is None else {**head, "obs_norm": obs_norm(stats)}
             ret = float(measure.evaluate(torch_act(session.pull(actor), acting), make_env, 5, spec.seed + 77_777).mean())
+            elapsed = time.time() - start
+            eta = (time.time() - last_start) / (i + 1 - first) * (t.max_iterations - i - 1)
             log(f"  iter {i + 1}/{t.max_iterations}: training return {run.returns[-1]:.1f}, "
-                f"deterministic check {ret:.1f}")
+                f"deterministic check {ret:.1f}, elapsed {elapsed:.0f} s, ETA {eta:.0f} s"
+                + (" (or sooner: stop_return)" if t.stop_return is not None else ""))
             if ret > run.best_return or not run.best_state:
                 run.best_return, run.best_state, run.best_iteration = ret, session.module_state(), i + 1
                 run.best_obs_stats = stats  # the statistics that iteration acted with
@@ -135,6 +141,28 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
             "actor_spec": actor.spec(), "actor_prefix": ALGOS[spec.algorithm].actor}
     _save_teacher(path, run.best_state, info)
     shutil.rmtree(partial, ignore_errors=True)
+    return load_teacher(path)
+
+
+def import_teacher(spec: TrialSpec, path: Path, log: Callable[[str], None] = print) -> Teacher:
+    """The user's own policy (`teacher.from`), converted and cached like a trained teacher, so that
+    everything downstream (Ray tasks, fine-tuning, export) takes it the same way."""
+    from autocompress import sources
+
+    imported = sources.load(spec)
+    log(f"imported {imported.format} {imported.source_algorithm} policy from {spec.teacher.from_}: "
+        f"{', '.join(imported.describe())}")
+    algo = ALGOS[spec.algorithm]
+    state = {f"{algo.actor}.{k}": v.numpy() for k, v in imported.actor.state_dict().items()}
+    if imported.critic is not None:
+        state.update({f"critic.{k}": v.numpy() for k, v in imported.critic.state_dict().items()})
+    info = {"trial_spec": spec.teacher_key(), "head": imported.head, "obs_stats": imported.obs_stats,
+            "iterations": 0, "best_iteration": 0, "check_return": math.nan, "train_seconds": 0.0,
+            "final_training_return": math.nan, "actor_spec": imported.actor.spec(), "actor_prefix": algo.actor,
+            "critic_spec": imported.critic.spec() if imported.critic is not None else None,
+            "source": {"format": imported.format, "algorithm": imported.source_algorithm,
+                       "path": str(spec.teacher.from_), "notes": imported.notes}}
+    _save_teacher(path, state, info)
     return load_teacher(path)
 
 

@@ -185,3 +185,14 @@ def test_a_repeated_config_is_answered_from_the_study(files, tmp_path):
         assert t.values == same.values and t.user_attrs["result"]["trial_seconds"] == 0.0
         mine, theirs = (x.user_attrs["result"]["artifact"] for x in (t, same))
         assert mine != theirs and open(mine, "rb").read() == open(theirs, "rb").read()
+
+
+def test_teacher_training_inside_a_search_shows_progress(files, tmp_path):
+    """No cached teacher: the search trains it, and says how far it is (iteration, return, ETA)."""
+    space = {**SPACE, "budget": {"trials": 1, "parallel": 1}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump({**space, "trial_spec": str(files / "trial.yaml")}))
+    r = run("search", tmp_path / "space.yaml", "--run-dir", tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("teacher:   iter ")]
+    assert [line.split()[2] for line in lines] == ["1/2", "2/2"], r.stderr[-3000:]
+    assert all("elapsed" in line and "ETA" in line for line in lines)

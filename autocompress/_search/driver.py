@@ -220,6 +220,21 @@ class Driver:
 
 # -- a whole search ---------------------------------------------------------------------------
 
+def _await_teacher(ref, progress: Path, log: Callable[[str], None]) -> dict:
+    """The teacher task's result; meanwhile its progress lines (iteration, return, elapsed, ETA),
+    which it writes to `progress` in the (node-local) cache, are passed on to `log`."""
+    import ray
+
+    shown = 0
+    while True:
+        ready, _ = ray.wait([ref], timeout=2.0)
+        lines = progress.read_text().splitlines() if progress.exists() else []
+        for line in lines[shown:]:
+            log(f"teacher: {line.strip()}")
+        shown = len(lines)
+        if ready:
+            return ray.get(ref)
+
 def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path: Path, opts: SearchOptions,
                progress: Callable[[dict], None] = lambda s: None, log: Callable[[str], None] = print) -> dict:
     """Open (or resume, or join) the study, get the teacher, drive the trials, write the front."""
@@ -277,11 +292,11 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     rl.ensure_ray()
     ray_init_seconds = time.time() - t_ray
     cache_root = str(Path(opts.cache_dir).resolve()) if opts.cache_dir else str((run_dir / "teachers").resolve())
-    log("teacher: training or loading from cache ...")
+    log("teacher: training, importing or loading from cache ...")
     t0 = time.time()
     try:
-        teacher = ray.get(ray.remote(tasks.teacher_task).options(num_cpus=spec.resources.num_cpus).remote(
-            spec.model_dump_json(), cache_root))
+        teacher = _await_teacher(ray.remote(tasks.teacher_task).options(num_cpus=spec.resources.num_cpus).remote(
+            spec.model_dump_json(), cache_root), tasks.progress_file(cache_root, spec), log)
     except Exception as e:  # e.g. a corrupted teacher cache: one clear message, not a Ray traceback
         tracker.finish_parent("FAILED")
         raise TeacherError(f"teacher: {tasks.failure_reason(e).splitlines()[-1]}") from None

@@ -51,11 +51,24 @@ def _install_teacher(files: dict[str, bytes], cache_root: str, dirname: str) -> 
             pass
 
 
+def progress_file(cache_root: str | Path, spec: TrialSpec) -> Path:
+    """Where the teacher task writes its progress lines (the driver shows them as they come)."""
+    return Path(cache_root) / f".{spec.name}.teacher-progress.log"
+
+
 def teacher_task(spec_json: str, cache_root: str) -> dict[str, Any]:
     from autocompress import teacher as teachers
 
     spec = TrialSpec.model_validate_json(spec_json)
-    teacher = teachers.train_teacher(spec, Path(cache_root), log=lambda m: None)
+    progress = progress_file(cache_root, spec)
+    progress.parent.mkdir(parents=True, exist_ok=True)
+    progress.write_text("")
+
+    def log(msg: str) -> None:
+        with progress.open("a") as f:
+            f.write(msg.replace("\n", " ") + "\n")
+
+    teacher = teachers.train_teacher(spec, Path(cache_root), log=log)
     return {"dirname": teacher.path.name, "info": teacher.info,
             "files": {n: (teacher.path / n).read_bytes() for n in ("teacher.pt", "teacher.json")}}
 

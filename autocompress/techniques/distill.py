@@ -39,10 +39,15 @@ class DistillConfig(TechniqueConfig):
     batch_size: int = Field(256, ge=8)
 
     def check_against(self, spec) -> None:
-        t, s = list(spec.teacher.hidden), list(self.hidden)
-        # Smaller = no deeper, no layer wider, and not the same widths.
-        if len(s) > len(t) or any(a > b for a, b in zip(s, t)) or s == t:
-            raise ValueError(f"distill.hidden {s} is not smaller than the teacher's hidden {t}")
+        if spec.teacher.from_:  # an imported teacher's widths are in its file: checked when applied
+            return
+        check_smaller(list(self.hidden), list(spec.teacher.hidden))
+
+
+def check_smaller(student: list[int], teacher: list[int]) -> None:
+    """Smaller = no deeper, no layer wider, and not the same widths."""
+    if len(student) > len(teacher) or any(a > b for a, b in zip(student, teacher)) or student == teacher:
+        raise ValueError(f"distill.hidden {student} is not smaller than the teacher's hidden {teacher}")
 
 
 def softened_kl(student_out: torch.Tensor, teacher_out: torch.Tensor, t: float) -> torch.Tensor:
@@ -85,6 +90,7 @@ def _distill(net: PolicyNet, cfg: DistillConfig, ctx: Context) -> PolicyNet:
         raise ValueError("distill needs teacher-visited observations (Context.sample_obs)")
     torch.manual_seed(ctx.seed)
     gen = torch.Generator().manual_seed(ctx.seed)
+    check_smaller(list(cfg.hidden), net.hidden_widths())
     act = net.layers[0].act
     student = PolicyNet.mlp(net.in_dim, list(cfg.hidden), net.out_dim, act=act)
     states = np.asarray(ctx.sample_obs, dtype=np.float32)

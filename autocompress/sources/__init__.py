@@ -1,0 +1,152 @@
+"""Teacher sources: the user's own trained policy, turned into autocompress's nets.
+
+One small adapter per format, each returning an `Imported`: the deployed net as a PolicyNet (the
+exact function the source computes, as a chain of Linear + activation layers), how its outputs
+become actions (`head`, observation normalisation included), the critic when the file has one,
+and the source framework's own deterministic action (`source_act`) to check the import against.
+
+    sb3      a Stable-Baselines3 .zip (PPO, A2C, DQN, SAC MlpPolicy), VecNormalize .pkl beside it
+    torch    a PyTorch state dict (.pt / .pth) with an architecture YAML beside it
+    rllib    an RLlib (new API stack) Algorithm or RLModule checkpoint directory
+
+Every format but the plain state dict unpickles Python objects: only load files you trust.
+What cannot be represented (a custom feature extractor, LSTM, an unknown activation, gSDE) is one
+ConfigError naming the layer or option, raised before Ray starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from autocompress.errors import ConfigError
+from autocompress.nets import CLinear, PolicyNet
+
+#: torch activation module -> our activation name (anything else is refused, named)
+TORCH_ACTIVATIONS = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.SiLU: "silu", nn.ELU: "elu", nn.LeakyReLU: "leaky_relu"}
+
+
+@dataclass
+class Imported:
+    format: str                              # sb3 | torch | rllib
+    source_algorithm: str                    # as the source names it, e.g. A2C
+    algorithm: str                           # how autocompress fine-tunes it: PPO | DQN | SAC
+    actor: PolicyNet                         # the deployed net
+    head: dict                               # outputs -> action, with obs_norm when the source normalised
+    source_act: Callable[[np.ndarray], Any]  # the source framework's own deterministic action, one raw obs
+    critic: PolicyNet | None = None          # PPO value net obs -> 1 (None: warmed up before fine-tuning)
+    obs_stats: dict | None = None            # obs normalisation as MeanStdFilter statistics, for fine-tuning
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> list[str]:
+        return [f"{layer.in_features}->{layer.out_features} {layer.act}" for layer in self.actor.layers]
+
+
+def detect(path: Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        if (path / "rllib_checkpoint.json").exists() or (path / "module_state.pkl").exists() or \
+                (path / "learner_group").is_dir():
+            return "rllib"
+        raise ConfigError(f"teacher.from {path}: a directory but not an RLlib checkpoint (no rllib_checkpoint.json)")
+    if path.suffix == ".zip":
+        return "sb3"
+    if path.suffix in (".pt", ".pth"):
+        return "torch"
+    raise ConfigError(f"teacher.from {path}: cannot tell its format from the name; give teacher.format "
+                      "(sb3 for a Stable-Baselines3 .zip, torch for a state dict + YAML, rllib for a checkpoint dir)")
+
+
+def load(spec) -> Imported:
+    """Import `spec.teacher.from_` and check it against the spec (algorithm, observation and action
+    spaces). Raises ConfigError naming what does not fit."""
+    from autocompress import envs
+
+    t = spec.teacher
+    fmt = detect(Path(t.from_)) if t.format == "auto" else t.format
+    env = envs.env_creator(spec.env, spec.env_config)()
+    try:
+        obs_space, act_space = env.observation_space, env.action_space
+    finally:
+        env.close()
+    if fmt == "sb3":
+        from autocompress.sources import sb3 as adapter
+    elif fmt == "torch":
+        from autocompress.sources import torch_mlp as adapter
+    else:
+        from autocompress.sources import rllib as adapter
+    imported = adapter.load(Path(t.from_), spec, obs_space, act_space)
+    if imported.algorithm != spec.algorithm:
+        raise ConfigError(f"teacher.from {t.from_}: a {imported.source_algorithm} policy, but the trial spec's "
+                          f"algorithm is {spec.algorithm} ({imported.source_algorithm} is fine-tuned as "
+                          f"{imported.algorithm})")
+    n_obs = int(np.prod(obs_space.shape))
+    if imported.actor.in_dim != n_obs:
+        raise ConfigError(f"teacher.from {t.from_}: the policy takes {imported.actor.in_dim} observation values, "
+                          f"{spec.env} gives {n_obs} ({obs_space})")
+    return imported
+
+
+# -- shared by the adapters ------------------------------------------------------------------
+
+def linear_chain(modules: list[nn.Module], where: str) -> list[tuple[nn.Linear, str]]:
+    """[(Linear, activation after it)] from a flat list of Linear / activation / Identity modules."""
+    out: list[tuple[nn.Linear, str]] = []
+    for i, m in enumerate(modules):
+        if isinstance(m, nn.Linear):
+            out.append((m, "none"))
+        elif isinstance(m, (nn.Identity, nn.Flatten)):
+            continue
+        elif type(m) in TORCH_ACTIVATIONS:
+            if not out or out[-1][1] != "none":
+                raise ConfigError(f"{where}[{i}]: {type(m).__name__} does not follow a Linear layer")
+            if isinstance(m, nn.LeakyReLU) and m.negative_slope != 0.01:
+                raise ConfigError(f"{where}[{i}]: LeakyReLU(negative_slope={m.negative_slope}): only 0.01 is supported")
+            if isinstance(m, nn.ELU) and m.alpha != 1.0:
+                raise ConfigError(f"{where}[{i}]: ELU(alpha={m.alpha}): only alpha=1 is supported")
+            out[-1] = (out[-1][0], TORCH_ACTIVATIONS[type(m)])
+        else:
+            raise ConfigError(f"{where}[{i}]: unsupported layer {type(m).__name__} (autocompress represents Linear "
+                              f"layers with {', '.join(sorted(set(TORCH_ACTIVATIONS.values())))} activations)")
+    return out
+
+
+def to_policy_net(chain: list[tuple[Any, Any, str]]) -> PolicyNet:
+    """PolicyNet from [(weight (out, in), bias (out,) or None, activation)]."""
+    layers = []
+    for w, b, act in chain:
+        w = torch.as_tensor(np.asarray(w, np.float32))
+        layer = CLinear(w.shape[1], w.shape[0], bias=b is not None, act=act)
+        with torch.no_grad():
+            layer.weight.copy_(w)
+            if b is not None:
+                layer.bias.copy_(torch.as_tensor(np.asarray(b, np.float32)))
+        layers.append(layer)
+    return PolicyNet(layers)
+
+
+def params(lin: nn.Linear) -> tuple[np.ndarray, np.ndarray | None]:
+    return lin.weight.detach().cpu().numpy(), None if lin.bias is None else lin.bias.detach().cpu().numpy()
+
+
+def with_log_std(chain: list, log_std: np.ndarray) -> list:
+    """A Gaussian head whose log-std does not depend on the state (SB3 PPO, a mean-only MLP) as our
+    actors' outputs (mean, log_std): extra rows with zero weights and the log-std as bias."""
+    w, b, act = chain[-1]
+    n_in = w.shape[1]
+    b = np.zeros(w.shape[0], np.float32) if b is None else b
+    return chain[:-1] + [(np.concatenate([w, np.zeros((len(log_std), n_in), np.float32)]),
+                          np.concatenate([b, np.asarray(log_std, np.float32)]), act)]
+
+
+def obs_stats_from(mean: np.ndarray, std: np.ndarray) -> dict:
+    """MeanStdFilter statistics that normalise with (about) this mean and std during fine-tuning
+    (RLlib's filter divides by sqrt(ssd / (n - 1)) + 1e-8; the artifact keeps the source's exact std)."""
+    n = 1_000_000
+    mean, std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+    return {"count": n, "mean": mean.tolist(), "sum_sq_diff": (std ** 2 * (n - 1)).tolist()}

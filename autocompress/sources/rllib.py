@@ -1,0 +1,142 @@
+"""RLlib checkpoints of the new API stack: an Algorithm checkpoint (`algo.save_to_path(dir)`) or an
+RLModule checkpoint, for PPO, DQN and SAC with RLlib's default MLP encoders.
+
+Read with `RLModule.from_checkpoint` and walked module by module (any `fcnet_hiddens`, RLlib's
+activations, `vf_share_layers`, `free_log_std`, head hiddens):
+  PPO   actor = (actor or shared) encoder + pi head; critic = (critic or shared) encoder + vf head
+  DQN   Q = encoder + af head; a dueling Q (V + A - mean A) becomes one chain whose head layers hold
+        the A and V branches side by side (block-diagonal) and whose last layer computes V + A - mean A,
+        exactly; target nets are rebuilt from the online net
+  SAC   actor = pi encoder + pi head (tanh-squashed mean); RLlib's twin Q nets are not carried over
+        (a critic is warmed up before fine-tuning)
+The env runner's MeanStdFilter statistics come along when the Algorithm checkpoint has them.
+Continuous actions follow RLlib's default normalize_actions=True (mean clipped to [-1, 1], mapped
+onto the bounds) for PPO. Checkpoints are pickles: only load checkpoints you trust.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from autocompress.errors import ConfigError
+from autocompress.sources import Imported, linear_chain, params, to_policy_net, with_log_std
+
+_ALGOS = {"DefaultPPOTorchRLModule": "PPO", "DefaultDQNTorchRLModule": "DQN", "DefaultSACTorchRLModule": "SAC"}
+
+
+def _module_dir(path: Path) -> Path:
+    for d in (path / "learner_group" / "learner" / "rl_module" / "default_policy", path / "default_policy", path):
+        if (d / "module_state.pkl").exists():
+            return d
+    raise ConfigError(f"teacher.from {path}: no RLModule in this checkpoint (looked for "
+                      "learner_group/learner/rl_module/default_policy/module_state.pkl)")
+
+
+def _mlp(part, where: str) -> list:
+    net = getattr(getattr(part, "net", None), "mlp", None)
+    if net is None:
+        raise ConfigError(f"{where}: {type(part).__name__} is not one of RLlib's default MLP encoders/heads "
+                          "(CNN, LSTM, attention and custom encoders are not supported)")
+    return [(*params(m), a) for m, a in linear_chain(list(net), where)]
+
+
+def _obs_stats(path: Path) -> tuple[dict | None, float]:
+    f = path / "env_runner" / "env_to_module_connector" / "MeanStdFilter" / "state.pkl"
+    if not f.exists():
+        return None, 0.0
+    from ray.rllib.utils.filter import RunningStat
+
+    with open(f, "rb") as fh:
+        state = pickle.load(fh)
+    (agent,) = state.values()
+    (rs,) = [RunningStat.from_state(s) for s in agent["running_stats"]]
+    return ({"count": int(rs.num_pushes), "mean": rs.mean_array.tolist(),
+             "sum_sq_diff": rs.sum_sq_diff_array.tolist()}, float(agent.get("clip_by_value") or 0.0))
+
+
+def _dueling(enc: list, af: list, vf: list, where: str) -> list:
+    """One chain for Q = V + A - mean(A): A and V head layers side by side, block-diagonal."""
+    if len(af) != len(vf):
+        raise ConfigError(f"{where}: dueling heads of different depth ({len(af)} vs {len(vf)} layers)")
+    chain = list(enc)
+    for k, ((wa, ba, acta), (wv, bv, actv)) in enumerate(zip(af, vf)):
+        last = k == len(af) - 1
+        if not last:
+            if acta != actv:
+                raise ConfigError(f"{where}: dueling heads with different activations ({acta}, {actv})")
+            if k == 0:  # both branches read the encoder's output
+                w = np.concatenate([wa, wv])
+            else:
+                w = np.block([[wa, np.zeros((wa.shape[0], wv.shape[1]))], [np.zeros((wv.shape[0], wa.shape[1])), wv]])
+            chain.append((w.astype(np.float32), np.concatenate([ba, bv]).astype(np.float32), acta))
+            continue
+        centred_w, centred_b = wa - wa.mean(0, keepdims=True), ba - ba.mean()
+        if k == 0:  # heads without hidden layers: one Linear from the encoder's output
+            w = centred_w + wv
+        else:
+            w = np.concatenate([centred_w, np.repeat(wv, wa.shape[0], axis=0)], axis=1)
+        chain.append((w.astype(np.float32), (centred_b + bv).astype(np.float32), "none"))
+    return chain
+
+
+def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Imported:
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from autocompress import rl
+
+    module_dir = _module_dir(path)
+    try:
+        module = RLModule.from_checkpoint(str(module_dir))
+    except Exception as e:
+        raise ConfigError(f"teacher.from {path}: RLlib could not load the module ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:300] if str(e) else ''})") from None
+    source = _ALGOS.get(type(module).__name__)
+    if source is None:
+        raise ConfigError(f"teacher.from {path}: module {type(module).__name__}: supported are RLlib's default "
+                          f"PPO, DQN and SAC modules ({', '.join(_ALGOS)})")
+    if module.observation_space is not None and module.observation_space.shape != obs_space.shape:
+        raise ConfigError(f"teacher.from {path}: observation space {module.observation_space} does not match "
+                          f"{spec.env}'s {obs_space}")
+    if module.action_space is not None and (type(module.action_space) is not type(act_space) or
+                                            module.action_space.shape != act_space.shape or
+                                            getattr(module.action_space, "n", None) != getattr(act_space, "n", None)):
+        raise ConfigError(f"teacher.from {path}: action space {module.action_space} does not match "
+                          f"{spec.env}'s {act_space}")
+    from autocompress.envs import action_head
+
+    head = action_head(act_space)
+    critic = None
+    where = f"teacher.from {path}"
+    if source == "PPO":
+        enc = module.encoder
+        actor_enc = getattr(enc, "actor_encoder", None) or getattr(enc, "encoder", None)
+        critic_enc = getattr(enc, "critic_encoder", None) or getattr(enc, "encoder", None)
+        chain = _mlp(actor_enc, f"{where}: encoder") + _mlp(module.pi, f"{where}: pi")
+        log_std = getattr(module.pi, "log_std", None)
+        if log_std is not None:  # free_log_std: a state-independent log-std parameter
+            chain = with_log_std(chain, log_std.detach().numpy())
+        critic = to_policy_net(_mlp(critic_enc, f"{where}: critic encoder") + _mlp(module.vf, f"{where}: vf"))
+        if head["kind"] == "continuous":
+            head["squash"] = "clip"
+    elif source == "DQN":
+        if getattr(module, "num_atoms", 1) > 1 or getattr(module, "uses_noisy", False):
+            raise ConfigError(f"{where}: distributional (num_atoms > 1) or noisy DQN is not supported")
+        enc, af = _mlp(module.encoder, f"{where}: encoder"), _mlp(module.af, f"{where}: af")
+        chain = _dueling(enc, af, _mlp(module.vf, f"{where}: vf"), where) if module.uses_dueling else enc + af
+    else:
+        chain = _mlp(module.pi_encoder, f"{where}: pi_encoder") + _mlp(module.pi, f"{where}: pi")
+        head["squash"] = "tanh"
+    stats, clip = _obs_stats(path)
+    if stats is not None:
+        head["obs_norm"] = {**rl.obs_norm(stats), "clip": clip or None}
+
+    def source_act(obs: np.ndarray):
+        a = rl.module_actions(module, np.asarray(obs, np.float32)[None], stats, act_space, clip=clip)[0]
+        return int(a) if head["kind"] == "discrete" else a
+
+    return Imported("rllib", source, source, to_policy_net(chain), head, source_act, critic, stats,
+                    notes=[f"{type(module).__name__}, {'with' if stats else 'without'} MeanStdFilter statistics"])

@@ -1,0 +1,143 @@
+"""Stable-Baselines3 .zip: PPO, A2C, DQN and SAC with MlpPolicy.
+
+Read with SB3 itself (`ALGO.load`, device cpu), then walked module by module, so any `net_arch`
+(separate pi / vf, or one list for both) and any supported `activation_fn` are taken from the
+model, never repeated by the user. Deterministic actions as `model.predict(obs, deterministic=True)`:
+  PPO / A2C discrete  argmax of action_net logits
+  PPO / A2C Box       the Gaussian mean, clipped to the action bounds (squash 'none')
+  DQN                 argmax of q_net
+  SAC                 tanh(mu) mapped onto the bounds (squash 'tanh')
+PPO / A2C value nets come along as the critic (fine-tuned as PPO); SAC's critics do not (RLlib's
+twin-Q layout differs), so a SAC critic is warmed up before fine-tuning. VecNormalize statistics
+come from `vecnormalize:` or `vec_normalize.pkl` / `<stem>_vecnormalize.pkl` beside the zip.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from autocompress.errors import ConfigError
+from autocompress.sources import Imported, linear_chain, obs_stats_from, params, to_policy_net, with_log_std
+
+
+def _algorithm(data: dict, where: str) -> str:
+    module = data.get("policy_class", {}).get("__module__", "")
+    if module.endswith("dqn.policies"):
+        return "DQN"
+    if module.endswith("sac.policies"):
+        return "SAC"
+    if module.endswith("common.policies"):
+        return "PPO" if "clip_range" in data else "A2C"
+    raise ConfigError(f"{where}: policy class from {module or '(unknown)'}: supported are PPO, A2C, DQN and SAC "
+                      "MlpPolicy")
+
+
+def _vecnormalize(path: Path, explicit: str | None):
+    candidates = [Path(explicit)] if explicit else [path.with_name("vec_normalize.pkl"),
+                                                    path.with_name(f"{path.stem}_vecnormalize.pkl")]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        # A zip does not record whether it was trained under VecNormalize (checked: SB3 2.9 stores no flag),
+        # so a model that needs statistics must name them (teacher.vecnormalize) or have them beside it.
+        return None
+    try:
+        with open(found, "rb") as f:
+            vn = pickle.load(f)  # trusted files only (documented): a pickle runs code
+        vn.obs_rms.mean, vn.obs_rms.var  # noqa: B018  (fails on anything else)
+    except Exception as e:
+        raise ConfigError(f"teacher.vecnormalize {found}: not a VecNormalize pickle ({type(e).__name__}: {e})") from None
+    return vn if vn.norm_obs else None
+
+
+def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Imported:
+    try:
+        import stable_baselines3 as sb3
+    except ImportError:
+        raise ConfigError("teacher.from: a Stable-Baselines3 model needs the sb3 extra: "
+                          "pip install 'autocompress[sb3]'") from None
+    try:
+        with zipfile.ZipFile(path) as z:
+            data = json.loads(z.read("data"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as e:
+        raise ConfigError(f"teacher.from {path}: not a readable Stable-Baselines3 zip ({type(e).__name__}: {e})") \
+            from None
+    source = _algorithm(data, f"teacher.from {path}")
+    try:
+        model = getattr(sb3, source).load(str(path), device="cpu")
+    except Exception as e:  # truncated policy.pth, incompatible versions ...
+        raise ConfigError(f"teacher.from {path}: Stable-Baselines3 could not load it ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:300]})") from None
+    if model.observation_space.shape != obs_space.shape:
+        raise ConfigError(f"teacher.from {path}: observation space {model.observation_space} does not match "
+                          f"{spec.env}'s {obs_space}")
+    if type(model.action_space) is not type(act_space) or model.action_space.shape != act_space.shape or \
+            getattr(model.action_space, "n", None) != getattr(act_space, "n", None):
+        raise ConfigError(f"teacher.from {path}: action space {model.action_space} does not match "
+                          f"{spec.env}'s {act_space}")
+    policy = model.policy
+    extractor = getattr(policy, "features_extractor", None) or getattr(getattr(policy, "actor", None),
+                                                                       "features_extractor", None)
+    if extractor is not None and type(extractor).__name__ != "FlattenExtractor":
+        raise ConfigError(f"teacher.from {path}: custom features extractor {type(extractor).__name__} "
+                          "(autocompress imports MlpPolicy nets: Flatten -> Linear layers)")
+    if getattr(policy, "use_sde", False) or getattr(getattr(policy, "actor", None), "use_sde", False):
+        raise ConfigError(f"teacher.from {path}: use_sde=True (gSDE exploration) is not supported")
+    vn = _vecnormalize(path, spec.teacher.vecnormalize)
+    if vn is not None and np.shape(vn.obs_rms.mean) != obs_space.shape:
+        raise ConfigError(f"teacher.vecnormalize: the statistics beside {path.name} are for observations of shape "
+                          f"{np.shape(vn.obs_rms.mean)}, {spec.env}'s are {obs_space.shape}")
+    head = _head(act_space, source)
+    critic = None
+    if source in ("PPO", "A2C"):
+        if getattr(policy, "squash_output", False):
+            raise ConfigError(f"teacher.from {path}: squash_output=True without gSDE is not a policy SB3 trains")
+        chain = [(*params(m), a) for m, a in linear_chain(list(policy.mlp_extractor.policy_net), "policy_net")]
+        chain.append((*params(policy.action_net), "none"))
+        if isinstance(act_space, gym.spaces.Box):
+            chain = with_log_std(chain, policy.log_std.detach().numpy())
+        value = [(*params(m), a) for m, a in linear_chain(list(policy.mlp_extractor.value_net), "value_net")]
+        critic = to_policy_net(value + [(*params(policy.value_net), "none")])
+        algorithm = "PPO"
+    elif source == "DQN":
+        chain = [(*params(m), a) for m, a in linear_chain(list(policy.q_net.q_net), "q_net")]
+        algorithm = "DQN"
+    else:
+        actor = policy.actor
+        chain = [(*params(m), a) for m, a in linear_chain(list(actor.latent_pi), "actor.latent_pi")]
+        (wm, bm), (ws, bs) = params(actor.mu), params(actor.log_std)
+        chain.append((np.concatenate([wm, ws]), np.concatenate([bm, bs]), "none"))
+        algorithm = "SAC"
+    actor_net = to_policy_net(chain)
+    obs_stats = None
+    if vn is not None:
+        std = np.sqrt(vn.obs_rms.var + vn.epsilon)
+        head["obs_norm"] = {"mean": np.asarray(vn.obs_rms.mean, np.float64).tolist(), "std": std.tolist(),
+                            "clip": float(vn.clip_obs)}
+        obs_stats = obs_stats_from(vn.obs_rms.mean, std)
+
+    def source_act(obs: np.ndarray):
+        x = np.asarray(obs, np.float32)[None]
+        if vn is not None:
+            x = vn.normalize_obs(x)
+        a = model.predict(x, deterministic=True)[0][0]
+        return int(a) if head["kind"] == "discrete" else a
+
+    return Imported("sb3", source, algorithm, actor_net, head, source_act, critic, obs_stats,
+                    notes=[f"{source} {'with' if vn is not None else 'without'} VecNormalize"])
+
+
+def _head(act_space: gym.Space, source: str) -> dict:
+    from autocompress.envs import action_head
+
+    head = action_head(act_space)
+    if head["kind"] == "continuous":
+        head["squash"] = "tanh" if source == "SAC" else "none"
+    elif source == "SAC":
+        raise ConfigError("a SAC model needs a Box action space")
+    return head

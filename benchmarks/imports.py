@@ -1,0 +1,150 @@
+"""Compressing policies trained outside autocompress: an SB3 PPO, an SB3 DQN and an RLlib PPO, each
+trained here by its own library alone, imported with `teacher: {from: ...}`, then searched.
+
+    python -m benchmarks.imports [--trials 16] [--episodes 100] [--only sb3_ppo sb3_dqn rllib_ppo]
+
+For each: the teacher's return in the source framework vs in autocompress's runtime on the same
+seeded episodes (`autocompress.inspect_import`), a search of --trials trials, and the best front
+point (highest held-out return ratio among the smallest artifacts: return >= 0.95 x teacher on
+--episodes fresh episodes, seeds 50,000+, then fewest bytes) with its bytes and latency ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks.common import machine, write_section
+
+ENV = "CartPole-v1"
+#: techniques searched for every imported policy (distill widths: all smaller than each teacher)
+TECHNIQUES = {
+    "quantize": {"bits": {"low": 2, "high": 8}, "symmetric": {"choices": [True, False]}},
+    "prune": {"sparsity": {"low": 0.3, "high": 0.95}},
+    "structured": {"amount": {"low": 0.25, "high": 0.9}, "criterion": {"choices": ["l1", "importance"]}},
+    "distill": {"hidden": {"choices": [[8], [16, 16], [32, 32]]}, "rounds": 2, "epochs": 20},
+}
+
+
+def train_sb3_ppo(path: Path) -> float:
+    import stable_baselines3 as sb3
+
+    t0 = time.time()
+    model = sb3.PPO("MlpPolicy", ENV, seed=0, n_steps=1024, batch_size=64, n_epochs=10, learning_rate=3e-4,
+                    policy_kwargs=dict(net_arch=dict(pi=[64, 64], vf=[64, 64])))
+    model.learn(60_000)
+    model.save(path)
+    return time.time() - t0
+
+
+def train_sb3_dqn(path: Path) -> float:
+    import stable_baselines3 as sb3
+
+    t0 = time.time()  # rl-baselines3-zoo's CartPole-v1 DQN settings
+    model = sb3.DQN("MlpPolicy", ENV, seed=0, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
+                    learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256,
+                    gradient_steps=128, exploration_fraction=0.16, exploration_final_eps=0.04,
+                    policy_kwargs=dict(net_arch=[256, 256]))
+    model.learn(50_000)
+    model.save(path)
+    return time.time() - t0
+
+
+def train_rllib_ppo(path: Path) -> float:
+    from ray.rllib.algorithms.ppo import PPOConfig
+
+    from autocompress.rl import ensure_ray
+
+    ensure_ray()
+    t0 = time.time()
+    algo = (PPOConfig().environment(ENV).env_runners(num_env_runners=0).learners(num_learners=0)
+            .training(train_batch_size_per_learner=4000, minibatch_size=128, num_epochs=6, lr=3e-4)
+            .rl_module(model_config={"fcnet_hiddens": [128, 128], "fcnet_activation": "tanh"})
+            .debugging(seed=0)).build_algo()
+    try:
+        for _ in range(25):
+            r = algo.train()
+            if r["env_runners"].get("episode_return_mean", 0) >= 480:
+                break
+        algo.save_to_path(str(path.resolve()))
+    finally:
+        algo.stop()
+    return time.time() - t0
+
+
+SOURCES = {"sb3_ppo": ("PPO", "model.zip", train_sb3_ppo), "sb3_dqn": ("DQN", "model.zip", train_sb3_dqn),
+           "rllib_ppo": ("PPO", "checkpoint", train_rllib_ppo)}
+
+
+def main() -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=16)
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--only", nargs="+", default=list(SOURCES))
+    args = ap.parse_args()
+    import autocompress as ac
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.only:
+            algorithm, filename, train = SOURCES[name]
+            d = Path(tmp) / name
+            d.mkdir()
+            train_s = train(d / filename)
+            spec = {"name": name, "env": ENV, "algorithm": algorithm, "seed": 0, "teacher": {"from": filename},
+                    "finetune": {"iterations": 2, "lr": 1e-4, "keep_best": algorithm == "DQN"},
+                    "eval": {"episodes": 20, "seed": 10_000}, "sample_steps": 2000}
+            if algorithm == "PPO":
+                spec["training"] = {"train_batch_size_per_learner": 2000, "minibatch_size": 128, "num_epochs": 4}
+            else:
+                spec["training"] = {"num_steps_sampled_before_learning_starts": 500}
+                spec["reporting"] = {"min_sample_timesteps_per_iteration": 1000}
+            (d / "trial.yaml").write_text(yaml.safe_dump(spec))
+            report = ac.inspect_import(d / "trial.yaml", episodes=20)
+            print(name, report, flush=True)
+            space = {"name": name, "trial_spec": "trial.yaml", "constraints": {"min_return_ratio": 0.9},
+                     "budget": {"trials": args.trials, "parallel": 2}, "seed": 0, "techniques": TECHNIQUES}
+            (d / "space.yaml").write_text(yaml.safe_dump(space))
+            t0 = time.time()
+            run = ac.search(d / "space.yaml", run_dir=d / "run")
+            wall = time.time() - t0
+            again = run.reevaluate(episodes=args.episodes, seed=50_000)
+            front = {r.trial: r for r in run.front()}
+            ok = [t for t in front if again[t]["return_ratio"] >= 0.95]
+            best = min(ok, key=lambda t: (front[t].bytes, front[t].latency_ratio), default=None)
+            rows.append((name, train_s, report, run, wall, again, front, best))
+            print(name, "best", best, again.get(best), flush=True)
+
+    lines = ["## Imported policies: trained elsewhere, compressed here", "",
+             f"`python -m benchmarks.imports --trials {args.trials} --episodes {args.episodes}` on {machine()}. "
+             f"Each policy is trained on {ENV} by its own library alone (settings in the script), imported with "
+             "`teacher: {from: ...}`, checked with `autocompress.inspect_import` (20 seeded episodes, seeds "
+             "10,000+, the same for both columns), then searched (quantize, prune, structured, distill; "
+             "min_return_ratio 0.9; 2 fine-tune iterations per trial). The best front point is the smallest "
+             f"artifact whose return over {args.episodes} fresh episodes (seeds 50,000+, never seen by the "
+             "search) is >= 0.95 x the teacher's on the same episodes; latency in the C runtime, side by side "
+             "with the teacher.", "",
+             "| policy | trained in | teacher return, source | teacher return, autocompress | same action | "
+             "search | best front point | held-out return ratio | bytes ratio | latency ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, train_s, rep, run, wall, again, front, best in rows:
+        b = front.get(best)
+        lines.append(
+            f"| {name} ({' | '.join(rep['layers'])}) | {train_s:.0f} s | {rep['source_return']:.1f} ± "
+            f"{rep['source_return_std']:.1f} | {rep['return']:.1f} ± {rep['return_std']:.1f} | "
+            f"{rep['action_agreement']:.1%} | {run.summary['complete']} complete, {wall:.0f} s | "
+            + (f"trial {best}: `{b.config}` | {again[best]['return_ratio']:.3f} | {b.bytes_ratio:.4f} | "
+               f"{b.latency_ratio:.3f} |" if b else "none at >= 0.95 | | | |"))
+    body = "\n".join(lines)
+    print(body)
+    write_section("imports", body)
+
+
+if __name__ == "__main__":
+    main()
