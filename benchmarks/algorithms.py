@@ -68,7 +68,6 @@ def main() -> None:
             f"{time.time() - start:.0f} s |")
         print(lines[-1], flush=True)
     body = "\n".join(lines)
-    print(body)
     write_section("algorithms", body)
 
 

@@ -37,7 +37,8 @@ def save_figure(fig, name: str) -> str:
 
 
 def write_section(name: str, body: str) -> None:
-    """Replace (or append) the section between <!-- name --> markers in docs/BENCHMARKS.md."""
+    """Print `body`, and replace (or append) the section between <!-- name --> markers in docs/BENCHMARKS.md."""
+    print(body, flush=True)
     DOC.parent.mkdir(exist_ok=True)
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nProduced by the scripts in `benchmarks/`; " \
                                                 "re-run any of them to refresh its section.\n"

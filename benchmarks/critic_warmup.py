@@ -75,7 +75,6 @@ def main() -> None:
     lines.append(f"| (80% pruned, no fine-tuning) | — | — | {r0.return_mean:.1f} ± {r0.return_std:.1f} | "
                  f"{r0.teacher_return_mean:.1f} |")
     body = "\n".join(lines)
-    print(body)
     write_section("critic_warmup", body)
 
 

@@ -142,7 +142,6 @@ def main() -> None:
             + (f"trial {best}: `{b.config}` | {again[best]['return_ratio']:.3f} | {b.bytes_ratio:.4f} | "
                f"{b.latency_ratio:.3f} |" if b else "none at >= 0.95 | | | |"))
     body = "\n".join(lines)
-    print(body)
     write_section("imports", body)
 
 

@@ -99,7 +99,6 @@ def main() -> None:
                      f"{1 / best['latency_ratio']:.2f}x faster.")
     lines += ["", f"![front vs single techniques]({'img/' + img})"]
     body = "\n".join(lines)
-    print(body)
     write_section("pareto_quality" if args.space == "cartpole_ppo" else f"pareto_quality_{args.space}", body)
 
 

@@ -64,7 +64,6 @@ def main() -> None:
     for k, v in sorted(stages.items(), key=lambda kv: -statistics.mean(kv[1])):
         lines.append(f"| {k} | {statistics.mean(v):.2f} | {sum(v) / wall:.0%} |")
     body = "\n".join(lines)
-    print(body)
     write_section("scaling", body)
 
 

@@ -73,7 +73,6 @@ def main() -> None:
                              "(target missed).")
     lines += ["", verdict, "", "![hypervolume vs trials](img/search_efficiency.png)"]
     body = "\n".join(lines)
-    print(body)
     write_section("search_efficiency", body)
 
 

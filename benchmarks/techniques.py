@@ -56,7 +56,6 @@ def main() -> None:
                      f"{r['latency_ratio']:.3f} | {r['bytes']:,} | {r['bytes_ratio']:.4f} | {r['n_params']:,} | "
                      f"{len(r['finetune_rounds'])} round(s) |")
     table = "\n".join(lines)
-    print(table)
     write_section("techniques", table)
 
 
