@@ -62,9 +62,10 @@ def teach(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.g. tri
         teacher = ac.teach(trial_spec, cache_dir=cache_dir, retrain=retrain, log=err.print)
         spec = ac.load_trial_spec(trial_spec)
         r = ac.evaluate(ac.Policy.from_bytes(teacher.artifact(), "numpy"), spec)
-    out.print(f"teacher {teacher.path}\n  trained {teacher.info['iterations']} iterations in "
-              f"{teacher.info['train_seconds']:.0f} s\n  return over {len(r)} seeded episodes: "
-              f"{r.mean():.1f} ± {r.std():.1f}")
+    source = teacher.info.get("source")
+    how = (f"imported from {source['format']} {source['algorithm']} {source['path']}" if source else
+           f"trained {teacher.info['iterations']} iterations in {teacher.info['train_seconds']:.0f} s")
+    out.print(f"teacher {teacher.path}\n  {how}\n  return over {len(r)} seeded episodes: {r.mean():.1f} ± {r.std():.1f}")
 
 
 @app.command()
