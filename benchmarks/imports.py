@@ -142,7 +142,7 @@ def main() -> None:
     for name, train_s, rep, run, wall, again, front, best in rows:
         b = front.get(best)
         lines.append(
-            f"| {name} ({' | '.join(rep['layers'])}) | {train_s:.0f} s | {rep['source_return']:.1f} ± "
+            f"| {name} ({', '.join(rep['layers'])}) | {train_s:.0f} s | {rep['source_return']:.1f} ± "
             f"{rep['source_return_std']:.1f} | {rep['return']:.1f} ± {rep['return_std']:.1f} | "
             f"{rep['action_agreement']:.1%} | {run.summary['complete']} complete, {wall:.0f} s | "
             + (f"trial {best}: `{b.config}` | {again[best]['return_ratio']:.3f} | {b.bytes_ratio:.4f} | "
