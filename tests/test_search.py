@@ -193,6 +193,6 @@ def test_teacher_training_inside_a_search_shows_progress(files, tmp_path):
     (tmp_path / "space.yaml").write_text(yaml.safe_dump({**space, "trial_spec": str(files / "trial.yaml")}))
     r = run("search", tmp_path / "space.yaml", "--run-dir", tmp_path / "run")
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [line for line in r.stderr.splitlines() if line.startswith("teacher:   iter ")]
-    assert [line.split()[2] for line in lines] == ["1/2", "2/2"], r.stderr[-3000:]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("teacher: iter ")]
+    assert [line.split()[2].rstrip(":") for line in lines] == ["1/2", "2/2"], r.stderr[-3000:]
     assert all("elapsed" in line and "ETA" in line for line in lines)
