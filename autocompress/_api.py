@@ -28,17 +28,16 @@ def _quiet(msg: str) -> None:
     pass
 
 
-def _spec(spec: TrialSpec | str | Path) -> TrialSpec:
+def _spec(spec: TrialSpec | str | Path, check_import: bool = True) -> TrialSpec:
     """A TrialSpec, or one loaded from a path; its `training:` keys checked against RLlib and its
     imported teacher (`teacher.from`) read and checked against the env, before any work."""
+    source = None
     if not isinstance(spec, TrialSpec):
         checks.text_file(Path(spec))
-        loaded = load_trial_spec(spec)
-        _check_rllib_keys(loaded, spec)
-        _check_import(loaded)
-        return loaded
-    _check_rllib_keys(spec)
-    _check_import(spec)
+        source, spec = spec, load_trial_spec(spec)
+    _check_rllib_keys(spec, source)
+    if check_import:
+        _check_import(spec)
     return spec
 
 
@@ -434,7 +433,7 @@ def inspect_import(spec: TrialSpec | str | Path, *, episodes: int = 10, seed: in
     """
     from autocompress import artifact, envs, measure
 
-    spec = _spec(spec)
+    spec = _spec(spec, check_import=False)
     imported = _check_import(spec)
     if imported is None:
         raise ConfigError("the trial spec imports no teacher (teacher.from)")
