@@ -102,25 +102,36 @@ def _part(buf: memoryview, loc: list[int]) -> bytes:
     return bytes(buf[loc[0]: loc[0] + loc[1]])
 
 
+def kept_positions(meta: dict, buf: memoryview) -> np.ndarray:
+    """Flat (row-major) positions of the stored weights: the bitmap's set bits, or every position."""
+    n = meta["shape"][0] * meta["shape"][1]
+    if not meta["sparse"]:
+        return np.arange(n)
+    return np.flatnonzero(np.unpackbits(np.frombuffer(_part(buf, meta["bitmap"]), np.uint8), bitorder="little")[:n])
+
+
+def quant_ints(meta: dict, buf: memoryview, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of a quant weight: the integer weights q - zero at `pos` (int32) and the scale of each row."""
+    rows, cols = meta["shape"]
+    codes = unpack_bits(_part(buf, meta["codes"]), meta["bits"], len(pos)).astype(np.int32)
+    scale = np.frombuffer(_part(buf, meta["scale"]), dtype="<f4")
+    zero = np.frombuffer(_part(buf, meta["zero"]), dtype=np.uint8).astype(np.int32) if "zero" in meta \
+        else np.zeros(scale.size, np.int32)
+    row = pos // cols if scale.size > 1 else np.zeros_like(pos)
+    return codes + meta["qmin"] - zero[row], np.broadcast_to(scale, (rows,)).astype(np.float32)
+
+
 def decode_weight(meta: dict, buf: memoryview) -> np.ndarray:
     rows, cols = meta["shape"]
-    n = rows * cols
-    if meta["sparse"]:
-        pos = np.flatnonzero(np.unpackbits(np.frombuffer(_part(buf, meta["bitmap"]), np.uint8),
-                                           bitorder="little")[:n])
-    else:
-        pos = np.arange(n)
-    out = np.zeros(n, dtype=np.float32)
+    pos = kept_positions(meta, buf)
+    out = np.zeros(rows * cols, dtype=np.float32)
     if meta["enc"] == "f32":
         out[pos] = np.frombuffer(_part(buf, meta["values"]), dtype="<f4")
-        return out.reshape(rows, cols)
-    codes = unpack_bits(_part(buf, meta["codes"]), meta["bits"], len(pos))
-    if meta["enc"] == "codebook":
+    elif meta["enc"] == "codebook":
+        codes = unpack_bits(_part(buf, meta["codes"]), meta["bits"], len(pos))
         out[pos] = np.frombuffer(_part(buf, meta["codebook"]), dtype="<f4")[codes]
     else:
-        scale = np.frombuffer(_part(buf, meta["scale"]), dtype="<f4")
-        zero = (np.frombuffer(_part(buf, meta["zero"]), dtype=np.uint8).astype(np.float32)
-                if "zero" in meta else np.zeros_like(scale))
-        row = pos // cols if scale.size > 1 else np.zeros_like(pos)
-        out[pos] = (codes.astype(np.float32) + meta["qmin"] - zero[row]) * scale[row]
+        ints, scale = quant_ints(meta, buf, pos)
+        # float32 throughout, in this order: the C kernel's PACKED decode computes the same values
+        out[pos] = ints.astype(np.float32) * scale[pos // cols]
     return out.reshape(rows, cols)

@@ -101,17 +101,29 @@ def return_ratio(ret: float, teacher_ret: float, spec: TrialSpec, make_env) -> f
     return (ret - rand) / (teacher_ret - rand) if teacher_ret != rand else float("nan")
 
 
+#: observations recorded (the teacher's, on the evaluation seeds) that in-kernel timing acts on
+LATENCY_OBS = 256
+
+
 def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env) -> TrialResult:
-    """Evaluate the candidate and the teacher artifacts the same way, in the same run."""
+    """Evaluate the candidate and the teacher artifacts the same way, in the same run.
+
+    Latency (runtime 'c'): both act() timed inside the compiled kernel over the teacher's recorded
+    states, side by side; the Python call is timed too, as a secondary figure. Runtime 'numpy'
+    has no compiled loop: its latency is the Python call."""
     runtime_name, runtime = policy_runtime(spec.latency.runtime)
     cand, ref = runtime.from_bytes(data), runtime.from_bytes(teacher_data)
     r = evaluate(cand.act, make_env, spec.eval.episodes, spec.eval.seed)
     rt = evaluate(ref.act, make_env, spec.eval.episodes, spec.eval.seed)
-    env = make_env()
-    obs = np.asarray(env.reset(seed=spec.eval.seed)[0], dtype=np.float32)
-    env.close()
-    lat = latency({"cand": cand.act, "teacher": ref.act}, obs, spec.latency.warmup,
-                          spec.latency.calls, spec.latency.rounds)
+    obs = collect_obs(ref.act, make_env, LATENCY_OBS, spec.eval.seed)
+    lp = spec.latency
+    call = latency({"cand": cand.act, "teacher": ref.act}, obs[0], lp.warmup, lp.calls, lp.rounds)
+    if runtime_name == "c":
+        from autocompress.native import time_side_by_side
+
+        lat = time_side_by_side({"cand": cand, "teacher": ref}, obs, lp.warmup, lp.calls, lp.rounds)
+    else:
+        lat = call
     size, tsize = artifact_bytes(data), artifact_bytes(teacher_data)
     return TrialResult(
         return_mean=float(r.mean()), return_std=float(r.std()), returns=r.tolist(),
@@ -120,9 +132,11 @@ def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
         latency_ms=lat["cand"]["median_ms"], latency_p95_ms=lat["cand"]["p95_ms"],
         teacher_latency_ms=lat["teacher"]["median_ms"],
         latency_ratio=lat["cand"]["median_ms"] / lat["teacher"]["median_ms"],
+        latency_call_ms=call["cand"]["median_ms"], teacher_latency_call_ms=call["teacher"]["median_ms"],
         bytes=size["bytes"], gzip_bytes=size["gzip_bytes"],
         teacher_bytes=tsize["bytes"], teacher_gzip_bytes=tsize["gzip_bytes"],
-        bytes_ratio=size["bytes"] / tsize["bytes"], runtime=runtime_name)
+        bytes_ratio=size["bytes"] / tsize["bytes"], runtime=runtime_name, kernels=list(cand.kernels),
+        cpu=cpu_model())
 
 
 def policy_runtime(name: str) -> tuple[str, type]:
@@ -133,3 +147,16 @@ def policy_runtime(name: str) -> tuple[str, type]:
     if name == "c" or (name == "auto" and native.available()):
         return "c", native.NativePolicy  # 'c' without a compiler fails here, with the reason
     return "numpy", NumpyPolicy
+
+
+def cpu_model() -> str:
+    """The CPU's model name (recorded per trial: latencies are comparable on one model)."""
+    import platform
+
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,21 +1,17 @@
-"""The C runtime: the same .acz artifact, run by a small compiled kernel through one ctypes call.
+"""The C runtime: the same .acz artifact, run by compiled kernels (kernels.c) through ctypes.
 
-Why: at batch 1 these MLPs are bound by per-call overhead. numpy pays ~1 µs per op (three
-ops per layer, plus the action head), so a [32, 32] student can never be much faster than a
-[256, 256] teacher there. A device would run compiled code; this kernel does the whole act()
-(normalisation, every layer, activation, argmax or squash + bounds) in one C call, so smaller,
-sparser nets really run faster (for small nets the ~2.5 µs Python/ctypes call still dominates:
-docs/BENCHMARKS.md, "Where a C-runtime act() goes"):
+Why: a device runs compiled code, and at batch 1 these MLPs are bound by per-call overhead in
+Python (numpy pays ~1 µs per op). Here the whole act() (normalisation, every layer, activation,
+argmax or squash + bounds) is one C call, and latency is timed inside C (`time_side_by_side`):
+a loop over recorded observations, candidate and teacher in turn, so the Python call costs
+nothing of what the search optimises (`act()` from Python stays a secondary figure).
 
-  dense layer   y = x @ W, W stored input-major (in x out): the inner loop over outputs is
-                contiguous and vectorises without reordering any sum;
-  sparse layer  only the kept weights (compressed by input), where density < SPARSE_BELOW.
-
-Weights are decoded from the artifact once at load (like NumpyPolicy); quantized and shared
-weights run as their decoded fp32 values, so actions equal NumpyPolicy's up to float rounding.
-The kernel is compiled on first use with the system C compiler (`cc`, or $CC) into
-$AUTOCOMPRESS_NATIVE_CACHE (default ~/.cache/autocompress/native); `available()` says whether
-that works here, and measurement falls back to the numpy runtime where it does not.
+Each layer runs the kernel that measures fastest for it on this CPU (kernels.c: dense fp32,
+CSR, int8 integer arithmetic, packed k-bit decode), timed at load on inputs propagated from
+random observations; the choice is `.kernels`, recorded per trial, and can be given instead
+(`kernels=[...]`) to act exactly as a recorded trial did. The kernels are compiled on first use
+with the system C compiler (`cc`, or $CC) into $AUTOCOMPRESS_NATIVE_CACHE (default
+~/.cache/autocompress/native); `available()` says whether that works here.
 """
 
 from __future__ import annotations
@@ -31,98 +27,23 @@ from pathlib import Path
 
 import numpy as np
 
+from autocompress.layers import KERNELS, Layer, check_kernels, layers_of
 from autocompress.runtime import NumpyPolicy, read_artifact
 
-#: a layer whose share of nonzero weights is below this runs sparse (measured here: the scatter
-#: loop beats the dense vectorised one only below ~7% density; at 3% it takes 0.65x the time)
-SPARSE_BELOW = 0.05
-
-_SOURCE = r"""
-#include <math.h>
-#include <string.h>
-#define BLOCK 32
-typedef struct {
-    int in, out, act, sparse;          /* act: 0 none, 1 tanh, 2 relu, 3 silu, 4 elu, 5 leaky_relu */
-    const float *w;                    /* dense: in x out, input-major */
-    const int *ptr, *idx;              /* sparse: ptr[in + 1] into idx/val (output index, value) */
-    const float *val;
-    const float *b;                    /* NULL: no bias */
-} Layer;
-typedef struct {
-    int n_layers, obs_dim, kind, act_dim, squash;   /* kind 0 discrete, 1 continuous; squash 0 clip, 1 tanh, 2 clip+map */
-    const Layer *layers;
-    const float *mean, *std, *low, *high;            /* mean/std NULL: no observation normalisation */
-    float clip;                                     /* > 0: normalised observations clipped to [-clip, clip] */
-    float *buf0, *buf1;                             /* scratch, max width each */
-} Net;
-
-int acz_act(const Net *net, const float *obs, float *action) {
-    const float *x = obs;
-    float *bufs[2] = {net->buf0, net->buf1};
-    if (net->mean) {
-        for (int i = 0; i < net->obs_dim; i++) {
-            float v = (obs[i] - net->mean[i]) / net->std[i];
-            if (net->clip > 0.0f) v = v > net->clip ? net->clip : (v < -net->clip ? -net->clip : v);
-            bufs[1][i] = v;
-        }
-        x = bufs[1];
-    }
-    for (int l = 0; l < net->n_layers; l++) {
-        const Layer *L = &net->layers[l];
-        float *y = bufs[l & 1];
-        if (L->b) memcpy(y, L->b, sizeof(float) * L->out); else memset(y, 0, sizeof(float) * L->out);
-        if (L->sparse) {
-            for (int k = 0; k < L->in; k++) {
-                const float xk = x[k];
-                for (int p = L->ptr[k]; p < L->ptr[k + 1]; p++) y[L->idx[p]] += L->val[p] * xk;
-            }
-        } else {
-            /* blocks of BLOCK outputs held in registers across the whole input loop */
-            int j0 = 0;
-            for (; j0 + BLOCK <= L->out; j0 += BLOCK) {
-                float acc[BLOCK];
-                for (int j = 0; j < BLOCK; j++) acc[j] = y[j0 + j];
-                for (int k = 0; k < L->in; k++) {
-                    const float xk = x[k];
-                    const float *w = L->w + (long)k * L->out + j0;
-                    for (int j = 0; j < BLOCK; j++) acc[j] += w[j] * xk;
-                }
-                for (int j = 0; j < BLOCK; j++) y[j0 + j] = acc[j];
-            }
-            for (int k = 0; k < L->in; k++) {          /* the last out % BLOCK outputs */
-                const float xk = x[k];
-                const float *w = L->w + (long)k * L->out;
-                for (int j = j0; j < L->out; j++) y[j] += w[j] * xk;
-            }
-        }
-        if (L->act == 1) for (int j = 0; j < L->out; j++) y[j] = tanhf(y[j]);
-        else if (L->act == 2) for (int j = 0; j < L->out; j++) y[j] = y[j] > 0.f ? y[j] : 0.f;
-        else if (L->act == 3) for (int j = 0; j < L->out; j++) y[j] = y[j] / (1.f + expf(-y[j]));
-        else if (L->act == 4) for (int j = 0; j < L->out; j++) y[j] = y[j] > 0.f ? y[j] : expm1f(y[j]);
-        else if (L->act == 5) for (int j = 0; j < L->out; j++) y[j] = y[j] > 0.f ? y[j] : 0.01f * y[j];
-        x = y;
-    }
-    const Layer *last = &net->layers[net->n_layers - 1];
-    if (net->kind == 0) {                   /* argmax, first maximum wins (as numpy) */
-        int best = 0;
-        for (int j = 1; j < last->out; j++) if (x[j] > x[best]) best = j;
-        return best;
-    }
-    for (int j = 0; j < net->act_dim; j++) {
-        float m = x[j], lo = net->low[j], hi = net->high[j];
-        if (net->squash == 0) { action[j] = m < lo ? lo : (m > hi ? hi : m); continue; }
-        float a = net->squash == 1 ? tanhf(m) : (m < -1.f ? -1.f : (m > 1.f ? 1.f : m));
-        action[j] = lo + (a + 1.f) * 0.5f * (hi - lo);
-    }
-    return -1;
-}
-"""
+SOURCE = (Path(__file__).parent / "kernels.c").read_text()
+#: kernels.c up to this line is the portable kernel (the C export's); below it, timing loops
+TIMING_MARKER = "/* ---- timing: in-process runtime only ---- */"
+#: time per layer and kernel at load: rounds of calls (the median round decides)
+CHOICE_CALLS, CHOICE_ROUNDS = 200, 7
 
 
 class _Layer(ctypes.Structure):
-    _fields_ = [("in_", ctypes.c_int), ("out", ctypes.c_int), ("act", ctypes.c_int), ("sparse", ctypes.c_int),
-                ("w", ctypes.c_void_p), ("ptr", ctypes.c_void_p), ("idx", ctypes.c_void_p), ("val", ctypes.c_void_p),
-                ("b", ctypes.c_void_p)]
+    _fields_ = [("in_", ctypes.c_int), ("out", ctypes.c_int), ("act", ctypes.c_int), ("kind", ctypes.c_int),
+                ("b", ctypes.c_void_p), ("w", ctypes.c_void_p), ("wt", ctypes.c_void_p), ("ptr", ctypes.c_void_p), ("idx", ctypes.c_void_p),
+                ("val", ctypes.c_void_p), ("q", ctypes.c_void_p), ("qscale", ctypes.c_void_p),
+                ("codes", ctypes.c_void_p), ("bitmap", ctypes.c_void_p), ("zero", ctypes.c_void_p),
+                ("scale", ctypes.c_void_p), ("table", ctypes.c_void_p), ("bits", ctypes.c_int),
+                ("qmin", ctypes.c_int), ("enc", ctypes.c_int), ("per_row", ctypes.c_int)]
 
 
 class _Net(ctypes.Structure):
@@ -130,7 +51,7 @@ class _Net(ctypes.Structure):
                 ("act_dim", ctypes.c_int), ("squash", ctypes.c_int), ("layers", ctypes.c_void_p),
                 ("mean", ctypes.c_void_p), ("std", ctypes.c_void_p), ("low", ctypes.c_void_p),
                 ("high", ctypes.c_void_p), ("clip", ctypes.c_float), ("buf0", ctypes.c_void_p),
-                ("buf1", ctypes.c_void_p)]
+                ("buf1", ctypes.c_void_p), ("qbuf", ctypes.c_void_p)]
 
 
 def _compiler() -> str | None:
@@ -145,22 +66,27 @@ def _library() -> ctypes.CDLL:
     # -ffast-math lets the tanh loop use glibc's vector tanhf; it is given to the compile step only:
     # linking with it would add crtfastmath, which turns on flush-to-zero for the whole process.
     flags = ["-O3", "-march=native", "-ffast-math", "-fPIC"]
-    key = hashlib.sha256((_SOURCE + cc + " ".join(flags) + "split-link").encode()).hexdigest()[:16]
+    key = hashlib.sha256((SOURCE + cc + " ".join(flags) + "split-link").encode()).hexdigest()[:16]
     cache = Path(os.environ.get("AUTOCOMPRESS_NATIVE_CACHE", Path.home() / ".cache" / "autocompress" / "native"))
     lib = cache / f"acz-{key}.so"
     if not lib.exists():
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache) as d:
             src, obj, tmp = Path(d) / "acz.c", Path(d) / "acz.o", Path(d) / "acz.so"
-            src.write_text(_SOURCE)
+            src.write_text(SOURCE)
             for cmd in ([cc, *flags, "-c", str(src), "-o", str(obj)], [cc, "-shared", str(obj), "-o", str(tmp), "-lm"]):
                 r = subprocess.run(cmd, capture_output=True, text=True)
                 if r.returncode != 0:
                     raise RuntimeError(f"compiling the C runtime failed: {r.stderr.strip()[-500:]}")
             os.replace(tmp, lib)  # atomic: parallel trials may compile at once
     so = ctypes.CDLL(str(lib))
-    so.acz_act.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-    so.acz_act.restype = ctypes.c_int
+    so.acz_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    so.acz_run.restype = ctypes.c_int
+    so.acz_time.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                            ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    so.acz_time.restype = ctypes.c_long
+    so.acz_time_layer.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     return so
 
 
@@ -176,62 +102,146 @@ _ACTS = {"none": 0, "tanh": 1, "relu": 2, "silu": 3, "elu": 4, "leaky_relu": 5}
 _SQUASH = {"none": 0, "tanh": 1, "clip": 2}
 
 
+_KIND = {k: i for i, k in enumerate(KERNELS)}  # kernels.c's ACZ_DENSE, ACZ_CSR, ACZ_INT8, ACZ_PACKED
+
+
+class _Arrays:
+    """64-byte aligned copies (whole cache lines, aligned vector loads) that the C structs point
+    into, kept alive as long as the policy."""
+
+    def __init__(self):
+        self.keep: list[np.ndarray] = []
+
+    def __call__(self, a, dtype) -> int | None:
+        if a is None:
+            return None
+        a = np.asarray(a, dtype=dtype).ravel()
+        raw = np.empty(a.nbytes + 64, np.uint8)
+        start = -raw.ctypes.data % 64
+        out = raw[start:start + a.nbytes].view(dtype)
+        out[:] = a
+        self.keep.append(out)
+        return out.ctypes.data
+
+
+def fill_layer(c: _Layer, layer: Layer, kernel: str, ptr: _Arrays) -> None:
+    """Point a C layer struct at `layer`'s arrays in the form `kernel` takes."""
+    n_out, n_in = layer.shape
+    c.in_, c.out, c.act, c.kind = n_in, n_out, _ACTS[layer.act], _KIND[kernel]
+    c.b = ptr(layer.b, np.float32)
+    if kernel == "dense":
+        c.w = ptr(layer.w, np.float32)
+        c.wt = ptr(layer.w[:, n_out - n_out % 8:].T, np.float32)
+    elif kernel == "csr":
+        p, idx, val = layer.csr()
+        c.ptr, c.idx, c.val = ptr(p, np.int32), ptr(idx, np.uint16), ptr(val, np.float32)
+    elif kernel == "int8":
+        q, scale = layer.int8()
+        c.q, c.qscale = ptr(q, np.int8), ptr(scale, np.float32)
+    else:
+        pk = layer.packed()
+        c.codes, c.bitmap, c.zero = ptr(pk["codes"], np.uint8), ptr(pk["bitmap"], np.uint8), ptr(pk["zero"], np.uint8)
+        c.scale, c.table = ptr(pk["scale"], np.float32), ptr(pk["table"], np.float32)
+        c.bits, c.qmin, c.enc, c.per_row = pk["bits"], pk["qmin"], int(pk["enc"] == "codebook"), int(pk["per_row"])
+
+
+def choose_kernels(layers: list[Layer], inputs: list[np.ndarray]) -> tuple[list[str], list[dict[str, float]]]:
+    """Per layer, the kernel with the lowest median ns per call on that layer's recorded inputs
+    (n x in, float32), and every candidate's time."""
+    so, chosen, times = _library(), [], []
+    for layer, xs in zip(layers, inputs):
+        cands = layer.kernels()
+        if len(cands) == 1:
+            chosen.append(cands[0])
+            times.append({})
+            continue
+        xs = np.ascontiguousarray(xs, np.float32)
+        y, qbuf = np.zeros(layer.shape[0], np.float32), np.zeros(layer.shape[1], np.int8)
+        t: dict[str, float] = {}
+        for k in cands:
+            ptr, c, out = _Arrays(), _Layer(), np.zeros(CHOICE_ROUNDS)
+            fill_layer(c, layer, k, ptr)
+            so.acz_time_layer(ctypes.addressof(c), xs.ctypes.data, len(xs), CHOICE_CALLS, CHOICE_ROUNDS,
+                              y.ctypes.data, qbuf.ctypes.data, out.ctypes.data)
+            t[k] = float(np.median(out))
+        chosen.append(min(t, key=t.get))
+        times.append(t)
+    return chosen, times
+
+
+def _layer_inputs(ref: NumpyPolicy, n: int = 32, seed: int = 0) -> list[np.ndarray]:
+    """Each layer's inputs when the net acts on n standard-normal observations (fp32 layers)."""
+    x = ref._normalize(np.random.default_rng(seed).standard_normal((n, int(ref.header["obs_dim"]))))
+    out = []
+    for w, b, act, _ in ref.layers:
+        out.append(x)
+        x = x @ w + (0 if b is None else b)
+        x = act(x) if act is not None else x
+    return out
+
+
 class NativePolicy:
-    """`act(obs)` of an .acz artifact through the compiled kernel (same contract as NumpyPolicy)."""
+    """`act(obs)` of an .acz artifact through the compiled kernels (same contract as NumpyPolicy).
 
-    def __init__(self, header: dict, blob: memoryview):
-        ref = NumpyPolicy(header, blob)  # decodes the artifact exactly as the numpy runtime does
-        self.head = ref.head
-        keep: list = []  # every array the C structs point into lives as long as this object
+    `kernels`: one per layer (see layers.KERNELS); None chooses each layer's fastest by measuring."""
 
-        def ptr(a: np.ndarray | None, dtype) -> int | None:
-            """A 64-byte aligned copy (whole cache lines, aligned vector loads) kept alive in `keep`."""
-            if a is None:
-                return None
-            a = np.asarray(a, dtype=dtype).ravel()
-            raw = np.empty(a.nbytes + 64, np.uint8)
-            start = -raw.ctypes.data % 64
-            out = raw[start:start + a.nbytes].view(dtype)
-            out[:] = a
-            keep.append(out)
-            return out.ctypes.data
-
-        layers = (_Layer * len(ref.layers))()
-        for spec, (w, b, _), layer in zip(header["layers"], ref.layers, layers):
-            n_in, n_out = w.shape  # NumpyPolicy stores W input-major already
-            layer.in_, layer.out, layer.act = n_in, n_out, _ACTS[spec["act"]]
-            layer.b = ptr(b, np.float32)
-            nz = w != 0
-            if nz.mean() < SPARSE_BELOW:
-                layer.sparse = 1
-                layer.ptr = ptr(np.concatenate([[0], np.cumsum(nz.sum(axis=1))]), np.int32)
-                rows, cols = np.nonzero(nz)  # row-major order: grouped by input k
-                layer.idx, layer.val = ptr(cols, np.int32), ptr(w[rows, cols], np.float32)
-            else:
-                layer.w = ptr(w, np.float32)
-        width = max([w.shape[1] for w, _, _ in ref.layers] + [int(header["obs_dim"])])
-        head, norm = self.head, ref.obs_norm or {}
-        net = _Net(n_layers=len(layers), obs_dim=int(header["obs_dim"]), kind=0 if head["kind"] == "discrete" else 1,
+    def __init__(self, header: dict, blob: memoryview, kernels: list[str] | None = None):
+        layers = layers_of(header, blob)
+        self.head = header["head"]
+        self.kernels = check_kernels(layers, kernels)
+        self.kernel_ns: list[dict[str, float]] = []  # per layer: each candidate's measured ns (when chosen here)
+        if self.kernels is None:
+            self.kernels, self.kernel_ns = choose_kernels(layers, _layer_inputs(NumpyPolicy(header, blob)))
+        ptr = _Arrays()
+        c_layers = (_Layer * len(layers))()
+        for layer, kernel, c in zip(layers, self.kernels, c_layers):
+            fill_layer(c, layer, kernel, ptr)
+        obs_dim = int(header["obs_dim"])
+        width = max([layer.shape[0] for layer in layers] + [obs_dim])
+        head, norm = self.head, header.get("obs_norm") or {}
+        net = _Net(n_layers=len(layers), obs_dim=obs_dim, kind=0 if head["kind"] == "discrete" else 1,
                    act_dim=int(head.get("act_dim", 0)), squash=_SQUASH[head.get("squash", "none")],
-                   layers=ctypes.addressof(layers), mean=ptr(norm.get("mean"), np.float32),
+                   layers=ctypes.addressof(c_layers), mean=ptr(norm.get("mean"), np.float32),
                    std=ptr(norm.get("std"), np.float32), clip=float(norm.get("clip") or 0.0),
                    low=ptr(head.get("low"), np.float32), high=ptr(head.get("high"), np.float32),
-                   buf0=ptr(np.zeros(width), np.float32), buf1=ptr(np.zeros(width), np.float32))
-        self._keep, self._layers, self._net = keep, layers, net
+                   buf0=ptr(np.zeros(width), np.float32), buf1=ptr(np.zeros(width), np.float32),
+                   qbuf=ptr(np.zeros(width), np.int8))
+        self.obs_dim = obs_dim
+        self._keep, self._layers, self._net = ptr, c_layers, net
         self._action = np.zeros(max(1, net.act_dim), np.float32)
-        self._fn = _library().acz_act
+        self._fn = _library().acz_run
         self._net_ptr, self._action_ptr = ctypes.addressof(net), self._action.ctypes.data
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "NativePolicy":
-        return cls(*read_artifact(data))
+    def from_bytes(cls, data: bytes, kernels: list[str] | None = None) -> "NativePolicy":
+        return cls(*read_artifact(data), kernels=kernels)
 
     @classmethod
-    def load(cls, path: str | Path) -> "NativePolicy":
-        return cls.from_bytes(Path(path).read_bytes())
+    def load(cls, path: str | Path, kernels: list[str] | None = None) -> "NativePolicy":
+        return cls.from_bytes(Path(path).read_bytes(), kernels)
 
     def act(self, obs: np.ndarray):
         x = obs if (type(obs) is np.ndarray and obs.dtype == np.float32 and obs.flags.c_contiguous) \
             else np.ascontiguousarray(obs, dtype=np.float32)
         a = self._fn(self._net_ptr, x.ctypes.data, self._action_ptr)
         return a if a >= 0 else self._action.copy()
+
+
+def time_side_by_side(policies: dict[str, NativePolicy], obs: np.ndarray, warmup: int = 200, calls: int = 2000,
+                      rounds: int = 10) -> dict[str, dict[str, float]]:
+    """In-kernel batch-1 latency: the C loop `acz_time` runs each policy's act() over the recorded
+    observations `obs` (n x obs_dim, cycled), the policies taking turns in `rounds` blocks of
+    calls/rounds acts each, so drift in machine load hits all alike. Per name: median_ms and p95_ms
+    over the rounds of the mean time per act in a round."""
+    names = list(policies)
+    if len({p.obs_dim for p in policies.values()}) != 1:
+        raise ValueError("the policies take observations of different sizes")
+    obs = np.ascontiguousarray(np.atleast_2d(obs), np.float32)
+    nets = (ctypes.c_void_p * len(names))(*[policies[n]._net_ptr for n in names])
+    out = np.zeros((rounds, len(names)))
+    action = np.zeros(max(p._action.size for p in policies.values()), np.float32)
+    per_round = max(1, calls // rounds)
+    _library().acz_time(ctypes.addressof(nets), len(names), obs.ctypes.data, len(obs), obs.shape[1], warmup,
+                        per_round, rounds, action.ctypes.data, out.ctypes.data)
+    return {n: {"median_ms": float(np.median(out[:, i])) / 1e6, "p95_ms": float(np.percentile(out[:, i], 95)) / 1e6}
+            for i, n in enumerate(names)}

@@ -33,12 +33,17 @@ class TrialResult:
     teacher_return_mean: float = _metric(math.nan)
     teacher_return_std: float = math.nan
     returns: list[float] = field(default_factory=list)
-    # batch-1 act() latency, milliseconds, in `runtime`
+    # batch-1 act() latency, milliseconds, in `runtime`: timed inside the compiled kernel ('c'), or
+    # the Python call ('numpy'); the call's time is the secondary latency_call_ms in either
     latency_ms: float = _metric(math.nan)
     latency_p95_ms: float = _metric(math.nan)
     teacher_latency_ms: float = _metric(math.nan)
     latency_ratio: float = _metric(math.nan)
+    latency_call_ms: float = _metric(math.nan)
+    teacher_latency_call_ms: float = _metric(math.nan)
     runtime: str = ""
+    kernels: list[str] = field(default_factory=list)  # per layer, the kernel the runtime chose (layers.KERNELS)
+    cpu: str = ""
     # bytes of the artifact file
     bytes: int = _metric(0)
     gzip_bytes: int = _metric(0)

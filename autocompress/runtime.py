@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from autocompress.codec import decode_weight
+from autocompress.layers import check_kernels, int8_forward, layers_of
+
 
 MAGIC = b"ACZ1"
 _ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "silu": lambda x: x / (1.0 + np.exp(-x)),
@@ -32,33 +33,33 @@ def read_artifact(data: bytes) -> tuple[dict, memoryview]:
 
 
 class NumpyPolicy:
-    """Batch-1 (or batched) inference from an artifact: `forward(obs)` and `act(obs)`."""
+    """Batch-1 (or batched) inference from an artifact: `forward(obs)` and `act(obs)`.
 
-    def __init__(self, header: dict, blob: memoryview):
+    Layers run as decoded fp32, except those given the 'int8' kernel in `kernels`: those repeat
+    the C kernel's integer arithmetic (so a trial's recorded kernel choice acts the same here)."""
+
+    def __init__(self, header: dict, blob: memoryview, kernels: list[str] | None = None):
         self.header = header
         self.head = header["head"]
-        self.layers = []
-        for layer in header["layers"]:
-            w = np.ascontiguousarray(decode_weight(layer["w"], blob).T)
-            b = None
-            if layer["b"] is not None:
-                b = np.frombuffer(bytes(blob[layer["b"][0]: sum(layer["b"])]), dtype="<f4").copy()
-            self.layers.append((w, b, _ACT[layer["act"]]))
+        layers = layers_of(header, blob)
+        self.kernels = check_kernels(layers, kernels) or ["dense"] * len(layers)
+        self.layers = [(layer.w, layer.b, _ACT[layer.act], layer.int8() if k == "int8" else None)
+                       for layer, k in zip(layers, self.kernels)]
         self.obs_norm = header.get("obs_norm")  # as stored: mean, std, clip (None: raw observations)
         self._normalize = obs_normalizer(self.obs_norm)
 
     @classmethod
-    def load(cls, path: str | Path) -> "NumpyPolicy":
-        return cls(*read_artifact(Path(path).read_bytes()))
+    def load(cls, path: str | Path, kernels: list[str] | None = None) -> "NumpyPolicy":
+        return cls.from_bytes(Path(path).read_bytes(), kernels)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "NumpyPolicy":
-        return cls(*read_artifact(data))
+    def from_bytes(cls, data: bytes, kernels: list[str] | None = None) -> "NumpyPolicy":
+        return cls(*read_artifact(data), kernels=kernels)
 
     def forward(self, obs: np.ndarray) -> np.ndarray:
         x = self._normalize(obs)
-        for w, b, act in self.layers:
-            x = x @ w
+        for w, b, act, int8 in self.layers:
+            x = x @ w if int8 is None else int8_forward(x, *int8).reshape(x.shape[:-1] + (w.shape[1],))
             if b is not None:
                 x += b
             if act is not None:

@@ -11,7 +11,8 @@ from autocompress import native
 from autocompress.artifact import to_bytes
 from autocompress.nets import PolicyNet, torch_act
 from autocompress.measure import policy_runtime
-from autocompress.runtime import NumpyPolicy, obs_normalizer
+from autocompress.layers import KERNELS, layers_of
+from autocompress.runtime import NumpyPolicy, obs_normalizer, read_artifact
 from test_export import CONFIGS, HEAD, build
 
 
@@ -65,11 +66,66 @@ def test_continuous_actions_and_obs_norm_equal_numpy_runtime_and_torch(cc, squas
         assert (got >= np.array(head["low"]) - 1e-6).all() and (got <= np.array(head["high"]) + 1e-6).all()
 
 
-def test_sparse_layers_take_the_sparse_kernel(cc, net, obs):
-    dense = native.NativePolicy.from_bytes(to_bytes(net, HEAD))
+def _clear(logits: np.ndarray, gap: float = 1e-4) -> np.ndarray:
+    """Observations whose best action leads the second by more than `gap` (float rounding may flip near-ties)."""
+    top = np.sort(logits, axis=1)
+    return top[:, -1] - top[:, -2] > gap
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_every_kernel_a_layer_may_run_acts_like_the_numpy_runtime(cc, net, obs, name):
+    """dense, csr and packed compute the decoded fp32 net; int8 rounds inputs exactly as the numpy
+    runtime's int8 path does. Each kernel is forced on every layer that may run it."""
+    data = to_bytes(build(net, obs, CONFIGS[name]), HEAD)
+    layers = layers_of(*read_artifact(data))
+    for kernel in KERNELS:
+        kernels = [kernel if kernel in layer.kernels() else "dense" for layer in layers]
+        if kernel != "dense" and kernels == ["dense"] * len(layers):
+            continue
+        ref, c = NumpyPolicy.from_bytes(data, kernels), native.NativePolicy.from_bytes(data, kernels)
+        assert c.kernels == kernels
+        clear = _clear(ref.forward(obs), 1e-3 if kernel == "int8" else 1e-4)
+        assert clear.mean() > 0.9
+        assert [c.act(o) for o in obs[clear]] == [ref.act(o) for o in obs[clear]], kernel
+
+
+def test_kernels_offered_follow_the_encoding(net, obs):
+    layers = lambda cfg: layers_of(*read_artifact(to_bytes(build(net, obs, cfg), HEAD)))  # noqa: E731
+    assert [layer.kernels() for layer in layers({})] == [["dense"]] * 3
+    assert {tuple(layer.kernels()) for layer in layers({"prune": {"sparsity": 0.9}})} == {("dense", "csr")}
+    sym8 = layers({"quantize": {"bits": 8, "symmetric": True}})
+    assert {tuple(layer.kernels()) for layer in sym8} == {("dense", "int8", "packed")}
+    # asymmetric 8-bit: q - zero spans up to 255 values, more than int8 holds
+    assert all("int8" not in layer.kernels() for layer in layers({"quantize": {"bits": 8, "symmetric": False}}))
+    assert {tuple(layer.kernels()) for layer in layers({"share": {"bits": 3}})} == {("dense", "packed")}
+
+
+def test_the_fastest_kernel_is_chosen_per_layer_and_recorded(cc, net, obs):
     pruned = native.NativePolicy.from_bytes(to_bytes(build(net, obs, {"prune": {"sparsity": 0.97}}), HEAD))
-    assert [layer.sparse for layer in dense._layers] == [0, 0, 0]
-    assert [layer.sparse for layer in pruned._layers] == [1, 1, 1]
+    assert len(pruned.kernel_ns) == 3
+    for kernel, times in zip(pruned.kernels, pruned.kernel_ns):
+        assert set(times) == {"dense", "csr"} and kernel == min(times, key=times.get)
+    # at 3% density the scatter loop skips 97% of the work: it wins on the wide hidden layer
+    assert pruned.kernels[1] == "csr", pruned.kernel_ns
+
+
+def test_a_wrong_kernel_list_is_refused(cc, net):
+    data = to_bytes(net, HEAD)
+    for runtime in (NumpyPolicy, native.NativePolicy):
+        with pytest.raises(ValueError, match="3 layers"):
+            runtime.from_bytes(data, ["dense"])
+        with pytest.raises(ValueError, match=r"kernels\[1\] = 'int8'"):
+            runtime.from_bytes(data, ["dense", "int8", "dense"])
+
+
+def test_in_kernel_timing_orders_nets_by_their_work(cc, obs):
+    big = native.NativePolicy.from_bytes(to_bytes(PolicyNet.mlp(obs.shape[1], [256, 256], 2), HEAD))
+    small = native.NativePolicy.from_bytes(to_bytes(PolicyNet.mlp(obs.shape[1], [16], 2), HEAD))
+    t = native.time_side_by_side({"big": big, "small": small}, obs, warmup=100, calls=4000, rounds=8)
+    assert set(t) == {"big", "small"} and set(t["big"]) == {"median_ms", "p95_ms"}
+    # 67k vs 0.1k multiply-adds: no timer noise on a shared machine closes a gap this wide
+    assert t["small"]["median_ms"] * 5 < t["big"]["median_ms"] <= t["big"]["p95_ms"]
+    assert t["big"]["median_ms"] < 1.0  # milliseconds, per act
 
 
 def test_runtime_choice(cc, monkeypatch):

@@ -31,7 +31,7 @@ from autocompress._search.results import (STATE_FILE, constraint_values, current
                                          rows)
 from autocompress.samplers import make_sampler
 from autocompress._search.study import (HEARTBEAT_S, JOURNAL, beat, driver_id, duplicate_of, fail_orphans, finished,
-                                       open_study, taken)
+                                       open_study, pin_runtime, taken)
 from autocompress.space import SearchSpace, baseline_params, suggest
 from autocompress.tracking import Tracker, check_reachable, default_uri, trial_params
 from autocompress.urls import is_redacted, redact
@@ -260,6 +260,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     run_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(space.name, space.objectives, run_dir, opts.storage, opts.sampler, opts.seed,
                        resume=opts.resume, join=opts.join)
+    spec = pin_runtime(study, spec)
     tracker = Tracker(tracking_uri, space.name, artifact_dir=run_dir / "mlartifacts", warn=log)
     parent_id = state.get("parent_run_id")
     me = driver_id()

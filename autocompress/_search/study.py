@@ -58,6 +58,25 @@ HEARTBEAT_S = 10.0
 STALE_AFTER_S = 60.0
 
 
+def pin_runtime(study: optuna.Study, spec):
+    """The spec with latency.runtime fixed for the whole study: 'auto' resolves once, where the study
+    starts, and is kept in the study; every trial (any worker, any later driver) then measures in it,
+    and a worker that cannot fails its trial instead of falling back to another runtime."""
+    from autocompress import native
+
+    pinned = study.user_attrs.get("runtime")
+    wanted = spec.latency.runtime
+    resolved = (pinned or ("c" if native.available() else "numpy")) if wanted == "auto" else wanted
+    if pinned and resolved != pinned:
+        raise ConfigError(f"latency.runtime: this study measured latency in the {pinned!r} runtime, the trial spec "
+                          f"asks for {resolved!r}; one study never mixes runtimes: start a new run dir")
+    if resolved == "c" and not native.available():
+        raise ConfigError("latency.runtime: 'c' needs a C compiler (cc, gcc, clang or $CC) and none works here; "
+                          "set latency.runtime: numpy")
+    study.set_user_attr("runtime", resolved)
+    return spec.updated({"latency": {"runtime": resolved}})
+
+
 def beat(study: optuna.Study, driver: str) -> None:
     study.set_user_attr(f"heartbeat:{driver}", time.time())
 

@@ -1,0 +1,218 @@
+/* autocompress kernels: batch-1 act() of a compressed MLP policy. C99, no malloc, nothing beyond libm.
+ *
+ * One source for two uses: the in-process C runtime (native.py compiles all of it into a shared
+ * library) and the C export (export_c.py copies the part above the timing marker into policy.c).
+ * Every layer runs one of four kernels, chosen per layer by measuring (native.py):
+ *
+ *   DENSE   y = b + x W, W fp32 input-major (in x out): the loop over outputs is contiguous and
+ *           vectorises without reordering any sum;
+ *   CSR     the kept fp32 weights only, grouped by input (ptr/idx/val);
+ *   INT8    integer arithmetic: inputs quantised per call to int8 (symmetric, one scale per
+ *           tensor: max|x| / 127), int8 weights (the artifact's k-bit codes minus zero point),
+ *           int32 accumulation, one fp32 scale per output row;
+ *   PACKED  the artifact's own encoding (k-bit codes or codebook indices, optional bitmap of kept
+ *           weights), decoded weight by weight as it is used: the smallest flash, exact fp32 values.
+ *
+ * DENSE, CSR and PACKED compute the same fp32 sums (bias first, then over the inputs; compiled
+ * with -ffast-math the compiler may reorder a sum, so results agree to float rounding); INT8
+ * rounds the inputs, so its choice changes actions slightly, and it is recorded.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_PACKED = 3 };
+enum { ACZ_QUANT = 0, ACZ_CODEBOOK = 1 };
+enum { ACZ_NONE = 0, ACZ_TANH = 1, ACZ_RELU = 2, ACZ_SILU = 3, ACZ_ELU = 4, ACZ_LEAKY_RELU = 5 };
+
+typedef struct {
+    int in, out, act, kind;
+    const float *b;                     /* NULL: no bias */
+    const float *w;                     /* DENSE: in x out, input-major */
+    const float *wt;                    /* DENSE: the last out % 8 outputs' weights again, output-major */
+    const int32_t *ptr;                 /* CSR: ptr[in + 1] into idx (output index) and val */
+    const uint16_t *idx;
+    const float *val;
+    const int8_t *q;                    /* INT8: out x in, output-major; qscale[out] */
+    const float *qscale;
+    const uint8_t *codes, *bitmap, *zero;   /* PACKED: output-major; bitmap NULL: every weight coded */
+    const float *scale, *table;         /* quant: scale (and zero) per row if per_row else one; codebook: table */
+    int bits, qmin, enc, per_row;
+} AczLayer;
+
+typedef struct {
+    int n_layers, obs_dim, kind, act_dim, squash;  /* kind 0 discrete, 1 continuous; squash 0 clip, 1 tanh, 2 clip+map */
+    const AczLayer *layers;
+    const float *mean, *std, *low, *high;           /* mean/std NULL: no observation normalisation */
+    float clip;                                     /* > 0: normalised observations clipped to [-clip, clip] */
+    float *buf0, *buf1;                             /* scratch, the widest layer each */
+    int8_t *qbuf;                                   /* scratch for INT8 inputs, the widest input */
+} AczNet;
+
+
+static unsigned acz_code(const uint8_t *codes, long i, int bits) {
+    long bit = i * bits;
+    unsigned s = (unsigned)(bit & 7), v = codes[bit >> 3] >> s;
+    if (s + (unsigned)bits > 8u) v |= (unsigned)codes[(bit >> 3) + 1] << (8u - s);
+    return v & ((1u << bits) - 1u);
+}
+
+/* Outputs j0 .. j0+B-1 of a DENSE layer, their B sums held in registers over all inputs. */
+#define ACZ_DENSE_BLOCK(B)                                                  \
+    for (; j0 + (B) <= L->out; j0 += (B)) {                                 \
+        float acc[B];                                                       \
+        for (int j = 0; j < (B); j++) acc[j] = y[j0 + j];                   \
+        for (int k = 0; k < L->in; k++) {                                   \
+            const float xk = x[k];                                          \
+            const float *w = L->w + (long)k * L->out + j0;                  \
+            for (int j = 0; j < (B); j++) acc[j] += w[j] * xk;              \
+        }                                                                   \
+        for (int j = 0; j < (B); j++) y[j0 + j] = acc[j];                   \
+    }
+
+static void acz_dense(const AczLayer *L, const float *x, float *y) {
+    int j0 = 0;
+    ACZ_DENSE_BLOCK(64)
+    ACZ_DENSE_BLOCK(32)
+    ACZ_DENSE_BLOCK(8)
+    for (int j = j0; j < L->out; j++) {   /* the last out % 8 outputs (e.g. a 2-action head): dot products */
+        const float *wt = L->wt + (long)(j - j0) * L->in;
+        float acc = y[j];
+        for (int k = 0; k < L->in; k++) acc += wt[k] * x[k];
+        y[j] = acc;
+    }
+}
+
+static void acz_csr(const AczLayer *L, const float *x, float *y) {
+    for (int k = 0; k < L->in; k++) {
+        const float xk = x[k];
+        for (int32_t p = L->ptr[k]; p < L->ptr[k + 1]; p++) y[L->idx[p]] += L->val[p] * xk;
+    }
+}
+
+static void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
+    float m = 0.0f;
+    for (int k = 0; k < L->in; k++) m = fabsf(x[k]) > m ? fabsf(x[k]) : m;
+    if (m == 0.0f) return;                                 /* all inputs 0: y is the bias */
+    const float inv = 127.0f / m, s = m / 127.0f;
+    for (int k = 0; k < L->in; k++) {
+        float v = rintf(x[k] * inv);
+        xq[k] = (int8_t)(v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v));
+    }
+    for (int j = 0; j < L->out; j++) {
+        const int8_t *row = L->q + (long)j * L->in;
+        int32_t acc = 0;
+        /* int16 products summed in int32: compilers map this to multiply-add-pairs (pmaddwd, or VNNI) */
+        for (int k = 0; k < L->in; k++) acc += (int16_t)row[k] * (int16_t)xq[k];
+        y[j] += (float)acc * (s * L->qscale[j]);
+    }
+}
+
+static void acz_packed(const AczLayer *L, const float *x, float *y) {
+    long n = 0;                                            /* index of the next stored code */
+    for (int j = 0; j < L->out; j++) {
+        const int r = L->per_row ? j : 0;
+        const float s = L->enc == ACZ_QUANT ? L->scale[r] : 0.0f;
+        const float z = (L->enc == ACZ_QUANT && L->zero) ? (float)L->zero[r] : 0.0f;
+        float acc = y[j];
+        for (int k = 0; k < L->in; k++) {
+            const long i = (long)j * L->in + k;
+            if (L->bitmap && !((L->bitmap[i >> 3] >> (i & 7)) & 1)) continue;
+            const unsigned c = acz_code(L->codes, n++, L->bits);
+            const float w = L->enc == ACZ_CODEBOOK ? L->table[c] : ((float)c + (float)L->qmin - z) * s;
+            acc += w * x[k];
+        }
+        y[j] = acc;
+    }
+}
+
+/* One layer: y = act(b + x W) with the layer's kernel. */
+static void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
+    if (L->b) memcpy(y, L->b, sizeof(float) * (size_t)L->out); else memset(y, 0, sizeof(float) * (size_t)L->out);
+    switch (L->kind) {
+        case ACZ_CSR: acz_csr(L, x, y); break;
+        case ACZ_INT8: acz_int8(L, x, y, qbuf); break;
+        case ACZ_PACKED: acz_packed(L, x, y); break;
+        default: acz_dense(L, x, y);
+    }
+    const int n = L->out;
+    if (L->act == ACZ_TANH) for (int j = 0; j < n; j++) y[j] = tanhf(y[j]);
+    else if (L->act == ACZ_RELU) for (int j = 0; j < n; j++) y[j] = y[j] > 0.f ? y[j] : 0.f;
+    else if (L->act == ACZ_SILU) for (int j = 0; j < n; j++) y[j] = y[j] / (1.f + expf(-y[j]));
+    else if (L->act == ACZ_ELU) for (int j = 0; j < n; j++) y[j] = y[j] > 0.f ? y[j] : expm1f(y[j]);
+    else if (L->act == ACZ_LEAKY_RELU) for (int j = 0; j < n; j++) y[j] = y[j] > 0.f ? y[j] : 0.01f * y[j];
+}
+
+/* Discrete: returns the action index (first maximum wins, as numpy's argmax). Continuous: writes
+ * act_dim values to `action` (the mean, squashed and mapped onto the env's bounds), returns -1. */
+static int acz_act(const AczNet *net, const float *obs, float *action) {
+    const float *x = obs;
+    float *bufs[2];
+    bufs[0] = net->buf0;
+    bufs[1] = net->buf1;
+    if (net->mean) {
+        for (int i = 0; i < net->obs_dim; i++) {
+            float v = (obs[i] - net->mean[i]) / net->std[i];
+            if (net->clip > 0.0f) v = v > net->clip ? net->clip : (v < -net->clip ? -net->clip : v);
+            bufs[1][i] = v;
+        }
+        x = bufs[1];
+    }
+    for (int l = 0; l < net->n_layers; l++) {
+        float *y = bufs[l & 1];
+        acz_layer(&net->layers[l], x, y, net->qbuf);
+        x = y;
+    }
+    if (net->kind == 0) {
+        int best = 0;
+        for (int j = 1; j < net->layers[net->n_layers - 1].out; j++) if (x[j] > x[best]) best = j;
+        return best;
+    }
+    for (int j = 0; j < net->act_dim; j++) {
+        float m = x[j], lo = net->low[j], hi = net->high[j];
+        if (net->squash == 0) { action[j] = m < lo ? lo : (m > hi ? hi : m); continue; }
+        float a = net->squash == 1 ? tanhf(m) : (m < -1.f ? -1.f : (m > 1.f ? 1.f : m));
+        action[j] = lo + (a + 1.f) * 0.5f * (hi - lo);
+    }
+    return -1;
+}
+
+/* ---- timing: in-process runtime only ---- */
+#include <time.h>
+
+/* acz_act for ctypes (acz_act itself is static: the export has one entry point, policy_act) */
+int acz_run(const AczNet *net, const float *obs, float *action) { return acz_act(net, obs, action); }
+
+static double acz_now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
+}
+
+/* Side-by-side latency: after `warmup` acts of each net, `rounds` rounds in which each net in turn
+ * runs `calls` acts over the recorded observations (cycled). out[r * n_nets + i]: ns per act of net
+ * i in round r. Returns a checksum of the actions so that no call can be optimised away. */
+long acz_time(const AczNet *const *nets, int n_nets, const float *obs, int n_obs, int obs_dim,
+              int warmup, int calls, int rounds, float *action, double *out) {
+    long sink = 0;
+    for (int i = 0; i < n_nets; i++)
+        for (int c = 0; c < warmup; c++) sink += acz_act(nets[i], obs + (long)(c % n_obs) * obs_dim, action);
+    for (int r = 0; r < rounds; r++)
+        for (int i = 0; i < n_nets; i++) {
+            const double t0 = acz_now_ns();
+            for (int c = 0; c < calls; c++) sink += acz_act(nets[i], obs + (long)(c % n_obs) * obs_dim, action);
+            out[r * n_nets + i] = (acz_now_ns() - t0) / calls;
+        }
+    return sink;
+}
+
+/* One layer's kernel alone, on `n_x` recorded inputs (in floats each): out[r] = ns per call in round r. */
+void acz_time_layer(const AczLayer *L, const float *xs, int n_x, int calls, int rounds, float *y,
+                    int8_t *qbuf, double *out) {
+    for (int c = 0; c < calls; c++) acz_layer(L, xs + (long)(c % n_x) * L->in, y, qbuf);  /* warm-up */
+    for (int r = 0; r < rounds; r++) {
+        const double t0 = acz_now_ns();
+        for (int c = 0; c < calls; c++) acz_layer(L, xs + (long)(c % n_x) * L->in, y, qbuf);
+        out[r] = (acz_now_ns() - t0) / calls;
+    }
+}

@@ -1,0 +1,122 @@
+"""One artifact layer in the forms the kernels take (numpy only): decoded fp32, CSR, int8, packed.
+
+The runtimes (numpy, C) and the exporters (C source, ONNX) read layers through here, so they all
+start from the same decoded numbers. Which kernels a layer may run (see kernels.c):
+
+  dense   always (the decoded fp32 weights);
+  csr     fp32 values of the kept weights, where at most half are kept;
+  packed  the artifact's k-bit codes / codebook indices as stored (quant and codebook layers);
+  int8    integer arithmetic, where the layer is k-bit quantized and every q - zero fits in
+          [-127, 127] (symmetric k <= 8, asymmetric k <= 7): its inputs are rounded to int8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from autocompress.codec import _part, decode_weight, kept_positions, quant_ints
+
+KERNELS = ("dense", "csr", "int8", "packed")
+#: a layer keeping more than this share of its weights gains nothing from CSR
+CSR_MAX_DENSITY = 0.5
+
+
+@dataclass
+class Layer:
+    meta: dict               # the artifact header's entry: act, w (encoding), b
+    blob: memoryview
+
+    @property
+    def act(self) -> str:
+        return self.meta["act"]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(out, in), as torch and the artifact store it."""
+        return tuple(self.meta["w"]["shape"])
+
+    @cached_property
+    def w(self) -> np.ndarray:
+        """Decoded fp32 weights, input-major (in x out) and contiguous."""
+        return np.ascontiguousarray(decode_weight(self.meta["w"], self.blob).T)
+
+    @cached_property
+    def b(self) -> np.ndarray | None:
+        loc = self.meta["b"]
+        return None if loc is None else np.frombuffer(_part(self.blob, loc), dtype="<f4").copy()
+
+    def kernels(self) -> list[str]:
+        """The kernels this layer may run, in KERNELS order."""
+        enc, out = self.meta["w"]["enc"], ["dense"]
+        if (self.w != 0).mean() <= CSR_MAX_DENSITY:
+            out.append("csr")
+        if self.int8() is not None:
+            out.append("int8")
+        if enc != "f32":
+            out.append("packed")
+        return out
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ptr[in + 1], output index, value) of the nonzero weights, grouped by input."""
+        nz = self.w != 0
+        rows, cols = np.nonzero(nz)  # row-major over (in, out): grouped by input
+        ptr = np.concatenate([[0], np.cumsum(nz.sum(axis=1))]).astype(np.int32)
+        return ptr, cols.astype(np.uint16), self.w[rows, cols].astype(np.float32)
+
+    @cached_property
+    def _int8(self) -> tuple[np.ndarray, np.ndarray] | None:
+        meta = self.meta["w"]
+        if meta["enc"] != "quant":
+            return None
+        pos = kept_positions(meta, self.blob)
+        ints, scale = quant_ints(meta, self.blob, pos)
+        if ints.size and (ints.min() < -127 or ints.max() > 127):
+            return None
+        q = np.zeros(self.shape[0] * self.shape[1], np.int8)
+        q[pos] = ints
+        return q.reshape(self.shape), scale
+
+    def int8(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(int8 weights out x in, fp32 scale per output row), or None where the layer cannot run int8."""
+        return self._int8
+
+    def packed(self) -> dict:
+        """The stored encoding as arrays: codes, bitmap, scale, zero, table, bits, qmin, enc, per_row."""
+        meta = self.meta["w"]
+        arr = {k: np.frombuffer(_part(self.blob, meta[k]), dtype=dt) if k in meta else None
+               for k, dt in (("codes", np.uint8), ("bitmap", np.uint8), ("zero", np.uint8), ("scale", "<f4"),
+                             ("codebook", "<f4"))}
+        return {"codes": arr["codes"], "bitmap": arr["bitmap"] if meta["sparse"] else None, "zero": arr["zero"],
+                "scale": arr["scale"], "table": arr["codebook"], "bits": meta["bits"], "qmin": meta.get("qmin", 0),
+                "enc": meta["enc"], "per_row": arr["scale"] is not None and arr["scale"].size > 1}
+
+
+def layers_of(header: dict, blob: memoryview) -> list[Layer]:
+    return [Layer(m, blob) for m in header["layers"]]
+
+
+def check_kernels(layers: list[Layer], kernels: list[str] | None) -> list[str] | None:
+    """A kernel list given by the caller (e.g. a trial's recorded choice): one per layer, each allowed."""
+    if kernels is None:
+        return None
+    kernels = list(kernels)
+    if len(kernels) != len(layers):
+        raise ValueError(f"kernels: {len(kernels)} given for {len(layers)} layers")
+    for i, (k, layer) in enumerate(zip(kernels, layers)):
+        if k not in layer.kernels():
+            raise ValueError(f"kernels[{i}] = {k!r}: layer {i} can run {', '.join(layer.kernels())}")
+    return kernels
+
+
+def int8_forward(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """kernels.c's INT8 arithmetic in numpy, for rows of x: inputs rounded to int8 with one scale
+    max|x| / 127 per row, int32 accumulation, fp32 scale per output (the bias is added by the caller)."""
+    x = np.atleast_2d(np.asarray(x, np.float32))
+    m = np.abs(x).max(axis=1, keepdims=True)
+    safe = np.where(m > 0, m, np.float32(1))
+    xq = np.clip(np.rint(x * (np.float32(127) / safe)), -127, 127).astype(np.int32)
+    acc = xq @ q.astype(np.int32).T
+    return np.where(m > 0, acc.astype(np.float32) * ((safe / np.float32(127)) * scale), np.float32(0))
