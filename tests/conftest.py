@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,3 +41,26 @@ def tiny_cartpole(name: str, finetune_iterations: int) -> dict:
         "latency": {"warmup": 10, "calls": 200, "rounds": 2},
         "sample_steps": 200,
     }
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def search_run(tmp_path_factory) -> Path:
+    """A tiny finished search (3 trials of int8..4-bit PTQ on the committed CartPole teacher), shared by
+    the tests that read a run dir (API examples, exports, MLflow); they must not change it."""
+    import yaml
+
+    import autocompress as ac
+
+    d = tmp_path_factory.mktemp("api_run")
+    spec = yaml.safe_load((ROOT / "trials" / "cartpole_ppo.yaml").read_text())
+    spec.update(finetune={"iterations": 0}, eval={"episodes": 3}, latency={"calls": 200})
+    (d / "trial.yaml").write_text(yaml.safe_dump(spec))
+    space = yaml.safe_load((ROOT / "search_spaces" / "cartpole_ppo.yaml").read_text())
+    space.update(trial_spec="trial.yaml", techniques={"quantize": {"bits": {"low": 4, "high": 8}}})
+    (d / "space.yaml").write_text(yaml.safe_dump(space))
+    run = ac.search(d / "space.yaml", trials=3, run_dir=d / "run", cache_dir=d / "cache")
+    assert run.summary["complete"] == 3
+    return d / "run"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 import autocompress as ac
 from autocompress import _api, config, measure
@@ -24,21 +23,6 @@ def _doctests():
             if test.examples:
                 slow = any(k in (test.docstring or "") for k in NEEDS_RAY)
                 yield pytest.param(test, id=test.name, marks=[pytest.mark.slow] if slow else [])
-
-
-@pytest.fixture(scope="module")
-def search_run(tmp_path_factory) -> Path:
-    """A tiny finished search (3 trials of int8..4-bit PTQ on the committed CartPole teacher)."""
-    d = tmp_path_factory.mktemp("api_run")
-    spec = yaml.safe_load((ROOT / "trials" / "cartpole_ppo.yaml").read_text())
-    spec.update(finetune={"iterations": 0}, eval={"episodes": 3}, latency={"calls": 200})
-    (d / "trial.yaml").write_text(yaml.safe_dump(spec))
-    space = yaml.safe_load((ROOT / "search_spaces" / "cartpole_ppo.yaml").read_text())
-    space.update(trial_spec="trial.yaml", techniques={"quantize": {"bits": {"low": 4, "high": 8}}})
-    (d / "space.yaml").write_text(yaml.safe_dump(space))
-    run = ac.search(d / "space.yaml", trials=3, run_dir=d / "run", cache_dir=d / "cache")
-    assert run.summary["complete"] == 3
-    return d / "run"
 
 
 @pytest.mark.parametrize("test", list(_doctests()))
