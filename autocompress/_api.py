@@ -132,7 +132,9 @@ class Policy:
     """A deployable artifact (.acz), loaded into a runtime: `act(obs)` for one observation.
 
     runtime 'auto' is the compiled C kernel where a C compiler exists, else numpy; 'c' or 'numpy'
-    choose one (what `latency.runtime` in a trial spec chooses for measuring).
+    choose one (what `latency.runtime` in a trial spec chooses for measuring). `kernels` (one per
+    layer: dense, csr, int8, packed) repeats a recorded choice, e.g. a trial's `kernels`; the C
+    runtime otherwise picks each layer's fastest by measuring at load.
 
     >>> import autocompress as ac
     >>> policy = ac.Policy.load(f"{RUN_DIR}/trials/0/policy.acz")
@@ -142,21 +144,27 @@ class Policy:
 
     def __init__(self, impl: Any, runtime: str, data: bytes):
         self._impl, self.runtime = impl, runtime
+        self.kernels: list[str] = list(impl.kernels)
         self.head = impl.head
         self.act = impl.act  # the runtime's own bound method: no extra Python call in what latency times
         #: the artifact's bytes (its length is the size objective)
         self.data = data
 
     @classmethod
-    def load(cls, path: str | Path, runtime: Literal["auto", "c", "numpy"] = "auto") -> "Policy":
-        return cls.from_bytes(Path(path).read_bytes(), runtime)
+    def load(cls, path: str | Path, runtime: Literal["auto", "c", "numpy"] = "auto",
+             kernels: list[str] | None = None) -> "Policy":
+        return cls.from_bytes(Path(path).read_bytes(), runtime, kernels)
 
     @classmethod
-    def from_bytes(cls, data: bytes, runtime: Literal["auto", "c", "numpy"] = "auto") -> "Policy":
+    def from_bytes(cls, data: bytes, runtime: Literal["auto", "c", "numpy"] = "auto",
+                   kernels: list[str] | None = None) -> "Policy":
         from autocompress.measure import policy_runtime
 
         name, impl = policy_runtime(runtime)
-        return cls(impl.from_bytes(data), name, data)
+        try:
+            return cls(impl.from_bytes(data, kernels), name, data)
+        except ValueError as e:  # a bad kernel list, or not an artifact
+            raise ConfigError(str(e), option="kernels" if str(e).startswith("kernels") else None) from None
 
     @classmethod
     def from_net(cls, net, head: dict, runtime: Literal["auto", "c", "numpy"] = "auto") -> "Policy":
@@ -284,22 +292,43 @@ class Run:
             raise ConfigError(str(e)) from None
         return FrontRow.from_row(best)
 
-    def export(self, trial: int, output: str | Path) -> Path:
-        """Copy the deployable artifact (.acz) of COMPLETE trial `trial` to `output`."""
+    def export(self, trial: int, output: str | Path, format: str = "acz") -> Path:
+        """Write COMPLETE trial `trial`'s policy to `output` as `format`: 'acz' (the artifact file),
+        'c' (a directory with policy.c, policy.h and an example main.c: C99, no malloc), 'onnx' (fp32)
+        or 'onnx-int8' (int8 QDQ weights). Every format acts as the artifact did in the trial (same
+        per-layer kernels). Returns the file (or, for 'c', the directory) written."""
+        from autocompress import exports
+
+        if format not in exports.FORMATS:
+            raise ConfigError(f"format {format!r}: choose one of {', '.join(exports.FORMATS)}", option="format")
         output = Path(output)
-        checks.output_file(output, "output")
-        match = [r for r in self.rows() if r["trial"] == trial]
-        if not match:
-            raise ConfigError(f"trial {trial} is not a COMPLETE trial of {self.run_dir}", option="trial")
-        src = Path(match[0]["artifact"])
+        if format == "c":
+            checks.directory(output, "output")
+        else:
+            checks.output_file(output, "output")
+        row = self._trial_row(trial)
+        src = Path(row["artifact"])
         if not src.exists():
             raise ConfigError(f"artifact of trial {trial} is missing at {src}", option="trial")
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, output)
+            exports.write(src.read_bytes(), format, output, row.get("kernels") or None)
         except OSError as e:
             raise ConfigError(f"{output}: {e.strerror}", option="output") from None
         return output
+
+    def _trial_row(self, trial: int) -> dict:
+        """The row of COMPLETE trial `trial`; a ConfigError that says why where there is none."""
+        match = [r for r in self.rows() if r["trial"] == trial]
+        if match:
+            return match[0]
+        known = {t.number: t for t in self.study.get_trials(deepcopy=False)}
+        if trial in known:
+            t = known[trial]
+            why = t.user_attrs.get("fail_reason", "")
+            raise ConfigError(f"trial {trial} is {t.state.name}, not COMPLETE" + (f": {why.splitlines()[-1][:300]}"
+                                                                                  if why else ""), option="trial")
+        raise ConfigError(f"no trial {trial} in {self.run_dir} (trials 0..{max(known, default=-1)})", option="trial")
 
     def trial_spec(self) -> TrialSpec:
         """The trial spec the search ran (read again from its space file)."""
@@ -397,16 +426,24 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
     return run
 
 
-def export(run_dir: str | Path, trial: int, output: str | Path, *, storage: str | None = None) -> Path:
-    """Write the deployable artifact (.acz) of a search's trial; `Run.load(run_dir).export(...)`.
+def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str = "acz",
+           storage: str | None = None) -> Path:
+    """Write a search's trial as `format` (acz, c, onnx, onnx-int8); `Run.load(run_dir).export(...)`.
 
     >>> import autocompress as ac
     >>> path = ac.export(RUN_DIR, 0, f"{tmp}/teacher.acz")
     >>> ac.Policy.load(path).act(np.zeros(4, np.float32)) in (0, 1)
     True
+    >>> sorted(p.name for p in ac.export(RUN_DIR, 0, f"{tmp}/c", format="c").iterdir())
+    ['main.c', 'policy.c', 'policy.h']
     """
-    checks.output_file(Path(output), "output")  # before the run dir is read: a bad output alone is named
-    return Run.load(run_dir, storage).export(trial, output)
+    from autocompress import exports
+
+    if format not in exports.FORMATS:  # before the run dir is read: a bad format or output alone is named
+        raise ConfigError(f"format {format!r}: choose one of {', '.join(exports.FORMATS)}", option="format")
+    if format != "c":
+        checks.output_file(Path(output), "output")
+    return Run.load(run_dir, storage).export(trial, output, format)
 
 
 def sync(run_dir: str | Path, *, storage: str | None = None, tracking_uri: str | None = None,

@@ -289,14 +289,27 @@ def sync(run_dir: Path = RunDirArg, storage: Optional[str] = StorageOpt,
 
 @app.command("export")
 def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--trial", help="trial number", min=0),
-               output: Path = typer.Option(..., "--output", "-o", help="where to write the .acz artifact"),
+               output: Path = typer.Option(..., "--output", "-o",
+                                           help="file to write (for --format c: a directory)"),
+               fmt: str = typer.Option("acz", "--format", "-f", help="acz: the artifact (autocompress.Policy.load); "
+                                       "c: policy.c + policy.h + main.c (C99, no malloc); onnx: fp32 graph; "
+                                       "onnx-int8: int8 (QDQ) weights"),
                storage: Optional[str] = StorageOpt):
-    """Write the deployable artifact (.acz) of a trial; load it with autocompress.Policy.load(path)."""
+    """Write a trial's policy in the form you ship: the .acz artifact, C source, or ONNX. Every format
+    acts as the artifact did when the trial was measured.
+
+    e.g. autocompress export runs/cartpole_ppo --trial 7 --format c -o policy_c/
+    """
     import autocompress as ac
 
     with errors_as_exit_codes():
-        path = ac.export(run_dir, trial, output, storage=storage)
-    out.print(f"wrote {path} ({path.stat().st_size:,} bytes) from trial {trial}")
+        path = ac.export(run_dir, trial, output, format=fmt, storage=storage)
+    if fmt == "c":
+        from autocompress.exports.c import BUILD
+
+        out.print(f"wrote {path}/policy.c, policy.h, main.c from trial {trial}; build: cd {path} && {BUILD}")
+    else:
+        out.print(f"wrote {path} ({path.stat().st_size:,} bytes) from trial {trial}")
 
 
 if __name__ == "__main__":

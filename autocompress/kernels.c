@@ -13,6 +13,9 @@
  *   PACKED  the artifact's own encoding (k-bit codes or codebook indices, optional bitmap of kept
  *           weights), decoded weight by weight as it is used: the smallest flash, exact fp32 values.
  *
+ * The functions are not static (a C99 build with -Wall -Wextra -Werror would reject unused static
+ * ones in an export that uses some kernels only); the acz_ prefix keeps them out of a user's way.
+ *
  * DENSE, CSR and PACKED compute the same fp32 sums (bias first, then over the inputs; compiled
  * with -ffast-math the compiler may reorder a sum, so results agree to float rounding); INT8
  * rounds the inputs, so its choice changes actions slightly, and it is recorded.
@@ -50,7 +53,7 @@ typedef struct {
 } AczNet;
 
 
-static unsigned acz_code(const uint8_t *codes, long i, int bits) {
+unsigned acz_code(const uint8_t *codes, long i, int bits) {
     long bit = i * bits;
     unsigned s = (unsigned)(bit & 7), v = codes[bit >> 3] >> s;
     if (s + (unsigned)bits > 8u) v |= (unsigned)codes[(bit >> 3) + 1] << (8u - s);
@@ -70,7 +73,7 @@ static unsigned acz_code(const uint8_t *codes, long i, int bits) {
         for (int j = 0; j < (B); j++) y[j0 + j] = acc[j];                   \
     }
 
-static void acz_dense(const AczLayer *L, const float *x, float *y) {
+void acz_dense(const AczLayer *L, const float *x, float *y) {
     int j0 = 0;
     ACZ_DENSE_BLOCK(64)
     ACZ_DENSE_BLOCK(32)
@@ -83,14 +86,14 @@ static void acz_dense(const AczLayer *L, const float *x, float *y) {
     }
 }
 
-static void acz_csr(const AczLayer *L, const float *x, float *y) {
+void acz_csr(const AczLayer *L, const float *x, float *y) {
     for (int k = 0; k < L->in; k++) {
         const float xk = x[k];
         for (int32_t p = L->ptr[k]; p < L->ptr[k + 1]; p++) y[L->idx[p]] += L->val[p] * xk;
     }
 }
 
-static void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
+void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
     float m = 0.0f;
     for (int k = 0; k < L->in; k++) m = fabsf(x[k]) > m ? fabsf(x[k]) : m;
     if (m == 0.0f) return;                                 /* all inputs 0: y is the bias */
@@ -108,7 +111,7 @@ static void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
     }
 }
 
-static void acz_packed(const AczLayer *L, const float *x, float *y) {
+void acz_packed(const AczLayer *L, const float *x, float *y) {
     long n = 0;                                            /* index of the next stored code */
     for (int j = 0; j < L->out; j++) {
         const int r = L->per_row ? j : 0;
@@ -127,7 +130,7 @@ static void acz_packed(const AczLayer *L, const float *x, float *y) {
 }
 
 /* One layer: y = act(b + x W) with the layer's kernel. */
-static void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
+void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
     if (L->b) memcpy(y, L->b, sizeof(float) * (size_t)L->out); else memset(y, 0, sizeof(float) * (size_t)L->out);
     switch (L->kind) {
         case ACZ_CSR: acz_csr(L, x, y); break;
@@ -145,7 +148,7 @@ static void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf)
 
 /* Discrete: returns the action index (first maximum wins, as numpy's argmax). Continuous: writes
  * act_dim values to `action` (the mean, squashed and mapped onto the env's bounds), returns -1. */
-static int acz_act(const AczNet *net, const float *obs, float *action) {
+int acz_act(const AczNet *net, const float *obs, float *action) {
     const float *x = obs;
     float *bufs[2];
     bufs[0] = net->buf0;
@@ -180,8 +183,6 @@ static int acz_act(const AczNet *net, const float *obs, float *action) {
 /* ---- timing: in-process runtime only ---- */
 #include <time.h>
 
-/* acz_act for ctypes (acz_act itself is static: the export has one entry point, policy_act) */
-int acz_run(const AczNet *net, const float *obs, float *action) { return acz_act(net, obs, action); }
 
 static double acz_now_ns(void) {
     struct timespec t;

@@ -80,8 +80,8 @@ def _library() -> ctypes.CDLL:
                     raise RuntimeError(f"compiling the C runtime failed: {r.stderr.strip()[-500:]}")
             os.replace(tmp, lib)  # atomic: parallel trials may compile at once
     so = ctypes.CDLL(str(lib))
-    so.acz_run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
-    so.acz_run.restype = ctypes.c_int
+    so.acz_act.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    so.acz_act.restype = ctypes.c_int
     so.acz_time.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
                             ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
     so.acz_time.restype = ctypes.c_long
@@ -209,7 +209,7 @@ class NativePolicy:
         self.obs_dim = obs_dim
         self._keep, self._layers, self._net = ptr, c_layers, net
         self._action = np.zeros(max(1, net.act_dim), np.float32)
-        self._fn = _library().acz_run
+        self._fn = _library().acz_act
         self._net_ptr, self._action_ptr = ctypes.addressof(net), self._action.ctypes.data
 
     @classmethod

@@ -1,0 +1,59 @@
+"""What a user ships, from one artifact: .acz (autocompress's runtimes), C source, ONNX.
+
+`kernels` is the trial's recorded per-layer choice (None: dense everywhere). 'acz', 'c' and 'onnx'
+act as the runtime did with those kernels (the C export keeps the int8 layers and stores every
+other layer in its smallest form: exports.c.compact_kernels); 'onnx-int8' runs every layer whose
+codes fit int8 in integer arithmetic, i.e. acts as the runtime with `int8_kernels(data)`.
+tests/test_exports.py checks each on 1,000 observations.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from autocompress.layers import check_kernels, layers_of
+from autocompress.runtime import read_artifact
+
+FORMATS = {"acz": "the artifact file (autocompress.Policy.load)", "c": "a directory: policy.c, policy.h, main.c",
+           "onnx": "an ONNX graph (fp32; int8 layers where the trial ran them)",
+           "onnx-int8": "an ONNX graph, int8 weights and integer MatMul wherever the codes fit int8"}
+
+
+def int8_kernels(data: bytes) -> list[str]:
+    """The int8 kernel on every layer that may run it, dense elsewhere (what 'onnx-int8' computes)."""
+    return ["int8" if "int8" in layer.kernels() else "dense" for layer in layers_of(*read_artifact(data))]
+
+
+def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None = None) -> list[Path]:
+    """Write `data` (an .acz artifact) as `fmt` to `output` (a directory for 'c', else a file)."""
+    output = Path(output)
+    layers = layers_of(*read_artifact(data))
+    kernels = check_kernels(layers, kernels)
+    if fmt == "acz":
+        output.write_bytes(data)
+        return [output]
+    if fmt == "c":
+        from autocompress.exports.c import compact_kernels, write_c
+
+        return write_c(data, output, compact_kernels(layers, kernels))
+    if fmt in ("onnx", "onnx-int8"):
+        from autocompress.exports.onnx import write_onnx
+
+        return [write_onnx(data, output, int8_kernels(data) if fmt == "onnx-int8" else kernels)]
+    raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
+
+
+def flash_size(c_dir: str | Path, cc: str | None = None) -> dict[str, int]:
+    """Sections of policy.c compiled for this machine (cc -std=c99 -O2 -c; `size`): text (code +
+    the const weights, i.e. flash) and bss (static scratch, i.e. RAM)."""
+    c_dir = Path(c_dir)
+    cc = cc or shutil.which("cc") or "gcc"
+    obj = c_dir / "policy.o"
+    subprocess.run([cc, "-std=c99", "-O2", "-c", str(c_dir / "policy.c"), "-o", str(obj)], check=True,
+                   capture_output=True)
+    text, data, bss = subprocess.run(["size", str(obj)], check=True, capture_output=True,
+                                     text=True).stdout.splitlines()[1].split()[:3]
+    obj.unlink()
+    return {"text": int(text), "data": int(data), "bss": int(bss)}

@@ -1,0 +1,164 @@
+"""C export: a self-contained policy.c + policy.h (C99, no malloc, libm only) and an example main.c.
+
+policy.c is kernels.c's portable part (the very kernels the C runtime times) followed by the
+weights as `static const` arrays in the form each layer's kernel reads (kernels.c): fp32 for
+dense, kept values + indices for CSR, int8 + row scales for int8, and for packed the artifact's
+own k-bit codes / codebook indices with their scales, zero points, codebooks and bitmaps. The
+observation normalisation and the action head are inside: `int policy_act(const float *obs,
+float *action)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from autocompress.layers import Layer, layers_of
+from autocompress.native import SOURCE, TIMING_MARKER, _ACTS, _KIND, _SQUASH
+from autocompress.runtime import read_artifact
+
+BUILD = "cc -std=c99 -O2 main.c policy.c -lm -o policy"
+
+_C_TYPES = {np.float32: "float", np.int32: "int32_t", np.uint16: "uint16_t", np.int8: "int8_t", np.uint8: "uint8_t"}
+
+
+def _literal(v, ctype: str) -> str:
+    if ctype == "float":  # the shortest text that reads back as the same float32
+        return np.format_float_positional(np.float32(v), unique=True, trim="0") + "f"
+    return str(int(v))
+
+
+class _Arrays:
+    """Collects `static const` arrays; returns the name to point at (NULL for None)."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, name: str, a, dtype) -> str:
+        if a is None:
+            return "NULL"
+        a = np.asarray(a, dtype=dtype).ravel()
+        ctype = _C_TYPES[dtype]
+        if a.size == 0:
+            a = np.zeros(1, dtype)  # C99 has no empty arrays
+        items = [_literal(v, ctype) for v in a]
+        per_line = 8 if ctype == "float" else 24
+        body = ",\n  ".join(",".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
+        self.lines.append(f"static const {ctype} {name}[{a.size}] = {{\n  {body}\n}};")
+        return name
+
+
+def _layer_init(i: int, layer: Layer, kernel: str, arr: _Arrays) -> str:
+    n_out, n_in = layer.shape
+    f = {"in": n_in, "out": n_out, "act": _ACTS[layer.act], "kind": _KIND[kernel],
+         "b": arr(f"L{i}_b", layer.b, np.float32)}
+    if kernel == "dense":
+        f["w"] = arr(f"L{i}_w", layer.w, np.float32)
+        tail = layer.w[:, n_out - n_out % 8:]
+        f["wt"] = arr(f"L{i}_wt", tail.T, np.float32) if tail.size else "NULL"
+    elif kernel == "csr":
+        ptr, idx, val = layer.csr()
+        f.update(ptr=arr(f"L{i}_ptr", ptr, np.int32), idx=arr(f"L{i}_idx", idx, np.uint16),
+                 val=arr(f"L{i}_val", val, np.float32))
+    elif kernel == "int8":
+        q, scale = layer.int8()
+        f.update(q=arr(f"L{i}_q", q, np.int8), qscale=arr(f"L{i}_qscale", scale, np.float32))
+    else:
+        pk = layer.packed()
+        f.update(codes=arr(f"L{i}_codes", pk["codes"], np.uint8), bitmap=arr(f"L{i}_bitmap", pk["bitmap"], np.uint8),
+                 zero=arr(f"L{i}_zero", pk["zero"], np.uint8), scale=arr(f"L{i}_scale", pk["scale"], np.float32),
+                 table=arr(f"L{i}_table", pk["table"], np.float32), bits=pk["bits"], qmin=pk["qmin"],
+                 enc=int(pk["enc"] == "codebook"), per_row=int(pk["per_row"]))
+    return "  {" + ", ".join(f".{k} = {v}" for k, v in f.items()) + "}"
+
+
+def compact_kernels(layers: list[Layer], measured: list[str] | None = None) -> list[str]:
+    """Per layer, the kernel whose stored form is smallest, keeping int8 where it was measured (int8
+    rounds inputs: the export must act as the evaluated policy did): packed for k-bit and codebook
+    layers, CSR for fp32 layers where it is smaller than dense, else dense."""
+    out = []
+    for i, layer in enumerate(layers):
+        allowed = layer.kernels()
+        if measured and measured[i] == "int8":
+            out.append("int8")
+        elif "packed" in allowed:
+            out.append("packed")
+        elif "csr" in allowed and (layer.w != 0).sum() * 6 + 4 * (layer.shape[1] + 1) < layer.w.size * 4:
+            out.append("csr")
+        else:
+            out.append("dense")
+    return out
+
+
+def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
+    """Write policy.h, policy.c and main.c for the artifact `data`, each layer in `kernels`."""
+    header, blob = read_artifact(data)
+    layers = layers_of(header, blob)
+    head, norm = header["head"], header.get("obs_norm") or {}
+    obs_dim, discrete = int(header["obs_dim"]), head["kind"] == "discrete"
+    act_dim = 0 if discrete else int(head["act_dim"])
+    width = max([layer.shape[0] for layer in layers] + [obs_dim])
+    arr = _Arrays()
+    inits = [_layer_init(i, layer, k, arr) for i, (layer, k) in enumerate(zip(layers, kernels))]
+    net = {"n_layers": len(layers), "obs_dim": obs_dim, "kind": 0 if discrete else 1, "act_dim": act_dim,
+           "squash": _SQUASH[head.get("squash", "none")], "layers": "LAYERS",
+           "mean": arr("OBS_MEAN", norm.get("mean"), np.float32), "std": arr("OBS_STD", norm.get("std"), np.float32),
+           "low": arr("ACT_LOW", head.get("low"), np.float32), "high": arr("ACT_HIGH", head.get("high"), np.float32),
+           "clip": _literal(norm.get("clip") or 0.0, "float"), "buf0": "BUF0", "buf1": "BUF1", "qbuf": "QBUF"}
+    kernel_src = SOURCE.split(TIMING_MARKER)[0]
+    shapes = ", ".join(f"{layer.shape[1]}->{layer.shape[0]} {k}" for layer, k in zip(layers, kernels))
+    c = "\n".join([
+        f"/* Generated by autocompress: a {'discrete' if discrete else 'continuous'} policy, layers {shapes}.",
+        " * C99, no malloc, libm only. Build: " + BUILD + " */",
+        '#include "policy.h"',
+        kernel_src,
+        "/* ---- this policy's weights, in the form each layer's kernel reads ---- */",
+        *arr.lines,
+        f"static const AczLayer LAYERS[{len(layers)}] = {{\n" + ",\n".join(inits) + "\n};",
+        f"static float BUF0[{width}], BUF1[{width}];",
+        f"static int8_t QBUF[{width}];",
+        "static const AczNet NET = {" + ", ".join(f".{k} = {v}" for k, v in net.items()) + "};",
+        "",
+        "int policy_act(const float *obs, float *action) { return acz_act(&NET, obs, action); }",
+        ""])
+    h = f"""/* Generated by autocompress. C99; see policy.c. */
+#ifndef AUTOCOMPRESS_POLICY_H
+#define AUTOCOMPRESS_POLICY_H
+
+#define POLICY_OBS_DIM {obs_dim}
+#define POLICY_DISCRETE {int(discrete)}
+#define POLICY_ACT_DIM {act_dim}  /* continuous: floats written to `action`; discrete: 0 */
+#define POLICY_N_ACTIONS {int(head.get("n", 0)) if discrete else 0}
+
+/* The deterministic action for one observation (POLICY_OBS_DIM floats, as the env gives them:
+ * normalisation is inside). Discrete: returns the action index; `action` is not used (may be NULL).
+ * Continuous: writes POLICY_ACT_DIM floats (within the env's bounds) to `action`, returns -1.
+ * Not reentrant: one policy_act at a time (it uses static scratch buffers, no malloc). */
+int policy_act(const float *obs, float *action);
+
+#endif
+"""
+    main = """/* Example: reads observations from stdin (POLICY_OBS_DIM numbers each, whitespace separated)
+ * and prints one action per line. Build: """ + BUILD + """ */
+#include <stdio.h>
+#include "policy.h"
+
+int main(void) {
+    float obs[POLICY_OBS_DIM], action[POLICY_ACT_DIM > 0 ? POLICY_ACT_DIM : 1];
+    for (;;) {
+        for (int i = 0; i < POLICY_OBS_DIM; i++)
+            if (scanf("%f", &obs[i]) != 1) return 0;
+        int a = policy_act(obs, action);
+        if (POLICY_DISCRETE) { printf("%d\\n", a); continue; }
+        for (int j = 0; j < POLICY_ACT_DIM; j++) printf(j ? " %.9g" : "%.9g", action[j]);
+        printf("\\n");
+    }
+}
+"""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "policy.h", out_dir / "policy.c", out_dir / "main.c"]
+    for p, text in zip(paths, (h, c, main)):
+        p.write_text(text)
+    return paths

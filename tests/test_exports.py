@@ -1,0 +1,144 @@
+"""Every export format acts like the .acz runtime with the same kernels: the C source compiled with
+`cc -std=c99 -Wall -Wextra -Werror -O2` and run, and both ONNX graphs run by onnxruntime, on 1,000
+observations (discrete: except near-ties; continuous: within 1e-5)."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import optuna
+import pytest
+import torch
+
+import autocompress as ac
+from autocompress import exports
+from autocompress.artifact import to_bytes
+from autocompress.exports.c import compact_kernels
+from autocompress.layers import layers_of
+from autocompress.nets import PolicyNet
+from autocompress.runtime import NumpyPolicy, read_artifact
+from test_export import CONFIGS, build
+from test_native import require_compiler
+
+N_OBS = 1000
+DISCRETE = {"kind": "discrete", "n": 3}
+CONTINUOUS = {"kind": "continuous", "act_dim": 2, "low": [-2.0, 0.0], "high": [2.0, 1.0], "squash": "tanh",
+              "obs_norm": {"mean": [0.5, -1.0, 2.0, 0.0], "std": [2.0, 0.5, 3.0, 1.0], "clip": 3.0}}
+HEADS = {"discrete": DISCRETE, "continuous": CONTINUOUS,
+         "continuous-clip": {**CONTINUOUS, "squash": "clip"}, "continuous-raw": {**CONTINUOUS, "squash": "none"}}
+CASES = ["teacher", "int8", "prune90", "prune90+q4", "share3", "lowrank", "all-structural"]
+
+
+@pytest.fixture(scope="module")
+def observations() -> np.ndarray:
+    return (np.random.default_rng(7).standard_normal((N_OBS, 4)) * 2).astype(np.float32)
+
+
+def artifact(cfg: dict, head: dict, obs: np.ndarray) -> bytes:
+    torch.manual_seed(3)
+    net = PolicyNet.mlp(4, [64, 64], 3 if head["kind"] == "discrete" else 4, "silu")
+    return to_bytes(build(net, obs, cfg), head)
+
+
+def assert_same_actions(got: np.ndarray, ref: NumpyPolicy, obs: np.ndarray, what: str) -> None:
+    want = np.array([ref.act(o) for o in obs])
+    if ref.head["kind"] == "discrete":
+        top = np.sort(ref.forward(obs), axis=1)
+        clear = top[:, -1] - top[:, -2] > 1e-4  # float rounding may only flip near-ties
+        assert clear.mean() > 0.95, what
+        assert (got[clear] == want[clear]).all(), f"{what}: {(got[clear] != want[clear]).sum()} actions differ"
+    else:
+        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=what)
+
+
+def run_c(c_dir: Path, obs: np.ndarray) -> np.ndarray:
+    cc = shutil.which("cc") or "gcc"
+    subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "main.c", "policy.c", "-lm", "-o", "policy"],
+                   cwd=c_dir, check=True, capture_output=True, text=True)
+    lines = "\n".join(" ".join(repr(float(v)) for v in o) for o in obs)
+    out = subprocess.run([str(c_dir / "policy")], input=lines, capture_output=True, text=True, check=True).stdout
+    return np.array([[float(v) for v in line.split()] for line in out.splitlines()]).squeeze()
+
+
+@pytest.mark.parametrize("head", HEADS)
+@pytest.mark.parametrize("case", CASES)
+def test_c_export_compiles_warning_free_and_acts_like_the_runtime(head, case, observations, tmp_path):
+    require_compiler()
+    data = artifact(CONFIGS[case], HEADS[head], observations)
+    for measured in (None, exports.int8_kernels(data)):
+        kernels = compact_kernels(layers_of(*read_artifact(data)), measured)
+        exports.write(data, "c", tmp_path / "c", measured)
+        got = run_c(tmp_path / "c", observations)
+        assert len(got) == N_OBS
+        assert_same_actions(got, NumpyPolicy.from_bytes(data, kernels), observations, f"C {kernels}")
+
+
+@pytest.mark.parametrize("head", ["discrete", "continuous"])
+@pytest.mark.parametrize("case", CASES)
+def test_onnx_fp32_and_int8_act_like_the_runtime(head, case, observations, tmp_path):
+    data = artifact(CONFIGS[case], HEADS[head], observations)
+    int8 = exports.int8_kernels(data)
+    for fmt, recorded, acts_as in (("onnx", None, None), ("onnx", int8, int8), ("onnx-int8", None, int8)):
+        path = exports.write(data, fmt, tmp_path / "p.onnx", recorded)[0]
+        got = ort.InferenceSession(str(path)).run(None, {"obs": observations})[0]
+        assert_same_actions(got, NumpyPolicy.from_bytes(data, acts_as), observations, f"{fmt} {acts_as}")
+
+
+def test_stored_forms_are_compressed(observations, tmp_path):
+    """C keeps k-bit codes packed (its flash shrinks with them); int8 ONNX stores int8 weights."""
+    require_compiler()
+    dense, q4 = artifact({}, DISCRETE, observations), artifact({"quantize": {"bits": 4}}, DISCRETE, observations)
+    assert compact_kernels(layers_of(*read_artifact(q4))) == ["packed"] * 3
+    size = {}
+    for name, data in (("dense", dense), ("q4", q4)):
+        exports.write(data, "c", tmp_path / name)
+        size[name] = exports.flash_size(tmp_path / name)
+        size[name + "-onnx"] = exports.write(data, "onnx-int8", tmp_path / f"{name}.onnx")[0].stat().st_size
+    # 4,800 weights: 19 kB as floats, 2.4 kB as 4-bit codes (plus ~3 kB of kernel code either way)
+    assert size["q4"]["text"] * 3 < size["dense"]["text"]
+    assert size["q4"]["text"] > len(q4) // 2 and size["q4"]["bss"] >= 64 * 4  # weights in flash, scratch in RAM
+    assert size["q4-onnx"] * 2 < size["dense-onnx"]  # int8 weights: 1 byte each (graph overhead aside)
+
+
+# -- through a search's run dir (the tiny session search in conftest) ---------------------------
+
+@pytest.mark.slow
+def test_export_every_format_from_a_run(search_run, tmp_path, observations):
+    require_compiler()
+    run = ac.Run.load(search_run)
+    row = run.rows()[0]
+    assert row["kernels"] and row["runtime"] == "c" and row["cpu"]
+    data = Path(row["artifact"]).read_bytes()
+    ref = NumpyPolicy.from_bytes(data, row["kernels"])
+    obs = observations[:200]
+    assert_same_actions(run_c(run.export(row["trial"], tmp_path / "c", "c"), obs), ref, obs, "C")
+    for fmt in ("onnx", "onnx-int8"):
+        path = run.export(row["trial"], tmp_path / f"p-{fmt}.onnx", fmt)
+        got = ort.InferenceSession(str(path)).run(None, {"obs": obs})[0]
+        kernels = exports.int8_kernels(data) if fmt == "onnx-int8" else row["kernels"]
+        assert_same_actions(got, NumpyPolicy.from_bytes(data, kernels), obs, fmt)
+    assert run.export(row["trial"], tmp_path / "p.acz").read_bytes() == data
+
+
+@pytest.mark.slow
+def test_export_bad_input_is_one_clear_error(search_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(search_run, run_dir)
+    run = ac.Run.load(run_dir)
+    run.study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
+                                                  user_attrs={"fail_reason": "Traceback ...\nValueError: diverged"}))
+    failed = len(run.study.trials) - 1
+    with pytest.raises(ac.ConfigError, match=rf"trial {failed} is FAIL, not COMPLETE: ValueError: diverged"):
+        run.export(failed, tmp_path / "x.acz")
+    with pytest.raises(ac.ConfigError, match=r"no trial 99 in .* \(trials 0\.\.3\)") as e:
+        run.export(99, tmp_path / "x.acz")
+    assert e.value.option == "trial"
+    with pytest.raises(ac.ConfigError, match="format 'tflite': choose one of acz, c, onnx, onnx-int8"):
+        ac.export(run_dir, 0, tmp_path / "x", format="tflite")
+    (tmp_path / "file").write_text("")
+    for fmt, out in (("acz", tmp_path / "file" / "x.acz"), ("c", tmp_path / "file"), ("onnx", tmp_path)):
+        with pytest.raises(ac.ConfigError) as e:
+            ac.export(run_dir, 0, out, format=fmt)
+        assert e.value.option == "output", (fmt, e.value)
