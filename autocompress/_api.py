@@ -330,6 +330,38 @@ class Run:
                                                                                   if why else ""), option="trial")
         raise ConfigError(f"no trial {trial} in {self.run_dir} (trials 0..{max(known, default=-1)})", option="trial")
 
+    def register(self, trial: int, name: str, *, alias: str | None = "champion", tracking_uri: str | None = None,
+                 log: Log = _quiet) -> dict[str, Any]:
+        """Register COMPLETE trial `trial`'s MLflow model (`runs:/<its child run>/policy`, logged by the
+        search) in the MLflow Model Registry as a new version of `name`, with its measurements as version
+        tags (trial, config, return_mean, return_ratio, latency_ms, latency_ratio, bytes, bytes_ratio,
+        runtime) and `alias` (None: none) set to that version. The store is the one the search logged to
+        (default: sqlite in the run dir), or `tracking_uri`. Returns name, version, alias, run_id,
+        model_id, model_uri (load it with `mlflow.pyfunc.load_model(model_uri)`) and the tags.
+
+        >>> import autocompress as ac
+        >>> run = ac.Run.load(RUN_DIR)
+        >>> v = run.register(run.pick(min_return_ratio=0.0, minimize="bytes").trial, "cartpole-policy")
+        >>> v["model_uri"], v["version"] >= 1
+        ('models:/cartpole-policy@champion', True)
+        """
+        from autocompress import tracking
+        from autocompress.urls import is_redacted
+
+        tracking.check_registry_names(name, alias)
+        checks.tracking_uri(tracking_uri)
+        row = self._trial_row(trial)
+        uri = tracking_uri or self.state.get("tracking_uri") or tracking.default_uri(self.run_dir)
+        if is_redacted(uri):
+            raise ConfigError(f"{self.run_dir} was searched with a password in the tracking URI: give it again",
+                              option="tracking_uri")
+        tracking.check_reachable(uri)
+        tags = {"trial": trial, "config": json.dumps(row["config"], sort_keys=True),
+                **{k: row[k] for k in ("return_mean", "return_ratio", "latency_ms", "latency_ratio", "bytes",
+                                       "bytes_ratio", "runtime") if row.get(k) not in (None, "")}}
+        return tracking.register_policy(uri, self.state["study_name"], self.state.get("parent_run_id"), trial, name,
+                                        alias, tags, Path(row["artifact"]), row, self.run_dir, log=log)
+
     def trial_spec(self) -> TrialSpec:
         """The trial spec the search ran (read again from its space file)."""
         return load_search_space(self.state["space"])[1]

@@ -254,17 +254,32 @@ def pick(run_dir: Path = RunDirArg,
          minimize: Minimize = typer.Option(Minimize.latency, help="latency | bytes"),
          max_bytes: Optional[float] = typer.Option(None, help="artifact size limit", min=0),
          max_latency_ms: Optional[float] = typer.Option(None, help="batch-1 latency limit, ms", min=0),
-         as_json: bool = typer.Option(False, "--json"), storage: Optional[str] = StorageOpt):
-    """Pick the best trial under constraints; prints its config as YAML for `compress --config`."""
+         as_json: bool = typer.Option(False, "--json"), storage: Optional[str] = StorageOpt,
+         register: Optional[str] = typer.Option(None, "--register", metavar="NAME",
+                                                help="also register the picked trial's MLflow model (its run's "
+                                                     "`policy`) as a new version of NAME in the MLflow Model "
+                                                     "Registry, its measurements as version tags"),
+         alias: str = typer.Option("champion", "--alias", help="with --register: the alias set to the new version"),
+         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                                    help="with --register: the MLflow tracking URI [default: the "
+                                                         "one the search used]")):
+    """Pick the best trial under constraints; prints its config as YAML for `compress --config`.
+    With --register NAME, the trial's MLflow model becomes a new version of NAME (alias --alias)."""
     import yaml
 
     import autocompress as ac
 
     with errors_as_exit_codes():
-        row = ac.Run.load(run_dir, storage).pick(min_return_ratio=min_return_ratio, minimize=minimize.value,
-                                                 max_bytes=max_bytes, max_latency_ms=max_latency_ms)
+        run = ac.Run.load(run_dir, storage)
+        row = run.pick(min_return_ratio=min_return_ratio, minimize=minimize.value, max_bytes=max_bytes,
+                       max_latency_ms=max_latency_ms)
+        version = run.register(row.trial, register, alias=alias, tracking_uri=tracking_uri, log=err.print) \
+            if register is not None else None
+    if version:
+        err.print(f"registered trial {row.trial} as {version['name']} version {version['version']}, alias "
+                  f"{version['alias']}: mlflow.pyfunc.load_model({version['model_uri']!r})", highlight=False)
     if as_json:
-        sys.stdout.write(json.dumps(row.to_dict()) + "\n")
+        sys.stdout.write(json.dumps({**row.to_dict(), **({"registered": version} if version else {})}) + "\n")
         return
     err.print(f"trial {row.trial}: return {row.return_mean:.1f} (×{row.return_ratio:.3f}), "
               f"latency {row.latency_ms * 1000:.2f} µs (×{row.latency_ratio:.3f}), "

@@ -8,10 +8,16 @@ run dir; any tracking URI (e.g. http://host:5000) works the same.
 MLflow is a mirror, the Optuna study is the source of truth: if the tracking server goes
 away mid-search, the tracker goes offline (one warning), the search carries on, and
 `autocompress sync RUN_DIR` later logs what MLflow missed.
+
+Each COMPLETE trial's policy is also an MLflow model named `policy` (an MLflow 3 LoggedModel of
+the child run, pyfunc flavor, with signature and input example; `PolicyModel` acts through
+autocompress's own runtime), so `mlflow.pyfunc.load_model(f"runs:/{run_id}/policy")` and
+`mlflow models serve` work on it, and `register_policy` puts it in the Model Registry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -20,10 +26,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-from mlflow.entities import Metric, Param
+import mlflow.pyfunc
+import numpy as np
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param
 from mlflow.tracking import MlflowClient
 
 from autocompress.results import TrialResult
+
+#: the name of each trial's MLflow model: `runs:/<child run id>/policy`
+POLICY_MODEL = "policy"
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (before any work) when an http(s) tracking server does not answer /health."""
@@ -66,13 +77,17 @@ def _offline_safe(method):
     return wrapper
 
 
+def _http_defaults() -> None:
+    # A lost server must not stall the search for minutes of HTTP retries (MLflow's default: 7,
+    # exponential backoff); the user's own setting wins.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+
 class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_dir: Path | None = None,
                  warn: Callable[[str], None] = print):
-        # A lost server must not stall the search for minutes of HTTP retries (MLflow's default: 7,
-        # exponential backoff); the user's own setting wins.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        _http_defaults()
         self.uri, self.warn, self.offline = uri, warn, None
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
@@ -138,7 +153,11 @@ class Tracker:
             "mlflow.parentRunId": self.parent_id, "autocompress.kind": "trial", "trial": str(number),
             "state": state, "pareto": "false", **({"fail_reason": reason[:5000]} if reason else {})})
         rid = run.info.run_id
-        metrics = [Metric(k, v, _now(), 0) for k, v in (TrialResult.from_dict(result).metrics() if result else {}).items()]
+        model = None  # the policy as an MLflow model; the run's metrics are linked to it (its page shows them)
+        if state == "COMPLETE" and result and artifact is not None and artifact.exists():
+            model = _create_policy_model(self.client, self.experiment_id, rid, number)
+        metrics = [Metric(k, v, _now(), 0, model_id=model.model_id if model else None)
+                   for k, v in (TrialResult.from_dict(result).metrics() if result else {}).items()]
         self.client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         if result:
             with tempfile.TemporaryDirectory() as d:
@@ -147,6 +166,8 @@ class Tracker:
                 self.client.log_artifact(rid, str(p))
         if artifact is not None and artifact.exists():
             self.client.log_artifact(rid, str(artifact))
+        if model is not None:
+            _store_policy_model(self.client, model, rid, artifact, result)
         self.client.set_terminated(rid, status="FINISHED" if state == "COMPLETE" else "FAILED")
         return rid
 
@@ -171,6 +192,224 @@ class Tracker:
             else:
                 out[int(run.data.tags["trial"])] = run.info.run_id
         return out
+
+
+# -- the policy as an MLflow model ------------------------------------------------------------
+
+class PolicyModel(mlflow.pyfunc.PythonModel):
+    """A trial's policy as an MLflow pyfunc model: `predict(obs_batch)` -> one action per row (int64 for a
+    discrete head, a float32 vector for a continuous one), acted by autocompress's own runtime
+    (`autocompress.Policy`), so the actions are the ones the search measured. The .acz artifact is
+    loaded once; `model_config` holds the trial's `runtime` and `kernels` (override them at load,
+    e.g. `mlflow.pyfunc.load_model(uri, model_config={"runtime": "numpy"})` where no C compiler is)."""
+
+    def load_context(self, context) -> None:
+        from autocompress import Policy
+
+        cfg = dict(context.model_config or {})
+        data = Path(context.artifacts["policy"]).read_bytes()
+        self.policy = Policy.from_bytes(data, runtime=cfg.get("runtime") or "auto",
+                                        **({"kernels": cfg["kernels"]} if cfg.get("kernels") else {}))
+
+    def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
+        obs = np.asarray(model_input, dtype=np.float32)
+        if obs.ndim == 1:
+            obs = obs[None]
+        act = self.policy.act
+        actions = [act(o) for o in obs]
+        head = self.policy.head
+        if head["kind"] == "discrete":
+            return np.asarray(actions, dtype=np.int64)
+        return np.asarray(actions, dtype=np.float32).reshape(len(obs), head["act_dim"])
+
+
+# models-from-code: the saved model holds this file, not a pickle; loading it imports autocompress
+_MODEL_CODE = """import mlflow.models
+from autocompress.tracking import PolicyModel
+
+mlflow.models.set_model(PolicyModel())
+"""
+
+
+def save_policy_model(path: str | Path, artifact: str | Path, result: dict | None = None,
+                      mlflow_model: Any = None) -> Path:
+    """Save an .acz artifact as an MLflow pyfunc model directory at `path` (which must not exist):
+    input signature float32 (-1, obs_dim), output int64 (-1,) or float32 (-1, act_dim), an input
+    example, explicit pip requirements (none inferred), `model_config` {runtime, kernels} from the
+    trial's `result`."""
+    import importlib.metadata
+    import logging
+
+    from autocompress.runtime import read_artifact
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    header, _ = read_artifact(Path(artifact).read_bytes())
+    obs_dim, head = int(header["obs_dim"]), header["head"]
+    out = TensorSpec(np.dtype(np.int64), (-1,)) if head["kind"] == "discrete" else \
+        TensorSpec(np.dtype(np.float32), (-1, int(head["act_dim"])))
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, obs_dim))]), outputs=Schema([out]))
+    norm = header.get("obs_norm")
+    example = np.asarray(norm["mean"] if norm else np.zeros(obs_dim), np.float32).reshape(1, obs_dim)
+    result = result or {}
+    config = {"runtime": result.get("runtime") or "auto",
+              **({"kernels": list(result["kernels"])} if result.get("kernels") else {})}
+    try:
+        version = importlib.metadata.version("autocompress")
+    except importlib.metadata.PackageNotFoundError:
+        version = None
+    requirements = [f"autocompress=={version}" if version else "autocompress", f"mlflow=={mlflow.__version__}"]
+    quiet = [logging.getLogger(n) for n in ("mlflow.pyfunc", "mlflow.models")]  # one INFO line per save
+    levels = [lg.level for lg in quiet]
+    with tempfile.TemporaryDirectory() as d:
+        code = Path(d) / "policy_model.py"
+        code.write_text(_MODEL_CODE)
+        try:
+            for lg in quiet:
+                lg.setLevel(logging.WARNING)
+            mlflow.pyfunc.save_model(path=str(path), python_model=str(code), artifacts={"policy": str(artifact)},
+                                     signature=signature, input_example=example, pip_requirements=requirements,
+                                     model_config=config, mlflow_model=mlflow_model)
+        finally:
+            for lg, level in zip(quiet, levels):
+                lg.setLevel(level)
+    return Path(path)
+
+
+def _create_policy_model(client: MlflowClient, experiment_id: str, run_id: str, number: int | None):
+    """A PENDING LoggedModel `policy` whose source is the trial's run, listed in the run's outputs."""
+    model = client.create_logged_model(experiment_id, name=POLICY_MODEL, source_run_id=run_id,
+                                       tags={"trial": str(number)} if number is not None else None,
+                                       model_type="autocompress policy")
+    client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    return model
+
+
+def _store_policy_model(client: MlflowClient, model, run_id: str, artifact: Path, result: dict | None) -> None:
+    """Save the pyfunc model, upload it as the LoggedModel's artifacts, mark it READY (FAILED on error)."""
+    from mlflow.models import Model
+
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            path = save_policy_model(Path(d) / POLICY_MODEL, artifact, result, mlflow_model=Model(
+                artifact_path=model.artifact_location, run_id=run_id, model_id=model.model_id,
+                model_uuid=model.model_id))
+            client.log_model_artifacts(model.model_id, str(path))
+    except Exception:
+        try:
+            client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+        except Exception:
+            pass
+        raise
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+
+
+def policy_model_id(client: MlflowClient, run_id: str) -> str | None:
+    """The READY `policy` model of a run (the latest if several), or None (runs logged before models were)."""
+    run = client.get_run(run_id)
+    models = [client.get_logged_model(o.model_id) for o in (run.outputs.model_outputs if run.outputs else [])]
+    ready = [m for m in models if m.name == POLICY_MODEL and m.status == LoggedModelStatus.READY]
+    return max(ready, key=lambda m: m.creation_timestamp).model_id if ready else None
+
+
+@contextlib.contextmanager
+def _global_tracking_uri(uri: str):
+    """MLflow's local registry stores (sqlite, file) resolve a `models:/<id>` version source through the
+    process-global tracking URI, which autocompress otherwise never sets: set it for the call, then put
+    it back (and the MLFLOW_TRACKING_URI variable, which MLflow's helper would leave unset)."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+    except ImportError:  # private: if it moves, the caller's client URI is all there is
+        yield
+        return
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
+def check_registry_names(name: str, alias: str | None) -> None:
+    """MLflow's rules for a registered model's name and an alias, checked before any work."""
+    import re
+
+    from autocompress.errors import ConfigError
+
+    if not isinstance(name, str) or not name.strip() or "/" in name or ":" in name:
+        raise ConfigError(f"{name!r}: a registered model name is not empty and has no '/' or ':'", option="register")
+    if alias is not None and (not isinstance(alias, str) or not re.fullmatch(r"[\w\-]{1,255}", alias)
+                              or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias)):
+        raise ConfigError(f"{alias!r}: an alias is 1 to 255 letters, digits, '_' or '-', and neither 'latest' nor "
+                          "v<number> (MLflow reserves those)", option="alias")
+
+
+def register_policy(uri: str, experiment: str, parent_id: str | None, trial: int, name: str, alias: str | None,
+                    tags: dict[str, Any], artifact: Path, result: dict | None, run_dir: Path,
+                    log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Register trial `trial`'s `policy` model (of its child run under `parent_id`) as a new version of
+    `name` in the Model Registry of `uri`, with `tags` on the version and `alias` pointing at it. A run
+    logged before trials had models gets its model logged first (from `artifact`). TrackingError when
+    the trial has no run there (tracking was offline: sync first) or the store refuses."""
+    from mlflow.exceptions import MlflowException
+
+    from autocompress.errors import ConfigError, TrackingError
+    from autocompress.urls import redact
+
+    where = redact(uri)
+    _http_defaults()
+    step = "opening the store"
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        step = "finding the trial's run"
+        exp = client.get_experiment_by_name(experiment)
+        runs = [] if exp is None or not parent_id else client.search_runs(
+            [exp.experiment_id], max_results=10, filter_string=f"tags.mlflow.parentRunId = '{parent_id}' and "
+                                                            f"tags.trial = '{int(trial)}'")
+        runs = [r for r in runs if r.info.status == "FINISHED"]
+        if not runs:
+            raise TrackingError(f"trial {trial} has no finished MLflow run in {where} (was tracking offline during "
+                                f"the search?): run `autocompress sync {run_dir}` first", option="register")
+        rid = runs[0].info.run_id
+        step = "finding the run's policy model"
+        model_id = policy_model_id(client, rid)
+        if model_id is None:
+            if not Path(artifact).exists():
+                raise ConfigError(f"trial {trial}'s run {rid} has no `{POLICY_MODEL}` model and its artifact is "
+                                  f"missing at {artifact}", option="register")
+            log(f"trial {trial}'s run {rid} has no `{POLICY_MODEL}` model (logged before trials had one): "
+                "logging it now")
+            step = "logging the run's policy model"
+            model = _create_policy_model(client, exp.experiment_id, rid, trial)
+            _store_policy_model(client, model, rid, Path(artifact), result)
+            model_id = model.model_id
+        step = f"creating the registered model {name!r}"
+        try:
+            client.create_registered_model(name)
+        except MlflowException as e:
+            if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        step = f"creating a version of {name!r}"
+        logged = client.get_logged_model(model_id)
+        with _global_tracking_uri(uri):  # source `models:/<id>`: the version links to its LoggedModel
+            version = client.create_model_version(name, source=f"models:/{model_id}", run_id=rid, model_id=model_id,
+                                                  tags={k: str(v)[:5000] for k, v in tags.items()})
+        step = "linking the model to its version"  # what mlflow.register_model records: the model page shows it
+        versions = json.loads(logged.tags.get("mlflow.modelVersions") or "[]")
+        entry = {"name": name, "version": str(version.version)}
+        if entry not in versions:
+            client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps(versions + [entry])})
+        if alias:
+            step = f"setting alias {alias!r}"
+            client.set_registered_model_alias(name, alias, version.version)
+    except MlflowException as e:
+        msg = str(e.message if hasattr(e, "message") else e).strip().splitlines()
+        raise TrackingError(f"{where}: {step} failed: {msg[0][:500] if msg else type(e).__name__}",
+                            option="register") from None
+    return {"name": name, "version": int(version.version), "alias": alias, "run_id": rid, "model_id": model_id,
+            "model_uri": f"models:/{name}@{alias}" if alias else f"models:/{name}/{version.version}",
+            "tags": {k: str(v) for k, v in tags.items()}}
 
 
 def trial_params(params: dict, cfg: dict) -> dict:
