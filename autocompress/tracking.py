@@ -259,20 +259,26 @@ def save_policy_model(path: str | Path, artifact: str | Path, result: dict | Non
     except importlib.metadata.PackageNotFoundError:
         version = None
     requirements = [f"autocompress=={version}" if version else "autocompress", f"mlflow=={mlflow.__version__}"]
-    quiet = [logging.getLogger(n) for n in ("mlflow.pyfunc", "mlflow.models")]  # one INFO line per save
+    # once per trial, in the search's own output: no INFO line, no progress bar for copying the artifact
+    quiet = [logging.getLogger(n) for n in ("mlflow.pyfunc", "mlflow.models")]
     levels = [lg.level for lg in quiet]
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
     with tempfile.TemporaryDirectory() as d:
         code = Path(d) / "policy_model.py"
         code.write_text(_MODEL_CODE)
         try:
             for lg in quiet:
                 lg.setLevel(logging.WARNING)
+            if bar is None:
+                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
             mlflow.pyfunc.save_model(path=str(path), python_model=str(code), artifacts={"policy": str(artifact)},
                                      signature=signature, input_example=example, pip_requirements=requirements,
                                      model_config=config, mlflow_model=mlflow_model)
         finally:
             for lg, level in zip(quiet, levels):
                 lg.setLevel(level)
+            if bar is None:
+                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
     return Path(path)
 
 

@@ -184,7 +184,8 @@ def test_mlflow_models_serve_answers_with_the_runtime_actions(search_run, tmp_pa
     server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", f"runs:/{rid}/policy", "--env-manager",
                                "local", "-h", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                               stderr=open(tmp_path / "serve.log", "w"), start_new_session=True,
-                              env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+                              env={**os.environ, "MLFLOW_TRACKING_URI": uri,  # serve execs `uvicorn` from PATH
+                                   "PATH": f"{BIN}:{os.environ['PATH']}"})
     try:
         deadline, body = time.time() + 120, None
         while time.time() < deadline and server.poll() is None:
@@ -201,7 +202,8 @@ def test_mlflow_models_serve_answers_with_the_runtime_actions(search_run, tmp_pa
         policy = ac.Policy.load(artifact_path)  # the runtime the search measured ('auto')
         assert body["predictions"] == [int(policy.act(o)) for o in obs]
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
 
