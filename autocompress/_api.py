@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -292,11 +291,9 @@ class Run:
             raise ConfigError(str(e)) from None
         return FrontRow.from_row(best)
 
-    def export(self, trial: int, output: str | Path, format: str = "acz") -> Path:
-        """Write COMPLETE trial `trial`'s policy to `output` as `format`: 'acz' (the artifact file),
-        'c' (a directory with policy.c, policy.h and an example main.c: C99, no malloc), 'onnx' (fp32)
-        or 'onnx-int8' (int8 QDQ weights). Every format acts as the artifact did in the trial (same
-        per-layer kernels). Returns the file (or, for 'c', the directory) written."""
+    def export(self, trial: int, output: str | Path, format: str = "acz", smallest: bool = False) -> Path:
+        """Write COMPLETE trial `trial`'s policy to `output` as `format` (see `autocompress.export`).
+        Returns the file (or, for 'c', the directory) written."""
         from autocompress import exports
 
         if format not in exports.FORMATS:
@@ -312,7 +309,7 @@ class Run:
             raise ConfigError(f"artifact of trial {trial} is missing at {src}", option="trial")
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            exports.write(src.read_bytes(), format, output, row.get("kernels") or None)
+            exports.write(src.read_bytes(), format, output, row.get("kernels") or None, smallest)
         except OSError as e:
             raise ConfigError(f"{output}: {e.strerror}", option="output") from None
         return output
@@ -458,9 +455,19 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
     return run
 
 
-def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str = "acz",
+def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str = "acz", smallest: bool = False,
            storage: str | None = None) -> Path:
-    """Write a search's trial as `format` (acz, c, onnx, onnx-int8); `Run.load(run_dir).export(...)`.
+    """Write a search's trial in the form you ship; `Run.load(run_dir).export(...)`. Formats:
+
+    - 'acz': the artifact file (`Policy.load`);
+    - 'c': a directory with policy.c, policy.h and an example main.c (C99, no malloc, libm only);
+      each layer's weights in the form its kernel reads, so it runs at the measured speed;
+      `smallest=True`: every layer in its smallest stored form instead (least flash, slower);
+    - 'onnx': an ONNX graph (fp32; the trial's int8 layers, if any, in integer arithmetic);
+    - 'onnx-int8': int8 weights and integer MatMul wherever the codes fit int8.
+
+    Every format but 'onnx-int8' acts as the artifact did when the trial was measured (the same
+    per-layer kernels); 'onnx-int8' as `Policy.load(path, kernels=exports.int8_kernels(data))`.
 
     >>> import autocompress as ac
     >>> path = ac.export(RUN_DIR, 0, f"{tmp}/teacher.acz")
@@ -475,7 +482,7 @@ def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str =
         raise ConfigError(f"format {format!r}: choose one of {', '.join(exports.FORMATS)}", option="format")
     if format != "c":
         checks.output_file(Path(output), "output")
-    return Run.load(run_dir, storage).export(trial, output, format)
+    return Run.load(run_dir, storage).export(trial, output, format, smallest)
 
 
 def sync(run_dir: str | Path, *, storage: str | None = None, tracking_uri: str | None = None,

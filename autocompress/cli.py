@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -308,7 +309,9 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
                                            help="file to write (for --format c: a directory)"),
                fmt: str = typer.Option("acz", "--format", "-f", help="acz: the artifact (autocompress.Policy.load); "
                                        "c: policy.c + policy.h + main.c (C99, no malloc); onnx: fp32 graph; "
-                                       "onnx-int8: int8 (QDQ) weights"),
+                                       "onnx-int8: int8 weights, integer MatMul"),
+               smallest: bool = typer.Option(False, "--smallest", help="with --format c: every layer in its "
+                                             "smallest stored form (k-bit codes packed): least flash, slower"),
                storage: Optional[str] = StorageOpt):
     """Write a trial's policy in the form you ship: the .acz artifact, C source, or ONNX. Every format
     acts as the artifact did when the trial was measured.
@@ -318,11 +321,17 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
     import autocompress as ac
 
     with errors_as_exit_codes():
-        path = ac.export(run_dir, trial, output, format=fmt, storage=storage)
+        path = ac.export(run_dir, trial, output, format=fmt, smallest=smallest, storage=storage)
     if fmt == "c":
+        from autocompress.exports import flash_size
         from autocompress.exports.c import BUILD
 
-        out.print(f"wrote {path}/policy.c, policy.h, main.c from trial {trial}; build: cd {path} && {BUILD}")
+        try:
+            size = flash_size(path)
+            sizes = f": {size['text']:,} bytes of flash (code + weights), {size['bss']:,} of RAM"
+        except (OSError, subprocess.CalledProcessError):  # no compiler or binutils here: the files are still fine
+            sizes = ""
+        out.print(f"wrote {path}/policy.c, policy.h, main.c from trial {trial}{sizes}; build: cd {path} && {BUILD}")
     else:
         out.print(f"wrote {path} ({path.stat().st_size:,} bytes) from trial {trial}")
 

@@ -7,6 +7,9 @@
  *   DENSE   y = b + x W, W fp32 input-major (in x out): the loop over outputs is contiguous and
  *           vectorises without reordering any sum;
  *   CSR     the kept fp32 weights only, grouped by input (ptr/idx/val);
+ *   Q8      the artifact's codes one byte each (quant codes or codebook indices), input-major: a
+ *           quarter of fp32's bytes; quant layers sum codes x inputs, then apply zero point and
+ *           scale per output (the same values as decoded, summed in another order);
  *   INT8    integer arithmetic: inputs quantised per call to int8 (symmetric, one scale per
  *           tensor: max|x| / 127), int8 weights (the artifact's k-bit codes minus zero point),
  *           int32 accumulation, one fp32 scale per output row;
@@ -24,7 +27,7 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_PACKED = 3 };
+enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_Q8 = 3, ACZ_PACKED = 4 };
 enum { ACZ_QUANT = 0, ACZ_CODEBOOK = 1 };
 enum { ACZ_NONE = 0, ACZ_TANH = 1, ACZ_RELU = 2, ACZ_SILU = 3, ACZ_ELU = 4, ACZ_LEAKY_RELU = 5 };
 
@@ -40,6 +43,7 @@ typedef struct {
     const float *qscale;
     const uint8_t *codes, *bitmap, *zero;   /* PACKED: output-major; bitmap NULL: every weight coded */
     const float *scale, *table;         /* quant: scale (and zero) per row if per_row else one; codebook: table */
+    const uint8_t *codes8;              /* Q8: in x out, one code per weight (with scale, zero / table above) */
     int bits, qmin, enc, per_row;
 } AczLayer;
 
@@ -111,6 +115,41 @@ void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
     }
 }
 
+/* Outputs j0 .. j0+B-1 of a Q8 quant layer. With w = (c + off_j) * s_j (off_j = qmin - zero_j):
+ * y_j += s_j * (sum_k c_jk x_k + off_j * sum_k x_k), so the inner loop is one convert + one FMA. */
+#define ACZ_Q8_BLOCK(B)                                                                      \
+    for (; j0 + (B) <= L->out; j0 += (B)) {                                                  \
+        float acc[B];                                                                        \
+        for (int j = 0; j < (B); j++) acc[j] = 0.0f;                                         \
+        for (int k = 0; k < L->in; k++) {                                                    \
+            const float xk = x[k];                                                           \
+            const uint8_t *c = L->codes8 + (long)k * L->out + j0;                            \
+            for (int j = 0; j < (B); j++) acc[j] += (float)c[j] * xk;                        \
+        }                                                                                    \
+        for (int j = 0; j < (B); j++) {                                                      \
+            const int r = L->per_row ? j0 + j : 0;                                           \
+            const float off = (float)L->qmin - (L->zero ? (float)L->zero[r] : 0.0f);         \
+            y[j0 + j] += L->scale[r] * (acc[j] + off * xsum);                                \
+        }                                                                                    \
+    }
+
+void acz_q8(const AczLayer *L, const float *x, float *y) {
+    int j0 = 0;
+    if (L->enc == ACZ_CODEBOOK) {                          /* table lookups: no blocking gains here */
+        for (int k = 0; k < L->in; k++) {
+            const float xk = x[k];
+            const uint8_t *c = L->codes8 + (long)k * L->out;
+            for (int j = 0; j < L->out; j++) y[j] += L->table[c[j]] * xk;
+        }
+        return;
+    }
+    float xsum = 0.0f;
+    for (int k = 0; k < L->in; k++) xsum += x[k];
+    ACZ_Q8_BLOCK(32)
+    ACZ_Q8_BLOCK(8)
+    ACZ_Q8_BLOCK(1)
+}
+
 void acz_packed(const AczLayer *L, const float *x, float *y) {
     long n = 0;                                            /* index of the next stored code */
     for (int j = 0; j < L->out; j++) {
@@ -135,6 +174,7 @@ void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
     switch (L->kind) {
         case ACZ_CSR: acz_csr(L, x, y); break;
         case ACZ_INT8: acz_int8(L, x, y, qbuf); break;
+        case ACZ_Q8: acz_q8(L, x, y); break;
         case ACZ_PACKED: acz_packed(L, x, y); break;
         default: acz_dense(L, x, y);
     }

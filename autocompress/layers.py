@@ -5,6 +5,8 @@ start from the same decoded numbers. Which kernels a layer may run (see kernels.
 
   dense   always (the decoded fp32 weights);
   csr     fp32 values of the kept weights, where at most half are kept;
+  q8      the codes one byte each, decoded in registers (quant and codebook layers; not a pruned
+          8-bit codebook, whose pruned entries need a 257th table value 0);
   packed  the artifact's k-bit codes / codebook indices as stored (quant and codebook layers);
   int8    integer arithmetic, where the layer is k-bit quantized and every q - zero fits in
           [-127, 127] (symmetric k <= 8, asymmetric k <= 7): its inputs are rounded to int8.
@@ -17,9 +19,9 @@ from functools import cached_property
 
 import numpy as np
 
-from autocompress.codec import _part, decode_weight, kept_positions, quant_ints
+from autocompress.codec import _part, decode_weight, kept_positions, quant_ints, unpack_bits
 
-KERNELS = ("dense", "csr", "int8", "packed")
+KERNELS = ("dense", "csr", "int8", "q8", "packed")
 #: a layer keeping more than this share of its weights gains nothing from CSR
 CSR_MAX_DENSITY = 0.5
 
@@ -55,9 +57,26 @@ class Layer:
             out.append("csr")
         if self.int8() is not None:
             out.append("int8")
+        if self.q8() is not None:
+            out.append("q8")
         if enc != "f32":
             out.append("packed")
         return out
+
+    def stored_bytes(self, kernel: str) -> int:
+        """Bytes of the weights in the form `kernel` reads (what a C export puts in flash; bias aside)."""
+        n_out, n_in = self.shape
+        if kernel == "dense":
+            return 4 * n_out * n_in
+        if kernel == "csr":
+            return 6 * int((self.w != 0).sum()) + 4 * (n_in + 1)
+        if kernel == "int8":
+            return n_out * n_in + 4 * n_out
+        pk = self.packed()
+        side = sum(a.nbytes for a in (pk["scale"], pk["zero"], pk["table"]) if a is not None)
+        if kernel == "q8":
+            return n_out * n_in + side + 4
+        return pk["codes"].nbytes + (pk["bitmap"].nbytes if pk["bitmap"] is not None else 0) + side
 
     def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ptr[in + 1], output index, value) of the nonzero weights, grouped by input."""
@@ -82,6 +101,30 @@ class Layer:
     def int8(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(int8 weights out x in, fp32 scale per output row), or None where the layer cannot run int8."""
         return self._int8
+
+    @cached_property
+    def _q8(self) -> tuple[np.ndarray, np.ndarray] | None:
+        meta = self.meta["w"]
+        if meta["enc"] == "f32" or (meta["enc"] == "codebook" and meta["sparse"] and meta["bits"] >= 8):
+            return None
+        pk = self.packed()
+        n_out, n_in = self.shape
+        pos = kept_positions(meta, self.blob)
+        codes = unpack_bits(_part(self.blob, meta["codes"]), meta["bits"], len(pos))
+        table = pk["table"]
+        if meta["enc"] == "codebook":
+            table = np.append(table, np.float32(0))  # pruned weights point at a 0 after the codebook
+            fill = np.full(n_out * n_in, len(table) - 1, np.uint8)
+        else:  # pruned weights get the code that decodes to exactly 0: q - zero = 0
+            zero = pk["zero"] if pk["zero"] is not None else np.zeros(1, np.uint8)
+            fill = (np.broadcast_to(zero, (n_out,)).astype(np.int32) - meta["qmin"]).repeat(n_in).astype(np.uint8)
+        fill[pos] = codes
+        return np.ascontiguousarray(fill.reshape(n_out, n_in).T), table
+
+    def q8(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """(codes in x out, one byte each; the codebook with a trailing 0, or None for quant layers), or
+        None where the layer cannot run q8. Scales and zero points are packed()'s."""
+        return self._q8
 
     def packed(self) -> dict:
         """The stored encoding as arrays: codes, bitmap, scale, zero, table, bits, qmin, enc, per_row."""

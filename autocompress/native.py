@@ -35,6 +35,8 @@ SOURCE = (Path(__file__).parent / "kernels.c").read_text()
 TIMING_MARKER = "/* ---- timing: in-process runtime only ---- */"
 #: time per layer and kernel at load: rounds of calls (the median round decides)
 CHOICE_CALLS, CHOICE_ROUNDS = 200, 7
+#: a kernel this close to the fastest (time ratio) counts as a tie, won by the smaller stored form
+COMPACT_WITHIN = 1.10
 
 
 class _Layer(ctypes.Structure):
@@ -42,7 +44,8 @@ class _Layer(ctypes.Structure):
                 ("b", ctypes.c_void_p), ("w", ctypes.c_void_p), ("wt", ctypes.c_void_p), ("ptr", ctypes.c_void_p), ("idx", ctypes.c_void_p),
                 ("val", ctypes.c_void_p), ("q", ctypes.c_void_p), ("qscale", ctypes.c_void_p),
                 ("codes", ctypes.c_void_p), ("bitmap", ctypes.c_void_p), ("zero", ctypes.c_void_p),
-                ("scale", ctypes.c_void_p), ("table", ctypes.c_void_p), ("bits", ctypes.c_int),
+                ("scale", ctypes.c_void_p), ("table", ctypes.c_void_p), ("codes8", ctypes.c_void_p),
+                ("bits", ctypes.c_int),
                 ("qmin", ctypes.c_int), ("enc", ctypes.c_int), ("per_row", ctypes.c_int)]
 
 
@@ -102,7 +105,7 @@ _ACTS = {"none": 0, "tanh": 1, "relu": 2, "silu": 3, "elu": 4, "leaky_relu": 5}
 _SQUASH = {"none": 0, "tanh": 1, "clip": 2}
 
 
-_KIND = {k: i for i, k in enumerate(KERNELS)}  # kernels.c's ACZ_DENSE, ACZ_CSR, ACZ_INT8, ACZ_PACKED
+_KIND = {k: i for i, k in enumerate(KERNELS)}  # kernels.c's ACZ_DENSE, ACZ_CSR, ACZ_INT8, ACZ_Q8, ACZ_PACKED
 
 
 class _Arrays:
@@ -138,6 +141,12 @@ def fill_layer(c: _Layer, layer: Layer, kernel: str, ptr: _Arrays) -> None:
     elif kernel == "int8":
         q, scale = layer.int8()
         c.q, c.qscale = ptr(q, np.int8), ptr(scale, np.float32)
+    elif kernel == "q8":
+        codes, table = layer.q8()
+        pk = layer.packed()
+        c.codes8, c.table = ptr(codes, np.uint8), ptr(table, np.float32)
+        c.scale, c.zero, c.qmin = ptr(pk["scale"], np.float32), ptr(pk["zero"], np.uint8), pk["qmin"]
+        c.enc, c.per_row = int(pk["enc"] == "codebook"), int(pk["per_row"])
     else:
         pk = layer.packed()
         c.codes, c.bitmap, c.zero = ptr(pk["codes"], np.uint8), ptr(pk["bitmap"], np.uint8), ptr(pk["zero"], np.uint8)
@@ -146,8 +155,9 @@ def fill_layer(c: _Layer, layer: Layer, kernel: str, ptr: _Arrays) -> None:
 
 
 def choose_kernels(layers: list[Layer], inputs: list[np.ndarray]) -> tuple[list[str], list[dict[str, float]]]:
-    """Per layer, the kernel with the lowest median ns per call on that layer's recorded inputs
-    (n x in, float32), and every candidate's time."""
+    """Per layer, the fastest kernel on that layer's recorded inputs (n x in, float32; median ns per
+    call), where a kernel within COMPACT_WITHIN of the fastest and with fewer stored bytes wins (a
+    tie within timing noise goes to the smaller flash), and every candidate's time."""
     so, chosen, times = _library(), [], []
     for layer, xs in zip(layers, inputs):
         cands = layer.kernels()
@@ -164,7 +174,8 @@ def choose_kernels(layers: list[Layer], inputs: list[np.ndarray]) -> tuple[list[
             so.acz_time_layer(ctypes.addressof(c), xs.ctypes.data, len(xs), CHOICE_CALLS, CHOICE_ROUNDS,
                               y.ctypes.data, qbuf.ctypes.data, out.ctypes.data)
             t[k] = float(np.median(out))
-        chosen.append(min(t, key=t.get))
+        near = [k for k in t if t[k] <= min(t.values()) * COMPACT_WITHIN]
+        chosen.append(min(near, key=layer.stored_bytes))
         times.append(t)
     return chosen, times
 

@@ -12,8 +12,11 @@ import optuna
 import pytest
 import torch
 
+from typer.testing import CliRunner
+
 import autocompress as ac
 from autocompress import exports
+from autocompress.cli import app
 from autocompress.artifact import to_bytes
 from autocompress.exports.c import compact_kernels
 from autocompress.layers import layers_of
@@ -67,8 +70,9 @@ def run_c(c_dir: Path, obs: np.ndarray) -> np.ndarray:
 def test_c_export_compiles_warning_free_and_acts_like_the_runtime(head, case, observations, tmp_path):
     require_compiler()
     data = artifact(CONFIGS[case], HEADS[head], observations)
-    for measured in (None, exports.int8_kernels(data)):
-        kernels = compact_kernels(layers_of(*read_artifact(data)), measured)
+    layers = layers_of(*read_artifact(data))
+    for measured in (None, exports.int8_kernels(data), [layer.kernels()[-1] for layer in layers]):
+        kernels = measured or compact_kernels(layers)
         exports.write(data, "c", tmp_path / "c", measured)
         got = run_c(tmp_path / "c", observations)
         assert len(got) == N_OBS
@@ -87,17 +91,19 @@ def test_onnx_fp32_and_int8_act_like_the_runtime(head, case, observations, tmp_p
 
 
 def test_stored_forms_are_compressed(observations, tmp_path):
-    """C keeps k-bit codes packed (its flash shrinks with them); int8 ONNX stores int8 weights."""
+    """C keeps k-bit codes as codes (its flash shrinks with them); int8 ONNX stores int8 weights."""
     require_compiler()
     dense, q4 = artifact({}, DISCRETE, observations), artifact({"quantize": {"bits": 4}}, DISCRETE, observations)
-    assert compact_kernels(layers_of(*read_artifact(q4))) == ["packed"] * 3
+    assert compact_kernels(layers_of(*read_artifact(q4))) == ["q8"] * 3
     size = {}
     for name, data in (("dense", dense), ("q4", q4)):
-        exports.write(data, "c", tmp_path / name)
+        exports.write(data, "c", tmp_path / name, ["dense"] * 3 if name == "dense" else ["packed"] * 3)
         size[name] = exports.flash_size(tmp_path / name)
         size[name + "-onnx"] = exports.write(data, "onnx-int8", tmp_path / f"{name}.onnx")[0].stat().st_size
-    # 4,800 weights: 19 kB as floats, 2.4 kB as 4-bit codes (plus ~3 kB of kernel code either way)
-    assert size["q4"]["text"] * 3 < size["dense"]["text"]
+    # flash shrinks by what the weights' stored forms save (19 kB of floats vs 2.4 kB of 4-bit codes)
+    saved = sum(layer.stored_bytes("dense") - layer.stored_bytes("packed") for layer in layers_of(*read_artifact(q4)))
+    assert saved > 15_000
+    assert abs(size["dense"]["text"] - size["q4"]["text"] - saved) < 0.05 * saved, (size, saved)
     assert size["q4"]["text"] > len(q4) // 2 and size["q4"]["bss"] >= 64 * 4  # weights in flash, scratch in RAM
     assert size["q4-onnx"] * 2 < size["dense-onnx"]  # int8 weights: 1 byte each (graph overhead aside)
 
@@ -108,7 +114,7 @@ def test_stored_forms_are_compressed(observations, tmp_path):
 def test_export_every_format_from_a_run(search_run, tmp_path, observations):
     require_compiler()
     run = ac.Run.load(search_run)
-    row = run.rows()[0]
+    row = next(r for r in run.rows() if r["config"])  # a quantized trial (trial 0 is the teacher as-is)
     assert row["kernels"] and row["runtime"] == "c" and row["cpu"]
     data = Path(row["artifact"]).read_bytes()
     ref = NumpyPolicy.from_bytes(data, row["kernels"])
@@ -120,6 +126,13 @@ def test_export_every_format_from_a_run(search_run, tmp_path, observations):
         kernels = exports.int8_kernels(data) if fmt == "onnx-int8" else row["kernels"]
         assert_same_actions(got, NumpyPolicy.from_bytes(data, kernels), obs, fmt)
     assert run.export(row["trial"], tmp_path / "p.acz").read_bytes() == data
+    # the CLI: --smallest packs the k-bit codes as the artifact does, and says the flash it takes
+    res = CliRunner().invoke(app, ["export", str(search_run), "--trial", str(row["trial"]), "--format", "c",
+                                   "--smallest", "-o", str(tmp_path / "small")])
+    assert res.exit_code == 0, res.output
+    first_line = (tmp_path / "small" / "policy.c").read_text().splitlines()[0]  # lists each layer's kernel
+    assert "bytes of flash" in res.output and first_line.count(" packed") == 3, first_line
+    assert_same_actions(run_c(tmp_path / "small", obs), ref, obs, "C --smallest")
 
 
 @pytest.mark.slow

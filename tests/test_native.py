@@ -94,10 +94,14 @@ def test_kernels_offered_follow_the_encoding(net, obs):
     assert [layer.kernels() for layer in layers({})] == [["dense"]] * 3
     assert {tuple(layer.kernels()) for layer in layers({"prune": {"sparsity": 0.9}})} == {("dense", "csr")}
     sym8 = layers({"quantize": {"bits": 8, "symmetric": True}})
-    assert {tuple(layer.kernels()) for layer in sym8} == {("dense", "int8", "packed")}
+    assert {tuple(layer.kernels()) for layer in sym8} == {("dense", "int8", "q8", "packed")}
     # asymmetric 8-bit: q - zero spans up to 255 values, more than int8 holds
     assert all("int8" not in layer.kernels() for layer in layers({"quantize": {"bits": 8, "symmetric": False}}))
-    assert {tuple(layer.kernels()) for layer in layers({"share": {"bits": 3}})} == {("dense", "packed")}
+    assert {tuple(layer.kernels()) for layer in layers({"share": {"bits": 3}})} == {("dense", "q8", "packed")}
+    # a pruned 8-bit codebook would need a 257th entry (0) for the pruned weights: no q8
+    for layer in layers({"prune": {"sparsity": 0.3}, "share": {"bits": 8}}):
+        w = layer.meta["w"]
+        assert ("q8" in layer.kernels()) == (not (w["sparse"] and w["bits"] == 8)), w
 
 
 def test_the_fastest_kernel_is_chosen_per_layer_and_recorded(cc, net, obs):

@@ -1,9 +1,10 @@
 """What a user ships, from one artifact: .acz (autocompress's runtimes), C source, ONNX.
 
-`kernels` is the trial's recorded per-layer choice (None: dense everywhere). 'acz', 'c' and 'onnx'
-act as the runtime did with those kernels (the C export keeps the int8 layers and stores every
-other layer in its smallest form: exports.c.compact_kernels); 'onnx-int8' runs every layer whose
-codes fit int8 in integer arithmetic, i.e. acts as the runtime with `int8_kernels(data)`.
+`kernels` is the trial's recorded per-layer choice: 'acz', 'c' and 'onnx' act as the runtime did
+with those kernels, and the C export stores each layer in the form its kernel reads (so it runs
+at the in-process kernel's speed). Without a recorded choice, C takes each layer's smallest fast
+form (exports.c.compact_kernels) and ONNX the fp32 net. 'onnx-int8' runs every layer whose codes
+fit int8 in integer arithmetic, i.e. acts as the runtime with `int8_kernels(data)`.
 tests/test_exports.py checks each on 1,000 observations.
 """
 
@@ -26,8 +27,11 @@ def int8_kernels(data: bytes) -> list[str]:
     return ["int8" if "int8" in layer.kernels() else "dense" for layer in layers_of(*read_artifact(data))]
 
 
-def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None = None) -> list[Path]:
-    """Write `data` (an .acz artifact) as `fmt` to `output` (a directory for 'c', else a file)."""
+def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None = None,
+          smallest: bool = False) -> list[Path]:
+    """Write `data` (an .acz artifact) as `fmt` to `output` (a directory for 'c', else a file).
+    `smallest` (C only): every layer in its smallest stored form (k-bit codes packed as in the
+    artifact), for the least flash at some speed; int8 layers stay int8."""
     output = Path(output)
     layers = layers_of(*read_artifact(data))
     kernels = check_kernels(layers, kernels)
@@ -37,7 +41,9 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
     if fmt == "c":
         from autocompress.exports.c import compact_kernels, write_c
 
-        return write_c(data, output, compact_kernels(layers, kernels))
+        if smallest:
+            kernels = compact_kernels(layers, kernels, ("dense", "csr", "q8", "packed"))
+        return write_c(data, output, kernels or compact_kernels(layers))
     if fmt in ("onnx", "onnx-int8"):
         from autocompress.exports.onnx import write_onnx
 

@@ -2,8 +2,9 @@
 
 policy.c is kernels.c's portable part (the very kernels the C runtime times) followed by the
 weights as `static const` arrays in the form each layer's kernel reads (kernels.c): fp32 for
-dense, kept values + indices for CSR, int8 + row scales for int8, and for packed the artifact's
-own k-bit codes / codebook indices with their scales, zero points, codebooks and bitmaps. The
+dense, kept values + indices for CSR, int8 + row scales for int8, one byte per code for q8, and
+for packed the artifact's own k-bit codes / codebook indices with their scales, zero points,
+codebooks and bitmaps. The
 observation normalisation and the action head are inside: `int policy_act(const float *obs,
 float *action)`.
 """
@@ -19,6 +20,9 @@ from autocompress.native import SOURCE, TIMING_MARKER, _ACTS, _KIND, _SQUASH
 from autocompress.runtime import read_artifact
 
 BUILD = "cc -std=c99 -O2 main.c policy.c -lm -o policy"
+
+#: arrays start on a cache line under GCC and Clang, as the in-process kernel's copies do
+_ALIGN = "#if defined(__GNUC__)\n#define ACZ_ALIGNED __attribute__((aligned(64)))\n#else\n#define ACZ_ALIGNED\n#endif"
 
 _C_TYPES = {np.float32: "float", np.int32: "int32_t", np.uint16: "uint16_t", np.int8: "int8_t", np.uint8: "uint8_t"}
 
@@ -45,7 +49,7 @@ class _Arrays:
         items = [_literal(v, ctype) for v in a]
         per_line = 8 if ctype == "float" else 24
         body = ",\n  ".join(",".join(items[i:i + per_line]) for i in range(0, len(items), per_line))
-        self.lines.append(f"static const {ctype} {name}[{a.size}] = {{\n  {body}\n}};")
+        self.lines.append(f"static const {ctype} {name}[{a.size}] ACZ_ALIGNED = {{\n  {body}\n}};")
         return name
 
 
@@ -64,6 +68,12 @@ def _layer_init(i: int, layer: Layer, kernel: str, arr: _Arrays) -> str:
     elif kernel == "int8":
         q, scale = layer.int8()
         f.update(q=arr(f"L{i}_q", q, np.int8), qscale=arr(f"L{i}_qscale", scale, np.float32))
+    elif kernel == "q8":
+        codes, table = layer.q8()
+        pk = layer.packed()
+        f.update(codes8=arr(f"L{i}_codes8", codes, np.uint8), table=arr(f"L{i}_table", table, np.float32),
+                 scale=arr(f"L{i}_scale", pk["scale"], np.float32), zero=arr(f"L{i}_zero", pk["zero"], np.uint8),
+                 qmin=pk["qmin"], enc=int(pk["enc"] == "codebook"), per_row=int(pk["per_row"]))
     else:
         pk = layer.packed()
         f.update(codes=arr(f"L{i}_codes", pk["codes"], np.uint8), bitmap=arr(f"L{i}_bitmap", pk["bitmap"], np.uint8),
@@ -73,22 +83,14 @@ def _layer_init(i: int, layer: Layer, kernel: str, arr: _Arrays) -> str:
     return "  {" + ", ".join(f".{k} = {v}" for k, v in f.items()) + "}"
 
 
-def compact_kernels(layers: list[Layer], measured: list[str] | None = None) -> list[str]:
-    """Per layer, the kernel whose stored form is smallest, keeping int8 where it was measured (int8
-    rounds inputs: the export must act as the evaluated policy did): packed for k-bit and codebook
-    layers, CSR for fp32 layers where it is smaller than dense, else dense."""
-    out = []
-    for i, layer in enumerate(layers):
-        allowed = layer.kernels()
-        if measured and measured[i] == "int8":
-            out.append("int8")
-        elif "packed" in allowed:
-            out.append("packed")
-        elif "csr" in allowed and (layer.w != 0).sum() * 6 + 4 * (layer.shape[1] + 1) < layer.w.size * 4:
-            out.append("csr")
-        else:
-            out.append("dense")
-    return out
+def compact_kernels(layers: list[Layer], measured: list[str] | None = None,
+                    allowed: tuple[str, ...] = ("dense", "csr", "q8")) -> list[str]:
+    """Per layer, the smallest stored form among `allowed` (default: the fast ones; add 'packed', which
+    decodes bit by bit, for the smallest flash). Layers `measured` as int8 stay int8: int8 rounds
+    inputs, so any other kernel would act unlike the policy that was evaluated."""
+    return ["int8" if measured and measured[i] == "int8" else
+            min((k for k in layer.kernels() if k in allowed), key=layer.stored_bytes)
+            for i, layer in enumerate(layers)]
 
 
 def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
@@ -114,6 +116,7 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
         '#include "policy.h"',
         kernel_src,
         "/* ---- this policy's weights, in the form each layer's kernel reads ---- */",
+        _ALIGN,
         *arr.lines,
         f"static const AczLayer LAYERS[{len(layers)}] = {{\n" + ",\n".join(inits) + "\n};",
         f"static float BUF0[{width}], BUF1[{width}];",
