@@ -89,6 +89,8 @@ class Tracker:
                  warn: Callable[[str], None] = print):
         _http_defaults()
         self.uri, self.warn, self.offline = uri, warn, None
+        #: why trials are logged without their `policy` model (e.g. a tracking server older than MLflow 3)
+        self.models_off: str | None = None
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
@@ -154,8 +156,11 @@ class Tracker:
             "state": state, "pareto": "false", **({"fail_reason": reason[:5000]} if reason else {})})
         rid = run.info.run_id
         model = None  # the policy as an MLflow model; the run's metrics are linked to it (its page shows them)
-        if state == "COMPLETE" and result and artifact is not None and artifact.exists():
-            model = _create_policy_model(self.client, self.experiment_id, rid, number)
+        if state == "COMPLETE" and result and artifact is not None and artifact.exists() and not self.models_off:
+            try:
+                model = _create_policy_model(self.client, self.experiment_id, rid, number)
+            except Exception as e:  # the store may lack MLflow 3's logged models; a lost server fails below
+                self._models_failed(number, e)
         metrics = [Metric(k, v, _now(), 0, model_id=model.model_id if model else None)
                    for k, v in (TrialResult.from_dict(result).metrics() if result else {}).items()]
         self.client.log_batch(rid, metrics=metrics, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
@@ -167,9 +172,22 @@ class Tracker:
         if artifact is not None and artifact.exists():
             self.client.log_artifact(rid, str(artifact))
         if model is not None:
-            _store_policy_model(self.client, model, rid, artifact, result)
+            try:
+                _store_policy_model(self.client, model, rid, artifact, result)
+            except Exception as e:
+                self._models_failed(number, e)
         self.client.set_terminated(rid, status="FINISHED" if state == "COMPLETE" else "FAILED")
         return rid
+
+    def _models_failed(self, number: int, e: Exception) -> None:
+        """A trial's MLflow model could not be logged: warn once, log the remaining trials without one
+        (their runs, metrics and artifacts as before); `pick --register` logs a picked trial's model later."""
+        from autocompress.urls import redact
+
+        self.models_off = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+        self.warn(f"MLflow at {redact(self.uri)} did not take trial {number}'s `{POLICY_MODEL}` model "
+                  f"({self.models_off}); trials are logged without it from here (`autocompress pick --register` "
+                  "logs the picked trial's model when it registers it)")
 
     @_offline_safe
     def set_pareto(self, run_ids: dict[int, str], front: set[int]) -> None:

@@ -125,10 +125,14 @@ def services():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_search_submitted_to_a_two_node_cluster(services):
+def test_search_submitted_to_a_two_node_cluster(services, monkeypatch):
+    import mlflow
+    import numpy as np
     import optuna
     from mlflow.tracking import MlflowClient
     from optuna.trial import TrialState
+
+    import autocompress as ac
 
     base = services["base"]
     (base / "trial.yaml").write_text(yaml.safe_dump(tiny_cartpole("tiny_cluster", finetune_iterations=1)))
@@ -163,6 +167,24 @@ def test_search_submitted_to_a_two_node_cluster(services):
     assert len([x for x in runs if x.data.tags.get("autocompress.kind") == "trial"]) == 4
     assert PASSWORD not in (run_dir / "search.json").read_text()
     assert all(PASSWORD not in json.dumps(x.data.params) for x in runs)
+
+    # the picked trial's MLflow model becomes a version in the server's Model Registry, loaded by its alias
+    r = subprocess.run([sys.executable, "-m", "autocompress.cli", "pick", str(run_dir), "--min-return-ratio", "0",
+                        "--minimize", "bytes", "--register", "cluster-policy", "--tracking-uri", services["tracking"],
+                        "--json"], capture_output=True, text=True, timeout=300,
+                       env={**services["env"], "AUTOCOMPRESS_STORAGE": services["storage"]})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert PASSWORD not in r.stdout + r.stderr
+    picked = json.loads(r.stdout)
+    registry = MlflowClient(services["tracking"], registry_uri=services["tracking"])
+    version = registry.get_model_version_by_alias("cluster-policy", "champion")
+    assert version.tags["trial"] == str(picked["trial"]) and float(version.tags["bytes_ratio"]) < 1
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", services["tracking"])
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", services["tracking"])
+    obs = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    served = mlflow.pyfunc.load_model("models:/cluster-policy@champion").predict(obs)
+    policy = ac.Policy.load(picked["artifact"])  # the runtime the search measured
+    assert list(served) == [policy.act(o) for o in obs]
 
 
 def test_two_drivers_share_one_postgresql_study(services):

@@ -233,8 +233,9 @@ def test_pick_register_on_the_local_store(search_run, tmp_path):
 
     bad = pick("--register", "a/b")
     assert bad.returncode == 2 and "--register" in bad.stderr and "Traceback" not in bad.stderr
-    bad = pick("--register", "x", "--tracking-uri", (tmp_path / "mlruns").as_uri())
-    assert bad.returncode == 4 and "--register" in bad.stderr and "Traceback" not in bad.stderr
+    with pytest.raises(ac.TrackingError, match="MLFLOW_ALLOW_FILE_STORE") as e:  # exit code 4 in the CLI
+        ac.Run.load(search_run).register(row["trial"], "x", tracking_uri=(tmp_path / "mlruns").as_uri())
+    assert e.value.option == "register"
 
 
 @pytest.mark.slow
@@ -252,3 +253,22 @@ def test_sync_logs_each_trial_with_its_model(search_run, tmp_path):
     exp = client.get_run(report["parent_run_id"]).info.experiment_id
     kids = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{report['parent_run_id']}'")
     assert len(kids) == 3 and all(tracking.policy_model_id(client, k.info.run_id) for k in kids)
+
+
+def test_a_store_that_refuses_models_still_gets_every_trial(tmp_path, monkeypatch):
+    """A tracking server without MLflow 3's logged models (e.g. an MLflow 2 server): one warning, then
+    the trials are logged as before, without their model; the tracker stays online."""
+    def refuse(*a, **k):
+        raise RuntimeError("ENDPOINT_NOT_FOUND: /api/2.0/mlflow/logged-models")
+
+    monkeypatch.setattr(tracking, "_create_policy_model", refuse)
+    warnings = []
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = tracking.Tracker(uri, "old", artifact_dir=tmp_path / "mlartifacts", warn=warnings.append)
+    tracker.start_parent(None, "search-old", {}, [])
+    acz = artifact(tmp_path, DISCRETE)
+    rids = [tracker.log_trial(n, {}, RESULT, "COMPLETE", None, acz) for n in range(2)]
+    assert all(rids) and tracker.offline is None and len(warnings) == 1 and "pick --register" in warnings[0]
+    client = MlflowClient(uri)
+    assert all(client.get_run(r).info.status == "FINISHED" and "bytes_ratio" in client.get_run(r).data.metrics
+               for r in rids)
