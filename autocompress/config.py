@@ -69,11 +69,16 @@ class EvalSpec(_Strict):
 
 class LatencySpec(_Strict):
     runtime: Literal["auto", "c", "numpy"] = Field(
-        "auto", description="runtime that acts in evaluation and latency: 'c' (compiled kernel, one call per "
-                            "act), 'numpy', or 'auto' = c where a C compiler is found, else numpy")
+        "auto", description="runtime that acts in evaluation and latency: 'c' (compiled kernels; latency timed "
+                            "inside C), 'numpy' (latency: the Python call), or 'auto' = c where a C compiler is "
+                            "found, else numpy; resolved once per study")
     warmup: int = Field(200, ge=0)
-    calls: int = Field(2000, ge=10)
+    calls: int = Field(2000, ge=10, description="Python-call timing: calls per policy, in `rounds` blocks")
     rounds: int = Field(10, ge=1)
+    kernel_rounds: int = Field(200, ge=5, description="in-kernel timing (runtime c): rounds, each policy in turn "
+                                                      "running kernel_calls acts; short blocks, so that a "
+                                                      "preemption on a busy machine spoils few of them")
+    kernel_calls: int = Field(20, ge=1)
 
 
 class ResourcesSpec(_Strict):

@@ -238,12 +238,13 @@ class NativePolicy:
         return a if a >= 0 else self._action.copy()
 
 
-def time_side_by_side(policies: dict[str, NativePolicy], obs: np.ndarray, warmup: int = 200, calls: int = 2000,
-                      rounds: int = 10) -> dict[str, dict[str, float]]:
+def time_side_by_side(policies: dict[str, NativePolicy], obs: np.ndarray, warmup: int = 200,
+                      calls: int = 20, rounds: int = 200) -> dict[str, dict]:
     """In-kernel batch-1 latency: the C loop `acz_time` runs each policy's act() over the recorded
-    observations `obs` (n x obs_dim, cycled), the policies taking turns in `rounds` blocks of
-    calls/rounds acts each, so drift in machine load hits all alike. Per name: median_ms and p95_ms
-    over the rounds of the mean time per act in a round."""
+    observations `obs` (n x obs_dim, cycled), the policies taking turns in `rounds` rounds of
+    `calls` acts each. Per name: the mean ms per act in each round (`rounds_ms`), and their median
+    (`median_ms`) and 95th percentile (`p95_ms`). Ratios are best taken round by round
+    (`round_ratio`): adjacent blocks share the machine's state, so drift and load cancel."""
     names = list(policies)
     if len({p.obs_dim for p in policies.values()}) != 1:
         raise ValueError("the policies take observations of different sizes")
@@ -251,8 +252,13 @@ def time_side_by_side(policies: dict[str, NativePolicy], obs: np.ndarray, warmup
     nets = (ctypes.c_void_p * len(names))(*[policies[n]._net_ptr for n in names])
     out = np.zeros((rounds, len(names)))
     action = np.zeros(max(p._action.size for p in policies.values()), np.float32)
-    per_round = max(1, calls // rounds)
     _library().acz_time(ctypes.addressof(nets), len(names), obs.ctypes.data, len(obs), obs.shape[1], warmup,
-                        per_round, rounds, action.ctypes.data, out.ctypes.data)
-    return {n: {"median_ms": float(np.median(out[:, i])) / 1e6, "p95_ms": float(np.percentile(out[:, i], 95)) / 1e6}
-            for i, n in enumerate(names)}
+                        calls, rounds, action.ctypes.data, out.ctypes.data)
+    out /= 1e6  # ns -> ms
+    return {n: {"median_ms": float(np.median(out[:, i])), "p95_ms": float(np.percentile(out[:, i], 95)),
+                "rounds_ms": out[:, i]} for i, n in enumerate(names)}
+
+
+def round_ratio(timed: dict[str, dict], num: str, den: str) -> float:
+    """Median over rounds of num's time / den's time in the same round."""
+    return float(np.median(timed[num]["rounds_ms"] / timed[den]["rounds_ms"]))

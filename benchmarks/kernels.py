@@ -1,6 +1,6 @@
 """In-kernel latency: what the deployed compute costs, per kernel, next to a plain C loop and the C export.
 
-    python -m benchmarks.kernels [--calls 40000] [--rounds 40]
+    python -m benchmarks.kernels [--rounds 400] [--calls 20]
 
 Nets: CartPole-shaped MLPs (4 observations, tanh, 2 actions), the [256, 256] teacher and compressed
 versions made without fine-tuning (weight values do not change the time, shapes and encodings do).
@@ -104,8 +104,8 @@ def time_c_dir(c_dir: Path, obs: np.ndarray, calls: int, rounds: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--calls", type=int, default=40000, help="acts per net in total (in-kernel timing)")
-    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--rounds", type=int, default=400, help="in-kernel timing: rounds, every net in turn")
+    ap.add_argument("--calls", type=int, default=20, help="acts per net per round")
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import torch
@@ -124,22 +124,24 @@ def main() -> None:
         datas[name] = ac.Policy.from_net(nets[name], HEAD, "numpy").data
         pols[name] = native.NativePolicy.from_bytes(datas[name])
     kernel = native.time_side_by_side(pols, obs, warmup=2000, calls=args.calls, rounds=args.rounds)
-    call = ac.latency({n: p.act for n, p in pols.items()}, obs[0], warmup=500, calls=args.calls // 4, rounds=20)
+    call = ac.latency({n: p.act for n, p in pols.items()}, obs[0], warmup=500, calls=10_000, rounds=20)
     us = {n: kernel[n]["median_ms"] * 1e3 for n in pols}
     teacher = "teacher fp32 [256,256]"
     lines = ["## In-kernel latency, per-layer kernels and the C export (batch 1, 1 thread)", "",
-             f"`python -m benchmarks.kernels --calls {args.calls} --rounds {args.rounds}` on {machine()}. "
+             f"`python -m benchmarks.kernels --rounds {args.rounds} --calls {args.calls}` on {machine()}. "
              "CartPole-shaped nets (4 observations, tanh, 2 actions), compressed without fine-tuning. "
              "**in-kernel**: median over rounds of the mean µs per `act()` in a C loop over 256 recorded "
-             "observations, every net in one call, rounds alternating (what the search's latency objective "
-             "measures); **Python call**: one ctypes `act()` from Python, the secondary figure. "
+             f"observations, every net in one call, {args.calls} acts per net per round, rounds alternating; "
+             "teacher / this: median of the per-round ratios (what the search's latency objective measures); "
+             "**Python call**: one ctypes `act()` from Python (10,000 calls), the secondary figure. "
              "Kernels: each layer's fastest, measured at load (dense fp32, csr, int8 integer, q8 byte codes, "
              f"packed k-bit; within {native.COMPACT_WITHIN:.2f}x of the fastest the smaller stored form wins).", "",
              "| net | kernels chosen | MACs | in-kernel µs | teacher / this | GMAC/s | Python call µs | "
              "teacher / this (call) |", "|---|---|---|---|---|---|---|---|"]
     for name, p in pols.items():
         macs = sum(int((layer.w != 0).sum()) for layer in layers_of(*read_artifact(datas[name])))
-        lines.append(f"| {name} | {' '.join(p.kernels)} | {macs:,} | {us[name]:.3f} | {us[teacher] / us[name]:.1f}x | "
+        lines.append(f"| {name} | {' '.join(p.kernels)} | {macs:,} | {us[name]:.3f} | "
+                     f"{1 / native.round_ratio(kernel, name, teacher):.1f}x | "
                      f"{macs / us[name] / 1e3:.1f} | {call[name]['median_ms'] * 1e3:.2f} | "
                      f"{call[teacher]['median_ms'] / call[name]['median_ms']:.1f}x |")
         print(lines[-1], flush=True)
@@ -160,17 +162,17 @@ def main() -> None:
             "flash (text) bytes | RAM (bss) bytes |", "|---|---|---|---|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
-        plain = time_c_dir(plain_c(nets[teacher], (d / "plain").mkdir() or d / "plain"), obs, args.calls // 4,
+        plain = time_c_dir(plain_c(nets[teacher], (d / "plain").mkdir() or d / "plain"), obs, args.calls,
                            args.rounds) / 1e3
-        again = native.time_side_by_side({"t": pols[teacher]}, obs, 2000, args.calls // 4, args.rounds)
+        again = native.time_side_by_side({"t": pols[teacher]}, obs, 2000, args.calls, args.rounds)
         t_again = again["t"]["median_ms"] * 1e3
         for name in ("teacher fp32 [256,256]", "int8 [256,256]", "4-bit [256,256]", "90% pruned [256,256]",
                      "fp32 [32,32]", "int8 [32,32]"):
             p, out = pols[name], d / name.replace(" ", "_").replace("%", "").replace("[", "").replace("]", "")
             exports.write(datas[name], "c", out, p.kernels)  # what `export --format c` writes for the trial
             ks = p.kernels
-            inproc = native.time_side_by_side({"x": p}, obs, 2000, args.calls // 4, args.rounds)["x"]["median_ms"] * 1e3
-            exp = time_c_dir(out, obs, args.calls // 4, args.rounds) / 1e3
+            inproc = native.time_side_by_side({"x": p}, obs, 2000, args.calls, args.rounds)["x"]["median_ms"] * 1e3
+            exp = time_c_dir(out, obs, args.calls, args.rounds) / 1e3
             size = exports.flash_size(out)
             rows.append(f"| {name} | {inproc:.3f} | {exp:.3f} | {exp / inproc:.2f} | {' '.join(ks)} | "
                         f"{len(datas[name]):,} | {size['text']:,} | {size['bss']:,} |")

@@ -125,11 +125,13 @@ def test_a_wrong_kernel_list_is_refused(cc, net):
 def test_in_kernel_timing_orders_nets_by_their_work(cc, obs):
     big = native.NativePolicy.from_bytes(to_bytes(PolicyNet.mlp(obs.shape[1], [256, 256], 2), HEAD))
     small = native.NativePolicy.from_bytes(to_bytes(PolicyNet.mlp(obs.shape[1], [16], 2), HEAD))
-    t = native.time_side_by_side({"big": big, "small": small}, obs, warmup=100, calls=4000, rounds=8)
-    assert set(t) == {"big", "small"} and set(t["big"]) == {"median_ms", "p95_ms"}
+    t = native.time_side_by_side({"big": big, "small": small}, obs, warmup=100, calls=20, rounds=50)
+    assert set(t) == {"big", "small"} and set(t["big"]) == {"median_ms", "p95_ms", "rounds_ms"}
+    assert t["big"]["rounds_ms"].shape == (50,) and t["big"]["median_ms"] == np.median(t["big"]["rounds_ms"])
     # 67k vs 0.1k multiply-adds: no timer noise on a shared machine closes a gap this wide
     assert t["small"]["median_ms"] * 5 < t["big"]["median_ms"] <= t["big"]["p95_ms"]
     assert t["big"]["median_ms"] < 1.0  # milliseconds, per act
+    assert native.round_ratio(t, "small", "big") < 0.2 and native.round_ratio(t, "big", "big") == 1.0
 
 
 def test_runtime_choice(cc, monkeypatch):
