@@ -34,8 +34,9 @@ enum { ACZ_NONE = 0, ACZ_TANH = 1, ACZ_RELU = 2, ACZ_SILU = 3, ACZ_ELU = 4, ACZ_
 typedef struct {
     int in, out, act, kind;
     const float *b;                     /* NULL: no bias */
-    const float *w;                     /* DENSE: in x out, input-major */
-    const float *wt;                    /* DENSE: the last out % 8 outputs' weights again, output-major */
+    const float *w;                     /* DENSE: in x wpad, input-major */
+    int wpad;                           /* DENSE: out, or out rounded up with zero columns to whole blocks */
+    const float *wt;                    /* DENSE: the last wpad % 8 outputs' weights again, output-major */
     const int32_t *ptr;                 /* CSR: ptr[in + 1] into idx (output index) and val */
     const uint16_t *idx;
     const float *val;
@@ -64,14 +65,15 @@ unsigned acz_code(const uint8_t *codes, long i, int bits) {
     return v & ((1u << bits) - 1u);
 }
 
-/* Outputs j0 .. j0+B-1 of a DENSE layer, their B sums held in registers over all inputs. */
+/* Outputs j0 .. j0+B-1 of a DENSE layer, their B sums held in registers over all inputs (B / 8
+ * independent vector chains: a block of 8 waits on one FMA chain, hence the zero-padded columns). */
 #define ACZ_DENSE_BLOCK(B)                                                  \
-    for (; j0 + (B) <= L->out; j0 += (B)) {                                 \
+    for (; j0 + (B) <= L->wpad; j0 += (B)) {                                \
         float acc[B];                                                       \
         for (int j = 0; j < (B); j++) acc[j] = y[j0 + j];                   \
         for (int k = 0; k < L->in; k++) {                                   \
             const float xk = x[k];                                          \
-            const float *w = L->w + (long)k * L->out + j0;                  \
+            const float *w = L->w + (long)k * L->wpad + j0;                 \
             for (int j = 0; j < (B); j++) acc[j] += w[j] * xk;              \
         }                                                                   \
         for (int j = 0; j < (B); j++) y[j0 + j] = acc[j];                   \
@@ -82,7 +84,7 @@ void acz_dense(const AczLayer *L, const float *x, float *y) {
     ACZ_DENSE_BLOCK(64)
     ACZ_DENSE_BLOCK(32)
     ACZ_DENSE_BLOCK(8)
-    for (int j = j0; j < L->out; j++) {   /* the last out % 8 outputs (e.g. a 2-action head): dot products */
+    for (int j = j0; j < L->wpad; j++) {  /* the last wpad % 8 outputs (e.g. a 2-action head): dot products */
         const float *wt = L->wt + (long)(j - j0) * L->in;
         float acc = y[j];
         for (int k = 0; k < L->in; k++) acc += wt[k] * x[k];
@@ -171,6 +173,7 @@ void acz_packed(const AczLayer *L, const float *x, float *y) {
 /* One layer: y = act(b + x W) with the layer's kernel. */
 void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
     if (L->b) memcpy(y, L->b, sizeof(float) * (size_t)L->out); else memset(y, 0, sizeof(float) * (size_t)L->out);
+    if (L->kind == ACZ_DENSE && L->wpad > L->out) memset(y + L->out, 0, sizeof(float) * (size_t)(L->wpad - L->out));
     switch (L->kind) {
         case ACZ_CSR: acz_csr(L, x, y); break;
         case ACZ_INT8: acz_int8(L, x, y, qbuf); break;

@@ -67,7 +67,7 @@ class Layer:
         """Bytes of the weights in the form `kernel` reads (what a C export puts in flash; bias aside)."""
         n_out, n_in = self.shape
         if kernel == "dense":
-            return 4 * n_out * n_in
+            return 4 * self.dense()[1] * n_in
         if kernel == "csr":
             return 6 * int((self.w != 0).sum()) + 4 * (n_in + 1)
         if kernel == "int8":
@@ -77,6 +77,21 @@ class Layer:
         if kernel == "q8":
             return n_out * n_in + side + 4
         return pk["codes"].nbytes + (pk["bitmap"].nbytes if pk["bitmap"] is not None else 0) + side
+
+    @cached_property
+    def _dense(self) -> tuple[np.ndarray, int, np.ndarray | None]:
+        """(W in x wpad, wpad, the last wpad % 8 columns output-major or None): the dense kernel's form.
+        More than 8 outputs are padded with zero columns to whole blocks of 32 (4 vector chains, or 64
+        beyond 32): a layer of 89 outputs otherwise ends in blocks of 8, each one latency-bound chain."""
+        n_in, n_out = self.w.shape
+        wpad = n_out if n_out <= 8 else -(-n_out // 32) * 32
+        w = np.zeros((n_in, wpad), np.float32)
+        w[:, :n_out] = self.w
+        tail = w[:, wpad - wpad % 8:].T
+        return w, wpad, (np.ascontiguousarray(tail) if tail.size else None)
+
+    def dense(self) -> tuple[np.ndarray, int, np.ndarray | None]:
+        return self._dense
 
     def csr(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(ptr[in + 1], output index, value) of the nonzero weights, grouped by input."""

@@ -41,7 +41,7 @@ COMPACT_WITHIN = 1.10
 
 class _Layer(ctypes.Structure):
     _fields_ = [("in_", ctypes.c_int), ("out", ctypes.c_int), ("act", ctypes.c_int), ("kind", ctypes.c_int),
-                ("b", ctypes.c_void_p), ("w", ctypes.c_void_p), ("wt", ctypes.c_void_p), ("ptr", ctypes.c_void_p), ("idx", ctypes.c_void_p),
+                ("b", ctypes.c_void_p), ("w", ctypes.c_void_p), ("wpad", ctypes.c_int), ("wt", ctypes.c_void_p), ("ptr", ctypes.c_void_p), ("idx", ctypes.c_void_p),
                 ("val", ctypes.c_void_p), ("q", ctypes.c_void_p), ("qscale", ctypes.c_void_p),
                 ("codes", ctypes.c_void_p), ("bitmap", ctypes.c_void_p), ("zero", ctypes.c_void_p),
                 ("scale", ctypes.c_void_p), ("table", ctypes.c_void_p), ("codes8", ctypes.c_void_p),
@@ -133,8 +133,8 @@ def fill_layer(c: _Layer, layer: Layer, kernel: str, ptr: _Arrays) -> None:
     c.in_, c.out, c.act, c.kind = n_in, n_out, _ACTS[layer.act], _KIND[kernel]
     c.b = ptr(layer.b, np.float32)
     if kernel == "dense":
-        c.w = ptr(layer.w, np.float32)
-        c.wt = ptr(layer.w[:, n_out - n_out % 8:].T, np.float32)
+        w, c.wpad, wt = layer.dense()
+        c.w, c.wt = ptr(w, np.float32), ptr(wt, np.float32)
     elif kernel == "csr":
         p, idx, val = layer.csr()
         c.ptr, c.idx, c.val = ptr(p, np.int32), ptr(idx, np.uint16), ptr(val, np.float32)
@@ -166,7 +166,7 @@ def choose_kernels(layers: list[Layer], inputs: list[np.ndarray]) -> tuple[list[
             times.append({})
             continue
         xs = np.ascontiguousarray(xs, np.float32)
-        y, qbuf = np.zeros(layer.shape[0], np.float32), np.zeros(layer.shape[1], np.int8)
+        y, qbuf = np.zeros(layer.dense()[1], np.float32), np.zeros(layer.shape[1], np.int8)
         t: dict[str, float] = {}
         for k in cands:
             ptr, c, out = _Arrays(), _Layer(), np.zeros(CHOICE_ROUNDS)
@@ -208,7 +208,7 @@ class NativePolicy:
         for layer, kernel, c in zip(layers, self.kernels, c_layers):
             fill_layer(c, layer, kernel, ptr)
         obs_dim = int(header["obs_dim"])
-        width = max([layer.shape[0] for layer in layers] + [obs_dim])
+        width = max([layer.dense()[1] for layer in layers] + [obs_dim])
         head, norm = self.head, header.get("obs_norm") or {}
         net = _Net(n_layers=len(layers), obs_dim=obs_dim, kind=0 if head["kind"] == "discrete" else 1,
                    act_dim=int(head.get("act_dim", 0)), squash=_SQUASH[head.get("squash", "none")],

@@ -104,12 +104,17 @@ def test_kernels_offered_follow_the_encoding(net, obs):
         assert ("q8" in layer.kernels()) == (not (w["sparse"] and w["bits"] == 8)), w
 
 
-def test_the_fastest_kernel_is_chosen_per_layer_and_recorded(cc, net, obs):
-    pruned = native.NativePolicy.from_bytes(to_bytes(build(net, obs, {"prune": {"sparsity": 0.97}}), HEAD))
+def test_the_fastest_kernel_is_chosen_per_layer_and_recorded(cc, obs):
+    wide = PolicyNet.mlp(obs.shape[1], [256, 256], 2)
+    pruned = native.NativePolicy.from_bytes(to_bytes(build(wide, obs, {"prune": {"sparsity": 0.97}}), HEAD))
     assert len(pruned.kernel_ns) == 3
     for kernel, times in zip(pruned.kernels, pruned.kernel_ns):
-        assert set(times) == {"dense", "csr"} and kernel == min(times, key=times.get)
-    # at 3% density the scatter loop skips 97% of the work: it wins on the wide hidden layer
+        fastest = min(times, key=times.get)
+        assert set(times) == {"dense", "csr"}
+        # the fastest, or a smaller form within COMPACT_WITHIN of it
+        assert kernel == fastest or times[kernel] <= times[fastest] * native.COMPACT_WITHIN
+    # at 3% density the scatter loop skips 97% of the work: it wins on the wide hidden layer (2,000 kept
+    # weights: ~1.6 µs vs ~3.4 µs dense here; on a 64-wide layer the two are too close to call)
     assert pruned.kernels[1] == "csr", pruned.kernel_ns
 
 
@@ -172,3 +177,16 @@ def test_a_missing_compiler_skips_unless_required(monkeypatch, require):
         require_compiler()
     monkeypatch.setattr(native, "available", lambda: True)
     require_compiler()  # a compiler: neither
+
+
+@pytest.mark.parametrize("hidden", [[89, 40], [9, 33], [7, 3]])
+def test_odd_widths_padded_to_whole_blocks_act_like_numpy(cc, obs, hidden):
+    """Dense layers wider than 8 run on zero-padded columns (whole blocks of 32); the padding must
+    change nothing but the time."""
+    torch.manual_seed(0)
+    data = to_bytes(PolicyNet.mlp(obs.shape[1], hidden, 3, "relu"), {"kind": "discrete", "n": 3})
+    wpads = [layer.dense()[1] for layer in layers_of(*read_artifact(data))]
+    assert all(p % 32 == 0 or p <= 8 for p in wpads) and wpads[0] >= hidden[0]
+    ref, c = NumpyPolicy.from_bytes(data), native.NativePolicy.from_bytes(data, ["dense"] * 3)
+    clear = _clear(ref.forward(obs))
+    assert [c.act(o) for o in obs[clear]] == [ref.act(o) for o in obs[clear]]

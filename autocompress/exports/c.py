@@ -58,9 +58,8 @@ def _layer_init(i: int, layer: Layer, kernel: str, arr: _Arrays) -> str:
     f = {"in": n_in, "out": n_out, "act": _ACTS[layer.act], "kind": _KIND[kernel],
          "b": arr(f"L{i}_b", layer.b, np.float32)}
     if kernel == "dense":
-        f["w"] = arr(f"L{i}_w", layer.w, np.float32)
-        tail = layer.w[:, n_out - n_out % 8:]
-        f["wt"] = arr(f"L{i}_wt", tail.T, np.float32) if tail.size else "NULL"
+        w, f["wpad"], wt = layer.dense()
+        f["w"], f["wt"] = arr(f"L{i}_w", w, np.float32), arr(f"L{i}_wt", wt, np.float32)
     elif kernel == "csr":
         ptr, idx, val = layer.csr()
         f.update(ptr=arr(f"L{i}_ptr", ptr, np.int32), idx=arr(f"L{i}_idx", idx, np.uint16),
@@ -100,7 +99,7 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
     head, norm = header["head"], header.get("obs_norm") or {}
     obs_dim, discrete = int(header["obs_dim"]), head["kind"] == "discrete"
     act_dim = 0 if discrete else int(head["act_dim"])
-    width = max([layer.shape[0] for layer in layers] + [obs_dim])
+    width = max([layer.dense()[1] for layer in layers] + [obs_dim])
     arr = _Arrays()
     inits = [_layer_init(i, layer, k, arr) for i, (layer, k) in enumerate(zip(layers, kernels))]
     net = {"n_layers": len(layers), "obs_dim": obs_dim, "kind": 0 if discrete else 1, "act_dim": act_dim,
