@@ -36,6 +36,14 @@ def save_figure(fig, name: str) -> str:
     return f"img/{name}"
 
 
+def latency_words(runtime: str) -> str:
+    """How a result's latency was measured, for a section's preamble."""
+    if runtime == "c":
+        return ("batch-1 `act()` timed inside the C kernel over recorded states, 1 thread, teacher in alternating "
+                "rounds (ratio: median of the per-round ratios)")
+    return "batch-1 `act()` timed as the Python call to the numpy runtime, 1 thread, teacher timed alternately"
+
+
 def write_section(name: str, body: str) -> None:
     """Print `body`, and replace (or append) the section between <!-- name --> markers in docs/BENCHMARKS.md."""
     print(body, flush=True)

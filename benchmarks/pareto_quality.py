@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 
-from benchmarks.common import save_figure, ROOT, machine, run_search, write_section
+from benchmarks.common import ROOT, latency_words, machine, run_search, save_figure, write_section
 
 
 def main() -> None:
@@ -83,7 +83,7 @@ def main() -> None:
              f"`{cmd}` on {machine()}: "
              f"a {args.trials}-trial search ({wall:.0f} s), then every front member and every single-technique trial "
              f"re-evaluated on {args.episodes} new seeded episodes (teacher: {t_ret:.1f}). Latency and bytes ratios "
-             f"as measured in the search ({teacher_row.get('runtime', 'numpy')} runtime). Where the teacher's "
+             f"as measured in the search (latency: {latency_words(teacher_row.get('runtime', 'numpy'))}). Where the teacher's "
              "return is not positive the ratio is normalised between a random policy (0) and the teacher (1).", "",
              "| trial | techniques | return (100 ep.) ratio | bytes ratio | latency ratio | on front |", "|---|---|---|---|---|---|"]
     for t, r in sorted(check.items()):

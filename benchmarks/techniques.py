@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine, write_section
+from benchmarks.common import ROOT, latency_words, machine, write_section
 
 CONFIGS = ["int8_ptq", "qat4", "prune90_iterative", "structured50", "share4", "lowrank90", "distill32", "combo"]
 
@@ -44,7 +44,7 @@ def main() -> None:
         f"`python -m benchmarks.techniques --episodes {args.episodes}` — one run, {time.time() - start:.0f} s, "
         f"on {machine()}.", "",
         f"Return: mean ± std over {args.episodes} seeded deterministic episodes of the exported artifact. Latency: "
-        f"median batch-1 `act()` in the {rows[0][1]['runtime']} runtime, 1 thread, teacher timed alternately in the same process. "
+        f"{latency_words(rows[0][1]['runtime'])}. "
         "Bytes: artifact file size. Ratios are compressed / teacher.", "",
         "| config | return | latency µs | latency ratio | bytes | bytes ratio | stored params | fine-tune |",
         "|---|---|---|---|---|---|---|---|",
