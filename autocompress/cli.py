@@ -180,7 +180,45 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
     out.print(f"{summary['complete']} complete, {summary['failed']} failed, front of {len(summary['front'])}, "
               f"hypervolume {summary['hypervolume'] or 0:.4f}, {summary['wall_seconds']:.0f} s")
     out.print(front_table(run.front(), "Pareto front"))
-    out.print(f"run dir: {run.run_dir}\nMLflow UI: mlflow ui --backend-store-uri {run.state['tracking_uri']}")
+    for line in where_to_look(run.run_dir, run.state):
+        out.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
+def where_to_look(run_dir: Path, state: dict) -> list[str]:
+    """The closing lines of a search: the run dir, how to open the MLflow UI and the direct links into
+    it (the runs table, the 3-D Pareto plot), and the optuna-dashboard command for the study."""
+    from autocompress._search.study import JOURNAL
+    from autocompress.urls import mlflow_ui_base, mlflow_ui_links
+
+    uri = state.get("tracking_uri")
+    lines = [f"run dir: {run_dir}"]
+    if uri and not uri.startswith(("http://", "https://")):
+        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {uri}   (then open the links below)")
+    else:
+        lines.append(f"MLflow UI: {mlflow_ui_base(uri)}")
+    exp = state.get("experiment_id") or _experiment_id(uri, state.get("parent_run_id"))
+    if exp is not None:
+        links = mlflow_ui_links(uri, exp, state.get("parent_run_id"))
+        lines.append(f"  trial runs:   {links['runs']}")
+        if "pareto" in links:
+            lines.append(f"  Pareto plot:  {links['pareto']}")
+    storage = state.get("storage") or str(Path(run_dir) / JOURNAL)  # a journal file: optuna-dashboard opens it as is
+    lines.append(f"Optuna dashboard: pip install optuna-dashboard && optuna-dashboard {storage}")
+    return lines
+
+
+def _experiment_id(uri: str | None, parent_run_id: str | None) -> str | None:
+    """The parent run's experiment, for run dirs written before search.json recorded it."""
+    from autocompress.urls import is_redacted
+
+    if not uri or not parent_run_id or is_redacted(uri):
+        return None
+    try:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=uri).get_run(parent_run_id).info.experiment_id
+    except Exception:  # offline or gone: the closing lines go without links
+        return None
 
 
 def _with_progress(fn):

@@ -64,6 +64,10 @@ def test_search_end_to_end(files):
     client = MlflowClient(state["tracking_uri"])
     parent = client.get_run(state["parent_run_id"])
     assert parent.info.status == "FINISHED" and "hypervolume" in parent.data.metrics
+    # the closing lines link into the MLflow UI: the runs table and the parent run's Pareto plot
+    assert state["experiment_id"] == parent.info.experiment_id
+    assert f"/#/experiments/{state['experiment_id']}/runs?workflowType=machine_learning" in r.stdout
+    assert f"/runs/{parent.info.run_id}/artifacts/pareto/pareto.html" in r.stdout
     arts = {a.path for a in client.list_artifacts(parent.info.run_id, "pareto")}
     assert {"pareto/pareto.csv", "pareto/pareto.json", "pareto/pareto.png", "pareto/pareto.html",
             "pareto/hypervolume.png"} <= arts

@@ -283,7 +283,8 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         [space_path, spec_path])
     # Passwords never reach the run dir: a redacted URL must be given again (storage / tracking URI).
     state.update(space=str(Path(space_path).resolve()), study_name=space.name, parent_run_id=parent,
-                 tracking_uri=redact(tracking_uri), storage=redact(opts.storage), objectives=space.objectives)
+                 tracking_uri=redact(tracking_uri), storage=redact(opts.storage), objectives=space.objectives,
+                 experiment_id=tracker.experiment_id)
     state_path.write_text(json.dumps(state, indent=1))
     if not opts.join:  # where drivers that join find the parent run
         study.set_user_attr("mlflow_parent_run_id", parent)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -37,18 +38,31 @@ def open_study(name: str, objectives: list[str], run_dir: Path, storage: str | N
     smp = make_sampler(sampler, seed)
     if resume:
         try:
-            return optuna.load_study(study_name=name, storage=store, sampler=smp)
+            study = optuna.load_study(study_name=name, storage=store, sampler=smp)
         except KeyError:
             raise ConfigError(f"no study {name!r} in the storage of {run_dir}", option="resume") from None
+        return name_objectives(study, objectives)
     study = optuna.create_study(study_name=name, storage=store, sampler=smp, directions=directions,
                                 load_if_exists=True)
     if join:
         if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
             raise ConfigError(f"study {name!r} has other objectives than {objectives}", option="join")
-        return study
+        return name_objectives(study, objectives)
     if study.trials:
         raise ConfigError(f"study {name!r} already has {len(study.trials)} trials in this storage: pass "
                           "resume to continue it, or use another run dir / storage")
+    return name_objectives(study, objectives)
+
+
+def name_objectives(study: optuna.Study, objectives: list[str]) -> optuna.Study:
+    """Name the study's values after the objectives ("return", "latency", "bytes"), so that
+    optuna-dashboard and `trials_dataframe` show them instead of "Objective 0/1/2". Written only
+    when missing or different (a resumed or joined study usually has them already), and never
+    when the count does not match (a study made by other code: its values are left unnamed)."""
+    if study.metric_names != list(objectives) and len(study.directions) == len(objectives):
+        with warnings.catch_warnings():  # Optuna still marks it experimental (since 3.2): noise to a user
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(list(objectives))
     return study
 
 

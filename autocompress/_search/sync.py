@@ -33,7 +33,7 @@ def sync_run(run_dir: Path, storage: str | None = None, tracking_uri: str | None
     if not tracker.attach_parent(state.get("parent_run_id")):
         parent = tracker.start_parent(None, f"search-{state['study_name']}", {"synced_from": str(run_dir)}, [])
         log(f"parent run {state.get('parent_run_id')} is not in {redact(uri)}: created {parent}")
-        state["parent_run_id"] = parent
+        state.update(parent_run_id=parent, experiment_id=tracker.experiment_id)
         (Path(run_dir) / STATE_FILE).write_text(json.dumps(state, indent=1))
     logged = tracker.logged_trials(repair=True)
     present, new = 0, 0
