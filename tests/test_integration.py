@@ -51,9 +51,9 @@ def test_compress_trial_end_to_end(tiny):
     art = Path(r["artifact"])
     assert r["bytes"] == art.stat().st_size and r["bytes_ratio"] < 0.1
     policy = NumpyPolicy.load(art)
-    assert [w.shape for w, _, _ in policy.layers] == [(4, 32), (32, 32), (32, 2)]
-    nz = sum(int((w != 0).sum()) for w, _, _ in policy.layers)
-    assert nz <= 0.26 * sum(w.size for w, _, _ in policy.layers)
+    assert [w.shape for w, *_ in policy.layers] == [(4, 32), (32, 32), (32, 2)]
+    nz = sum(int((w != 0).sum()) for w, *_ in policy.layers)
+    assert nz <= 0.26 * sum(w.size for w, *_ in policy.layers)
     for k in ("return_mean", "return_std", "return_ratio", "latency_ms", "latency_ratio", "n_params"):
         assert np.isfinite(r[k])
     assert len(r["returns"]) == 3

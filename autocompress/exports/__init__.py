@@ -33,11 +33,11 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
     `smallest` (C only): every layer in its smallest stored form (k-bit codes packed as in the
     artifact), for the least flash at some speed; int8 layers stay int8."""
     output = Path(output)
-    layers = layers_of(*read_artifact(data))
-    kernels = check_kernels(layers, kernels)
-    if fmt == "acz":
+    if fmt == "acz":  # the artifact as it is: nothing to parse
         output.write_bytes(data)
         return [output]
+    layers = layers_of(*read_artifact(data))
+    kernels = check_kernels(layers, kernels)
     if fmt == "c":
         from autocompress.exports.c import compact_kernels, write_c
 
