@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from autocompress.layers import KERNELS, Layer, check_kernels, layers_of
-from autocompress.runtime import NumpyPolicy, read_artifact
+from autocompress.runtime import _ACT, obs_normalizer, read_artifact
 
 SOURCE = (Path(__file__).parent / "kernels.c").read_text()
 #: kernels.c up to this line is the portable kernel (the C export's); below it, timing loops
@@ -180,13 +180,16 @@ def choose_kernels(layers: list[Layer], inputs: list[np.ndarray]) -> tuple[list[
     return chosen, times
 
 
-def _layer_inputs(ref: NumpyPolicy, n: int = 32, seed: int = 0) -> list[np.ndarray]:
-    """Each layer's inputs when the net acts on n standard-normal observations (fp32 layers)."""
-    x = ref._normalize(np.random.default_rng(seed).standard_normal((n, int(ref.header["obs_dim"]))))
+def _layer_inputs(header: dict, layers: list[Layer], n: int = 32, seed: int = 0) -> list[np.ndarray]:
+    """Each layer's inputs when the net acts on n standard-normal observations (fp32 layers), from the
+    same decoded Layer objects the kernels are then built from (decoded once)."""
+    x = obs_normalizer(header.get("obs_norm"))(
+        np.random.default_rng(seed).standard_normal((n, int(header["obs_dim"]))))
     out = []
-    for w, b, act, _ in ref.layers:
+    for layer in layers:
         out.append(x)
-        x = x @ w + (0 if b is None else b)
+        x = x @ layer.w + (0 if layer.b is None else layer.b)
+        act = _ACT[layer.act]
         x = act(x) if act is not None else x
     return out
 
@@ -202,7 +205,7 @@ class NativePolicy:
         self.kernels = check_kernels(layers, kernels)
         self.kernel_ns: list[dict[str, float]] = []  # per layer: each candidate's measured ns (when chosen here)
         if self.kernels is None:
-            self.kernels, self.kernel_ns = choose_kernels(layers, _layer_inputs(NumpyPolicy(header, blob)))
+            self.kernels, self.kernel_ns = choose_kernels(layers, _layer_inputs(header, layers))
         ptr = _Arrays()
         c_layers = (_Layer * len(layers))()
         for layer, kernel, c in zip(layers, self.kernels, c_layers):
