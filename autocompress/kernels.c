@@ -255,13 +255,17 @@ long acz_time(const AczNet *const *nets, int n_nets, const float *obs, int n_obs
     return sink;
 }
 
-/* One layer's kernel alone, on `n_x` recorded inputs (in floats each): out[r] = ns per call in round r. */
-void acz_time_layer(const AczLayer *L, const float *xs, int n_x, int calls, int rounds, float *y,
-                    int8_t *qbuf, double *out) {
-    for (int c = 0; c < calls; c++) acz_layer(L, xs + (long)(c % n_x) * L->in, y, qbuf);  /* warm-up */
-    for (int r = 0; r < rounds; r++) {
-        const double t0 = acz_now_ns();
-        for (int c = 0; c < calls; c++) acz_layer(L, xs + (long)(c % n_x) * L->in, y, qbuf);
-        out[r] = (acz_now_ns() - t0) / calls;
-    }
+/* One layer's candidate kernels (n_k forms of the same layer), on `n_x` recorded inputs (in floats
+   each), taken in turn within every round so that a burst of load hits all of them alike:
+   out[r * n_k + k] = ns per call of candidate k in round r. */
+void acz_time_layer(const AczLayer *Ls, int n_k, const float *xs, int n_x, int calls, int rounds,
+                    float *y, int8_t *qbuf, double *out) {
+    for (int k = 0; k < n_k; k++)  /* warm-up */
+        for (int c = 0; c < calls; c++) acz_layer(&Ls[k], xs + (long)(c % n_x) * Ls[k].in, y, qbuf);
+    for (int r = 0; r < rounds; r++)
+        for (int k = 0; k < n_k; k++) {
+            const double t0 = acz_now_ns();
+            for (int c = 0; c < calls; c++) acz_layer(&Ls[k], xs + (long)(c % n_x) * Ls[k].in, y, qbuf);
+            out[r * n_k + k] = (acz_now_ns() - t0) / calls;
+        }
 }

@@ -34,7 +34,7 @@ SOURCE = (Path(__file__).parent / "kernels.c").read_text()
 #: kernels.c up to this line is the portable kernel (the C export's); below it, timing loops
 TIMING_MARKER = "/* ---- timing: in-process runtime only ---- */"
 #: time per layer and kernel at load: rounds of calls (the median round decides)
-CHOICE_CALLS, CHOICE_ROUNDS = 200, 7
+CHOICE_CALLS, CHOICE_ROUNDS = 100, 15
 #: a kernel this close to the fastest (time ratio) counts as a tie, won by the smaller stored form
 COMPACT_WITHIN = 1.10
 
@@ -88,8 +88,8 @@ def _library() -> ctypes.CDLL:
     so.acz_time.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
                             ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
     so.acz_time.restype = ctypes.c_long
-    so.acz_time_layer.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                                  ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    so.acz_time_layer.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                  ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     return so
 
 
@@ -167,13 +167,12 @@ def choose_kernels(layers: list[Layer], inputs: list[np.ndarray]) -> tuple[list[
             continue
         xs = np.ascontiguousarray(xs, np.float32)
         y, qbuf = np.zeros(layer.dense()[1], np.float32), np.zeros(layer.shape[1], np.int8)
-        t: dict[str, float] = {}
-        for k in cands:
-            ptr, c, out = _Arrays(), _Layer(), np.zeros(CHOICE_ROUNDS)
+        ptr, c_layers, out = _Arrays(), (_Layer * len(cands))(), np.zeros((CHOICE_ROUNDS, len(cands)))
+        for k, c in zip(cands, c_layers):
             fill_layer(c, layer, k, ptr)
-            so.acz_time_layer(ctypes.addressof(c), xs.ctypes.data, len(xs), CHOICE_CALLS, CHOICE_ROUNDS,
-                              y.ctypes.data, qbuf.ctypes.data, out.ctypes.data)
-            t[k] = float(np.median(out))
+        so.acz_time_layer(c_layers, len(cands), xs.ctypes.data, len(xs), CHOICE_CALLS, CHOICE_ROUNDS,
+                          y.ctypes.data, qbuf.ctypes.data, out.ctypes.data)
+        t = {k: float(v) for k, v in zip(cands, np.median(out, axis=0))}
         near = [k for k in t if t[k] <= min(t.values()) * COMPACT_WITHIN]
         chosen.append(min(near, key=layer.stored_bytes))
         times.append(t)

@@ -147,7 +147,8 @@ def main() -> None:
                      f"{call[teacher]['median_ms'] / call[name]['median_ms']:.1f}x |")
         print(lines[-1], flush=True)
     lines += ["", "Per-kernel time of each layer, measured at load (ns per layer call, median of "
-              f"{native.CHOICE_ROUNDS} rounds of {native.CHOICE_CALLS}; the chosen one in bold):", "",
+              f"{native.CHOICE_ROUNDS} rounds of {native.CHOICE_CALLS}, candidates in turn within each round; "
+              "the chosen one in bold):", "",
               "| net | layer 0 (4→h) | layer 1 (h→h) | layer 2 (h→2) |", "|---|---|---|---|"]
     for name, p in pols.items():
         if any(p.kernel_ns):
