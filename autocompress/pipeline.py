@@ -31,12 +31,14 @@ from autocompress.nets import PolicyNet, torch_act
 from autocompress.results import TrialResult
 from autocompress.runtime import obs_normalizer
 from autocompress.techniques import Context, apply
+from autocompress.techniques.per_layer import logical_layers
 
 def compress_net(teacher: PolicyNet, cfg, ctx: Context, finetune: Callable | None) -> PolicyNet:
     """Apply `cfg` (a CompressConfig or CriticCompressConfig) to a copy of `teacher`, stage by stage
     as each technique declares (TechniqueConfig.stage / order). `finetune(net, round_index, n_rounds)`
     fine-tunes in place once per round (None: no fine-tuning, e.g. in unit tests); techniques of
     the 'held' stage are (re-)applied before each round they have (iterative pruning)."""
+    cfg.check_layers(len(logical_layers(teacher)))  # per-layer settings fit, before any work (imported teachers)
     net = teacher.clone()
     by_stage: dict[str, list] = {"structural": [], "held": [], "final": []}
     for c in cfg.techniques():
@@ -109,8 +111,13 @@ def warm_up_critic(session, net: PolicyNet, iterations: int, log: Callable[[str]
 
 
 def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
-                     log: Callable[[str], None] = print, timed: Timings | None = None) -> Compressed:
-    """Teacher (cached) -> techniques -> RLlib fine-tune (critic compressed too if `cfg.critic`)."""
+                     log: Callable[[str], None] = print, timed: Timings | None = None,
+                     report: Callable[[int, float], None] | None = None) -> Compressed:
+    """Teacher (cached) -> techniques -> RLlib fine-tune (critic compressed too if `cfg.critic`).
+
+    `report(step, ratio)` (multi-fidelity, see autocompress.pruners): called with the check-episode
+    return ratio before fine-tuning (step 0) and after each fine-tune iteration; it may raise
+    TrialStopped, which ends the trial there."""
     timed = timed if timed is not None else Timings()
     cfg.check_against(spec)
     with timed("teacher_load"):
@@ -144,6 +151,24 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         with timed("finetune_check"):
             return float(measure.evaluate(torch_act(net, head), make_env, 5, spec.seed + 77_777).mean())
 
+    done = [0]  # fine-tune iterations so far, over all rounds: the step of a report
+    refs: list[float] = []  # the teacher's check return, and a random policy's where that is not positive
+
+    def report_check(score: float) -> None:
+        """Report a check return as a ratio to the teacher's on the same episodes (measure.return_ratio's rule)."""
+        if report is None:
+            return
+        if not refs:
+            with timed("finetune_check"):
+                refs.append(check(teacher.actor))
+                if refs[0] <= 0:
+                    space = make_env().action_space
+                    space.seed(spec.seed + 77_777)
+                    refs.append(float(measure.evaluate(lambda o: space.sample(), make_env, 5,
+                                                       spec.seed + 77_777).mean()))
+        t, rand = refs[0], (refs[1] if len(refs) > 1 else 0.0)
+        report(done[0], (score - rand) / (t - rand) if t != rand else float("nan"))
+
     def finetune(net: PolicyNet, i: int, n: int) -> None:
         iters = spec.finetune.iterations // n + (1 if i < spec.finetune.iterations % n else 0)
         if iters == 0:
@@ -159,20 +184,27 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
             else:
                 session[0].push(net)
         log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net.sparsity():.3f}")
-        if not spec.finetune.keep_best:
+        if not spec.finetune.keep_best and report is None:
             with timed("rllib_train"):  # env stepping + SGD
                 session[0].train(iters, log=log)
             session[0].pull(net)
-        else:
-            best = (check(net), copy.deepcopy(net.state_dict()))
+            done[0] += iters
+        else:  # checked after every iteration: to keep the best, or to report
+            start = check(net) if spec.finetune.keep_best or done[0] == 0 else float("-inf")
+            if done[0] == 0:
+                report_check(start)
+            best = (start, copy.deepcopy(net.state_dict()))
             for _ in range(iters):
                 with timed("rllib_train"):
                     session[0].train(1, log=log)
                 score = check(session[0].pull(net))
+                done[0] += 1
+                report_check(score)
                 if score > best[0]:
                     best = (score, copy.deepcopy(net.state_dict()))
-            net.load_state_dict(best[1])
-            log(f"fine-tune round {i + 1}/{n}: kept the net with check return {best[0]:.1f}")
+            if spec.finetune.keep_best:
+                net.load_state_dict(best[1])
+                log(f"fine-tune round {i + 1}/{n}: kept the net with check return {best[0]:.1f}")
         if critic is not None:
             session[0].pull(critic, prefix="critic")
         round_info = {"round": i + 1, "sparsity": net.sparsity()}
@@ -198,13 +230,15 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
 
 
 def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
-                   log: Callable[[str], None] = print) -> TrialResult:
-    """Run one full trial; writes out_dir/policy.acz and returns all its measurements."""
+                   log: Callable[[str], None] = print,
+                   report: Callable[[int, float], None] | None = None) -> TrialResult:
+    """Run one full trial; writes out_dir/policy.acz and returns all its measurements. `report`: see
+    build_compressed (a TrialStopped it raises ends the trial before export and measurement)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     timed = Timings()
-    net, teacher, rounds, critic, t_critic = build_compressed(spec, cfg, cache_root, log, timed)
+    net, teacher, rounds, critic, t_critic = build_compressed(spec, cfg, cache_root, log, timed, report)
     compress_s = time.time() - t0
     head = teacher.info["head"]
     with timed("export"):

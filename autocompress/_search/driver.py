@@ -29,9 +29,10 @@ from autocompress.results import SLIM_DROP
 from autocompress._search import tasks
 from autocompress._search.results import (STATE_FILE, constraint_values, current_front, finalize, objective_values,
                                          rows)
+from autocompress.pruners import make_pruner
 from autocompress.samplers import make_sampler
-from autocompress._search.study import (HEARTBEAT_S, JOURNAL, beat, driver_id, duplicate_of, fail_orphans, finished,
-                                       open_study, pin_runtime, taken)
+from autocompress._search.study import (HEARTBEAT_S, JOURNAL, MAX_FREE_REPEATS, beat, driver_id, duplicate_of,
+                                       fail_orphans, finished, open_study, pin_runtime, reuse_key, taken)
 from autocompress.space import SearchSpace, baseline_params, suggest
 from autocompress.tracking import Tracker, check_reachable, default_uri, trial_params
 from autocompress.urls import is_redacted, redact
@@ -78,7 +79,7 @@ class Driver:
     budget is spent. Only the driver writes to the study, the run dir and MLflow."""
 
     def __init__(self, study: optuna.Study, space: SearchSpace, spec: TrialSpec, opts: SearchOptions,
-                 tracker: Tracker, teacher: Any, cache_root: str, log: Callable[[str], None]):
+                 tracker: Tracker, teacher: Any, teacher_dirname: str, cache_root: str, log: Callable[[str], None]):
         import ray
 
         self.study, self.space, self.spec, self.opts, self.tracker, self.log = study, space, spec, opts, tracker, log
@@ -86,6 +87,10 @@ class Driver:
         self.teacher_ref, self.cache_root, self.spec_json = teacher, cache_root, spec.model_dump_json()
         self.task = ray.remote(tasks.trial_task).options(num_cpus=spec.resources.num_cpus, max_retries=1,
                                                          retry_exceptions=False)
+        self.reuse_key = reuse_key(spec, teacher_dirname)
+        self.pruner = make_pruner(space.pruner.kind, space.constraints.min_return_ratio,
+                                  **space.pruner.model_dump(exclude={"kind"}))
+        self.repeats_in_row = 0  # free repeats asked in a row (see MAX_FREE_REPEATS)
         self.run_ids: dict[int, str] = tracker.logged_trials() or {}
         self.running: dict[Any, tuple[optuna.trial.Trial, dict, float]] = {}
         self.history: list[tuple[int, float]] = []  # (finished trials, hypervolume)
@@ -105,23 +110,71 @@ class Driver:
             self.record(trial, cfg, None, f"invalid config: {e}")
             return
         trial.set_user_attr("launched_at", time.time())
-        same = duplicate_of(self.study, json.loads(json.dumps(cfg)))  # as stored: lists, not tuples
-        if same is not None:  # answered from the study, not run again (it still counts in the budget)
-            trial.set_user_attr("duplicate_of", same.number)
-            now = time.time()
-            result = {**same.user_attrs["result"], "duplicate_of": same.number, "trial_seconds": 0.0, "timings": {},
-                      "started_at": now, "finished_at": now, "node_id": None, "hostname": socket.gethostname(),
-                      "pid": os.getpid()}
-            self.log(f"trial {trial.number} repeats trial {same.number}'s config: its measurements are reused")
-            self.record(trial, cfg, {"result": result, "artifact": Path(result["artifact"]).read_bytes()}, None)
+        trial.set_user_attr("reuse_key", self.reuse_key)
+        same = duplicate_of(self.study, json.loads(json.dumps(cfg)), self.reuse_key)  # as stored: lists, not tuples
+        if same is not None:
+            self.answer_repeat(trial, cfg, same)
             return
+        self.repeats_in_row = 0
         ref = self.task.remote(trial.number, self.spec_json, cfg, self.teacher_ref, self.cache_root,
-                               self.opts.faults.get(trial.number))
+                               self.opts.faults.get(trial.number), self.pruner, self.feasible_curves())
         self.running[ref] = (trial, cfg, time.time())
+
+    def answer_repeat(self, trial, cfg: dict, same) -> None:
+        """A config that already ran on this spec, teacher and runtime: its measurements are reused, and
+        it does not count in the budget (the sampler is asked again) unless MAX_FREE_REPEATS came in a
+        row (a space the sampler has exhausted must still end)."""
+        trial.set_user_attr("duplicate_of", same.number)
+        free = self.repeats_in_row < MAX_FREE_REPEATS
+        self.repeats_in_row += 1
+        if free:
+            trial.set_user_attr("free_repeat", True)
+        self.log(f"trial {trial.number} repeats trial {same.number}'s config: its outcome is reused"
+                 + (" (not counted in the budget)" if free else f" ({MAX_FREE_REPEATS} repeats in a row: counted)"))
+        if same.state == TrialState.PRUNED:
+            self.record(trial, cfg, {"stopped": same.user_attrs["stopped"], "reports": same.user_attrs["intermediate"],
+                                     "trial_seconds": 0.0}, None)
+            return
+        now = time.time()
+        result = {**same.user_attrs["result"], "duplicate_of": same.number, "trial_seconds": 0.0, "timings": {},
+                  "started_at": now, "finished_at": now, "node_id": None, "hostname": socket.gethostname(),
+                  "pid": os.getpid()}
+        if "intermediate" in same.user_attrs:
+            trial.set_user_attr("intermediate", same.user_attrs["intermediate"])
+        self.record(trial, cfg, {"result": result, "artifact": Path(result["artifact"]).read_bytes()}, None)
+
+    def feasible_curves(self) -> list:
+        """Report curves of the trials that finished feasible: the history a pruner compares with."""
+        return [t.user_attrs["intermediate"] for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.user_attrs.get("intermediate") and all(v <= 0 for v in t.constraints.values())
+                and "duplicate_of" not in t.user_attrs]
+
+    def record_stopped(self, trial, cfg: dict, outcome: dict) -> None:
+        """A trial the pruner stopped: PRUNED, with its reports, its reason and, as its constraint, the
+        shortfall of its last ratio, so the sampler counts it infeasible (TPE puts it with the worst)."""
+        reports, reason = outcome["reports"], outcome["stopped"]
+        step, ratio = reports[-1]
+        trial.set_user_attr("intermediate", reports)
+        trial.set_user_attr("stopped", reason)
+        trial.set_user_attr("partial", {"return_ratio": ratio, "step": step, "trial_seconds": outcome["trial_seconds"],
+                                        "driver_seconds": time.time() - trial.user_attrs["launched_at"]})
+        if self.space.constraints.min_return_ratio is not None:
+            trial.set_constraint("min_return_ratio", self.space.constraints.min_return_ratio - ratio)
+        rid = self.tracker.log_trial(trial.number, trial_params(trial.params, cfg), None, "PRUNED", reason, None)
+        if rid:
+            self.run_ids[trial.number] = rid
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self._update_front()
+        self.log(f"trial {trial.number} stopped early ({outcome['trial_seconds']:.0f} s): {reason}")
 
     def record(self, trial, cfg: dict, outcome: dict | None, reason: str | None) -> None:
         """Store a finished trial: artifact, MLflow child run, user attrs, then tell Optuna."""
         values = art = None
+        if outcome is not None and "stopped" in outcome:
+            self.record_stopped(trial, cfg, outcome)
+            return
+        if outcome is not None and outcome.get("reports"):
+            trial.set_user_attr("intermediate", outcome["reports"])
         if outcome is not None:
             try:
                 values = objective_values(self.space, outcome["result"])
@@ -307,7 +360,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                                 "teacher_check_return": teacher["info"].get("check_return", float("nan")),
                                 "teacher_task_seconds": time.time() - t0, "ray_init_seconds": ray_init_seconds})
 
-    driver = Driver(study, space, spec, opts, tracker, ray.put(teacher), cache_root, log)
+    driver = Driver(study, space, spec, opts, tracker, ray.put(teacher), teacher["dirname"], cache_root, log)
     driver.run(progress)
     summary = finalize(study, space.objectives, tracker, run_dir, driver.history)
     summary["wall_seconds"] = time.time() - driver.started

@@ -4,6 +4,7 @@ behind by a driver that is gone, repeated configs, and the budget. Optuna only (
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
@@ -136,20 +137,36 @@ def fail_orphans(study: optuna.Study, me: str, include_unowned: bool = False) ->
     return n
 
 
-def duplicate_of(study: optuna.Study, cfg: dict) -> optuna.trial.FrozenTrial | None:
-    """A COMPLETE trial that ran this very techniques config. Trials are seeded from the spec,
-    so its measurements stand for a repeat; samplers re-propose configs of discrete spaces
-    (e.g. a distill width) and Optuna's own advice is to answer those from the study."""
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("config") == cfg and Path(t.user_attrs.get("result", {}).get("artifact", "")).is_file():
+#: repeats of earlier configs answered in a row without counting in the budget; the next one counts
+MAX_FREE_REPEATS = 10
+
+
+def reuse_key(spec, teacher_dirname: str) -> str:
+    """What a trial's measurements depend on besides its config: the trial spec (its runtime pinned;
+    resources aside) and the teacher (its cache name holds the hash of what made it). A resumed or
+    warm-started study with an edited spec never reuses stale measurements."""
+    text = spec.model_dump_json(exclude={"resources"}) + "|" + teacher_dirname
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def duplicate_of(study: optuna.Study, cfg: dict, key: str) -> optuna.trial.FrozenTrial | None:
+    """A COMPLETE trial (its artifact still there) or a trial stopped early (PRUNED) that ran this
+    very techniques config under the same reuse key. Trials are seeded from the spec, so its
+    outcome stands for a repeat; samplers re-propose configs of discrete spaces (e.g. a distill
+    width) and Optuna's own advice is to answer those from the study."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        if t.user_attrs.get("config") == cfg and t.user_attrs.get("reuse_key") == key and (
+                t.state == TrialState.PRUNED or Path(t.user_attrs.get("result", {}).get("artifact", "")).is_file()):
             return t
     return None
 
 
 def finished(study: optuna.Study) -> list:
-    """Trials that count towards the budget: COMPLETE, or FAIL for a reason of their own."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-            if not t.user_attrs.get("interrupted")]
+    """Trials that count towards the budget: COMPLETE (free repeats aside), stopped early (PRUNED),
+    or FAIL for a reason of their own."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                 TrialState.FAIL))
+            if not t.user_attrs.get("interrupted") and not t.user_attrs.get("free_repeat")]
 
 
 def taken(study: optuna.Study) -> int:

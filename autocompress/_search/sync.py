@@ -44,7 +44,7 @@ def sync_run(run_dir: Path, storage: str | None = None, tracking_uri: str | None
         result = t.user_attrs.get("result")
         art = Path(result["artifact"]) if result and result.get("artifact") else None
         rid = tracker.log_trial(t.number, trial_params(t.params, t.user_attrs.get("config", {})), result,
-                                t.state.name, t.user_attrs.get("fail_reason"), art)
+                                t.state.name, t.user_attrs.get("fail_reason") or t.user_attrs.get("stopped"), art)
         if rid is None:
             break
         logged[t.number] = rid

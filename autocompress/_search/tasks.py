@@ -18,6 +18,7 @@ from typing import Any
 
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import ConfigError
+from autocompress.pruners import Pruner, Reporter, TrialStopped
 
 FAULTS_ENV = "AUTOCOMPRESS_FAULT_TRIALS"
 FAULTS = ("raise", "kill-once", "kill")
@@ -86,7 +87,11 @@ def _inject(fault: str | None, number: int, cache_root: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)  # the worker dies as if OOM-killed or its node lost
 
 
-def trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root: str, fault: str | None) -> dict:
+def trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root: str, fault: str | None,
+               pruner: Pruner | None = None, history: list = ()) -> dict:
+    """One trial: {"result", "artifact", "reports"}, or, when `pruner` stopped it (see
+    autocompress.pruners; `history`: earlier feasible trials' report curves),
+    {"stopped": reason, "reports", "trial_seconds"}."""
     import ray
 
     from autocompress import pipeline
@@ -96,12 +101,17 @@ def trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root
     _inject(fault, number, cache_root)
     _install_teacher(teacher["files"], cache_root, teacher["dirname"])
     spec = TrialSpec.model_validate_json(spec_json)
-    with tempfile.TemporaryDirectory() as d:
-        result = pipeline.compress_trial(spec, CompressConfig.model_validate(cfg), d, cache_root, log=lambda m: None)
-        artifact = (Path(d) / "policy.acz").read_bytes()
+    reporter = Reporter(pruner, history, last_step=spec.finetune.iterations)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            result = pipeline.compress_trial(spec, CompressConfig.model_validate(cfg), d, cache_root,
+                                             log=lambda m: None, report=reporter.report)
+            artifact = (Path(d) / "policy.acz").read_bytes()
+    except TrialStopped as e:
+        return {"stopped": e.reason, "reports": e.reports, "trial_seconds": time.time() - start}
     result.node_id, result.hostname, result.pid = ray.get_runtime_context().get_node_id(), socket.gethostname(), os.getpid()
     result.started_at, result.finished_at = start, time.time()
-    return {"result": result.to_dict(), "artifact": artifact}
+    return {"result": result.to_dict(), "artifact": artifact, "reports": reporter.reports}
 
 
 def failure_reason(e: BaseException) -> str:
