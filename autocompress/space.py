@@ -49,6 +49,18 @@ class Constraints(_Strict):
     max_latency_ms: float | None = Field(None, gt=0)
 
 
+class PrunerSettings(_Strict):
+    """Early stopping of trials that cannot reach `constraints.min_return_ratio` (see
+    autocompress.pruners: the rule, and why it is not an Optuna pruner). Needs that constraint."""
+
+    kind: Literal["gate", "none"] = Field("gate", description="gate: stop hopeless trials during fine-tuning; "
+                                                             "none: every trial runs its whole fine-tune")
+    floor: float = Field(0.25, ge=0.0, le=1.0, description="stop below floor x min_return_ratio (no history needed)")
+    after: int = Field(1, ge=1, description="fine-tune iterations a trial runs before it may be stopped")
+    min_history: int = Field(2, ge=1, description="feasible trials' reports needed at a step before a trial "
+                                                  "below all of them is stopped")
+
+
 class SearchSpace(_Strict):
     """What a search varies: the trial spec it runs, objectives, constraints, budget, sampler and the
     ranges of each technique's settings (a search_spaces/*.yaml file; `load_search_space(path)`)."""
@@ -61,6 +73,7 @@ class SearchSpace(_Strict):
     sampler: str = Field("tpe", description="one of autocompress.samplers.SAMPLERS")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     baselines: bool = Field(True, description="enqueue teacher-as-is and each technique alone first")
+    pruner: PrunerSettings = PrunerSettings()
     techniques: dict[str, dict[str, Any]] = Field(..., min_length=1)
     critic_techniques: dict[str, dict[str, Any]] = Field({}, description="PPO: separate settings for the "
                                                          "training-only value net; never in the objectives")

@@ -176,7 +176,8 @@ class Tracker:
                 _store_policy_model(self.client, model, rid, artifact, result)
             except Exception as e:
                 self._models_failed(number, e)
-        self.client.set_terminated(rid, status="FINISHED" if state == "COMPLETE" else "FAILED")
+        # a trial stopped early (PRUNED) ended as asked: KILLED, not FAILED
+        self.client.set_terminated(rid, status={"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"))
         return rid
 
     def _models_failed(self, number: int, e: Exception) -> None:
