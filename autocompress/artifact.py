@@ -16,7 +16,6 @@ import torch
 
 from autocompress.codec import BlobWriter, WeightPayload, encode_weight
 from autocompress.nets import CLinear, PolicyNet
-from autocompress.quantgrid import quantize_codes
 from autocompress.runtime import MAGIC
 
 
@@ -26,7 +25,7 @@ def weight_payload(layer: CLinear) -> WeightPayload:
         mask = None if layer.mask is None else layer.mask.numpy().astype(bool)
         p = WeightPayload(shape=tuple(raw.shape), mask=mask)
         if layer.quant is not None:
-            q, scale, zero, qmin = quantize_codes(raw, layer.quant)
+            q, scale, zero, qmin = layer.quant_codes()  # the grid the forward pass used (LSQ: learned)
             p.codes = (q - qmin).to(torch.uint8).numpy()
             p.bits, p.scale, p.qmin = layer.quant["bits"], scale.numpy(), qmin
             p.zero = None if layer.quant["symmetric"] else zero.to(torch.uint8).numpy()

@@ -10,7 +10,8 @@ The compression lives in the forward pass (`CLinear.effective_weight`): pruned
 weights are multiplied by their mask, shared weights are looked up in a trainable
 codebook, quantized weights go through fake-quant with a straight-through gradient.
 So fine-tuning cannot revive a pruned weight or leave the codebook, whatever the
-optimizer does.
+optimizer does. An LSQ layer (`quant["learned"]`) holds its grid as parameters `step`
+(and `zero_point`, asymmetric), trained with the weights and moved with them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autocompress.quantgrid import fake_quant
+from autocompress.quantgrid import code_range, fake_quant, lsq_codes, lsq_fake_quant, lsq_init, quantize_codes
 from autocompress.runtime import obs_normalizer, output_to_action
 
 #: the activations a layer may have (numpy runtime, C kernel and exports implement the same set):
@@ -46,6 +47,13 @@ class CLinear(nn.Module):
         self.register_parameter("codebook", None)
         self.register_buffer("indices", None)
         self.register_buffer("mask", None)
+        self.register_parameter("step", None)
+        self.register_parameter("zero_point", None)
+        if self.quant and self.quant.get("learned"):  # placeholders of the right shape: a state dict fills them
+            rows = out_features if self.quant["per_channel"] else 1
+            self.step = nn.Parameter(torch.ones(rows, 1))
+            if not self.quant["symmetric"]:
+                self.zero_point = nn.Parameter(torch.zeros(rows, 1))
         if share_k:
             self.set_codebook(torch.zeros(share_k), torch.zeros(out_features, in_features, dtype=torch.long))
         else:
@@ -61,6 +69,16 @@ class CLinear(nn.Module):
         self.codebook = nn.Parameter(codebook.float())
         self.indices = indices.long()
 
+    def set_quant(self, spec: dict | None) -> None:
+        """Put the layer on a k-bit grid (`quantgrid` spec); a learned (LSQ) grid starts from the
+        current weights (`quantgrid.lsq_init`)."""
+        self.quant = dict(spec) if spec else None
+        self.step = self.zero_point = None
+        if self.quant and self.quant.get("learned"):
+            step, zero = lsq_init(self.raw_weight(), self.quant)
+            self.step = nn.Parameter(step)
+            self.zero_point = None if zero is None else nn.Parameter(zero)
+
     # -- the compressed weight, as deployed -------------------------------------------
     def raw_weight(self) -> torch.Tensor:
         """Weight before fake-quant: codebook lookup (if shared) times mask (if pruned)."""
@@ -69,9 +87,20 @@ class CLinear(nn.Module):
 
     def effective_weight(self) -> torch.Tensor:
         w = self.raw_weight()
+        if self.step is not None:
+            return lsq_fake_quant(w, self.step, self.zero_point, self.quant)
         if self.quant is not None:
             w = fake_quant(w, self.quant)
         return w
+
+    def quant_codes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """(codes q in [qmin, qmax], scale, zero point, qmin) of the deployed weight, w = (q - zero)·scale:
+        exactly the numbers the forward pass quantizes with (for LSQ, the learned grid)."""
+        raw = self.raw_weight().detach()
+        if self.step is not None:
+            q, scale, zero = lsq_codes(raw, self.step, self.zero_point, self.quant)
+            return q, scale, zero, code_range(self.quant)[0]
+        return quantize_codes(raw, self.quant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return ACTIVATIONS[self.act](nn.functional.linear(x, self.effective_weight(), self.bias))

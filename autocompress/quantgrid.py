@@ -5,7 +5,13 @@ imports a technique, so `nets` and `artifact` depend on this and not on `techniq
 Asymmetric: step Δ = (max - min) / (2^k - 1) with an integer zero point; symmetric:
 Δ = max|w| / (2^(k-1) - 1) and codes in [-(2^(k-1) - 1), 2^(k-1) - 1]. The range always
 includes 0, so pruned (zero) weights stay exactly zero. Per-channel means one Δ per
-output row. `spec` is {bits, symmetric, per_channel}.
+output row. `spec` is {bits, symmetric, per_channel}, plus `learned: true` for LSQ.
+
+LSQ (Esser et al. 2020, "Learned Step Size Quantization"): Δ is a trained parameter, not the
+weights' range; round has a straight-through gradient, and Δ's gradient is scaled by
+g = 1/sqrt(weights per Δ · Qp). Asymmetric LSQ also learns its zero point (as LSQ+ learns an
+offset), kept an integer in [0, 2^k - 1] by rounding with a straight-through gradient, so the
+grid still holds 0 and the artifact stores it as today's uint8 zero point.
 """
 
 from __future__ import annotations
@@ -45,5 +51,93 @@ def quantize_codes(w: torch.Tensor, spec: dict) -> tuple[torch.Tensor, torch.Ten
 def fake_quant(w: torch.Tensor, spec: dict) -> torch.Tensor:
     """Quantize-dequantize in the forward pass; identity gradient (straight-through)."""
     q, scale, zero, _ = quantize_codes(w, spec)
-    wq = (q - zero) * scale
-    return w + (wq - w).detach()
+    return _value_of(((q - zero) * scale).detach(), w)
+
+
+def _value_of(exact: torch.Tensor, grad_path: torch.Tensor) -> torch.Tensor:
+    """`exact`'s value bit for bit (w + (wq - w) may be 1 ulp off wq), `grad_path`'s gradient."""
+    return exact + (grad_path - grad_path.detach())
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return _value_of(torch.round(x).detach(), x)
+
+
+def _grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
+    """x in the forward pass; its gradient times g."""
+    return _value_of(x.detach(), x * g)
+
+
+# -- LSQ: learned step (and zero point) ---------------------------------------------------
+
+def code_range(spec: dict) -> tuple[int, int]:
+    """(qmin, qmax) of the stored integer codes: [-(2^(k-1) - 1), 2^(k-1) - 1] symmetric, [0, 2^k - 1] not."""
+    bits = spec["bits"]
+    return (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if spec["symmetric"] else (0, 2 ** bits - 1)
+
+
+def lsq_init(w: torch.Tensor, spec: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Initial (step, zero point) of LSQ, shapes (rows, 1) or (1, 1): the paper's Δ = 2·mean|w|/sqrt(Qp)
+    (Qp = 2^(k-1) - 1, the paper's for weights); an asymmetric zero point where it puts the weights'
+    min on the grid's lowest level. The zero point is None for symmetric."""
+    w = w.detach()
+    mean_abs = w.abs().mean(dim=1, keepdim=True) if spec["per_channel"] else w.abs().mean().reshape(1, 1)
+    qmin, qmax = code_range(spec)
+    step = 2 * mean_abs / _qp(spec) ** 0.5
+    step = torch.where(step > 0, step, torch.ones_like(step))  # an all-zero (pruned) channel
+    if spec["symmetric"]:
+        return step, None
+    lo = w.amin(dim=1, keepdim=True) if spec["per_channel"] else w.min().reshape(1, 1)
+    zero = torch.clamp(torch.round(-lo.clamp(max=0.0) / step), qmin, qmax)
+    return step, zero
+
+
+def lsq_grad_scale(w: torch.Tensor, spec: dict) -> float:
+    """The paper's g = 1/sqrt(N · Qp), N the weights sharing one step."""
+    n = w.shape[1] if spec["per_channel"] else w.numel()
+    return 1.0 / (n * _qp(spec)) ** 0.5
+
+
+def _qp(spec: dict) -> int:
+    return 2 ** (spec["bits"] - 1) - 1
+
+
+def _lsq_bounds(step: torch.Tensor, zero: torch.Tensor | None, spec: dict, g: float):
+    """(Δ, integer zero point, lowest and highest integer weight q - zero) with LSQ's gradients."""
+    qmin, qmax = code_range(spec)
+    s = _grad_scale(step, g).abs()  # |Δ|: an optimizer step through 0 cannot flip the grid
+    s = _value_of(torch.where(s.detach() > 0, s.detach(), torch.ones_like(s)), s)
+    if zero is None:
+        return s, torch.zeros_like(s), torch.full_like(s, qmin), torch.full_like(s, qmax)
+    z = _round_ste(torch.clamp(_grad_scale(zero, g), qmin, qmax))
+    return s, z, -z, qmax - z
+
+
+def lsq_fake_quant(w: torch.Tensor, step: torch.Tensor, zero: torch.Tensor | None, spec: dict) -> torch.Tensor:
+    """ŵ = round(clamp(w/Δ, -z, qmax - z))·Δ with a straight-through round: w's gradient is 1 inside
+    the clip range and 0 outside; Δ's is (round(w/Δ) - w/Δ) inside and the clip bound outside, times g
+    (paper eq. 3-5); the zero point's is -Δ on weights clipped, times g."""
+    s, _, lo, hi = _lsq_bounds(step, zero, spec, lsq_grad_scale(w, spec))
+    v = torch.minimum(torch.maximum(w / s, lo), hi)
+    wq = _round_ste(v) * s
+    q, scale, _ = lsq_codes(w, step, zero, spec)
+    return _value_of(((q - _zero_int(zero, spec)) * scale).detach(), wq)
+
+
+def _zero_int(zero: torch.Tensor | None, spec: dict) -> torch.Tensor:
+    if zero is None:
+        return torch.zeros(1)
+    qmin, qmax = code_range(spec)
+    return torch.clamp(torch.round(zero.detach()), qmin, qmax)
+
+
+def lsq_codes(w: torch.Tensor, step: torch.Tensor, zero: torch.Tensor | None,
+              spec: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes q in [qmin, qmax], Δ, zero point) of w on the learned grid: w ≈ (q - zero)·Δ, the
+    numbers `lsq_fake_quant` computes its forward value from and the artifact stores."""
+    qmin, qmax = code_range(spec)
+    s = step.detach().abs()
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    z = _zero_int(zero, spec).expand_as(s)
+    q = torch.clamp(torch.round(w.detach() / s) + z, qmin, qmax)
+    return q, s, z
