@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from autocompress import envs
 from autocompress.errors import ConfigError
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES, TechniqueConfig
+from autocompress.techniques.per_layer import check_counts
 
 
 class _Strict(BaseModel):
@@ -139,8 +140,24 @@ class _Techniques(_Strict):
     """A set of techniques (each field one technique's config or None), run by the pipeline in
     its canonical order whatever the YAML order. Built from the technique registry below."""
 
+    #: how its keys are named in messages ("critic." for the critic's techniques)
+    where: ClassVar[str] = ""
+
     def techniques(self) -> list[TechniqueConfig]:
         return [c for c in (getattr(self, n, None) for n in TECHNIQUES) if c is not None]
+
+    def check_layers(self, n_layers: int | None, about: str = "") -> None:
+        """Per-layer lists and maps (techniques/per_layer.py) against the net they compress: `n_layers`
+        layers (None: not known yet, e.g. an imported teacher's before it is loaded), or distill's
+        student's when distill is on. Raises ConfigError naming the key."""
+        distill = getattr(self, "distill", None)
+        if distill is not None:
+            n_layers, about = len(distill.hidden) + 1, f"distill.hidden {list(distill.hidden)}"
+        for c in self.techniques() if n_layers is not None else []:
+            try:
+                check_counts(c, n_layers, about)
+            except ConfigError as e:
+                raise ConfigError(f"{self.where}{e}") from None
 
     @model_validator(mode="after")
     def _one_per_group(self):
@@ -155,8 +172,12 @@ class _Techniques(_Strict):
         return self
 
 
+class _CriticBase(_Techniques):
+    where: ClassVar[str] = "critic."
+
+
 CriticCompressConfig = create_model(
-    "CriticCompressConfig", __base__=_Techniques,
+    "CriticCompressConfig", __base__=_CriticBase,
     __doc__="Compression of the training-only value net (PPO's critic): never deployed, never counted in "
             "the objectives; it is what fine-tuning (e.g. on a device) would carry.",
     **{n: (c | None, None) for n, c in CRITIC_TECHNIQUES.items()})
@@ -175,6 +196,12 @@ class _CompressBase(_Techniques):
                     c.check_against(spec)
                 except ValueError as e:
                     raise ConfigError(f"{where}{e}") from None
+        # per-layer settings fit the layers (an imported teacher's are in its file: checked when it is loaded)
+        t = spec.teacher
+        self.check_layers(None if t.from_ else len(t.hidden) + 1, f"teacher.hidden {t.hidden}")
+        if self.critic is not None:
+            widths = t.critic_hidden or t.hidden
+            self.critic.check_layers(None if t.from_ else len(widths) + 1, f"the critic's hidden {widths}")
 
 
 CompressConfig = create_model(

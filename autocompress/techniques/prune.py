@@ -2,6 +2,10 @@
 below a threshold θ. One-shot, or iterative: the pipeline calls `apply` with a rising
 sparsity between fine-tune rounds (`schedule`). Masks live in the net (`CLinear.mask`),
 so fine-tuning keeps pruned weights at zero; `l1` adds an L1 penalty during fine-tune.
+
+`sparsity` may be per layer (see techniques/per_layer.py): [0.5, 0.9, 0.2] one per layer, or
+{1: 0.9} for the listed layers only (the others are not pruned, by either method); an iterative
+schedule ramps every layer's sparsity alike.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from pydantic import Field, model_validator
 
 from autocompress.nets import PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
+from autocompress.techniques.per_layer import layer_values, logical_layers, per_layer_type
+
+Sparsity = per_layer_type(float, ge=0.0, lt=1.0)
 
 
 class PruneConfig(TechniqueConfig):
@@ -20,7 +27,8 @@ class PruneConfig(TechniqueConfig):
     stage = "held"
     order = 40
     method: Literal["magnitude", "threshold"] = "magnitude"
-    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of each layer's weights zeroed (magnitude)")
+    sparsity: Sparsity = Field(0.5, description="fraction of each layer's weights zeroed (magnitude): one for all "
+                                                "layers, a list (one per layer) or a map {layer: sparsity}")
     threshold: float = Field(0.0, ge=0.0, description="|w| below this is zeroed (threshold)")
     schedule: Literal["oneshot", "iterative"] = "oneshot"
     steps: int = Field(3, ge=1, le=20, description="prune -> fine-tune rounds when iterative")
@@ -32,16 +40,25 @@ class PruneConfig(TechniqueConfig):
             raise ValueError("method 'threshold' needs threshold > 0")
         return self
 
-    def schedule_sparsities(self) -> list[float]:
-        """Target sparsity after each round: cubic ramp (Zhu & Gupta 2017), last = target."""
+    def schedule_sparsities(self) -> list:
+        """Target sparsity after each round: cubic ramp (Zhu & Gupta 2017), last = target (per layer
+        when the sparsity is: each layer's target scaled by the same ramp)."""
         if self.schedule == "oneshot" or self.method == "threshold":
             return [self.sparsity]
         n = self.steps
-        return [self.sparsity * (1 - (1 - (i + 1) / n) ** 3) for i in range(n)]
+        return [_scaled(self.sparsity, 1 - (1 - (i + 1) / n) ** 3) for i in range(n)]
 
     def round_configs(self) -> list["PruneConfig"]:
         """One config per fine-tune round, each pruning to that round's scheduled sparsity."""
         return [self.model_copy(update={"sparsity": s}) for s in self.schedule_sparsities()]
+
+
+def _scaled(sparsity, f: float):
+    if isinstance(sparsity, list):
+        return [s * f for s in sparsity]
+    if isinstance(sparsity, dict):
+        return {i: s * f for i, s in sparsity.items()}
+    return sparsity * f
 
 
 def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
@@ -56,11 +73,15 @@ def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
 
 @register(PruneConfig)
 def _prune(net: PolicyNet, cfg: PruneConfig, ctx: Context) -> PolicyNet:
+    groups = logical_layers(net)
+    sparsities = layer_values(cfg.sparsity, len(groups), "prune.sparsity")
     with torch.no_grad():
-        for layer in net.layers:
+        for layer, sparsity in ((layer, s) for layers, s in zip(groups, sparsities) for layer in layers):
+            if sparsity is None:  # a layer the map leaves out is not pruned
+                continue
             w = layer.raw_weight()
             if cfg.method == "magnitude":
-                mask = magnitude_mask(w, cfg.sparsity)
+                mask = magnitude_mask(w, sparsity)
             else:
                 mask = (w.abs() >= cfg.threshold).float()
             if layer.mask is None:

@@ -4,6 +4,9 @@ PTQ quantizes once after fine-tuning; QAT fake-quantizes in every forward during
 with a straight-through gradient, then the same grid is exported. LSQ (Esser et al. 2020) is QAT
 whose step (and, asymmetric, zero point) are parameters trained with the weights, starting at
 2·mean|w|/sqrt(2^(k-1) - 1); the learned grid is the exported one (see quantgrid).
+
+`bits` may be per layer (see techniques/per_layer.py): [8, 4, 6] one per layer, or {0: 8, 2: 4} for the
+listed layers only (the others stay fp32). Each layer's artifact entry carries its own bit width.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from pydantic import Field
 
 from autocompress.nets import PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
+from autocompress.techniques.per_layer import layer_values, logical_layers, per_layer_type
+
+Bits = per_layer_type(int, ge=2, le=8)
 
 
 class QuantizeConfig(TechniqueConfig):
@@ -21,7 +27,8 @@ class QuantizeConfig(TechniqueConfig):
     stage = "final"
     order = 60
     group = "weight_coding"
-    bits: int = Field(8, ge=2, le=8)
+    bits: Bits = Field(8, description="2..8 for all layers, a list (one per layer) or a map {layer: bits} "
+                                      "(unlisted layers stay fp32)")
     symmetric: bool = False
     per_channel: bool = True
     mode: Literal["ptq", "qat", "lsq"] = Field("ptq", description=(
@@ -34,7 +41,11 @@ class QuantizeConfig(TechniqueConfig):
 
 @register(QuantizeConfig)
 def _quantize(net: PolicyNet, cfg: QuantizeConfig, ctx: Context) -> PolicyNet:
-    spec = cfg.model_dump(include={"bits", "symmetric", "per_channel"})
-    for layer in net.layers:
-        layer.set_quant({**spec, **({"learned": True} if cfg.mode == "lsq" else {})})
+    spec = cfg.model_dump(include={"symmetric", "per_channel"})
+    groups = logical_layers(net)
+    for layers, bits in zip(groups, layer_values(cfg.bits, len(groups), "quantize.bits")):
+        if bits is None:  # a layer the map leaves out stays fp32
+            continue
+        for layer in layers:
+            layer.set_quant({"bits": bits, **spec, **({"learned": True} if cfg.mode == "lsq" else {})})
     return net

@@ -2,6 +2,9 @@
 most 2^bits values. Deployed as b-bit indices + the fp32 codebook; during fine-tune the
 indices are fixed and the centroids are trained (gradients of a centroid are summed over
 the weights that share it). Pruned weights (mask 0) are left out of the clustering.
+
+`bits` may be per layer (see techniques/per_layer.py): [4, 2, 6] one per layer, or {0: 3} for the
+listed layers only (the others keep their own fp32 weights).
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from autocompress.nets import PolicyNet
+from autocompress.nets import CLinear, PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
+from autocompress.techniques.per_layer import layer_values, logical_layers, per_layer_type
+
+Bits = per_layer_type(int, ge=1, le=8)
 
 
 class ShareConfig(TechniqueConfig):
@@ -19,7 +25,8 @@ class ShareConfig(TechniqueConfig):
     stage = "held"
     order = 50
     group = "weight_coding"
-    bits: int = Field(4, ge=1, le=8, description="codebook of 2^bits centroids per layer")
+    bits: Bits = Field(4, description="codebook of 2^bits centroids per layer: one for all layers, a list "
+                                      "(one per layer) or a map {layer: bits} (unlisted layers are not shared)")
 
 
 def cluster(values: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -36,13 +43,21 @@ def cluster(values: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarr
 
 @register(ShareConfig)
 def _share(net: PolicyNet, cfg: ShareConfig, ctx: Context) -> PolicyNet:
-    for layer in net.layers:
-        if layer.codebook is not None:
+    groups = logical_layers(net)
+    for layers, bits in zip(groups, layer_values(cfg.bits, len(groups), "share.bits")):
+        if bits is None:  # a layer the map leaves out keeps its fp32 weights
             continue
-        w = layer.raw_weight().detach()
-        keep = (layer.mask.bool() if layer.mask is not None else torch.ones_like(w, dtype=torch.bool)).numpy()
-        codebook, labels = cluster(w.numpy()[keep], 2 ** cfg.bits, ctx.seed)
-        indices = np.zeros(w.shape, dtype=np.int64)
-        indices[keep] = labels
-        layer.set_codebook(torch.from_numpy(codebook), torch.from_numpy(indices))
+        for layer in layers:
+            if layer.codebook is None:  # shared once: later rounds keep the codebook being fine-tuned
+                share_layer(layer, bits, ctx.seed)
     return net
+
+
+def share_layer(layer: CLinear, bits: int, seed: int) -> None:
+    """Replace the layer's weight by a codebook of at most 2^bits centroids and per-weight indices."""
+    w = layer.raw_weight().detach()
+    keep = (layer.mask.bool() if layer.mask is not None else torch.ones_like(w, dtype=torch.bool)).numpy()
+    codebook, labels = cluster(w.numpy()[keep], 2 ** bits, seed)
+    indices = np.zeros(w.shape, dtype=np.int64)
+    indices[keep] = labels
+    layer.set_codebook(torch.from_numpy(codebook), torch.from_numpy(indices))

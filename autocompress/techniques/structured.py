@@ -9,6 +9,9 @@ Neuron j of layer i is row j of W_i, b_i[j] and column j of W_{i+1}. Criteria:
                 scores 0).
 The net is a plain chain, so the surgery is index selection; a dependency-graph
 library (torch-pruning) would add tracing of our custom layer for no gain here.
+
+`amount` may be per HIDDEN layer (see techniques/per_layer.py): [0.5, 0.25] one per hidden layer,
+or {1: 0.5} for the listed hidden layers only (the others keep all their neurons).
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ from pydantic import Field
 
 from autocompress.nets import CLinear, PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
+from autocompress.techniques.per_layer import layer_values, per_layer_type
+
+Amount = per_layer_type(float, over="hidden", gt=0.0, lt=1.0)
 
 
 class StructuredConfig(TechniqueConfig):
     name = "structured"
     stage = "structural"
     order = 20
-    amount: float = Field(0.5, gt=0.0, lt=1.0, description="fraction of each hidden layer's neurons removed")
+    amount: Amount = Field(0.5, description="fraction of each hidden layer's neurons removed: one for all, a list "
+                                            "(one per hidden layer) or a map {hidden layer: amount}")
     criterion: Literal["random", "l1", "importance"] = "l1"
 
 
@@ -75,9 +82,12 @@ def remove_neurons(net: PolicyNet, i: int, keep: torch.Tensor) -> PolicyNet:
 @register(StructuredConfig)
 def _structured(net: PolicyNet, cfg: StructuredConfig, ctx: Context) -> PolicyNet:
     rng = np.random.default_rng(ctx.seed)
-    for i in range(len(net.layers) - 1):
+    amounts = layer_values(cfg.amount, len(net.layers) - 1, "structured.amount", over="hidden")
+    for i, amount in enumerate(amounts):
+        if amount is None:  # a hidden layer the map leaves out keeps all its neurons
+            continue
         n = net.layers[i].out_features
-        n_keep = max(1, n - int(round(cfg.amount * n)))
+        n_keep = max(1, n - int(round(amount * n)))
         scores = neuron_scores(net, i, cfg.criterion, ctx.sample_obs, rng)
         keep = torch.as_tensor(np.sort(np.argsort(-scores, kind="stable")[:n_keep]))
         net = remove_neurons(net, i, keep)
