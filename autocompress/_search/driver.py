@@ -26,7 +26,8 @@ from autocompress import checks, pareto
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import ConfigError, TeacherError
 from autocompress.results import SLIM_DROP
-from autocompress._search import tasks
+from autocompress._search import tasks, warm
+from autocompress._search.heldout import conclude
 from autocompress._search.results import (STATE_FILE, constraint_values, current_front, finalize, objective_values,
                                          rows)
 from autocompress.pruners import make_pruner
@@ -53,10 +54,14 @@ class SearchOptions:
     resume: bool = False
     join: bool = False
     cache_dir: Path | None = None
+    #: an earlier search's run dir to start from (see _search/warm.py)
+    warm_start: Path | None = None
     #: test hook (see search.tasks): trial number -> fault
     faults: dict[int, str] = field(default_factory=dict)
 
     def check(self) -> None:
+        if self.warm_start is not None and (self.resume or self.join):
+            raise ConfigError("warm_start starts a new study: it excludes resume and join", option="warm_start")
         if self.resume and self.join:
             raise ConfigError("resume and join exclude each other: resume takes the study over (marks RUNNING "
                               "trials FAIL), join works beside other drivers")
@@ -297,6 +302,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
 
     opts.check()
     run_dir = Path(opts.run_dir)
+    source = warm.open_source(opts.warm_start, spec) if opts.warm_start is not None else None
     if opts.tracking_uri:
         check_reachable(opts.tracking_uri)
     state_path = run_dir / STATE_FILE
@@ -326,7 +332,13 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         if study.user_attrs.get("tracking_uri") == redact(tracking_uri):  # same server: one parent run for all
             parent_id = parent_id or study.user_attrs.get("mlflow_parent_run_id")
         log(f"join: study {space.name!r} has {len(study.trials)} trial(s); adding trials beside its other drivers")
-    elif space.baselines:
+    cache_root = str(Path(opts.cache_dir).resolve()) if opts.cache_dir else str((run_dir / "teachers").resolve())
+    if source is not None:
+        from autocompress.teacher import teacher_dir
+
+        warm.warm_start(study, source, space, reuse_key(spec, teacher_dir(spec, Path(cache_root)).name),
+                        str(opts.warm_start), log)
+    if not (opts.resume or opts.join) and space.baselines:
         for params in baseline_params(space):
             study.enqueue_trial(params, user_attrs={"baseline": True})
     parent = tracker.start_parent(parent_id, f"search-{space.name}", {
@@ -337,7 +349,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     # Passwords never reach the run dir: a redacted URL must be given again (storage / tracking URI).
     state.update(space=str(Path(space_path).resolve()), study_name=space.name, parent_run_id=parent,
                  tracking_uri=redact(tracking_uri), storage=redact(opts.storage), objectives=space.objectives,
-                 experiment_id=tracker.experiment_id)
+                 experiment_id=tracker.experiment_id, spec=warm.spec_identity(spec))
     state_path.write_text(json.dumps(state, indent=1))
     if not opts.join:  # where drivers that join find the parent run
         study.set_user_attr("mlflow_parent_run_id", parent)
@@ -346,7 +358,6 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     t_ray = time.time()
     rl.ensure_ray()
     ray_init_seconds = time.time() - t_ray
-    cache_root = str(Path(opts.cache_dir).resolve()) if opts.cache_dir else str((run_dir / "teachers").resolve())
     log("teacher: training, importing or loading from cache ...")
     t0 = time.time()
     try:
@@ -362,6 +373,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
 
     driver = Driver(study, space, spec, opts, tracker, ray.put(teacher), teacher["dirname"], cache_root, log)
     driver.run(progress)
+    conclude(driver)  # the fine-tuned teacher reference (if asked) and the front's held-out values
     summary = finalize(study, space.objectives, tracker, run_dir, driver.history)
     summary["wall_seconds"] = time.time() - driver.started
     summary["tracking_offline"] = tracker.offline

@@ -162,11 +162,11 @@ def duplicate_of(study: optuna.Study, cfg: dict, key: str) -> optuna.trial.Froze
 
 
 def finished(study: optuna.Study) -> list:
-    """Trials that count towards the budget: COMPLETE (free repeats aside), stopped early (PRUNED),
-    or FAIL for a reason of their own."""
+    """Trials that count towards the budget: COMPLETE (free repeats and warm-start copies aside),
+    stopped early (PRUNED), or FAIL for a reason of their own."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                  TrialState.FAIL))
-            if not t.user_attrs.get("interrupted") and not t.user_attrs.get("free_repeat")]
+            if not any(t.user_attrs.get(k) for k in ("interrupted", "free_repeat", "copied_from"))]
 
 
 def taken(study: optuna.Study) -> int:
