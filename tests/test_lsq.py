@@ -12,7 +12,7 @@ from autocompress.artifact import to_bytes
 from autocompress.config import CompressConfig
 from autocompress.nets import PolicyNet
 from autocompress.pipeline import compress_net
-from autocompress.quantgrid import lsq_fake_quant, lsq_grad_scale
+from autocompress.quantgrid import lsq_fake_quant, lsq_grad_scale, lsq_init, qparams
 from autocompress.runtime import NumpyPolicy
 from autocompress.techniques import Context, QuantizeConfig, apply
 
@@ -37,18 +37,40 @@ def train_a_little(net, obs, steps=20, lr=1e-2):
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_step_is_a_parameter_per_channel_initialised_as_the_paper(net, symmetric):
+def test_step_is_a_parameter_per_channel_initialised_from_the_better_grid(net, symmetric):
     q = lsq(net, bits=3, symmetric=symmetric)
     names = dict(q.named_parameters())
+    spec = {"bits": 3, "symmetric": symmetric, "per_channel": True}
     for i, layer in enumerate(q.layers):
         assert names[f"layers.{i}.step"] is layer.step and layer.step.shape == (layer.out_features, 1)
         assert (f"layers.{i}.zero_point" in names) == (not symmetric)
-        # Δ = 2·mean|w| / sqrt(Qp), Qp = 2^(k-1) - 1 = 3
-        expected = 2 * layer.weight.detach().abs().mean(dim=1, keepdim=True) / 3 ** 0.5
-        torch.testing.assert_close(layer.step.detach(), expected)
+        w = layer.weight.detach()
+        # per channel: the paper's Δ = 2·mean|w|/sqrt(Qp) (Qp = 2^(k-1) - 1 = 3) or the min/max grid's,
+        # whichever quantizes the channel with less error
+        paper, minmax = 2 * w.abs().mean(dim=1, keepdim=True) / 3 ** 0.5, qparams(w, spec)[0]
+        is_paper, is_minmax = torch.isclose(layer.step, paper), torch.isclose(layer.step, minmax)
+        assert (is_paper | is_minmax).all()
+        err = (layer.effective_weight() - w).pow(2).sum(dim=1)
+        other = lsq(net, bits=3, symmetric=symmetric).layers[i]
+        for step in (paper, minmax):
+            other.step.data.copy_(step)
+            if not symmetric:
+                other.zero_point.data.copy_(qparams(w, spec)[1] if step is minmax else
+                                            torch.full_like(paper, 4.0))
+            assert (err <= (other.effective_weight() - w).pow(2).sum(dim=1) + 1e-6).all()
     per_tensor = lsq(net, per_channel=False)
     assert all(layer.step.shape == (1, 1) for layer in per_tensor.layers)
     assert all(layer.step is None for layer in apply(net.clone(), QuantizeConfig(bits=3, mode="qat")).layers)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_init_takes_the_papers_step_on_heavy_tails_and_min_max_on_uniform_rows(symmetric):
+    torch.manual_seed(0)
+    uniform, laplace = torch.rand(4, 1024) * 2 - 1, torch.distributions.Laplace(0.0, 0.1).sample((4, 1024))
+    spec = {"bits": 3, "symmetric": symmetric, "per_channel": True}
+    step, _ = lsq_init(torch.cat([uniform, laplace]), spec)
+    torch.testing.assert_close(step[:4], qparams(uniform, spec)[0])
+    torch.testing.assert_close(step[4:], 2 * laplace.abs().mean(dim=1, keepdim=True) / 3 ** 0.5)
 
 
 def test_step_gradient_is_the_papers_scaled_by_g():

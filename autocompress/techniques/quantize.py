@@ -2,8 +2,9 @@
 
 PTQ quantizes once after fine-tuning; QAT fake-quantizes in every forward during fine-tuning
 with a straight-through gradient, then the same grid is exported. LSQ (Esser et al. 2020) is QAT
-whose step (and, asymmetric, zero point) are parameters trained with the weights, starting at
-2·mean|w|/sqrt(2^(k-1) - 1); the learned grid is the exported one (see quantgrid).
+whose step (and, asymmetric, zero point) are parameters trained with the weights, starting per channel
+at the paper's 2·mean|w|/sqrt(2^(k-1) - 1) or the min/max grid, whichever fits the channel's weights
+better; the learned grid is the exported one (see quantgrid.lsq_init).
 
 `bits` may be per layer (see techniques/per_layer.py): [8, 4, 6] one per layer, or {0: 8, 2: 4} for the
 listed layers only (the others stay fp32). Each layer's artifact entry carries its own bit width.
