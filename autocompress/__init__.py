@@ -11,7 +11,7 @@ The public API is what `__all__` lists; every other module is internal and may c
 """
 
 from autocompress._api import (Policy, Run, compress, compress_net, default_cache, evaluate, export, inspect_import,
-                               search, sync, teach, validate)
+                               search, sensitivity, sync, teach, validate)
 from autocompress.config import CompressConfig, TrialSpec, load_compress_config, load_trial_spec
 from autocompress.measure import latency
 from autocompress.nets import PolicyNet
@@ -24,6 +24,7 @@ from autocompress.techniques import TECHNIQUES
 __all__ = [
     # verbs
     "compress", "search", "teach", "evaluate", "export", "sync", "validate", "compress_net", "latency", "inspect_import",
+    "sensitivity",
     # results, nets and artifacts
     "Run", "Policy", "PolicyNet", "TrialResult", "FrontRow",
     # inputs

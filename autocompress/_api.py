@@ -217,6 +217,59 @@ def compress_net(net, config: CompressConfig | dict) -> Any:
         raise ConfigError(str(e)) from None
 
 
+def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = None,
+                settings: dict[str, list] | None = None, episodes: int = 5, output_dir: str | Path | None = None,
+                cache_dir: str | Path | None = None, tracking_uri: str | None = None, log: Log = _quiet,
+                progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Layer sensitivity of the spec's teacher: for each layer and each setting of each per-layer technique
+    (quantize bits, prune sparsity, share bits, structured amount), that layer alone compressed, no
+    fine-tune: action agreement and KL with the teacher on its visited states, and return on `episodes`
+    seeded episodes (seeds from 300000). Writes `output_dir/sensitivity.json` and the heatmap
+    `sensitivity.png` [default dir: runs/sensitivity/<spec name>], logs both to an MLflow run named
+    `sensitivity` in the experiment named after the spec (store: `tracking_uri`, default sqlite in the
+    output dir). `settings` overrides the swept values per technique; returns the table
+    (see autocompress/layer_sensitivity.py for every field).
+
+    >>> import autocompress as ac
+    >>> t = ac.sensitivity("trials/cartpole_ppo.yaml", settings={"prune": [0.5, 0.99]}, episodes=0,
+    ...                    output_dir=tmp, cache_dir=tmp)
+    >>> [(r["layer"], r["setting"]) for r in t["rows"]]
+    [(0, 0.5), (0, 0.99), (1, 0.5), (1, 0.99), (2, 0.5), (2, 0.99)]
+    >>> all(r["agreement"] <= 1 for r in t["rows"]), sorted(p.name for p in Path(tmp).glob("sensitivity.*"))
+    (True, ['sensitivity.json', 'sensitivity.png'])
+    """
+    from autocompress import layer_sensitivity as sens
+    from autocompress import tracking
+    from autocompress.urls import redact
+
+    spec = _spec(spec)
+    names = sens.check_techniques(techniques if techniques is not None else (list(settings) if settings else None))
+    extra = sorted(set(settings or {}) - set(names))
+    if extra:
+        raise ConfigError(f"settings for {extra[0]!r}, which --techniques leaves out", option="settings")
+    grid = sens.check_settings({t: (settings or {}).get(t, sens.DEFAULT_SETTINGS[t]) for t in names})
+    if not isinstance(episodes, int) or episodes < 0:
+        raise ConfigError(f"{episodes!r}: must be an integer >= 0", option="episodes")
+    checks.directory(output_dir, "output_dir")
+    checks.directory(cache_dir, "cache_dir")
+    checks.tracking_uri(tracking_uri)
+    if tracking_uri:
+        tracking.check_reachable(tracking_uri)
+    out = Path(output_dir) if output_dir else Path("runs") / "sensitivity" / spec.name
+    table = sens.run(spec, Path(cache_dir) if cache_dir else default_cache(), settings=grid, episodes=episodes,
+                     out_dir=out, log=log, progress=progress or (lambda done, total, what: None))
+    uri = tracking_uri or tracking.default_uri(out)
+    rid = tracking.log_sensitivity(
+        uri, spec.name, {"trial_spec": spec.name, "techniques": ",".join(names), "settings": json.dumps(grid),
+                         "episodes": episodes, "seed": table["seed"], "states": table["states"]},
+        {"sensitivity_seconds": table["seconds"], "measurements": len(table["rows"]),
+         **({"teacher_return_mean": table["teacher"]["return_mean"]} if episodes else {})},
+        [out / sens.FILE, out / sens.PLOT], artifact_dir=out / "mlartifacts")
+    table["mlflow"] = {"tracking_uri": redact(uri), "experiment": spec.name, "run_id": rid}
+    sens.write(table, out)
+    return table
+
+
 # -- a search and its results -----------------------------------------------------------------
 
 @dataclass

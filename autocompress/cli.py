@@ -105,6 +105,89 @@ def result_table(r, title: str) -> Table:
 
 
 @app.command()
+def sensitivity(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.g. trials/cartpole_dqn.yaml"),
+                techniques: Optional[str] = typer.Option(None, "--techniques", "-t",
+                                                         help="comma-separated, of quantize, prune, share, "
+                                                              "structured [default: all four]"),
+                settings: Optional[list[str]] = typer.Option(None, "--settings", "-s", metavar="TECH=V1,V2",
+                                                             help="the values to sweep for one technique, e.g. "
+                                                                  "quantize=2,4,8 (repeat for others) [default: "
+                                                                  "quantize bits 8..2, prune 0.5,0.7,0.9,0.95, share "
+                                                                  "bits 6..2, structured 0.25,0.5,0.75,0.9]"),
+                episodes: int = typer.Option(5, "--episodes", min=0, help="seeded episodes per (layer, setting), "
+                                             "seeds 300000+ (0: action agreement and KL only)"),
+                output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="where sensitivity.json, "
+                                                          "sensitivity.png and the default MLflow store go "
+                                                          "[default: runs/sensitivity/<spec name>]"),
+                cache_dir: Optional[Path] = CacheOpt,
+                tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                                           help="MLflow tracking URI [default: sqlite in the "
+                                                                "output dir]"),
+                as_json: bool = typer.Option(False, "--json", help="print the table as one JSON object")):
+    """How much each layer can take: compress ONE layer with ONE setting (no fine-tune) and measure the
+    policy's drop against the teacher: action agreement and KL on the teacher's visited states, return
+    on a few seeded episodes. Writes a table (JSON) and a heatmap (PNG), logged to an MLflow run
+    `sensitivity`. A search does the same as its first stage with `sensitivity: {enabled: true}`.
+
+    e.g. autocompress sensitivity trials/cartpole_dqn.yaml --techniques quantize,prune --settings quantize=2,4,8
+    """
+    import autocompress as ac
+    from autocompress import layer_sensitivity as sens
+
+    with errors_as_exit_codes():
+        names = [t.strip() for t in techniques.split(",") if t.strip()] if techniques is not None else None
+        grid = sens.parse_settings(settings or [])
+        table = _with_bar("sensitivity", lambda progress: ac.sensitivity(
+            trial_spec, techniques=names, settings=grid or None, episodes=episodes, output_dir=output_dir,
+            cache_dir=cache_dir, tracking_uri=tracking_uri, log=err.print if not err.is_terminal else lambda m: None,
+            progress=progress))
+    if as_json:
+        sys.stdout.write(json.dumps(table) + "\n")
+        return
+    for t in table["techniques"]:
+        out.print(sensitivity_table(table, t))
+    how = "max(1 - agreement, 1 - return ratio)" if table["episodes"] else "1 - agreement"
+    out.print(f"drop of the policy with only that layer compressed, no fine-tune: {how} (green <= 0.05, yellow "
+              "<= 0.2, red above)", soft_wrap=True, highlight=False)
+    out_dir = Path(output_dir) if output_dir else Path("runs") / "sensitivity" / table["spec"]
+    ml = table["mlflow"]
+    out.print(f"wrote {out_dir / sens.FILE} and {out_dir / sens.PLOT}; MLflow run {ml['run_id']} (experiment "
+              f"{ml['experiment']!r}) in {ml['tracking_uri']}", soft_wrap=True, highlight=False, markup=False)
+
+
+def sensitivity_table(table: dict, technique: str) -> Table:
+    """One technique's drops: a row per layer, a column per setting (least to most aggressive)."""
+    info = table["techniques"][technique]
+    t = Table(title=f"{technique}.{info['key']}")
+    t.add_column("layer", justify="left")
+    for s in info["settings"]:
+        t.add_column(f"{s:g}", justify="right")
+    rows = {(r["layer"], r["setting"]): r for r in table["rows"] if r["technique"] == technique}
+    for i in sorted({layer for layer, _ in rows}):
+        shape = table["layers"][i]
+        cells = []
+        for s in info["settings"]:
+            d = rows[(i, s)]["drop"] if (i, s) in rows else None
+            color = "green" if d is not None and d <= 0.05 else "yellow" if d is not None and d <= 0.2 else "red"
+            cells.append("-" if d is None else f"[{color}]{d:.3f}[/]")
+        t.add_row(f"{i}: {shape['in']}->{shape['out']}", *cells)
+    return t
+
+
+def _with_bar(name: str, fn):
+    """`fn(progress)` with a live bar of (done, total, what) on a terminal; elsewhere no bar."""
+    if not err.is_terminal:
+        return fn(lambda done, total, what: None)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  console=err) as bar:
+        task = bar.add_task("teacher ...", total=None)
+        return fn(lambda done, total, what: bar.update(task, completed=done, total=total, description=what))
+
+
+@app.command()
 def validate(file: Path = typer.Argument(..., help="a trial spec (trials/*.yaml), a search space or a "
                                                    "techniques config"),
              episodes: int = typer.Option(10, "--episodes", min=0,

@@ -1,4 +1,5 @@
-"""Plots of a search: the Pareto front (interactive HTML + PNG) and hypervolume vs trials."""
+"""Plots of a search: the Pareto front (interactive HTML + PNG), hypervolume vs trials, and layer
+sensitivity heatmaps."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -97,6 +99,42 @@ def hypervolume_png(history: Sequence[tuple[int, float]], path: Path) -> Path:
     ax.set_ylabel("hypervolume (teacher-normalised)")
     ax.set_title("search progress")
     fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def sensitivity_png(table: dict, path: Path, field: str = "drop") -> Path:
+    """Layer sensitivity heatmaps, one per technique: layers × settings (least to most aggressive, left to
+    right), each cell the policy's `field` (drop) with only that layer compressed; 0 = as the teacher."""
+    from matplotlib.colors import PowerNorm
+
+    techniques = list(table["techniques"])
+    layers = table["layers"]
+    fig, axes = plt.subplots(1, len(techniques), squeeze=False, sharey=True, layout="constrained",
+                             figsize=(max(4.5, 2.6 * len(techniques) + 2), 1.6 + 0.5 * len(layers)))
+    image = None
+    for ax, t in zip(axes[0], techniques):
+        info = table["techniques"][t]
+        settings = info["settings"]
+        grid = np.full((len(layers), len(settings)), np.nan)  # a layer a technique skips stays blank
+        for r in table["rows"]:
+            if r["technique"] == t and r.get(field) is not None:
+                grid[r["layer"], settings.index(r["setting"])] = min(r[field], 1.0)
+        # drops that matter are small: a square-root scale gives 0.05 and 0.2 visibly different colours
+        image = ax.imshow(grid, cmap="RdYlGn_r", norm=PowerNorm(0.5, vmin=0.0, vmax=1.0), aspect="auto")
+        for (y, x), v in np.ndenumerate(grid):
+            if np.isfinite(v):
+                ax.text(x, y, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.5 else "black")
+        ax.set_xticks(range(len(settings)), [f"{s:g}" for s in settings], fontsize=8)
+        ax.set_xlabel(f"{t}.{info['key']}  (harder →)", fontsize=9)
+        ax.set_title(t, fontsize=10)
+    axes[0][0].set_yticks(range(len(layers)), [f"{la['index']}: {la['in']}→{la['out']}" for la in layers], fontsize=8)
+    axes[0][0].set_ylabel("layer")
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label=field)
+    how = "max(1 − agreement, 1 − return ratio)" if table.get("episodes") else "1 − agreement"
+    fig.suptitle(f"layer sensitivity of {table.get('spec', 'the teacher')}, one layer compressed, no fine-tune: "
+                 f"{field} = {how}", fontsize=9)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -61,6 +61,20 @@ class PrunerSettings(_Strict):
                                                   "below all of them is stopped")
 
 
+class SensitivityStage(_Strict):
+    """Optional first stage of a search (autocompress.layer_sensitivity): before the trials, measure each
+    layer's sensitivity to each setting of the space's per-layer techniques (once; cached in the run
+    dir), then enqueue guided configs: per layer, the most aggressive setting whose drop stays within
+    max_drop, for each such technique alone and for them together."""
+
+    enabled: bool = Field(False, description="run the sensitivity pass and enqueue its guided configs")
+    max_drop: float = Field(0.05, ge=0.0, le=1.0, description="largest drop a layer's setting may cost")
+    metric: Literal["max", "action", "return"] = Field(
+        "max", description="the drop: 'action' 1 - agreement with the teacher on its visited states, 'return' "
+                           "1 - return ratio on `episodes` episodes, 'max' the larger of the two")
+    episodes: int = Field(5, ge=0, le=100, description="seeded episodes per (layer, setting); 0: actions only")
+
+
 class SearchSpace(_Strict):
     """What a search varies: the trial spec it runs, objectives, constraints, budget, sampler and the
     ranges of each technique's settings (a search_spaces/*.yaml file; `load_search_space(path)`)."""
@@ -73,6 +87,7 @@ class SearchSpace(_Strict):
     sampler: str = Field("tpe", description="one of autocompress.samplers.SAMPLERS")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     baselines: bool = Field(True, description="enqueue teacher-as-is and each technique alone first")
+    sensitivity: SensitivityStage = SensitivityStage()
     pruner: PrunerSettings = PrunerSettings()
     techniques: dict[str, dict[str, Any]] = Field(..., min_length=1)
     critic_techniques: dict[str, dict[str, Any]] = Field({}, description="PPO: separate settings for the "

@@ -437,6 +437,35 @@ def register_policy(uri: str, experiment: str, parent_id: str | None, trial: int
             "tags": {k: str(v) for k, v in tags.items()}}
 
 
+def log_sensitivity(uri: str, experiment: str, params: dict[str, Any], metrics: dict[str, float],
+                    files: list[Path], artifact_dir: Path | None = None) -> str:
+    """A run named `sensitivity` (tag autocompress.kind=sensitivity) in `experiment`: the sweep's
+    settings as params, its totals as metrics, the table (JSON) and heatmap (PNG) under `sensitivity/`.
+    A search logs its sensitivity stage on its parent run instead (`Tracker.log_parent_files`).
+    Returns the run id; TrackingError when the store refuses."""
+    from mlflow.exceptions import MlflowException
+
+    from autocompress.errors import TrackingError
+    from autocompress.urls import redact
+
+    check_reachable(uri)
+    try:
+        tracker = Tracker(uri, experiment, artifact_dir=artifact_dir)
+        client = tracker.client
+        rid = client.create_run(tracker.experiment_id, run_name="sensitivity",
+                                tags={"autocompress.kind": "sensitivity"}).info.run_id
+        client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                         metrics=[Metric(k, float(v), _now(), 0) for k, v in metrics.items() if _finite(v)])
+        for f in files:
+            client.log_artifact(rid, str(f), artifact_path="sensitivity")
+        client.set_terminated(rid)
+    except (MlflowException, OSError) as e:
+        msg = str(e).strip().splitlines()
+        raise TrackingError(f"{redact(uri)}: logging the sensitivity run failed: "
+                            f"{msg[0][:500] if msg else type(e).__name__}", option="tracking_uri") from None
+    return rid
+
+
 def trial_params(params: dict, cfg: dict) -> dict:
     """A child run's MLflow params: Optuna's flat sampled params plus the techniques config."""
     return {**params, "config": json.dumps(cfg)}

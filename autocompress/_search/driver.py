@@ -107,6 +107,7 @@ class Driver:
         """Ask one trial; run it as a Ray task, or record it at once (invalid config, repeat)."""
         trial = self.study.ask()
         cfg = suggest(trial, self.space)
+        cfg = trial.user_attrs.get("guided", cfg)  # a sensitivity-guided config: as enqueued (per-layer maps)
         trial.set_user_attr("config", cfg)
         trial.set_user_attr("driver", self.id)
         try:
@@ -371,6 +372,18 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                                 "teacher_check_return": teacher["info"].get("check_return", float("nan")),
                                 "teacher_task_seconds": time.time() - t0, "ray_init_seconds": ray_init_seconds})
 
+    if space.sensitivity.enabled and not opts.join and "sensitivity_guided" not in study.user_attrs:
+        from autocompress import layer_sensitivity as sens  # first stage: once per study, cached in the run dir
+
+        tasks._install_teacher(teacher["files"], cache_root, teacher["dirname"])
+        table, files = sens.search_stage(space, spec, cache_root, run_dir, log)
+        tracker.log_parent_files(files, "sensitivity")
+        tracker.log_parent_metrics({"sensitivity_seconds": table["seconds"]})
+        guided = sens.guided_trials(table, space)
+        for params, cfg in guided:  # the driver runs `guided` (a per-layer config the params only approximate)
+            study.enqueue_trial(params, user_attrs={"guided": cfg})
+        study.set_user_attr("sensitivity_guided", len(guided))
+        log(f"sensitivity: {len(guided)} guided config(s) enqueued")
     driver = Driver(study, space, spec, opts, tracker, ray.put(teacher), teacher["dirname"], cache_root, log)
     driver.run(progress)
     conclude(driver)  # the fine-tuned teacher reference (if asked) and the front's held-out values
