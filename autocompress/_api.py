@@ -326,10 +326,41 @@ class Run:
         rs = [r for r in self.rows() if r["feasible"] and (before is None or r["trial"] < before)]
         return pareto.normalised_hypervolume(rs, self.objectives)
 
+    def heldout(self) -> dict | None:
+        """The front's held-out snapshot (`pareto --reevaluate`, the end of a search): episodes, seed,
+        runtime, the teacher's and the reference's values and each re-evaluated trial's; None when there
+        is none or the front has members it lacks (then `front`/`pick` go by the evaluation episodes)."""
+        from autocompress._search.results import current_front, heldout_of_front
+
+        return heldout_of_front(self.study, current_front(self.study, self.objectives))
+
+    def reference(self) -> FrontRow | None:
+        """The teacher fine-tuned with the trials' fine-tune budget and no technique
+        (`finetune.teacher_reference: true`), as a row (trial -1); None when the search has none."""
+        from autocompress._search.results import reference_row
+
+        row = reference_row(self.study)
+        return FrontRow.from_row(row) if row else None
+
+    def evaluate_heldout(self, episodes: int | None = None, *, parallel: bool = False,
+                         tracking_uri: str | None = None, log: Log = _quiet) -> dict:
+        """Re-evaluate the front, the teacher (and the reference) on `episodes` held-out episodes (default:
+        the spec's eval.heldout_episodes; seeds from eval.heldout_seed), in the runtime the study pinned;
+        store the values in the study and as MLflow metrics `heldout_*`, re-write the front's files.
+        `parallel`: one Ray task per policy. Returns the snapshot (`Run.heldout()`)."""
+        from autocompress._search.heldout import reevaluate_run
+
+        if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
+            raise ConfigError(f"{episodes!r}: held-out episodes must be a whole number >= 1", option="reevaluate")
+        checks.tracking_uri(tracking_uri)
+        return reevaluate_run(self.run_dir, self.study, self.state, self.trial_spec(), episodes, tracking_uri,
+                              parallel, log)
+
     def pick(self, min_return_ratio: float = 0.95, minimize: Literal["latency", "bytes"] = "latency",
              max_bytes: float | None = None, max_latency_ms: float | None = None) -> FrontRow:
         """The trial with the lowest `minimize` among those meeting every constraint (ConfigError
-        saying how many trials met each constraint when none meets them all)."""
+        saying how many trials met each constraint when none meets them all). With held-out values
+        (`heldout()`), the return constraint and ties go by them, among the re-evaluated trials."""
         from autocompress import pareto
 
         checks.finite(min_return_ratio, "min_return_ratio")
@@ -337,11 +368,16 @@ class Run:
         checks.finite(max_latency_ms, "max_latency_ms", 0)
         if minimize not in ("latency", "bytes"):
             raise ConfigError(f"{minimize!r}: choose latency or bytes", option="minimize")
+        rows, keys = self.rows(), {}
+        if self.heldout() is not None:
+            rows = [r for r in rows if r.get("heldout_return_ratio") is not None]
+            keys = {"ratio": "heldout_return_ratio", "mean": "heldout_return_mean"}
         try:
-            best = pareto.pick(self.rows(), min_return_ratio=min_return_ratio, minimize=minimize,
-                               max_bytes=max_bytes, max_latency_ms=max_latency_ms)
+            best = pareto.pick(rows, min_return_ratio=min_return_ratio, minimize=minimize,
+                               max_bytes=max_bytes, max_latency_ms=max_latency_ms, **keys)
         except pareto.NothingQualifies as e:
-            raise ConfigError(str(e)) from None
+            why = f"\n  (return on held-out episodes: only the {len(rows)} re-evaluated trials count)" if keys else ""
+            raise ConfigError(str(e) + why) from None
         return FrontRow.from_row(best)
 
     def export(self, trial: int, output: str | Path, format: str = "acz", smallest: bool = False) -> Path:
@@ -416,11 +452,12 @@ class Run:
         """The trial spec the search ran (read again from its space file)."""
         return load_search_space(self.state["space"])[1]
 
-    def reevaluate(self, trials: list[int] | None = None, *, episodes: int = 100, seed: int = 50_000,
-                   runtime: Literal["auto", "c", "numpy"] = "auto") -> dict[int | str, dict[str, float]]:
+    def reevaluate(self, trials: list[int] | None = None, *, episodes: int = 100, seed: int | None = None,
+                   runtime: Literal["auto", "c", "numpy"] | None = None) -> dict[int | str, dict[str, float]]:
         """Return of the teacher ('teacher') and of `trials` (default: the front) on `episodes` fresh
-        seeded episodes (episode i reset with seed + i, seeds the search did not use), with the
-        return ratio to the teacher on the same episodes.
+        seeded episodes (episode i reset with seed + i; default: the spec's eval.heldout_seed; ConfigError
+        where they overlap seeds the trials used), with the return ratio to the teacher on the same
+        episodes; `runtime` default: the study's. Measures only: `evaluate_heldout` also stores the values.
 
         >>> import autocompress as ac
         >>> again = ac.Run.load(RUN_DIR).reevaluate([0], episodes=2)
@@ -429,8 +466,8 @@ class Run:
         """
         from autocompress import envs, measure
 
-        spec = self.trial_spec()
-        spec = spec.updated({"eval": {"episodes": episodes, "seed": seed}})
+        spec = measure.heldout_spec(self.trial_spec(), episodes, seed)
+        runtime = runtime or self.study.user_attrs.get("runtime") or "auto"
         make_env = envs.env_creator(spec.env, spec.env_config)
         rows = {r["trial"]: r for r in self.rows()}
         as_is = [r for r in rows.values() if not r["config"]]
@@ -442,7 +479,7 @@ class Run:
             raise ConfigError(f"trial {missing[0]} is not a COMPLETE trial of {self.run_dir}", option="trials")
 
         def returns(data: bytes) -> np.ndarray:
-            return measure.evaluate(Policy.from_bytes(data, runtime).act, make_env, episodes, seed)
+            return measure.evaluate(Policy.from_bytes(data, runtime).act, make_env, episodes, spec.eval.seed)
 
         t = returns(teacher)
         out: dict[int | str, dict[str, float]] = {"teacher": {"return_mean": float(t.mean()),

@@ -318,21 +318,41 @@ def _with_progress(fn):
 
         def progress(s: dict) -> None:
             bar.update(task, completed=s["done"], total=s["target"],
-                       description=f"running {s['running']} failed {s['failed']} front {s['front']} "
+                       description=f"running {s['running']} failed {s['failed']} stopped {s['stopped']} front {s['front']} "
                                    f"HV {s['hypervolume']:.3f}")
 
         return fn(progress)
 
 
-def front_table(front: list, title: str) -> Table:
+def front_table(front: list, title: str, reference=None) -> Table:
+    """The front, with held-out return columns where its rows have them, and the fine-tuned teacher
+    (`reference`, a row that is no trial) last."""
+    held = any(r.heldout_return_ratio is not None for r in front)
     t = Table(title=title)
-    for col in ("trial", "techniques", "return", "ratio", "latency µs", "ratio", "bytes", "ratio"):
+    cols = ["trial", "techniques", "return", "ratio"] + (["held-out return", "ratio"] if held else []) + \
+        ["latency µs", "ratio", "bytes", "ratio"]
+    for col in cols:
         t.add_column(col, justify="right" if col != "techniques" else "left", overflow="fold")
-    for r in front:
-        t.add_row(str(r.trial), _techniques_text(r.config), f"{r.return_mean:.1f}",
-                  f"{r.return_ratio:.3f}", f"{r.latency_ms * 1000:.2f}", f"{r.latency_ratio:.3f}",
-                  f"{r.bytes:,}", f"{r.bytes_ratio:.4f}")
+    for r in front + ([reference] if reference is not None else []):
+        is_ref = r is reference
+        cells = ["ref" if is_ref else str(r.trial),
+                 "teacher fine-tuned (reference, not a trial)" if is_ref else _techniques_text(r.config),
+                 f"{r.return_mean:.1f}", f"{r.return_ratio:.3f}"]
+        if held:
+            cells += ["-", "-"] if r.heldout_return_ratio is None else \
+                [f"{r.heldout_return_mean:.1f} ± {r.heldout_return_std:.1f}", f"{r.heldout_return_ratio:.3f}"]
+        t.add_row(*cells, f"{r.latency_ms * 1000:.2f}", f"{r.latency_ratio:.3f}", f"{r.bytes:,}",
+                  f"{r.bytes_ratio:.4f}")
     return t
+
+
+def heldout_note(held: dict | None) -> str:
+    """What a table title says about the returns it constrains on."""
+    if not held:
+        return "return on the evaluation episodes"
+    n, seed = held["episodes"], held["seed"]
+    return (f"held-out return: {n} episodes, seeds {seed}..{seed + n - 1}, teacher "
+            f"{held['teacher']['return_mean']:.1f} ± {held['teacher']['return_std']:.1f}")
 
 
 def _techniques_text(cfg: dict) -> str:
@@ -352,17 +372,35 @@ StorageOpt = typer.Option(None, "--storage", envvar="AUTOCOMPRESS_STORAGE",
 
 @app.command("pareto")
 def pareto_cmd(run_dir: Path = RunDirArg, as_json: bool = typer.Option(False, "--json"),
-               storage: Optional[str] = StorageOpt):
-    """Print the Pareto front of a search, with ratios against the teacher."""
+               storage: Optional[str] = StorageOpt,
+               reevaluate: Optional[int] = typer.Option(None, "--reevaluate", metavar="N", min=1,
+                                                        help="first re-evaluate the front, the teacher (and the "
+                                                             "reference) on N held-out episodes (seeds from the "
+                                                             "spec's eval.heldout_seed) and store the values in the "
+                                                             "study and MLflow"),
+               parallel: bool = typer.Option(False, "--parallel", help="with --reevaluate: one Ray task per "
+                                             "policy (starts Ray, or joins RAY_ADDRESS)"),
+               tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+                                                          help="with --reevaluate: the MLflow tracking URI "
+                                                               "[default: the one the search used]")):
+    """Print the Pareto front of a search, with ratios against the teacher; with held-out values
+    (the end of a search, or --reevaluate N) their returns too, and the fine-tuned teacher's row
+    if the search made one (finetune.teacher_reference)."""
     import autocompress as ac
 
     with errors_as_exit_codes():
         run = ac.Run.load(run_dir, storage)
-        front = run.front()
+        if reevaluate is not None:
+            run.evaluate_heldout(reevaluate, parallel=parallel, tracking_uri=tracking_uri, log=err.print)
+        front, reference, held = run.front(), run.reference(), run.heldout()
     if as_json:
         sys.stdout.write(json.dumps([r.to_dict() for r in front]) + "\n")
     else:
-        out.print(front_table(front, f"Pareto front of {run_dir} ({', '.join(run.objectives)})"))
+        if held is None and any(r.heldout_return_ratio is not None for r in front):
+            err.print("held-out values are missing for some front members (the front changed since): "
+                      f"autocompress pareto {run_dir} --reevaluate N", highlight=False)
+        out.print(front_table(front, f"Pareto front of {run_dir} ({', '.join(run.objectives)}); "
+                                     f"{heldout_note(held)}", reference))
 
 
 class Minimize(str, Enum):
@@ -386,6 +424,7 @@ def pick(run_dir: Path = RunDirArg,
                                                     help="with --register: the MLflow tracking URI [default: the "
                                                          "one the search used]")):
     """Pick the best trial under constraints; prints its config as YAML for `compress --config`.
+    Where the front has held-out values (`pareto --reevaluate`), --min-return-ratio holds for them.
     With --register NAME, the trial's MLflow model becomes a new version of NAME (alias --alias)."""
     import yaml
 
@@ -403,9 +442,17 @@ def pick(run_dir: Path = RunDirArg,
     if as_json:
         sys.stdout.write(json.dumps({**row.to_dict(), **({"registered": version} if version else {})}) + "\n")
         return
-    err.print(f"trial {row.trial}: return {row.return_mean:.1f} (×{row.return_ratio:.3f}), "
-              f"latency {row.latency_ms * 1000:.2f} µs (×{row.latency_ratio:.3f}), "
+    held = row.heldout_return_ratio is not None and run.heldout() is not None
+    ret = (f"held-out return {row.heldout_return_mean:.1f} (×{row.heldout_return_ratio:.3f}) on "
+           f"{row.heldout_episodes} episodes, evaluation {row.return_mean:.1f}") if held else \
+        f"return {row.return_mean:.1f} (×{row.return_ratio:.3f})"
+    err.print(f"trial {row.trial}: {ret}, latency {row.latency_ms * 1000:.2f} µs (×{row.latency_ratio:.3f}), "
               f"{row.bytes:,} bytes (×{row.bytes_ratio:.4f})")
+    ref = run.reference()
+    if ref is not None:
+        ref_ret = f"held-out ×{ref.heldout_return_ratio:.3f}" if held and ref.heldout_return_ratio is not None \
+            else f"×{ref.return_ratio:.3f}"
+        err.print(f"reference: the teacher fine-tuned with the same budget, no compression: return {ref_ret}")
     sys.stdout.write(f"# autocompress pick: trial {row.trial} of {run_dir}\n" + yaml.safe_dump(row.config))
 
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
-from autocompress import envs
+from autocompress import envs, seeds
 from autocompress.errors import ConfigError
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES, TechniqueConfig
 from autocompress.techniques.per_layer import check_counts
@@ -61,11 +61,19 @@ class FinetuneSpec(_Strict):
     keep_best: bool = Field(False, description="after every iteration (and before the first) check the net on 5 "
                                                "seeded episodes apart from the evaluation seeds and keep the best: "
                                                "off-policy fine-tunes (DQN, SAC) swing from one iteration to the next")
+    teacher_reference: bool = Field(False, description="a search also fine-tunes the teacher itself once, with these "
+                                    "settings and no technique, and shows it as a reference row beside the front "
+                                    "(not a trial: never on the front, not counted in the budget): what "
+                                    "compression costs vs what fine-tuning alone adds")
 
 
 class EvalSpec(_Strict):
     episodes: int = Field(20, ge=1)
     seed: int = Field(10_000, ge=0, description="episode i is reset with seed + i")
+    heldout_seed: int = Field(1_000_000, ge=0, description="held-out re-evaluation (end of a search, `pareto "
+                              "--reevaluate`): episode i is reset with heldout_seed + i")
+    heldout_episodes: int = Field(100, ge=0, description="held-out episodes per front member and the teacher at "
+                                  "the end of a search (0: none)")
 
 
 class LatencySpec(_Strict):
@@ -111,6 +119,11 @@ class TrialSpec(_Strict):
     def _env_exists(cls, v):
         envs.resolve(v)
         return v
+
+    @model_validator(mode="after")
+    def _seeds_apart(self):
+        seeds.check(self)  # ValueError naming the keys whose seed ranges overlap (see autocompress/seeds.py)
+        return self
 
     def updated(self, changes: dict[str, Any]) -> "TrialSpec":
         """A copy with `changes` merged in (nested mappings merge key by key), validated again.
@@ -196,6 +209,11 @@ class _CompressBase(_Techniques):
                     c.check_against(spec)
                 except ValueError as e:
                     raise ConfigError(f"{where}{e}") from None
+        if getattr(self, "distill", None) is not None:  # its rollouts' seeds, exactly (the spec assumed defaults)
+            try:
+                seeds.check(spec, distill=self.distill)
+            except ValueError as e:
+                raise ConfigError(f"distill: {e}") from None
         # per-layer settings fit the layers (an imported teacher's are in its file: checked when it is loaded)
         t = spec.teacher
         self.check_layers(None if t.from_ else len(t.hidden) + 1, f"teacher.hidden {t.hidden}")
@@ -236,7 +254,7 @@ def _format(e: ValidationError, source: str) -> str:
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         got = f" (got {err['input']!r})" if err["type"] != "missing" and not isinstance(err["input"], dict) else ""
-        lines.append(f"{source}: {key}: {msg}{got}")
+        lines.append(f"{source}: {key}: {msg}{got}" if err["loc"] else f"{source}: {msg}")  # a cross-key check
     return "\n".join(lines)
 
 

@@ -163,3 +163,39 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# -- held-out re-evaluation ------------------------------------------------------------------
+
+def heldout_spec(spec: TrialSpec, episodes: int | None = None, seed: int | None = None) -> TrialSpec:
+    """`spec` whose evaluation is its held-out episodes (eval.heldout_seed, eval.heldout_episodes, or
+    `episodes` / `seed`), so `return_ratio`'s random baseline (a teacher return <= 0) runs on them too.
+    ConfigError (via the spec's seed check) when those seeds overlap what trains, selects or evaluates."""
+    from autocompress.errors import ConfigError
+
+    held = spec.updated({"eval": {k: v for k, v in (("heldout_episodes", episodes), ("heldout_seed", seed))
+                                  if v is not None}})
+    if held.eval.heldout_episodes < 1:
+        raise ConfigError("eval.heldout_episodes is 0 in the trial spec: give the number of held-out episodes",
+                          option="reevaluate")
+    return held.updated({"eval": {"episodes": held.eval.heldout_episodes, "seed": held.eval.heldout_seed,
+                                  "heldout_episodes": 0}})  # checked above against the evaluation seeds
+
+
+def artifact_returns(data: bytes, spec: TrialSpec, runtime: str, kernels: list[str] | None = None) -> np.ndarray:
+    """Returns of the artifact `data` over the evaluation episodes of `spec` (a `heldout_spec` for
+    held-out ones), acting in `runtime` ('c' | 'numpy') with the per-layer `kernels` it was measured with."""
+    from autocompress import envs
+
+    _, cls = policy_runtime(runtime)
+    policy = cls.from_bytes(data, kernels or None)
+    return evaluate(policy.act, envs.env_creator(spec.env, spec.env_config), spec.eval.episodes, spec.eval.seed)
+
+
+def heldout_summary(returns: np.ndarray, teacher_returns: np.ndarray, spec: TrialSpec) -> dict[str, float]:
+    """return_mean / return_std and the ratio to the teacher's return on the same held-out episodes."""
+    from autocompress import envs
+
+    mean, teacher = float(np.mean(returns)), float(np.mean(teacher_returns))
+    return {"return_mean": mean, "return_std": float(np.std(returns)),
+            "return_ratio": return_ratio(mean, teacher, spec, envs.env_creator(spec.env, spec.env_config))}

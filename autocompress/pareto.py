@@ -105,13 +105,15 @@ class NothingQualifies(ValueError):
 
 
 def pick(rows: Iterable[dict], *, min_return_ratio: float = 0.0, minimize: str = "latency",
-         max_bytes: float | None = None, max_latency_ms: float | None = None) -> dict:
+         max_bytes: float | None = None, max_latency_ms: float | None = None, ratio: str = "return_ratio",
+         mean: str = "return_mean") -> dict:
     """The trial with the lowest `minimize` (latency | bytes) among those meeting every constraint;
-    ties broken by the other objective, then by higher return."""
+    ties broken by the other objective, then by higher return. `ratio` / `mean`: the row keys of the
+    return ratio and return it goes by (e.g. heldout_return_ratio / heldout_return_mean)."""
     if minimize not in ("latency", "bytes"):
         raise ValueError(f"minimize must be 'latency' or 'bytes', not {minimize!r}")
     rows = list(rows)
-    checks = [("return_ratio", lambda r: r["return_ratio"] >= min_return_ratio, f"return_ratio >= {min_return_ratio}")]
+    checks = [(ratio, lambda r: r[ratio] >= min_return_ratio, f"{ratio} >= {min_return_ratio}")]
     if max_bytes is not None:
         checks.append(("bytes", lambda r: r["bytes"] <= max_bytes, f"bytes <= {max_bytes:g}"))
     if max_latency_ms is not None:
@@ -123,4 +125,4 @@ def pick(rows: Iterable[dict], *, min_return_ratio: float = 0.0, minimize: str =
             lines.append(f"  {text}: met by {sum(c(r) for r in rows)}")
         raise NothingQualifies("\n".join(lines))
     key, other = ("latency_ms", "bytes") if minimize == "latency" else ("bytes", "latency_ms")
-    return min(ok, key=lambda r: (r[key], r[other], -r["return_mean"]))
+    return min(ok, key=lambda r: (r[key], r[other], -r[mean]))

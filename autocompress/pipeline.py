@@ -112,7 +112,7 @@ def warm_up_critic(session, net: PolicyNet, iterations: int, log: Callable[[str]
 
 def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
                      log: Callable[[str], None] = print, timed: Timings | None = None,
-                     report: Callable[[int, float], None] | None = None) -> Compressed:
+                     report: Callable[[int, float], None] | None = None, finetune_teacher: bool = False) -> Compressed:
     """Teacher (cached) -> techniques -> RLlib fine-tune (critic compressed too if `cfg.critic`).
 
     `report(step, ratio)` (multi-fidelity, see autocompress.pruners): called with the check-episode
@@ -217,7 +217,9 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     try:
         # The teacher as-is (no technique) is measured untouched, not fine-tuned further.
         with timed("compress_total"):
-            net = compress_net(teacher.actor, cfg, ctx, finetune if cfg.techniques() or critic else None)
+            # finetune_teacher: the teacher fine-tuned as a trial would be (a search's reference row)
+            net = compress_net(teacher.actor, cfg, ctx, finetune if cfg.techniques() or critic or finetune_teacher
+                               else None)
     finally:
         if session:
             with timed("rllib_stop"):
@@ -231,14 +233,15 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
 
 def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
                    log: Callable[[str], None] = print,
-                   report: Callable[[int, float], None] | None = None) -> TrialResult:
+                   report: Callable[[int, float], None] | None = None, finetune_teacher: bool = False) -> TrialResult:
     """Run one full trial; writes out_dir/policy.acz and returns all its measurements. `report`: see
     build_compressed (a TrialStopped it raises ends the trial before export and measurement)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     timed = Timings()
-    net, teacher, rounds, critic, t_critic = build_compressed(spec, cfg, cache_root, log, timed, report)
+    net, teacher, rounds, critic, t_critic = build_compressed(spec, cfg, cache_root, log, timed, report,
+                                                              finetune_teacher)
     compress_s = time.time() - t0
     head = teacher.info["head"]
     with timed("export"):

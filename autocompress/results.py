@@ -113,6 +113,11 @@ class FrontRow:
     n_params: int
     feasible: bool = True
     artifact: str = ""
+    # return on held-out episodes (`pareto --reevaluate`, the end of a search), None where not re-evaluated
+    heldout_return_mean: float | None = None
+    heldout_return_std: float | None = None
+    heldout_return_ratio: float | None = None
+    heldout_episodes: int | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "FrontRow":

@@ -197,6 +197,41 @@ class Tracker:
             self.client.set_tag(rid, "pareto", "true" if number in front else "false")
 
     @_offline_safe
+    def log_heldout(self, run_ids: dict[int, str], record: dict) -> None:
+        """A held-out snapshot (see _search/heldout.py): `heldout_return_mean/_std/_ratio`,
+        `heldout_teacher_return_mean` and `heldout_episodes` on each re-evaluated trial's child run; the
+        teacher's and the reference's on the parent, with a tag naming the seeds and runtime."""
+        n, seed = record["episodes"], record["seed"]
+        common = {"heldout_teacher_return_mean": record["teacher"]["return_mean"], "heldout_episodes": n}
+        for number, values in record["trials"].items():
+            rid = run_ids.get(int(number))
+            if rid:
+                self._log_metrics(rid, {**{f"heldout_{k}": v for k, v in values.items()}, **common})
+        parent = {**common, "heldout_teacher_return_std": record["teacher"]["return_std"]}
+        if record.get("reference"):
+            parent.update({f"reference_heldout_{k}": v for k, v in record["reference"].items()})
+        self._log_metrics(self.parent_id, parent)
+        self.client.set_tag(self.parent_id, "heldout", f"{n} episodes, seeds {seed}..{seed + n - 1}, "
+                                                       f"{record['runtime']} runtime")
+
+    @_offline_safe
+    def log_reference(self, result: dict, artifact: Path) -> None:
+        """The fine-tuned teacher (`finetune.teacher_reference`) on the parent run: its metrics as
+        `reference_<name>`, its result.json and artifact under `reference/`."""
+        metrics = TrialResult.from_dict(result).metrics()
+        self._log_metrics(self.parent_id, {f"reference_{k}": v for k, v in metrics.items()})
+        with tempfile.TemporaryDirectory() as d:
+            p = Path(d) / "result.json"
+            p.write_text(json.dumps(result, indent=1, default=str))
+            self.client.log_artifact(self.parent_id, str(p), artifact_path="reference")
+        self.client.log_artifact(self.parent_id, str(artifact), artifact_path="reference")
+
+    def _log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        ms = [Metric(k, float(v), _now(), 0) for k, v in metrics.items() if _finite(v)]
+        if ms:
+            self.client.log_batch(run_id, metrics=ms)
+
+    @_offline_safe
     def logged_trials(self, repair: bool = False) -> dict[int, str]:
         """Trial number -> run id of the parent's children. With `repair` (sync, no driver running),
         a child left RUNNING was cut off mid-logging (`log_trial` ends a run last): it is deleted

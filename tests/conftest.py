@@ -37,7 +37,7 @@ def tiny_cartpole(name: str, finetune_iterations: int) -> dict:
         "teacher": {"hidden": [64, 64], "max_iterations": 2},
         "training": {"train_batch_size_per_learner": 500, "minibatch_size": 64, "num_epochs": 2},
         "finetune": {"iterations": finetune_iterations, "lr": 1e-4},
-        "eval": {"episodes": 3, "seed": 100},
+        "eval": {"episodes": 3, "seed": 1000},  # apart from sample_obs: seeds 3..202
         "latency": {"warmup": 10, "calls": 200, "rounds": 2},
         "sample_steps": 200,
     }

@@ -15,7 +15,7 @@ from autocompress.runtime import NumpyPolicy
 pytestmark = pytest.mark.slow
 
 BASE = {"seed": 1, "teacher": {"hidden": [64, 64], "max_iterations": 2},
-        "finetune": {"iterations": 1, "lr": 1e-4}, "eval": {"episodes": 2, "seed": 5},
+        "finetune": {"iterations": 1, "lr": 1e-4}, "eval": {"episodes": 2, "seed": 1000},
         "latency": {"warmup": 10, "calls": 100, "rounds": 2}, "sample_steps": 200}
 FAST = {
     "PPO": {"training": {"train_batch_size_per_learner": 400, "minibatch_size": 64, "num_epochs": 2}},

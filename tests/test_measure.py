@@ -140,7 +140,7 @@ def test_evaluate_same_seed_same_returns_and_episodes_are_seed_plus_i():
 def corridor_spec(episodes: int = 20, seed: int = 21) -> TrialSpec:
     d = tiny_cartpole("ratio", finetune_iterations=0)
     d.update(env="autocompress.examples.corridor:Corridor", env_config={"length": 10, "max_steps": 24},
-             eval={"episodes": episodes, "seed": seed})
+             eval={"episodes": episodes, "seed": seed}, sample_steps=10)  # sample_obs seeds 3..12: apart from eval
     return TrialSpec.model_validate(d)
 
 

@@ -20,17 +20,49 @@ from autocompress.urls import is_redacted
 STATE_FILE = "search.json"
 #: objective -> TrialResult field
 OBJECTIVE_KEYS = {"return": "return_mean", "latency": "latency_ms", "bytes": "bytes"}
+#: study user attrs: the held-out snapshot and the fine-tuned teacher reference (see _search/heldout.py)
+HELDOUT, REFERENCE = "heldout", "reference"
+#: a row's held-out values: row key -> key in a held-out snapshot's entry
+HELDOUT_KEYS = {"heldout_return_mean": "return_mean", "heldout_return_std": "return_std",
+                "heldout_return_ratio": "return_ratio"}
 
 
 def rows(study: optuna.Study) -> list[dict]:
-    """One row per COMPLETE trial: its number, config, constraint feasibility and measurements."""
+    """One row per COMPLETE trial: its number, config, constraint feasibility and measurements, and
+    its held-out values (heldout_return_mean/_std/_ratio, heldout_episodes) where it has them."""
     out = []
+    held = study.user_attrs.get(HELDOUT) or {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         r = TrialResult.from_dict(t.user_attrs.get("result", {})).to_dict(drop=SLIM_DROP)
         r.update(trial=t.number, config=t.user_attrs.get("config", {}),
                  feasible=all(v <= 0 for v in t.constraints.values()))
+        h = held.get("trials", {}).get(str(t.number))
+        if h:
+            r.update({k: h[v] for k, v in HELDOUT_KEYS.items()}, heldout_episodes=held["episodes"])
         out.append(r)
     return out
+
+
+def heldout_of_front(study: optuna.Study, front_rows: list[dict]) -> dict | None:
+    """The study's held-out snapshot if every front member has values in it (else None: the front
+    changed since, e.g. a resumed search, and pareto/pick go by the evaluation episodes)."""
+    held = study.user_attrs.get(HELDOUT)
+    if not held or not front_rows or any(r.get("heldout_return_ratio") is None for r in front_rows):
+        return None
+    return held
+
+
+def reference_row(study: optuna.Study) -> dict | None:
+    """The fine-tuned teacher's row (`finetune.teacher_reference`), with its held-out values if any."""
+    ref = study.user_attrs.get(REFERENCE)
+    if not ref:
+        return None
+    r = TrialResult.from_dict(ref["result"]).to_dict(drop=SLIM_DROP)
+    r.update(trial=-1, config={}, feasible=True, reference=True)
+    h = (study.user_attrs.get(HELDOUT) or {}).get("reference")
+    if h:
+        r.update({k: h[v] for k, v in HELDOUT_KEYS.items()}, heldout_episodes=study.user_attrs[HELDOUT]["episodes"])
+    return r
 
 
 def current_front(study: optuna.Study, objectives: list[str]) -> list[dict]:
@@ -70,6 +102,9 @@ def finalize(study: optuna.Study, objectives: list[str], tracker, run_dir: Path,
     table = [FrontRow.from_row(r).to_dict() for r in front_rows]
     (out / "pareto.json").write_text(json.dumps(table, indent=1))
     cols = ["trial", "return_mean", "return_ratio", "latency_ms", "latency_ratio", "bytes", "bytes_ratio", "n_params"]
+    held = heldout_of_front(study, front_rows)
+    if held:
+        cols += ["heldout_return_mean", "heldout_return_std", "heldout_return_ratio", "heldout_episodes"]
     (out / "pareto.csv").write_text("\n".join([",".join(cols + ["config"])] + [
         ",".join(str(r[c]) for c in cols) + ',"' + json.dumps(r["config"]).replace('"', '""') + '"' for r in table]))
     files = [out / "pareto.json", out / "pareto.csv"]
@@ -78,10 +113,19 @@ def finalize(study: optuna.Study, objectives: list[str], tracker, run_dir: Path,
                   plots.pareto_html(all_rows, front_ids, out / "pareto.html")]
     if history:
         files.append(plots.hypervolume_png(history, out / "hypervolume.png"))
-    tracker.log_parent_files(files)
+    ref = reference_row(study)
+    for name, data in (("heldout.json", held), ("reference.json", ref)):
+        if data:  # the held-out snapshot (seeds, teacher, every member) and the fine-tuned teacher's row
+            (out / name).write_text(json.dumps(data, indent=1))
+            files.append(out / name)
+        elif (out / name).exists():  # a snapshot of an earlier front: stale
+            (out / name).unlink()
+    if tracker is not None:
+        tracker.log_parent_files(files)
     return {"front": table, "trials": len(study.trials), "complete": len(all_rows),
             "failed": sum(t.state == TrialState.FAIL for t in study.trials),
-            "hypervolume": history[-1][1] if history else None}
+            "stopped": sum(t.state == TrialState.PRUNED for t in study.trials),
+            "hypervolume": history[-1][1] if history else None, "heldout": held, "reference": ref}
 
 
 def load_run(run_dir: Path, storage: str | None = None) -> tuple[optuna.Study, dict]:

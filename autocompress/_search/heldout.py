@@ -1,0 +1,215 @@
+"""After the trials: the fine-tuned teacher as a reference row, and held-out re-evaluation.
+
+The front is chosen on the evaluation episodes, so its returns there are optimistic. Held-out
+re-evaluation acts every front member's artifact, the teacher's (and the reference's) on
+`eval.heldout_episodes` fresh episodes (seeds from `eval.heldout_seed`, validated apart from every
+seed a trial trains, selects or evaluates on), in the runtime the study pinned, with each trial's
+recorded kernels. Optuna freezes a finished trial's user attrs, so the values live in the study's
+user attrs: `heldout` = {episodes, seed, runtime, at, teacher, reference, trials: {"<n>": {return_mean,
+return_std, return_ratio}}} (one snapshot, all on the same seeds), mirrored as MLflow metrics
+`heldout_*` on each trial's child run and the parent run.
+
+The reference (`finetune.teacher_reference: true`): the teacher fine-tuned with the trials' fine-tune
+settings and no technique, once per search, measured like a trial; study user attr `reference`, parent
+run metrics `reference_*`. Never a trial: not on the front, not in the budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import optuna
+from optuna.trial import TrialState
+
+from autocompress import measure
+from autocompress.config import CompressConfig, TrialSpec
+from autocompress.errors import ConfigError
+from autocompress.results import SLIM_DROP
+from autocompress._search.results import HELDOUT, REFERENCE, current_front, rows
+
+Log = Callable[[str], None]
+
+
+# -- the reference row ----------------------------------------------------------------------------
+
+def reference_task(spec_json: str, teacher: dict, cache_root: str) -> dict:
+    """Ray task: the teacher fine-tuned as a trial would be (no technique), exported and measured."""
+    from autocompress import pipeline
+    from autocompress._search.tasks import _install_teacher
+
+    Path(cache_root).mkdir(parents=True, exist_ok=True)
+    _install_teacher(teacher["files"], cache_root, teacher["dirname"])
+    spec = TrialSpec.model_validate_json(spec_json)
+    with tempfile.TemporaryDirectory() as d:
+        result = pipeline.compress_trial(spec, CompressConfig(), d, cache_root, log=lambda m: None,
+                                         finetune_teacher=True)
+        return {"result": result.to_dict(), "artifact": (Path(d) / "policy.acz").read_bytes()}
+
+
+def _spec_key(spec: TrialSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+
+
+def run_reference(study: optuna.Study, spec: TrialSpec, teacher_ref, cache_root: str, tracker, run_dir: Path,
+                  log: Log) -> dict | None:
+    """Fine-tune the teacher once (kept in the study; again only if the spec changed). A failure is
+    logged and the search's results stand without it."""
+    import ray
+
+    have = study.user_attrs.get(REFERENCE)
+    if have and have.get("spec_key") == _spec_key(spec) and Path(have["artifact"]).is_file():
+        return have
+    log(f"reference: fine-tuning the teacher itself ({spec.finetune.iterations} iterations, lr {spec.finetune.lr}, "
+        "no technique) ...")
+    task = ray.remote(reference_task).options(num_cpus=spec.resources.num_cpus, max_retries=0)
+    ref = task.remote(spec.model_dump_json(), teacher_ref, cache_root)
+    try:
+        out = ray.get(ref, timeout=spec.resources.timeout_s)
+    except Exception as e:  # the trials' results stand: the reference is an extra row
+        ray.cancel(ref, force=True)
+        log(f"reference: failed, left out ({type(e).__name__}: {str(e).strip().splitlines()[-1][:300]})")
+        return None
+    art = Path(run_dir) / "reference" / "policy.acz"
+    art.parent.mkdir(parents=True, exist_ok=True)
+    art.write_bytes(out["artifact"])
+    result = {**{k: v for k, v in out["result"].items() if k not in SLIM_DROP}, "artifact": str(art)}
+    record = {"result": result, "artifact": str(art), "spec_key": _spec_key(spec)}
+    study.set_user_attr(REFERENCE, record)
+    if tracker is not None:
+        tracker.log_reference(out["result"], art)
+    log(f"reference (teacher fine-tuned, no compression): return {result['return_mean']:.1f} "
+        f"(×{result['return_ratio']:.3f} the teacher)")
+    return record
+
+
+# -- held-out re-evaluation -------------------------------------------------------------------------
+
+def _returns_task(data: bytes, spec_json: str, runtime: str, kernels: list[str] | None):
+    return measure.artifact_returns(data, TrialSpec.model_validate_json(spec_json), runtime, kernels)
+
+
+def teacher_artifact(all_rows: list[dict]) -> bytes:
+    """The teacher's artifact: the teacher-as-is trial's (the same export), else the teacher cache's."""
+    from autocompress import teacher as teachers
+
+    for r in all_rows:
+        if not r["config"] and Path(r["artifact"]).is_file():
+            return Path(r["artifact"]).read_bytes()
+    for r in all_rows:
+        if r.get("teacher_path") and (Path(r["teacher_path"]) / "teacher.json").is_file():
+            return teachers.load_teacher(Path(r["teacher_path"])).artifact()
+    raise ConfigError("held-out re-evaluation needs the teacher: no teacher-as-is trial and no teacher cache at "
+                      + (all_rows[0].get("teacher_path") or "(none recorded)" if all_rows else "(no trials)"))
+
+
+def _evaluate_all(jobs: dict, spec: TrialSpec, runtime: str, log: Log, parallel: bool) -> dict:
+    """Held-out returns of every job (name -> (artifact bytes, kernels)): one Ray task each when
+    `parallel`, else one after the other; a progress line per policy either way."""
+    out = {}
+    if parallel:
+        import ray
+
+        task = ray.remote(_returns_task).options(num_cpus=1)
+        spec_json = spec.model_dump_json()
+        pending = {task.remote(data, spec_json, runtime, kernels): name for name, (data, kernels) in jobs.items()}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            name = pending.pop(ready[0])
+            out[name] = ray.get(ready[0])
+            log(f"held-out: {_name(name)} done ({len(out)}/{len(jobs)})")
+        return out
+    for name, (data, kernels) in jobs.items():
+        out[name] = measure.artifact_returns(data, spec, runtime, kernels)
+        log(f"held-out: {_name(name)} done ({len(out)}/{len(jobs)})")
+    return out
+
+
+def _name(name) -> str:
+    return f"trial {name}" if isinstance(name, int) else name
+
+
+def reevaluate(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_dir: Path, tracker=None,
+               episodes: int | None = None, log: Log = print, parallel: bool | None = None) -> dict:
+    """Re-evaluate the front, the teacher and the reference on held-out episodes (default: the spec's
+    eval.heldout_episodes); store the snapshot in the study (HELDOUT) and MLflow. `parallel`: Ray tasks
+    (default: where Ray is running already, as at the end of a search)."""
+    held_spec = measure.heldout_spec(spec, episodes)  # ConfigError when those seeds overlap others
+    n, seed = held_spec.eval.episodes, held_spec.eval.seed
+    if n < 1:
+        raise ConfigError(f"{n}: held-out episodes must be >= 1", option="reevaluate")
+    runtime = study.user_attrs.get("runtime") or measure.policy_runtime(spec.latency.runtime)[0]
+    all_rows = rows(study)
+    front_rows = current_front(study, objectives)
+    jobs: dict = {"teacher": (teacher_artifact(all_rows), None)}
+    for r in front_rows:
+        jobs[r["trial"]] = (Path(r["artifact"]).read_bytes(), r.get("kernels"))
+    ref = study.user_attrs.get(REFERENCE)
+    if ref and Path(ref["artifact"]).is_file():
+        jobs["reference"] = (Path(ref["artifact"]).read_bytes(), ref["result"].get("kernels"))
+    if parallel is None:
+        import ray
+
+        parallel = ray.is_initialized()
+    log(f"held-out: {len(jobs)} policies (front of {len(front_rows)}, the teacher"
+        f"{', the reference' if 'reference' in jobs else ''}) on {n} episodes, seeds {seed}..{seed + n - 1}, "
+        f"{runtime} runtime{', in parallel Ray tasks' if parallel else ''}")
+    returns = _evaluate_all(jobs, held_spec, runtime, log, parallel)
+    values = {k: measure.heldout_summary(v, returns["teacher"], held_spec) for k, v in returns.items()}
+    record = {"episodes": n, "seed": seed, "runtime": runtime, "at": time.time(), "teacher": values.pop("teacher"),
+              "reference": values.pop("reference", None), "trials": {str(k): v for k, v in values.items()}}
+    study.set_user_attr(HELDOUT, record)
+    if tracker is not None:
+        tracker.log_heldout(tracker.logged_trials() or {}, record)
+    return record
+
+
+def conclude(driver) -> None:
+    """The end of a search (the last driver): the reference row if the spec asks for it, then the
+    front's held-out values (eval.heldout_episodes > 0). The caller then re-writes the front's files."""
+    study, spec = driver.study, driver.spec
+    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        driver.log("held-out / reference: other drivers are still running trials; the last one to finish does it")
+        return
+    if spec.finetune.teacher_reference:
+        run_reference(study, spec, driver.teacher_ref, driver.cache_root, driver.tracker, driver.opts.run_dir,
+                      driver.log)
+    if spec.eval.heldout_episodes > 0 and rows(study):
+        reevaluate(study, spec, driver.space.objectives, driver.opts.run_dir, driver.tracker, log=driver.log)
+
+
+def reevaluate_run(run_dir: Path, study: optuna.Study, state: dict, spec: TrialSpec, episodes: int | None = None,
+                   tracking_uri: str | None = None, parallel: bool = False, log: Log = print) -> dict:
+    """`pareto RUN --reevaluate N`: re-evaluate a finished search's front on held-out episodes, store the
+    values in its study and MLflow (the store it logged to, or `tracking_uri`; where that is unreachable
+    the study alone gets them and `autocompress sync` re-logs the files), and re-write the front's files."""
+    from autocompress import rl
+    from autocompress.tracking import Tracker, check_reachable, default_uri
+    from autocompress.urls import is_redacted
+    from autocompress._search.results import finalize, hypervolume_history
+
+    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        raise ConfigError(f"{run_dir}: the search is still running trials; re-evaluate once it has finished",
+                          option="reevaluate")
+    measure.heldout_spec(spec, episodes)  # bad seeds or episodes: before any work
+    tracker, uri = None, tracking_uri or state.get("tracking_uri") or default_uri(run_dir)
+    if is_redacted(uri):
+        raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: give it again",
+                          option="tracking_uri")
+    try:
+        check_reachable(uri)
+        tracker = Tracker(uri, state["study_name"], artifact_dir=Path(run_dir) / "mlartifacts", warn=log)
+        if not tracker.attach_parent(state.get("parent_run_id")):
+            log(f"held-out: the search's parent run is not in MLflow at {uri}: values go to the study only")
+            tracker = None
+    except Exception as e:  # MLflow is a mirror (unreachable, refusing): the study keeps the values
+        log(f"held-out: MLflow unavailable ({type(e).__name__}: {str(e)[:200]}): values go to the study only")
+        tracker = None
+    if parallel:
+        rl.ensure_ray()
+    record = reevaluate(study, spec, state["objectives"], Path(run_dir), tracker, episodes, log, parallel)
+    finalize(study, state["objectives"], tracker, Path(run_dir), hypervolume_history(study, state["objectives"]))
+    return record

@@ -1,0 +1,261 @@
+"""Held-out pick: seed ranges kept apart, pick/pareto on held-out values, re-evaluation of a finished
+search (`pareto --reevaluate`), and the fine-tuned teacher as a reference row."""
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+import autocompress as ac
+from autocompress import seeds
+from autocompress.cli import app
+from autocompress.config import CompressConfig, TrialSpec, load_trial_spec, parse
+from autocompress.errors import ConfigError
+from autocompress.nets import PolicyNet
+from autocompress.techniques import Context, apply
+from autocompress.techniques.distill import DistillConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "trials" / "cartpole_ppo.yaml"
+
+
+def spec_dict(**changes) -> dict:
+    d = yaml.safe_load(SPEC.read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            d[key] = {**d.get(key, {}), **value}
+        else:
+            d[key] = value
+    return d
+
+
+# -- seed ranges ---------------------------------------------------------------------------------------
+
+def test_distill_rolls_out_on_the_seeds_the_check_assumes():
+    """The seeds distill really resets with (recorded) lie in seeds.ranges' distillation spans: with spec
+    seed 2081 its first rollout starts at 10000, the default evaluation seed (the bug the check stops)."""
+    seen = []
+
+    def rollout(net, n, seed):
+        seen.append((seed, n))
+        return np.zeros((n, 4), np.float32)
+
+    spec = TrialSpec.model_validate(spec_dict(eval={"seed": 50_000}, seed=2081))  # apart: loads
+    cfg = DistillConfig(hidden=[8], rounds=3, epochs=1, steps_per_round=10)
+    teacher = PolicyNet.mlp(4, [16], 2)
+    apply(teacher, cfg, Context(teacher=teacher, sample_obs=np.zeros((20, 4), np.float32), head="discrete",
+                                seed=spec.seed, log=lambda m: None, rollout_obs=rollout))
+    assert [s for s, _ in seen] == [10_000, 17_919]
+    spans = next(r for r in seeds.ranges(spec, cfg) if r.what == "distillation rollouts").spans
+    assert spans == tuple((s, s + n - 1) for s, n in seen)  # episode j of a rollout resets with start + j
+
+
+def test_shipped_specs_load_and_the_teacher_key_ignores_heldout_settings():
+    for path in sorted((ROOT / "trials").glob("*.yaml")):
+        load_trial_spec(path)
+    spec = load_trial_spec(SPEC)
+    assert (spec.eval.heldout_seed, spec.eval.heldout_episodes) == (1_000_000, 100)
+    other = spec.updated({"eval": {"heldout_seed": 2_000_000, "heldout_episodes": 7, "seed": 20_000},
+                          "finetune": {"teacher_reference": True}})
+    assert other.teacher_key() == spec.teacher_key()  # no teacher is trained again for these
+
+
+OVERLAPS = [  # (changes, the two parts named, the seeds they share)
+    ({"seed": 2081}, ("distillation rollouts", "evaluation"), "10000..10019"),
+    ({"eval": {"seed": 1500}}, ("sample_obs collection", "evaluation"), "1500..1519"),
+    ({"seed": 10_005, "sample_steps": 10}, ("fine-tuning (RLlib)", "evaluation"), "10005"),
+    ({"eval": {"seed": 77_770}}, ("keep_best / teacher checks", "evaluation"), "77777..77781"),
+    ({"eval": {"heldout_seed": 10_019}}, ("evaluation", "held-out re-evaluation"), "10019"),
+    ({"eval": {"heldout_seed": 77_700}}, ("keep_best / teacher checks", "held-out re-evaluation"), "77777..77781"),
+    ({"eval": {"heldout_seed": 15_900}}, ("distillation rollouts", "held-out re-evaluation"), "15900..15999"),
+    ({"eval": {"heldout_seed": 0, "heldout_episodes": 1}}, ("fine-tuning (RLlib)", "held-out re-evaluation"), "0"),
+    ({"eval": {"heldout_seed": 1999}}, ("sample_obs collection", "held-out re-evaluation"), "1999"),
+    ({"sample_steps": 77_800}, ("sample_obs collection", "keep_best / teacher checks"), "77777..77781"),
+]
+
+
+@pytest.mark.parametrize("changes, parts, shared", OVERLAPS, ids=[f"{a}|{b}" for _, (a, b), _ in OVERLAPS])
+def test_overlapping_seed_ranges_are_one_clear_error(changes, parts, shared):
+    with pytest.raises(ConfigError) as e:
+        parse(TrialSpec, spec_dict(**changes), "trial.yaml")
+    msg = str(e.value)
+    assert msg.startswith("trial.yaml: seed ranges overlap: ") and msg.count("\n") == 0
+    a, b = parts
+    assert f"{a} (" in msg and f"{b} (" in msg and f"share seeds {shared}" in msg, msg
+    for part, keys in (("evaluation", "eval.seed + eval.episodes"), ("held-out re-evaluation", "eval.heldout_seed"),
+                       ("sample_obs collection", "seed + sample_steps"), ("keep_best / teacher checks", "seed + 77777")):
+        if part in parts:
+            assert keys in msg, (keys, msg)
+
+
+def test_training_parts_may_share_seeds_and_a_distill_config_is_checked_exactly():
+    spec = load_trial_spec(SPEC)  # fine-tuning and sample_obs both start at seed 0: allowed (training data)
+    assert [r.role for r in seeds.ranges(spec)][:3] == ["train"] * 3 and not seeds.overlaps(seeds.ranges(spec))
+    # 10 rounds of 7000 steps: rollout 9 (71271..78270) would reach the keep_best check seeds
+    cfg = parse(CompressConfig, {"distill": {"hidden": [32], "rounds": 11, "steps_per_round": 7000}}, "config")
+    with pytest.raises(ConfigError, match=r"^distill: seed ranges overlap: distillation rollouts .*distill.rounds 11, "
+                                          r"distill.steps_per_round 7000.* and keep_best / teacher checks"):
+        cfg.check_against(spec)
+    parse(CompressConfig, {"distill": {"hidden": [32], "rounds": 11}}, "config").check_against(spec)
+
+
+def test_reevaluate_with_seeds_that_overlap_is_refused(search_run):
+    with pytest.raises(ConfigError, match="evaluation .* and held-out re-evaluation"):
+        ac.Run.load(search_run).reevaluate([0], episodes=2, seed=10_000)
+
+
+# -- pareto / pick on held-out values (a real in-memory study, fake measurements) ---------------------------
+
+def fake_run(tmp_path, heldout: dict | None, reference: dict | None = None) -> ac.Run:
+    """Two front members: 4 = smaller, 1.00 on the evaluation episodes but 0.90 held-out; 7 = bigger and
+    faster, 0.98 and 0.97. A dominated trial 9 (never re-evaluated)."""
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+
+    def add(number, ret, ratio, lat, size):
+        result = {"return_mean": ret, "return_std": 1.0, "return_ratio": ratio, "latency_ms": lat, "latency_ratio": 0.5,
+                  "bytes": size, "bytes_ratio": size / 1000, "n_params": 10, "artifact": f"/x/{number}.acz"}
+        while len(study.trials) < number:
+            study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+        study.add_trial(optuna.trial.create_trial(values=[ret, lat, size], user_attrs={
+            "result": result, "config": {"quantize": {"bits": 8}}}))
+
+    add(4, 500.0, 1.00, 0.01, 100)
+    add(7, 490.0, 0.98, 0.005, 200)
+    add(9, 480.0, 0.96, 0.02, 300)
+    if heldout is not None:
+        study.set_user_attr("heldout", heldout)
+    if reference is not None:
+        study.set_user_attr("reference", reference)
+    return ac.Run(tmp_path, study, {"objectives": ["return", "latency", "bytes"]})
+
+
+def snapshot(trials: dict) -> dict:
+    return {"episodes": 100, "seed": 1_000_000, "runtime": "numpy", "at": 0.0, "reference": None,
+            "teacher": {"return_mean": 480.0, "return_std": 3.0, "return_ratio": 1.0},
+            "trials": {str(n): {"return_mean": 480.0 * r, "return_std": 2.0, "return_ratio": r} for n, r in trials.items()}}
+
+
+def test_pick_and_front_go_by_heldout_values_when_every_front_member_has_them(tmp_path):
+    plain = fake_run(tmp_path, None)
+    assert plain.heldout() is None and plain.pick(0.95, "bytes").trial == 4
+    held = fake_run(tmp_path, snapshot({4: 0.90, 7: 0.97}))
+    assert held.heldout()["episodes"] == 100
+    assert {r.trial: r.heldout_return_ratio for r in held.front()} == {4: 0.90, 7: 0.97}
+    best = held.pick(0.95, "bytes")  # 4 meets 0.95 on the evaluation episodes only
+    assert best.trial == 7 and best.heldout_return_ratio == 0.97 and best.heldout_episodes == 100
+    with pytest.raises(ConfigError, match=r"heldout_return_ratio >= 0.99: met by 0(.|\n)*2 re-evaluated trials"):
+        held.pick(0.99, "bytes")  # trial 9 (0.96 on evaluation, never re-evaluated) does not count
+    # a snapshot that lacks a front member (the front changed since): back to the evaluation values
+    stale = fake_run(tmp_path, snapshot({7: 0.97}))
+    assert stale.heldout() is None and stale.pick(0.95, "bytes").trial == 4
+
+
+def test_pareto_table_shows_heldout_columns_and_the_reference_row(tmp_path, monkeypatch):
+    ref = {"result": {"return_mean": 510.0, "return_std": 0.0, "return_ratio": 1.17, "latency_ms": 0.02,
+                      "latency_ratio": 1.0, "bytes": 1000, "bytes_ratio": 1.0, "n_params": 99}, "artifact": "/x/ref.acz"}
+    held = snapshot({4: 0.90, 7: 0.97})
+    held["reference"] = {"return_mean": 505.0, "return_std": 1.0, "return_ratio": 1.05}
+    run = fake_run(tmp_path, held, ref)
+    assert run.reference().return_ratio == 1.17 and run.reference().heldout_return_ratio == 1.05
+    monkeypatch.setattr(ac.Run, "load", classmethod(lambda cls, d, s=None: run))
+    res = CliRunner().invoke(app, ["pareto", str(tmp_path)], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "held-out return: 100 episodes, seeds 1000000..1000099, teacher 480.0" in " ".join(res.output.split())
+    lines = res.output.splitlines()
+    row4 = next(line for line in lines if line.strip("│ ").startswith("4 "))
+    assert "0.900" in row4 and "1.000" in row4  # held-out and evaluation ratios side by side
+    ref_line = next(line for line in lines if "reference, not a trial" in line)
+    assert "1.170" in ref_line and "1.050" in ref_line
+    res = CliRunner().invoke(app, ["pick", str(tmp_path), "--minimize", "bytes"])
+    assert res.exit_code == 0 and "trial 7: held-out return 465.6 (×0.970) on 100 episodes" in res.output, res.output
+    assert "reference: the teacher fine-tuned with the same budget, no compression: return held-out ×1.050" in \
+        res.output
+
+
+# -- a finished search, re-evaluated through the CLI --------------------------------------------------------
+
+def copy_run(search_run: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A self-contained copy of the shared run dir: its MLflow store (sqlite + artifacts) points at the copy."""
+    copy = tmp_path / "run"
+    shutil.copytree(search_run, copy)
+    with sqlite3.connect(copy / "mlflow.db") as db:
+        db.execute("UPDATE experiments SET artifact_location = replace(artifact_location, ?, ?)",
+                   (search_run.resolve().as_uri(), copy.resolve().as_uri()))
+        db.execute("UPDATE runs SET artifact_uri = replace(artifact_uri, ?, ?)",
+                   (search_run.resolve().as_uri(), copy.resolve().as_uri()))
+    return copy, f"sqlite:///{(copy / 'mlflow.db').resolve()}"
+
+
+def test_pareto_reevaluate_stores_heldout_values_in_the_study_and_mlflow(search_run, tmp_path):
+    done = ac.Run.load(search_run)  # the search re-evaluated its front as it ended (eval.heldout_episodes: 100)
+    assert done.heldout()["episodes"] == 100 and done.heldout()["seed"] == 1_000_000
+    assert json.loads((search_run / "pareto" / "heldout.json").read_text())["episodes"] == 100
+    copy, uri = copy_run(search_run, tmp_path)
+    res = CliRunner().invoke(app, ["pareto", str(copy), "--reevaluate", "5", "--tracking-uri", uri],
+                             env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    assert "held-out return: 5 episodes, seeds 1000000..1000004" in " ".join(res.output.split())
+    run = ac.Run.load(copy)
+    held = run.heldout()
+    front = {r.trial for r in run.front()}
+    assert held["episodes"] == 5 and held["runtime"] == run.study.user_attrs["runtime"]
+    assert set(held["trials"]) == {str(t) for t in front}
+    expected = run.reevaluate(sorted(front), episodes=5)  # the same seeds and runtime, measured again
+    for t in front:
+        assert held["trials"][str(t)]["return_mean"] == pytest.approx(expected[t]["return_mean"])
+    assert held["teacher"]["return_mean"] == pytest.approx(expected["teacher"]["return_mean"])
+    client = MlflowClient(uri)
+    state = json.loads((copy / "search.json").read_text())
+    parent = client.get_run(state["parent_run_id"])
+    assert parent.data.metrics["heldout_episodes"] == 5 and parent.data.tags["heldout"].startswith("5 episodes")
+    for kid in client.search_runs([state["experiment_id"]],
+                                  filter_string=f"tags.mlflow.parentRunId = '{state['parent_run_id']}'"):
+        number = int(kid.data.tags["trial"])
+        if number in front:
+            assert kid.data.metrics["heldout_return_mean"] == pytest.approx(held["trials"][str(number)]["return_mean"])
+        else:
+            assert "heldout_return_mean" not in kid.data.metrics
+    table = (copy / "pareto" / "pareto.csv").read_text().splitlines()
+    assert "heldout_return_ratio" in table[0] and len(table) == len(front) + 1
+    assert ac.Run.load(search_run).heldout()["episodes"] == 100  # the shared run is untouched
+    bad = CliRunner().invoke(app, ["pareto", str(copy), "--reevaluate", "0"])
+    assert bad.exit_code == 2 and "--reevaluate" in bad.output
+
+
+# -- the fine-tuned teacher as a reference row ----------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_search_fine_tunes_the_teacher_once_as_a_reference_row(tmp_path):
+    from conftest import tiny_cartpole
+
+    trial = tiny_cartpole("tiny_reference", finetune_iterations=1)
+    trial["finetune"]["teacher_reference"] = True
+    trial["eval"]["heldout_episodes"] = 5
+    (tmp_path / "trial.yaml").write_text(yaml.safe_dump(trial))
+    space = {"name": "tiny_reference", "trial_spec": "trial.yaml", "objectives": ["return", "latency", "bytes"],
+             "budget": {"trials": 1, "parallel": 1}, "seed": 0, "baselines": True,
+             "techniques": {"quantize": {"bits": {"choices": [8]}}}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    run = ac.search(tmp_path / "space.yaml", run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert run.summary["complete"] == 1 and len(run.study.trials) == 1  # the reference is no trial
+    ref = run.study.user_attrs["reference"]
+    as_is = next(r for r in run.rows() if not r["config"])
+    assert ref["result"]["timings"].get("rllib_train", 0) > 0 and not as_is["timings"].get("rllib_train")
+    assert Path(ref["artifact"]).read_bytes() != Path(as_is["artifact"]).read_bytes()  # fine-tuned: new weights
+    assert ref["result"]["teacher_return_mean"] == as_is["teacher_return_mean"]  # measured like a trial
+    row = run.reference()
+    assert row.trial == -1 and row.trial not in {r.trial for r in run.front()}
+    held = run.heldout()
+    assert held["episodes"] == 5 and held["reference"]["return_mean"] == row.heldout_return_mean
+    parent = MlflowClient(run.state["tracking_uri"]).get_run(run.state["parent_run_id"])
+    assert parent.data.metrics["reference_return_mean"] == pytest.approx(ref["result"]["return_mean"])
+    assert parent.data.metrics["reference_heldout_return_ratio"] == pytest.approx(held["reference"]["return_ratio"])
+    res = CliRunner().invoke(app, ["pareto", str(tmp_path / "run")], env={"COLUMNS": "250"})
+    assert res.exit_code == 0 and "teacher fine-tuned (reference, not a trial)" in res.output, res.output
