@@ -16,6 +16,17 @@ technique's settings are sampled only when it is enabled (define-by-run), and si
 techniques of one exclusive group (`share` and `quantize`) exclude each other they are
 drawn as one choice named after the group (`weight_coding`).
 `suggest(trial, space)` works with any object that has Optuna's suggest_* methods.
+
+Per-layer settings (`quantize.bits`, `prune.sparsity`, `share.bits`, `structured.amount`, see
+techniques/per_layer.py) may be fixed per layer (`bits: [8, 4, 8]`, `bits: {0: 8}`) or sampled per layer:
+
+      quantize: {bits: {per_layer: {low: 2, high: 8}}}          # params quantize.bits.0, .1, ...
+      structured: {amount: {per_layer: {choices: [0.25, 0.5]}}} # one per HIDDEN layer
+
+one param per layer, giving a list. The layers are the trial spec's teacher's (`teacher.hidden` + the
+output layer), or distill's student's in a trial where distill is on (sampled after distill.hidden, so a
+shallower student samples fewer). An imported teacher's (`teacher.from`) are not known before it is
+loaded: give them as `per_layer: {low: 2, high: 8, layers: 3}` (its Linear layers, the output one included).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from autocompress.config import CompressConfig, TrialSpec, load_trial_spec, pars
 from autocompress.errors import ConfigError
 from autocompress.samplers import SAMPLERS
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES
+from autocompress.techniques.per_layer import layer_index, per_layer_fields
 
 OBJECTIVE_NAMES = ("return", "latency", "bytes")
 
@@ -118,7 +130,9 @@ class SearchSpace(_Strict):
                 if key not in TECHNIQUES[name].model_fields:
                     raise ValueError(f"{name}: unknown setting {key!r}; known: "
                                      f"{', '.join(TECHNIQUES[name].model_fields)}")
-                if isinstance(p, dict):
+                if isinstance(p, dict) and "per_layer" in p:
+                    _check_per_layer(name, key, p)
+                elif isinstance(p, dict) and not _is_layer_map(p):
                     _check_param(f"{name}.{key}", p)
         return {k: dict(p or {}) for k, p in v.items()}
 
@@ -146,13 +160,63 @@ def _check_param(where: str, p: dict) -> None:
         raise ValueError(f"{where}: log must be true/false, and a log range needs low > 0")
 
 
+def _is_layer_map(p: Any) -> bool:
+    """A fixed per-layer map {layer index: value} (keys as ints, or as strings from JSON)."""
+    def is_index(k):
+        try:
+            return layer_index(k) >= 0
+        except ValueError:
+            return False
+    return isinstance(p, dict) and bool(p) and all(is_index(k) for k in p)
+
+
+def _per_layer(p: Any) -> dict | None:
+    """The inner {low, high[, log]} / {choices} (and `layers`) of a `{per_layer: ...}` setting, else None."""
+    return p["per_layer"] if isinstance(p, dict) and "per_layer" in p else None
+
+
+def _check_per_layer(name: str, key: str, p: dict) -> None:
+    where = f"{name}.{key}.per_layer"
+    fields = per_layer_fields(TECHNIQUES[name])
+    if key not in fields:
+        known = [f"{n}.{k}" for n, c in TECHNIQUES.items() for k in per_layer_fields(c)]
+        raise ValueError(f"{name}.{key}: per_layer is only for {', '.join(known)}")
+    if set(p) != {"per_layer"} or not isinstance(p["per_layer"], dict):
+        raise ValueError(f"{where}: give {{per_layer: {{low, high[, log][, layers]}}}} or "
+                         "{per_layer: {choices: [...][, layers]}}")
+    inner = dict(p["per_layer"])
+    layers = inner.pop("layers", None)
+    if layers is not None and not (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1):
+        raise ValueError(f"{where}.layers: the teacher's number of layers, an int >= 1 (got {layers!r})")
+    if layers is not None and fields[key] == "hidden" and layers < 2:
+        raise ValueError(f"{where}.layers: {layers} layer(s) have no hidden layer to remove neurons from")
+    _check_param(where, inner)
+
+
+def _layer_count(name: str, key: str, block: dict, student: list | None) -> int:
+    """How many per-layer params `name.key` samples: one per layer (per hidden layer for structured)
+    of distill's student when distill is on, else of the teacher (`layers`, filled in from the spec)."""
+    if student is not None:
+        n = len(student) + 1
+    elif block.get("layers") is None:
+        raise ConfigError(f"{name}.{key}.per_layer.layers: not known (load the space with load_search_space, "
+                          "which takes it from the trial spec, or give it)")
+    else:
+        n = block["layers"]
+    return n - 1 if per_layer_fields(TECHNIQUES[name])[key] == "hidden" else n
+
+
+def _inner(block: dict) -> dict:
+    return {k: v for k, v in block.items() if k != "layers"}
+
+
 def _param(trial, name: str, p: Any):
     if isinstance(p, dict) and "choices" in p:
         # Optuna categorical values must be scalars: lists (student widths) go as JSON text.
         encoded = [json.dumps(c) if isinstance(c, list) else c for c in p["choices"]]
         value = trial.suggest_categorical(name, encoded)
         return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
-    if isinstance(p, dict):
+    if isinstance(p, dict) and not _is_layer_map(p):
         if isinstance(p["low"], int) and isinstance(p["high"], int) and not isinstance(p["low"], bool):
             return trial.suggest_int(name, p["low"], p["high"], log=p.get("log", False))
         return trial.suggest_float(name, float(p["low"]), float(p["high"]), log=p.get("log", False))
@@ -178,7 +242,15 @@ def _suggest_group(trial, techniques: dict, prefix: str = "") -> dict[str, dict[
     for name, params in techniques.items():
         on = chosen[name] if name in chosen else trial.suggest_categorical(f"{prefix}{name}.enabled", [False, True])
         if on:
-            cfg[name] = {key: _param(trial, f"{prefix}{name}.{key}", p) for key, p in params.items()}
+            cfg[name] = {key: _param(trial, f"{prefix}{name}.{key}", p) for key, p in params.items()
+                         if _per_layer(p) is None}
+    # per-layer params last: how many depends on the student distill may have sampled above
+    student = cfg["distill"]["hidden"] if "distill" in cfg else None
+    for name in cfg:
+        for key, p in techniques[name].items():
+            if (block := _per_layer(p)) is not None:
+                n = _layer_count(name, key, block, student)
+                cfg[name][key] = [_param(trial, f"{prefix}{name}.{key}.{i}", _inner(block)) for i in range(n)]
     return cfg
 
 
@@ -192,6 +264,9 @@ def suggest(trial, space: SearchSpace) -> dict[str, dict[str, Any]]:
 
 
 def _middle(p: Any) -> Any:
+    """The middle of a range or choice list (an Optuna param value); None for a fixed or per-layer setting."""
+    if _per_layer(p) is not None or _is_layer_map(p):
+        return None
     if isinstance(p, dict) and "choices" in p:
         c = p["choices"][len(p["choices"]) // 2]
         return json.dumps(c) if isinstance(c, list) else c
@@ -215,6 +290,10 @@ def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
                     params[f"{prefix}{name}.enabled"] = prefix == "" and name == only
                 if prefix == "" and name == only:
                     params.update({f"{name}.{k}": _middle(p) for k, p in ps.items() if _middle(p) is not None})
+                    for k, p in ps.items():  # a per-layer setting: every layer at the middle
+                        if (block := _per_layer(p)) is not None:
+                            n = _layer_count(name, k, block, None)
+                            params.update({f"{name}.{k}.{i}": _middle(_inner(block)) for i in range(n)})
         return params
 
     return [alone(None)] + [alone(name) for name in space.techniques]
@@ -230,14 +309,23 @@ def check_space(space: SearchSpace, spec: TrialSpec, source: str) -> None:
 
 
 def _check_group(techniques: dict, spec: TrialSpec, where: str, wrap) -> None:
+    def settings(p: Any) -> list:
+        """The values to try: a range's ends, every choice (a per-layer one's, as one value for all layers)."""
+        q = _inner(_per_layer(p)) if _per_layer(p) is not None else p
+        if _is_layer_map(q) or not isinstance(q, dict):
+            return [q]
+        return q["choices"] if "choices" in q else [q["low"], q["high"]]
+
+    def typical(q: Any) -> Any:
+        """A valid value of setting q: a range's or choice list's middle (for all layers), else q as fixed."""
+        q = _inner(_per_layer(q)) if _per_layer(q) is not None else q
+        m = _middle(q)
+        return q if m is None else json.loads(m) if isinstance(m, str) and m.startswith("[") else m
+
     for name, params in techniques.items():
         for key, p in params.items():
-            values = p["choices"] if isinstance(p, dict) and "choices" in p else (
-                [p["low"], p["high"]] if isinstance(p, dict) else [p])
-            for v in values:
-                others = {k: _middle(q) if isinstance(q, dict) else q for k, q in params.items() if k != key}
-                others = {k: (json.loads(o) if isinstance(o, str) and o.startswith("[") else o)
-                          for k, o in others.items()}
+            for v in settings(p):
+                others = {k: typical(q) for k, q in params.items() if k != key}
                 cfg = parse(CompressConfig, wrap({name: {**others, key: v}}), where)
                 try:
                     cfg.check_against(spec)
@@ -254,5 +342,33 @@ def load_search_space(path: str | Path) -> tuple[SearchSpace, TrialSpec, Path]:
     if not spec_path.is_absolute():
         spec_path = path.parent / spec_path
     spec = load_trial_spec(spec_path)
+    space = with_layer_counts(space, spec, str(path))
     check_space(space, spec, str(path))
     return space, spec, spec_path
+
+
+def with_layer_counts(space: SearchSpace, spec: TrialSpec, source: str) -> SearchSpace:
+    """The space with every `per_layer` block's `layers` filled in from the trial spec's teacher (an
+    imported teacher's must be given: its architecture is in its file). ConfigError naming the key."""
+    t = spec.teacher
+    counts = {"techniques": (None if t.from_ else len(t.hidden) + 1, f"teacher.hidden {t.hidden}"),
+              "critic_techniques": (None if t.from_ else len(t.critic_hidden or t.hidden) + 1,
+                                    f"the critic's hidden {t.critic_hidden or t.hidden}")}
+    update = {}
+    for group, (n, about) in counts.items():
+        techniques = {name: dict(params) for name, params in getattr(space, group).items()}
+        for name, params in techniques.items():
+            for key, p in params.items():
+                if (block := _per_layer(p)) is None:
+                    continue
+                where, given = f"{source}: {group}.{name}.{key}.per_layer.layers", block.get("layers")
+                if n is None and given is None:
+                    raise ConfigError(f"{where}: the teacher is imported (teacher.from), so its number of layers "
+                                      "is not known before it is loaded: give it, e.g. layers: 3 for two hidden "
+                                      "layers and the output layer")
+                if n is not None and given is not None and given != n:
+                    raise ConfigError(f"{where}: {given} given, but the teacher has {n} layers ({about} + the "
+                                      "output layer)")
+                params[key] = {"per_layer": {**block, "layers": given or n}}
+        update[group] = techniques
+    return space.model_copy(update=update)
