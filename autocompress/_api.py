@@ -498,11 +498,12 @@ class Run:
 def search(space: SearchSpace | str | Path, *, trials: int | None = None, parallel: int | None = None,
            run_dir: str | Path | None = None, storage: str | None = None, tracking_uri: str | None = None,
            sampler: str | None = None, seed: int | None = None, resume: bool = False, join: bool = False,
-           cache_dir: str | Path | None = None, progress: Callable[[dict], None] | None = None,
-           log: Log = _quiet) -> Run:
+           cache_dir: str | Path | None = None, warm_start: str | Path | None = None,
+           progress: Callable[[dict], None] | None = None, log: Log = _quiet) -> Run:
     """Multi-objective Optuna search over technique combinations; trials run in parallel as Ray tasks,
     every trial and the Pareto front go to MLflow. Options left None take the space file's values
-    (budget, sampler, seed); the run dir defaults to runs/<space name>. Everything is checked before
+    (budget, sampler, seed); the run dir defaults to runs/<space name>. `warm_start`: an earlier run
+    dir of the same env and algorithm to start from (see autocompress/_search/warm.py). Everything is checked before
     anything is created or started; a trial that fails is recorded FAIL and the search goes on.
 
     >>> import autocompress as ac, yaml
@@ -530,7 +531,7 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
                          sampler=space_obj.sampler if sampler is None else sampler,
                          seed=space_obj.seed if seed is None else seed, storage=storage, tracking_uri=tracking_uri,
                          resume=resume, join=join, cache_dir=Path(cache_dir) if cache_dir else None,
-                         faults=faults_from_env())
+                         warm_start=Path(warm_start) if warm_start else None, faults=faults_from_env())
     try:
         opts.check()
     except ConfigError as e:

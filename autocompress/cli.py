@@ -241,6 +241,11 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
            join: bool = typer.Option(False, "--join", help="add trials to a study other drivers are running "
                                      "(same --storage, or the same --run-dir): no baselines, RUNNING trials are "
                                      "left alone, --trials counts every driver's trials"),
+           warm_start: Optional[Path] = typer.Option(None, "--warm-start", metavar="RUN_DIR",
+                                                     help="start from an earlier search of the same env and "
+                                                     "algorithm: its trials measured on the same spec and teacher "
+                                                     "are copied in (free), its other front members are enqueued "
+                                                     "and re-measured"),
            cache_dir: Optional[Path] = CacheOpt):
     """Multi-objective search (Optuna) over technique combinations; trials run in parallel on Ray,
     every trial and the Pareto front are logged to MLflow.
@@ -255,12 +260,13 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
         run = _with_progress(lambda progress: ac.search(
             space_file, trials=trials, parallel=parallel, run_dir=run_dir, storage=storage,
             tracking_uri=tracking_uri, sampler=sampler, seed=seed, resume=resume, join=join, cache_dir=cache_dir,
-            progress=progress, log=err.print))
+            warm_start=warm_start, progress=progress, log=err.print))
     summary = run.summary
     if summary["tracking_offline"]:
         err.print(f"[yellow]MLflow went offline mid-search[/] ({summary['tracking_offline']}): every result is in the "
                   f"study; `autocompress sync {run.run_dir}` logs what MLflow missed", highlight=False)
-    out.print(f"{summary['complete']} complete, {summary['failed']} failed, front of {len(summary['front'])}, "
+    out.print(f"{summary['complete']} complete, {summary['failed']} failed, {summary['stopped']} stopped early, "
+              f"front of {len(summary['front'])}, "
               f"hypervolume {summary['hypervolume'] or 0:.4f}, {summary['wall_seconds']:.0f} s")
     out.print(front_table(run.front(), "Pareto front"))
     for line in where_to_look(run.run_dir, run.state):

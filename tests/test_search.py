@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from autocompress._search import load_run
+from autocompress._search.study import MAX_FREE_REPEATS, finished
 from conftest import tiny_cartpole
 
 pytestmark = pytest.mark.slow
@@ -181,7 +182,10 @@ def test_a_repeated_config_is_answered_from_the_study(files, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     study, _ = load_run(tmp_path / "run")
     trials = study.trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    # repeats do not use the budget: the sampler is asked again, until MAX_FREE_REPEATS came in a row
+    assert len(trials) == 2 + MAX_FREE_REPEATS + 2 and len(finished(study)) == 4
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * len(trials)
+    assert [bool(t.user_attrs.get("free_repeat")) for t in trials] == [False] * 2 + [True] * MAX_FREE_REPEATS + [False] * 2
     assert not any("duplicate_of" in t.user_attrs for t in trials[:2])  # the baselines ran
     for t in trials[2:]:
         same = trials[t.user_attrs["duplicate_of"]]

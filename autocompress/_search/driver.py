@@ -256,7 +256,8 @@ class Driver:
     def status(self) -> dict:
         fin = finished(self.study)
         return {"done": len(fin), "target": self.opts.trials, "running": len(self.running),
-                "failed": sum(t.state == TrialState.FAIL for t in fin), "front": self.front_size,
+                "failed": sum(t.state == TrialState.FAIL for t in fin),
+                "stopped": sum(t.state == TrialState.PRUNED for t in fin), "front": self.front_size,
                 "hypervolume": self.history[-1][1] if self.history else 0.0, "elapsed": time.time() - self.started}
 
     def run(self, progress: Callable[[dict], None]) -> None:
