@@ -368,6 +368,10 @@ def _techniques_text(cfg: dict) -> str:
 
 
 def _short(v):
+    if isinstance(v, list):  # a per-layer setting
+        return "[" + ", ".join(str(_short(x)) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in v.items()) + "}"
     return f"{v:.3g}" if isinstance(v, float) else v
 
 
