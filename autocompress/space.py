@@ -99,17 +99,29 @@ class SearchSpace(_Strict):
     sampler: str = Field("tpe", description="one of autocompress.samplers.SAMPLERS")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     baselines: bool = Field(True, description="enqueue teacher-as-is and each technique alone first")
-    sensitivity: SensitivityStage = SensitivityStage()
     pruner: PrunerSettings = PrunerSettings()
     techniques: dict[str, dict[str, Any]] = Field(..., min_length=1)
     critic_techniques: dict[str, dict[str, Any]] = Field({}, description="PPO: separate settings for the "
                                                          "training-only value net; never in the objectives")
+    sensitivity: SensitivityStage = Field(SensitivityStage(), description="optional first stage: layer "
+                                          "sensitivity, then guided configs (autocompress.layer_sensitivity)")
 
     @field_validator("objectives")
     @classmethod
     def _objectives(cls, v):
         if not v or len(set(v)) != len(v) or "return" not in v:
             raise ValueError("give distinct objectives including 'return', e.g. [return, latency, bytes]")
+        return v
+
+    @field_validator("sensitivity")
+    @classmethod
+    def _sensitivity(cls, v, info):
+        from autocompress.techniques.per_layer import per_layer_fields
+
+        techniques = info.data.get("techniques") or {}
+        if v.enabled and techniques and not any(per_layer_fields(TECHNIQUES[n]) for n in techniques if n in TECHNIQUES):
+            raise ValueError("enabled, but none of the space's techniques has a per-layer setting (quantize, prune, "
+                             "share, structured): nothing to measure")
         return v
 
     @field_validator("sampler")

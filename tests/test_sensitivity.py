@@ -222,3 +222,13 @@ def test_cli_on_the_committed_cartpole_teacher(tmp_path):
     assert run.info.status == "FINISHED" and run.data.params["techniques"] == "quantize,prune"
     assert {a.path for a in client.list_artifacts(run.info.run_id, "sensitivity")} == {
         "sensitivity/sensitivity.json", "sensitivity/sensitivity.png"}
+
+
+def test_a_sensitivity_stage_needs_a_per_layer_technique():
+    from autocompress.config import parse
+
+    with pytest.raises(ConfigError, match="sensitivity: enabled, but none of the space's techniques"):
+        parse(SearchSpace, {"name": "s", "trial_spec": "t.yaml", "techniques": {"distill": {}, "lowrank": {}},
+                            "sensitivity": {"enabled": True}}, "space.yaml")
+    parse(SearchSpace, {"name": "s", "trial_spec": "t.yaml", "techniques": {"distill": {}},
+                        "sensitivity": {"enabled": False}}, "space.yaml")  # off: nothing asked of the space
