@@ -114,7 +114,7 @@ def sensitivity(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.
                                                                   "quantize=2,4,8 (repeat for others) [default: "
                                                                   "quantize bits 8..2, prune 0.5,0.7,0.9,0.95, share "
                                                                   "bits 6..2, structured 0.25,0.5,0.75,0.9]"),
-                episodes: int = typer.Option(5, "--episodes", min=0, help="seeded episodes per (layer, setting), "
+                episodes: int = typer.Option(5, "--episodes", min=0, max=100, help="seeded episodes per (layer, setting), "
                                              "seeds 300000+ (0: action agreement and KL only)"),
                 output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="where sensitivity.json, "
                                                           "sensitivity.png and the default MLflow store go "

@@ -41,15 +41,15 @@ import numpy as np
 import torch
 
 from autocompress.errors import ConfigError
+# the sensitivity episodes reset with SENSITIVITY_SEED + i (i < 100): a range of their own in
+# autocompress.seeds, which keeps a spec's evaluation and held-out seeds off it
+from autocompress.seeds import SENSITIVITY_SEED
 
 if TYPE_CHECKING:
     from autocompress.config import TrialSpec
     from autocompress.nets import PolicyNet
     from autocompress.space import SearchSpace
 
-#: first seed of the sensitivity episodes (episode i resets with SENSITIVITY_SEED + i): far from the
-#: evaluation seeds (10_000 + i), the held-out re-evaluation (50_000 + i) and spec.seed-based rollouts
-SENSITIVITY_SEED = 300_000
 #: the setting each per-layer technique sweeps, and the direction in which it compresses harder
 PER_LAYER_KEY = {"quantize": "bits", "prune": "sparsity", "share": "bits", "structured": "amount"}
 HARDER = {"bits": -1, "sparsity": 1, "amount": 1}

@@ -8,6 +8,7 @@ A trial resets envs with seeds derived from its spec (episode j of a part resets
   distillation rollouts     seed + 7919·k .. + distill.steps_per_round - 1,     train
                             k = 1 .. distill.rounds - 1
   keep_best / teacher check seed + 77777 .. seed + 77781                        select
+  layer sensitivity         300000 .. 300099 (at most 100 episodes)              select
   evaluation                eval.seed .. eval.seed + eval.episodes - 1          measure
   held-out re-evaluation    eval.heldout_seed .. + eval.heldout_episodes - 1    measure
 
@@ -33,6 +34,8 @@ CHECK_OFFSET = 77_777
 CHECK_EPISODES = 5
 #: distillation rollout k (after round k) starts at spec.seed + k * DISTILL_STRIDE (techniques/distill.py)
 DISTILL_STRIDE = 7919
+#: layer sensitivity's episodes (autocompress/layer_sensitivity.py): SENSITIVITY_SEED + i, i < this
+SENSITIVITY_SEED, SENSITIVITY_MAX_EPISODES = 300_000, 100
 #: distill's defaults, assumed when a spec is checked without a techniques config
 DISTILL_DEFAULT_ROUNDS, DISTILL_DEFAULT_STEPS = 3, 2000
 
@@ -64,6 +67,8 @@ def ranges(spec: "TrialSpec", distill=None, heldout_episodes: int | None = None)
                   tuple((s + DISTILL_STRIDE * k, s + DISTILL_STRIDE * k + steps - 1) for k in range(1, rounds))),
         SeedRange("keep_best / teacher checks", f"seed + {CHECK_OFFSET}", "select",
                   ((s + CHECK_OFFSET, s + CHECK_OFFSET + CHECK_EPISODES - 1),)),
+        SeedRange("layer sensitivity", "fixed", "select",
+                  ((SENSITIVITY_SEED, SENSITIVITY_SEED + SENSITIVITY_MAX_EPISODES - 1),)),
         SeedRange("evaluation", "eval.seed + eval.episodes", "measure", ((ev.seed, ev.seed + ev.episodes - 1),)),
     ]
     if held > 0:

@@ -78,6 +78,7 @@ OVERLAPS = [  # (changes, the two parts named, the seeds they share)
     ({"eval": {"heldout_seed": 0, "heldout_episodes": 1}}, ("fine-tuning (RLlib)", "held-out re-evaluation"), "0"),
     ({"eval": {"heldout_seed": 1999}}, ("sample_obs collection", "held-out re-evaluation"), "1999"),
     ({"sample_steps": 77_800}, ("sample_obs collection", "keep_best / teacher checks"), "77777..77781"),
+    ({"eval": {"seed": 300_090}}, ("layer sensitivity", "evaluation"), "300090..300099"),
 ]
 
 
