@@ -23,10 +23,6 @@ Pure Python: no framework imports.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from autocompress.config import TrialSpec
 
 #: keep_best's checks (pipeline.py) and the teacher's stop_return check (teacher.py): spec.seed + this ...
 CHECK_OFFSET = 77_777
@@ -51,9 +47,10 @@ class SeedRange:
         return ", ".join(f"{lo}..{hi}" if hi > lo else str(lo) for lo, hi in self.spans)
 
 
-def ranges(spec: "TrialSpec", distill=None, heldout_episodes: int | None = None) -> list[SeedRange]:
-    """Every part's seeds for `spec`; `distill` (a DistillConfig) gives the exact rollouts, else
-    distill's defaults are assumed; `heldout_episodes` overrides eval.heldout_episodes."""
+def ranges(spec, distill=None, heldout_episodes: int | None = None) -> list[SeedRange]:
+    """Every part's seeds for `spec` (a config.TrialSpec; not imported here: config imports this
+    module); `distill` (a DistillConfig) gives the exact rollouts, else distill's defaults are
+    assumed; `heldout_episodes` overrides eval.heldout_episodes."""
     s, ev = spec.seed, spec.eval
     rounds = distill.rounds if distill is not None else DISTILL_DEFAULT_ROUNDS
     steps = distill.steps_per_round if distill is not None else DISTILL_DEFAULT_STEPS
@@ -94,7 +91,7 @@ def overlaps(rs: list[SeedRange]) -> list[tuple[SeedRange, SeedRange, list[tuple
     return out
 
 
-def check(spec: "TrialSpec", distill=None, heldout_episodes: int | None = None) -> None:
+def check(spec, distill=None, heldout_episodes: int | None = None) -> None:
     """ValueError naming every pair of parts that would reset envs with the same seeds."""
     bad = overlaps(ranges(spec, distill, heldout_episodes))
     if not bad:
