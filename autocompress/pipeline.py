@@ -199,9 +199,10 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
                     session[0].train(1, log=log)
                 score = check(session[0].pull(net))
                 done[0] += 1
-                report_check(score)
                 if score > best[0]:
                     best = (score, copy.deepcopy(net.state_dict()))
+                # what the trial would deliver if it ended here: with keep_best, the best net so far
+                report_check(best[0] if spec.finetune.keep_best else score)
             if spec.finetune.keep_best:
                 net.load_state_dict(best[1])
                 log(f"fine-tune round {i + 1}/{n}: kept the net with check return {best[0]:.1f}")

@@ -1,0 +1,162 @@
+"""Does the search earn its trials? Hypervolume against trial-seconds (the CPU time trials spent,
+stopped ones included) for three arms, several sampler seeds each, on a spec whose return does
+not saturate (LunarLander-v3 DQN by default):
+
+  default        TPE + early stopping (the shipped search)
+  no early stop  TPE, every trial runs its whole fine-tune (pruner: none)
+  random         uniform random sampling, no early stopping
+
+    python -m benchmarks.search_value [--base lunarlander_dqn] [--trials 10] [--seeds 5]
+
+Targets (issue 15): the default reaches random's final hypervolume in <= 40% of random's
+trial-seconds (medians over seeds, interquartile ranges apart); early stopping cuts the
+trial-seconds to reach a given hypervolume by >= 2x. Every run's curve is saved as it finishes
+(docs/data/search_value_<base>.json), so an interrupted benchmark continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from optuna.trial import TrialState
+
+from benchmarks.common import DOC, machine, run_search, save_figure, write_section
+
+ARMS = {"default": {"sampler": "tpe", "pruner": {"kind": "gate"}},
+        "no early stop": {"sampler": "tpe", "pruner": {"kind": "none"}},
+        "random": {"sampler": "random", "pruner": {"kind": "none"}}}
+#: a cheaper evaluation than the shipped spec; no held-out pass (the curves are what is compared)
+CHEAP = {"eval": {"episodes": 10, "heldout_episodes": 0}, "finetune": {"iterations": 4}}
+
+
+def trial_seconds(t) -> float:
+    if t.state == TrialState.COMPLETE:
+        return float(t.user_attrs.get("result", {}).get("trial_seconds", 0.0))
+    return float(t.user_attrs.get("partial", {}).get("trial_seconds", 0.0))
+
+
+def curve(run) -> list[tuple[float, float]]:
+    """(trial-seconds so far, hypervolume) after each finished trial, in order of completion."""
+    from autocompress import pareto
+    from autocompress._search.results import rows
+    from autocompress._search.study import finished
+
+    by_number = {r["trial"]: r for r in rows(run.study) if r["feasible"]}
+    done = sorted(finished(run.study), key=lambda t: (t.datetime_complete, t.number))
+    out, spent, seen = [], 0.0, []
+    for t in done:
+        spent += trial_seconds(t)
+        if t.number in by_number:
+            seen.append(by_number[t.number])
+        out.append((spent, pareto.normalised_hypervolume(seen, run.objectives)))
+    return out
+
+
+def hv_at(c: list[tuple[float, float]], seconds: float) -> float:
+    return max([hv for s, hv in c if s <= seconds] or [0.0])
+
+
+def seconds_to(c: list[tuple[float, float]], hv: float) -> float:
+    return next((s for s, h in c if h >= hv), float("inf"))
+
+
+def q(xs) -> str:
+    xs = np.asarray(xs, float)
+    if not np.isfinite(xs).all():
+        n = int(np.isfinite(xs).sum())
+        return f"reached in {n}/{len(xs)}" + (f" (median of those {np.median(xs[np.isfinite(xs)]):.0f})" if n else "")
+    return f"{np.median(xs):.0f} [{np.percentile(xs, 25):.0f}, {np.percentile(xs, 75):.0f}]"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="lunarlander_dqn", help="search_spaces/<base>.yaml")
+    ap.add_argument("--trials", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=5)
+    args = ap.parse_args()
+    store = DOC.parent / "data" / f"search_value_{args.base}.json"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    saved = json.loads(store.read_text()) if store.exists() else {}
+    if saved.get("settings") != {"trials": args.trials, "cheap": CHEAP}:
+        saved = {"settings": {"trials": args.trials, "cheap": CHEAP}, "runs": {}}
+    with tempfile.TemporaryDirectory() as d:
+        for seed in range(args.seeds):
+            for arm, opts in ARMS.items():  # arms interleaved per seed: load drift hits them alike
+                key = f"{arm}/{seed}"
+                if key in saved["runs"]:
+                    continue
+                wall, run = run_search({"baselines": False, "seed": seed, "sampler": opts["sampler"],
+                                        "pruner": opts["pruner"], "budget": {"trials": args.trials, "parallel": 2}},
+                                       CHEAP, Path(d) / key.replace(" ", "_"), base=args.base)
+                stopped = sum(t.state == TrialState.PRUNED for t in run.study.trials)
+                saved["runs"][key] = {"curve": curve(run), "wall": wall, "stopped": stopped}
+                store.write_text(json.dumps(saved, indent=1))
+                c = saved["runs"][key]["curve"]
+                print(f"{key}: HV {c[-1][1]:.4f} after {c[-1][0]:.0f} trial-s ({stopped} stopped, {wall:.0f} s wall)",
+                      flush=True)
+    report(args, saved)
+
+
+def report(args, saved: dict) -> None:
+    runs = saved["runs"]
+    seeds = sorted({int(k.split("/")[1]) for k in runs})
+    curves = {arm: [runs[f"{arm}/{s}"]["curve"] for s in seeds if f"{arm}/{s}" in runs] for arm in ARMS}
+    final = {arm: [c[-1][1] for c in cs] for arm, cs in curves.items()}
+    total = {arm: [c[-1][0] for c in cs] for arm, cs in curves.items()}
+    target = float(np.median(final["random"]))
+    to_target = [seconds_to(c, target) for c in curves["default"]]
+    share = np.median(to_target) / np.median(total["random"])
+    apart = np.percentile(to_target, 75) < np.percentile(total["random"], 25)
+    # early stopping: trial-seconds to reach the no-early-stop arm's median final HV
+    es_target = float(np.median(final["no early stop"]))
+    es = {arm: [seconds_to(c, es_target) for c in curves[arm]] for arm in ("default", "no early stop")}
+    cut = np.median(es["no early stop"]) / np.median(es["default"])
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    grid = np.linspace(0, max(max(t) for t in total.values()), 200)
+    for arm, cs in curves.items():
+        m = np.array([[hv_at(c, g) for g in grid] for c in cs])
+        ax.plot(grid, np.median(m, 0), label=f"{arm} (median of {len(cs)})")
+        ax.fill_between(grid, np.percentile(m, 25, 0), np.percentile(m, 75, 0), alpha=0.15)
+    ax.axhline(target, ls=":", c="k", lw=0.8, label="random's final median")
+    ax.set_xlabel("trial-seconds spent (sum over finished and stopped trials)")
+    ax.set_ylabel("hypervolume (teacher-normalised, feasible)")
+    ax.legend(fontsize=8)
+    img = save_figure(fig, f"search_value_{args.base}.png")
+
+    def hv_q(xs) -> str:
+        return f"{np.median(xs):.4f} [{np.percentile(xs, 25):.4f}, {np.percentile(xs, 75):.4f}]"
+
+    rows = [f"| {arm} | {hv_q(final[arm])} | {q(total[arm])} | "
+            f"{np.median([runs[f'{arm}/{s}']['stopped'] for s in seeds]):.0f} |" for arm in ARMS]
+    body = "\n".join([
+        f"## Search value: hypervolume per trial-second ({args.base})", "",
+        f"`python -m benchmarks.search_value --base {args.base} --trials {args.trials} --seeds {len(seeds)}` on "
+        f"{machine()}. Sampler seeds {seeds[0]}..{seeds[-1]}, {args.trials} finished trials per run (stopped ones "
+        f"count), parallel 2, no enqueued baselines; trial spec as shipped except {json.dumps(CHEAP)}. "
+        "Trial-seconds: the sum of the trials' own run time (a stopped trial's until it stopped). "
+        "Hypervolume over feasible trials (return ratio >= the space's constraint), teacher-normalised. "
+        "Median [interquartile range] over seeds.", "",
+        "| arm | final hypervolume | trial-seconds | trials stopped early |", "|---|---|---|---|", *rows, "",
+        f"- Default vs random: random's final median hypervolume {target:.4f} is reached by the default after "
+        f"{q(to_target)} trial-seconds, **{share:.0%}** of random's median {np.median(total['random']):.0f} "
+        f"(target <= 40%: **{'met' if share <= 0.4 and apart else 'missed'}**; interquartile ranges "
+        f"{'apart' if apart else 'overlap'}).",
+        f"- Early stopping: the no-early-stop arm's final median hypervolume {es_target:.4f} is reached after "
+        f"{q(es['default'])} trial-seconds with early stopping vs {q(es['no early stop'])} without: "
+        f"**{cut:.2f}x** (target >= 2x: **{'met' if cut >= 2 else 'missed'}**).", "",
+        f"![hypervolume vs trial-seconds]({img})"])
+    write_section(f"search_value_{args.base}", body)
+
+
+if __name__ == "__main__":
+    main()
