@@ -295,6 +295,24 @@ def _await_teacher(ref, progress: Path, log: Callable[[str], None]) -> dict:
         if ready:
             return ray.get(ref)
 
+def _sensitivity_stage(study, space: SearchSpace, spec: TrialSpec, teacher: dict, cache_root: str, run_dir: Path,
+                       tracker: Tracker, log: Callable[[str], None]) -> None:
+    """The optional first stage: layer sensitivity once per study (cached in the run dir), then its
+    guided configs enqueued (the driver runs user attr `guided`: a per-layer config the params
+    only approximate)."""
+    from autocompress import layer_sensitivity as sens
+
+    tasks.install_teacher(teacher["files"], cache_root, teacher["dirname"])
+    table, files = sens.search_stage(space, spec, cache_root, run_dir, log)
+    tracker.log_parent_files(files, "sensitivity")
+    tracker.log_parent_metrics({"sensitivity_seconds": table["seconds"]})
+    guided = sens.guided_trials(table, space)
+    for params, cfg in guided:
+        study.enqueue_trial(params, user_attrs={"guided": cfg})
+    study.set_user_attr("sensitivity_guided", len(guided))
+    log(f"sensitivity: {len(guided)} guided config(s) enqueued")
+
+
 def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path: Path, opts: SearchOptions,
                progress: Callable[[dict], None] = lambda s: None, log: Callable[[str], None] = print) -> dict:
     """Open (or resume, or join) the study, get the teacher, drive the trials, write the front."""
@@ -374,17 +392,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                                 "teacher_task_seconds": time.time() - t0, "ray_init_seconds": ray_init_seconds})
 
     if space.sensitivity.enabled and not opts.join and "sensitivity_guided" not in study.user_attrs:
-        from autocompress import layer_sensitivity as sens  # first stage: once per study, cached in the run dir
-
-        tasks._install_teacher(teacher["files"], cache_root, teacher["dirname"])
-        table, files = sens.search_stage(space, spec, cache_root, run_dir, log)
-        tracker.log_parent_files(files, "sensitivity")
-        tracker.log_parent_metrics({"sensitivity_seconds": table["seconds"]})
-        guided = sens.guided_trials(table, space)
-        for params, cfg in guided:  # the driver runs `guided` (a per-layer config the params only approximate)
-            study.enqueue_trial(params, user_attrs={"guided": cfg})
-        study.set_user_attr("sensitivity_guided", len(guided))
-        log(f"sensitivity: {len(guided)} guided config(s) enqueued")
+        _sensitivity_stage(study, space, spec, teacher, cache_root, run_dir, tracker, log)
     driver = Driver(study, space, spec, opts, tracker, ray.put(teacher), teacher["dirname"], cache_root, log)
     driver.run(progress)
     conclude(driver)  # the fine-tuned teacher reference (if asked) and the front's held-out values

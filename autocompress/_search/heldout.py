@@ -39,10 +39,10 @@ Log = Callable[[str], None]
 def reference_task(spec_json: str, teacher: dict, cache_root: str) -> dict:
     """Ray task: the teacher fine-tuned as a trial would be (no technique), exported and measured."""
     from autocompress import pipeline
-    from autocompress._search.tasks import _install_teacher
+    from autocompress._search.tasks import install_teacher
 
     Path(cache_root).mkdir(parents=True, exist_ok=True)
-    _install_teacher(teacher["files"], cache_root, teacher["dirname"])
+    install_teacher(teacher["files"], cache_root, teacher["dirname"])
     spec = TrialSpec.model_validate_json(spec_json)
     with tempfile.TemporaryDirectory() as d:
         result = pipeline.compress_trial(spec, CompressConfig(), d, cache_root, log=lambda m: None,

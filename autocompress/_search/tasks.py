@@ -40,7 +40,9 @@ def faults_from_env() -> dict[int, str]:
     return parse_faults(os.environ.get(FAULTS_ENV, ""))
 
 
-def _install_teacher(files: dict[str, bytes], cache_root: str, dirname: str) -> None:
+def install_teacher(files: dict[str, bytes], cache_root: str, dirname: str) -> None:
+    """Put the teacher's files (shipped with a task: no shared filesystem on a cluster) into this
+    node's cache, once."""
     path = Path(cache_root) / dirname
     if not (path / "teacher.json").exists():
         tmp = Path(tempfile.mkdtemp(dir=Path(cache_root), prefix=".tmp-teacher-"))
@@ -99,7 +101,7 @@ def trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root
     start = time.time()
     Path(cache_root).mkdir(parents=True, exist_ok=True)
     _inject(fault, number, cache_root)
-    _install_teacher(teacher["files"], cache_root, teacher["dirname"])
+    install_teacher(teacher["files"], cache_root, teacher["dirname"])
     spec = TrialSpec.model_validate_json(spec_json)
     reporter = Reporter(pruner, history, last_step=spec.finetune.iterations)
     try:
