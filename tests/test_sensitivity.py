@@ -232,3 +232,31 @@ def test_a_sensitivity_stage_needs_a_per_layer_technique():
                             "sensitivity": {"enabled": True}}, "space.yaml")
     parse(SearchSpace, {"name": "s", "trial_spec": "t.yaml", "techniques": {"distill": {}},
                         "sensitivity": {"enabled": False}}, "space.yaml")  # off: nothing asked of the space
+
+
+@pytest.mark.slow
+def test_a_search_with_the_stage_runs_its_guided_configs(tmp_path):
+    """run_search wiring: the stage runs before the trials, its guided per-layer configs are enqueued
+    and run as given (not as their approximate params), its table lands on the MLflow parent."""
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    import autocompress as ac
+
+    spec = yaml.safe_load((ROOT / "trials" / "cartpole_ppo.yaml").read_text())
+    spec.update(finetune={"iterations": 0}, eval={"episodes": 3, "heldout_episodes": 0}, latency={"calls": 200},
+                sample_steps=300)
+    (tmp_path / "trial.yaml").write_text(yaml.safe_dump(spec))
+    space = {"name": "guided", "trial_spec": "trial.yaml", "baselines": False, "budget": {"trials": 2, "parallel": 1},
+             "sensitivity": {"enabled": True, "episodes": 0, "max_drop": 0.05},
+             "techniques": {"quantize": {"bits": {"low": 2, "high": 8}}}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    run = ac.search(tmp_path / "space.yaml", run_dir=tmp_path / "run", cache_dir=ROOT / "teachers")
+    assert run.study.user_attrs["sensitivity_guided"] >= 1
+    guided = [t for t in run.study.trials if "guided" in t.user_attrs]
+    assert guided and all(t.user_attrs["config"] == t.user_attrs["guided"] for t in guided)
+    bits = guided[0].user_attrs["config"]["quantize"]["bits"]
+    assert isinstance(bits, dict) and all(2 <= b <= 8 for b in bits.values())  # per layer, within the space
+    client = MlflowClient(run.state["tracking_uri"])
+    names = {a.path for a in client.list_artifacts(run.state["parent_run_id"], "sensitivity")}
+    assert any(n.endswith(".json") for n in names) and any(n.endswith(".png") for n in names)
