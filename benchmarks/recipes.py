@@ -53,26 +53,32 @@ def main() -> None:
     # recipes are measured on the held-out seeds, exactly where the front is re-evaluated
     held = spec.updated({"eval": {"seed": spec.eval.heldout_seed, "episodes": args.episodes, "heldout_episodes": 0}})
     teacher = ac.teach(spec)
-    out: dict[str, dict] = {}
+    # recipe measurements are kept as they finish (docs/data/recipes_<base>.json): a re-run reuses them
+    store = ROOT / "docs" / "data" / f"recipes_{args.base}.json"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    out: dict[str, dict] = json.loads(store.read_text()) if store.exists() else {}
     with tempfile.TemporaryDirectory() as d:
+        for name, cfg in RECIPES.items():
+            if name not in out:
+                r = ac.compress(held, cfg, output_dir=Path(d) / name.replace(" ", "_").replace("%", ""))
+                out[name] = {"return_ratio": r.return_ratio, "latency_ratio": r.latency_ratio,
+                             "bytes_ratio": r.bytes_ratio, "trial_seconds": r.trial_seconds}
+                store.write_text(json.dumps(out, indent=1))
+            print(name, json.dumps(out[name]), flush=True)
+        if "[64, 64] from scratch" not in out:
+            # the small net from scratch: the teacher's training settings, widths [64, 64], its env steps
+            steps = teacher.info.get("iterations", spec.teacher.max_iterations) + spec.finetune.iterations
+            small = spec.updated({"name": f"{spec.name}_scratch64", "teacher": {"hidden": [64, 64],
+                                                                                "max_iterations": int(steps)}})
+            scratch = ac.teach(small, cache_dir=Path(d) / "cache")
+            out["[64, 64] from scratch"] = {**measured_side_by_side(held, scratch.artifact(), teacher.artifact()),
+                                            "train_seconds": scratch.info.get("train_seconds")}
+            store.write_text(json.dumps(out, indent=1))
+        print("scratch", json.dumps(out["[64, 64] from scratch"]), flush=True)
         wall, run = run_search({"budget": {"trials": args.trials, "parallel": 2}},
                                {"eval": {"heldout_episodes": args.episodes}}, Path(d) / "search", base=args.base)
-        front = run.front()
-        print(f"search: {wall:.0f} s, front {len(front)}", flush=True)
-        for name, cfg in RECIPES.items():
-            r = ac.compress(held, cfg, output_dir=Path(d) / name.replace(" ", "_").replace("%", ""))
-            out[name] = {"return_ratio": r.return_ratio, "latency_ratio": r.latency_ratio,
-                         "bytes_ratio": r.bytes_ratio, "trial_seconds": r.trial_seconds}
-            print(name, json.dumps(out[name]), flush=True)
-        # the small net from scratch: the teacher's training settings, widths [64, 64], its env steps
-        steps = teacher.info.get("iterations", spec.teacher.max_iterations) + spec.finetune.iterations
-        small = spec.updated({"name": f"{spec.name}_scratch64", "teacher": {"hidden": [64, 64],
-                                                                            "max_iterations": int(steps)}})
-        scratch = ac.teach(small, cache_dir=Path(d) / "cache")
-        out["[64, 64] from scratch"] = {**measured_side_by_side(held, scratch.artifact(), teacher.artifact()),
-                                        "train_seconds": scratch.info.get("train_seconds")}
-        print("scratch", json.dumps(out["[64, 64] from scratch"]), flush=True)
-    report(args, spec, run, front, out, wall)
+        print(f"search: {wall:.0f} s, front {len(run.front())}", flush=True)
+        report(args, spec, run, run.front(), out, wall)  # inside: the run dir is temporary
 
 
 def covering(front, rec: dict):
