@@ -30,6 +30,7 @@ from autocompress.config import CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet, torch_act
 from autocompress.results import TrialResult
 from autocompress.runtime import obs_normalizer
+from autocompress.seeds import CHECK_EPISODES, CHECK_OFFSET
 from autocompress.techniques import Context, apply
 from autocompress.techniques.per_layer import logical_layers
 
@@ -149,7 +150,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     def check(net: PolicyNet) -> float:
         """Deterministic 5-episode return on seeds apart from the evaluation seeds (as the teacher's check)."""
         with timed("finetune_check"):
-            return float(measure.evaluate(torch_act(net, head), make_env, 5, spec.seed + 77_777).mean())
+            return float(measure.evaluate(torch_act(net, head), make_env, CHECK_EPISODES, spec.seed + CHECK_OFFSET).mean())
 
     done = [0]  # fine-tune iterations so far, over all rounds: the step of a report
     refs: list[float] = []  # the teacher's check return, and a random policy's where that is not positive
@@ -163,9 +164,9 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
                 refs.append(check(teacher.actor))
                 if refs[0] <= 0:
                     space = make_env().action_space
-                    space.seed(spec.seed + 77_777)
-                    refs.append(float(measure.evaluate(lambda o: space.sample(), make_env, 5,
-                                                       spec.seed + 77_777).mean()))
+                    space.seed(spec.seed + CHECK_OFFSET)
+                    refs.append(float(measure.evaluate(lambda o: space.sample(), make_env, CHECK_EPISODES,
+                                                       spec.seed + CHECK_OFFSET).mean()))
         t, rand = refs[0], (refs[1] if len(refs) > 1 else 0.0)
         report(done[0], (score - rand) / (t - rand) if t != rand else float("nan"))
 
