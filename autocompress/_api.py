@@ -107,7 +107,7 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
     from autocompress import pipeline
 
     spec, cfg = _spec(spec), _config(config)
-    cfg.check_against(spec)
+    cfg.check_against(spec, config if isinstance(config, (str, Path)) else None)
     checks.directory(output_dir, "output_dir")
     checks.directory(cache_dir, "cache_dir")
     if output_dir is None:

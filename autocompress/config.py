@@ -197,8 +197,17 @@ CriticCompressConfig = create_model(
 
 
 class _CompressBase(_Techniques):
-    def check_against(self, spec: TrialSpec) -> None:
-        """Cross-checks that need the trial spec. Raises ConfigError."""
+    def check_against(self, spec: TrialSpec, source: str | Path | None = None) -> None:
+        """Cross-checks that need the trial spec. Raises ConfigError (prefixed with `source`, the
+        config's file, when given)."""
+        try:
+            self._check_against(spec)
+        except ConfigError as e:
+            if source is None:
+                raise
+            raise ConfigError(f"{source}: {e}") from None
+
+    def _check_against(self, spec: TrialSpec) -> None:
         if self.critic is not None and spec.algorithm != "PPO":
             raise ConfigError("critic: only PPO's value net can be compressed (" + spec.algorithm + ": "
                               + ("the Q-network is the deployed net itself" if spec.algorithm == "DQN" else

@@ -64,7 +64,7 @@ def test_trial_spec_mutations(m):
 @given(mutations(COMBO))
 def test_compress_config_mutations(m):
     spec = parse(TrialSpec, SPEC, "spec.yaml")
-    check(CompressConfig, mutate(COMBO, *m), lambda c: c.check_against(spec))
+    check(CompressConfig, mutate(COMBO, *m), lambda c: c.check_against(spec, "x.yaml"))
 
 
 @settings(max_examples=150, deadline=None)
