@@ -1,7 +1,7 @@
 """Write the deployable artifact (.acz) of a PolicyNet (read it with runtime.NumpyPolicy or native.NativePolicy).
 
-Layout: b"ACZ1", uint32 header length, compact JSON header (layer shapes, activations,
-action head, observation normalisation, per-tensor encoding), then the packed tensors.
+Layout: b"ACZ1", uint32 header length, compact JSON header (layer shapes, activations, conv
+geometry and the observation's layout for conv nets, action head, observation normalisation, per-tensor encoding), then the packed tensors.
 The file's byte count is the size objective: packed k-bit codes, bitmaps for sparse
 weights, codebooks and smaller shapes all show up in it; fp32 biases are counted too.
 """
@@ -49,7 +49,11 @@ def to_bytes(net: PolicyNet, head: dict, obs_norm: dict | None = None) -> bytes:
         if layer.bias is not None:
             b = blob.add(layer.bias.detach().numpy().astype("<f4").tobytes())
         layers.append({"act": layer.act, "w": encode_weight(weight_payload(layer), blob), "b": b})
+        if layer.conv is not None:
+            layers[-1]["conv"] = layer.conv
     header = {"format": "autocompress/acz", "version": 1, "obs_dim": net.in_dim,
               "head": head, "obs_norm": obs_norm, "layers": layers}
+    if net.input is not None:
+        header["input"] = net.input
     hdr = json.dumps(header, separators=(",", ":")).encode()
     return MAGIC + struct.pack("<I", len(hdr)) + hdr + blob.getvalue()

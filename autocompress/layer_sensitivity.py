@@ -197,13 +197,14 @@ def baked(net: PolicyNet) -> PolicyNet:
 
     layers = []
     for layer in net.layers:
-        new = CLinear(layer.in_features, layer.out_features, bias=layer.bias is not None, act=layer.act)
+        new = CLinear(layer.in_features, layer.out_features, bias=layer.bias is not None, act=layer.act,
+                      conv=layer.conv)
         with torch.no_grad():
             new.weight.copy_(layer.effective_weight())
             if layer.bias is not None:
                 new.bias.copy_(layer.bias)
         layers.append(new)
-    return PolicyNet(layers)
+    return PolicyNet(layers, net.input)
 
 
 def _ratio(ret: float, teacher_ret: float, random_ret: Callable[[], float]) -> float:

@@ -10,6 +10,10 @@ start from the same decoded numbers. Which kernels a layer may run (see kernels.
   packed  the artifact's k-bit codes / codebook indices as stored (quant and codebook layers);
   int8    integer arithmetic, where the layer is k-bit quantized and every q - zero fits in
           [-127, 127] (symmetric k <= 8, asymmetric k <= 7): its inputs are rounded to int8.
+
+A conv layer (`conv` geometry, see autocompress/conv.py) runs direct convolution ('dense', fp32),
+im2col + matrix-vector per output pixel ('im2col', fp32), or 'int8' (its whole input rounded to int8
+with one scale, as a Linear layer's). The same weight forms; the C kernel times them to choose.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from functools import cached_property
 import numpy as np
 
 from autocompress.codec import _part, decode_weight, kept_positions, quant_ints, unpack_bits
+from autocompress.conv import im2col, out_hw
 
-KERNELS = ("dense", "csr", "int8", "q8", "packed")
+KERNELS = ("dense", "csr", "int8", "q8", "packed", "im2col")
+CONV_KERNELS = ("dense", "im2col", "int8")
 #: a layer keeping more than this share of its weights gains nothing from CSR
 CSR_MAX_DENSITY = 0.5
 
@@ -34,6 +40,14 @@ class Layer:
     @property
     def act(self) -> str:
         return self.meta["act"]
+
+    @property
+    def conv(self) -> dict | None:
+        return self.meta.get("conv")
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return (1, 1) if self.conv is None else out_hw(self.conv)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -53,6 +67,8 @@ class Layer:
     def kernels(self) -> list[str]:
         """The kernels this layer may run, in KERNELS order."""
         enc, out = self.meta["w"]["enc"], ["dense"]
+        if self.conv is not None:
+            return [k for k in CONV_KERNELS if k != "int8" or self.int8() is not None]
         if (self.w != 0).mean() <= CSR_MAX_DENSITY:
             out.append("csr")
         if self.int8() is not None:
@@ -66,6 +82,8 @@ class Layer:
     def stored_bytes(self, kernel: str) -> int:
         """Bytes of the weights in the form `kernel` reads (what a C export puts in flash; bias aside)."""
         n_out, n_in = self.shape
+        if kernel == "im2col":
+            return 4 * n_out * n_in
         if kernel == "dense":
             return 4 * self.dense()[1] * n_in
         if kernel == "csr":
@@ -178,3 +196,16 @@ def int8_forward(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
     xq = np.clip(np.rint(x * (np.float32(127) / safe)), -127, 127).astype(np.int32)
     acc = xq @ q.astype(np.int32).T
     return np.where(m > 0, acc.astype(np.float32) * ((safe / np.float32(127)) * scale), np.float32(0))
+
+
+def int8_conv_forward(x: np.ndarray, q: np.ndarray, scale: np.ndarray, g: dict) -> np.ndarray:
+    """kernels.c's INT8 convolution in numpy, for rows of flat CHW inputs x: each row's input rounded to
+    int8 with one scale max|x| / 127, int32 accumulation per output pixel, fp32 scale per output channel;
+    flat CHW out (the bias is added by the caller)."""
+    x = np.atleast_2d(np.asarray(x, np.float32))
+    m = np.abs(x).max(axis=1, keepdims=True)
+    safe = np.where(m > 0, m, np.float32(1))
+    xq = np.clip(np.rint(x * (np.float32(127) / safe)), -127, 127).astype(np.int32)
+    acc = im2col(xq, g) @ q.astype(np.int32).T                       # (B, H'W', out)
+    y = acc.astype(np.float32) * ((safe[:, :, None] / np.float32(127)) * scale)
+    return np.ascontiguousarray(np.where(m[:, :, None] > 0, y, np.float32(0)).transpose(0, 2, 1)).reshape(len(x), -1)

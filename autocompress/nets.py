@@ -1,4 +1,4 @@
-"""The policy network every technique works on: a chain of compressible Linear layers.
+"""The policy network every technique works on: a chain of compressible layers (Linear or Conv2d).
 
 A `PolicyNet` is fully described by its `spec()` (a JSON-able dict): layer shapes,
 activations and which compression each layer carries (pruning mask, shared-weight
@@ -10,7 +10,8 @@ The compression lives in the forward pass (`CLinear.effective_weight`): pruned
 weights are multiplied by their mask, shared weights are looked up in a trainable
 codebook, quantized weights go through fake-quant with a straight-through gradient.
 So fine-tuning cannot revive a pruned weight or leave the codebook, whatever the
-optimizer does. An LSQ layer (`quant["learned"]`) holds its grid as parameters `step`
+optimizer does. A conv layer is the same layer with a geometry (`conv`, see autocompress/conv.py):
+its weight is the out x (C·kh·kw) filter matrix, so every technique sees a matrix either way. An LSQ layer (`quant["learned"]`) holds its grid as parameters `step`
 (and `zero_point`, asymmetric), trained with the weights and moved with them.
 """
 
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress.conv import LAYOUTS, geometry_chain, in_size, out_hw
 from autocompress.quantgrid import code_range, fake_quant, lsq_codes, lsq_fake_quant, lsq_init, quantize_codes
 from autocompress.runtime import obs_normalizer, output_to_action
 
@@ -33,14 +35,20 @@ ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "silu": nn.functional.sil
 
 
 class CLinear(nn.Module):
-    """A Linear layer that may carry a pruning mask, a weight codebook and fake-quant."""
+    """A Linear (or, with `conv` geometry, Conv2d) layer that may carry a pruning mask, a weight codebook
+    and fake-quant. `in_features` is the weight's columns: C·kh·kw for a conv layer."""
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True, act: str = "none",
-                 masked: bool = False, share_k: int = 0, quant: dict | None = None):
+                 masked: bool = False, share_k: int = 0, quant: dict | None = None, conv: dict | None = None):
         super().__init__()
         if act not in ACTIVATIONS:
             raise ValueError(f"unknown activation {act!r}; known: {sorted(ACTIVATIONS)}")
         self.in_features, self.out_features, self.act = in_features, out_features, act
+        self.conv = None if conv is None else {k: [int(v) for v in conv[k]] for k in ("in_shape", "kernel", "stride",
+                                                                                       "pad")}
+        if self.conv is not None and in_features != self.conv["in_shape"][0] * int(np.prod(self.conv["kernel"])):
+            raise ValueError(f"a conv layer over {self.conv['in_shape'][0]} channels with kernel "
+                             f"{self.conv['kernel']} has C·kh·kw weight columns, not {in_features}")
         self.quant = dict(quant) if quant else None
         # Registered as None up front so techniques can fill them in by assignment.
         self.register_parameter("weight", None)
@@ -102,29 +110,61 @@ class CLinear(nn.Module):
             return q, scale, zero, code_range(self.quant)[0]
         return quantize_codes(raw, self.quant)
 
+    # -- sizes of the activations it reads and writes (flat, channel-first) --------------
+    @property
+    def in_size(self) -> int:
+        return self.in_features if self.conv is None else in_size(self.conv)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        """Output height x width (1 x 1 for a Linear layer)."""
+        return (1, 1) if self.conv is None else out_hw(self.conv)
+
+    @property
+    def out_size(self) -> int:
+        return self.out_features * self.out_hw[0] * self.out_hw[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return ACTIVATIONS[self.act](nn.functional.linear(x, self.effective_weight(), self.bias))
+        w = self.effective_weight()
+        if self.conv is None:
+            return ACTIVATIONS[self.act](nn.functional.linear(x, w, self.bias))
+        (c, h, wd), (kh, kw), (t, b, left, r) = self.conv["in_shape"], self.conv["kernel"], self.conv["pad"]
+        lead = x.shape[:-1]
+        x = nn.functional.pad(x.reshape(-1, c, h, wd), (left, r, t, b))
+        y = nn.functional.conv2d(x, w.reshape(self.out_features, c, kh, kw), self.bias, stride=self.conv["stride"])
+        return ACTIVATIONS[self.act](y.reshape(*lead, -1))
 
     def layer_spec(self) -> dict[str, Any]:
-        return {
+        s = {
             "in": self.in_features, "out": self.out_features, "bias": self.bias is not None,
             "act": self.act, "masked": self.mask is not None,
             "share_k": 0 if self.codebook is None else int(self.codebook.numel()),
             "quant": self.quant,
         }
+        if self.conv is not None:
+            s["conv"] = self.conv
+        return s
 
     @classmethod
     def from_layer_spec(cls, s: dict[str, Any]) -> "CLinear":
         return cls(s["in"], s["out"], bias=s["bias"], act=s["act"], masked=s["masked"],
-                   share_k=s["share_k"], quant=s["quant"])
+                   share_k=s["share_k"], quant=s["quant"], conv=s.get("conv"))
 
 
 class PolicyNet(nn.Module):
-    """obs -> [CLinear + activation]* -> outputs (logits, Q-values, or action mean)."""
+    """obs -> [CLinear + activation]* -> outputs (logits, Q-values, or action mean).
 
-    def __init__(self, layers: list[CLinear]):
+    `input` ({"shape": obs shape, "layout": "hwc" | "chw"}, conv nets only): how an observation is laid
+    out; it is transposed to flat channel-first before the first layer (autocompress/conv.py)."""
+
+    def __init__(self, layers: list[CLinear], input: dict | None = None):
         super().__init__()
         self.layers = nn.ModuleList(layers)
+        self.input = None if input is None else {"shape": [int(v) for v in input["shape"]],
+                                                 "layout": input["layout"]}
+        for i, (a, b) in enumerate(zip(layers, layers[1:])):
+            if a.out_size != b.in_size:
+                raise ValueError(f"layer {i} writes {a.out_size} values, layer {i + 1} reads {b.in_size}")
 
     @classmethod
     def mlp(cls, in_dim: int, hidden: list[int], out_dim: int, act: str = "tanh") -> "PolicyNet":
@@ -132,14 +172,45 @@ class PolicyNet(nn.Module):
         return cls([CLinear(dims[i], dims[i + 1], act=act if i < len(hidden) else "none")
                     for i in range(len(dims) - 1)])
 
+    @classmethod
+    def cnn(cls, obs_shape: tuple[int, ...], layout: str, filters: list[list], hidden: list[int], out_dim: int,
+            act: str = "relu", conv_act: str = "relu") -> "PolicyNet":
+        """Conv layers from RLlib-style `conv_filters` (see conv.geometry_chain), flatten, MLP head."""
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout {layout!r}: one of {', '.join(LAYOUTS)}")
+        chain = geometry_chain(tuple(obs_shape), layout, filters)
+        layers = [CLinear(g["in_shape"][0] * g["kernel"][0] * g["kernel"][1], int(f[0]), act=conv_act, conv=g)
+                  for g, f in zip(chain, filters)]
+        head = cls.mlp(layers[-1].out_size, hidden, out_dim, act)
+        return cls([*layers, *head.layers], {"shape": list(obs_shape), "layout": layout})
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.to_chw(x)
         for layer in self.layers:
             x = layer(x)
         return x
 
+    def to_chw(self, x: torch.Tensor) -> torch.Tensor:
+        """Observations (..., *obs shape or flat) -> flat channel-first (..., C·H·W); an MLP's pass through."""
+        if self.input is None:
+            return x
+        shape = self.input["shape"]
+        n = int(np.prod(shape))
+        lead = x.shape[:-1] if x.shape[-1] == n and x.ndim < len(shape) + 1 else x.shape[: x.ndim - len(shape)]
+        x = x.float().reshape(*lead, *shape)
+        if self.input["layout"] == "hwc":
+            x = x.movedim(-1, -3)
+        return x.reshape(*lead, n)
+
+    @property
+    def conv_layers(self) -> int:
+        """How many layers (from the first) are convolutions."""
+        return sum(layer.conv is not None for layer in self.layers)
+
     @property
     def in_dim(self) -> int:
-        return self.layers[0].in_features
+        """Observation values the net reads."""
+        return self.layers[0].in_size
 
     @property
     def out_dim(self) -> int:
@@ -149,11 +220,14 @@ class PolicyNet(nn.Module):
         return [layer.out_features for layer in self.layers[:-1]]
 
     def spec(self) -> dict[str, Any]:
-        return {"layers": [layer.layer_spec() for layer in self.layers]}
+        s = {"layers": [layer.layer_spec() for layer in self.layers]}
+        if self.input is not None:
+            s["input"] = self.input
+        return s
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "PolicyNet":
-        return cls([CLinear.from_layer_spec(s) for s in spec["layers"]])
+        return cls([CLinear.from_layer_spec(s) for s in spec["layers"]], spec.get("input"))
 
     def clone(self) -> "PolicyNet":
         return copy.deepcopy(self)

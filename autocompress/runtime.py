@@ -15,7 +15,8 @@ from typing import Callable
 
 import numpy as np
 
-from autocompress.layers import check_kernels, int8_forward, layers_of
+from autocompress.conv import conv_forward, to_chw
+from autocompress.layers import check_kernels, int8_conv_forward, int8_forward, layers_of
 
 
 MAGIC = b"ACZ1"
@@ -43,8 +44,9 @@ class NumpyPolicy:
         self.head = header["head"]
         layers = layers_of(header, blob)
         self.kernels = check_kernels(layers, kernels) or ["dense"] * len(layers)
-        self.layers = [(layer.w, layer.b, _ACT[layer.act], layer.int8() if k == "int8" else None)
+        self.layers = [(layer.w, layer.b, _ACT[layer.act], layer.int8() if k == "int8" else None, layer.conv)
                        for layer, k in zip(layers, self.kernels)]
+        self.input = header.get("input")  # conv nets: the observation's shape and layout
         self.obs_norm = header.get("obs_norm")  # as stored: mean, std, clip (None: raw observations)
         self._normalize = obs_normalizer(self.obs_norm)
 
@@ -58,10 +60,15 @@ class NumpyPolicy:
 
     def forward(self, obs: np.ndarray) -> np.ndarray:
         x = self._normalize(obs)
-        for w, b, act, int8 in self.layers:
-            x = x @ w if int8 is None else int8_forward(x, *int8).reshape(x.shape[:-1] + (w.shape[1],))
-            if b is not None:
-                x += b
+        if self.input is not None:
+            x = to_chw(x, self.input)
+        for w, b, act, int8, conv in self.layers:
+            if conv is not None:
+                x = _conv(x, w, b, int8, conv)
+            else:
+                x = x @ w if int8 is None else int8_forward(x, *int8).reshape(x.shape[:-1] + (w.shape[1],))
+                if b is not None:
+                    x += b
             if act is not None:
                 x = act(x)
         return x
@@ -69,6 +76,15 @@ class NumpyPolicy:
     def act(self, obs: np.ndarray):
         """Deterministic action for one observation."""
         return output_to_action(self.forward(obs), self.head)
+
+
+def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, int8, g: dict) -> np.ndarray:
+    """One conv layer on flat CHW inputs (one observation or a batch), bias added per channel."""
+    rows = np.atleast_2d(x)
+    y = conv_forward(rows, w, g) if int8 is None else int8_conv_forward(rows, *int8, g)
+    if b is not None:
+        y = (y.reshape(len(rows), len(b), -1) + b[:, None]).reshape(len(rows), -1)
+    return y.reshape(x.shape[:-1] + y.shape[-1:])
 
 
 def obs_normalizer(norm: dict | None) -> Callable[[np.ndarray], np.ndarray]:

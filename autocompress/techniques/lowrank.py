@@ -63,4 +63,4 @@ def _lowrank(net: PolicyNet, cfg: LowRankConfig, ctx: Context) -> PolicyNet:
             ctx.log(f"lowrank: {n_in}x{n_out} -> rank {r}")
         else:
             layers.append(layer)
-    return PolicyNet(layers)
+    return PolicyNet(layers, net.input)

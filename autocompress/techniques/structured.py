@@ -76,7 +76,7 @@ def remove_neurons(net: PolicyNet, i: int, keep: torch.Tensor) -> PolicyNet:
     layers = list(net.layers)
     layers[i] = _select(layers[i], rows=keep)
     layers[i + 1] = _select(layers[i + 1], cols=keep)
-    return PolicyNet(layers)
+    return PolicyNet(layers, net.input)
 
 
 @register(StructuredConfig)
