@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from autocompress import envs, seeds
+from autocompress.conv import geometry_chain
 from autocompress.errors import ConfigError
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES, TechniqueConfig
 from autocompress.techniques.per_layer import check_counts
@@ -38,6 +39,11 @@ class TeacherSpec(_Strict):
                                      "vec_normalize.pkl or <zip stem>_vecnormalize.pkl beside the zip]")
     critic_warmup: int = Field(3, ge=0, description="imported policy without a critic (value / Q nets): RLlib "
                                "iterations that train a critic with the actor frozen before fine-tuning")
+    conv_filters: list[list[Any]] | None = Field(None, min_length=1, description="a conv encoder before the hidden "
+                                                 "layers, in RLlib's format: [[channels, kernel, stride(, 'same' | "
+                                                 "'valid')], ...] (padding 'same' by default), e.g. [[16, 3, 1]]")
+    obs_layout: Literal["hwc", "chw"] = Field("hwc", description="conv encoder: image observations channels-last "
+                                              "(H, W, C: Gymnasium's, RLlib's, MinAtar's) or channels-first")
     hidden: list[int] = Field([256, 256], min_length=1)
     activation: Literal["tanh", "relu", "silu", "elu"] = "tanh"
     critic_hidden: list[int] | None = Field(None, min_length=1, description="critic / Q-net widths "
@@ -53,6 +59,29 @@ class TeacherSpec(_Strict):
         if any(w < 1 for w in v):
             raise ValueError("widths must be >= 1")
         return v
+
+    @field_validator("conv_filters")
+    @classmethod
+    def _filters(cls, v):
+        for i, f in enumerate(v or []):
+            ok = isinstance(f, list) and len(f) in (3, 4) and _pos_int(f[0]) and _pos_pair(f[1]) and _pos_pair(f[2]) \
+                and (len(f) == 3 or f[3] in ("same", "valid"))
+            if not ok:
+                raise ValueError(f"conv_filters[{i}] = {f!r}: give [channels, kernel, stride] or [channels, kernel, "
+                                 f"stride, 'same' | 'valid'] (kernel, stride: an int or [h, w], >= 1)")
+        return v
+
+    def n_layers(self) -> int | None:
+        """Layers of the trained teacher's deployed net (None: imported, read from its file)."""
+        return None if self.from_ else len(self.conv_filters or []) + len(self.hidden) + 1
+
+
+def _pos_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _pos_pair(v) -> bool:
+    return _pos_int(v) or (isinstance(v, list) and len(v) == 2 and all(_pos_int(x) for x in v))
 
 
 class FinetuneSpec(_Strict):
@@ -119,6 +148,28 @@ class TrialSpec(_Strict):
     def _env_exists(cls, v):
         envs.resolve(v)
         return v
+
+    @model_validator(mode="after")
+    def _conv_fits(self):
+        """A conv encoder fits the env's observations (rank, layout, never below 1x1): checked here, before Ray."""
+        f = self.teacher.conv_filters
+        if f is None:
+            return self
+        if self.teacher.from_:
+            raise ValueError("teacher.conv_filters: an imported teacher's layers are read from its file")
+        if self.algorithm == "SAC":
+            raise ValueError("teacher.conv_filters: conv encoders are supported for PPO and DQN (SAC's Q nets are "
+                             "RLlib's MLPs)")
+        env = envs.env_creator(self.env, self.env_config)()
+        try:
+            shape = tuple(env.observation_space.shape or ())
+        finally:
+            env.close()
+        try:
+            geometry_chain(shape, self.teacher.obs_layout, f)
+        except ValueError as e:
+            raise ValueError(f"teacher.conv_filters / obs_layout on {self.env}: {e}") from None
+        return self
 
     @model_validator(mode="after")
     def _seeds_apart(self):
@@ -225,7 +276,8 @@ class _CompressBase(_Techniques):
                 raise ConfigError(f"distill: {e}") from None
         # per-layer settings fit the layers (an imported teacher's are in its file: checked when it is loaded)
         t = spec.teacher
-        self.check_layers(None if t.from_ else len(t.hidden) + 1, f"teacher.hidden {t.hidden}")
+        self.check_layers(t.n_layers(), f"teacher.conv_filters + hidden {t.hidden}" if t.conv_filters
+                          else f"teacher.hidden {t.hidden}")
         if self.critic is not None:
             widths = t.critic_hidden or t.hidden
             self.critic.check_layers(None if t.from_ else len(widths) + 1, f"the critic's hidden {widths}")

@@ -41,22 +41,37 @@ def same_pad(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int]) -
     return out
 
 
+def check_image(obs_shape: tuple[int, ...], layout: str) -> tuple[int, int, int]:
+    """(C, H, W) of observations of `obs_shape` read in `layout`; ValueError when they are not images of rank 3
+    or the layout reads them the wrong way round (more channels than the smaller side, where the other layout
+    would not: e.g. (4, 84, 84) read as channels-last)."""
+    if len(obs_shape) != 3:
+        raise ValueError(f"a conv encoder needs image observations of rank 3 ({layout.upper()}); the env's have "
+                         f"shape {tuple(obs_shape)}")
+    hwc, chw = (obs_shape[2], obs_shape[0], obs_shape[1]), tuple(obs_shape)
+    (c, h, w), (oc, oh, ow) = (hwc, chw) if layout == "hwc" else (chw, hwc)
+    if c > min(h, w) and oc <= min(oh, ow):
+        other = "chw" if layout == "hwc" else "hwc"
+        raise ValueError(f"observations of shape {tuple(obs_shape)} read as {layout.upper()} are {h}x{w} pixels of {c} "
+                         f"channels: they look {'channels-first' if other == 'chw' else 'channels-last'} "
+                         f"(obs_layout: {other})")
+    return int(c), int(h), int(w)
+
+
 def geometry_chain(obs_shape: tuple[int, ...], layout: str, filters: list[list]) -> list[dict]:
     """The geometry of each conv layer of RLlib-style `conv_filters` ([channels, kernel, stride] or
-    [channels, kernel, stride, 'same' | 'valid'], kernel and stride an int or [h, w]) on observations of
+    [channels, kernel, stride, 'same' | 'valid' | [top, bottom, left, right]], kernel and stride an int or
+    [h, w]) on observations of
     `obs_shape`. ValueError naming the layer when the observation is not an image of that layout or a
     layer shrinks it below 1x1."""
-    if len(obs_shape) != 3:
-        raise ValueError(f"a conv encoder needs image observations of rank 3 ({layout.upper()}); the env's are "
-                         f"{tuple(obs_shape)}")
-    c, h, w = (obs_shape[2], obs_shape[0], obs_shape[1]) if layout == "hwc" else obs_shape
+    c, h, w = check_image(obs_shape, layout)
     chain = []
     for i, f in enumerate(filters):
         ch, k, s, pad = (*f, "same")[:4] if len(f) == 3 else f
         k = [k, k] if isinstance(k, int) else list(k)
         s = [s, s] if isinstance(s, int) else list(s)
         g = {"in_shape": [int(c), int(h), int(w)], "kernel": k, "stride": s,
-             "pad": same_pad(h, w, k, s) if pad == "same" else [0, 0, 0, 0]}
+             "pad": same_pad(h, w, k, s) if pad == "same" else [0, 0, 0, 0] if pad == "valid" else list(pad)}
         oh, ow = out_hw(g)
         if oh < 1 or ow < 1:
             raise ValueError(f"conv_filters[{i}] {list(f)}: a {k[0]}x{k[1]} kernel with stride {s} on a {h}x{w} "

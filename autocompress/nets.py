@@ -202,6 +202,12 @@ class PolicyNet(nn.Module):
             x = x.movedim(-1, -3)
         return x.reshape(*lead, n)
 
+    def conv_filters(self) -> list[list]:
+        """The conv layers as filters with explicit padding ([channels, kernel, stride, pad]): what
+        `PolicyNet.cnn` takes to build a net with the same encoder geometry (e.g. a critic)."""
+        return [[layer.out_features, layer.conv["kernel"], layer.conv["stride"], layer.conv["pad"]]
+                for layer in self.layers if layer.conv is not None]
+
     @property
     def conv_layers(self) -> int:
         """How many layers (from the first) are convolutions."""

@@ -194,6 +194,10 @@ def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: 
             training["epsilon"] = [(0, eps[-1][1] if isinstance(eps, (list, tuple)) else eps)]
     t = spec.teacher
     critic_hidden = list(t.critic_hidden or t.hidden)
+    if critic is None and actor.input is not None and spec.algorithm == "PPO":
+        # a conv actor's critic gets the same encoder geometry (the teacher's filters, not a compressed actor's)
+        filters = t.conv_filters or actor.conv_filters()
+        critic = PolicyNet.cnn(actor.input["shape"], actor.input["layout"], filters, critic_hidden, 1, t.activation)
     model_config = {"actor": actor.spec(), "critic_hidden": critic_hidden, "activation": t.activation,
                     "fcnet_hiddens": critic_hidden, "fcnet_activation": t.activation,
                     "critic": critic.spec() if critic is not None else None}

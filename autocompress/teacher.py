@@ -72,6 +72,15 @@ def load_teacher(path: Path) -> Teacher:
 CHECKPOINT_EVERY_S = 60.0
 
 
+def new_actor(spec: TrialSpec, obs_space, out_dim: int, hidden: list[int] | None = None) -> PolicyNet:
+    """A freshly initialised net of the teacher's architecture (`hidden` overrides its widths, e.g. a critic's)."""
+    t = spec.teacher
+    hidden = list(hidden or t.hidden)
+    if t.conv_filters:
+        return PolicyNet.cnn(tuple(obs_space.shape), t.obs_layout, t.conv_filters, hidden, out_dim, t.activation)
+    return PolicyNet.mlp(int(np.prod(obs_space.shape)), hidden, out_dim, t.activation)
+
+
 def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] = print,
                   retrain: bool = False, train: bool = True) -> Teacher:
     """The teacher of `spec`, from the cache (or the teachers committed with the repo) or trained
@@ -99,8 +108,10 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
     obs_space, act_space = env_spaces(spec)
     head = action_head(spec, act_space)
     t = spec.teacher
-    actor = PolicyNet.mlp(int(np.prod(obs_space.shape)), t.hidden, actor_out_dim(head), t.activation)
-    log(f"training teacher for {spec.env}: {spec.algorithm}, hidden {t.hidden}, up to {t.max_iterations} iterations")
+    actor = new_actor(spec, obs_space, actor_out_dim(head))
+    log(f"training teacher for {spec.env}: {spec.algorithm}, "
+        + (f"conv {t.conv_filters} + " if t.conv_filters else "")
+        + f"hidden {t.hidden}, up to {t.max_iterations} iterations")
     make_env = envs.env_creator(spec.env, spec.env_config)
     session = Session(spec, actor)
     run = _TeacherRun.resume(partial, session, log)
