@@ -86,8 +86,12 @@ def teacher_critic(teacher, spec: TrialSpec) -> PolicyNet:
     """PPO's value net of the teacher, as a PolicyNet (the module's `critic.*` weights); an imported
     teacher's critic has the architecture its file gave (`critic_spec`)."""
     state = {k[len("critic."):]: torch.as_tensor(v) for k, v in teacher.state.items() if k.startswith("critic.")}
+    t = spec.teacher
     if teacher.info.get("critic_spec"):
         net = PolicyNet.from_spec(teacher.info["critic_spec"])
+    elif t.conv_filters:  # rl.algo_config's conv critic: the teacher's encoder geometry
+        net = PolicyNet.cnn(teacher.actor.input["shape"], t.obs_layout, t.conv_filters,
+                            list(t.critic_hidden or t.hidden), 1, t.activation)
     else:
         widths = [state[f"layers.{i}.weight"].shape[0] for i in range(len(state) // 2)]
         net = PolicyNet.mlp(teacher.actor.in_dim, widths[:-1], 1, spec.teacher.activation)
