@@ -1,4 +1,4 @@
-/* autocompress kernels: batch-1 act() of a compressed MLP policy. C99, no malloc, nothing beyond libm.
+/* autocompress kernels: batch-1 act() of a compressed MLP or conv policy. C99, no malloc, nothing beyond libm.
  *
  * One source for two uses: the in-process C runtime (native.py compiles all of it into a shared
  * library) and the C export (export_c.py copies the part above the timing marker into policy.c).
@@ -19,6 +19,18 @@
  * The functions are not static (a C99 build with -Wall -Wextra -Werror would reject unused static
  * ones in an export that uses some kernels only); the acz_ prefix keeps them out of a user's way.
  *
+ * A conv layer (cv.oh > 0; activations flat C x H x W, its weight the out x (C·kh·kw) filter matrix)
+ * runs one of three:
+ *
+ *   DENSE   direct convolution, fp32 filters output-major: per output channel and pixel, the sum over
+ *           input channels and the kernel window, the window clipped to the image (the padding);
+ *   IM2COL  the patch matrix (H'W' x C·kh·kw, 0 where padded) built in scratch, then one mat-vec
+ *           per output pixel with the same fp32 filters;
+ *   INT8    the whole layer input rounded to int8 with one scale (max|x| / 127), int8 filters,
+ *           int32 sums per pixel and channel, one fp32 scale per output channel (layers.int8_conv_forward).
+ *
+ * An observation laid out H x W x C (in_c > 0) is transposed to C x H x W once, before layer 0.
+ *
  * DENSE, CSR and PACKED compute the same fp32 sums (bias first, then over the inputs; compiled
  * with -ffast-math the compiler may reorder a sum, so results agree to float rounding); INT8
  * rounds the inputs, so its choice changes actions slightly, and it is recorded.
@@ -27,12 +39,19 @@
 #include <stdint.h>
 #include <string.h>
 
-enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_Q8 = 3, ACZ_PACKED = 4 };
+enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_Q8 = 3, ACZ_PACKED = 4, ACZ_IM2COL = 5 };
 enum { ACZ_QUANT = 0, ACZ_CODEBOOK = 1 };
 enum { ACZ_NONE = 0, ACZ_TANH = 1, ACZ_RELU = 2, ACZ_SILU = 3, ACZ_ELU = 4, ACZ_LEAKY_RELU = 5 };
 
 typedef struct {
-    int in, out, act, kind;
+    int c, h, w;                        /* input channels, height, width (flat C x H x W) */
+    int kh, kw, sh, sw;                 /* kernel, stride */
+    int pt, pl;                         /* padding top, left (bottom, right: what oh, ow leave over) */
+    int oh, ow;                         /* output height, width; 0: not a conv layer */
+} AczConv;
+
+typedef struct {
+    int in, out, act, kind;             /* conv: in = C·kh·kw (the filter matrix's columns) */
     const float *b;                     /* NULL: no bias */
     const float *w;                     /* DENSE: in x wpad, input-major */
     int wpad;                           /* DENSE: out, or out rounded up with zero columns to whole blocks */
@@ -46,6 +65,7 @@ typedef struct {
     const float *scale, *table;         /* quant: scale (and zero) per row if per_row else one; codebook: table */
     const uint8_t *codes8;              /* Q8: in x out, one code per weight (with scale, zero / table above) */
     int bits, qmin, enc, per_row;
+    AczConv cv;                         /* conv layers: geometry; DENSE, IM2COL: w = out x in, output-major */
 } AczLayer;
 
 typedef struct {
@@ -54,7 +74,9 @@ typedef struct {
     const float *mean, *std, *low, *high;           /* mean/std NULL: no observation normalisation */
     float clip;                                     /* > 0: normalised observations clipped to [-clip, clip] */
     float *buf0, *buf1;                             /* scratch, the widest layer each */
-    int8_t *qbuf;                                   /* scratch for INT8 inputs, the widest input */
+    int8_t *qbuf;                                   /* scratch for INT8 inputs, the widest (conv: + C·kh·kw) */
+    int in_h, in_w, in_c;                           /* in_c > 0: an H x W x C observation, made C x H x W */
+    float *cols;                                    /* scratch for IM2COL's patch matrix (NULL: no IM2COL layer) */
 } AczNet;
 
 
@@ -99,15 +121,22 @@ void acz_csr(const AczLayer *L, const float *x, float *y) {
     }
 }
 
-void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
+/* x[0 .. n-1] rounded to int8 with one scale max|x| / 127 into xq; returns that scale (0: all inputs 0). */
+float acz_quantize(const float *x, int n, int8_t *xq) {
     float m = 0.0f;
-    for (int k = 0; k < L->in; k++) m = fabsf(x[k]) > m ? fabsf(x[k]) : m;
-    if (m == 0.0f) return;                                 /* all inputs 0: y is the bias */
-    const float inv = 127.0f / m, s = m / 127.0f;
-    for (int k = 0; k < L->in; k++) {
+    for (int k = 0; k < n; k++) m = fabsf(x[k]) > m ? fabsf(x[k]) : m;
+    if (m == 0.0f) return 0.0f;
+    const float inv = 127.0f / m;
+    for (int k = 0; k < n; k++) {
         float v = rintf(x[k] * inv);
         xq[k] = (int8_t)(v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v));
     }
+    return m / 127.0f;
+}
+
+void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
+    const float s = acz_quantize(x, L->in, xq);
+    if (s == 0.0f) return;                                 /* all inputs 0: y is the bias */
     for (int j = 0; j < L->out; j++) {
         const int8_t *row = L->q + (long)j * L->in;
         int32_t acc = 0;
@@ -170,8 +199,107 @@ void acz_packed(const AczLayer *L, const float *x, float *y) {
     }
 }
 
-/* One layer: y = act(b + x W) with the layer's kernel. */
-void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
+
+/* ---- conv layers: x flat C x H x W, y flat out x oh x ow, the bias per output channel included ---- */
+
+/* The outputs [*lo, *hi) (of n_out) whose window tap k reads inside an input of n pixels (stride s, padding pad). */
+void acz_tap_range(int k, int pad, int s, int n, int n_out, int *lo, int *hi) {
+    const int first = pad - k, last = n - 1 + pad - k;      /* o * s must lie in [first, last] */
+    *lo = first > 0 ? (first + s - 1) / s : 0;
+    *hi = last < 0 ? 0 : last / s + 1;
+    if (*hi > n_out) *hi = n_out;
+}
+
+/* Direct convolution, the loops ordered so that the innermost runs along an output row (contiguous at
+ * stride 1: it vectorises): each output sums bias, then its taps over (c, ky, kx) in the filter's order,
+ * the taps outside the image (the padding) skipped. */
+void acz_conv_direct(const AczLayer *L, const float *x, float *y) {
+    const AczConv *g = &L->cv;
+    const int hw = g->h * g->w, npix = g->oh * g->ow;
+    for (int o = 0; o < L->out; o++) {
+        float *yo = y + (long)o * npix;
+        const float b = L->b ? L->b[o] : 0.0f;
+        for (int p = 0; p < npix; p++) yo[p] = b;
+        const float *wo = L->w + (long)o * L->in;
+        for (int c = 0; c < g->c; c++)
+            for (int ky = 0; ky < g->kh; ky++) {
+                int y0, y1;
+                acz_tap_range(ky, g->pt, g->sh, g->h, g->oh, &y0, &y1);
+                for (int kx = 0; kx < g->kw; kx++) {
+                    int x0, x1;
+                    acz_tap_range(kx, g->pl, g->sw, g->w, g->ow, &x0, &x1);
+                    const float wv = *wo++;
+                    for (int oy = y0; oy < y1; oy++) {
+                        const float *xr = x + (long)c * hw + (long)(oy * g->sh - g->pt + ky) * g->w + kx - g->pl;
+                        float *yr = yo + (long)oy * g->ow;
+                        if (g->sw == 1) for (int ox = x0; ox < x1; ox++) yr[ox] += wv * xr[ox];
+                        else for (int ox = x0; ox < x1; ox++) yr[ox] += wv * xr[(long)ox * g->sw];
+                    }
+                }
+            }
+    }
+}
+
+/* Output pixel (oy, ox)'s patch: C·kh·kw values in the filter matrix's column order, 0 where padded. */
+#define ACZ_PATCH(T, g, x, oy, ox, row)                                                       \
+    do {                                                                                      \
+        const int iy_ = (oy) * (g)->sh - (g)->pt, ix_ = (ox) * (g)->sw - (g)->pl;             \
+        T *r_ = (row);                                                                        \
+        for (int c_ = 0; c_ < (g)->c; c_++)                                                   \
+            for (int ky_ = 0; ky_ < (g)->kh; ky_++) {                                         \
+                const int yy_ = iy_ + ky_;                                                    \
+                for (int kx_ = 0; kx_ < (g)->kw; kx_++) {                                     \
+                    const int xx_ = ix_ + kx_;                                                \
+                    *r_++ = (yy_ >= 0 && yy_ < (g)->h && xx_ >= 0 && xx_ < (g)->w)            \
+                        ? (x)[((long)c_ * (g)->h + yy_) * (g)->w + xx_] : (T)0;               \
+                }                                                                             \
+            }                                                                                 \
+    } while (0)
+
+void acz_conv_im2col(const AczLayer *L, const float *x, float *y, float *cols) {
+    const AczConv *g = &L->cv;
+    const int K = L->in, npix = g->oh * g->ow;
+    for (int oy = 0; oy < g->oh; oy++)
+        for (int ox = 0; ox < g->ow; ox++) ACZ_PATCH(float, g, x, oy, ox, cols + (long)(oy * g->ow + ox) * K);
+    for (int p = 0; p < npix; p++) {
+        const float *row = cols + (long)p * K;
+        for (int o = 0; o < L->out; o++) {
+            const float *wo = L->w + (long)o * K;
+            float acc = L->b ? L->b[o] : 0.0f;
+            for (int k = 0; k < K; k++) acc += wo[k] * row[k];
+            y[(long)o * npix + p] = acc;
+        }
+    }
+}
+
+/* qbuf: the rounded input (C·H·W), then one pixel's int8 patch (C·kh·kw). */
+void acz_conv_int8(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
+    const AczConv *g = &L->cv;
+    const int K = L->in, npix = g->oh * g->ow, n = g->c * g->h * g->w;
+    int8_t *xq = qbuf, *patch = qbuf + n;
+    const float s = acz_quantize(x, n, xq);
+    for (int oy = 0; oy < g->oh; oy++)
+        for (int ox = 0; ox < g->ow; ox++) {
+            const int p = oy * g->ow + ox;
+            if (s != 0.0f) ACZ_PATCH(int8_t, g, xq, oy, ox, patch);
+            for (int o = 0; o < L->out; o++) {
+                const float b = L->b ? L->b[o] : 0.0f;
+                if (s == 0.0f) { y[(long)o * npix + p] = b; continue; }  /* all inputs 0: the bias */
+                const int8_t *row = L->q + (long)o * K;
+                int32_t acc = 0;
+                for (int k = 0; k < K; k++) acc += (int16_t)row[k] * (int16_t)patch[k];
+                y[(long)o * npix + p] = b + (float)acc * (s * L->qscale[o]);
+            }
+        }
+}
+
+/* Values a layer reads: C·H·W for a conv layer, `in` for a Linear one. */
+int acz_in_size(const AczLayer *L) {
+    return L->cv.oh > 0 ? L->cv.c * L->cv.h * L->cv.w : L->in;
+}
+
+/* A Linear layer: y = b + x W with the layer's kernel. */
+void acz_linear(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
     if (L->b) memcpy(y, L->b, sizeof(float) * (size_t)L->out); else memset(y, 0, sizeof(float) * (size_t)L->out);
     if (L->kind == ACZ_DENSE && L->wpad > L->out) memset(y + L->out, 0, sizeof(float) * (size_t)(L->wpad - L->out));
     switch (L->kind) {
@@ -181,7 +309,19 @@ void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
         case ACZ_PACKED: acz_packed(L, x, y); break;
         default: acz_dense(L, x, y);
     }
-    const int n = L->out;
+}
+
+/* One layer: y = act(b + x W) (conv: b + x convolved with the filters) with the layer's kernel;
+ * cols: IM2COL's scratch. */
+void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf, float *cols) {
+    int n = L->out;
+    if (L->cv.oh == 0) acz_linear(L, x, y, qbuf);
+    else {
+        n *= L->cv.oh * L->cv.ow;
+        if (L->kind == ACZ_IM2COL) acz_conv_im2col(L, x, y, cols);
+        else if (L->kind == ACZ_INT8) acz_conv_int8(L, x, y, qbuf);
+        else acz_conv_direct(L, x, y);
+    }
     if (L->act == ACZ_TANH) for (int j = 0; j < n; j++) y[j] = tanhf(y[j]);
     else if (L->act == ACZ_RELU) for (int j = 0; j < n; j++) y[j] = y[j] > 0.f ? y[j] : 0.f;
     else if (L->act == ACZ_SILU) for (int j = 0; j < n; j++) y[j] = y[j] / (1.f + expf(-y[j]));
@@ -196,7 +336,20 @@ int acz_act(const AczNet *net, const float *obs, float *action) {
     float *bufs[2];
     bufs[0] = net->buf0;
     bufs[1] = net->buf1;
-    if (net->mean) {
+    if (net->in_c > 0) {  /* H x W x C: normalised as the env orders it, written C x H x W */
+        const int hw = net->in_h * net->in_w;
+        for (int p = 0; p < hw; p++)
+            for (int c = 0; c < net->in_c; c++) {
+                const int i = p * net->in_c + c;
+                float v = obs[i];
+                if (net->mean) {
+                    v = (v - net->mean[i]) / net->std[i];
+                    if (net->clip > 0.0f) v = v > net->clip ? net->clip : (v < -net->clip ? -net->clip : v);
+                }
+                bufs[1][c * hw + p] = v;
+            }
+        x = bufs[1];
+    } else if (net->mean) {
         for (int i = 0; i < net->obs_dim; i++) {
             float v = (obs[i] - net->mean[i]) / net->std[i];
             if (net->clip > 0.0f) v = v > net->clip ? net->clip : (v < -net->clip ? -net->clip : v);
@@ -206,7 +359,7 @@ int acz_act(const AczNet *net, const float *obs, float *action) {
     }
     for (int l = 0; l < net->n_layers; l++) {
         float *y = bufs[l & 1];
-        acz_layer(&net->layers[l], x, y, net->qbuf);
+        acz_layer(&net->layers[l], x, y, net->qbuf, net->cols);
         x = y;
     }
     if (net->kind == 0) {
@@ -255,17 +408,18 @@ long acz_time(const AczNet *const *nets, int n_nets, const float *obs, int n_obs
     return sink;
 }
 
-/* One layer's candidate kernels (n_k forms of the same layer), on `n_x` recorded inputs (in floats
-   each), taken in turn within every round so that a burst of load hits all of them alike:
+/* One layer's candidate kernels (n_k forms of the same layer), on `n_x` recorded inputs (acz_in_size
+   floats each), taken in turn within every round so that a burst of load hits all of them alike:
    out[r * n_k + k] = ns per call of candidate k in round r. */
 void acz_time_layer(const AczLayer *Ls, int n_k, const float *xs, int n_x, int calls, int rounds,
-                    float *y, int8_t *qbuf, double *out) {
+                    float *y, int8_t *qbuf, float *cols, double *out) {
+    const long stride = acz_in_size(&Ls[0]);
     for (int k = 0; k < n_k; k++)  /* warm-up */
-        for (int c = 0; c < calls; c++) acz_layer(&Ls[k], xs + (long)(c % n_x) * Ls[k].in, y, qbuf);
+        for (int c = 0; c < calls; c++) acz_layer(&Ls[k], xs + (c % n_x) * stride, y, qbuf, cols);
     for (int r = 0; r < rounds; r++)
         for (int k = 0; k < n_k; k++) {
             const double t0 = acz_now_ns();
-            for (int c = 0; c < calls; c++) acz_layer(&Ls[k], xs + (long)(c % n_x) * Ls[k].in, y, qbuf);
+            for (int c = 0; c < calls; c++) acz_layer(&Ls[k], xs + (c % n_x) * stride, y, qbuf, cols);
             out[r * n_k + k] = (acz_now_ns() - t0) / calls;
         }
 }

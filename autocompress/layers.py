@@ -82,7 +82,7 @@ class Layer:
     def stored_bytes(self, kernel: str) -> int:
         """Bytes of the weights in the form `kernel` reads (what a C export puts in flash; bias aside)."""
         n_out, n_in = self.shape
-        if kernel == "im2col":
+        if kernel == "im2col" or (kernel == "dense" and self.conv is not None):  # conv: the filter matrix
             return 4 * n_out * n_in
         if kernel == "dense":
             return 4 * self.dense()[1] * n_in

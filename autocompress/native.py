@@ -7,8 +7,8 @@ a loop over recorded observations, candidate and teacher in turn, so the Python 
 nothing of what the search optimises (`act()` from Python stays a secondary figure).
 
 Each layer runs the kernel that measures fastest for it on this CPU (kernels.c: dense fp32,
-CSR, int8 integer arithmetic, packed k-bit decode), timed at load on inputs propagated from
-random observations; the choice is `.kernels`, recorded per trial, and can be given instead
+CSR, int8 integer arithmetic, packed k-bit decode; conv layers: direct fp32, im2col fp32, int8),
+timed at load on inputs propagated from random observations; the choice is `.kernels`, recorded per trial, and can be given instead
 (`kernels=[...]`) to act exactly as a recorded trial did. The kernels are compiled on first use
 with the system C compiler (`cc`, or $CC) into $AUTOCOMPRESS_NATIVE_CACHE (default
 ~/.cache/autocompress/native); `available()` says whether that works here.
@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from autocompress.layers import KERNELS, Layer, check_kernels, layers_of
-from autocompress.runtime import _ACT, obs_normalizer, read_artifact
+from autocompress.conv import to_chw
+from autocompress.runtime import _ACT, _conv, obs_normalizer, read_artifact
 
 SOURCE = (Path(__file__).parent / "kernels.c").read_text()
 #: kernels.c up to this line is the portable kernel (the C export's); below it, timing loops
@@ -39,6 +40,10 @@ CHOICE_CALLS, CHOICE_ROUNDS = 100, 15
 COMPACT_WITHIN = 1.10
 
 
+class _Conv(ctypes.Structure):  # kernels.c's AczConv
+    _fields_ = [(n, ctypes.c_int) for n in ("c", "h", "w", "kh", "kw", "sh", "sw", "pt", "pl", "oh", "ow")]
+
+
 class _Layer(ctypes.Structure):
     _fields_ = [("in_", ctypes.c_int), ("out", ctypes.c_int), ("act", ctypes.c_int), ("kind", ctypes.c_int),
                 ("b", ctypes.c_void_p), ("w", ctypes.c_void_p), ("wpad", ctypes.c_int), ("wt", ctypes.c_void_p), ("ptr", ctypes.c_void_p), ("idx", ctypes.c_void_p),
@@ -46,7 +51,7 @@ class _Layer(ctypes.Structure):
                 ("codes", ctypes.c_void_p), ("bitmap", ctypes.c_void_p), ("zero", ctypes.c_void_p),
                 ("scale", ctypes.c_void_p), ("table", ctypes.c_void_p), ("codes8", ctypes.c_void_p),
                 ("bits", ctypes.c_int),
-                ("qmin", ctypes.c_int), ("enc", ctypes.c_int), ("per_row", ctypes.c_int)]
+                ("qmin", ctypes.c_int), ("enc", ctypes.c_int), ("per_row", ctypes.c_int), ("cv", _Conv)]
 
 
 class _Net(ctypes.Structure):
@@ -54,7 +59,8 @@ class _Net(ctypes.Structure):
                 ("act_dim", ctypes.c_int), ("squash", ctypes.c_int), ("layers", ctypes.c_void_p),
                 ("mean", ctypes.c_void_p), ("std", ctypes.c_void_p), ("low", ctypes.c_void_p),
                 ("high", ctypes.c_void_p), ("clip", ctypes.c_float), ("buf0", ctypes.c_void_p),
-                ("buf1", ctypes.c_void_p), ("qbuf", ctypes.c_void_p)]
+                ("buf1", ctypes.c_void_p), ("qbuf", ctypes.c_void_p), ("in_h", ctypes.c_int),
+                ("in_w", ctypes.c_int), ("in_c", ctypes.c_int), ("cols", ctypes.c_void_p)]
 
 
 def _compiler() -> str | None:
@@ -89,7 +95,7 @@ def _library() -> ctypes.CDLL:
                             ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
     so.acz_time.restype = ctypes.c_long
     so.acz_time_layer.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                                  ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+                                  ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     return so
 
 
@@ -105,7 +111,7 @@ _ACTS = {"none": 0, "tanh": 1, "relu": 2, "silu": 3, "elu": 4, "leaky_relu": 5}
 _SQUASH = {"none": 0, "tanh": 1, "clip": 2}
 
 
-_KIND = {k: i for i, k in enumerate(KERNELS)}  # kernels.c's ACZ_DENSE, ACZ_CSR, ACZ_INT8, ACZ_Q8, ACZ_PACKED
+_KIND = {k: i for i, k in enumerate(KERNELS)}  # kernels.c's ACZ_DENSE, CSR, INT8, Q8, PACKED, IM2COL
 
 
 class _Arrays:
@@ -127,11 +133,58 @@ class _Arrays:
         return out.ctypes.data
 
 
+def conv_fields(layer: Layer) -> dict[str, int]:
+    """kernels.c's AczConv of a conv layer: input C, H, W, kernel, stride, top / left padding, output H', W'."""
+    g = layer.conv
+    (c, h, w), (kh, kw), (sh, sw), (pt, _, pl, _) = g["in_shape"], g["kernel"], g["stride"], g["pad"]
+    oh, ow = layer.out_hw
+    return {"c": c, "h": h, "w": w, "kh": kh, "kw": kw, "sh": sh, "sw": sw, "pt": pt, "pl": pl, "oh": oh, "ow": ow}
+
+
+def in_size(layer: Layer) -> int:
+    """Values the layer reads: C·H·W for a conv layer."""
+    return layer.shape[1] if layer.conv is None else int(np.prod(layer.conv["in_shape"]))
+
+
+def out_size(layer: Layer) -> int:
+    """Values the layer writes (out·H'·W' for a conv layer; a Linear layer's dense kernel writes its padded width)."""
+    return layer.dense()[1] if layer.conv is None else layer.shape[0] * layer.out_hw[0] * layer.out_hw[1]
+
+
+def scratch_sizes(layers: list[Layer], kernels: list[str] | None, obs_dim: int) -> dict[str, int]:
+    """Scratch each act() needs (floats, except qbuf: bytes): two activation buffers of the widest layer
+    output (or observation), int8 inputs (conv: the input, then one pixel's patch), IM2COL's patch matrix
+    (for the layers whose kernel is im2col; kernels None: any kernel each layer may run)."""
+    kernels = kernels or ["im2col"] * len(layers)
+    width = max([out_size(layer) for layer in layers] + [obs_dim])
+    qbuf = max([width] + [in_size(layer) + layer.shape[1] for layer in layers if layer.conv is not None])
+    cols = max([0] + [layer.out_hw[0] * layer.out_hw[1] * layer.shape[1]
+                      for layer, k in zip(layers, kernels) if k == "im2col"])
+    return {"width": width, "qbuf": qbuf, "cols": cols}
+
+
+def input_fields(header: dict) -> dict[str, int]:
+    """AczNet's in_h, in_w, in_c: an H x W x C observation is transposed to C x H x W (C x H x W: as is)."""
+    inp = header.get("input")
+    if inp is None or inp["layout"] != "hwc":
+        return {"in_h": 0, "in_w": 0, "in_c": 0}
+    h, w, c = inp["shape"]
+    return {"in_h": int(h), "in_w": int(w), "in_c": int(c)}
+
+
 def fill_layer(c: _Layer, layer: Layer, kernel: str, ptr: _Arrays) -> None:
     """Point a C layer struct at `layer`'s arrays in the form `kernel` takes."""
     n_out, n_in = layer.shape
     c.in_, c.out, c.act, c.kind = n_in, n_out, _ACTS[layer.act], _KIND[kernel]
     c.b = ptr(layer.b, np.float32)
+    if layer.conv is not None:
+        c.cv = _Conv(**conv_fields(layer))
+        if kernel == "int8":
+            q, scale = layer.int8()
+            c.q, c.qscale = ptr(q, np.int8), ptr(scale, np.float32)
+        else:  # direct and im2col: the fp32 filter matrix, output-major
+            c.w, c.wpad = ptr(layer.w.T, np.float32), n_out
+        return
     if kernel == "dense":
         w, c.wpad, wt = layer.dense()
         c.w, c.wt = ptr(w, np.float32), ptr(wt, np.float32)
@@ -166,12 +219,14 @@ def choose_kernels(layers: list[Layer], inputs: list[np.ndarray]) -> tuple[list[
             times.append({})
             continue
         xs = np.ascontiguousarray(xs, np.float32)
-        y, qbuf = np.zeros(layer.dense()[1], np.float32), np.zeros(layer.shape[1], np.int8)
+        size = scratch_sizes([layer], None, 0)
+        y, qbuf = np.zeros(size["width"], np.float32), np.zeros(max(size["qbuf"], in_size(layer)), np.int8)
+        cols = np.zeros(max(1, size["cols"]), np.float32)
         ptr, c_layers, out = _Arrays(), (_Layer * len(cands))(), np.zeros((CHOICE_ROUNDS, len(cands)))
         for k, c in zip(cands, c_layers):
             fill_layer(c, layer, k, ptr)
         so.acz_time_layer(c_layers, len(cands), xs.ctypes.data, len(xs), CHOICE_CALLS, CHOICE_ROUNDS,
-                          y.ctypes.data, qbuf.ctypes.data, out.ctypes.data)
+                          y.ctypes.data, qbuf.ctypes.data, cols.ctypes.data, out.ctypes.data)
         t = {k: float(v) for k, v in zip(cands, np.median(out, axis=0))}
         near = [k for k in t if t[k] <= min(t.values()) * COMPACT_WITHIN]
         chosen.append(min(near, key=layer.stored_bytes))
@@ -184,10 +239,12 @@ def _layer_inputs(header: dict, layers: list[Layer], n: int = 32, seed: int = 0)
     same decoded Layer objects the kernels are then built from (decoded once)."""
     x = obs_normalizer(header.get("obs_norm"))(
         np.random.default_rng(seed).standard_normal((n, int(header["obs_dim"]))))
+    x = to_chw(x, header.get("input"))
     out = []
     for layer in layers:
         out.append(x)
-        x = x @ layer.w + (0 if layer.b is None else layer.b)
+        x = _conv(x, layer.w, layer.b, None, layer.conv) if layer.conv is not None else \
+            x @ layer.w + (0 if layer.b is None else layer.b)
         act = _ACT[layer.act]
         x = act(x) if act is not None else x
     return out
@@ -210,15 +267,16 @@ class NativePolicy:
         for layer, kernel, c in zip(layers, self.kernels, c_layers):
             fill_layer(c, layer, kernel, ptr)
         obs_dim = int(header["obs_dim"])
-        width = max([layer.dense()[1] for layer in layers] + [obs_dim])
+        size = scratch_sizes(layers, self.kernels, obs_dim)
         head, norm = self.head, header.get("obs_norm") or {}
         net = _Net(n_layers=len(layers), obs_dim=obs_dim, kind=0 if head["kind"] == "discrete" else 1,
                    act_dim=int(head.get("act_dim", 0)), squash=_SQUASH[head.get("squash", "none")],
                    layers=ctypes.addressof(c_layers), mean=ptr(norm.get("mean"), np.float32),
                    std=ptr(norm.get("std"), np.float32), clip=float(norm.get("clip") or 0.0),
                    low=ptr(head.get("low"), np.float32), high=ptr(head.get("high"), np.float32),
-                   buf0=ptr(np.zeros(width), np.float32), buf1=ptr(np.zeros(width), np.float32),
-                   qbuf=ptr(np.zeros(width), np.int8))
+                   buf0=ptr(np.zeros(size["width"]), np.float32), buf1=ptr(np.zeros(size["width"]), np.float32),
+                   qbuf=ptr(np.zeros(size["qbuf"]), np.int8),
+                   cols=ptr(np.zeros(size["cols"]), np.float32) if size["cols"] else None, **input_fields(header))
         self.obs_dim = obs_dim
         self._keep, self._layers, self._net = ptr, c_layers, net
         self._action = np.zeros(max(1, net.act_dim), np.float32)
@@ -243,14 +301,15 @@ class NativePolicy:
 def time_side_by_side(policies: dict[str, NativePolicy], obs: np.ndarray, warmup: int = 200,
                       calls: int = 20, rounds: int = 200) -> dict[str, dict]:
     """In-kernel batch-1 latency: the C loop `acz_time` runs each policy's act() over the recorded
-    observations `obs` (n x obs_dim, cycled), the policies taking turns in `rounds` rounds of
-    `calls` acts each. Per name: the mean ms per act in each round (`rounds_ms`), and their median
+    observations `obs` (n observations of obs_dim values, in any shape; cycled), the policies taking
+    turns in `rounds` rounds of `calls` acts each. Per name: the mean ms per act in each round (`rounds_ms`), and their median
     (`median_ms`) and 95th percentile (`p95_ms`). Ratios are best taken round by round
     (`round_ratio`): adjacent blocks share the machine's state, so drift and load cancel."""
     names = list(policies)
     if len({p.obs_dim for p in policies.values()}) != 1:
         raise ValueError("the policies take observations of different sizes")
-    obs = np.ascontiguousarray(np.atleast_2d(obs), np.float32)
+    obs_dim = next(iter(policies.values())).obs_dim
+    obs = np.ascontiguousarray(obs, np.float32).reshape(-1, obs_dim)  # image observations: one row each
     nets = (ctypes.c_void_p * len(names))(*[policies[n]._net_ptr for n in names])
     out = np.zeros((rounds, len(names)))
     action = np.zeros(max(p._action.size for p in policies.values()), np.float32)
