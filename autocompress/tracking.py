@@ -251,23 +251,26 @@ class Tracker:
 # -- the policy as an MLflow model ------------------------------------------------------------
 
 class PolicyModel(mlflow.pyfunc.PythonModel):
-    """A trial's policy as an MLflow pyfunc model: `predict(obs_batch)` -> one action per row (int64 for a
-    discrete head, a float32 vector for a continuous one), acted by autocompress's own runtime
+    """A trial's policy as an MLflow pyfunc model: `predict(obs_batch)` -> one action per observation (int64
+    for a discrete head, a float32 vector for a continuous one; a conv net's observations are images in the
+    env's shape, batch x H x W x C or batch x C x H x W), acted by autocompress's own runtime
     (`autocompress.Policy`), so the actions are the ones the search measured. The .acz artifact is
     loaded once; `model_config` holds the trial's `runtime` and `kernels` (override them at load,
     e.g. `mlflow.pyfunc.load_model(uri, model_config={"runtime": "numpy"})` where no C compiler is)."""
 
     def load_context(self, context) -> None:
         from autocompress import Policy
+        from autocompress.runtime import read_artifact
 
         cfg = dict(context.model_config or {})
         data = Path(context.artifacts["policy"]).read_bytes()
+        self.obs_shape = _obs_shape(read_artifact(data)[0])
         self.policy = Policy.from_bytes(data, runtime=cfg.get("runtime") or "auto",
                                         **({"kernels": cfg["kernels"]} if cfg.get("kernels") else {}))
 
     def predict(self, context, model_input: np.ndarray, params: dict | None = None) -> np.ndarray:
         obs = np.asarray(model_input, dtype=np.float32)
-        if obs.ndim == 1:
+        if obs.ndim == len(self.obs_shape):  # one observation
             obs = obs[None]
         act = self.policy.act
         actions = [act(o) for o in obs]
@@ -285,12 +288,17 @@ mlflow.models.set_model(PolicyModel())
 """
 
 
+def _obs_shape(header: dict) -> tuple[int, ...]:
+    """The shape of one observation an artifact (its header) reads: (obs_dim,), or a conv net's image shape."""
+    return tuple(header["input"]["shape"]) if header.get("input") else (int(header["obs_dim"]),)
+
+
 def save_policy_model(path: str | Path, artifact: str | Path, result: dict | None = None,
                       mlflow_model: Any = None) -> Path:
     """Save an .acz artifact as an MLflow pyfunc model directory at `path` (which must not exist):
-    input signature float32 (-1, obs_dim), output int64 (-1,) or float32 (-1, act_dim), an input
-    example, explicit pip requirements (none inferred), `model_config` {runtime, kernels} from the
-    trial's `result`."""
+    input signature float32 (-1, obs_dim) (a conv net: (-1, *its observation shape), e.g. (-1, H, W, C)),
+    output int64 (-1,) or float32 (-1, act_dim), an input example, explicit pip requirements (none
+    inferred), `model_config` {runtime, kernels} from the trial's `result`."""
     import importlib.metadata
     import logging
 
@@ -299,12 +307,13 @@ def save_policy_model(path: str | Path, artifact: str | Path, result: dict | Non
     from mlflow.types.schema import Schema, TensorSpec
 
     header, _ = read_artifact(Path(artifact).read_bytes())
-    obs_dim, head = int(header["obs_dim"]), header["head"]
+    obs_shape, head = _obs_shape(header), header["head"]
     out = TensorSpec(np.dtype(np.int64), (-1,)) if head["kind"] == "discrete" else \
         TensorSpec(np.dtype(np.float32), (-1, int(head["act_dim"])))
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, obs_dim))]), outputs=Schema([out]))
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *obs_shape))]),
+                               outputs=Schema([out]))
     norm = header.get("obs_norm")
-    example = np.asarray(norm["mean"] if norm else np.zeros(obs_dim), np.float32).reshape(1, obs_dim)
+    example = np.asarray(norm["mean"] if norm else np.zeros(obs_shape), np.float32).reshape(1, *obs_shape)
     result = result or {}
     config = {"runtime": result.get("runtime") or "auto",
               **({"kernels": list(result["kernels"])} if result.get("kernels") else {})}

@@ -1,8 +1,10 @@
 """ONNX export: the artifact as an ONNX graph, normalisation and action head inside.
 
-Input `obs` (batch x obs_dim, float32); output `action`: int64 indices (discrete: ArgMax, first
-maximum wins as in the runtimes) or float32 (batch x act_dim) squashed and mapped onto the env's
-bounds. Weights come from layers.Layer, as the runtimes decode them. Per layer, as `kernels` says:
+Input `obs` (float32): batch x obs_dim for an MLP; for a conv net batch x the env's observation
+shape (batch x H x W x C for a channels-last net, batch x C x H x W for channels-first), transposed
+to NCHW inside the graph. Output `action`: int64 indices (discrete: ArgMax, first maximum wins as in
+the runtimes) or float32 (batch x act_dim) squashed and mapped onto the env's bounds. Weights come
+from layers.Layer, as the runtimes decode them. Per layer, as `kernels` says:
 
   dense (csr, packed)  a float initializer and MatMul: the decoded fp32 net;
   int8                 the int8 kernel's integer arithmetic: int8 weight initializer, inputs
@@ -13,6 +15,14 @@ Why not weight-only QDQ (int8 weights behind DequantizeLinear, float MatMul): on
 DequantizeLinear -> MatMul into MatMulNBits, which rounds the activations its own way (measured:
 2 of 1,000 CartPole-like actions differed from the runtime's), so such a graph would not act as
 the policy that was measured.
+
+Conv layers are `Conv` nodes (the geometry's pads and strides) on NCHW tensors; after the last one a
+Flatten gives the channel-first order the next Linear reads. An int8 conv layer is the int8 kernel's
+arithmetic, as for MatMul: int8 filters, the whole layer input rounded to int8 with one scale per sample,
+ConvInteger (exact int32 sums), then the scales per sample and per output channel. Not weight-only QDQ
+(int8 filters behind DequantizeLinear, float Conv): the float sums round differently, the next int8 layer
+then rounds some inputs to the neighbouring level (measured: continuous actions of a
+4-bit MinAtar-sized net off by up to 6.6e-4).
 """
 
 from __future__ import annotations
@@ -58,16 +68,46 @@ def _activation(g: _Graph, x: str, act: str) -> str:
     return x
 
 
-def _int8_matmul(g: _Graph, x: str, i: int, q: np.ndarray, scale: np.ndarray) -> str:
-    """kernels.c's INT8: per-row input scale m / 127, inputs rounded to int8, exact int32 sums."""
-    m = g.op("ReduceMax", [g.op("Abs", [x])], axes=[1], keepdims=1)
+def _int8_input(g: _Graph, x: str, i: int, axes: list[int]) -> tuple[str, str]:
+    """(x rounded to int8 with one scale max|x| / 127 per sample over `axes`, that max) as kernels.c does."""
+    m = g.op("ReduceMax", [g.op("Abs", [x])], axes=axes, keepdims=1)
     safe = g.op("Max", [m, g.const(f"L{i}_tiny", np.finfo(np.float32).tiny)])  # all-zero rows: sums are 0 anyway
     xq = g.op("Clip", [g.op("Round", [g.op("Mul", [x, g.op("Div", [g.const(f"L{i}_127", 127.0), safe])])]),
                        g.const(f"L{i}_lo", -127.0), g.const(f"L{i}_hi", 127.0)])
-    acc = g.op("MatMulInteger", [g.op("Cast", [xq], to=TensorProto.INT8), g.const(f"L{i}_q", q.T, np.int8)])
-    row_scale = g.op("Div", [safe, g.const(f"L{i}_127b", 127.0)])
-    out_scale = g.op("Mul", [row_scale, g.const(f"L{i}_qscale", scale[None, :])])
+    return g.op("Cast", [xq], to=TensorProto.INT8), safe
+
+
+def _int8_scaled(g: _Graph, acc: str, safe: str, i: int, scale: np.ndarray) -> str:
+    """int32 sums -> float: times the input's scale (per sample) and the weights' (per output)."""
+    out_scale = g.op("Mul", [g.op("Div", [safe, g.const(f"L{i}_127b", 127.0)]), g.const(f"L{i}_qscale", scale)])
     return g.op("Mul", [g.op("Cast", [acc], to=TensorProto.FLOAT), out_scale])
+
+
+def _int8_matmul(g: _Graph, x: str, i: int, q: np.ndarray, scale: np.ndarray) -> str:
+    """kernels.c's INT8: per-row input scale m / 127, inputs rounded to int8, exact int32 sums."""
+    xq, safe = _int8_input(g, x, i, [1])
+    acc = g.op("MatMulInteger", [xq, g.const(f"L{i}_q", q.T, np.int8)])
+    return _int8_scaled(g, acc, safe, i, scale[None, :])
+
+
+def _conv(g: _Graph, x: str, i: int, layer, kernel: str) -> str:
+    """One conv layer on an NCHW tensor, bias included."""
+    geo = layer.conv
+    n_out = layer.shape[0]
+    shape4 = (n_out, geo["in_shape"][0], *geo["kernel"])
+    t, b, left, r = geo["pad"]
+    if kernel == "int8":  # kernels.c's INT8 conv: the whole input rounded with one scale per sample
+        q, scale = layer.int8()
+        xq, safe = _int8_input(g, x, i, [1, 2, 3])
+        acc = g.op("ConvInteger", [xq, g.const(f"L{i}_q", q.reshape(shape4), np.int8)], pads=[t, left, b, r],
+                   strides=list(geo["stride"]))
+        y = _int8_scaled(g, acc, safe, i, scale.reshape(1, -1, 1, 1))
+    else:
+        y = g.op("Conv", [x, g.const(f"L{i}_w", layer.w.T.reshape(shape4))], pads=[t, left, b, r],
+                 strides=list(geo["stride"]))
+    if layer.b is not None:
+        y = g.op("Add", [y, g.const(f"L{i}_b", layer.b.reshape(-1, 1, 1))])
+    return y
 
 
 def to_onnx(data: bytes, kernels: list[str] | None = None) -> onnx.ModelProto:
@@ -75,13 +115,26 @@ def to_onnx(data: bytes, kernels: list[str] | None = None) -> onnx.ModelProto:
     layers = layers_of(header, blob)
     kernels = kernels or ["dense"] * len(layers)
     head, norm = header["head"], header.get("obs_norm")
+    input_ = header.get("input")  # conv nets: obs keeps the env's shape
+    obs_shape = [int(header["obs_dim"])] if input_ is None else [int(v) for v in input_["shape"]]
     g = _Graph()
     x = "obs"
     if norm is not None:
-        x = g.op("Div", [g.op("Sub", [x, g.const("obs_mean", norm["mean"])]), g.const("obs_std", norm["std"])])
+        def stat(v):  # flat statistics of an image: in the observation's shape
+            v = np.asarray(v, np.float32)
+            return v.reshape(obs_shape) if v.size == int(np.prod(obs_shape)) else v
+        x = g.op("Div", [g.op("Sub", [x, g.const("obs_mean", stat(norm["mean"]))]),
+                         g.const("obs_std", stat(norm["std"]))])
         if norm.get("clip"):
             x = g.op("Clip", [x, g.const("obs_lo", -norm["clip"]), g.const("obs_hi", norm["clip"])])
+    if input_ is not None and input_["layout"] == "hwc":
+        x = g.op("Transpose", [x], perm=[0, 3, 1, 2])
     for i, (layer, kernel) in enumerate(zip(layers, kernels)):
+        if layer.conv is not None:
+            x = _activation(g, _conv(g, x, i, layer, kernel), layer.act)
+            if i + 1 == len(layers) or layers[i + 1].conv is None:
+                x = g.op("Flatten", [x], axis=1)  # channel-first order, as the next Linear reads
+            continue
         if kernel == "int8":
             x = _int8_matmul(g, x, i, *layer.int8())
         else:
@@ -108,7 +161,7 @@ def to_onnx(data: bytes, kernels: list[str] | None = None) -> onnx.ModelProto:
     g.nodes.append(helper.make_node("Identity", [action], ["action"]))
     graph = helper.make_graph(
         g.nodes, "autocompress_policy",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", int(header["obs_dim"])])],
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", *obs_shape])],
         [helper.make_tensor_value_info("action", out_type, out_shape)], g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="autocompress")
     onnx.checker.check_model(model)
