@@ -96,7 +96,10 @@ def obs_normalizer(norm: dict | None) -> Callable[[np.ndarray], np.ndarray]:
     mean, std, clip = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32), norm.get("clip")
 
     def normalize(obs):
-        x = (np.asarray(obs, np.float32) - mean) / std
+        x = np.asarray(obs, np.float32)
+        if x.shape[-1:] != mean.shape:  # image observations: the statistics are stored flat
+            x = x.reshape(mean.shape if x.size == mean.size else (-1, *mean.shape))
+        x = (x - mean) / std
         return np.clip(x, -clip, clip) if clip else x
 
     return normalize
