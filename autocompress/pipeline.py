@@ -27,7 +27,7 @@ import torch
 from autocompress import artifact, envs, measure, rl
 from autocompress import teacher as teachers
 from autocompress.config import CompressConfig, TrialSpec
-from autocompress.nets import PolicyNet, torch_act
+from autocompress.nets import PolicyNet
 from autocompress.results import TrialResult
 from autocompress.runtime import obs_normalizer
 from autocompress.seeds import CHECK_EPISODES, CHECK_OFFSET
@@ -132,7 +132,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     normalize = obs_normalizer(head.get("obs_norm"))  # the techniques see the nets' inputs
 
     def visited(net: PolicyNet, n: int, seed: int) -> np.ndarray:
-        return normalize(measure.collect_obs(torch_act(net, head), make_env, n, seed))
+        return normalize(measure.collect_obs(artifact.runtime_act(net, head), make_env, n, seed))
 
     with timed("sample_obs"):
         sample_obs = visited(teacher.actor, spec.sample_steps, spec.seed)
@@ -154,7 +154,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     def check(net: PolicyNet) -> float:
         """Deterministic 5-episode return on seeds apart from the evaluation seeds (as the teacher's check)."""
         with timed("finetune_check"):
-            return float(measure.evaluate(torch_act(net, head), make_env, CHECK_EPISODES, spec.seed + CHECK_OFFSET).mean())
+            return float(measure.evaluate(artifact.runtime_act(net, head), make_env, CHECK_EPISODES, spec.seed + CHECK_OFFSET).mean())
 
     done = [0]  # fine-tune iterations so far, over all rounds: the step of a report
     refs: list[float] = []  # the teacher's check return, and a random policy's where that is not positive
@@ -216,7 +216,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         round_info = {"round": i + 1, "sparsity": net.sparsity()}
         if n > 1:  # iterative pruning: check each round; a single round is measured at the end anyway
             with timed("round_eval"):
-                ret = measure.evaluate(torch_act(net, head), make_env, min(5, spec.eval.episodes), spec.eval.seed)
+                ret = measure.evaluate(artifact.runtime_act(net, head), make_env, min(5, spec.eval.episodes), spec.eval.seed)
             round_info["return_mean"] = float(ret.mean())
         rounds.append(round_info)
 
