@@ -157,6 +157,8 @@ def sensitivity(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.
 
 def sensitivity_table(table: dict, technique: str) -> Table:
     """One technique's drops: a row per layer, a column per setting (least to most aggressive)."""
+    from autocompress.layer_sensitivity import layer_label
+
     info = table["techniques"][technique]
     t = Table(title=f"{technique}.{info['key']}")
     t.add_column("layer", justify="left")
@@ -164,13 +166,12 @@ def sensitivity_table(table: dict, technique: str) -> Table:
         t.add_column(f"{s:g}", justify="right")
     rows = {(r["layer"], r["setting"]): r for r in table["rows"] if r["technique"] == technique}
     for i in sorted({layer for layer, _ in rows}):
-        shape = table["layers"][i]
         cells = []
         for s in info["settings"]:
             d = rows[(i, s)]["drop"] if (i, s) in rows else None
             color = "green" if d is not None and d <= 0.05 else "yellow" if d is not None and d <= 0.2 else "red"
             cells.append("-" if d is None else f"[{color}]{d:.3f}[/]")
-        t.add_row(f"{i}: {shape['in']}->{shape['out']}", *cells)
+        t.add_row(layer_label(table["layers"][i], "->"), *cells)
     return t
 
 

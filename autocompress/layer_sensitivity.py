@@ -278,12 +278,27 @@ def measure(teacher: PolicyNet, head: dict, obs: np.ndarray, make_env: Callable 
         "seed": seed if episodes else None,
         "teacher": {"return_mean": float(t_ret.mean()) if returns else None,
                     "return_std": float(t_ret.std()) if returns else None},
-        "layers": [{"index": i, "in": layer.in_features, "out": layer.out_features, "act": layer.act}
-                   for i, layer in enumerate(teacher.layers)],
+        "layers": [layer_entry(i, layer) for i, layer in enumerate(teacher.layers)],
         "techniques": {t: {"key": PER_LAYER_KEY[t], "settings": list(v), "base": dict(base.get(t, {}))}
                        for t, v in settings.items()},
         "rows": rows, "seconds": time.perf_counter() - t0,
     }
+
+
+def layer_entry(i: int, layer) -> dict:
+    """A table's description of a layer: in -> out features; a conv layer: in -> out channels and its
+    kernel / stride ("3x3/1")."""
+    if layer.conv is None:
+        return {"index": i, "in": layer.in_features, "out": layer.out_features, "act": layer.act}
+    (kh, kw), (sh, sw) = layer.conv["kernel"], layer.conv["stride"]
+    return {"index": i, "in": layer.conv["in_shape"][0], "out": layer.out_features, "act": layer.act,
+            "conv": f"{kh}x{kw}/{sh}" if sh == sw else f"{kh}x{kw}/{sh}x{sw}"}
+
+
+def layer_label(entry: dict, arrow: str = "→") -> str:
+    """How plots and tables name a layer: "1: 64→64", or for a conv layer "0: conv 3x3/1 4→16"."""
+    conv = f"conv {entry['conv']} " if entry.get("conv") else ""
+    return f"{entry['index']}: {conv}{entry['in']}{arrow}{entry['out']}"
 
 
 # -- a trial spec's teacher, end to end -----------------------------------------------------

@@ -109,6 +109,8 @@ def sensitivity_png(table: dict, path: Path, field: str = "drop") -> Path:
     right), each cell the policy's `field` (drop) with only that layer compressed; 0 = as the teacher."""
     from matplotlib.colors import PowerNorm
 
+    from autocompress.layer_sensitivity import layer_label
+
     techniques = list(table["techniques"])
     layers = table["layers"]
     fig, axes = plt.subplots(1, len(techniques), squeeze=False, sharey=True, layout="constrained",
@@ -129,7 +131,7 @@ def sensitivity_png(table: dict, path: Path, field: str = "drop") -> Path:
         ax.set_xticks(range(len(settings)), [f"{s:g}" for s in settings], fontsize=8)
         ax.set_xlabel(f"{t}.{info['key']}  (harder →)", fontsize=9)
         ax.set_title(t, fontsize=10)
-    axes[0][0].set_yticks(range(len(layers)), [f"{la['index']}: {la['in']}→{la['out']}" for la in layers], fontsize=8)
+    axes[0][0].set_yticks(range(len(layers)), [layer_label(la) for la in layers], fontsize=8)
     axes[0][0].set_ylabel("layer")
     fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label=field)
     how = "max(1 − agreement, 1 − return ratio)" if table.get("episodes") else "1 − agreement"

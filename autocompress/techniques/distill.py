@@ -1,6 +1,8 @@
-"""Policy distillation into a smaller student MLP.
+"""Policy distillation into a smaller student: an MLP, or for a conv teacher a smaller CNN.
 
-The student (hidden widths given) is trained to match the teacher's outputs on states
+The student (hidden widths given; for a conv teacher its conv channels too, `channels`: the student
+keeps the first len(channels) conv layers' kernel, stride and padding, with those channels; without
+`channels` it keeps the teacher's conv encoder shape, freshly initialised) is trained to match the teacher's outputs on states
 visited by the teacher and then by the student itself (DAgger-style rounds, so the
 student also learns where its own mistakes lead). The loss per head:
 - policy logits (PPO, discrete): KL between temperature-softened action distributions;
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from autocompress.nets import PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
@@ -29,6 +31,9 @@ class DistillConfig(TechniqueConfig):
     order = 10
     for_critic = False
     hidden: list[int] = Field(..., min_length=1, description="student hidden widths, e.g. [32, 32]")
+    channels: list[int] | None = Field(None, min_length=1, description="conv teacher: the student's conv channels, "
+                                       "e.g. [8]: the first len(channels) of the teacher's conv layers' geometry "
+                                       "[default: the teacher's channels]")
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="softmax temperature for policy logits")
     q_temperature: float = Field(0.01, gt=0.0, le=10.0, description="softmax temperature for Q-values (DQN)")
     q_mse_weight: float = Field(0.01, ge=0.0, description="weight of the Q-value MSE term (DQN)")
@@ -38,16 +43,61 @@ class DistillConfig(TechniqueConfig):
     lr: float = Field(3e-3, gt=0.0, lt=1.0)
     batch_size: int = Field(256, ge=8)
 
+    @field_validator("hidden", "channels")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and any(w < 1 for w in v):
+            raise ValueError("widths must be >= 1")
+        return v
+
     def check_against(self, spec) -> None:
         if spec.teacher.from_:  # an imported teacher's widths are in its file: checked when applied
             return
-        check_smaller(list(self.hidden), list(spec.teacher.hidden))
+        filters = getattr(spec.teacher, "conv_filters", None) or []
+        check_smaller(list(self.hidden), list(spec.teacher.hidden), self.channels, [int(f[0]) for f in filters])
+
+    def n_layers(self, teacher_conv_layers: int) -> int:
+        """Layers of the student of a teacher with `teacher_conv_layers` conv layers (per-layer settings
+        index them): its conv layers, hidden layers and output layer."""
+        convs = teacher_conv_layers if self.channels is None else len(self.channels)
+        return convs + len(self.hidden) + 1
 
 
-def check_smaller(student: list[int], teacher: list[int]) -> None:
-    """Smaller = no deeper, no layer wider, and not the same widths."""
-    if len(student) > len(teacher) or any(a > b for a, b in zip(student, teacher)) or student == teacher:
-        raise ValueError(f"distill.hidden {student} is not smaller than the teacher's hidden {teacher}")
+def check_smaller(student: list[int], teacher: list[int], channels: list[int] | None = None,
+                  teacher_channels: list[int] | tuple = ()) -> None:
+    """Smaller = no deeper, no layer wider (conv channels and hidden widths), and not the same widths.
+    `channels` None: the student keeps the teacher's conv channels. ValueError naming the key."""
+    if channels is not None and not teacher_channels:
+        raise ValueError(f"distill.channels {channels}: the teacher has no conv layers (give distill.hidden only)")
+    channels = list(teacher_channels) if channels is None else list(channels)
+    if len(channels) > len(teacher_channels) or any(a > b for a, b in zip(channels, teacher_channels)):
+        raise ValueError(f"distill.channels {channels} is not smaller than the teacher's conv channels "
+                         f"{list(teacher_channels)} (no more layers, none wider)")
+    if len(student) > len(teacher) or any(a > b for a, b in zip(student, teacher)) or \
+            (student == teacher and channels == list(teacher_channels)):
+        raise ValueError(f"distill.hidden {student} is not smaller than the teacher's hidden {teacher}"
+                         + (f" (with conv channels {channels})" if channels else ""))
+
+
+def student_net(teacher: PolicyNet, cfg: DistillConfig) -> PolicyNet:
+    """A fresh student for `teacher`: an MLP, or conv layers with the teacher's first geometries (explicit
+    padding) and `cfg.channels`, then the MLP head. ValueError when it would not be smaller."""
+    convs = teacher.conv_layers
+    teacher_filters = teacher.conv_filters()
+    check_smaller(list(cfg.hidden), teacher.hidden_widths()[convs:], cfg.channels,
+                  [f[0] for f in teacher_filters])
+    head_act = teacher.layers[convs].act if convs < len(teacher.layers) - 1 else teacher.layers[0].act
+    if not convs:
+        return PolicyNet.mlp(teacher.in_dim, list(cfg.hidden), teacher.out_dim, act=head_act)
+    channels = cfg.channels if cfg.channels is not None else [f[0] for f in teacher_filters]
+    filters = [[c, *f[1:]] for c, f in zip(channels, teacher_filters)]
+    student = PolicyNet.cnn(teacher.input["shape"], teacher.input["layout"], filters, list(cfg.hidden),
+                            teacher.out_dim, act=head_act, conv_act=teacher.layers[0].act)
+    if student.num_params() >= teacher.num_params():  # fewer conv layers: a larger map into the head
+        raise ValueError(f"distill.channels {channels} + hidden {list(cfg.hidden)}: the student has "
+                         f"{student.num_params()} parameters, not fewer than the teacher's {teacher.num_params()} "
+                         "(a shallower encoder leaves a larger image for the first hidden layer)")
+    return student
 
 
 def softened_kl(student_out: torch.Tensor, teacher_out: torch.Tensor, t: float) -> torch.Tensor:
@@ -90,9 +140,7 @@ def _distill(net: PolicyNet, cfg: DistillConfig, ctx: Context) -> PolicyNet:
         raise ValueError("distill needs teacher-visited observations (Context.sample_obs)")
     torch.manual_seed(ctx.seed)
     gen = torch.Generator().manual_seed(ctx.seed)
-    check_smaller(list(cfg.hidden), net.hidden_widths())
-    act = net.layers[0].act
-    student = PolicyNet.mlp(net.in_dim, list(cfg.hidden), net.out_dim, act=act)
+    student = student_net(net, cfg)
     states = np.asarray(ctx.sample_obs, dtype=np.float32)
     for r in range(cfg.rounds):
         loss = train_student(student, net, states, cfg, ctx.head, gen, ctx.q_values)

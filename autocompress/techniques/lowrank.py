@@ -2,6 +2,10 @@
 deployed as two Linear layers (in→r without bias or activation, then r→out). The rank
 is given directly or as the smallest r whose singular values keep `energy` of ΣS².
 A layer is factorized only where r·(in+out) < in·out, i.e. where it gets smaller.
+
+A conv layer's W is its out×(C·kh·kw) filter matrix, so the same SVD gives a conv of r filters
+(B: same kernel, stride and padding, no bias or activation) followed by a 1×1 conv (A: r -> out
+channels per pixel) with the original bias and activation.
 """
 
 from __future__ import annotations
@@ -39,8 +43,10 @@ def factorize(layer: CLinear, rank: int) -> tuple[CLinear, CLinear]:
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     r = min(rank, s.numel())
     root = s[:r].sqrt()
-    first = CLinear(layer.in_features, r, bias=False, act="none")
-    second = CLinear(r, layer.out_features, bias=layer.bias is not None, act=layer.act)
+    pointwise = None if layer.conv is None else {"in_shape": [r, *layer.out_hw], "kernel": [1, 1], "stride": [1, 1],
+                                                 "pad": [0, 0, 0, 0]}
+    first = CLinear(layer.in_features, r, bias=False, act="none", conv=layer.conv)
+    second = CLinear(r, layer.out_features, bias=layer.bias is not None, act=layer.act, conv=pointwise)
     with torch.no_grad():
         first.weight.copy_(root[:, None] * vh[:r])
         second.weight.copy_(u[:, :r] * root[None, :])

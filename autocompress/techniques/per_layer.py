@@ -7,9 +7,11 @@ given for every layer, per layer, or for some layers only:
                                      (fp32 / unpruned / not shared / keeping all their neurons).
 
 Layer i is the i-th layer of the net the technique compresses: the teacher's architecture
-(`teacher.hidden` + the output layer), or distill's student when distill is on. A layer that
-low-rank split into two factors keeps its index: both factors take its setting, so the count is
-known before any training. `structured.amount` is per HIDDEN layer (only those lose neurons).
+(its conv layers (`teacher.conv_filters`), `teacher.hidden`, then the output layer), or distill's
+student when distill is on (`DistillConfig.n_layers`). A layer that low-rank split into two factors
+(conv: a conv of r filters + a 1x1 conv) keeps its index: both factors take its setting, so the count
+is known before any training. `structured.amount` is per HIDDEN layer (only those lose neurons;
+conv layers are hidden layers: they lose filters).
 Map keys may be strings ("2"): JSON (Optuna user attrs, Ray) turns int keys into strings.
 """
 
@@ -111,8 +113,8 @@ def check_counts(cfg, n_layers: int, about: str = "") -> None:
 
 
 def logical_layers(net: PolicyNet) -> list[list[CLinear]]:
-    """The net's layers as per-layer settings index them: a bias-free, activation-free Linear followed
-    by another (the first factor of a low-rank pair) is one layer with the Linear after it."""
+    """The net's layers as per-layer settings index them: a bias-free, activation-free layer followed
+    by another (the first factor of a low-rank pair, Linear or conv) is one layer with the layer after it."""
     out: list[list[CLinear]] = []
     pending: list[CLinear] = []
     for i, layer in enumerate(net.layers):
