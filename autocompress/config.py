@@ -210,13 +210,16 @@ class _Techniques(_Strict):
     def techniques(self) -> list[TechniqueConfig]:
         return [c for c in (getattr(self, n, None) for n in TECHNIQUES) if c is not None]
 
-    def check_layers(self, n_layers: int | None, about: str = "") -> None:
+    def check_layers(self, n_layers: int | None, about: str = "", conv_layers: int = 0) -> None:
         """Per-layer lists and maps (techniques/per_layer.py) against the net they compress: `n_layers`
         layers (None: not known yet, e.g. an imported teacher's before it is loaded), or distill's
-        student's when distill is on. Raises ConfigError naming the key."""
+        student's when distill is on (`conv_layers`: the teacher's, which a student without
+        `channels` keeps). Raises ConfigError naming the key."""
         distill = getattr(self, "distill", None)
         if distill is not None:
-            n_layers, about = len(distill.hidden) + 1, f"distill.hidden {list(distill.hidden)}"
+            n_layers = distill.n_layers(conv_layers)
+            about = f"distill.hidden {list(distill.hidden)}" + (f" after {n_layers - len(distill.hidden) - 1} conv "
+                                                                "layers" if n_layers > len(distill.hidden) + 1 else "")
         for c in self.techniques() if n_layers is not None else []:
             try:
                 check_counts(c, n_layers, about)
@@ -277,7 +280,7 @@ class _CompressBase(_Techniques):
         # per-layer settings fit the layers (an imported teacher's are in its file: checked when it is loaded)
         t = spec.teacher
         self.check_layers(t.n_layers(), f"teacher.conv_filters + hidden {t.hidden}" if t.conv_filters
-                          else f"teacher.hidden {t.hidden}")
+                          else f"teacher.hidden {t.hidden}", len(t.conv_filters or []))
         if self.critic is not None:
             widths = t.critic_hidden or t.hidden
             self.critic.check_layers(None if t.from_ else len(widths) + 1, f"the critic's hidden {widths}")
