@@ -82,7 +82,7 @@ def test_every_technique_compresses_and_fine_tunes_a_cnn_teacher(tmp_path):
         "share": {"share": {"bits": 3}},
         "lowrank": {"lowrank": {"rank": 4}},
         "structured": {"structured": {"amount": 0.5}},
-        "distill": {"distill": {"channels": [8], "hidden": [32], "steps": 200}},
+        "distill": {"distill": {"channels": [8], "hidden": [32], "rounds": 1, "steps_per_round": 200, "epochs": 5}},
     }
     teacher_bytes = None
     for name, raw in configs.items():
