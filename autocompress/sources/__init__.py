@@ -1,17 +1,18 @@
 """Teacher sources: the user's own trained policy, turned into autocompress's nets.
 
 One small adapter per format, each returning an `Imported`: the deployed net as a PolicyNet (the
-exact function the source computes, as a chain of Linear + activation layers), how its outputs
+exact function the source computes, as a chain of Linear + activation layers, after conv layers for a
+CNN policy: RLlib's CNN encoder, SB3's NatureCNN), how its outputs
 become actions (`head`, observation normalisation included), the critic when the file has one,
 and the source framework's own deterministic action (`source_act`) to check the import against.
 
-    sb3      a Stable-Baselines3 .zip (PPO, A2C, DQN, SAC MlpPolicy), VecNormalize .pkl beside it
+    sb3      a Stable-Baselines3 .zip (PPO, A2C, DQN, SAC MlpPolicy; CnnPolicy), VecNormalize .pkl beside it
     torch    a PyTorch state dict (.pt / .pth) with an architecture YAML beside it
     rllib    an RLlib (new API stack) Algorithm or RLModule checkpoint directory
 
 Every format but the plain state dict unpickles Python objects: only load files you trust.
-What cannot be represented (a custom feature extractor, LSTM, an unknown activation, gSDE) is one
-ConfigError naming the layer or option, raised before Ray starts.
+What cannot be represented (a custom feature extractor, LSTM, an unknown activation, gSDE, an
+observation space the conv encoder does not read) is one ConfigError naming the layer or option, raised before Ray starts.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from autocompress.conv import out_hw, same_pad
 from autocompress.errors import ConfigError
 from autocompress.nets import CLinear, PolicyNet
 
@@ -44,7 +46,9 @@ class Imported:
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> list[str]:
-        return [f"{layer.in_features}->{layer.out_features} {layer.act}" for layer in self.actor.layers]
+        return [f"{layer.in_features}->{layer.out_features} {layer.act}" if layer.conv is None else
+                f"conv {'x'.join(map(str, layer.conv['kernel']))}/{'x'.join(map(str, layer.conv['stride']))} "
+                f"{layer.conv['in_shape'][0]}->{layer.out_features} {layer.act}" for layer in self.actor.layers]
 
 
 def detect(path: Path) -> str:
@@ -105,29 +109,88 @@ def linear_chain(modules: list[nn.Module], where: str) -> list[tuple[nn.Linear, 
         elif type(m) in TORCH_ACTIVATIONS:
             if not out or out[-1][1] != "none":
                 raise ConfigError(f"{where}[{i}]: {type(m).__name__} does not follow a Linear layer")
-            if isinstance(m, nn.LeakyReLU) and m.negative_slope != 0.01:
-                raise ConfigError(f"{where}[{i}]: LeakyReLU(negative_slope={m.negative_slope}): only 0.01 is supported")
-            if isinstance(m, nn.ELU) and m.alpha != 1.0:
-                raise ConfigError(f"{where}[{i}]: ELU(alpha={m.alpha}): only alpha=1 is supported")
-            out[-1] = (out[-1][0], TORCH_ACTIVATIONS[type(m)])
+            out[-1] = (out[-1][0], _activation(m, f"{where}[{i}]"))
         else:
             raise ConfigError(f"{where}[{i}]: unsupported layer {type(m).__name__} (autocompress represents Linear "
                               f"layers with {', '.join(sorted(set(TORCH_ACTIVATIONS.values())))} activations)")
     return out
 
 
-def to_policy_net(chain: list[tuple[Any, Any, str]]) -> PolicyNet:
-    """PolicyNet from [(weight (out, in), bias (out,) or None, activation)]."""
+def _activation(m: nn.Module, where: str) -> str:
+    if isinstance(m, nn.LeakyReLU) and m.negative_slope != 0.01:
+        raise ConfigError(f"{where}: LeakyReLU(negative_slope={m.negative_slope}): only 0.01 is supported")
+    if isinstance(m, nn.ELU) and m.alpha != 1.0:
+        raise ConfigError(f"{where}: ELU(alpha={m.alpha}): only alpha=1 is supported")
+    return TORCH_ACTIVATIONS[type(m)]
+
+
+def conv_chain(modules: list[nn.Module], where: str, in_shape: tuple[int, int, int],
+               in_scale: float = 1.0) -> tuple[list[tuple], tuple[int, int, int]]:
+    """[(filter matrix (out, C·kh·kw), bias, activation, geometry)] from a flat list of ZeroPad2d / Conv2d /
+    activation / Flatten modules reading channel-first images of `in_shape` (C, H, W), and the (C, H, W)
+    they write. `in_scale` multiplies the first layer's filters: a constant input scaling folded in exactly
+    (a convolution is linear and pads with zeros), e.g. SB3's 1/255 for uint8 images."""
+    out: list[tuple] = []
+    (c, h, w), pad = in_shape, [0, 0, 0, 0]
+    for i, m in enumerate(modules):
+        at = f"{where}[{i}]"
+        if isinstance(m, nn.ZeroPad2d):
+            left, r, t, b = m.padding  # torch's order
+            pad = [pad[0] + t, pad[1] + b, pad[2] + left, pad[3] + r]
+        elif isinstance(m, nn.Conv2d):
+            if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros":
+                raise ConfigError(f"{at}: Conv2d with groups={m.groups}, dilation={tuple(m.dilation)}, padding_mode="
+                                  f"{m.padding_mode!r}: only plain convolutions (groups 1, dilation 1, zero "
+                                  "padding) are supported")
+            if m.in_channels != c:
+                raise ConfigError(f"{at}: Conv2d reads {m.in_channels} channels, its input has {c} (images of "
+                                  f"{h}x{w} pixels, {c} channels)")
+            kernel, stride = list(m.kernel_size), list(m.stride)
+            ph, pw = (0, 0) if m.padding == "valid" else m.padding
+            own = same_pad(h, w, kernel, stride) if m.padding == "same" else [ph, ph, pw, pw]
+            geo = {"in_shape": [c, h, w], "kernel": kernel, "stride": stride,
+                   "pad": [p + q for p, q in zip(pad, own)]}
+            oh, ow = out_hw(geo)
+            if oh < 1 or ow < 1:
+                raise ConfigError(f"{at}: a {kernel[0]}x{kernel[1]} kernel with stride {stride} on a {h}x{w} input "
+                                  f"leaves {oh}x{ow}: the image shrinks below 1x1")
+            wt, bias = params(m)
+            wt = wt.reshape(m.out_channels, -1) * (np.float32(in_scale) if not out else np.float32(1))
+            out.append((wt, bias, "none", geo))
+            (c, h, w), pad = (m.out_channels, oh, ow), [0, 0, 0, 0]
+        elif type(m) in TORCH_ACTIVATIONS:
+            if not out or out[-1][2] != "none" or any(pad):
+                raise ConfigError(f"{at}: {type(m).__name__} does not follow a Conv2d layer")
+            out[-1] = (*out[-1][:2], _activation(m, at), out[-1][3])
+        elif isinstance(m, (nn.Identity, nn.Flatten)):
+            continue
+        else:
+            raise ConfigError(f"{at}: unsupported layer {type(m).__name__} in a conv encoder (autocompress "
+                              "represents ZeroPad2d + Conv2d + activation layers)")
+    if not out:
+        raise ConfigError(f"{where}: a conv encoder without Conv2d layers")
+    return out, (c, h, w)
+
+
+def hwc_columns(w: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
+    """A Linear weight that reads (H, W, C)-flattened features, reordered to read (C, H, W)-flattened ones."""
+    c, h, wd = chw
+    return np.ascontiguousarray(np.asarray(w).reshape(-1, h, wd, c).transpose(0, 3, 1, 2).reshape(len(w), -1))
+
+
+def to_policy_net(chain: list[tuple], input: dict | None = None) -> PolicyNet:
+    """PolicyNet from [(weight (out, in), bias (out,) or None, activation[, conv geometry])]; `input` (the
+    observation's shape and layout) for a net that starts with conv layers."""
     layers = []
-    for w, b, act in chain:
+    for w, b, act, *conv in chain:
         w = torch.as_tensor(np.asarray(w, np.float32))
-        layer = CLinear(w.shape[1], w.shape[0], bias=b is not None, act=act)
+        layer = CLinear(w.shape[1], w.shape[0], bias=b is not None, act=act, conv=conv[0] if conv else None)
         with torch.no_grad():
             layer.weight.copy_(w)
             if b is not None:
                 layer.bias.copy_(torch.as_tensor(np.asarray(b, np.float32)))
         layers.append(layer)
-    return PolicyNet(layers)
+    return PolicyNet(layers, input)
 
 
 def params(lin: nn.Linear) -> tuple[np.ndarray, np.ndarray | None]:

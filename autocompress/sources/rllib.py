@@ -1,5 +1,6 @@
 """RLlib checkpoints of the new API stack: an Algorithm checkpoint (`algo.save_to_path(dir)`) or an
-RLModule checkpoint, for PPO, DQN and SAC with RLlib's default MLP encoders.
+RLModule checkpoint, for PPO, DQN and SAC with RLlib's default MLP encoders, and PPO and DQN with its
+CNN encoder (`conv_filters`).
 
 Read with `RLModule.from_checkpoint` and walked module by module (any `fcnet_hiddens`, RLlib's
 activations, `vf_share_layers`, `free_log_std`, head hiddens):
@@ -9,6 +10,10 @@ activations, `vf_share_layers`, `free_log_std`, head hiddens):
         exactly; target nets are rebuilt from the online net
   SAC   actor = pi encoder + pi head (tanh-squashed mean); RLlib's twin Q nets are not carried over
         (a critic is warmed up before fine-tuning)
+RLlib's CNN encoder (TorchCNNEncoder: ZeroPad2d + Conv2d + activation per filter) reads channels-last
+images, permutes them to channels-first for its convs and its output back to channels-last before the
+Flatten: the conv layers become ours with the net's input layout 'hwc', and the first Linear after them
+gets its input columns reordered from (H, W, C) to our (C, H, W) order.
 The env runner's MeanStdFilter statistics come along when the Algorithm checkpoint has them.
 Continuous actions follow RLlib's default normalize_actions=True (mean clipped to [-1, 1], mapped
 onto the bounds) for PPO. Checkpoints are pickles: only load checkpoints you trust.
@@ -23,7 +28,8 @@ import gymnasium as gym
 import numpy as np
 
 from autocompress.errors import ConfigError
-from autocompress.sources import Imported, linear_chain, params, to_policy_net, with_log_std
+from autocompress.sources import (Imported, conv_chain, hwc_columns, linear_chain, params, to_policy_net,
+                                  with_log_std)
 
 _ALGOS = {"DefaultPPOTorchRLModule": "PPO", "DefaultDQNTorchRLModule": "DQN", "DefaultSACTorchRLModule": "SAC"}
 
@@ -42,6 +48,33 @@ def _mlp(part, where: str) -> list:
         raise ConfigError(f"{where}: {type(part).__name__} is not one of RLlib's default MLP encoders/heads "
                           "(CNN, LSTM, attention and custom encoders are not supported)")
     return [(*params(m), a) for m, a in linear_chain(list(net), where)]
+
+
+def _encoder(part, where: str, obs_space: gym.Space) -> tuple[list, tuple[int, int, int] | None]:
+    """An encoder's chain and, for RLlib's CNN encoder, the (C, H, W) of its output (flattened as H, W, C)."""
+    if type(part).__name__ != "TorchCNNEncoder":
+        return _mlp(part, where), None
+    from torch import nn
+
+    shape = tuple(obs_space.shape)
+    if len(shape) != 3:
+        raise ConfigError(f"{where}: RLlib's CNN encoder reads images (H, W, C); the env's observations have "
+                          f"shape {shape}")
+    modules = [m for sub in part.net for m in (sub.cnn if hasattr(sub, "cnn") else [sub])]
+    first = next((m for m in modules if isinstance(m, nn.Conv2d)), None)
+    if first is not None and first.in_channels != shape[2]:
+        raise ConfigError(f"{where}: the CNN encoder's first Conv2d reads {first.in_channels} channels, but the env's "
+                          f"observations {shape} have {shape[2]} in the last axis (RLlib's CNN encoder reads "
+                          f"channels-last images{'; these look channels-first' if shape[0] == first.in_channels else ''})")
+    return conv_chain(modules, f"{where}.cnn", (shape[2], shape[0], shape[1]))
+
+
+def _after(enc_out: tuple[int, int, int] | None, head: list) -> list:
+    """A head's chain reading a CNN encoder's (H, W, C)-flattened output, as our (C, H, W) order reads it."""
+    if enc_out is None:
+        return head
+    w, b, act = head[0]
+    return [(hwc_columns(w, enc_out), b, act), *head[1:]]
 
 
 def _obs_stats(path: Path) -> tuple[dict | None, float]:
@@ -111,22 +144,27 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
     head = action_head(act_space)
     critic = None
     where = f"teacher.from {path}"
+    image = {"shape": list(obs_space.shape), "layout": "hwc"}  # the input of a net with RLlib's CNN encoder
     if source == "PPO":
         enc = module.encoder
         actor_enc = getattr(enc, "actor_encoder", None) or getattr(enc, "encoder", None)
         critic_enc = getattr(enc, "critic_encoder", None) or getattr(enc, "encoder", None)
-        chain = _mlp(actor_enc, f"{where}: encoder") + _mlp(module.pi, f"{where}: pi")
+        enc, out = _encoder(actor_enc, f"{where}: encoder", obs_space)
+        chain = enc + _after(out, _mlp(module.pi, f"{where}: pi"))
         log_std = getattr(module.pi, "log_std", None)
         if log_std is not None:  # free_log_std: a state-independent log-std parameter
             chain = with_log_std(chain, log_std.detach().numpy())
-        critic = to_policy_net(_mlp(critic_enc, f"{where}: critic encoder") + _mlp(module.vf, f"{where}: vf"))
+        enc, out = _encoder(critic_enc, f"{where}: critic encoder", obs_space)
+        critic = to_policy_net(enc + _after(out, _mlp(module.vf, f"{where}: vf")), image if out else None)
         if head["kind"] == "continuous":
             head["squash"] = "clip"
     elif source == "DQN":
         if getattr(module, "num_atoms", 1) > 1 or getattr(module, "uses_noisy", False):
             raise ConfigError(f"{where}: distributional (num_atoms > 1) or noisy DQN is not supported")
-        enc, af = _mlp(module.encoder, f"{where}: encoder"), _mlp(module.af, f"{where}: af")
-        chain = _dueling(enc, af, _mlp(module.vf, f"{where}: vf"), where) if module.uses_dueling else enc + af
+        enc, out = _encoder(module.encoder, f"{where}: encoder", obs_space)
+        af = _after(out, _mlp(module.af, f"{where}: af"))
+        chain = _dueling(enc, af, _after(out, _mlp(module.vf, f"{where}: vf")), where) if module.uses_dueling else \
+            enc + af
     else:
         chain = _mlp(module.pi_encoder, f"{where}: pi_encoder") + _mlp(module.pi, f"{where}: pi")
         head["squash"] = "tanh"
@@ -138,5 +176,6 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
         a = rl.module_actions(module, np.asarray(obs, np.float32)[None], stats, act_space, clip=clip)[0]
         return int(a) if head["kind"] == "discrete" else a
 
-    return Imported("rllib", source, source, to_policy_net(chain), head, source_act, critic, stats,
+    actor = to_policy_net(chain, image if len(chain[0]) == 4 else None)
+    return Imported("rllib", source, source, actor, head, source_act, critic, stats,
                     notes=[f"{type(module).__name__}, {'with' if stats else 'without'} MeanStdFilter statistics"])

@@ -1,4 +1,4 @@
-"""Stable-Baselines3 .zip: PPO, A2C, DQN and SAC with MlpPolicy.
+"""Stable-Baselines3 .zip: PPO, A2C, DQN and SAC with MlpPolicy or CnnPolicy (NatureCNN).
 
 Read with SB3 itself (`ALGO.load`, device cpu), then walked module by module, so any `net_arch`
 (separate pi / vf, or one list for both) and any supported `activation_fn` are taken from the
@@ -10,6 +10,12 @@ model, never repeated by the user. Deterministic actions as `model.predict(obs, 
 PPO / A2C value nets come along as the critic (fine-tuned as PPO); SAC's critics do not (RLlib's
 twin-Q layout differs), so a SAC critic is warmed up before fine-tuning. VecNormalize statistics
 come from `vecnormalize:` or `vec_normalize.pkl` / `<stem>_vecnormalize.pkl` beside the zip.
+
+CnnPolicy: NatureCNN's conv layers + its Linear come first. SB3 feeds it channel-first images (a
+channels-last env is wrapped in VecTransposeImage, so the saved observation space is (C, H, W)) divided
+by 255 when they are uint8 images (`normalize_images`): the net's input takes the env's own layout, and
+the 1/255 is folded into the first conv layer's filters (exact up to float rounding: convolution is
+linear and pads with zeros), so the runtime reads the env's raw observations.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import gymnasium as gym
 import numpy as np
 
 from autocompress.errors import ConfigError
-from autocompress.sources import Imported, linear_chain, obs_stats_from, params, to_policy_net, with_log_std
+from autocompress.sources import (Imported, conv_chain, linear_chain, obs_stats_from, params, to_policy_net,
+                                  with_log_std)
 
 
 def _algorithm(data: dict, where: str) -> str:
@@ -73,19 +80,21 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
     except Exception as e:  # truncated policy.pth, incompatible versions ...
         raise ConfigError(f"teacher.from {path}: Stable-Baselines3 could not load it ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:300]})") from None
-    if model.observation_space.shape != obs_space.shape:
-        raise ConfigError(f"teacher.from {path}: observation space {model.observation_space} does not match "
+    policy = model.policy
+    where = f"teacher.from {path}"
+    if source in ("PPO", "A2C"):
+        extractors = {"pi": policy.pi_features_extractor, "vf": policy.vf_features_extractor}
+    else:
+        extractors = {"pi": policy.q_net.features_extractor if source == "DQN" else policy.actor.features_extractor}
+    features = {k: _features(e, f"{where}: {k} features extractor", model, obs_space, spec.env)
+                for k, e in extractors.items()}
+    if features["pi"][1] is None and model.observation_space.shape != obs_space.shape:
+        raise ConfigError(f"{where}: observation space {model.observation_space} does not match "
                           f"{spec.env}'s {obs_space}")
     if type(model.action_space) is not type(act_space) or model.action_space.shape != act_space.shape or \
             getattr(model.action_space, "n", None) != getattr(act_space, "n", None):
         raise ConfigError(f"teacher.from {path}: action space {model.action_space} does not match "
                           f"{spec.env}'s {act_space}")
-    policy = model.policy
-    extractor = getattr(policy, "features_extractor", None) or getattr(getattr(policy, "actor", None),
-                                                                       "features_extractor", None)
-    if extractor is not None and type(extractor).__name__ != "FlattenExtractor":
-        raise ConfigError(f"teacher.from {path}: custom features extractor {type(extractor).__name__} "
-                          "(autocompress imports MlpPolicy nets: Flatten -> Linear layers)")
     if getattr(policy, "use_sde", False) or getattr(getattr(policy, "actor", None), "use_sde", False):
         raise ConfigError(f"teacher.from {path}: use_sde=True (gSDE exploration) is not supported")
     vn = _vecnormalize(path, spec.teacher.vecnormalize)
@@ -102,7 +111,8 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
         if isinstance(act_space, gym.spaces.Box):
             chain = with_log_std(chain, policy.log_std.detach().numpy())
         value = [(*params(m), a) for m, a in linear_chain(list(policy.mlp_extractor.value_net), "value_net")]
-        critic = to_policy_net(value + [(*params(policy.value_net), "none")])
+        vf_chain, vf_input = features["vf"]
+        critic = to_policy_net(vf_chain + value + [(*params(policy.value_net), "none")], vf_input)
         algorithm = "PPO"
     elif source == "DQN":
         chain = [(*params(m), a) for m, a in linear_chain(list(policy.q_net.q_net), "q_net")]
@@ -113,7 +123,8 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
         (wm, bm), (ws, bs) = params(actor.mu), params(actor.log_std)
         chain.append((np.concatenate([wm, ws]), np.concatenate([bm, bs]), "none"))
         algorithm = "SAC"
-    actor_net = to_policy_net(chain)
+    pi_chain, pi_input = features["pi"]
+    actor_net = to_policy_net(pi_chain + chain, pi_input)
     obs_stats = None
     if vn is not None:
         std = np.sqrt(vn.obs_rms.var + vn.epsilon)
@@ -130,6 +141,39 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
 
     return Imported("sb3", source, algorithm, actor_net, head, source_act, critic, obs_stats,
                     notes=[f"{source} {'with' if vn is not None else 'without'} VecNormalize"])
+
+
+def _features(extractor, where: str, model, obs_space: gym.Space, env: str) -> tuple[list, dict | None]:
+    """A features extractor as layers: none for Flatten, NatureCNN's convs + Linear (the first filters
+    times 1/255 where SB3 divides uint8 images by 255); and the net's input (None: flat observations)."""
+    name = type(extractor).__name__
+    if name == "FlattenExtractor":
+        return [], None
+    if name != "NatureCNN":
+        raise ConfigError(f"{where}: custom features extractor {name} (autocompress imports MlpPolicy nets and "
+                          "CnnPolicy's NatureCNN)")
+    from stable_baselines3.common.preprocessing import is_image_space
+
+    layout = _layout(tuple(model.observation_space.shape), tuple(obs_space.shape), where, env)
+    scale = 1 / 255 if model.policy.normalize_images and is_image_space(model.observation_space) else 1.0
+    convs, _ = conv_chain(list(extractor.cnn), f"{where}.cnn", tuple(model.observation_space.shape), scale)
+    linear = [(*params(m), a) for m, a in linear_chain(list(extractor.linear), f"{where}.linear")]
+    return convs + linear, {"shape": list(obs_space.shape), "layout": layout}
+
+
+def _layout(model_shape: tuple, env_shape: tuple, where: str, env: str) -> str:
+    """How the env's observations reach NatureCNN's channel-first input: as they are ('chw'), or
+    transposed from channels-last ('hwc', SB3's VecTransposeImage)."""
+    if len(env_shape) != 3:
+        raise ConfigError(f"{where}: NatureCNN reads images (C, H, W) = {model_shape}; {env}'s observations have "
+                          f"shape {env_shape}")
+    if env_shape == model_shape:
+        return "chw"
+    c, h, w = model_shape
+    if env_shape == (h, w, c):
+        return "hwc"
+    raise ConfigError(f"{where}: NatureCNN reads images (C, H, W) = {model_shape}; {env}'s observations "
+                      f"{env_shape} are neither that nor channels-last {(h, w, c)}")
 
 
 def _head(act_space: gym.Space, source: str) -> dict:
