@@ -111,12 +111,16 @@ class PixelToyWide(PixelToy):  # 4 channels: fits no 3-channel CnnPolicy either 
     observation_space = gym.spaces.Box(0, 255, (36, 36, 4), np.uint8)
 
 
+class PixelToyBox(PixelToy):  # continuous actions, for SAC
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
 ENVS = {"hwc": "test_conv_interop:PixelToy", "chw": "test_conv_interop:PixelToyCHW"}
 
 
 def sb3_cnn_zip(algo: str, env_cls: type, path: Path) -> Path:
     sb3 = pytest.importorskip("stable_baselines3")
-    kw = {"buffer_size": 100, "learning_starts": 0} if algo == "DQN" else {"n_steps": 16, "batch_size": 16}
+    kw = {"buffer_size": 100, "learning_starts": 0} if algo in ("DQN", "SAC") else {"n_steps": 16, "batch_size": 16}
     model = getattr(sb3, algo)("CnnPolicy", env_cls(), seed=0, device="cpu", **kw)
     model.save(path)
     return path
@@ -179,6 +183,9 @@ def test_sb3_cnn_policy_on_observations_it_does_not_read_is_one_clear_error(tmp_
         with pytest.raises(ConfigError) as e:
             sources.load(spec)
         assert all(w in str(e.value) for w in words) and str(zip_path) in str(e.value), str(e.value)
+    sac = sb3_cnn_zip("SAC", PixelToyBox, tmp_path / "sac.zip")
+    with pytest.raises(ConfigError, match="SAC with CnnPolicy"):
+        sources.load(ac.load_trial_spec(spec_for(tmp_path, "sac", "test_conv_interop:PixelToyBox", "SAC", sac)))
 
 
 # -- imports: RLlib checkpoints with RLlib's CNN encoder --------------------------------------------

@@ -88,6 +88,9 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
         extractors = {"pi": policy.q_net.features_extractor if source == "DQN" else policy.actor.features_extractor}
     features = {k: _features(e, f"{where}: {k} features extractor", model, obs_space, spec.env)
                 for k, e in extractors.items()}
+    if source == "SAC" and features["pi"][1] is not None:
+        raise ConfigError(f"{where}: SAC with CnnPolicy: conv policies are imported for PPO, A2C and DQN (SAC's "
+                          "Q nets are RLlib's MLPs)")
     if features["pi"][1] is None and model.observation_space.shape != obs_space.shape:
         raise ConfigError(f"{where}: observation space {model.observation_space} does not match "
                           f"{spec.env}'s {obs_space}")
