@@ -2,10 +2,6 @@
 int8), its own choice by measurement, and the C export compiled and run, all act like the numpy
 runtime on 1,000 MinAtar-like binary images, channels-last and channels-first, fp32 and compressed."""
 
-import io
-import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +11,8 @@ from autocompress import exports, native
 from autocompress.artifact import to_bytes
 from autocompress.layers import layers_of
 from autocompress.nets import PolicyNet
-from autocompress.runtime import NumpyPolicy, output_to_action, read_artifact
+from autocompress.runtime import NumpyPolicy, read_artifact
+from test_exports import assert_same_actions, run_c
 from test_native import require_compiler
 
 N_OBS = 1000
@@ -63,31 +60,6 @@ def forced(layers, conv_kernels: list[str]) -> list[str]:
 
 def acts(policy, obs: np.ndarray) -> np.ndarray:
     return np.array([policy.act(o) for o in obs])
-
-
-def assert_same_actions(got: np.ndarray, ref: NumpyPolicy, obs: np.ndarray, what: str) -> None:
-    """Discrete: equal where the best action leads by more than 1e-4 (float rounding may flip near-ties);
-    continuous: within 1e-5. The reference acts on the whole batch at once (row by row the same sums)."""
-    out = ref.forward(obs.reshape(len(obs), -1))
-    want = output_to_action(out, ref.head) if ref.head["kind"] != "discrete" else out.argmax(axis=1)
-    if ref.head["kind"] == "discrete":
-        top = np.sort(out, axis=1)
-        clear = top[:, -1] - top[:, -2] > 1e-4
-        assert clear.mean() > 0.95, what
-        assert (got[clear] == want[clear]).all(), f"{what}: {(got[clear] != want[clear]).sum()} actions differ"
-    else:
-        np.testing.assert_allclose(got, want, atol=1e-5, err_msg=what)
-
-
-def run_c(c_dir: Path, obs: np.ndarray) -> np.ndarray:
-    """Build the exported policy as a user would, strictly (C99, every warning an error), and act on obs."""
-    cc = shutil.which("cc") or "gcc"
-    subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "main.c", "policy.c", "-lm", "-o", "policy"],
-                   cwd=c_dir, check=True, capture_output=True, text=True)
-    text = io.StringIO()
-    np.savetxt(text, obs.reshape(len(obs), -1), fmt="%.9g")  # the env's order, flattened
-    out = subprocess.run([str(c_dir / "policy")], input=text.getvalue(), capture_output=True, text=True, check=True)
-    return np.loadtxt(io.StringIO(out.stdout), ndmin=2).squeeze()
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

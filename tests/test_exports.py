@@ -57,10 +57,11 @@ def assert_same_actions(got: np.ndarray, ref: NumpyPolicy, obs: np.ndarray, what
 
 
 def run_c(c_dir: Path, obs: np.ndarray) -> np.ndarray:
+    """Build the exported policy as a user would, strictly (C99, every warning an error), and act on obs."""
     cc = shutil.which("cc") or "gcc"
     subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "main.c", "policy.c", "-lm", "-o", "policy"],
                    cwd=c_dir, check=True, capture_output=True, text=True)
-    lines = "\n".join(" ".join(repr(float(v)) for v in o) for o in obs)
+    lines = "\n".join(" ".join(repr(float(v)) for v in o) for o in obs.reshape(len(obs), -1))  # images: env order
     out = subprocess.run([str(c_dir / "policy")], input=lines, capture_output=True, text=True, check=True).stdout
     return np.array([[float(v) for v in line.split()] for line in out.splitlines()]).squeeze()
 
