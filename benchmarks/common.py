@@ -81,3 +81,21 @@ def run_search(space: dict, trial_overrides: dict, run_dir: Path, base: str = "c
     t0 = time.time()
     run = ac.search(run_dir / "space.yaml", run_dir=run_dir / "run", cache_dir=ac.default_cache(), **options)
     return time.time() - t0, run
+
+
+def heldout_setup(base: str, episodes: int, store_name: str):
+    """(the shipped spec of search_spaces/<base>.yaml, that spec evaluating on `episodes` held-out episodes,
+    the path of docs/data/<store_name>.json, what it holds so far): a benchmark that measures recipes on the
+    seeds where the front is re-evaluated, keeping measurements as they finish so a re-run reuses them."""
+    import json
+
+    import yaml
+
+    import autocompress as ac
+
+    shipped = yaml.safe_load((ROOT / "search_spaces" / f"{base}.yaml").read_text())
+    spec = ac.load_trial_spec((ROOT / "search_spaces" / shipped["trial_spec"]).resolve())
+    held = spec.updated({"eval": {"seed": spec.eval.heldout_seed, "episodes": episodes, "heldout_episodes": 0}})
+    store = ROOT / "docs" / "data" / f"{store_name}.json"
+    store.parent.mkdir(parents=True, exist_ok=True)
+    return spec, held, store, (json.loads(store.read_text()) if store.exists() else {})

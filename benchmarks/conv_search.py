@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ROOT, latency_words, machine, run_search, write_section
+from benchmarks.common import heldout_setup, latency_words, machine, run_search, write_section
 
 BASE = "minatar_breakout_ppo"
 MIN_RATIO = 0.95
@@ -28,16 +28,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--episodes", type=int, default=100, help="held-out episodes")
     args = ap.parse_args()
-    import yaml
-
     import autocompress as ac
 
-    shipped = yaml.safe_load((ROOT / "search_spaces" / f"{BASE}.yaml").read_text())
-    spec = ac.load_trial_spec((ROOT / "search_spaces" / shipped["trial_spec"]).resolve())
-    held = spec.updated({"eval": {"seed": spec.eval.heldout_seed, "episodes": args.episodes, "heldout_episodes": 0}})
-    store = ROOT / "docs" / "data" / f"conv_search_{BASE}.json"
-    store.parent.mkdir(parents=True, exist_ok=True)
-    out: dict = json.loads(store.read_text()) if store.exists() else {}
+    spec, held, store, out = heldout_setup(BASE, args.episodes, f"conv_search_{BASE}")
     with tempfile.TemporaryDirectory() as d:
         if "int8 PTQ" not in out:
             r = ac.compress(held, {"quantize": {"bits": 8}}, output_dir=Path(d) / "int8")

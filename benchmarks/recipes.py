@@ -21,7 +21,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import ROOT, latency_words, machine, run_search, write_section
+from benchmarks.common import heldout_setup, latency_words, machine, run_search, write_section
 
 RECIPES = {"int8 PTQ": {"quantize": {"bits": 8}}, "90% pruning + fine-tune": {"prune": {"sparsity": 0.9}},
            "distill [64, 64]": {"distill": {"hidden": [64, 64]}}}
@@ -44,19 +44,12 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--episodes", type=int, default=100, help="held-out episodes")
     args = ap.parse_args()
-    import yaml
-
     import autocompress as ac
 
-    shipped = yaml.safe_load((ROOT / "search_spaces" / f"{args.base}.yaml").read_text())
-    spec = ac.load_trial_spec((ROOT / "search_spaces" / shipped["trial_spec"]).resolve())
-    # recipes are measured on the held-out seeds, exactly where the front is re-evaluated
-    held = spec.updated({"eval": {"seed": spec.eval.heldout_seed, "episodes": args.episodes, "heldout_episodes": 0}})
+    # recipes are measured on the held-out seeds, exactly where the front is re-evaluated, and kept as they
+    # finish (docs/data/recipes_<base>.json): a re-run reuses them
+    spec, held, store, out = heldout_setup(args.base, args.episodes, f"recipes_{args.base}")
     teacher = ac.teach(spec)
-    # recipe measurements are kept as they finish (docs/data/recipes_<base>.json): a re-run reuses them
-    store = ROOT / "docs" / "data" / f"recipes_{args.base}.json"
-    store.parent.mkdir(parents=True, exist_ok=True)
-    out: dict[str, dict] = json.loads(store.read_text()) if store.exists() else {}
     with tempfile.TemporaryDirectory() as d:
         for name, cfg in RECIPES.items():
             if name not in out:
