@@ -95,12 +95,18 @@ class PixelToy(gym.Env):
     observation_space = gym.spaces.Box(0, 255, (36, 36, 3), np.uint8)
     action_space = gym.spaces.Discrete(4)
 
+    def __init__(self, config: dict | None = None):  # RLlib passes its env_config
+        super().__init__()
+        self.t = 0
+
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
+        self.t = 0
         return self.observation_space.sample(), {}
 
     def step(self, action):
-        return self.observation_space.sample(), 0.0, False, False, {}
+        self.t += 1
+        return self.observation_space.sample(), float(action == 0), self.t >= 20, False, {}
 
 
 class PixelToyCHW(PixelToy):
@@ -147,8 +153,8 @@ def test_sb3_cnn_policy_imports_as_a_conv_net_that_acts_like_model_predict(algo,
     imported = sources.load(spec)
     net = imported.actor
     assert net.conv_layers == 3 and net.input == {"shape": list(env_cls.observation_space.shape), "layout": layout}
-    assert imported.describe()[:4] == ["conv 8x8/4x4 3->32 relu", "conv 4x4/2x2 32->64 relu", "conv 3x3/1x1 64->64 relu",
-                                       "64->512 relu"]
+    assert imported.describe()[:4] == ["conv 8x8/4x4 3->32 relu", "conv 4x4/2x2 32->64 relu",
+                                       "conv 3x3/1x1 64->64 relu", "64->512 relu"]
     obs = np.stack([env_cls.observation_space.sample() for _ in range(256)])  # raw uint8, as the env gives them
     policy = ac.Policy.from_net(net, imported.head, "numpy")
     ours = np.array([policy.act(o) for o in obs])

@@ -1,18 +1,21 @@
 """Teacher sources: the user's own trained policy, turned into autocompress's nets.
 
 One small adapter per format, each returning an `Imported`: the deployed net as a PolicyNet (the
-exact function the source computes, as a chain of Linear + activation layers, after conv layers for a
-CNN policy: RLlib's CNN encoder, SB3's NatureCNN), how its outputs
-become actions (`head`, observation normalisation included), the critic when the file has one,
+exact function the source computes, as a chain of Linear + activation layers, after conv layers for
+a CNN policy: RLlib's CNN encoder, SB3's NatureCNN), how its outputs become actions (`head`,
+observation normalisation included), the critic when the file has one,
 and the source framework's own deterministic action (`source_act`) to check the import against.
 
-    sb3      a Stable-Baselines3 .zip (PPO, A2C, DQN, SAC MlpPolicy; CnnPolicy), VecNormalize .pkl beside it
+    sb3      a Stable-Baselines3 .zip (PPO, A2C, DQN, SAC MlpPolicy; PPO, A2C, DQN CnnPolicy), VecNormalize
+             .pkl beside it
     torch    a PyTorch state dict (.pt / .pth) with an architecture YAML beside it
-    rllib    an RLlib (new API stack) Algorithm or RLModule checkpoint directory
+    rllib    an RLlib (new API stack) Algorithm or RLModule checkpoint directory (MLP or, PPO and DQN, CNN
+             encoders)
 
 Every format but the plain state dict unpickles Python objects: only load files you trust.
 What cannot be represented (a custom feature extractor, LSTM, an unknown activation, gSDE, an
-observation space the conv encoder does not read) is one ConfigError naming the layer or option, raised before Ray starts.
+observation space the conv encoder does not read) is one ConfigError naming the layer or option,
+raised before Ray starts.
 """
 
 from __future__ import annotations

@@ -63,9 +63,10 @@ def _encoder(part, where: str, obs_space: gym.Space) -> tuple[list, tuple[int, i
     modules = [m for sub in part.net for m in (sub.cnn if hasattr(sub, "cnn") else [sub])]
     first = next((m for m in modules if isinstance(m, nn.Conv2d)), None)
     if first is not None and first.in_channels != shape[2]:
+        hint = "; these look channels-first" if shape[0] == first.in_channels else ""
         raise ConfigError(f"{where}: the CNN encoder's first Conv2d reads {first.in_channels} channels, but the env's "
                           f"observations {shape} have {shape[2]} in the last axis (RLlib's CNN encoder reads "
-                          f"channels-last images{'; these look channels-first' if shape[0] == first.in_channels else ''})")
+                          f"channels-last images{hint})")
     return conv_chain(modules, f"{where}.cnn", (shape[2], shape[0], shape[1]))
 
 
