@@ -157,7 +157,7 @@ def sensitivity(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.
 
 def sensitivity_table(table: dict, technique: str) -> Table:
     """One technique's drops: a row per layer, a column per setting (least to most aggressive)."""
-    from autocompress.layer_sensitivity import layer_label
+    from autocompress.plots import layer_label
 
     info = table["techniques"][technique]
     t = Table(title=f"{technique}.{info['key']}")

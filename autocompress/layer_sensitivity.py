@@ -295,12 +295,6 @@ def layer_entry(i: int, layer) -> dict:
             "conv": f"{kh}x{kw}/{sh}" if sh == sw else f"{kh}x{kw}/{sh}x{sw}"}
 
 
-def layer_label(entry: dict, arrow: str = "→") -> str:
-    """How plots and tables name a layer: "1: 64→64", or for a conv layer "0: conv 3x3/1 4→16"."""
-    conv = f"conv {entry['conv']} " if entry.get("conv") else ""
-    return f"{entry['index']}: {conv}{entry['in']}{arrow}{entry['out']}"
-
-
 # -- a trial spec's teacher, end to end -----------------------------------------------------
 
 def table_key(spec: TrialSpec, settings: dict, base: dict, episodes: int) -> str:

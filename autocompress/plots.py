@@ -104,12 +104,16 @@ def hypervolume_png(history: Sequence[tuple[int, float]], path: Path) -> Path:
     return path
 
 
+def layer_label(entry: dict, arrow: str = "→") -> str:
+    """How plots and tables name a layer: "1: 64→64", or for a conv layer "0: conv 3x3/1 4→16"."""
+    conv = f"conv {entry['conv']} " if entry.get("conv") else ""
+    return f"{entry['index']}: {conv}{entry['in']}{arrow}{entry['out']}"
+
+
 def sensitivity_png(table: dict, path: Path, field: str = "drop") -> Path:
     """Layer sensitivity heatmaps, one per technique: layers × settings (least to most aggressive, left to
     right), each cell the policy's `field` (drop) with only that layer compressed; 0 = as the teacher."""
     from matplotlib.colors import PowerNorm
-
-    from autocompress.layer_sensitivity import layer_label
 
     techniques = list(table["techniques"])
     layers = table["layers"]

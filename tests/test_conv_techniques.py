@@ -12,7 +12,8 @@ import torch
 from autocompress.artifact import to_bytes
 from autocompress.config import CompressConfig, load_trial_spec, parse
 from autocompress.errors import ConfigError
-from autocompress.layer_sensitivity import layer_label, measure
+from autocompress.layer_sensitivity import measure
+from autocompress.plots import layer_label
 from autocompress.nets import PolicyNet
 from autocompress.pipeline import compress_net
 from autocompress.runtime import NumpyPolicy
