@@ -257,7 +257,9 @@ def _suggest_group(trial, techniques: dict, prefix: str = "") -> dict[str, dict[
             cfg[name] = {key: _param(trial, f"{prefix}{name}.{key}", p) for key, p in params.items()
                          if _per_layer(p) is None}
     # per-layer params last: how many depends on the student distill may have sampled above
-    student = cfg["distill"]["hidden"] if "distill" in cfg else None
+    # (a conv student's conv layers are its sampled `channels`: a per-layer block with a conv teacher's
+    # student that keeps the teacher's channels is counted short, and that trial fails naming the key)
+    student = [*cfg["distill"].get("channels", []), *cfg["distill"]["hidden"]] if "distill" in cfg else None
     for name in cfg:
         for key, p in techniques[name].items():
             if (block := _per_layer(p)) is not None:
@@ -363,8 +365,10 @@ def with_layer_counts(space: SearchSpace, spec: TrialSpec, source: str) -> Searc
     """The space with every `per_layer` block's `layers` filled in from the trial spec's teacher (an
     imported teacher's must be given: its architecture is in its file). ConfigError naming the key."""
     t = spec.teacher
-    counts = {"techniques": (None if t.from_ else len(t.hidden) + 1, f"teacher.hidden {t.hidden}"),
-              "critic_techniques": (None if t.from_ else len(t.critic_hidden or t.hidden) + 1,
+    convs = len(t.conv_filters or [])  # a conv teacher's critic has the same encoder
+    counts = {"techniques": (t.n_layers(), f"teacher.conv_filters + hidden {t.hidden}" if convs
+                             else f"teacher.hidden {t.hidden}"),
+              "critic_techniques": (None if t.from_ else convs + len(t.critic_hidden or t.hidden) + 1,
                                     f"the critic's hidden {t.critic_hidden or t.hidden}")}
     update = {}
     for group, (n, about) in counts.items():

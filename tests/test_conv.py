@@ -106,3 +106,28 @@ def test_every_technique_compresses_and_fine_tunes_a_cnn_teacher(tmp_path):
             assert [layer.out_features for layer in convs] == [8]
         if name == "prune":
             assert float((convs[1].raw_weight() == 0).float().mean()) >= 0.75
+
+
+def test_a_per_layer_space_on_the_cnn_teacher_samples_one_setting_per_conv_and_dense_layer(tmp_path):
+    """The shipped MinAtar space with per-layer bits: every sampled config (distilled students included) has
+    one bit width per layer of the net it compresses, and passes the spec's checks."""
+    import optuna
+
+    from autocompress.config import CompressConfig
+    from autocompress.space import load_search_space, suggest
+
+    doc = yaml.safe_load((ROOT / "search_spaces" / "minatar_breakout_ppo.yaml").read_text())
+    doc["trial_spec"] = str(ROOT / "trials" / "minatar_breakout_ppo.yaml")
+    doc["techniques"]["quantize"]["bits"] = {"per_layer": {"low": 2, "high": 8}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    space, spec, _ = load_search_space(tmp_path / "s.yaml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    lengths = set()
+    for _ in range(40):
+        cfg = suggest(study.ask(), space)
+        CompressConfig.model_validate(cfg).check_against(spec)
+        if "quantize" in cfg:
+            d = cfg.get("distill")
+            lengths.add(len(cfg["quantize"]["bits"]))
+            assert len(cfg["quantize"]["bits"]) == (4 if d is None else len(d["channels"]) + len(d["hidden"]) + 1)
+    assert 4 in lengths  # the teacher's 2 conv + 1 hidden + output layers
