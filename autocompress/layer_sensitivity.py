@@ -190,23 +190,6 @@ class Reference:
         return {"agreement": 1.0 - min(delta, 1.0), "kl": kl, "action_delta": delta}
 
 
-def baked(net: PolicyNet) -> PolicyNet:
-    """A plain copy of `net` with each layer's deployed weight computed once (mask, codebook, fake-quant
-    applied): the same outputs, without recomputing the compression at every step of an episode."""
-    from autocompress.nets import CLinear, PolicyNet
-
-    layers = []
-    for layer in net.layers:
-        new = CLinear(layer.in_features, layer.out_features, bias=layer.bias is not None, act=layer.act,
-                      conv=layer.conv)
-        with torch.no_grad():
-            new.weight.copy_(layer.effective_weight())
-            if layer.bias is not None:
-                new.bias.copy_(layer.bias)
-        layers.append(new)
-    return PolicyNet(layers, net.input)
-
-
 def _ratio(ret: float, teacher_ret: float, random_ret: Callable[[], float]) -> float:
     if teacher_ret > 0:
         return ret / teacher_ret
@@ -223,7 +206,7 @@ def measure(teacher: PolicyNet, head: dict, obs: np.ndarray, make_env: Callable 
     quantize per_channel); `obs`: the teacher-visited states in the net's input space
     (normalised); `make_env` None or episodes 0: no returns."""
     from autocompress import measure as measuring
-    from autocompress.nets import torch_act
+    from autocompress.artifact import runtime_act
     from autocompress.pipeline import compress_net
     from autocompress.config import parse, CompressConfig
     from autocompress.techniques import Context
@@ -232,7 +215,8 @@ def measure(teacher: PolicyNet, head: dict, obs: np.ndarray, make_env: Callable 
     t0 = time.perf_counter()
     ref = Reference(teacher, obs, head, q_values)
     episodes = episodes if make_env is not None else 0
-    returns = (lambda net: measuring.evaluate(torch_act(baked(net), head), make_env, episodes, seed)) \
+    # acted through the artifact's numpy runtime: the net's actions without a batch-1 torch forward per step
+    returns = (lambda net: measuring.evaluate(runtime_act(net, head), make_env, episodes, seed)) \
         if episodes else None
     t_ret = returns(teacher) if returns else None
     rand: list[float] = []
@@ -313,7 +297,7 @@ def run(spec: TrialSpec, cache_root: Path, *, settings: dict[str, list], base: d
     from autocompress import envs
     from autocompress import measure as measuring
     from autocompress import teacher as teachers
-    from autocompress.nets import torch_act
+    from autocompress.artifact import runtime_act
     from autocompress.runtime import obs_normalizer
 
     base = base or {}
@@ -322,7 +306,7 @@ def run(spec: TrialSpec, cache_root: Path, *, settings: dict[str, list], base: d
     make_env = envs.env_creator(spec.env, spec.env_config)
     # the states every data-driven technique sees in a trial (pipeline.build_compressed: sample_obs)
     normalize = obs_normalizer(head.get("obs_norm"))
-    obs = normalize(measuring.collect_obs(torch_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed))
+    obs = normalize(measuring.collect_obs(runtime_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed))
     table = measure(teacher.actor, head, obs, make_env, q_values=spec.algorithm == "DQN", settings=settings,
                     base=base, episodes=episodes, ctx_seed=spec.seed, log=log, progress=progress)
     table.update(spec=spec.name, env=spec.env, algorithm=spec.algorithm, teacher_path=str(teacher.path),
