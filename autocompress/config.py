@@ -195,6 +195,8 @@ class TrialSpec(_Strict):
                               exclude_none=True)
         if not self.teacher.normalize_obs:  # the keys (cache names) of teachers from before the option stay valid
             del key["teacher"]["normalize_obs"]
+        if not self.teacher.conv_filters:  # likewise: an MLP's key does not depend on how images would be read
+            del key["teacher"]["obs_layout"]
         for k in ("format", "critic_warmup"):  # import settings: not part of a trained teacher's key
             del key["teacher"][k]
         return key

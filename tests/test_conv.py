@@ -131,3 +131,15 @@ def test_a_per_layer_space_on_the_cnn_teacher_samples_one_setting_per_conv_and_d
             lengths.add(len(cfg["quantize"]["bits"]))
             assert len(cfg["quantize"]["bits"]) == (4 if d is None else len(d["channels"]) + len(d["hidden"]) + 1)
     assert 4 in lengths  # the teacher's 2 conv + 1 hidden + output layers
+
+
+def test_every_shipped_spec_finds_its_committed_teacher():
+    """Adding a teacher option must not rename the cache entries of teachers trained before it (a search would
+    then retrain them): each shipped spec's teacher directory name is one committed under teachers/."""
+    from autocompress.teacher import SHIPPED_TEACHERS, teacher_dir
+
+    committed = {p.name for p in SHIPPED_TEACHERS.iterdir() if (p / "teacher.json").exists()}
+    for path in sorted((ROOT / "trials").glob("*.yaml")):
+        if path.stem == "hopper_sac":  # not shipped: hours of SAC here (teachers/README.md)
+            continue
+        assert teacher_dir(load_trial_spec(path), SHIPPED_TEACHERS).name in committed, path.name
