@@ -139,8 +139,9 @@ def load_run(run_dir: Path, storage: str | None = None) -> tuple[optuna.Study, d
         raise ConfigError(f"{run_dir} uses storage {url}: pass it again with the full URL", option="storage")
     try:
         study = optuna.load_study(study_name=state["study_name"], storage=storage_for(Path(run_dir), url))
-    except KeyError:
-        raise ConfigError(f"{run_dir}: its storage has no study {state['study_name']!r}") from None
+    except KeyError:  # a storage given here (--storage) is the likelier culprit: name it
+        raise ConfigError(f"{run_dir}: {'the storage given has' if storage else 'its storage has'} no study "
+                          f"{state['study_name']!r}", option="storage" if storage else None) from None
     return study, state
 
 
