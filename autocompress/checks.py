@@ -70,8 +70,12 @@ def storage_url(url: str | None) -> None:
         raise ConfigError(f"{shown(url)}: not a usable Optuna storage URL ({type(e).__name__}: {e}); "
                           "e.g. postgresql://user@host/db or sqlite:////abs/path/study.db", option="storage") from None
     if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
-            and not u.database.startswith("file:") and not Path(u.database).parent.is_dir():
-        raise ConfigError(f"{shown(url)}: directory {Path(u.database).parent} does not exist", option="storage")
+            and not u.database.startswith("file:"):
+        # ('?' starts a query: sqlite:////a/?/study.db names the directory /a/, which SQLite cannot open)
+        if u.database.endswith("/") or Path(u.database).is_dir():
+            raise ConfigError(f"{shown(url)}: {u.database} is a directory, not a database file", option="storage")
+        if not Path(u.database).parent.is_dir():
+            raise ConfigError(f"{shown(url)}: directory {Path(u.database).parent} does not exist", option="storage")
 
 
 def tracking_uri(uri: str | None) -> None:

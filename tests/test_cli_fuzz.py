@@ -388,3 +388,11 @@ def test_unknown_flags(base, command, flag):
 def test_extra_argument(command):
     required = {"export": ["--trial", "0", "--output", "x.acz"], "compress": ["--config", CONFIG]}.get(command, [])
     assert_rejected(invoke(command, "a.yaml", "surplus-arg", *required), "surplus-arg")
+
+
+def test_search_storage_naming_a_directory(base):
+    """'?' starts a URL's query: sqlite:////x/?/study.db names the directory /x/ (a case the fuzzer found)."""
+    for url in (f"sqlite:////nonexistent-{uuid.uuid4().hex[:6]}/?/study.db", f"sqlite:///{base}"):
+        rd = fresh(base)
+        assert_rejected(invoke("search", SPACE, f"--storage={url}", "--run-dir", rd), "--storage", "directory")
+        assert not rd.exists()
