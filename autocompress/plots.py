@@ -18,8 +18,16 @@ def _label(r: dict) -> str:
     return f"#{r['trial']} " + (", ".join(r["config"]) if r.get("config") else "teacher")
 
 
+def heldout_points(rows: Sequence[dict], front_ids: set[int]) -> list[dict]:
+    """Front members with held-out values: the return the search saw and the one on fresh episodes.
+    The plots draw both, joined, so that a point whose return held up looks different from a lucky one."""
+    return [r for r in rows if r["trial"] in front_ids and r.get("heldout_return_ratio") is not None]
+
+
 def pareto_png(rows: Sequence[dict], front_ids: set[int], path: Path) -> Path:
-    """Return ratio vs bytes ratio (log) and vs latency ratio; front members highlighted."""
+    """Return ratio vs bytes ratio (log) and vs latency ratio; front members highlighted, and their
+    held-out return (hollow, joined to the evaluation value) where the search re-evaluated them."""
+    held = heldout_points(rows, front_ids)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, key, label in ((axes[0], "bytes_ratio", "artifact bytes / teacher (log)"),
                            (axes[1], "latency_ratio", "batch-1 latency / teacher")):
@@ -27,6 +35,11 @@ def pareto_png(rows: Sequence[dict], front_ids: set[int], path: Path) -> Path:
         best = sorted([r for r in rows if r["trial"] in front_ids], key=lambda r: r[key])
         ax.scatter([r[key] for r in rest], [r["return_ratio"] for r in rest], c="lightgray", label="dominated")
         ax.scatter([r[key] for r in best], [r["return_ratio"] for r in best], c="tab:red", label="Pareto front")
+        if held:
+            for r in held:
+                ax.plot([r[key]] * 2, [r["return_ratio"], r["heldout_return_ratio"]], c="tab:red", lw=0.8, alpha=0.6)
+            ax.scatter([r[key] for r in held], [r["heldout_return_ratio"] for r in held], facecolors="none",
+                       edgecolors="tab:blue", label=f"front, held-out ({held[0]['heldout_episodes']} episodes)")
         for r in best:
             ax.annotate(_label(r), (r[key], r["return_ratio"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.axhline(1.0, ls=":", c="k", lw=0.8)
@@ -42,6 +55,14 @@ def pareto_png(rows: Sequence[dict], front_ids: set[int], path: Path) -> Path:
     return path
 
 
+def _hover(r: dict) -> str:
+    text = _label(r) + f"<br>{r['bytes']:,} B, {r['latency_ms'] * 1000:.1f} µs, return {r['return_mean']:.1f}"
+    if r.get("heldout_return_ratio") is not None:
+        text += (f"<br>held-out ({r['heldout_episodes']} episodes): return {r['heldout_return_mean']:.1f}, "
+                 f"ratio {r['heldout_return_ratio']:.3f}")
+    return text
+
+
 def pareto_html(rows: Sequence[dict], front_ids: set[int], path: Path) -> Path:
     import plotly.graph_objects as go
 
@@ -51,8 +72,15 @@ def pareto_html(rows: Sequence[dict], front_ids: set[int], path: Path) -> Path:
         fig.add_trace(go.Scatter3d(
             x=[r["bytes_ratio"] for r in rs], y=[r["latency_ratio"] for r in rs], z=[r["return_ratio"] for r in rs],
             mode="markers", name=name, marker={"size": 5, "color": color},
-            text=[_label(r) + f"<br>{r['bytes']:,} B, {r['latency_ms'] * 1000:.1f} µs, return {r['return_mean']:.1f}"
-                  for r in rs], hoverinfo="text"))
+            text=[_hover(r) for r in rs], hoverinfo="text"))
+    held = heldout_points(rows, front_ids)
+    if held:  # hollow points at the held-out return; toggled from the legend
+        fig.add_trace(go.Scatter3d(
+            x=[r["bytes_ratio"] for r in held], y=[r["latency_ratio"] for r in held],
+            z=[r["heldout_return_ratio"] for r in held], mode="markers",
+            name=f"front, held-out ({held[0]['heldout_episodes']} episodes)",
+            marker={"size": 5, "color": "white", "line": {"color": "royalblue", "width": 2}},
+            text=[_hover(r) for r in held], hoverinfo="text"))
     fig.update_layout(title="Pareto front (ratios vs teacher)", margin={"l": 0, "r": 0, "b": 0, "t": 40}, scene={
         "xaxis": {"title": "bytes ratio (log)", "type": "log",
                   **log_ticks([r["bytes_ratio"] for r in rows])},

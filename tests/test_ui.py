@@ -70,6 +70,26 @@ def test_pareto_html_has_the_explicit_bytes_ticks(tmp_path):
     assert 'src="https://cdn.plot.ly' not in html and len(html) > 1_000_000  # plotly.js embedded: renders offline
 
 
+def test_pareto_plots_show_the_fronts_heldout_return(tmp_path):
+    """Front members re-evaluated on held-out episodes get a second, hollow point at that return (and
+    their hover text says it); dominated trials and members without values get none."""
+    rows = [{"trial": i, "config": {"quantize": {}}, "bytes_ratio": b, "latency_ratio": 0.5, "return_ratio": 1.0,
+             "bytes": 100, "latency_ms": 0.002, "return_mean": 500.0} for i, b in enumerate([0.01, 0.1, 1.0])]
+    rows[0].update(heldout_return_ratio=0.83, heldout_return_mean=415.0, heldout_episodes=100)
+    rows[2].update(heldout_return_ratio=0.5, heldout_return_mean=250.0, heldout_episodes=100)  # not on the front
+    assert [r["trial"] for r in plots.heldout_points(rows, {0, 1})] == [0]
+    html = plots.pareto_html(rows, {0, 1}, tmp_path / "p.html").read_text()
+    trace = json.loads(re.search(r'(\{"hoverinfo":"text","marker":\{[^}]*\}[^}]*\},"mode":"markers",'
+                                 r'"name":"front, held-out \(100 episodes\)".*?"type":"scatter3d"\})', html).group(1))
+    assert (trace["x"], trace["z"]) == ([0.01], [0.83])  # trial 0 only, at its held-out return
+    assert trace["text"][0].endswith("held-out (100 episodes): return 415.0, ratio 0.830")
+    png = plots.pareto_png(rows, {0, 1}, tmp_path / "p.png")
+    plain = plots.pareto_png([{k: v for k, v in r.items() if not k.startswith("heldout")} for r in rows], {0, 1},
+                             tmp_path / "plain.png")
+    assert png.read_bytes() != plain.read_bytes()
+    assert plots.heldout_points(rows, set()) == []
+
+
 def _browser():
     """The system Chromium for playwright, or skip (fail when AUTOCOMPRESS_REQUIRE_BROWSER=1, as in CI)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
