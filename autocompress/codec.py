@@ -98,7 +98,8 @@ def encode_weight(p: WeightPayload, blob: BlobWriter) -> dict:
     return meta
 
 
-def _part(buf: memoryview, loc: list[int]) -> bytes:
+def part(buf: memoryview, loc: list[int]) -> bytes:
+    """The bytes of one stored part of a layer: loc is [offset, length] into the artifact's blob."""
     return bytes(buf[loc[0]: loc[0] + loc[1]])
 
 
@@ -107,15 +108,15 @@ def kept_positions(meta: dict, buf: memoryview) -> np.ndarray:
     n = meta["shape"][0] * meta["shape"][1]
     if not meta["sparse"]:
         return np.arange(n)
-    return np.flatnonzero(np.unpackbits(np.frombuffer(_part(buf, meta["bitmap"]), np.uint8), bitorder="little")[:n])
+    return np.flatnonzero(np.unpackbits(np.frombuffer(part(buf, meta["bitmap"]), np.uint8), bitorder="little")[:n])
 
 
 def quant_ints(meta: dict, buf: memoryview, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Of a quant weight: the integer weights q - zero at `pos` (int32) and the scale of each row."""
     rows, cols = meta["shape"]
-    codes = unpack_bits(_part(buf, meta["codes"]), meta["bits"], len(pos)).astype(np.int32)
-    scale = np.frombuffer(_part(buf, meta["scale"]), dtype="<f4")
-    zero = np.frombuffer(_part(buf, meta["zero"]), dtype=np.uint8).astype(np.int32) if "zero" in meta \
+    codes = unpack_bits(part(buf, meta["codes"]), meta["bits"], len(pos)).astype(np.int32)
+    scale = np.frombuffer(part(buf, meta["scale"]), dtype="<f4")
+    zero = np.frombuffer(part(buf, meta["zero"]), dtype=np.uint8).astype(np.int32) if "zero" in meta \
         else np.zeros(scale.size, np.int32)
     row = pos // cols if scale.size > 1 else np.zeros_like(pos)
     return codes + meta["qmin"] - zero[row], np.broadcast_to(scale, (rows,)).astype(np.float32)
@@ -126,10 +127,10 @@ def decode_weight(meta: dict, buf: memoryview) -> np.ndarray:
     pos = kept_positions(meta, buf)
     out = np.zeros(rows * cols, dtype=np.float32)
     if meta["enc"] == "f32":
-        out[pos] = np.frombuffer(_part(buf, meta["values"]), dtype="<f4")
+        out[pos] = np.frombuffer(part(buf, meta["values"]), dtype="<f4")
     elif meta["enc"] == "codebook":
-        codes = unpack_bits(_part(buf, meta["codes"]), meta["bits"], len(pos))
-        out[pos] = np.frombuffer(_part(buf, meta["codebook"]), dtype="<f4")[codes]
+        codes = unpack_bits(part(buf, meta["codes"]), meta["bits"], len(pos))
+        out[pos] = np.frombuffer(part(buf, meta["codebook"]), dtype="<f4")[codes]
     else:
         ints, scale = quant_ints(meta, buf, pos)
         # float32 throughout, in this order: the C kernel's PACKED decode computes the same values

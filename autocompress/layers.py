@@ -23,7 +23,7 @@ from functools import cached_property
 
 import numpy as np
 
-from autocompress.codec import _part, decode_weight, kept_positions, quant_ints, unpack_bits
+from autocompress.codec import part, decode_weight, kept_positions, quant_ints, unpack_bits
 from autocompress.conv import im2col, out_hw
 
 KERNELS = ("dense", "csr", "int8", "q8", "packed", "im2col")
@@ -62,7 +62,7 @@ class Layer:
     @cached_property
     def b(self) -> np.ndarray | None:
         loc = self.meta["b"]
-        return None if loc is None else np.frombuffer(_part(self.blob, loc), dtype="<f4").copy()
+        return None if loc is None else np.frombuffer(part(self.blob, loc), dtype="<f4").copy()
 
     def kernels(self) -> list[str]:
         """The kernels this layer may run, in KERNELS order."""
@@ -143,7 +143,7 @@ class Layer:
         pk = self.packed()
         n_out, n_in = self.shape
         pos = kept_positions(meta, self.blob)
-        codes = unpack_bits(_part(self.blob, meta["codes"]), meta["bits"], len(pos))
+        codes = unpack_bits(part(self.blob, meta["codes"]), meta["bits"], len(pos))
         table = pk["table"]
         if meta["enc"] == "codebook":
             table = np.append(table, np.float32(0))  # pruned weights point at a 0 after the codebook
@@ -162,7 +162,7 @@ class Layer:
     def packed(self) -> dict:
         """The stored encoding as arrays: codes, bitmap, scale, zero, table, bits, qmin, enc, per_row."""
         meta = self.meta["w"]
-        arr = {k: np.frombuffer(_part(self.blob, meta[k]), dtype=dt) if k in meta else None
+        arr = {k: np.frombuffer(part(self.blob, meta[k]), dtype=dt) if k in meta else None
                for k, dt in (("codes", np.uint8), ("bitmap", np.uint8), ("zero", np.uint8), ("scale", "<f4"),
                              ("codebook", "<f4"))}
         return {"codes": arr["codes"], "bitmap": arr["bitmap"] if meta["sparse"] else None, "zero": arr["zero"],

@@ -29,7 +29,7 @@ import numpy as np
 
 from autocompress.layers import KERNELS, Layer, check_kernels, layers_of
 from autocompress.conv import to_chw
-from autocompress.runtime import _ACT, _conv, obs_normalizer, read_artifact
+from autocompress.runtime import ACTIVATIONS, conv_layer, obs_normalizer, read_artifact
 
 SOURCE = (Path(__file__).parent / "kernels.c").read_text()
 #: kernels.c up to this line is the portable kernel (the C export's); below it, timing loops
@@ -243,9 +243,9 @@ def _layer_inputs(header: dict, layers: list[Layer], n: int = 32, seed: int = 0)
     out = []
     for layer in layers:
         out.append(x)
-        x = _conv(x, layer.w, layer.b, None, layer.conv) if layer.conv is not None else \
+        x = conv_layer(x, layer.w, layer.b, None, layer.conv) if layer.conv is not None else \
             x @ layer.w + (0 if layer.b is None else layer.b)
-        act = _ACT[layer.act]
+        act = ACTIVATIONS[layer.act]
         x = act(x) if act is not None else x
     return out
 

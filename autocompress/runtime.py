@@ -20,7 +20,7 @@ from autocompress.layers import check_kernels, int8_conv_forward, int8_forward, 
 
 
 MAGIC = b"ACZ1"
-_ACT = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "silu": lambda x: x / (1.0 + np.exp(-x)),
+ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "silu": lambda x: x / (1.0 + np.exp(-x)),
         "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
         "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x), "none": None}  # leaky slope: torch's default
 
@@ -44,7 +44,7 @@ class NumpyPolicy:
         self.head = header["head"]
         layers = layers_of(header, blob)
         self.kernels = check_kernels(layers, kernels) or ["dense"] * len(layers)
-        self.layers = [(layer.w, layer.b, _ACT[layer.act], layer.int8() if k == "int8" else None, layer.conv)
+        self.layers = [(layer.w, layer.b, ACTIVATIONS[layer.act], layer.int8() if k == "int8" else None, layer.conv)
                        for layer, k in zip(layers, self.kernels)]
         self.input = header.get("input")  # conv nets: the observation's shape and layout
         self.obs_norm = header.get("obs_norm")  # as stored: mean, std, clip (None: raw observations)
@@ -64,7 +64,7 @@ class NumpyPolicy:
             x = to_chw(x, self.input)
         for w, b, act, int8, conv in self.layers:
             if conv is not None:
-                x = _conv(x, w, b, int8, conv)
+                x = conv_layer(x, w, b, int8, conv)
             else:
                 x = x @ w if int8 is None else int8_forward(x, *int8).reshape(x.shape[:-1] + (w.shape[1],))
                 if b is not None:
@@ -78,7 +78,7 @@ class NumpyPolicy:
         return output_to_action(self.forward(obs), self.head)
 
 
-def _conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, int8, g: dict) -> np.ndarray:
+def conv_layer(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, int8, g: dict) -> np.ndarray:
     """One conv layer on flat CHW inputs (one observation or a batch), bias added per channel."""
     rows = np.atleast_2d(x)
     y = conv_forward(rows, w, g) if int8 is None else int8_conv_forward(rows, *int8, g)

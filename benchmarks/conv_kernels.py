@@ -20,7 +20,7 @@ from autocompress import native
 from autocompress.artifact import to_bytes
 from autocompress.conv import to_chw
 from autocompress.layers import layers_of
-from autocompress.runtime import _ACT, NumpyPolicy, _conv, read_artifact
+from autocompress.runtime import ACTIVATIONS, NumpyPolicy, conv_layer, read_artifact
 from benchmarks.common import ROOT, machine, write_section
 
 KERNELS = ("dense", "im2col", "int8")
@@ -50,7 +50,7 @@ def layer_inputs(header: dict, layers, obs: np.ndarray) -> list[np.ndarray]:
         if layer.conv is None:
             break
         out.append(np.ascontiguousarray(x, np.float32))
-        x = _ACT[layer.act](_conv(x, layer.w, layer.b, None, layer.conv))
+        x = ACTIVATIONS[layer.act](conv_layer(x, layer.w, layer.b, None, layer.conv))
     return out
 
 

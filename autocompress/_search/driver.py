@@ -166,54 +166,52 @@ class Driver:
                                         "driver_seconds": time.time() - trial.user_attrs["launched_at"]})
         if self.space.constraints.min_return_ratio is not None:
             trial.set_constraint("min_return_ratio", self.space.constraints.min_return_ratio - ratio)
-        rid = self.tracker.log_trial(trial.number, trial_params(trial.params, cfg), None, "PRUNED", reason, None)
-        if rid:
-            self.run_ids[trial.number] = rid
-        self.study.tell(trial, state=TrialState.PRUNED)
-        self._update_front()
+        self._close(trial, cfg, TrialState.PRUNED, reason)
         self.log(f"trial {trial.number} stopped early ({outcome['trial_seconds']:.0f} s): {reason}")
 
     def record(self, trial, cfg: dict, outcome: dict | None, reason: str | None) -> None:
         """Store a finished trial: artifact, MLflow child run, user attrs, then tell Optuna."""
-        values = art = None
         if outcome is not None and "stopped" in outcome:
             self.record_stopped(trial, cfg, outcome)
             return
         if outcome is not None and outcome.get("reports"):
             trial.set_user_attr("intermediate", outcome["reports"])
+        values = None
         if outcome is not None:
             try:
                 values = objective_values(self.space, outcome["result"])
             except FloatingPointError as e:
                 reason, outcome = f"{type(e).__name__}: {e}", None
-        if outcome is not None:
-            art = self.opts.run_dir / "trials" / str(trial.number) / "policy.acz"
-            art.parent.mkdir(parents=True, exist_ok=True)
-            art.write_bytes(outcome["artifact"])
-        rid = self.tracker.log_trial(trial.number, trial_params(trial.params, cfg),
-                                     outcome["result"] if outcome else None,
-                                     "COMPLETE" if outcome is not None else "FAIL", reason, art)
+        if outcome is None:
+            trial.set_user_attr("fail_reason", reason)
+            self._close(trial, cfg, TrialState.FAIL, reason)
+            self.log(f"trial {trial.number} FAILED: {reason.splitlines()[-1] if reason else ''}")
+            return
+        art = self.opts.run_dir / "trials" / str(trial.number) / "policy.acz"
+        art.parent.mkdir(parents=True, exist_ok=True)
+        art.write_bytes(outcome["artifact"])
+        r = outcome["result"]
+        slim = {k: v for k, v in r.items() if k not in SLIM_DROP}
+        # wall time as the driver saw it: scheduling + worker start + trial + result transfer
+        slim["driver_seconds"] = time.time() - trial.user_attrs["launched_at"]
+        trial.set_user_attr("result", {**slim, "artifact": str(art)})
+        for k, v in constraint_values(self.space, r).items():
+            trial.set_constraint(k, v)
+        self._close(trial, cfg, TrialState.COMPLETE, reason, r, art, values)
+        done, hv = self.history[-1]
+        self.log(f"trial {trial.number} done: {json.dumps(cfg) if cfg else 'teacher as-is'} -> return "
+                 f"{r['return_mean']:.1f} (×{r['return_ratio']:.3f}), latency ×{r['latency_ratio']:.3f}, "
+                 f"bytes ×{r['bytes_ratio']:.4f}, {r['trial_seconds']:.0f} s | {done}/{self.opts.trials} "
+                 f"finished, front {self.front_size}, HV {hv:.4f}")
+
+    def _close(self, trial, cfg: dict, state: TrialState, reason: str | None, result: dict | None = None,
+               art: Path | None = None, values: list[float] | None = None) -> None:
+        """How every trial ends: its MLflow child run, then Optuna told, then the front refreshed."""
+        rid = self.tracker.log_trial(trial.number, trial_params(trial.params, cfg), result, state.name, reason, art)
         if rid:
             self.run_ids[trial.number] = rid
-        if outcome is not None:
-            slim = {k: v for k, v in outcome["result"].items() if k not in SLIM_DROP}
-            # wall time as the driver saw it: scheduling + worker start + trial + result transfer
-            slim["driver_seconds"] = time.time() - trial.user_attrs["launched_at"]
-            trial.set_user_attr("result", {**slim, "artifact": str(art)})
-            for k, v in constraint_values(self.space, outcome["result"]).items():
-                trial.set_constraint(k, v)
-            self.study.tell(trial, values)
-        else:
-            trial.set_user_attr("fail_reason", reason)
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.log(f"trial {trial.number} FAILED: {reason.splitlines()[-1] if reason else ''}")
+        self.study.tell(trial, values, state=state)
         self._update_front()
-        if outcome is not None:
-            r, (done, hv) = outcome["result"], self.history[-1]
-            self.log(f"trial {trial.number} done: {json.dumps(cfg) if cfg else 'teacher as-is'} -> return "
-                     f"{r['return_mean']:.1f} (×{r['return_ratio']:.3f}), latency ×{r['latency_ratio']:.3f}, "
-                     f"bytes ×{r['bytes_ratio']:.4f}, {r['trial_seconds']:.0f} s | {done}/{self.opts.trials} "
-                     f"finished, front {self.front_size}, HV {hv:.4f}")
 
     def _update_front(self) -> None:
         """Pareto tags, hypervolume and front size after a trial finished (any driver's)."""
