@@ -90,15 +90,26 @@ def artifact_bytes(data: bytes) -> dict[str, int]:
 
 
 def return_ratio(ret: float, teacher_ret: float, spec: TrialSpec, make_env) -> float:
-    """return / teacher return. Where the teacher's return is not positive (e.g. Pendulum, all
-    rewards < 0) that quotient would reward doing worse, so the ratio is instead normalised
-    between a uniform-random policy (0) and the teacher (1) on the same seeded episodes."""
+    """return / teacher return on the evaluation episodes (`ratio_to`'s rule; the random policy is
+    evaluated on the same seeded episodes only where it is needed)."""
+    rand = None if teacher_ret > 0 else random_return(make_env, spec.eval.episodes, spec.eval.seed)
+    return ratio_to(ret, teacher_ret, rand)
+
+
+def ratio_to(ret: float, teacher_ret: float, random_ret: float | None) -> float:
+    """ret / teacher_ret. Where the teacher's return is not positive (e.g. Pendulum, all rewards < 0)
+    that quotient would reward doing worse, so the ratio is instead normalised between a
+    uniform-random policy's return (0) and the teacher's (1) on the same seeded episodes."""
     if teacher_ret > 0:
         return ret / teacher_ret
+    return (ret - random_ret) / (teacher_ret - random_ret) if teacher_ret != random_ret else float("nan")
+
+
+def random_return(make_env, episodes: int, seed: int) -> float:
+    """Mean return of a uniform-random policy on the seeded episodes seed, seed + 1, ..."""
     space = make_env().action_space
-    space.seed(spec.eval.seed)
-    rand = float(evaluate(lambda obs: space.sample(), make_env, spec.eval.episodes, spec.eval.seed).mean())
-    return (ret - rand) / (teacher_ret - rand) if teacher_ret != rand else float("nan")
+    space.seed(seed)
+    return float(evaluate(lambda obs: space.sample(), make_env, episodes, seed).mean())
 
 
 #: observations recorded (the teacher's, on the evaluation seeds) that in-kernel timing acts on

@@ -157,22 +157,18 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
             return float(measure.evaluate(artifact.runtime_act(net, head), make_env, CHECK_EPISODES, spec.seed + CHECK_OFFSET).mean())
 
     done = [0]  # fine-tune iterations so far, over all rounds: the step of a report
-    refs: list[float] = []  # the teacher's check return, and a random policy's where that is not positive
+    refs: list[float | None] = []  # the teacher's check return, and a random policy's where that is not positive
 
     def report_check(score: float) -> None:
-        """Report a check return as a ratio to the teacher's on the same episodes (measure.return_ratio's rule)."""
+        """Report a check return as a ratio to the teacher's on the same episodes (measure.ratio_to's rule)."""
         if report is None:
             return
         if not refs:
             with timed("finetune_check"):
-                refs.append(check(teacher.actor))
-                if refs[0] <= 0:
-                    space = make_env().action_space
-                    space.seed(spec.seed + CHECK_OFFSET)
-                    refs.append(float(measure.evaluate(lambda o: space.sample(), make_env, CHECK_EPISODES,
-                                                       spec.seed + CHECK_OFFSET).mean()))
-        t, rand = refs[0], (refs[1] if len(refs) > 1 else 0.0)
-        report(done[0], (score - rand) / (t - rand) if t != rand else float("nan"))
+                t = check(teacher.actor)
+                refs.extend([t, None if t > 0 else measure.random_return(make_env, CHECK_EPISODES,
+                                                                         spec.seed + CHECK_OFFSET)])
+        report(done[0], measure.ratio_to(score, *refs))
 
     def finetune(net: PolicyNet, i: int, n: int) -> None:
         iters = spec.finetune.iterations // n + (1 if i < spec.finetune.iterations % n else 0)
