@@ -8,6 +8,10 @@ not saturate (LunarLander-v3 DQN by default):
 
     python -m benchmarks.search_value [--base lunarlander_dqn] [--trials 12] [--seeds 5]
 
+With --compare sensitivity (on a per-layer space, e.g. --base lunarlander_dqn_per_layer) the arms are
+the default search and the same search with the layer-sensitivity stage first; that arm's curve starts
+at the stage's own seconds, so the question is whether the stage pays for itself in hypervolume.
+
 Targets (issue 15): the default reaches random's final hypervolume in <= 40% of random's
 trial-seconds (medians over seeds, interquartile ranges apart); early stopping cuts the
 trial-seconds to reach a given hypervolume by >= 2x. Every run's curve is saved as it finishes
@@ -28,7 +32,11 @@ from benchmarks.common import DOC, machine, run_search, save_figure, write_secti
 
 ARMS = {"default": {"sampler": "tpe", "pruner": {"kind": "gate"}},
         "no early stop": {"sampler": "tpe", "pruner": {"kind": "none"}},
-        "random": {"sampler": "random", "pruner": {"kind": "none"}}}
+        "random": {"sampler": "random", "pruner": {"kind": "none"}},
+        "sensitivity": {"sampler": "tpe", "pruner": {"kind": "gate"}, "sensitivity": {"enabled": True}}}
+#: which arms each comparison runs, and the data file (docs/data/<name>_<base>.json) it keeps them in
+COMPARISONS = {"search": (["default", "no early stop", "random"], "search_value"),
+               "sensitivity": (["default", "sensitivity"], "sensitivity_value")}
 #: a cheaper evaluation than the shipped spec; no held-out pass (the curves are what is compared)
 CHEAP = {"eval": {"episodes": 10, "heldout_episodes": 0}, "finetune": {"iterations": 4}}
 
@@ -39,15 +47,16 @@ def trial_seconds(t) -> float:
     return float(t.user_attrs.get("partial", {}).get("trial_seconds", 0.0))
 
 
-def curve(run) -> list[tuple[float, float]]:
-    """(trial-seconds so far, hypervolume) after each finished trial, in order of completion."""
+def curve(run, start: float = 0.0) -> list[tuple[float, float]]:
+    """(trial-seconds so far, hypervolume) after each finished trial, in order of completion; `start`:
+    seconds spent before the first trial (the sensitivity stage)."""
     from autocompress import pareto
     from autocompress._search.results import rows
     from autocompress._search.study import finished
 
     by_number = {r["trial"]: r for r in rows(run.study) if r["feasible"]}
     done = sorted(finished(run.study), key=lambda t: (t.datetime_complete, t.number))
-    out, spent, seen = [], 0.0, []
+    out, spent, seen = [], start, []
     for t in done:
         spent += trial_seconds(t)
         if t.number in by_number:
@@ -72,52 +81,60 @@ def q(xs) -> str:
     return f"{np.median(xs):.0f} [{np.percentile(xs, 25):.0f}, {np.percentile(xs, 75):.0f}]"
 
 
+def stage_seconds(run_dir: Path) -> float:
+    """The sensitivity stage's own seconds (0 where the search ran none)."""
+    f = run_dir / "sensitivity" / "sensitivity.json"
+    return float(json.loads(f.read_text())["seconds"]) if f.exists() else 0.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="lunarlander_dqn", help="search_spaces/<base>.yaml")
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--compare", choices=list(COMPARISONS), default="search")
     args = ap.parse_args()
-    store = DOC.parent / "data" / f"search_value_{args.base}.json"
+    arms, name = COMPARISONS[args.compare]
+    store = DOC.parent / "data" / f"{name}_{args.base}.json"
     store.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(store.read_text()) if store.exists() else {}
     if saved.get("settings") != {"trials": args.trials, "cheap": CHEAP, "baselines": True}:
         saved = {"settings": {"trials": args.trials, "cheap": CHEAP, "baselines": True}, "runs": {}}
     with tempfile.TemporaryDirectory() as d:
         for seed in range(args.seeds):
-            for arm, opts in ARMS.items():  # arms interleaved per seed: load drift hits them alike
+            for arm in arms:  # arms interleaved per seed: load drift hits them alike
                 key = f"{arm}/{seed}"
                 if key in saved["runs"]:
                     continue
+                opts = ARMS[arm]
                 wall, run = run_search({"baselines": True, "seed": seed, "sampler": opts["sampler"],
-                                        "pruner": opts["pruner"], "budget": {"trials": args.trials, "parallel": 2}},
+                                        "pruner": opts["pruner"], "budget": {"trials": args.trials, "parallel": 2},
+                                        **({"sensitivity": opts["sensitivity"]} if "sensitivity" in opts else {})},
                                        CHEAP, Path(d) / key.replace(" ", "_"), base=args.base)
                 stopped = sum(t.state == TrialState.PRUNED for t in run.study.trials)
-                saved["runs"][key] = {"curve": curve(run), "wall": wall, "stopped": stopped}
+                stage = stage_seconds(run.run_dir)
+                saved["runs"][key] = {"curve": curve(run, stage), "wall": wall, "stopped": stopped,
+                                      "stage_seconds": stage,
+                                      "guided": run.study.user_attrs.get("sensitivity_guided", 0)}
                 store.write_text(json.dumps(saved, indent=1))
                 c = saved["runs"][key]["curve"]
                 print(f"{key}: HV {c[-1][1]:.4f} after {c[-1][0]:.0f} trial-s ({stopped} stopped, {wall:.0f} s wall)",
                       flush=True)
-    report(args, saved)
+    (report if args.compare == "search" else report_sensitivity)(args, saved)
 
 
-def report(args, saved: dict) -> None:
+def by_arm(saved: dict, arms: list[str]):
+    """(seeds, curves, finals, totals) per arm, over the seeds that have runs."""
     runs = saved["runs"]
     seeds = sorted({int(k.split("/")[1]) for k in runs})
-    curves = {arm: [runs[f"{arm}/{s}"]["curve"] for s in seeds if f"{arm}/{s}" in runs] for arm in ARMS}
+    curves = {arm: [runs[f"{arm}/{s}"]["curve"] for s in seeds if f"{arm}/{s}" in runs] for arm in arms}
     final = {arm: [c[-1][1] for c in cs] for arm, cs in curves.items()}
     total = {arm: [c[-1][0] for c in cs] for arm, cs in curves.items()}
-    target = float(np.median(final["random"]))
-    to_target = [seconds_to(c, target) for c in curves["default"]]
-    share = np.median(to_target) / np.median(total["random"])
-    apart = np.percentile(to_target, 75) < np.percentile(total["random"], 25)
-    # early stopping, seed by seed: trial-seconds to reach the level both arms of that seed reach
-    # (the lower of their two finals), without / with early stopping
-    cuts = []
-    for c_def, c_none in zip(curves["default"], curves["no early stop"]):
-        level = min(c_def[-1][1], c_none[-1][1])
-        cuts.append(seconds_to(c_none, level) / seconds_to(c_def, level))
-    cut = float(np.median(cuts))
+    return seeds, curves, final, total
+
+
+def plot(curves: dict, total: dict, line: tuple[float, str] | None, name: str) -> str:
+    """Median hypervolume (IQR shaded) against trial-seconds per arm; saved under docs/img/."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -129,28 +146,75 @@ def report(args, saved: dict) -> None:
         m = np.array([[hv_at(c, g) for g in grid] for c in cs])
         ax.plot(grid, np.median(m, 0), label=f"{arm} (median of {len(cs)})")
         ax.fill_between(grid, np.percentile(m, 25, 0), np.percentile(m, 75, 0), alpha=0.15)
-    ax.axhline(target, ls=":", c="k", lw=0.8, label="random's final median")
+    if line:
+        ax.axhline(line[0], ls=":", c="k", lw=0.8, label=line[1])
     ax.set_xlabel("trial-seconds spent (sum over finished and stopped trials)")
     ax.set_ylabel("hypervolume (teacher-normalised, feasible)")
     ax.legend(fontsize=8)
-    img = save_figure(fig, f"search_value_{args.base}.png")
+    return save_figure(fig, name)
 
-    def hv_q(xs) -> str:
-        return f"{np.median(xs):.4f} [{np.percentile(xs, 25):.4f}, {np.percentile(xs, 75):.4f}]"
 
+def hv_q(xs) -> str:
+    return f"{np.median(xs):.4f} [{np.percentile(xs, 25):.4f}, {np.percentile(xs, 75):.4f}]"
+
+
+def setup_words(args, seeds: list[int]) -> str:
+    return (f"on {machine()}. Sampler seeds {seeds[0]}..{seeds[-1]}, {args.trials} finished trials per run (stopped "
+            f"ones count), parallel 2, the shipped baselines enqueued first (teacher as-is, each technique alone: on "
+            f"LunarLander most random combinations of 3+ techniques lose the policy, and without them no arm finds a "
+            f"feasible point in a few trials); trial spec as shipped except {json.dumps(CHEAP)}. "
+            "Trial-seconds: the sum of the trials' own run time (a stopped trial's until it stopped). "
+            "Hypervolume over feasible trials (return ratio >= the space's constraint), teacher-normalised. "
+            "Median [interquartile range] over seeds." + (f" Only {len(seeds)} seeds (the issue asks for >= 5): "
+                                                          "weak evidence." if len(seeds) < 5 else ""))
+
+
+def report_sensitivity(args, saved: dict) -> None:
+    arms = COMPARISONS["sensitivity"][0]
+    seeds, curves, final, total = by_arm(saved, arms)
+    runs = saved["runs"]
+    stage = [runs[f"sensitivity/{s}"]["stage_seconds"] for s in seeds if f"sensitivity/{s}" in runs]
+    level = float(np.median(final["default"]))
+    to_level = {arm: [seconds_to(c, level) for c in curves[arm]] for arm in arms}
+    at = float(np.median(total["default"]))
+    img = plot(curves, total, (level, "default's final median"), f"sensitivity_value_{args.base}.png")
+    rows = [f"| {arm} | {hv_q(final[arm])} | {q(total[arm])} | {q(to_level[arm])} | "
+            f"{hv_q([hv_at(c, at) for c in curves[arm]])} |" for arm in arms]
+    body = "\n".join([
+        f"## Does the sensitivity stage pay? ({args.base})", "",
+        f"`python -m benchmarks.search_value --compare sensitivity --base {args.base} --trials {args.trials} "
+        f"--seeds {len(seeds)}` " + setup_words(args, seeds) + " The sensitivity arm runs the layer-sensitivity "
+        "stage first (`sensitivity: {enabled: true}`: every per-layer setting on each layer alone, 5 episodes, "
+        "max_drop 0.05) and enqueues its guided configs after the baselines; its curve starts at the stage's "
+        f"seconds ({q(stage)}).", "",
+        "| arm | final hypervolume | trial-seconds (stage included) | trial-seconds to the default's final median "
+        f"| hypervolume at {at:.0f} trial-seconds |", "|---|---|---|---|---|", *rows, "",
+        f"![hypervolume vs trial-seconds]({img})"])
+    write_section(f"sensitivity_value_{args.base}", body)
+
+
+def report(args, saved: dict) -> None:
+    runs = saved["runs"]
+    seeds, curves, final, total = by_arm(saved, COMPARISONS["search"][0])
+    target = float(np.median(final["random"]))
+    to_target = [seconds_to(c, target) for c in curves["default"]]
+    share = np.median(to_target) / np.median(total["random"])
+    apart = np.percentile(to_target, 75) < np.percentile(total["random"], 25)
+    # early stopping, seed by seed: trial-seconds to reach the level both arms of that seed reach
+    # (the lower of their two finals), without / with early stopping
+    cuts = []
+    for c_def, c_none in zip(curves["default"], curves["no early stop"]):
+        level = min(c_def[-1][1], c_none[-1][1])
+        cuts.append(seconds_to(c_none, level) / seconds_to(c_def, level))
+    cut = float(np.median(cuts))
+    img = plot(curves, total, (target, "random's final median"), f"search_value_{args.base}.png")
     rows = [f"| {arm} | {hv_q(final[arm])} | {q(total[arm])} | "
-            f"{np.median([runs[f'{arm}/{s}']['stopped'] for s in seeds]):.0f} |" for arm in ARMS]
+            f"{np.median([runs[f'{arm}/{s}']['stopped'] for s in seeds if f'{arm}/{s}' in runs]):.0f} |"
+            for arm in curves]
     body = "\n".join([
         f"## Search value: hypervolume per trial-second ({args.base})", "",
-        f"`python -m benchmarks.search_value --base {args.base} --trials {args.trials} --seeds {len(seeds)}` on "
-        f"{machine()}. Sampler seeds {seeds[0]}..{seeds[-1]}, {args.trials} finished trials per run (stopped ones "
-        f"count), parallel 2, the shipped baselines enqueued first (teacher as-is, each technique alone: on "
-        f"LunarLander most random combinations of 3+ techniques lose the policy, and without them no arm finds a "
-        f"feasible point in a few trials); trial spec as shipped except {json.dumps(CHEAP)}. "
-        "Trial-seconds: the sum of the trials' own run time (a stopped trial's until it stopped). "
-        "Hypervolume over feasible trials (return ratio >= the space's constraint), teacher-normalised. "
-        "Median [interquartile range] over seeds." + (f" Only {len(seeds)} seeds (the issue asks for >= 5): weak "
-                                                      "evidence." if len(seeds) < 5 else ""), "",
+        f"`python -m benchmarks.search_value --base {args.base} --trials {args.trials} --seeds {len(seeds)}` "
+        + setup_words(args, seeds), "",
         "| arm | final hypervolume | trial-seconds | trials stopped early |", "|---|---|---|---|", *rows, "",
         f"- Default vs random: random's final median hypervolume {target:.4f} is reached by the default after "
         f"{q(to_target)} trial-seconds, **{share:.0%}** of random's median {np.median(total['random']):.0f} "
