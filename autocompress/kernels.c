@@ -16,8 +16,9 @@
  *   PACKED  the artifact's own encoding (k-bit codes or codebook indices, optional bitmap of kept
  *           weights), decoded weight by weight as it is used: the smallest flash, exact fp32 values.
  *
- * The functions are not static (a C99 build with -Wall -Wextra -Werror would reject unused static
- * ones in an export that uses some kernels only); the acz_ prefix keeps them out of a user's way.
+ * Which kernels are compiled: every one for the in-process runtime; in the C export (which defines
+ * ACZ_ONLY and ACZ_USE_<kernel> 1 for the kernels its layers run) only those, so that its flash holds
+ * no code the policy never runs. The acz_ prefix keeps the functions out of a user's way.
  *
  * A conv layer (cv.oh > 0; activations flat C x H x W, its weight the out x (C·kh·kw) filter matrix)
  * runs one of three:
@@ -38,6 +39,17 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#ifndef ACZ_ONLY
+#define ACZ_USE_DENSE 1
+#define ACZ_USE_CSR 1
+#define ACZ_USE_INT8 1
+#define ACZ_USE_Q8 1
+#define ACZ_USE_PACKED 1
+#define ACZ_USE_CONV_DENSE 1
+#define ACZ_USE_CONV_IM2COL 1
+#define ACZ_USE_CONV_INT8 1
+#endif
 
 enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_Q8 = 3, ACZ_PACKED = 4, ACZ_IM2COL = 5 };
 enum { ACZ_QUANT = 0, ACZ_CODEBOOK = 1 };
@@ -80,12 +92,14 @@ typedef struct {
 } AczNet;
 
 
+#if ACZ_USE_PACKED
 unsigned acz_code(const uint8_t *codes, long i, int bits) {
     long bit = i * bits;
     unsigned s = (unsigned)(bit & 7), v = codes[bit >> 3] >> s;
     if (s + (unsigned)bits > 8u) v |= (unsigned)codes[(bit >> 3) + 1] << (8u - s);
     return v & ((1u << bits) - 1u);
 }
+#endif
 
 /* Outputs j0 .. j0+B-1 of a DENSE layer, their B sums held in registers over all inputs (B / 8
  * independent vector chains: a block of 8 waits on one FMA chain, hence the zero-padded columns). */
@@ -101,6 +115,7 @@ unsigned acz_code(const uint8_t *codes, long i, int bits) {
         for (int j = 0; j < (B); j++) y[j0 + j] = acc[j];                   \
     }
 
+#if ACZ_USE_DENSE
 void acz_dense(const AczLayer *L, const float *x, float *y) {
     int j0 = 0;
     ACZ_DENSE_BLOCK(64)
@@ -113,14 +128,18 @@ void acz_dense(const AczLayer *L, const float *x, float *y) {
         y[j] = acc;
     }
 }
+#endif
 
+#if ACZ_USE_CSR
 void acz_csr(const AczLayer *L, const float *x, float *y) {
     for (int k = 0; k < L->in; k++) {
         const float xk = x[k];
         for (int32_t p = L->ptr[k]; p < L->ptr[k + 1]; p++) y[L->idx[p]] += L->val[p] * xk;
     }
 }
+#endif
 
+#if ACZ_USE_INT8 || ACZ_USE_CONV_INT8
 /* x[0 .. n-1] rounded to int8 with one scale max|x| / 127 into xq; returns that scale (0: all inputs 0). */
 float acz_quantize(const float *x, int n, int8_t *xq) {
     float m = 0.0f;
@@ -133,7 +152,9 @@ float acz_quantize(const float *x, int n, int8_t *xq) {
     }
     return m / 127.0f;
 }
+#endif
 
+#if ACZ_USE_INT8
 void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
     const float s = acz_quantize(x, L->in, xq);
     if (s == 0.0f) return;                                 /* all inputs 0: y is the bias */
@@ -145,6 +166,7 @@ void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
         y[j] += (float)acc * (s * L->qscale[j]);
     }
 }
+#endif
 
 /* Outputs j0 .. j0+B-1 of a Q8 quant layer. With w = (c + off_j) * s_j (off_j = qmin - zero_j):
  * y_j += s_j * (sum_k c_jk x_k + off_j * sum_k x_k), so the inner loop is one convert + one FMA. */
@@ -164,6 +186,7 @@ void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
         }                                                                                    \
     }
 
+#if ACZ_USE_Q8
 void acz_q8(const AczLayer *L, const float *x, float *y) {
     int j0 = 0;
     if (L->enc == ACZ_CODEBOOK) {                          /* table lookups: no blocking gains here */
@@ -180,7 +203,9 @@ void acz_q8(const AczLayer *L, const float *x, float *y) {
     ACZ_Q8_BLOCK(8)
     ACZ_Q8_BLOCK(1)
 }
+#endif
 
+#if ACZ_USE_PACKED
 void acz_packed(const AczLayer *L, const float *x, float *y) {
     long n = 0;                                            /* index of the next stored code */
     for (int j = 0; j < L->out; j++) {
@@ -198,10 +223,12 @@ void acz_packed(const AczLayer *L, const float *x, float *y) {
         y[j] = acc;
     }
 }
+#endif
 
 
 /* ---- conv layers: x flat C x H x W, y flat out x oh x ow, the bias per output channel included ---- */
 
+#if ACZ_USE_CONV_DENSE
 /* The outputs [*lo, *hi) (of n_out) whose window tap k reads inside an input of n pixels (stride s, padding pad). */
 void acz_tap_range(int k, int pad, int s, int n, int n_out, int *lo, int *hi) {
     const int first = pad - k, last = n - 1 + pad - k;      /* o * s must lie in [first, last] */
@@ -239,6 +266,7 @@ void acz_conv_direct(const AczLayer *L, const float *x, float *y) {
             }
     }
 }
+#endif
 
 /* Output pixel (oy, ox)'s patch: C·kh·kw values in the filter matrix's column order, 0 where padded. */
 #define ACZ_PATCH(T, g, x, oy, ox, row)                                                       \
@@ -256,6 +284,7 @@ void acz_conv_direct(const AczLayer *L, const float *x, float *y) {
             }                                                                                 \
     } while (0)
 
+#if ACZ_USE_CONV_IM2COL
 void acz_conv_im2col(const AczLayer *L, const float *x, float *y, float *cols) {
     const AczConv *g = &L->cv;
     const int K = L->in, npix = g->oh * g->ow;
@@ -271,7 +300,9 @@ void acz_conv_im2col(const AczLayer *L, const float *x, float *y, float *cols) {
         }
     }
 }
+#endif
 
+#if ACZ_USE_CONV_INT8
 /* qbuf: the rounded input (C·H·W), then one pixel's int8 patch (C·kh·kw). */
 void acz_conv_int8(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
     const AczConv *g = &L->cv;
@@ -292,6 +323,7 @@ void acz_conv_int8(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
             }
         }
 }
+#endif
 
 /* Values a layer reads: C·H·W for a conv layer, `in` for a Linear one. */
 int acz_in_size(const AczLayer *L) {
@@ -300,14 +332,25 @@ int acz_in_size(const AczLayer *L) {
 
 /* A Linear layer: y = b + x W with the layer's kernel. */
 void acz_linear(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
+    (void)qbuf;  /* INT8's scratch: unused where the int8 kernel is not compiled */
     if (L->b) memcpy(y, L->b, sizeof(float) * (size_t)L->out); else memset(y, 0, sizeof(float) * (size_t)L->out);
     if (L->kind == ACZ_DENSE && L->wpad > L->out) memset(y + L->out, 0, sizeof(float) * (size_t)(L->wpad - L->out));
     switch (L->kind) {
+#if ACZ_USE_CSR
         case ACZ_CSR: acz_csr(L, x, y); break;
+#endif
+#if ACZ_USE_INT8
         case ACZ_INT8: acz_int8(L, x, y, qbuf); break;
+#endif
+#if ACZ_USE_Q8
         case ACZ_Q8: acz_q8(L, x, y); break;
+#endif
+#if ACZ_USE_PACKED
         case ACZ_PACKED: acz_packed(L, x, y); break;
+#endif
+#if ACZ_USE_DENSE
         default: acz_dense(L, x, y);
+#endif
     }
 }
 
@@ -315,12 +358,21 @@ void acz_linear(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
  * cols: IM2COL's scratch. */
 void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf, float *cols) {
     int n = L->out;
+    (void)cols;  /* IM2COL's scratch: unused where no conv layer runs it */
     if (L->cv.oh == 0) acz_linear(L, x, y, qbuf);
     else {
         n *= L->cv.oh * L->cv.ow;
-        if (L->kind == ACZ_IM2COL) acz_conv_im2col(L, x, y, cols);
-        else if (L->kind == ACZ_INT8) acz_conv_int8(L, x, y, qbuf);
-        else acz_conv_direct(L, x, y);
+        switch (L->kind) {
+#if ACZ_USE_CONV_IM2COL
+            case ACZ_IM2COL: acz_conv_im2col(L, x, y, cols); break;
+#endif
+#if ACZ_USE_CONV_INT8
+            case ACZ_INT8: acz_conv_int8(L, x, y, qbuf); break;
+#endif
+#if ACZ_USE_CONV_DENSE
+            default: acz_conv_direct(L, x, y);
+#endif
+        }
     }
     if (L->act == ACZ_TANH) for (int j = 0; j < n; j++) y[j] = tanhf(y[j]);
     else if (L->act == ACZ_RELU) for (int j = 0; j < n; j++) y[j] = y[j] > 0.f ? y[j] : 0.f;
