@@ -25,8 +25,9 @@ techniques/per_layer.py) may be fixed per layer (`bits: [8, 4, 8]`, `bits: {0: 8
 
 one param per layer, giving a list. The layers are the trial spec's teacher's (`teacher.hidden` + the
 output layer), or distill's student's in a trial where distill is on (sampled after distill.hidden, so a
-shallower student samples fewer). An imported teacher's (`teacher.from`) are not known before it is
-loaded: give them as `per_layer: {low: 2, high: 8, layers: 3}` (its Linear layers, the output one included).
+shallower student samples fewer). An imported teacher's (`teacher.from`) are read from its file when
+the space loads; `per_layer: {..., layers: N}` states the count (checked), and is needed only for an
+imported PPO policy's critic that its file does not hold.
 """
 
 from __future__ import annotations
@@ -363,13 +364,17 @@ def load_search_space(path: str | Path) -> tuple[SearchSpace, TrialSpec, Path]:
 
 def with_layer_counts(space: SearchSpace, spec: TrialSpec, source: str) -> SearchSpace:
     """The space with every `per_layer` block's `layers` filled in from the trial spec's teacher (an
-    imported teacher's must be given: its architecture is in its file). ConfigError naming the key."""
+    imported teacher's file is read for it, only when a per-layer block needs it). ConfigError naming
+    the key."""
     t = spec.teacher
-    convs = len(t.conv_filters or [])  # a conv teacher's critic has the same encoder
-    counts = {"techniques": (t.n_layers(), f"teacher.conv_filters + hidden {t.hidden}" if convs
-                             else f"teacher.hidden {t.hidden}"),
-              "critic_techniques": (None if t.from_ else convs + len(t.critic_hidden or t.hidden) + 1,
-                                    f"the critic's hidden {t.critic_hidden or t.hidden}")}
+    if t.from_:
+        counts = _imported_layer_counts(space, spec)
+    else:
+        convs = len(t.conv_filters or [])  # a conv teacher's critic has the same encoder
+        counts = {"techniques": (t.n_layers(), (f"teacher.conv_filters + hidden {t.hidden}" if convs
+                                                else f"teacher.hidden {t.hidden}") + " + the output layer"),
+                  "critic_techniques": (convs + len(t.critic_hidden or t.hidden) + 1,
+                                        f"the critic's hidden {t.critic_hidden or t.hidden} + the output layer")}
     update = {}
     for group, (n, about) in counts.items():
         techniques = {name: dict(params) for name, params in getattr(space, group).items()}
@@ -379,12 +384,27 @@ def with_layer_counts(space: SearchSpace, spec: TrialSpec, source: str) -> Searc
                     continue
                 where, given = f"{source}: {group}.{name}.{key}.per_layer.layers", block.get("layers")
                 if n is None and given is None:
-                    raise ConfigError(f"{where}: the teacher is imported (teacher.from), so its number of layers "
-                                      "is not known before it is loaded: give it, e.g. layers: 3 for two hidden "
-                                      "layers and the output layer")
+                    raise ConfigError(f"{where}: {about}, so its number of layers is not known: give it, e.g. "
+                                      "layers: 3 for two hidden layers and the output layer")
                 if n is not None and given is not None and given != n:
-                    raise ConfigError(f"{where}: {given} given, but the teacher has {n} layers ({about} + the "
-                                      "output layer)")
+                    raise ConfigError(f"{where}: {given} given, but the teacher has {n} layers ({about})")
                 params[key] = {"per_layer": {**block, "layers": given or n}}
         update[group] = techniques
     return space.model_copy(update=update)
+
+
+def _imported_layer_counts(space: SearchSpace, spec: TrialSpec) -> dict[str, tuple[int | None, str]]:
+    """group -> (layers, what they are) of an imported teacher: its file is loaded (sources.load, which
+    checks it against the spec) only where a per-layer block counts layers."""
+    per_layer = {g for g in ("techniques", "critic_techniques")
+                 if any(_per_layer(p) is not None for params in getattr(space, g).values() for p in params.values())}
+    if not per_layer:
+        return {"techniques": (None, ""), "critic_techniques": (None, "")}
+    from autocompress import sources
+
+    imported = sources.load(spec)
+    critic = imported.critic
+    return {"techniques": (len(imported.actor.layers), f"the imported policy's {', '.join(imported.describe())}"),
+            "critic_techniques": (len(critic.layers) if critic is not None else None,
+                                  "the imported policy's critic" if critic is not None else
+                                  "the imported policy has no critic in its file (one is warmed up)")}

@@ -152,8 +152,10 @@ def test_lowrank_factors_keep_their_layers_index(net, obs):
 
 # -- search spaces: one param per layer ---------------------------------------------------------
 
-def write_space(tmp_path, techniques: dict, trial: str | Path = ROOT / "trials" / "cartpole_ppo.yaml") -> Path:
-    data = {"name": "per_layer", "trial_spec": str(trial), "techniques": techniques}
+def write_space(tmp_path, techniques: dict, trial: str | Path = ROOT / "trials" / "cartpole_ppo.yaml",
+                critic: dict | None = None) -> Path:
+    data = {"name": "per_layer", "trial_spec": str(trial), "techniques": techniques,
+            **({"critic_techniques": critic} if critic else {})}
     p = tmp_path / "space.yaml"
     p.write_text(yaml.safe_dump(data))
     return p
@@ -220,19 +222,31 @@ def test_bad_per_layer_space_names_the_key(tmp_path, techniques, needle):
         load_search_space(write_space(tmp_path, techniques))
 
 
-def test_imported_teacher_space_needs_its_layer_count(tmp_path):
+def test_imported_teacher_space_reads_its_layer_count_from_the_file(tmp_path):
+    torch.manual_seed(0)  # a PPO policy 4 -> 16 -> 16 -> 2 as a plain state dict: 3 layers, no critic in the file
+    torch.save({"a.weight": torch.randn(16, 4), "a.bias": torch.zeros(16), "b.weight": torch.randn(16, 16),
+                "b.bias": torch.zeros(16), "c.weight": torch.randn(2, 16), "c.bias": torch.zeros(2)},
+               tmp_path / "pi.pt")
+    (tmp_path / "pi.yaml").write_text(yaml.safe_dump({"algorithm": "PPO", "layers": ["a", "b", "c"],
+                                                       "activation": "relu", "head": "discrete"}))
     trial = yaml.safe_load((ROOT / "trials" / "cartpole_ppo.yaml").read_text())
-    (tmp_path / "policy.pt").write_bytes(b"")  # only its existence is checked when the space loads
-    trial["teacher"] = {"from": "policy.pt"}
+    trial["teacher"] = {"from": "pi.pt"}
     (tmp_path / "trial.yaml").write_text(yaml.safe_dump(trial))
-    with pytest.raises(ConfigError, match=r"quantize.bits.per_layer.layers: the teacher is imported"):
-        load_search_space(write_space(tmp_path, {"quantize": {"bits": {"per_layer": {"low": 2, "high": 8}}}},
-                                      tmp_path / "trial.yaml"))
-    space, _, _ = load_search_space(write_space(
-        tmp_path, {"quantize": {"bits": {"per_layer": {"low": 2, "high": 8, "layers": 4}}}}, tmp_path / "trial.yaml"))
+    bits = {"quantize": {"bits": {"per_layer": {"low": 2, "high": 8}}}}
+    space, _, _ = load_search_space(write_space(tmp_path, bits, tmp_path / "trial.yaml"))
+    assert space.techniques["quantize"]["bits"]["per_layer"]["layers"] == 3
     study = optuna.create_study()
     study.enqueue_trial({"quantize.enabled": True})
-    assert len(suggest(study.ask(), space)["quantize"]["bits"]) == 4
+    assert len(suggest(study.ask(), space)["quantize"]["bits"]) == 3
+    with pytest.raises(ConfigError, match=r"quantize.bits.per_layer.layers: 4 given, but the teacher has 3 layers "
+                                          r"\(the imported policy's 4->16 relu, 16->16 relu, 16->2 none\)"):
+        load_search_space(write_space(tmp_path, {"quantize": {"bits": {"per_layer": {"low": 2, "high": 8,
+                                                                                      "layers": 4}}}},
+                                      tmp_path / "trial.yaml"))
+    # the file holds no critic: a per-layer critic setting must state its layer count
+    with pytest.raises(ConfigError, match=r"critic_techniques.quantize.bits.per_layer.layers: the imported policy "
+                                          r"has no critic in its file"):
+        load_search_space(write_space(tmp_path, bits, tmp_path / "trial.yaml", critic=bits))
 
 
 def test_shipped_per_layer_space(tmp_path):
