@@ -107,11 +107,11 @@ def available() -> bool:
         return False
 
 
-_ACTS = {"none": 0, "tanh": 1, "relu": 2, "silu": 3, "elu": 4, "leaky_relu": 5}
-_SQUASH = {"none": 0, "tanh": 1, "clip": 2}
+ACT_CODES = {"none": 0, "tanh": 1, "relu": 2, "silu": 3, "elu": 4, "leaky_relu": 5}
+SQUASH_CODES = {"none": 0, "tanh": 1, "clip": 2}
 
 
-_KIND = {k: i for i, k in enumerate(KERNELS)}  # kernels.c's ACZ_DENSE, CSR, INT8, Q8, PACKED, IM2COL
+KIND_CODES = {k: i for i, k in enumerate(KERNELS)}  # kernels.c's ACZ_DENSE, CSR, INT8, Q8, PACKED, IM2COL
 
 
 class _Arrays:
@@ -175,7 +175,7 @@ def input_fields(header: dict) -> dict[str, int]:
 def fill_layer(c: _Layer, layer: Layer, kernel: str, ptr: _Arrays) -> None:
     """Point a C layer struct at `layer`'s arrays in the form `kernel` takes."""
     n_out, n_in = layer.shape
-    c.in_, c.out, c.act, c.kind = n_in, n_out, _ACTS[layer.act], _KIND[kernel]
+    c.in_, c.out, c.act, c.kind = n_in, n_out, ACT_CODES[layer.act], KIND_CODES[kernel]
     c.b = ptr(layer.b, np.float32)
     if layer.conv is not None:
         c.cv = _Conv(**conv_fields(layer))
@@ -270,7 +270,7 @@ class NativePolicy:
         size = scratch_sizes(layers, self.kernels, obs_dim)
         head, norm = self.head, header.get("obs_norm") or {}
         net = _Net(n_layers=len(layers), obs_dim=obs_dim, kind=0 if head["kind"] == "discrete" else 1,
-                   act_dim=int(head.get("act_dim", 0)), squash=_SQUASH[head.get("squash", "none")],
+                   act_dim=int(head.get("act_dim", 0)), squash=SQUASH_CODES[head.get("squash", "none")],
                    layers=ctypes.addressof(c_layers), mean=ptr(norm.get("mean"), np.float32),
                    std=ptr(norm.get("std"), np.float32), clip=float(norm.get("clip") or 0.0),
                    low=ptr(head.get("low"), np.float32), high=ptr(head.get("high"), np.float32),

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from autocompress.layers import Layer, layers_of
-from autocompress.native import SOURCE, TIMING_MARKER, _ACTS, _KIND, _SQUASH, conv_fields, input_fields, scratch_sizes
+from autocompress.native import SOURCE, TIMING_MARKER, ACT_CODES, KIND_CODES, SQUASH_CODES, conv_fields, input_fields, scratch_sizes
 from autocompress.runtime import read_artifact
 
 BUILD = "cc -std=c99 -O2 main.c policy.c -lm -o policy"
@@ -56,7 +56,7 @@ class _Arrays:
 
 def _layer_init(i: int, layer: Layer, kernel: str, arr: _Arrays) -> str:
     n_out, n_in = layer.shape
-    f = {"in": n_in, "out": n_out, "act": _ACTS[layer.act], "kind": _KIND[kernel],
+    f = {"in": n_in, "out": n_out, "act": ACT_CODES[layer.act], "kind": KIND_CODES[kernel],
          "b": arr(f"L{i}_b", layer.b, np.float32)}
     if layer.conv is not None:
         f["cv"] = "{" + ", ".join(f".{k} = {v}" for k, v in conv_fields(layer).items()) + "}"
@@ -125,7 +125,7 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
     arr = _Arrays()
     inits = [_layer_init(i, layer, k, arr) for i, (layer, k) in enumerate(zip(layers, kernels))]
     net = {"n_layers": len(layers), "obs_dim": obs_dim, "kind": 0 if discrete else 1, "act_dim": act_dim,
-           "squash": _SQUASH[head.get("squash", "none")], "layers": "LAYERS",
+           "squash": SQUASH_CODES[head.get("squash", "none")], "layers": "LAYERS",
            "mean": arr("OBS_MEAN", norm.get("mean"), np.float32), "std": arr("OBS_STD", norm.get("std"), np.float32),
            "low": arr("ACT_LOW", head.get("low"), np.float32), "high": arr("ACT_HIGH", head.get("high"), np.float32),
            "clip": _literal(norm.get("clip") or 0.0, "float"), "buf0": "BUF0", "buf1": "BUF1", "qbuf": "QBUF",
