@@ -107,10 +107,9 @@ def available() -> bool:
         return False
 
 
+#: kernels.c's enum values (activation, continuous squash, kernel), also written by the C export
 ACT_CODES = {"none": 0, "tanh": 1, "relu": 2, "silu": 3, "elu": 4, "leaky_relu": 5}
 SQUASH_CODES = {"none": 0, "tanh": 1, "clip": 2}
-
-
 KIND_CODES = {k: i for i, k in enumerate(KERNELS)}  # kernels.c's ACZ_DENSE, CSR, INT8, Q8, PACKED, IM2COL
 
 
