@@ -32,3 +32,28 @@ def test_resume_and_join_name_a_study_made_without_names(tmp_path):
     assert joined.metric_names == ["return", "bytes"]
     # resuming with other objectives than the study has leaves its names alone (no error from Optuna)
     assert open_study("s", OBJECTIVES, tmp_path, url, "random", 0, resume=True).metric_names == ["return", "bytes"]
+
+
+def test_a_resumed_or_joined_driver_does_not_replay_the_first_drivers_draws(tmp_path):
+    """Re-seeded with the plain seed, a resumed random search would ask the very configs it already ran
+    (each answered as a repeat); a driver continuing a study draws a stream of its own."""
+    def draws(study, n=4):
+        out = []
+        for _ in range(n):
+            t = study.ask()
+            out.append(t.suggest_int("bits", 2, 8) * 100 + t.suggest_int("width", 0, 99))
+            study.tell(t, [1.0, 1.0, 1.0])
+        return out
+
+    first = draws(open_study("s", OBJECTIVES, tmp_path, None, "random", 0))
+    (tmp_path / "other").mkdir()
+    fresh = draws(open_study("t", OBJECTIVES, tmp_path / "other", None, "random", 0))
+    assert first == fresh  # same seed, new study: the same stream (a search is reproducible)
+    resumed = draws(open_study("s", OBJECTIVES, tmp_path, None, "random", 0, resume=True))
+    joined = draws(open_study("s", OBJECTIVES, tmp_path, None, "random", 0, join=True))
+    assert resumed != first and joined != first and joined != resumed
+    # resuming is reproducible: the same study state gives the same stream
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / JOURNAL).write_bytes((tmp_path / JOURNAL).read_bytes())
+    a = draws(open_study("s", OBJECTIVES, tmp_path / "copy", None, "random", 0, resume=True))
+    assert a == draws(open_study("s", OBJECTIVES, tmp_path, None, "random", 0, resume=True))

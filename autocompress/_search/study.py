@@ -9,6 +9,7 @@ import os
 import socket
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 import optuna
@@ -42,17 +43,27 @@ def open_study(name: str, objectives: list[str], run_dir: Path, storage: str | N
             study = optuna.load_study(study_name=name, storage=store, sampler=smp)
         except KeyError:
             raise ConfigError(f"no study {name!r} in the storage of {run_dir}", option="resume") from None
-        return name_objectives(study, objectives)
+        return name_objectives(continued(study, sampler, seed), objectives)
     study = optuna.create_study(study_name=name, storage=store, sampler=smp, directions=directions,
                                 load_if_exists=True)
     if join:
         if study.directions != [optuna.study.StudyDirection[d.upper()] for d in directions]:
             raise ConfigError(f"study {name!r} has other objectives than {objectives}", option="join")
-        return name_objectives(study, objectives)
+        return name_objectives(continued(study, sampler, seed, driver_id()), objectives)
     if study.trials:
         raise ConfigError(f"study {name!r} already has {len(study.trials)} trials in this storage: pass "
                           "resume to continue it, or use another run dir / storage")
     return name_objectives(study, objectives)
+
+
+def continued(study: optuna.Study, sampler: str, seed: int, salt: str = "") -> optuna.Study:
+    """A driver that continues a study with trials (resume, join) gets a random stream of its own,
+    seeded from the seed and the trials so far (and, joining, the driver): re-seeded with the plain
+    seed it would replay the first driver's draws, random configs that are all repeats."""
+    if study.trials:
+        mixed = zlib.crc32(f"{seed}|{len(study.trials)}|{salt}".encode())
+        study.sampler = make_sampler(sampler, mixed)
+    return study
 
 
 def name_objectives(study: optuna.Study, objectives: list[str]) -> optuna.Study:
