@@ -23,7 +23,7 @@ from functools import cached_property
 
 import numpy as np
 
-from autocompress.codec import part, decode_weight, kept_positions, quant_ints, unpack_bits
+from autocompress.codec import decode_weight, kept_positions, part, quant_ints, unpack_bits
 from autocompress.conv import im2col, out_hw
 
 KERNELS = ("dense", "csr", "int8", "q8", "packed", "im2col")

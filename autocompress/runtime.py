@@ -21,8 +21,8 @@ from autocompress.layers import check_kernels, int8_conv_forward, int8_forward, 
 
 MAGIC = b"ACZ1"
 ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "silu": lambda x: x / (1.0 + np.exp(-x)),
-        "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-        "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x), "none": None}  # leaky slope: torch's default
+               "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+               "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x), "none": None}  # leaky slope: torch's default
 
 
 def read_artifact(data: bytes) -> tuple[dict, memoryview]:

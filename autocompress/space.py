@@ -396,9 +396,8 @@ def with_layer_counts(space: SearchSpace, spec: TrialSpec, source: str) -> Searc
 def _imported_layer_counts(space: SearchSpace, spec: TrialSpec) -> dict[str, tuple[int | None, str]]:
     """group -> (layers, what they are) of an imported teacher: its file is loaded (sources.load, which
     checks it against the spec) only where a per-layer block counts layers."""
-    per_layer = {g for g in ("techniques", "critic_techniques")
-                 if any(_per_layer(p) is not None for params in getattr(space, g).values() for p in params.values())}
-    if not per_layer:
+    if not any(_per_layer(p) is not None for g in ("techniques", "critic_techniques")
+               for params in getattr(space, g).values() for p in params.values()):
         return {"techniques": (None, ""), "critic_techniques": (None, "")}
     from autocompress import sources
 

@@ -83,8 +83,10 @@ def q(xs) -> str:
 
 def stage_seconds(run_dir: Path) -> float:
     """The sensitivity stage's own seconds (0 where the search ran none)."""
-    f = run_dir / "sensitivity" / "sensitivity.json"
-    return float(json.loads(f.read_text())["seconds"]) if f.exists() else 0.0
+    from autocompress import layer_sensitivity as sens
+
+    table = sens.read(run_dir / "sensitivity" / sens.FILE)  # where the search stage caches its table
+    return float(table["seconds"]) if table else 0.0
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from autocompress.layers import Layer, layers_of
-from autocompress.native import SOURCE, TIMING_MARKER, ACT_CODES, KIND_CODES, SQUASH_CODES, conv_fields, input_fields, scratch_sizes
+from autocompress.native import (ACT_CODES, KIND_CODES, SOURCE, SQUASH_CODES, TIMING_MARKER, conv_fields, input_fields,
+                                 scratch_sizes)
 from autocompress.runtime import read_artifact
 
 BUILD = "cc -std=c99 -O2 main.c policy.c -lm -o policy"
