@@ -40,16 +40,47 @@ def as_postgres(cmd: list[str], **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
-def wait_until(check, what: str, timeout: float = 90):
+def wait_until(check, timeout: float = 90, proc: subprocess.Popen | None = None) -> bool:
+    """True once check() holds; False when `proc` exits first or the timeout passes."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
             if check():
-                return
+                return True
         except Exception:
             pass
+        if proc is not None and proc.poll() is not None:
+            return False
         time.sleep(1)
-    pytest.fail(f"{what} did not come up in {timeout} s")
+    return False
+
+
+def require(ok: bool, what: str, *logs: Path):
+    """Fail naming what did not come up, with the tail of each log that says why."""
+    if ok:
+        return
+    tails = []
+    for log in logs:
+        # of a Ray temp dir, the raylet's and GCS's own logs (the other files there are many and quiet)
+        files = [f for f in sorted(log.glob("**/logs/*")) if f.name.startswith(("raylet.", "gcs_server."))] \
+            if log.is_dir() else [log]
+        for f in files:
+            if f.is_file() and f.stat().st_size:
+                tails.append(f"--- {f}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-15:]))
+    pytest.fail(f"{what} did not come up\n" + "\n".join(tails))
+
+
+def stop(p: subprocess.Popen):
+    """Stop a process started in its own session, with everything it spawned."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(p.pid, sig)
+            p.wait(timeout=60)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +115,11 @@ def services():
         procs.append(subprocess.Popen(
             [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{base}/mlflow.db",
              "--artifacts-destination", str(base / "mlartifacts"), "--host", "127.0.0.1", "--port", str(ml_port),
-             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=open(base / "mlflow.log", "w"), env=env))
+             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=open(base / "mlflow.log", "w"), env=env,
+            start_new_session=True))
         tracking = f"http://127.0.0.1:{ml_port}"
-        wait_until(lambda: urllib.request.urlopen(tracking + "/health", timeout=2).status == 200, "mlflow server")
+        require(wait_until(lambda: urllib.request.urlopen(tracking + "/health", timeout=5).status == 200,
+                           proc=procs[-1]), "mlflow server", base / "mlflow.log")
         # Ray: head + a second node, one CPU each. `--block` keeps each node's processes under a
         # process we own, so teardown stops this cluster only (never other Ray instances here),
         # and its own temp dir keeps it apart from any local Ray an earlier test started.
@@ -101,25 +134,32 @@ def services():
              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}", f"--temp-dir={ray_tmp}", *own_ports(), *common],
             stdout=subprocess.DEVNULL, stderr=open(base / "ray-head.log", "w"), env=env, start_new_session=True))
         dashboard = f"http://127.0.0.1:{dash_port}"
-        wait_until(lambda: urllib.request.urlopen(dashboard + "/api/version", timeout=2).status == 200, "ray head")
-        procs.append(subprocess.Popen(
-            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{ray_port}", *own_ports(), *common],
-            stdout=subprocess.DEVNULL, stderr=open(base / "ray-node2.log", "w"), env=env, start_new_session=True))
-        wait_until(lambda: len(json.loads(urllib.request.urlopen(dashboard + "/nodes?view=summary", timeout=2)
-                                          .read())["data"]["summary"]) == 2, "second ray node")
+        require(wait_until(lambda: urllib.request.urlopen(dashboard + "/api/version", timeout=5).status == 200,
+                           timeout=120, proc=procs[-1]), "ray head", base / "ray-head.log", ray_tmp)
+
+        def nodes_alive() -> int:
+            summary = json.loads(urllib.request.urlopen(dashboard + "/nodes?view=summary", timeout=10).read())
+            return sum(n.get("raylet", {}).get("state") == "ALIVE" for n in summary["data"]["summary"])
+        # The second node gets its own temp dir too (the default /tmp/ray is shared with every other Ray
+        # run on this host). One CI run waited 90 s for it, twice, with no log kept: a node that exits
+        # or stays unregistered is now restarted once on fresh ports, and a failure shows its logs.
+        for attempt in range(2):
+            node_tmp, node_log = base / f"ray-node2-{attempt}", base / f"ray-node2-{attempt}.log"
+            procs.append(subprocess.Popen(
+                [str(BIN / "ray"), "start", f"--address=127.0.0.1:{ray_port}", f"--temp-dir={node_tmp}",
+                 *own_ports(), *common],
+                stdout=subprocess.DEVNULL, stderr=open(node_log, "w"), env=env, start_new_session=True))
+            if wait_until(lambda: nodes_alive() == 2, timeout=120, proc=procs[-1]):
+                break
+            if attempt == 0:
+                stop(procs.pop())
+        else:
+            require(False, "second ray node", node_log, node_tmp, base / "ray-head.log")
         yield {"base": base, "storage": storage, "tracking": tracking, "dashboard": dashboard, "env": env,
                "ray_address": f"127.0.0.1:{ray_port}"}
     finally:
         for p in reversed(procs):
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(p.pid, sig)
-                    p.wait(timeout=60)
-                    break
-                except ProcessLookupError:
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop(p)
         if "pg" in started:
             as_postgres([str(pg_bin() / "pg_ctl"), "-D", str(base / "pg"), "-m", "fast", "stop"])
         shutil.rmtree(base, ignore_errors=True)
@@ -207,7 +247,9 @@ def test_two_drivers_share_one_postgresql_study(services):
     cli = [sys.executable, "-m", "autocompress.cli", "search", str(base / "space2.yaml")]
     first = subprocess.Popen([*cli, "--run-dir", str(base / "driver1"), *common], env=env, text=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_until(lambda: (base / "driver1" / "search.json").exists(), "first driver's study", timeout=120)
+    if not wait_until(lambda: (base / "driver1" / "search.json").exists(), timeout=120, proc=first):
+        first.kill()
+        pytest.fail("the first driver's study did not appear in 120 s:\n" + first.communicate()[1][-3000:])
     second = subprocess.run([*cli, "--join", "--run-dir", str(base / "driver2"), *common], env=env, text=True,
                             capture_output=True, timeout=900)
     out1, err1 = first.communicate(timeout=900)
