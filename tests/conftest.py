@@ -1,4 +1,9 @@
 import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +21,41 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_mlflow_server(base: Path, port: int, timeout: float = 120) -> subprocess.Popen:
+    """`mlflow server` on loopback (sqlite store, artifacts under `base`), in its own session so that
+    stop() ends its workers too; returns once /health answers, or fails with its log's tail."""
+    log = base / "mlflow-server.log"
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{base}/mlflow.db",
+         "--artifacts-destination", str(base / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], stdout=subprocess.DEVNULL, stderr=open(log, "a"), start_new_session=True,
+        # no job runner (GenAI scorers: 7 more processes that start slowly and stay for the whole suite)
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200:
+                return proc
+        except OSError:
+            time.sleep(1)
+    stop(proc)
+    pytest.fail(f"mlflow server did not start:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 60) -> None:
+    """Stop a process started in its own session with everything it spawned (SIGKILL after `grace` s)."""
+    for s in (sig, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, s)
+            proc.wait(timeout=grace)
+            return
+        except ProcessLookupError:
+            proc.wait()
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, tiny_cartpole
+from conftest import free_port, start_mlflow_server, stop, tiny_cartpole
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,19 +69,6 @@ def require(ok: bool, what: str, *logs: Path):
     pytest.fail(f"{what} did not come up\n" + "\n".join(tails))
 
 
-def stop(p: subprocess.Popen):
-    """Stop a process started in its own session, with everything it spawned."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(p.pid, sig)
-            p.wait(timeout=60)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture(scope="module")
 def services():
     import ray
@@ -112,14 +98,8 @@ def services():
         storage = f"postgresql://ac:{PASSWORD}@127.0.0.1:{pg_port}/optuna"
         # MLflow tracking server
         ml_port = free_port()
-        procs.append(subprocess.Popen(
-            [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{base}/mlflow.db",
-             "--artifacts-destination", str(base / "mlartifacts"), "--host", "127.0.0.1", "--port", str(ml_port),
-             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=open(base / "mlflow.log", "w"), env=env,
-            start_new_session=True))
+        procs.append(start_mlflow_server(base, ml_port))
         tracking = f"http://127.0.0.1:{ml_port}"
-        require(wait_until(lambda: urllib.request.urlopen(tracking + "/health", timeout=5).status == 200,
-                           proc=procs[-1]), "mlflow server", base / "mlflow.log")
         # Ray: head + a second node, one CPU each. `--block` keeps each node's processes under a
         # process we own, so teardown stops this cluster only (never other Ray instances here),
         # and its own temp dir keeps it apart from any local Ray an earlier test started.

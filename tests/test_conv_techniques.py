@@ -19,7 +19,6 @@ from autocompress.pipeline import compress_net
 from autocompress.runtime import NumpyPolicy
 from autocompress.techniques import Context, DistillConfig, apply
 from autocompress.techniques.lowrank import factorize
-from autocompress.techniques.structured import remove_neurons
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD = {"kind": "discrete", "n": 3}

@@ -9,7 +9,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from autocompress._search.study import MAX_FREE_REPEATS, duplicate_of, finished, reuse_key, taken
+from autocompress._search.study import duplicate_of, finished, reuse_key, taken
 from autocompress.config import load_trial_spec
 from autocompress.pruners import GatePruner, NopPruner, Reporter, TrialStopped, make_pruner
 

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,35 +14,11 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from autocompress._search import load_run
-from conftest import free_port, tiny_cartpole
+from conftest import free_port, start_mlflow_server, stop, tiny_cartpole
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "autocompress.cli"]
 BIN = Path(sys.executable).parent
-
-
-def start_mlflow(base: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{base}/mlflow.db",
-                             "--artifacts-destination", str(base / "mlartifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                return proc
-        except OSError:
-            time.sleep(1)
-    os.killpg(proc.pid, signal.SIGKILL)
-    pytest.fail("mlflow server did not start")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
 
 
 def children(uri: str, parent_id: str) -> dict[int, object]:
@@ -61,7 +36,7 @@ def test_tracking_server_lost_mid_search_then_sync(tmp_path):
     port, server_dir, run_dir = free_port(), tmp_path / "server", tmp_path / "run"
     server_dir.mkdir()
     uri = f"http://127.0.0.1:{port}"
-    server = start_mlflow(server_dir, port)
+    server = start_mlflow_server(server_dir, port)
     try:
         search = subprocess.Popen([*CLI, "search", str(tmp_path / "space.yaml"), "--run-dir", str(run_dir),
                                    "--cache-dir", str(tmp_path / "cache"), "--tracking-uri", uri],
@@ -74,14 +49,14 @@ def test_tracking_server_lost_mid_search_then_sync(tmp_path):
                 study, _ = load_run(run_dir)
                 if any(t.state == TrialState.COMPLETE for t in study.trials):
                     break
-        stop(server)
+        stop(server, signal.SIGKILL)
         out, err = search.communicate(timeout=900)
         assert search.returncode == 0, err[-3000:]
         assert "autocompress sync" in err
         study, state = load_run(run_dir)
         assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 5  # nothing lost
 
-        server = start_mlflow(server_dir, port)  # back, with what it had logged before it died
+        server = start_mlflow_server(server_dir, port)  # back, with what it had logged before it died
         before = children(uri, state["parent_run_id"])
         assert len(before) < 5
         # a child the server died under is left RUNNING (half logged): sync deletes it and logs it again
@@ -102,7 +77,7 @@ def test_tracking_server_lost_mid_search_then_sync(tmp_path):
         assert s2.returncode == 0 and "synced 0 trial(s)" in s2.stdout
         assert sorted(children(uri, state["parent_run_id"])) == [0, 1, 2, 3, 4]
     finally:
-        stop(server)
+        stop(server, signal.SIGKILL)
 
 
 def test_sync_with_server_down_is_one_clear_error(tmp_path):
