@@ -234,14 +234,18 @@ class Tracker:
     @_offline_safe
     def logged_trials(self, repair: bool = False) -> dict[int, str]:
         """Trial number -> run id of the parent's children. With `repair` (sync, no driver running),
-        a child left RUNNING was cut off mid-logging (`log_trial` ends a run last): it is deleted
-        and left out, so that it is logged again."""
+        a child left RUNNING was cut off mid-logging (`log_trial` ends a run last): it is deleted,
+        with the `policy` model it had begun (PENDING, never READY), and left out, so that it is
+        logged again."""
         out: dict[int, str] = {}
         for run in self.client.search_runs([self.experiment_id], max_results=50_000,
                                            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}'"):
             if "trial" not in run.data.tags:
                 continue
             if repair and run.info.status == "RUNNING":
+                outputs = self.client.get_run(run.info.run_id).outputs
+                for o in outputs.model_outputs if outputs else []:
+                    self.client.delete_logged_model(o.model_id)
                 self.client.delete_run(run.info.run_id)
             else:
                 out[int(run.data.tags["trial"])] = run.info.run_id

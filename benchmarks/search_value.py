@@ -65,6 +65,19 @@ def curve(run, start: float = 0.0) -> list[tuple[float, float]]:
     return out
 
 
+def trial_log(run) -> list[dict]:
+    """What each finished trial ran and measured, in order of completion: which configs moved the curve."""
+    from autocompress._search.study import finished
+
+    out = []
+    for t in sorted(finished(run.study), key=lambda t: (t.datetime_complete, t.number)):
+        r = t.user_attrs.get("result", {})
+        out.append({"trial": t.number, "state": t.state.name, "config": t.user_attrs.get("config"),
+                    "seconds": trial_seconds(t), "baseline": bool(t.user_attrs.get("baseline")),
+                    **{k: r[k] for k in ("return_ratio", "latency_ratio", "bytes_ratio") if k in r}})
+    return out
+
+
 def hv_at(c: list[tuple[float, float]], seconds: float) -> float:
     return max([hv for s, hv in c if s <= seconds] or [0.0])
 
@@ -117,7 +130,8 @@ def main() -> None:
                 stage = stage_seconds(run.run_dir)
                 saved["runs"][key] = {"curve": curve(run, stage), "wall": wall, "stopped": stopped,
                                       "stage_seconds": stage,
-                                      "guided": run.study.user_attrs.get("sensitivity_guided", 0)}
+                                      "guided": run.study.user_attrs.get("sensitivity_guided", 0),
+                                      "trials": trial_log(run)}
                 store.write_text(json.dumps(saved, indent=1))
                 c = saved["runs"][key]["curve"]
                 print(f"{key}: HV {c[-1][1]:.4f} after {c[-1][0]:.0f} trial-s ({stopped} stopped, {wall:.0f} s wall)",

@@ -272,3 +272,21 @@ def test_a_store_that_refuses_models_still_gets_every_trial(tmp_path, monkeypatc
     client = MlflowClient(uri)
     assert all(client.get_run(r).info.status == "FINISHED" and "bytes_ratio" in client.get_run(r).data.metrics
                for r in rids)
+
+
+def test_sync_repair_drops_a_cut_off_trial_with_its_pending_model(tmp_path):
+    """A child run the tracking server died under stays RUNNING with its `policy` model PENDING: the
+    repair that sync does deletes both (the model would otherwise stay listed as pending for ever)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = tracking.Tracker(uri, "cut", artifact_dir=tmp_path / "mlartifacts", warn=print)
+    tracker.start_parent(None, "search-cut", {}, [])
+    kept = tracker.log_trial(0, {}, RESULT, "COMPLETE", None, artifact(tmp_path, DISCRETE))
+    client = MlflowClient(uri)
+    cut = client.create_run(tracker.experiment_id, tags={"mlflow.parentRunId": tracker.parent_id, "trial": "1"})
+    pending = tracking._create_policy_model(client, tracker.experiment_id, cut.info.run_id, 1)
+
+    assert tracker.logged_trials() == {0: kept, 1: cut.info.run_id}  # no repair: both listed, nothing deleted
+    assert tracker.logged_trials(repair=True) == {0: kept}
+    assert client.get_run(cut.info.run_id).info.lifecycle_stage == "deleted"
+    models = {m.model_id: m.status for m in client.search_logged_models([tracker.experiment_id])}
+    assert pending.model_id not in models and models[tracking.policy_model_id(client, kept)] == LoggedModelStatus.READY
