@@ -100,6 +100,8 @@ class SearchSpace(_Strict):
     sampler: str = Field("tpe", description="one of autocompress.samplers.SAMPLERS")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     baselines: bool = Field(True, description="enqueue teacher-as-is and each technique alone first")
+    stack: int = Field(0, ge=0, description="once the baselines are done, enqueue up to this many stacks: the "
+                       "smallest technique that kept the return alone with each other one that did")
     pruner: PrunerSettings = PrunerSettings()
     techniques: dict[str, dict[str, Any]] = Field(..., min_length=1)
     critic_techniques: dict[str, dict[str, Any]] = Field({}, description="PPO: separate settings for the "
@@ -312,6 +314,25 @@ def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
         return params
 
     return [alone(None)] + [alone(name) for name in space.techniques]
+
+
+def stacked_params(space: SearchSpace, singles: list[tuple[str, dict[str, Any], float]]) -> list[dict[str, Any]]:
+    """Optuna params of up to `space.stack` two-technique stacks, from the baselines that stayed feasible:
+    `singles` = (technique, its baseline's params, bytes ratio). The smallest one is the anchor; each other
+    technique (not of the anchor's exclusive group) joins it at its baseline setting, smallest first."""
+    if space.stack == 0 or len(singles) < 2:
+        return []
+    (anchor, anchor_params, _), *others = sorted(singles, key=lambda s: s[2])
+    group_of = {name: g for g, names in groups(space.techniques).items() for name in names}
+    out = []
+    for name, params, _ in others:
+        if name in group_of and group_of[name] == group_of.get(anchor):
+            continue  # one technique per group: e.g. share and quantize do not stack
+        merged = {**anchor_params, **{k: v for k, v in params.items() if k.startswith(f"{name}.")}}
+        if name in group_of:
+            merged[group_of[name]] = name
+        out.append(merged)
+    return out[:space.stack]
 
 
 def check_space(space: SearchSpace, spec: TrialSpec, source: str) -> None:

@@ -122,3 +122,25 @@ def test_a_search_stops_a_hopeless_trial_and_records_why(tmp_path):
     client = MlflowClient(run.state["tracking_uri"])
     child, = client.search_runs([run.state["experiment_id"]], filter_string="tags.trial = '1'")
     assert child.info.status == "KILLED" and "constraint" in child.data.tags["fail_reason"]
+
+
+@pytest.mark.slow
+def test_after_the_baselines_a_stack_of_the_feasible_techniques_runs(tmp_path):
+    import autocompress as ac
+
+    spec = yaml.safe_load((ROOT / "trials" / "cartpole_ppo.yaml").read_text())
+    spec.update(finetune={"iterations": 1}, eval={"episodes": 3}, latency={"calls": 200})
+    (tmp_path / "trial.yaml").write_text(yaml.safe_dump(spec))
+    # teacher, prune alone, quantize alone (both keep CartPole's 500), then their stack
+    space = {"name": "stacks", "trial_spec": "trial.yaml", "constraints": {"min_return_ratio": 0.9}, "stack": 1,
+             "budget": {"trials": 4, "parallel": 1}, "techniques": {"prune": {"sparsity": {"choices": [0.5]}},
+                                                                    "quantize": {"bits": {"choices": [8]}}}}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    run = ac.search(tmp_path / "space.yaml", run_dir=tmp_path / "run", cache_dir=ROOT / "teachers")
+    trials = run.study.trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, [t.user_attrs.get("stopped") for t in trials]
+    assert [sorted(t.user_attrs["config"]) for t in trials] == [[], ["prune"], ["quantize"], ["prune", "quantize"]]
+    assert trials[3].user_attrs["stacked"] and run.study.user_attrs["stacked"] == 1
+    assert trials[3].user_attrs["config"] == {**trials[1].user_attrs["config"], **trials[2].user_attrs["config"]}
+    # the stack is smaller than either technique alone
+    assert trials[3].user_attrs["result"]["bytes"] < min(t.user_attrs["result"]["bytes"] for t in trials[1:3])

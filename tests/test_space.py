@@ -6,7 +6,7 @@ import yaml
 
 from autocompress.config import CompressConfig
 from autocompress.errors import ConfigError
-from autocompress.space import baseline_params, load_search_space, suggest
+from autocompress.space import baseline_params, load_search_space, stacked_params, suggest
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "cartpole_ppo.yaml"
@@ -50,6 +50,28 @@ def test_baselines_are_teacher_then_each_technique_alone():
     assert cfgs[1 + list(space.techniques).index("quantize")]["quantize"]["bits"] == 5
     for c in cfgs:
         CompressConfig.model_validate(c).check_against(spec)
+
+
+def test_stacks_join_the_smallest_feasible_technique_with_the_others_of_other_groups():
+    space, spec, _ = load_search_space(SPACE)
+
+    def cfg(params):
+        return suggest(optuna.trial.FixedTrial(params), space)
+    alone = {next(iter(cfg(p)), None): p for p in baseline_params(space)}  # technique -> its baseline's params
+    singles = [("quantize", alone["quantize"], 0.16), ("distill", alone["distill"], 0.023),
+               ("share", alone["share"], 0.13), ("prune", alone["prune"], 0.4)]  # (name, params, bytes ratio)
+    assert stacked_params(space, singles) == []  # stack: 0, the default
+
+    space = space.model_copy(update={"stack": 2})
+    stacks = [cfg(p) for p in stacked_params(space, singles)]
+    # anchored on the smallest (distill), the next smallest first, each at its baseline setting
+    assert stacks == [cfg(alone["distill"]) | cfg(alone["share"]), cfg(alone["distill"]) | cfg(alone["quantize"])]
+    for c in stacks:
+        CompressConfig.model_validate(c).check_against(spec)
+    # without distill, share is the anchor; quantize is of its exclusive group (weight_coding): skipped
+    stacks = [cfg(p) for p in stacked_params(space, [singles[0], singles[2], singles[3]])]
+    assert stacks == [cfg(alone["share"]) | cfg(alone["prune"])]
+    assert stacked_params(space, singles[:1]) == []  # one feasible technique: nothing to stack
 
 
 @pytest.mark.parametrize("change,needle", [

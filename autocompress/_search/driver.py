@@ -34,7 +34,7 @@ from autocompress.pruners import make_pruner
 from autocompress.samplers import make_sampler
 from autocompress._search.study import (HEARTBEAT_S, JOURNAL, MAX_FREE_REPEATS, beat, driver_id, duplicate_of,
                                        fail_orphans, finished, open_study, pin_runtime, reuse_key, taken)
-from autocompress.space import SearchSpace, baseline_params, suggest
+from autocompress.space import SearchSpace, baseline_params, stacked_params, suggest
 from autocompress.tracking import Tracker, check_reachable, default_uri, trial_params
 from autocompress.urls import is_redacted, redact
 
@@ -212,6 +212,27 @@ class Driver:
             self.run_ids[trial.number] = rid
         self.study.tell(trial, values, state=state)
         self._update_front()
+        self._stack_after_baselines()
+
+    def _stack_after_baselines(self) -> None:
+        """Once every baseline has finished, enqueue the space's stacks (`stack`) of the techniques that
+        kept the return alone: once per study, by the driver that saw the last baseline end."""
+        if self.space.stack == 0 or self.opts.join or "stacked" in self.study.user_attrs:
+            return
+        base = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+        if not base or any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in base):
+            return
+        singles = []
+        for t in base:
+            names = [n for n in t.user_attrs.get("config") or {} if n != "critic"]
+            if t.state == TrialState.COMPLETE and len(names) == 1 and all(v <= 0 for v in t.constraints.values()):
+                singles.append((names[0], t.params, t.user_attrs["result"]["bytes_ratio"]))
+        stacks = stacked_params(self.space, singles)
+        for params in stacks:
+            self.study.enqueue_trial(params, user_attrs={"stacked": True})
+        self.study.set_user_attr("stacked", len(stacks))
+        self.log(f"baselines done: {len(singles)} technique(s) kept the return alone; {len(stacks)} stack(s) "
+                 "of two enqueued")
 
     def _update_front(self) -> None:
         """Pareto tags, hypervolume and front size after a trial finished (any driver's)."""
