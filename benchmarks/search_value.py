@@ -77,6 +77,7 @@ def trial_log(run) -> list[dict]:
         r = t.user_attrs.get("result", {})
         out.append({"trial": t.number, "state": t.state.name, "config": t.user_attrs.get("config"),
                     "seconds": trial_seconds(t), "baseline": bool(t.user_attrs.get("baseline")),
+                    "guided": "guided" in t.user_attrs, "stopped": t.user_attrs.get("stopped"),
                     **{k: r[k] for k in ("return_ratio", "latency_ratio", "bytes_ratio") if k in r}})
     return out
 
