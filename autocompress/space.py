@@ -316,10 +316,24 @@ def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
     return [alone(None)] + [alone(name) for name in space.techniques]
 
 
+def _gentle(p: Any, end: str) -> Any:
+    """The end of a range or choice list that compresses least (an Optuna param value); None for a
+    fixed setting. `end` is the technique's declared direction (TechniqueConfig.gentle)."""
+    if isinstance(p, dict) and "choices" in p:
+        pick = max if end == "high" else min
+        c = pick(p["choices"], key=lambda v: sum(v) if isinstance(v, list) else v)  # widths: the widest
+        return json.dumps(c) if isinstance(c, list) else c
+    if isinstance(p, dict) and "low" in p and not _is_layer_map(p):
+        return p["high"] if end == "high" else p["low"]
+    return None
+
+
 def stacked_params(space: SearchSpace, singles: list[tuple[str, dict[str, Any], float]]) -> list[dict[str, Any]]:
     """Optuna params of up to `space.stack` two-technique stacks, from the baselines that stayed feasible:
-    `singles` = (technique, its baseline's params, bytes ratio). The smallest one is the anchor; each other
-    technique (not of the anchor's exclusive group) joins it at its baseline setting, smallest first."""
+    `singles` = (technique, its baseline's params, bytes ratio). The smallest one is the anchor, at its
+    baseline setting; each other technique (not of the anchor's exclusive group) joins it, smallest
+    first, at the gentle end of its ranges (stacked losses compound; its other settings as in its
+    baseline)."""
     if space.stack == 0 or len(singles) < 2:
         return []
     (anchor, anchor_params, _), *others = sorted(singles, key=lambda s: s[2])
@@ -331,6 +345,12 @@ def stacked_params(space: SearchSpace, singles: list[tuple[str, dict[str, Any], 
         merged = {**anchor_params, **{k: v for k, v in params.items() if k.startswith(f"{name}.")}}
         if name in group_of:
             merged[group_of[name]] = name
+        for key, end in TECHNIQUES[name].gentle.items():
+            p = space.techniques[name].get(key)
+            if (block := _per_layer(p)) is not None:  # every layer the baseline set, at the gentle end
+                merged.update({k: _gentle(_inner(block), end) for k in params if k.startswith(f"{name}.{key}.")})
+            elif (v := _gentle(p, end)) is not None:
+                merged[f"{name}.{key}"] = v
         out.append(merged)
     return out[:space.stack]
 

@@ -52,7 +52,7 @@ def test_baselines_are_teacher_then_each_technique_alone():
         CompressConfig.model_validate(c).check_against(spec)
 
 
-def test_stacks_join_the_smallest_feasible_technique_with_the_others_of_other_groups():
+def test_stacks_join_the_smallest_feasible_technique_with_the_others_at_their_gentle_end():
     space, spec, _ = load_search_space(SPACE)
 
     def cfg(params):
@@ -64,14 +64,26 @@ def test_stacks_join_the_smallest_feasible_technique_with_the_others_of_other_gr
 
     space = space.model_copy(update={"stack": 2})
     stacks = [cfg(p) for p in stacked_params(space, singles)]
-    # anchored on the smallest (distill), the next smallest first, each at its baseline setting
-    assert stacks == [cfg(alone["distill"]) | cfg(alone["share"]), cfg(alone["distill"]) | cfg(alone["quantize"])]
+    # anchored on the smallest (distill, at its baseline's [32, 32]); the next smallest first, at the
+    # gentle end of its range (share 6 of 2..6 bits, quantize 8 of 2..8), other settings as its baseline
+    assert stacks == [{"distill": {"hidden": [32, 32]}, "share": {"bits": 6}},
+                      {"distill": {"hidden": [32, 32]}, "quantize": {**cfg(alone["quantize"])["quantize"], "bits": 8}}]
     for c in stacks:
         CompressConfig.model_validate(c).check_against(spec)
-    # without distill, share is the anchor; quantize is of its exclusive group (weight_coding): skipped
+    # without distill, share is the anchor (at its middle, 4 bits); quantize is of its exclusive group
+    # (weight_coding): skipped; prune joins at its lowest sparsity
     stacks = [cfg(p) for p in stacked_params(space, [singles[0], singles[2], singles[3]])]
-    assert stacks == [cfg(alone["share"]) | cfg(alone["prune"])]
+    assert stacks == [{"share": {"bits": 4}, "prune": {**cfg(alone["prune"])["prune"], "sparsity": 0.5}}]
     assert stacked_params(space, singles[:1]) == []  # one feasible technique: nothing to stack
+
+
+def test_a_per_layer_partner_joins_with_every_layer_at_the_gentle_end():
+    space, _, _ = load_search_space(ROOT / "search_spaces" / "lunarlander_dqn_per_layer.yaml")
+    space = space.model_copy(update={"stack": 1})
+    alone = {next(iter(suggest(optuna.trial.FixedTrial(p), space)), None): p for p in baseline_params(space)}
+    params, = stacked_params(space, [("share", alone["share"], 0.13), ("structured", alone["structured"], 0.3)])
+    assert suggest(optuna.trial.FixedTrial(params), space) == {
+        "share": {"bits": [4, 4, 4]}, "structured": {"criterion": "importance", "amount": [0.25, 0.25]}}
 
 
 @pytest.mark.parametrize("change,needle", [

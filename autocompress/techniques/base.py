@@ -40,6 +40,9 @@ class TechniqueConfig(BaseModel):
     group: ClassVar[str | None] = None
     #: may compress PPO's training-only value net (`critic:` in a techniques config)
     for_critic: ClassVar[bool] = True
+    #: which end of a setting's range compresses least ("high" bits, "low" sparsity): a search's stack
+    #: (`space.stacked_params`) takes its second technique there, since stacked losses compound
+    gentle: ClassVar[dict[str, Literal["high", "low"]]] = {}
 
     def pipeline_stage(self) -> Stage:
         """The stage this config runs in (a setting may move it, e.g. quantize mode ptq vs qat)."""

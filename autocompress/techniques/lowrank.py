@@ -21,6 +21,7 @@ class LowRankConfig(TechniqueConfig):
     name = "lowrank"
     stage = "structural"
     order = 30
+    gentle = {"rank": "high", "energy": "high"}
     rank: int | None = Field(None, ge=1, description="fixed rank per layer")
     energy: float | None = Field(None, gt=0.0, le=1.0, description="kept fraction of squared singular values")
 

@@ -38,6 +38,7 @@ class StructuredConfig(TechniqueConfig):
     name = "structured"
     stage = "structural"
     order = 20
+    gentle = {"amount": "low"}
     amount: Amount = Field(0.5, description="fraction of each hidden layer's neurons removed: one for all, a list "
                                             "(one per hidden layer) or a map {hidden layer: amount}")
     criterion: Literal["random", "l1", "importance"] = "l1"
