@@ -121,7 +121,7 @@ def services():
             summary = json.loads(urllib.request.urlopen(dashboard + "/nodes?view=summary", timeout=10).read())
             return sum(n.get("raylet", {}).get("state") == "ALIVE" for n in summary["data"]["summary"])
         # The second node gets its own temp dir too (the default /tmp/ray is shared with every other Ray
-        # run on this host). One CI run waited 90 s for it, twice, with no log kept: a node that exits
+        # run on this host). One CI run waited 90 s for it, with no log kept: a node that exits
         # or stays unregistered is now restarted once on fresh ports, and a failure shows its logs.
         for attempt in range(2):
             node_tmp, node_log = base / f"ray-node2-{attempt}", base / f"ray-node2-{attempt}.log"
