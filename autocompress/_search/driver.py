@@ -28,8 +28,8 @@ from autocompress.errors import ConfigError, TeacherError
 from autocompress.results import SLIM_DROP
 from autocompress._search import tasks, warm
 from autocompress._search.heldout import conclude
-from autocompress._search.results import (STATE_FILE, constraint_values, current_front, finalize, objective_values,
-                                         rows)
+from autocompress._search.results import (STATE_FILE, constraint_values, current_front, feasible, finalize,
+                                         objective_values, rows)
 from autocompress.pruners import make_pruner
 from autocompress.samplers import make_sampler
 from autocompress._search.study import (HEARTBEAT_S, JOURNAL, MAX_FREE_REPEATS, beat, driver_id, duplicate_of,
@@ -152,7 +152,7 @@ class Driver:
     def feasible_curves(self) -> list:
         """Report curves of the trials that finished feasible: the history a pruner compares with."""
         return [t.user_attrs["intermediate"] for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("intermediate") and all(v <= 0 for v in t.constraints.values())
+                if t.user_attrs.get("intermediate") and feasible(t)
                 and "duplicate_of" not in t.user_attrs]
 
     def record_stopped(self, trial, cfg: dict, outcome: dict) -> None:
@@ -225,7 +225,7 @@ class Driver:
         singles = []
         for t in base:
             names = [n for n in t.user_attrs.get("config") or {} if n != "critic"]
-            if t.state == TrialState.COMPLETE and len(names) == 1 and all(v <= 0 for v in t.constraints.values()):
+            if t.state == TrialState.COMPLETE and len(names) == 1 and feasible(t):
                 singles.append((names[0], t.params, t.user_attrs["result"]["bytes_ratio"]))
         stacks = stacked_params(self.space, singles)
         for params in stacks:

@@ -27,6 +27,11 @@ HELDOUT_KEYS = {"heldout_return_mean": "return_mean", "heldout_return_std": "ret
                 "heldout_return_ratio": "return_ratio"}
 
 
+def feasible(t: optuna.trial.FrozenTrial) -> bool:
+    """Within every constraint the trial was told (Optuna's convention: a value <= 0 is satisfied)."""
+    return all(v <= 0 for v in t.constraints.values())
+
+
 def rows(study: optuna.Study) -> list[dict]:
     """One row per COMPLETE trial: its number, config, constraint feasibility and measurements, and
     its held-out values (heldout_return_mean/_std/_ratio, heldout_episodes) where it has them."""
@@ -35,7 +40,7 @@ def rows(study: optuna.Study) -> list[dict]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         r = TrialResult.from_dict(t.user_attrs.get("result", {})).to_dict(drop=SLIM_DROP)
         r.update(trial=t.number, config=t.user_attrs.get("config", {}),
-                 feasible=all(v <= 0 for v in t.constraints.values()))
+                 feasible=feasible(t))
         h = held.get("trials", {}).get(str(t.number))
         if h:
             r.update({k: h[v] for k, v in HELDOUT_KEYS.items()}, heldout_episodes=held["episodes"])
@@ -68,8 +73,8 @@ def reference_row(study: optuna.Study) -> dict | None:
 def current_front(study: optuna.Study, objectives: list[str]) -> list[dict]:
     """Front over feasible trials when any trial is feasible (Optuna's `best_trials` rule)."""
     rs = rows(study)
-    feasible = [r for r in rs if r["feasible"]]
-    return pareto.front(feasible or rs, objectives)
+    within = [r for r in rs if r["feasible"]]
+    return pareto.front(within or rs, objectives)
 
 
 def constraint_values(space: SearchSpace, result: dict) -> dict[str, float]:
