@@ -23,6 +23,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until(check, timeout: float = 90, proc: subprocess.Popen | None = None) -> bool:
+    """True once check() holds; False when `proc` exits first or the timeout passes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if check():
+                return True
+        except Exception:
+            pass
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(1)
+    return False
+
+
 def start_mlflow_server(base: Path, port: int, timeout: float = 120) -> subprocess.Popen:
     """`mlflow server` on loopback (sqlite store, artifacts under `base`), in its own session so that
     stop() ends its workers too; returns once /health answers, or fails with its log's tail."""
@@ -33,13 +48,9 @@ def start_mlflow_server(base: Path, port: int, timeout: float = 120) -> subproce
          "--workers", "1"], stdout=subprocess.DEVNULL, stderr=open(log, "a"), start_new_session=True,
         # no job runner (GenAI scorers: 7 more processes that start slowly and stay for the whole suite)
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200:
-                return proc
-        except OSError:
-            time.sleep(1)
+    if wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).status == 200,
+                  timeout, proc):
+        return proc
     stop(proc)
     pytest.fail(f"mlflow server did not start:\n{log.read_text(errors='replace')[-3000:]}")
 

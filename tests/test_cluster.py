@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import free_port, start_mlflow_server, stop, tiny_cartpole
+from conftest import free_port, start_mlflow_server, stop, tiny_cartpole, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.cluster]
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,21 +37,6 @@ def as_postgres(cmd: list[str], **kw):
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--", *cmd]
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
-
-
-def wait_until(check, timeout: float = 90, proc: subprocess.Popen | None = None) -> bool:
-    """True once check() holds; False when `proc` exits first or the timeout passes."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if check():
-                return True
-        except Exception:
-            pass
-        if proc is not None and proc.poll() is not None:
-            return False
-        time.sleep(1)
-    return False
 
 
 def require(ok: bool, what: str, *logs: Path):
