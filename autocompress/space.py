@@ -100,8 +100,9 @@ class SearchSpace(_Strict):
     sampler: str = Field("tpe", description="one of autocompress.samplers.SAMPLERS")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     baselines: bool = Field(True, description="enqueue teacher-as-is and each technique alone first")
-    stack: int = Field(0, ge=0, description="once the baselines are done, enqueue up to this many stacks: the "
-                       "smallest technique that kept the return alone with each other one that did")
+    stack: int = Field(2, ge=0, description="once a technique has kept the return alone (its baseline), run up "
+                       "to this many stacks of it with another technique at that one's gentle end, ahead of the "
+                       "remaining baselines; 0: none")
     pruner: PrunerSettings = PrunerSettings()
     techniques: dict[str, dict[str, Any]] = Field(..., min_length=1)
     critic_techniques: dict[str, dict[str, Any]] = Field({}, description="PPO: separate settings for the "
@@ -294,26 +295,35 @@ def _middle(p: Any) -> Any:
     return None
 
 
-def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
-    """Optuna params of the anchor trials: teacher as-is, then each technique alone at a middle setting."""
-    def alone(only: str | None) -> dict[str, Any]:
-        params: dict[str, Any] = {}
-        for prefix, techniques in (("", space.techniques), ("critic.", space.critic_techniques)):
-            grouped = groups(techniques)
-            for g, names in grouped.items():
-                params[f"{prefix}{g}"] = only if prefix == "" and only in names else "none"
-            for name, ps in techniques.items():
-                if not any(name in names for names in grouped.values()):
-                    params[f"{prefix}{name}.enabled"] = prefix == "" and name == only
-                if prefix == "" and name == only:
-                    params.update({f"{name}.{k}": _middle(p) for k, p in ps.items() if _middle(p) is not None})
-                    for k, p in ps.items():  # a per-layer setting: every layer at the middle
-                        if (block := _per_layer(p)) is not None:
-                            n = _layer_count(name, k, block, None)
-                            params.update({f"{name}.{k}.{i}": _middle(_inner(block)) for i in range(n)})
-        return params
+def _alone(space: SearchSpace, only: str | None) -> dict[str, Any]:
+    """Optuna params of one technique alone at a middle setting (None: the teacher as-is)."""
+    params: dict[str, Any] = {}
+    for prefix, techniques in (("", space.techniques), ("critic.", space.critic_techniques)):
+        grouped = groups(techniques)
+        for g, names in grouped.items():
+            params[f"{prefix}{g}"] = only if prefix == "" and only in names else "none"
+        for name, ps in techniques.items():
+            if not any(name in names for names in grouped.values()):
+                params[f"{prefix}{name}.enabled"] = prefix == "" and name == only
+            if prefix == "" and name == only:
+                params.update({f"{name}.{k}": _middle(p) for k, p in ps.items() if _middle(p) is not None})
+                for k, p in ps.items():  # a per-layer setting: every layer at the middle
+                    if (block := _per_layer(p)) is not None:
+                        n = _layer_count(name, k, block, None)
+                        params.update({f"{name}.{k}.{i}": _middle(_inner(block)) for i in range(n)})
+    return params
 
-    return [alone(None)] + [alone(name) for name in space.techniques]
+
+def stack_order(space: SearchSpace) -> list[str]:
+    """The space's techniques by TechniqueConfig.stack_rank (ties as listed): the baselines' run order
+    and the order partners join a stack."""
+    return sorted(space.techniques, key=lambda n: TECHNIQUES[n].stack_rank)
+
+
+def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
+    """Optuna params of the anchor trials: teacher as-is, then each technique alone at a middle setting,
+    in stack order (a distilled student first: the likely anchor of the stacks)."""
+    return [_alone(space, None)] + [_alone(space, name) for name in stack_order(space)]
 
 
 def _gentle(p: Any, end: str) -> Any:
@@ -328,20 +338,18 @@ def _gentle(p: Any, end: str) -> Any:
     return None
 
 
-def stacked_params(space: SearchSpace, singles: list[tuple[str, dict[str, Any], float]]) -> list[dict[str, Any]]:
-    """Optuna params of up to `space.stack` two-technique stacks, from the baselines that stayed feasible:
-    `singles` = (technique, its baseline's params, bytes ratio). The smallest one is the anchor, at its
-    baseline setting; each other technique (not of the anchor's exclusive group) joins it, smallest
-    first, at the gentle end of its ranges (stacked losses compound; its other settings as in its
-    baseline)."""
-    if space.stack == 0 or len(singles) < 2:
-        return []
-    (anchor, anchor_params, _), *others = sorted(singles, key=lambda s: s[2])
+def stacked_params(space: SearchSpace, anchor: str, anchor_params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Optuna params of up to `space.stack` two-technique stacks on `anchor`, a technique that kept the
+    return alone, at its baseline's `anchor_params`. Each other technique (not of the anchor's
+    exclusive group) joins it in stack order, at the gentle end of its ranges (stacked losses
+    compound; its other settings as in its own baseline). A partner need not have kept the return at
+    its middle setting: 8-bit codes on a student often do where 5-bit codes alone did not."""
     group_of = {name: g for g, names in groups(space.techniques).items() for name in names}
     out = []
-    for name, params, _ in others:
-        if name in group_of and group_of[name] == group_of.get(anchor):
+    for name in stack_order(space):
+        if name == anchor or (name in group_of and group_of[name] == group_of.get(anchor)):
             continue  # one technique per group: e.g. share and quantize do not stack
+        params = _alone(space, name)
         merged = {**anchor_params, **{k: v for k, v in params.items() if k.startswith(f"{name}.")}}
         if name in group_of:
             merged[group_of[name]] = name

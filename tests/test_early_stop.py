@@ -125,13 +125,14 @@ def test_a_search_stops_a_hopeless_trial_and_records_why(tmp_path):
 
 
 @pytest.mark.slow
-def test_after_the_baselines_a_stack_of_the_feasible_techniques_runs(tmp_path):
+def test_a_stack_on_the_first_technique_that_kept_the_return_runs_before_the_other_baselines(tmp_path):
     import autocompress as ac
 
     spec = yaml.safe_load((ROOT / "trials" / "cartpole_ppo.yaml").read_text())
     spec.update(finetune={"iterations": 1}, eval={"episodes": 3}, latency={"calls": 200})
     (tmp_path / "trial.yaml").write_text(yaml.safe_dump(spec))
-    # teacher, prune alone, quantize alone (both keep CartPole's 500), then their stack
+    # teacher, quantize alone (weight codes run before pruning) keeps CartPole's 500, so the stack
+    # quantize + prune runs next, then prune alone
     space = {"name": "stacks", "trial_spec": "trial.yaml", "constraints": {"min_return_ratio": 0.9}, "stack": 1,
              "budget": {"trials": 4, "parallel": 1}, "techniques": {"prune": {"sparsity": {"choices": [0.5]}},
                                                                     "quantize": {"bits": {"choices": [8]}}}}
@@ -139,8 +140,9 @@ def test_after_the_baselines_a_stack_of_the_feasible_techniques_runs(tmp_path):
     run = ac.search(tmp_path / "space.yaml", run_dir=tmp_path / "run", cache_dir=ROOT / "teachers")
     trials = run.study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4, [t.user_attrs.get("stopped") for t in trials]
-    assert [sorted(t.user_attrs["config"]) for t in trials] == [[], ["prune"], ["quantize"], ["prune", "quantize"]]
-    assert trials[3].user_attrs["stacked"] and run.study.user_attrs["stacked"] == 1
-    assert trials[3].user_attrs["config"] == {**trials[1].user_attrs["config"], **trials[2].user_attrs["config"]}
+    assert [sorted(t.user_attrs["config"]) for t in trials] == [[], ["quantize"], ["prune", "quantize"], ["prune"]]
+    assert trials[2].user_attrs["stacked"] and run.study.user_attrs["stacked"] == 1
+    assert not trials[3].user_attrs.get("stacked") and trials[3].user_attrs["baseline"]
+    assert trials[2].user_attrs["config"] == {**trials[1].user_attrs["config"], **trials[3].user_attrs["config"]}
     # the stack is smaller than either technique alone
-    assert trials[3].user_attrs["result"]["bytes"] < min(t.user_attrs["result"]["bytes"] for t in trials[1:3])
+    assert trials[2].user_attrs["result"]["bytes"] < min(t.user_attrs["result"]["bytes"] for t in (trials[1], trials[3]))

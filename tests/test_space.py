@@ -39,51 +39,50 @@ def test_suggest_is_conditional_and_always_valid():
     assert seen == set(space.techniques)
 
 
-def test_baselines_are_teacher_then_each_technique_alone():
+def test_baselines_are_teacher_then_each_technique_alone_in_stack_order():
     space, spec, _ = load_search_space(SPACE)
     study = optuna.create_study(directions=["maximize"])
     for p in baseline_params(space):
         study.enqueue_trial(p)
     cfgs = [suggest(study.ask(), space) for _ in range(len(space.techniques) + 1)]
     assert cfgs[0] == {}
-    assert [list(c) for c in cfgs[1:]] == [[n] for n in space.techniques]
-    assert cfgs[1 + list(space.techniques).index("quantize")]["quantize"]["bits"] == 5
+    # a distilled student first, weight codes next (as listed), then the rest as listed
+    assert [next(iter(c)) for c in cfgs[1:]] == ["distill", "share", "quantize", "prune", "structured", "lowrank"]
+    assert list(space.techniques) == ["distill", "structured", "lowrank", "prune", "share", "quantize"]
+    assert cfgs[3]["quantize"]["bits"] == 5
     for c in cfgs:
         CompressConfig.model_validate(c).check_against(spec)
 
 
-def test_stacks_join_the_smallest_feasible_technique_with_the_others_at_their_gentle_end():
+def test_stacks_join_the_anchor_with_the_others_in_stack_order_at_their_gentle_end():
     space, spec, _ = load_search_space(SPACE)
 
     def cfg(params):
         return suggest(optuna.trial.FixedTrial(params), space)
     alone = {next(iter(cfg(p)), None): p for p in baseline_params(space)}  # technique -> its baseline's params
-    singles = [("quantize", alone["quantize"], 0.16), ("distill", alone["distill"], 0.023),
-               ("share", alone["share"], 0.13), ("prune", alone["prune"], 0.4)]  # (name, params, bytes ratio)
-    assert stacked_params(space, singles) == []  # stack: 0, the default
-
-    space = space.model_copy(update={"stack": 2})
-    stacks = [cfg(p) for p in stacked_params(space, singles)]
-    # anchored on the smallest (distill, at its baseline's [32, 32]); the next smallest first, at the
-    # gentle end of its range (share 6 of 2..6 bits, quantize 8 of 2..8), other settings as its baseline
+    assert space.stack == 2  # the default
+    stacks = [cfg(p) for p in stacked_params(space, "distill", alone["distill"])]
+    # on distill at its baseline's [32, 32]: the weight codes first, at the gentle end of their range
+    # (share 6 of 2..6 bits, quantize 8 of 2..8), other settings as their baseline
     assert stacks == [{"distill": {"hidden": [32, 32]}, "share": {"bits": 6}},
                       {"distill": {"hidden": [32, 32]}, "quantize": {**cfg(alone["quantize"])["quantize"], "bits": 8}}]
     for c in stacks:
         CompressConfig.model_validate(c).check_against(spec)
-    # without distill, share is the anchor (at its middle, 4 bits); quantize is of its exclusive group
-    # (weight_coding): skipped; prune joins at its lowest sparsity
-    stacks = [cfg(p) for p in stacked_params(space, [singles[0], singles[2], singles[3]])]
-    assert stacks == [{"share": {"bits": 4}, "prune": {**cfg(alone["prune"])["prune"], "sparsity": 0.5}}]
-    assert stacked_params(space, singles[:1]) == []  # one feasible technique: nothing to stack
+    # on share (at its middle, 4 bits): distill joins at its widest student; quantize is of share's
+    # exclusive group (weight_coding): skipped; then prune at its lowest sparsity
+    stacks = [cfg(p) for p in stacked_params(space.model_copy(update={"stack": 3}), "share", alone["share"])]
+    assert stacks == [{"share": {"bits": 4}, "distill": {"hidden": [64, 64]}},
+                      {"share": {"bits": 4}, "prune": {**cfg(alone["prune"])["prune"], "sparsity": 0.5}},
+                      {"share": {"bits": 4}, "structured": {**cfg(alone["structured"])["structured"], "amount": 0.25}}]
+    assert stacked_params(space.model_copy(update={"stack": 0}), "share", alone["share"]) == []
 
 
 def test_a_per_layer_partner_joins_with_every_layer_at_the_gentle_end():
     space, _, _ = load_search_space(ROOT / "search_spaces" / "lunarlander_dqn_per_layer.yaml")
-    space = space.model_copy(update={"stack": 1})
+    space = space.model_copy(update={"stack": 2})
     alone = {next(iter(suggest(optuna.trial.FixedTrial(p), space)), None): p for p in baseline_params(space)}
-    params, = stacked_params(space, [("share", alone["share"], 0.13), ("structured", alone["structured"], 0.3)])
-    assert suggest(optuna.trial.FixedTrial(params), space) == {
-        "share": {"bits": [4, 4, 4]}, "structured": {"criterion": "importance", "amount": [0.25, 0.25]}}
+    stacks = [suggest(optuna.trial.FixedTrial(p), space) for p in stacked_params(space, "share", alone["share"])]
+    assert stacks[1] == {"share": {"bits": [4, 4, 4]}, "structured": {"criterion": "importance", "amount": [0.25, 0.25]}}
 
 
 @pytest.mark.parametrize("change,needle", [

@@ -7,6 +7,10 @@ finished trial; the `pareto` tags follow the front.
 Several drivers can work on one study (Optuna's distributed pattern): the first runs `search`,
 the others `search(join=True)` against the same storage; each asks its own trials, the budget
 counts every driver's, and the children share one MLflow parent run.
+
+The baselines, a sensitivity stage's guided configs and the stacks wait in the study's own queue
+(`study.queue`), fed to Optuna one at a time by the driver that opened or resumed the study, so a
+stack can run as soon as its anchor has kept the return, ahead of the remaining baselines.
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ from autocompress._search.results import (STATE_FILE, constraint_values, current
                                          objective_values, rows)
 from autocompress.pruners import make_pruner
 from autocompress.samplers import make_sampler
-from autocompress._search.study import (HEARTBEAT_S, JOURNAL, MAX_FREE_REPEATS, beat, driver_id, duplicate_of,
-                                       fail_orphans, finished, open_study, pin_runtime, reuse_key, taken)
+from autocompress._search.study import (HEARTBEAT_S, JOURNAL, MAX_FREE_REPEATS, QUEUE, beat, driver_id,
+                                       duplicate_of, fail_orphans, feed, finished, open_study, pin_runtime, queue,
+                                       reuse_key, taken)
 from autocompress.space import SearchSpace, baseline_params, stacked_params, suggest
 from autocompress.tracking import Tracker, check_reachable, default_uri, trial_params
 from autocompress.urls import is_redacted, redact
@@ -105,6 +110,8 @@ class Driver:
     # -- one trial ---------------------------------------------------------------------
     def launch(self) -> None:
         """Ask one trial; run it as a Ray task, or record it at once (invalid config, repeat)."""
+        if not self.opts.join:  # one feeder: drivers that join would race for the queue's head
+            feed(self.study)
         trial = self.study.ask()
         cfg = suggest(trial, self.space)
         cfg = trial.user_attrs.get("guided", cfg)  # a sensitivity-guided config: as enqueued (per-layer maps)
@@ -212,27 +219,30 @@ class Driver:
             self.run_ids[trial.number] = rid
         self.study.tell(trial, values, state=state)
         self._update_front()
-        self._stack_after_baselines()
+        self._stack_on_anchor()
 
-    def _stack_after_baselines(self) -> None:
-        """Once every baseline has finished, enqueue the space's stacks (`stack`) of the techniques that
-        kept the return alone: once per study, by the driver that saw the last baseline end."""
+    def _stack_on_anchor(self) -> None:
+        """Queue the space's stacks (`stack`) ahead of the remaining baselines as soon as their anchor is
+        known: the first baseline in run order (teacher aside) that kept the return alone, once every
+        baseline before it has finished. Once per study, by the feeding driver."""
         if self.space.stack == 0 or self.opts.join or "stacked" in self.study.user_attrs:
             return
-        base = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
-        if not base or any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in base):
-            return
-        singles = []
-        for t in base:
+        anchor = None
+        for t in sorted((t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")),
+                        key=lambda t: t.number):
+            if t.state in (TrialState.WAITING, TrialState.RUNNING):
+                return  # an earlier baseline may still be the anchor
             names = [n for n in t.user_attrs.get("config") or {} if n != "critic"]
             if t.state == TrialState.COMPLETE and len(names) == 1 and feasible(t):
-                singles.append((names[0], t.params, t.user_attrs["result"]["bytes_ratio"]))
-        stacks = stacked_params(self.space, singles)
-        for params in stacks:
-            self.study.enqueue_trial(params, user_attrs={"stacked": True})
+                anchor = (t.number, names[0], t.params)
+                break
+        if anchor is None and any(i["user_attrs"].get("baseline") for i in self.study.user_attrs.get(QUEUE, [])):
+            return  # none so far; baselines still to run
+        stacks = stacked_params(self.space, anchor[1], anchor[2]) if anchor else []
+        queue(self.study, [{"params": p, "user_attrs": {"stacked": True}} for p in stacks], front=True)
         self.study.set_user_attr("stacked", len(stacks))
-        self.log(f"baselines done: {len(singles)} technique(s) kept the return alone; {len(stacks)} stack(s) "
-                 "of two enqueued")
+        self.log(f"trial {anchor[0]} ({anchor[1]}) kept the return alone: {len(stacks)} stack(s) on it queued ahead "
+                 "of the remaining baselines" if anchor else "no technique kept the return alone: no stacks")
 
     def _update_front(self) -> None:
         """Pareto tags, hypervolume and front size after a trial finished (any driver's)."""
@@ -327,7 +337,7 @@ def _sensitivity_stage(study, space: SearchSpace, spec: TrialSpec, teacher: dict
     tracker.log_parent_metrics({"sensitivity_seconds": table["seconds"]})
     guided = sens.guided_trials(table, space)
     for params, cfg in guided:
-        study.enqueue_trial(params, user_attrs={"guided": cfg})
+        queue(study, [{"params": params, "user_attrs": {"guided": cfg}}])
     study.set_user_attr("sensitivity_guided", len(guided))
     log(f"sensitivity: {len(guided)} guided config(s) enqueued")
 
@@ -378,8 +388,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         warm.warm_start(study, source, space, reuse_key(spec, teacher_dir(spec, Path(cache_root)).name),
                         str(opts.warm_start), log)
     if not (opts.resume or opts.join) and space.baselines:
-        for params in baseline_params(space):
-            study.enqueue_trial(params, user_attrs={"baseline": True})
+        queue(study, [{"params": p, "user_attrs": {"baseline": True}} for p in baseline_params(space)])
     parent = tracker.start_parent(parent_id, f"search-{space.name}", {
         "space": space_path.name, "trial_spec": spec_path.name, "objectives": ",".join(space.objectives),
         "sampler": opts.sampler, "seed": opts.seed, "trials": opts.trials, "parallel": opts.parallel,

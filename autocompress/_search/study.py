@@ -185,6 +185,26 @@ def taken(study: optuna.Study) -> int:
     return len(finished(study)) + len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
+#: study attr: trials the driver enqueues one at a time, [{"params": ..., "user_attrs": ...}]
+QUEUE = "queue"
+
+
+def queue(study: optuna.Study, items: list[dict], front: bool = False) -> None:
+    """Add trials to the study's own queue (at its `front`, or its end). Optuna runs WAITING trials
+    oldest first and cannot reorder them; holding ours back until a worker is free lets a stack
+    decided mid-way run before the remaining baselines."""
+    held = study.user_attrs.get(QUEUE, [])
+    study.set_user_attr(QUEUE, items + held if front else held + items)
+
+
+def feed(study: optuna.Study) -> None:
+    """Enqueue the head of the study's queue, unless a trial is WAITING already (that one runs next)."""
+    held = study.user_attrs.get(QUEUE, [])
+    if held and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study.set_user_attr(QUEUE, held[1:])
+        study.enqueue_trial(held[0]["params"], user_attrs=held[0]["user_attrs"])
+
+
 def driver_id() -> str:
     """Which driver asked a trial (several may share a study): host:pid."""
     return f"{socket.gethostname()}:{os.getpid()}"

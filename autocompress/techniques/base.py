@@ -43,6 +43,10 @@ class TechniqueConfig(BaseModel):
     #: which end of a setting's range compresses least ("high" bits, "low" sparsity): a search's stack
     #: (`space.stacked_params`) takes its second technique there, since stacked losses compound
     gentle: ClassVar[dict[str, Literal["high", "low"]]] = {}
+    #: baselines run, and stack partners join, in this order (lower first): a distilled student is
+    #: the likely anchor (the biggest cut in latency and bytes), weight codes the likely partners (they
+    #: shrink any net several-fold at their gentle end), so the first stacks can start after two baselines
+    stack_rank: ClassVar[int] = 3
 
     def pipeline_stage(self) -> Stage:
         """The stage this config runs in (a setting may move it, e.g. quantize mode ptq vs qat)."""

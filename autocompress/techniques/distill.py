@@ -31,6 +31,7 @@ class DistillConfig(TechniqueConfig):
     order = 10
     for_critic = False
     gentle = {"hidden": "high", "channels": "high"}
+    stack_rank = 0
     hidden: list[int] = Field(..., min_length=1, description="student hidden widths, e.g. [32, 32]")
     channels: list[int] | None = Field(None, min_length=1, description="conv teacher: the student's conv channels, "
                                        "e.g. [8]: the first len(channels) of the teacher's conv layers' geometry "

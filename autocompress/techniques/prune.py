@@ -27,6 +27,7 @@ class PruneConfig(TechniqueConfig):
     stage = "held"
     order = 40
     gentle = {"sparsity": "low", "threshold": "low"}
+    stack_rank = 2
     method: Literal["magnitude", "threshold"] = "magnitude"
     sparsity: Sparsity = Field(0.5, description="fraction of each layer's weights zeroed (magnitude): one for all "
                                                 "layers, a list (one per layer) or a map {layer: sparsity}")
