@@ -99,7 +99,7 @@ class SearchSpace(_Strict):
     budget: Budget = Budget()
     sampler: str = Field("tpe", description="one of autocompress.samplers.SAMPLERS")
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    baselines: bool = Field(True, description="enqueue teacher-as-is and each technique alone first")
+    baselines: bool = Field(True, description="run teacher-as-is and each technique alone first (in stack order)")
     stack: int = Field(2, ge=0, description="once a technique has kept the return alone (its baseline), run up "
                        "to this many stacks of it with another technique at that one's gentle end, ahead of the "
                        "remaining baselines; 0: none")

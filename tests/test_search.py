@@ -54,7 +54,7 @@ def test_search_end_to_end(files):
     states = {t.number: t.state for t in trials}
     assert states[4] == TrialState.FAIL and "injected fault" in trials[4].user_attrs["fail_reason"]
     assert sum(s == TrialState.COMPLETE for s in states.values()) == 5
-    assert trials[0].user_attrs["config"] == {}  # the anchor: teacher as-is, enqueued first
+    assert trials[0].user_attrs["config"] == {}  # teacher as-is runs first
 
     # two trials really ran at the same time
     spans = sorted((t.user_attrs["result"]["started_at"], t.user_attrs["result"]["finished_at"])
