@@ -245,12 +245,11 @@ def report(args, saved: dict) -> None:
         + setup_words(args, seeds), "",
         "| arm | final hypervolume | trial-seconds | trials stopped early |", "|---|---|---|---|", *rows, "",
         f"- Default vs random: {versus_random('default')}.",
-        *([f"- Without stacks: {versus_random('no stacks')}. (Measured with a0ac96d, whose baselines ran "
-           "alphabetically, all queued first; interleaved per seed with random, not with the other arms.)"]
-          if curves.get("no stacks") else []),
+        *([f"- Without stacks: {versus_random('no stacks')}."] if curves.get("no stacks") else []),
         f"- Early stopping: per seed, the trial-seconds without it over those with it to reach the hypervolume "
         f"both arms of that seed reach (the lower of their finals): {', '.join(f'{c:.2f}x' for c in cuts)}, median "
-        f"**{cut:.2f}x** (target >= 2x: **{'met' if cut >= 2 else 'missed'}**).", "",
+        f"**{cut:.2f}x** (target >= 2x: **{'met' if cut >= 2 else 'missed'}**). The whole search of "
+        f"{args.trials} trials: {q(total['no early stop'])} trial-seconds without, {q(total['default'])} with.", "",
         f"![hypervolume vs trial-seconds]({img})"])
     write_section(f"search_value_{args.base}", body)
 

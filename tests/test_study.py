@@ -57,3 +57,31 @@ def test_a_resumed_or_joined_driver_does_not_replay_the_first_drivers_draws(tmp_
     (tmp_path / "copy" / JOURNAL).write_bytes((tmp_path / JOURNAL).read_bytes())
     a = draws(open_study("s", OBJECTIVES, tmp_path / "copy", None, "random", 0, resume=True))
     assert a == draws(open_study("s", OBJECTIVES, tmp_path, None, "random", 0, resume=True))
+
+
+def test_the_queue_feeds_one_trial_at_a_time_and_takes_items_at_its_front(tmp_path):
+    from optuna.trial import TrialState
+
+    from autocompress._search.study import QUEUE, feed, queue
+
+    def waiting():
+        return len(study.get_trials(states=(TrialState.WAITING,)))
+
+    def ask() -> tuple[int, dict]:  # the next trial's x (an enqueued trial's value) and user attrs
+        t = study.ask()
+        return t.suggest_int("x", 0, 99), t.user_attrs
+
+    study = open_study("q", OBJECTIVES, tmp_path, None, "random", 0)  # journal storage: JSON round trips
+    queue(study, [{"params": {"x": i}, "user_attrs": {"baseline": True}} for i in range(3)])
+    feed(study)
+    feed(study)  # a trial is WAITING already: nothing more is enqueued
+    assert waiting() == 1 and [i["params"] for i in study.user_attrs[QUEUE]] == [{"x": 1}, {"x": 2}]
+    assert ask() == (0, {"baseline": True})
+    queue(study, [{"params": {"x": 9}, "user_attrs": {"stacked": True}}], front=True)
+    feed(study)
+    assert ask() == (9, {"stacked": True})  # ahead of the rest
+    for x in (1, 2):
+        feed(study)
+        assert ask() == (x, {"baseline": True})
+    feed(study)  # empty: nothing to do
+    assert study.user_attrs[QUEUE] == [] and waiting() == 0
