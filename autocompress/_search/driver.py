@@ -225,7 +225,7 @@ class Driver:
         """Queue the space's stacks (`stack`) ahead of the remaining baselines as soon as their anchor is
         known: the first baseline in run order (teacher aside) that kept the return alone, once every
         baseline before it has finished. Once per study, by the feeding driver."""
-        if self.space.stack == 0 or self.opts.join or "stacked" in self.study.user_attrs:
+        if not (self.space.stack and self.space.baselines) or self.opts.join or "stacked" in self.study.user_attrs:
             return
         anchor = None
         for t in sorted((t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")),
