@@ -6,7 +6,6 @@ not saturate (LunarLander-v3 DQN by default):
                  first technique that kept the return alone, ahead of the remaining baselines)
   no early stop  the default without early stopping (pruner: none)
   random         uniform random sampling, no early stopping, no stacks
-  no stacks      the default without stacks (`stack: 0`)
 
     python -m benchmarks.search_value [--base lunarlander_dqn] [--trials 12] [--seeds 5]
 
@@ -35,10 +34,9 @@ from benchmarks.common import DOC, machine, run_search, save_figure, write_secti
 ARMS = {"default": {"sampler": "tpe", "pruner": {"kind": "gate"}},
         "no early stop": {"sampler": "tpe", "pruner": {"kind": "none"}},
         "random": {"sampler": "random", "pruner": {"kind": "none"}, "stack": 0},
-        "no stacks": {"sampler": "tpe", "pruner": {"kind": "gate"}, "stack": 0},
         "sensitivity": {"sampler": "tpe", "pruner": {"kind": "gate"}, "sensitivity": {"enabled": True}}}
 #: which arms each comparison runs, and the data file (docs/data/<name>_<base>.json) it keeps them in
-COMPARISONS = {"search": (["default", "no early stop", "random", "no stacks"], "search_value"),
+COMPARISONS = {"search": (["default", "no early stop", "random"], "search_value"),
                "sensitivity": (["default", "sensitivity"], "sensitivity_value")}
 #: a cheaper evaluation than the shipped spec; no held-out pass (the curves are what is compared)
 CHEAP = {"eval": {"episodes": 10, "heldout_episodes": 0}, "finetune": {"iterations": 4}}
@@ -245,7 +243,6 @@ def report(args, saved: dict) -> None:
         + setup_words(args, seeds), "",
         "| arm | final hypervolume | trial-seconds | trials stopped early |", "|---|---|---|---|", *rows, "",
         f"- Default vs random: {versus_random('default')}.",
-        *([f"- Without stacks: {versus_random('no stacks')}."] if curves.get("no stacks") else []),
         f"- Early stopping: per seed, the trial-seconds without it over those with it to reach the hypervolume "
         f"both arms of that seed reach (the lower of their finals): {', '.join(f'{c:.2f}x' for c in cuts)}, median "
         f"**{cut:.2f}x** (target >= 2x: **{'met' if cut >= 2 else 'missed'}**). The whole search of "
