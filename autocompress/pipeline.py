@@ -121,8 +121,9 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     """Teacher (cached) -> techniques -> RLlib fine-tune (critic compressed too if `cfg.critic`).
 
     `report(step, ratio)` (multi-fidelity, see autocompress.pruners): called with the check-episode
-    return ratio before fine-tuning (step 0) and after each fine-tune iteration; it may raise
-    TrialStopped, which ends the trial there."""
+    return ratio before fine-tuning (step 0) and after each fine-tune iteration in which the learner
+    trained (not after an off-policy algorithm's iterations that only fill its replay buffer: the
+    step is the count of iterations run); it may raise TrialStopped, which ends the trial there."""
     timed = timed if timed is not None else Timings()
     cfg.check_against(spec)
     with timed("teacher_load"):
@@ -198,12 +199,16 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
             for _ in range(iters):
                 with timed("rllib_train"):
                     session[0].train(1, log=log)
-                score = check(session[0].pull(net))
                 done[0] += 1
+                session[0].pull(net)
+                learned = session[0].learned[-1]  # not when it only filled a replay buffer: nothing to report
+                if not (learned or spec.finetune.keep_best):
+                    continue
+                score = check(net)
                 if score > best[0]:
                     best = (score, copy.deepcopy(net.state_dict()))
-                # what the trial would deliver if it ended here: with keep_best, the best net so far
-                report_check(best[0] if spec.finetune.keep_best else score)
+                if learned:  # what the trial would deliver if it ended here: with keep_best, the best net so far
+                    report_check(best[0] if spec.finetune.keep_best else score)
             if spec.finetune.keep_best:
                 net.load_state_dict(best[1])
                 log(f"fine-tune round {i + 1}/{n}: kept the net with check return {best[0]:.1f}")

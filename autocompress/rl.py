@@ -294,6 +294,7 @@ class Session:
         if obs_stats is not None:  # fine-tuning a teacher that normalised: its statistics, frozen
             self._set_obs_stats(obs_stats)
         self.returns: list[float] = []
+        self.learned: list[bool] = []  # per iteration: did the learner fine-tune (see train)
         state = self.module_state()
         if base_state is not None:
             state.update({k: v for k, v in base_state.items() if not self._is_actor(k) and k in state
@@ -332,6 +333,12 @@ class Session:
             result = self.algo.train()
             ret = float(result.get("env_runners", {}).get("episode_return_mean", float("nan")))
             self.returns.append(ret)
+            # An off-policy algorithm's first iterations fill its replay buffer (RLlib's
+            # num_steps_sampled_before_learning_starts): at most one SGD step, fewer samples replayed than
+            # sampled. Such an iteration has not fine-tuned the net.
+            sampled = result.get("env_runners", {}).get("num_env_steps_sampled", 0)
+            trained = result.get("learners", {}).get("__all_modules__", {}).get("num_env_steps_trained", 0)
+            self.learned.append(bool(trained >= sampled > 0))
             log(f"  iter {i + 1}/{iterations}: training return {ret:.1f}")
             if stop_return is not None and ret >= stop_return:
                 break

@@ -187,9 +187,9 @@ def hv_q(xs) -> str:
 
 def setup_words(args, seeds: list[int]) -> str:
     return (f"on {machine()}. Sampler seeds {seeds[0]}..{seeds[-1]}, {args.trials} finished trials per run (stopped "
-            f"ones count), parallel 2, the shipped baselines run first (teacher as-is, each technique alone: on "
-            f"LunarLander most random combinations of 3+ techniques lose the policy, and without them no arm finds a "
-            f"feasible point in a few trials); trial spec as shipped except {json.dumps(cheap(args.base))}. "
+            f"ones count), parallel 2, the shipped baselines run first (teacher as-is, each technique alone; they are "
+            f"on by default because on LunarLander most random combinations of 3+ techniques lose the policy, and "
+            f"without them no arm finds a feasible point in a few trials); trial spec as shipped except {json.dumps(cheap(args.base))}. "
             "Trial-seconds: the sum of the trials' own run time (a stopped trial's until it stopped). "
             "Hypervolume over feasible trials (return ratio >= the space's constraint), teacher-normalised. "
             "Median [interquartile range] over seeds." + (f" Only {len(seeds)} seeds (the issue asks for >= 5): "

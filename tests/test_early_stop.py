@@ -55,6 +55,22 @@ def test_no_constraint_or_kind_none_never_stops():
     assert make_pruner("gate", 0.8, floor=0.5) == GatePruner(min_ratio=0.8, floor=0.5)
 
 
+@pytest.mark.slow
+def test_an_iteration_that_only_fills_the_replay_buffer_is_not_a_fine_tune_step(tmp_path):
+    """DQN's first fine-tune iteration (1000 env steps, learning starts at 1000) makes one SGD step:
+    it is not checked or reported, so the gate first judges a net that was fine-tuned."""
+    from autocompress.config import CompressConfig
+    from autocompress.pipeline import build_compressed
+
+    spec = yaml.safe_load((ROOT / "trials" / "cartpole_dqn.yaml").read_text())
+    spec["finetune"] = {**spec["finetune"], "iterations": 2}
+    (tmp_path / "trial.yaml").write_text(yaml.safe_dump(spec))
+    reports = []
+    build_compressed(load_trial_spec(tmp_path / "trial.yaml"), CompressConfig.model_validate({"prune": {"sparsity": 0.5}}),
+                     tmp_path / "cache", log=lambda m: None, report=lambda step, ratio: reports.append(step))
+    assert reports == [0, 2]
+
+
 # -- repeats: keyed, and free up to a bound ----------------------------------------------------
 
 def _complete(study, cfg, key, artifact, values=(1.0, 1.0, 1.0), **attrs):
