@@ -7,8 +7,9 @@ intermediate values, a pruner object decides from them whether it stops.
 A trial reports its return ratio (vs the teacher, on the 5 fine-tune check episodes: seeds apart
 from evaluation) at step 0 (compressed, before fine-tuning) and after each fine-tune iteration
 (step i) in which the learner trained: an off-policy algorithm's first iterations only fill its
-replay buffer (one SGD step at most) and report nothing, so no trial is judged on them. The pruner is called after every report with the trial's reports so far and the
-report curves of earlier trials that finished feasible (the driver's snapshot when the trial
+replay buffer (one SGD step at most) and report nothing, so no trial is judged on them. The
+pruner is called after every report with the trial's reports so far and the report curves of
+earlier trials that finished feasible (the driver's snapshot when the trial
 started). `should_stop` returns the reason to stop, or None.
 
 `GatePruner`, the default, stops a trial at step >= `after` (fine-tune iterations done) when its

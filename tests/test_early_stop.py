@@ -58,7 +58,7 @@ def test_no_constraint_or_kind_none_never_stops():
 @pytest.mark.slow
 def test_an_iteration_that_only_fills_the_replay_buffer_is_not_a_fine_tune_step(tmp_path):
     """DQN's first fine-tune iteration (1000 env steps, learning starts at 1000) makes one SGD step:
-    it is not checked or reported, so the gate first judges a net that was fine-tuned."""
+    it is not reported, so the gate first judges a net that was fine-tuned."""
     from autocompress.config import CompressConfig
     from autocompress.pipeline import build_compressed
 
