@@ -165,8 +165,8 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         if report is None:
             return
         if not refs:
+            t = check(teacher.actor)  # timed by check itself
             with timed("finetune_check"):
-                t = check(teacher.actor)
                 refs.extend([t, None if t > 0 else measure.random_return(make_env, CHECK_EPISODES,
                                                                          spec.seed + CHECK_OFFSET)])
         report(done[0], measure.ratio_to(score, *refs))

@@ -160,5 +160,7 @@ def test_a_stack_on_the_first_technique_that_kept_the_return_runs_before_the_oth
     assert trials[2].user_attrs["stacked"] and run.study.user_attrs["stacked"] == 1
     assert not trials[3].user_attrs.get("stacked") and trials[3].user_attrs["baseline"]
     assert trials[2].user_attrs["config"] == {**trials[1].user_attrs["config"], **trials[3].user_attrs["config"]}
+    # each stage of a trial timed once: what is left for the techniques is never negative
+    assert min(t.user_attrs["result"]["timings"]["techniques"] for t in trials) >= 0
     # the stack is smaller than either technique alone
     assert trials[2].user_attrs["result"]["bytes"] < min(t.user_attrs["result"]["bytes"] for t in (trials[1], trials[3]))

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 import autocompress as ac
 from autocompress import tracking
-from conftest import free_port
+from conftest import free_port, wait_until
 
 CLI = [sys.executable, "-m", "autocompress.cli"]
 BIN = Path(sys.executable).parent
@@ -187,17 +187,16 @@ def test_mlflow_models_serve_answers_with_the_runtime_actions(search_run, tmp_pa
                               env={**os.environ, "MLFLOW_TRACKING_URI": uri,  # serve execs `uvicorn` from PATH
                                    "PATH": f"{BIN}:{os.environ['PATH']}"})
     try:
-        deadline, body = time.time() + 120, None
-        while time.time() < deadline and server.poll() is None:
-            try:
-                req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
-                                             data=json.dumps({"inputs": obs.tolist()}).encode(),
-                                             headers={"Content-Type": "application/json"})
-                body = json.loads(urllib.request.urlopen(req, timeout=10).read())
-                break
-            except OSError:
-                time.sleep(1)
-        assert body is not None, (tmp_path / "serve.log").read_text()[-3000:]
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations",
+                                     data=json.dumps({"inputs": obs.tolist()}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        answers: list = []
+
+        def answered() -> bool:  # raises (and wait_until retries) until the server is up
+            answers.append(json.loads(urllib.request.urlopen(req, timeout=10).read()))
+            return True
+        assert wait_until(answered, 120, server), (tmp_path / "serve.log").read_text()[-3000:]
+        body = answers[0]
         artifact_path = Path(ac.Run.load(search_run).rows()[0]["artifact"]).parent.parent / str(trial) / "policy.acz"
         policy = ac.Policy.load(artifact_path)  # the runtime the search measured ('auto')
         assert body["predictions"] == [int(policy.act(o)) for o in obs]

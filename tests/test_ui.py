@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from autocompress import plots, urls
 from autocompress.cli import where_to_look
-from conftest import free_port
+from conftest import free_port, wait_until
 
 BIN = Path(sys.executable).parent
 RUNS = "/#/experiments/{e}/runs?workflowType=machine_learning&orderByKey=metrics.%60return_ratio%60&orderByAsc=false"
@@ -120,16 +119,8 @@ def mlflow_ui(search_run, tmp_path):
                             env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if urllib.request.urlopen(base + "/health", timeout=2).read() == b"OK":
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, \
-                f"mlflow ui did not start: {Path(log.name).read_text()[-2000:]}"
-            time.sleep(0.5)
+        up = wait_until(lambda: urllib.request.urlopen(base + "/health", timeout=2).read() == b"OK", 120, proc)
+        assert up, f"mlflow ui did not start: {Path(log.name).read_text()[-2000:]}"
         yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # its own session: the uvicorn worker goes with it
