@@ -84,6 +84,8 @@ def trial_log(run) -> list[dict]:
         out.append({"trial": t.number, "state": t.state.name, "config": t.user_attrs.get("config"),
                     "seconds": trial_seconds(t), "baseline": bool(t.user_attrs.get("baseline")),
                     "guided": "guided" in t.user_attrs, "stopped": t.user_attrs.get("stopped"),
+                    "reports": t.user_attrs.get("intermediate"),  # the gate's evidence: (step, check ratio)
+                    "timings": (t.user_attrs.get("result") or t.user_attrs.get("partial") or {}).get("timings"),
                     **{k: r[k] for k in ("return_ratio", "latency_ratio", "bytes_ratio") if k in r}})
     return out
 
