@@ -117,13 +117,15 @@ def warm_up_critic(session, net: PolicyNet, iterations: int, log: Callable[[str]
 
 def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
                      log: Callable[[str], None] = print, timed: Timings | None = None,
-                     report: Callable[[int, float], None] | None = None, finetune_teacher: bool = False) -> Compressed:
+                     report: Callable[[int, float], str | None] | None = None, finetune_teacher: bool = False) -> Compressed:
     """Teacher (cached) -> techniques -> RLlib fine-tune (critic compressed too if `cfg.critic`).
 
     `report(step, ratio)` (multi-fidelity, see autocompress.pruners): called with the check-episode
     return ratio before fine-tuning (step 0) and after each fine-tune iteration in which the learner
     trained (not after an off-policy algorithm's iterations that only fill its replay buffer: the
-    step is the count of iterations run); it may raise TrialStopped, which ends the trial there."""
+    step is the count of iterations run). It may raise TrialStopped, which ends the trial there, or return
+    a reason to end the fine-tune there (the net has recovered: GatePruner.finish_at), which the last
+    fine-tune round follows."""
     timed = timed if timed is not None else Timings()
     cfg.check_against(spec)
     with timed("teacher_load"):
@@ -160,21 +162,20 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     done = [0]  # fine-tune iterations so far, over all rounds: the step of a report
     refs: list[float | None] = []  # the teacher's check return, and a random policy's where that is not positive
 
-    def report_check(score: float) -> None:
-        """Report a check return as a ratio to the teacher's on the same episodes (measure.ratio_to's rule)."""
+    def report_check(score: float) -> str | None:
+        """Report a check return as a ratio to the teacher's on the same episodes (measure.ratio_to's rule);
+        returns the reporter's answer: a reason to end the fine-tune here, or None."""
         if report is None:
-            return
+            return None
         if not refs:
             t = check(teacher.actor)  # timed by check itself
             with timed("finetune_check"):
                 refs.extend([t, None if t > 0 else measure.random_return(make_env, CHECK_EPISODES,
                                                                          spec.seed + CHECK_OFFSET)])
-        report(done[0], measure.ratio_to(score, *refs))
+        return report(done[0], measure.ratio_to(score, *refs))
 
-    def finetune(net: PolicyNet, i: int, n: int) -> None:
-        iters = spec.finetune.iterations // n + (1 if i < spec.finetune.iterations % n else 0)
-        if iters == 0:
-            return
+    def run_session(net: PolicyNet) -> rl.Session:
+        """The RLlib session, built on first use (it needs the compressed shapes), with `net` pushed to it."""
         with timed("rllib_build"):
             if not session:
                 session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1, critic=session_critic,
@@ -185,36 +186,53 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
                         warm_up_critic(session[0], net, warmup, log)
             else:
                 session[0].push(net)
+        return session[0]
+
+    def finetune(net: PolicyNet, i: int, n: int) -> None:
+        iters = spec.finetune.iterations // n + (1 if i < spec.finetune.iterations % n else 0)
+        if iters == 0:
+            return
+        # the reporter may end the fine-tune early in the last round only: an earlier round of iterative
+        # pruning is followed by a higher sparsity, which the net has not met yet
+        last = i == n - 1
         log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net.sparsity():.3f}")
+        finished = None
         if not spec.finetune.keep_best and report is None:
+            s = run_session(net)
             with timed("rllib_train"):  # env stepping + SGD
-                session[0].train(iters, log=log)
-            session[0].pull(net)
+                s.train(iters, log=log)
+            s.pull(net)
             done[0] += iters
         else:  # checked after every iteration: to keep the best, or to report
             start = check(net) if spec.finetune.keep_best or done[0] == 0 else float("-inf")
-            if done[0] == 0:
-                report_check(start)
+            if done[0] == 0:  # step 0: compressed, not fine-tuned (checked before RLlib is built)
+                finished = report_check(start)
             best = (start, copy.deepcopy(net.state_dict()))
-            for _ in range(iters):
+            for k in range(iters):
+                if finished and last:
+                    break
+                s = run_session(net) if k == 0 else s
                 with timed("rllib_train"):
-                    session[0].train(1, log=log)
+                    s.train(1, log=log)
                 done[0] += 1
-                session[0].pull(net)
-                learned = session[0].learned[-1]  # not when it only filled a replay buffer: nothing to report
+                s.pull(net)
+                learned = s.learned[-1]  # not when it only filled a replay buffer: nothing to report
                 if not (learned or spec.finetune.keep_best):
                     continue
                 score = check(net)
                 if score > best[0]:
                     best = (score, copy.deepcopy(net.state_dict()))
                 if learned:  # what the trial would deliver if it ended here: with keep_best, the best net so far
-                    report_check(best[0] if spec.finetune.keep_best else score)
+                    finished = report_check(best[0] if spec.finetune.keep_best else score)
             if spec.finetune.keep_best:
                 net.load_state_dict(best[1])
                 log(f"fine-tune round {i + 1}/{n}: kept the net with check return {best[0]:.1f}")
-        if critic is not None:
-            session[0].pull(critic, prefix="critic")
         round_info = {"round": i + 1, "sparsity": net.sparsity()}
+        if finished and last:
+            round_info["ended_at"] = done[0]
+            log(f"fine-tune round {i + 1}/{n}: ended after {done[0]} of {spec.finetune.iterations} iterations: {finished}")
+        if critic is not None and session:
+            session[0].pull(critic, prefix="critic")
         if n > 1:  # iterative pruning: check each round; a single round is measured at the end anyway
             with timed("round_eval"):
                 ret = measure.evaluate(artifact.runtime_act(net, head), make_env, min(5, spec.eval.episodes), spec.eval.seed)
@@ -240,7 +258,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
 
 def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
                    log: Callable[[str], None] = print,
-                   report: Callable[[int, float], None] | None = None, finetune_teacher: bool = False) -> TrialResult:
+                   report: Callable[[int, float], str | None] | None = None, finetune_teacher: bool = False) -> TrialResult:
     """Run one full trial; writes out_dir/policy.acz and returns all its measurements. `report`: see
     build_compressed (a TrialStopped it raises ends the trial before export and measurement)."""
     out_dir = Path(out_dir)

@@ -19,6 +19,11 @@ ratio is below the return constraint `min_ratio` and either
     no trial that went on to meet the constraint was ever this low at this point.
 Step 0 never stops a trial: fine-tuning often recovers a net that compression broke.
 
+The other way round, `finish_at` (off by default) ends a trial's fine-tune early, at any report (step 0
+included, before RLlib is even built), once its ratio is >= finish_at: at 1.0 the net already matches
+the teacher on the check episodes, so fine-tuning has nothing left to recover. The trial is then
+evaluated as usual (evaluation, not the check, gives its objectives); `should_finish` gives the reason.
+
 Pure: no Optuna, Ray or RLlib here.
 """
 
@@ -34,6 +39,9 @@ Reports = Sequence[tuple[int, float]]
 class Pruner(Protocol):
     def should_stop(self, reports: Reports, history: Sequence[Reports]) -> str | None:
         """Why the trial should stop now (its last report is the newest), or None to go on."""
+
+    def should_finish(self, reports: Reports) -> str | None:
+        """Why the trial's fine-tune may end now and the trial be evaluated, or None to go on."""
 
 
 class TrialStopped(Exception):
@@ -51,6 +59,9 @@ class NopPruner:
     def should_stop(self, reports: Reports, history: Sequence[Reports]) -> str | None:
         return None
 
+    def should_finish(self, reports: Reports) -> str | None:
+        return None
+
 
 @dataclass(frozen=True)
 class GatePruner:
@@ -58,6 +69,13 @@ class GatePruner:
     floor: float = 0.25
     after: int = 1
     min_history: int = 2
+    finish_at: float | None = None
+
+    def should_finish(self, reports: Reports) -> str | None:
+        step, ratio = reports[-1]
+        if self.finish_at is None or ratio < self.finish_at:
+            return None
+        return f"return ratio {ratio:.3f} after {step} fine-tune iteration(s) reached finish_at {self.finish_at}"
 
     def should_stop(self, reports: Reports, history: Sequence[Reports]) -> str | None:
         step, ratio = reports[-1]
@@ -76,20 +94,22 @@ class GatePruner:
 
 class Reporter:
     """What a trial calls: `report(step, ratio)` records the value and raises TrialStopped when the
-    pruner says so. The report at `last_step` (the fine-tune's end) never stops the trial: only the
-    evaluation is left, and it is the real judge."""
+    pruner says so, or returns the pruner's reason to end the fine-tune here (should_finish), else None.
+    The report at `last_step` (the fine-tune's end) never stops the trial: only the evaluation is left,
+    and it is the real judge."""
 
     def __init__(self, pruner: Pruner | None = None, history: Sequence[Reports] = (), last_step: int | None = None):
         self.pruner, self.history, self.last_step = pruner or NopPruner(), list(history), last_step
         self.reports: list[tuple[int, float]] = []
 
-    def report(self, step: int, ratio: float) -> None:
+    def report(self, step: int, ratio: float) -> str | None:
         self.reports.append((int(step), float(ratio)))
         if self.last_step is not None and step >= self.last_step:
-            return
+            return None
         reason = self.pruner.should_stop(self.reports, self.history)
         if reason:
             raise TrialStopped(reason, self.reports)
+        return self.pruner.should_finish(self.reports)
 
 
 def make_pruner(kind: str, min_ratio: float | None, **settings) -> Pruner:

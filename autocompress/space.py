@@ -72,6 +72,9 @@ class PrunerSettings(_Strict):
     after: int = Field(1, ge=1, description="fine-tune iterations a trial runs before it may be stopped")
     min_history: int = Field(2, ge=1, description="feasible trials' reports needed at a step before a trial "
                                                   "below all of them is stopped")
+    finish_at: float | None = Field(None, gt=0.0, description="end a trial's fine-tune early once its check "
+                                                              "return ratio reaches this (1.0: the teacher's); "
+                                                              "unset: every kept trial fine-tunes to the end")
 
 
 class SensitivityStage(_Strict):

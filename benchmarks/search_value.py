@@ -9,6 +9,9 @@ not saturate (LunarLander-v3 DQN by default; --base invertedpendulum_sac for a c
 
     python -m benchmarks.search_value [--base lunarlander_dqn] [--trials 12] [--seeds 5]
 
+With --compare finish the arm is the default with `pruner: {finish_at: 1.0}` (a trial whose check return
+matches the teacher's ends its fine-tune there), added to the search comparison's data and report.
+
 With --compare sensitivity (on a per-layer space, e.g. --base lunarlander_dqn_per_layer) the arms are
 the default search and the same search with the layer-sensitivity stage first; that arm's curve starts
 at the stage's own seconds, so the question is whether the stage pays for itself in hypervolume.
@@ -34,10 +37,14 @@ from benchmarks.common import DOC, machine, run_search, save_figure, write_secti
 ARMS = {"default": {"sampler": "tpe", "pruner": {"kind": "gate"}},
         "no early stop": {"sampler": "tpe", "pruner": {"kind": "none"}},
         "random": {"sampler": "random", "pruner": {"kind": "none"}, "stack": 0},
-        "sensitivity": {"sampler": "tpe", "pruner": {"kind": "gate"}, "sensitivity": {"enabled": True}}}
+        "sensitivity": {"sampler": "tpe", "pruner": {"kind": "gate"}, "sensitivity": {"enabled": True}},
+        "finish early": {"sampler": "tpe", "pruner": {"kind": "gate", "finish_at": 1.0}}}
 #: which arms each comparison runs, and the data file (docs/data/<name>_<base>.json) it keeps them in
 COMPARISONS = {"search": (["default", "no early stop", "random"], "search_value"),
-               "sensitivity": (["default", "sensitivity"], "sensitivity_value")}
+               "sensitivity": (["default", "sensitivity"], "sensitivity_value"),
+               # the default with finish_at 1.0 (a trial that matches the teacher on the check ends its
+               # fine-tune there), beside the search comparison's arms in the same data file
+               "finish": (["finish early"], "search_value")}
 #: a cheaper evaluation than the shipped spec; no held-out pass (the curves are what is compared)
 CHEAP = {"eval": {"episodes": 10, "heldout_episodes": 0}, "finetune": {"iterations": 4}}
 #: per base where the default is not cheaper than the shipped spec: the SAC specs fine-tune 3 iterations of
@@ -149,7 +156,7 @@ def main() -> None:
                 c = saved["runs"][key]["curve"]
                 print(f"{key}: HV {c[-1][1]:.4f} after {c[-1][0]:.0f} trial-s ({stopped} stopped, {wall:.0f} s wall)",
                       flush=True)
-    (report if args.compare == "search" else report_sensitivity)(args, saved)
+    (report_sensitivity if args.compare == "sensitivity" else report)(args, saved)
 
 
 def by_arm(saved: dict, arms: list[str]):
@@ -225,7 +232,7 @@ def report_sensitivity(args, saved: dict) -> None:
 
 def report(args, saved: dict) -> None:
     runs = saved["runs"]
-    seeds, curves, final, total = by_arm(saved, COMPARISONS["search"][0])
+    seeds, curves, final, total = by_arm(saved, COMPARISONS["search"][0] + COMPARISONS["finish"][0])
     target = float(np.median(final["random"]))
 
     def versus_random(arm: str) -> str:
@@ -237,13 +244,20 @@ def report(args, saved: dict) -> None:
                 f"{q(to_target)}: **{share:.0%}** of random's median {np.median(total['random']):.0f} (target <= 40%: "
                 f"**{'met' if share <= 0.4 and apart else 'missed'}**; interquartile ranges "
                 f"{'apart' if apart else 'overlap'})")
-    # early stopping, seed by seed: trial-seconds to reach the level both arms of that seed reach
-    # (the lower of their two finals), without / with early stopping
-    cuts = []
-    for c_def, c_none in zip(curves["default"], curves["no early stop"]):
-        level = min(c_def[-1][1], c_none[-1][1])
-        cuts.append(seconds_to(c_none, level) / seconds_to(c_def, level))
-    cut = float(np.median(cuts))
+    def cuts(arm: str) -> list[float]:
+        """Seed by seed: trial-seconds to reach the level both `arm` and no early stop reach in that seed
+        (the lower of their two finals), without early stopping over with `arm`'s."""
+        out = []
+        for c_arm, c_none in zip(curves[arm], curves["no early stop"]):
+            level = min(c_arm[-1][1], c_none[-1][1])
+            out.append(seconds_to(c_none, level) / seconds_to(c_arm, level))
+        return out
+
+    def cut_words(arm: str) -> str:
+        cs = cuts(arm)
+        cut = float(np.median(cs))
+        return (f"{', '.join(f'{c:.2f}x' for c in cs)}, median **{cut:.2f}x** (target >= 2x: "
+                f"**{'met' if cut >= 2 else 'missed'}**)")
     img = plot(curves, total, (target, "random's final median"), f"search_value_{args.base}.png")
     rows = [f"| {arm} | {hv_q(final[arm])} | {q(total[arm])} | "
             f"{np.median([runs[f'{arm}/{s}']['stopped'] for s in seeds if f'{arm}/{s}' in runs]):.0f} |"
@@ -255,9 +269,11 @@ def report(args, saved: dict) -> None:
         "| arm | final hypervolume | trial-seconds | trials stopped early |", "|---|---|---|---|", *rows, "",
         f"- Default vs random: {versus_random('default')}.",
         f"- Early stopping: per seed, the trial-seconds without it over those with it to reach the hypervolume "
-        f"both arms of that seed reach (the lower of their finals): {', '.join(f'{c:.2f}x' for c in cuts)}, median "
-        f"**{cut:.2f}x** (target >= 2x: **{'met' if cut >= 2 else 'missed'}**). The whole search of "
-        f"{args.trials} trials: {q(total['no early stop'])} trial-seconds without, {q(total['default'])} with.", "",
+        f"both arms of that seed reach (the lower of their finals): {cut_words('default')}. The whole search of "
+        f"{args.trials} trials: {q(total['no early stop'])} trial-seconds without, {q(total['default'])} with.",
+        *([f"- Finish early (`pruner: {{finish_at: 1.0}}`, --compare finish; seeds {len(curves['finish early'])}): "
+           f"the same measure, {cut_words('finish early')}; the whole search {q(total['finish early'])} trial-seconds."]
+          if "finish early" in curves else []), "",
         f"![hypervolume vs trial-seconds]({img})"])
     write_section(f"search_value_{args.base}", body)
 

@@ -55,6 +55,43 @@ def test_no_constraint_or_kind_none_never_stops():
     assert make_pruner("gate", 0.8, floor=0.5) == GatePruner(min_ratio=0.8, floor=0.5)
 
 
+def test_finish_at_ends_the_fine_tune_of_a_net_that_matches_the_teacher():
+    gate = GatePruner(min_ratio=0.9, finish_at=1.0)
+    assert GatePruner(min_ratio=0.9).should_finish([(0, 1.2)]) is None  # off by default
+    assert gate.should_finish([(0, 0.99)]) is None
+    assert "reached finish_at 1.0" in gate.should_finish([(0, 0.2), (2, 1.0)])
+    r = Reporter(gate, last_step=4)
+    assert r.report(0, 0.5) is None and "finish_at" in r.report(2, 1.01)
+    assert Reporter(gate, last_step=2).report(2, 1.5) is None  # the fine-tune is over anyway
+    assert make_pruner("gate", 0.9, finish_at=1.0).finish_at == 1.0
+
+
+@pytest.mark.slow
+def test_a_net_that_matches_the_teacher_skips_the_fine_tune_but_not_a_later_pruning_round(tmp_path):
+    """finish_at: 8-bit weights keep CartPole's 500 before any fine-tune, so no RLlib is built; iterative
+    pruning that also keeps it at its first, gentler round still runs its second round's fine-tune."""
+    from autocompress.config import CompressConfig
+    from autocompress.pipeline import Timings, build_compressed
+
+    spec = yaml.safe_load((ROOT / "trials" / "cartpole_ppo.yaml").read_text())
+    spec["finetune"] = {**spec["finetune"], "iterations": 2}
+    (tmp_path / "trial.yaml").write_text(yaml.safe_dump(spec))
+    spec = load_trial_spec(tmp_path / "trial.yaml")
+
+    def run(cfg: dict):
+        r, timed = Reporter(GatePruner(min_ratio=0.9, finish_at=1.0), last_step=2), Timings()
+        out = build_compressed(spec, CompressConfig.model_validate(cfg), ROOT / "teachers", log=lambda m: None,
+                               timed=timed, report=r.report)
+        return out.rounds, r.reports, timed
+
+    rounds, reports, timed = run({"quantize": {"bits": 8}})
+    assert reports == [(0, 1.0)] and rounds[-1]["ended_at"] == 0
+    assert timed["rllib_build"] == timed["rllib_train"] == 0  # no RLlib at all
+    rounds, reports, timed = run({"prune": {"sparsity": 0.3, "schedule": "iterative"}})
+    assert len(rounds) == 2 and reports[0] == (0, 1.0) and timed["rllib_train"] > 0
+    assert [s for s, _ in reports][:2] == [0, 1]  # round 1 fine-tuned although step 0 matched the teacher
+
+
 @pytest.mark.slow
 def test_an_iteration_that_only_fills_the_replay_buffer_is_not_a_fine_tune_step(tmp_path):
     """DQN's first fine-tune iteration (1000 env steps, learning starts at 1000) makes one SGD step:
