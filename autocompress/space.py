@@ -120,6 +120,15 @@ class SearchSpace(_Strict):
             raise ValueError("give distinct objectives including 'return', e.g. [return, latency, bytes]")
         return v
 
+    @field_validator("pruner")
+    @classmethod
+    def _pruner(cls, v, info):
+        least = getattr(info.data.get("constraints"), "min_return_ratio", None)
+        if v.finish_at is not None and least is not None and v.finish_at < least:
+            raise ValueError(f"finish_at {v.finish_at} is below constraints.min_return_ratio {least}: a trial "
+                             "would end its fine-tune while it still misses the constraint")
+        return v
+
     @field_validator("sensitivity")
     @classmethod
     def _sensitivity(cls, v, info):

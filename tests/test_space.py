@@ -95,6 +95,8 @@ def test_a_per_layer_partner_joins_with_every_layer_at_the_gentle_end():
     ({"objectives": ["latency", "bytes"]}, "including 'return'"),
     ({"sampler": "cmaes"}, "sampler"),
     ({"budget": {"trials": 0}}, "budget.trials"),
+    ({"constraints": {"min_return_ratio": 0.9}, "pruner": {"finish_at": 0.8}}, "pruner: .*finish_at 0.8 is below"),
+    ({"pruner": {"finish_at": 0}}, "pruner.finish_at"),
     ({"trial_spec": "nope.yaml"}, "file not found"),
 ])
 def test_bad_space_names_the_key(tmp_path, change, needle):
