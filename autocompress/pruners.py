@@ -19,10 +19,12 @@ ratio is below the return constraint `min_ratio` and either
     no trial that went on to meet the constraint was ever this low at this point.
 Step 0 never stops a trial: fine-tuning often recovers a net that compression broke.
 
-The other way round, `finish_at` (off by default) ends a trial's fine-tune early, at any report (step 0
-included, before RLlib is even built), once its ratio is >= finish_at: at 1.0 the net already matches
-the teacher on the check episodes, so fine-tuning has nothing left to recover. The trial is then
-evaluated as usual (evaluation, not the check, gives its objectives); `should_finish` gives the reason.
+The other way round, `finish_at` (a search space's default: 1.0) ends a trial's fine-tune early, at any
+report (step 0 included, before RLlib is even built), once its ratio is >= finish_at: at 1.0 the net
+already matches the teacher on the check episodes, so fine-tuning has nothing left to recover. The trial
+is then evaluated as usual (evaluation, not the check, gives its objectives); `should_finish` gives the
+reason. On LunarLander DQN this is what brings the best points early: a distilled student that matches
+the teacher costs ~5 trial-seconds instead of ~47 (docs/BENCHMARKS.md, "Search value").
 
 Pure: no Optuna, Ray or RLlib here.
 """
@@ -116,4 +118,6 @@ def make_pruner(kind: str, min_ratio: float | None, **settings) -> Pruner:
     """The pruner of a search space's `pruner:` block; a gate needs the return constraint."""
     if kind == "none" or min_ratio is None:
         return NopPruner()
+    if settings.get("finish_at") is not None:  # never end a fine-tune that still misses the constraint
+        settings["finish_at"] = max(settings["finish_at"], min_ratio)
     return GatePruner(min_ratio=min_ratio, **settings)

@@ -72,9 +72,10 @@ class PrunerSettings(_Strict):
     after: int = Field(1, ge=1, description="fine-tune iterations a trial runs before it may be stopped")
     min_history: int = Field(2, ge=1, description="feasible trials' reports needed at a step before a trial "
                                                   "below all of them is stopped")
-    finish_at: float | None = Field(None, gt=0.0, description="end a trial's fine-tune early once its check "
-                                                              "return ratio reaches this (1.0: the teacher's); "
-                                                              "unset: every kept trial fine-tunes to the end")
+    finish_at: float | None = Field(1.0, gt=0.0, description="end a trial's fine-tune early once its check "
+                                                             "return ratio reaches this (1.0: the teacher's; never "
+                                                             "below min_return_ratio); null: every trial that is "
+                                                             "not stopped fine-tunes to the end")
 
 
 class SensitivityStage(_Strict):
@@ -124,7 +125,8 @@ class SearchSpace(_Strict):
     @classmethod
     def _pruner(cls, v, info):
         least = getattr(info.data.get("constraints"), "min_return_ratio", None)
-        if v.finish_at is not None and least is not None and v.finish_at < least:
+        given = "finish_at" in v.model_fields_set  # the default is raised to the constraint (make_pruner)
+        if given and v.finish_at is not None and least is not None and v.finish_at < least:
             raise ValueError(f"finish_at {v.finish_at} is below constraints.min_return_ratio {least}: a trial "
                              "would end its fine-tune while it still misses the constraint")
         return v

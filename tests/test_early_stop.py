@@ -64,6 +64,7 @@ def test_finish_at_ends_the_fine_tune_of_a_net_that_matches_the_teacher():
     assert r.report(0, 0.5) is None and "finish_at" in r.report(2, 1.01)
     assert Reporter(gate, last_step=2).report(2, 1.5) is None  # the fine-tune is over anyway
     assert make_pruner("gate", 0.9, finish_at=1.0).finish_at == 1.0
+    assert make_pruner("gate", 1.1, finish_at=1.0).finish_at == 1.1  # the default never ends an infeasible net
 
 
 @pytest.mark.slow

@@ -85,6 +85,16 @@ def test_a_per_layer_partner_joins_with_every_layer_at_the_gentle_end():
     assert stacks[1] == {"share": {"bits": [4, 4, 4]}, "structured": {"criterion": "importance", "amount": [0.25, 0.25]}}
 
 
+def test_the_default_finish_at_never_ends_a_fine_tune_below_a_higher_constraint(tmp_path):
+    from autocompress.pruners import make_pruner
+
+    data = {**yaml.safe_load(SPACE.read_text()), "constraints": {"min_return_ratio": 1.05},
+            "trial_spec": str(ROOT / "trials" / "cartpole_ppo.yaml")}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(data))
+    space, _, _ = load_search_space(tmp_path / "space.yaml")  # the default 1.0 is no error here
+    assert make_pruner(space.pruner.kind, 1.05, **space.pruner.model_dump(exclude={"kind"})).finish_at == 1.05
+
+
 @pytest.mark.parametrize("change,needle", [
     ({"techniques": {"quantize": {"bits": {"low": 2, "high": 12}}}}, "quantize.bits"),
     ({"techniques": {"quantise": {}}}, "unknown technique 'quantise'"),
