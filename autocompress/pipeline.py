@@ -208,10 +208,8 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
             if done[0] == 0:  # step 0: compressed, not fine-tuned (checked before RLlib is built)
                 finished = report_check(start)
             best = (start, copy.deepcopy(net.state_dict()))
-            for k in range(iters):
-                if finished and last:
-                    break
-                s = run_session(net) if k == 0 else s
+            s = None if finished and last else run_session(net)
+            for _ in range(iters if s else 0):
                 with timed("rllib_train"):
                     s.train(1, log=log)
                 done[0] += 1
@@ -224,6 +222,8 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
                     best = (score, copy.deepcopy(net.state_dict()))
                 if learned:  # what the trial would deliver if it ended here: with keep_best, the best net so far
                     finished = report_check(best[0] if spec.finetune.keep_best else score)
+                    if finished and last:
+                        break
             if spec.finetune.keep_best:
                 net.load_state_dict(best[1])
                 log(f"fine-tune round {i + 1}/{n}: kept the net with check return {best[0]:.1f}")
