@@ -60,6 +60,12 @@ CHEAP = {"eval": {"episodes": 10, "heldout_episodes": 0}, "finetune": {"iteratio
 CHEAP_FOR = {base: {"eval": {"episodes": 10, "heldout_episodes": 0}} for base in ("pendulum_sac", "invertedpendulum_sac")}
 
 
+#: the cut is also given to a level this much below the lower final: the last 0.1% of a hypervolume is
+#: within timing noise (Pendulum SAC, seed 0: the same distill + 6-bit share stack, timed in two runs, left
+#: hypervolumes 0.9394 and 0.9420), and a late trial's noise there moves the exact level by a whole trial
+HV_SLACK = 0.001
+
+
 def cheap(base: str) -> dict:
     return CHEAP_FOR.get(base, CHEAP)
 
@@ -270,33 +276,33 @@ def report(args, saved: dict) -> None:
                 f"{q(to_target)}: **{share:.0%}** of random's median {np.median(total['random']):.0f} (target <= 40%: "
                 f"**{'met' if share <= 0.4 and apart else 'missed'}**; interquartile ranges "
                 f"{'apart' if apart else 'overlap'})")
-    def cuts(arm: str) -> list[float]:
+    def pairs(arm: str):
+        """Per seed that has both: (`arm`'s run, the no-early-stop run, the lower of their final hypervolumes)."""
+        for s in seeds:
+            a, n = runs.get(f"{arm}/{s}"), runs.get(f"no early stop/{s}")
+            if a and n:
+                yield a, n, min(a["curve"][-1][1], n["curve"][-1][1])
+
+    def cuts(arm: str, slack: float = 0.0) -> list[float]:
         """Seed by seed: trial-seconds to reach the level both `arm` and no early stop reach in that seed
-        (the lower of their two finals), without early stopping over with `arm`'s."""
-        out = []
-        for c_arm, c_none in zip(curves[arm], curves["no early stop"]):
-            level = min(c_arm[-1][1], c_none[-1][1])
-            out.append(seconds_to(c_none, level) / seconds_to(c_arm, level))
-        return out
+        (the lower of their two finals, less `slack` of it), without early stopping over with `arm`'s."""
+        return [seconds_to(n["curve"], level * (1 - slack)) / seconds_to(a["curve"], level * (1 - slack))
+                for a, n, level in pairs(arm)]
 
     def oracle_cuts() -> list[float]:
         """Seed by seed, the most that stopping alone could cut on the no-early-stop run, to the level `cuts`
         uses for the default (see stop_oracle_seconds)."""
         space = yaml.safe_load((ROOT / "search_spaces" / f"{args.base}.yaml").read_text())
-        out = []
-        for s in seeds:
-            a, n = runs.get(f"default/{s}"), runs.get(f"no early stop/{s}")
-            if a and n:
-                level = min(a["curve"][-1][1], n["curve"][-1][1])
-                out.append(seconds_to(n["curve"], level) / stop_oracle_seconds(
-                    n["trials"], level, space["objectives"], space["constraints"]["min_return_ratio"]))
-        return out
+        return [seconds_to(n["curve"], level) / stop_oracle_seconds(n["trials"], level, space["objectives"],
+                                                                    space["constraints"]["min_return_ratio"])
+                for _, n, level in pairs("default")]
 
     def cut_words(arm: str) -> str:
-        cs = cuts(arm)
+        cs, near = cuts(arm), cuts(arm, HV_SLACK)
         cut = float(np.median(cs))
         return (f"{', '.join(f'{c:.2f}x' for c in cs)}, median **{cut:.2f}x** (target >= 2x: "
-                f"**{'met' if cut >= 2 else 'missed'}**)")
+                f"**{'met' if cut >= 2 else 'missed'}**); to within {HV_SLACK:.1%} of that level: "
+                f"{', '.join(f'{c:.2f}x' for c in near)}, median {np.median(near):.2f}x")
     img = plot(curves, total, (target, "random's final median") if target is not None else None,
                f"search_value_{args.base}.png")
     rows = [f"| {arm} | {hv_q(final[arm])} | {q(total[arm])} | "
@@ -304,7 +310,8 @@ def report(args, saved: dict) -> None:
             for arm in curves]
     body = "\n".join([
         f"## Search value: hypervolume per trial-second ({args.base})", "",
-        f"`python -m benchmarks.search_value --base {args.base} --trials {args.trials} --seeds {len(seeds)}` "
+        f"`python -m benchmarks.search_value --base {args.base} --trials {args.trials} --seeds {len(seeds)}"
+        + (' --compare "early stop"' if "random" not in curves else "") + "` "
         + setup_words(args, seeds), "",
         "| arm | final hypervolume | trial-seconds | trials stopped early |", "|---|---|---|---|", *rows, "",
         *([f"- Default vs random: {versus_random('default')}."] if target is not None else []),
