@@ -49,6 +49,7 @@
 #define ACZ_USE_CONV_DENSE 1
 #define ACZ_USE_CONV_IM2COL 1
 #define ACZ_USE_CONV_INT8 1
+#define ACZ_USE_IQ 1
 #endif
 
 enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_Q8 = 3, ACZ_PACKED = 4, ACZ_IM2COL = 5 };
@@ -80,6 +81,25 @@ typedef struct {
     AczConv cv;                         /* conv layers: geometry; DENSE, IM2COL: w = out x in, output-major */
 } AczLayer;
 
+/* The integer-only int8 net (autocompress/intq.py: the arithmetic and its numpy mirror). */
+typedef struct {
+    int in4, out, act;                  /* in4: inputs rounded up to 4 (weights zero-padded) */
+    const int8_t *q;                    /* out x in4; each group of 4 stored w0 w2 w1 w3 (SXTB16's order) */
+    const int32_t *bias;                /* in the accumulator's scale */
+    const int32_t *mult;                /* hidden: p = clamp((acc * mult + half) >> shift, +-127) */
+    const int8_t *shift;
+    const int8_t *lut;                  /* hidden: activation over p = -127 .. 127; NULL: relu or none */
+    const float *oscale;                /* output layer: acc * oscale */
+} AczIQLayer;
+
+typedef struct {
+    int n_layers;
+    const AczIQLayer *layers;
+    const float *in_a, *in_c;           /* x_q = round(obs * in_a + in_c): normalisation folded in */
+    int16_t *x0, *x1;                   /* scratch: int8 activations widened to int16 (SMLAD reads pairs) */
+    int32_t *acc;                       /* scratch: the widest layer's accumulators */
+} AczIQNet;
+
 typedef struct {
     int n_layers, obs_dim, kind, act_dim, squash;  /* kind 0 discrete, 1 continuous; squash 0 clip, 1 tanh, 2 clip+map */
     const AczLayer *layers;
@@ -89,6 +109,7 @@ typedef struct {
     int8_t *qbuf;                                   /* scratch for INT8 inputs, the widest (conv: + C·kh·kw) */
     int in_h, in_w, in_c;                           /* in_c > 0: an H x W x C observation, made C x H x W */
     float *cols;                                    /* scratch for IM2COL's patch matrix (NULL: no IM2COL layer) */
+    const AczIQNet *iq;                             /* non-NULL: the integer-only path runs instead of layers */
 } AczNet;
 
 
@@ -325,6 +346,7 @@ void acz_conv_int8(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
 }
 #endif
 
+#if !ACZ_IQ_ONLY  /* the fp32 layer path (an integer-only export has none) */
 /* Values a layer reads: C·H·W for a conv layer, `in` for a Linear one. */
 int acz_in_size(const AczLayer *L) {
     return L->cv.oh > 0 ? L->cv.c * L->cv.h * L->cv.w : L->in;
@@ -381,9 +403,98 @@ void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf, float 
     else if (L->act == ACZ_LEAKY_RELU) for (int j = 0; j < n; j++) y[j] = y[j] > 0.f ? y[j] : 0.01f * y[j];
 }
 
-/* Discrete: returns the action index (first maximum wins, as numpy's argmax). Continuous: writes
- * act_dim values to `action` (the mean, squashed and mapped onto the env's bounds), returns -1. */
+#endif
+
+#if ACZ_USE_IQ
+#if defined(__ARM_FEATURE_SIMD32)
+#include <arm_acle.h>
+#endif
+/* x_q = round(v) half away from zero, v clamped first (no float -> int overflow), then to [-127, 127].
+ * Two fp32 operations per value, never contracted into one FMA: the numpy mirror rounds each. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("fp-contract=off")))
+#endif
+void acz_iq_input(const AczIQNet *iq, const float *obs, int n, int16_t *x) {
+    for (int i = 0; i < n; i++) {
+        float v = obs[i] * iq->in_a[i];
+        v = v + iq->in_c[i];
+        v = v > 128.0f ? 128.0f : (v < -128.0f ? -128.0f : v);
+        int r = v >= 0.0f ? (int)(v + 0.5f) : -(int)(0.5f - v);
+        x[i] = (int16_t)(r > 127 ? 127 : (r < -127 ? -127 : r));
+    }
+}
+
+/* One output's bias + sum of in4 int8 weights (stored w0 w2 w1 w3 per group) times int16 inputs. */
+static int32_t acz_iq_dot(const int8_t *w, const int16_t *x, int in4, int32_t acc) {
+#if defined(__ARM_FEATURE_SIMD32)
+    /* dual 16-bit multiply-accumulate: 4 weights in one load, unpacked to two pairs by SXTB16 */
+    for (int k = 0; k < in4; k += 4) {
+        uint32_t wv, x01, x23;
+        memcpy(&wv, w + k, 4);
+        memcpy(&x01, x + k, 4);
+        memcpy(&x23, x + k + 2, 4);
+        acc = __smlad(__sxtb16(wv), x01, acc);
+        acc = __smlad(__sxtb16(__ror(wv, 8)), x23, acc);
+    }
+#else
+    for (int k = 0; k < in4; k += 4)
+        acc += w[k] * x[k] + w[k + 1] * x[k + 2] + w[k + 2] * x[k + 1] + w[k + 3] * x[k + 3];
+#endif
+    return acc;
+}
+
+/* The integer-only net: int8 activations (held as int16) from the observation to the last layer,
+ * whose outputs are written as fp32 to y. */
+void acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) {
+    int16_t *x = iq->x0, *next = iq->x1;
+    acz_iq_input(iq, obs, obs_dim, x);
+    for (int l = 0; l < iq->n_layers; l++) {
+        const AczIQLayer *L = &iq->layers[l];
+        for (int j = 0; j < L->out; j++) iq->acc[j] = acz_iq_dot(L->q + (long)j * L->in4, x, L->in4, L->bias[j]);
+        if (L->oscale) {
+            for (int j = 0; j < L->out; j++) y[j] = (float)iq->acc[j] * L->oscale[j];
+            return;
+        }
+        for (int j = 0; j < L->out; j++) {
+            const int s = L->shift[j];
+            const int64_t p = ((int64_t)iq->acc[j] * L->mult[j] + ((int64_t)1 << (s - 1))) >> s;
+            const int v = p > 127 ? 127 : (p < -127 ? -127 : (int)p);
+            next[j] = (int16_t)(L->lut ? L->lut[v + 127] : (L->act == ACZ_RELU && v < 0 ? 0 : v));
+        }
+        int16_t *t = x; x = next; next = t;
+    }
+}
+#endif
+
+/* The head on the last layer's outputs x. Discrete: returns the action index (first maximum wins, as
+ * numpy's argmax). Continuous: writes act_dim values to `action` (the mean, squashed and mapped onto
+ * the env's bounds), returns -1. */
+int acz_head(const AczNet *net, const float *x, int n_out, float *action) {
+    if (net->kind == 0) {
+        int best = 0;
+        for (int j = 1; j < n_out; j++) if (x[j] > x[best]) best = j;
+        return best;
+    }
+    for (int j = 0; j < net->act_dim; j++) {
+        float m = x[j], lo = net->low[j], hi = net->high[j];
+        if (net->squash == 0) { action[j] = m < lo ? lo : (m > hi ? hi : m); continue; }
+        float a = net->squash == 1 ? tanhf(m) : (m < -1.f ? -1.f : (m > 1.f ? 1.f : m));
+        action[j] = lo + (a + 1.f) * 0.5f * (hi - lo);
+    }
+    return -1;
+}
+
+/* The action for one observation: acz_head's contract. */
 int acz_act(const AczNet *net, const float *obs, float *action) {
+#if ACZ_USE_IQ
+    if (net->iq) {
+        acz_iq_forward(net->iq, net->obs_dim, obs, net->buf0);
+        return acz_head(net, net->buf0, net->iq->layers[net->iq->n_layers - 1].out, action);
+    }
+#endif
+#if ACZ_IQ_ONLY
+    return -1;  /* an integer-only export: no fp32 layer is compiled */
+#else
     const float *x = obs;
     float *bufs[2];
     bufs[0] = net->buf0;
@@ -414,18 +525,8 @@ int acz_act(const AczNet *net, const float *obs, float *action) {
         acz_layer(&net->layers[l], x, y, net->qbuf, net->cols);
         x = y;
     }
-    if (net->kind == 0) {
-        int best = 0;
-        for (int j = 1; j < net->layers[net->n_layers - 1].out; j++) if (x[j] > x[best]) best = j;
-        return best;
-    }
-    for (int j = 0; j < net->act_dim; j++) {
-        float m = x[j], lo = net->low[j], hi = net->high[j];
-        if (net->squash == 0) { action[j] = m < lo ? lo : (m > hi ? hi : m); continue; }
-        float a = net->squash == 1 ? tanhf(m) : (m < -1.f ? -1.f : (m > 1.f ? 1.f : m));
-        action[j] = lo + (a + 1.f) * 0.5f * (hi - lo);
-    }
-    return -1;
+    return acz_head(net, x, net->layers[net->n_layers - 1].out, action);
+#endif
 }
 
 /* ---- timing: in-process runtime only ---- */

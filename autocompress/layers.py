@@ -178,9 +178,15 @@ def check_kernels(layers: list[Layer], kernels: list[str] | None) -> list[str] |
     """A kernel list given by the caller (e.g. a trial's recorded choice): one per layer, each allowed."""
     if kernels is None:
         return None
+    from autocompress import intq
+
     kernels = list(kernels)
     if len(kernels) != len(layers):
         raise ValueError(f"kernels: {len(kernels)} given for {len(layers)} layers")
+    if intq.runs_iq(kernels):
+        if not intq.eligible(layers):
+            raise ValueError("kernels: 'iq' (integer-only) needs every layer Linear with int8-representable weights")
+        return kernels
     for i, (k, layer) in enumerate(zip(kernels, layers)):
         if k not in layer.kernels():
             raise ValueError(f"kernels[{i}] = {k!r}: layer {i} can run {', '.join(layer.kernels())}")

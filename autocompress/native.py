@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autocompress import intq
 from autocompress.layers import KERNELS, Layer, check_kernels, layers_of
 from autocompress.conv import to_chw
 from autocompress.runtime import ACTIVATIONS, conv_layer, obs_normalizer, read_artifact
@@ -54,13 +55,23 @@ class _Layer(ctypes.Structure):
                 ("qmin", ctypes.c_int), ("enc", ctypes.c_int), ("per_row", ctypes.c_int), ("cv", _Conv)]
 
 
+class _IQLayer(ctypes.Structure):  # kernels.c's AczIQLayer
+    _fields_ = [("in4", ctypes.c_int), ("out", ctypes.c_int), ("act", ctypes.c_int),
+                *[(n, ctypes.c_void_p) for n in ("q", "bias", "mult", "shift", "lut", "oscale")]]
+
+
+class _IQNet(ctypes.Structure):  # kernels.c's AczIQNet
+    _fields_ = [("n_layers", ctypes.c_int),
+                *[(n, ctypes.c_void_p) for n in ("layers", "in_a", "in_c", "x0", "x1", "acc")]]
+
+
 class _Net(ctypes.Structure):
     _fields_ = [("n_layers", ctypes.c_int), ("obs_dim", ctypes.c_int), ("kind", ctypes.c_int),
                 ("act_dim", ctypes.c_int), ("squash", ctypes.c_int), ("layers", ctypes.c_void_p),
                 ("mean", ctypes.c_void_p), ("std", ctypes.c_void_p), ("low", ctypes.c_void_p),
                 ("high", ctypes.c_void_p), ("clip", ctypes.c_float), ("buf0", ctypes.c_void_p),
                 ("buf1", ctypes.c_void_p), ("qbuf", ctypes.c_void_p), ("in_h", ctypes.c_int),
-                ("in_w", ctypes.c_int), ("in_c", ctypes.c_int), ("cols", ctypes.c_void_p)]
+                ("in_w", ctypes.c_int), ("in_c", ctypes.c_int), ("cols", ctypes.c_void_p), ("iq", ctypes.c_void_p)]
 
 
 def _compiler() -> str | None:
@@ -206,6 +217,20 @@ def fill_layer(c: _Layer, layer: Layer, kernel: str, ptr: _Arrays) -> None:
         c.bits, c.qmin, c.enc, c.per_row = pk["bits"], pk["qmin"], int(pk["enc"] == "codebook"), int(pk["per_row"])
 
 
+def _iq_net(plan: intq.IQPlan, ptr: _Arrays) -> tuple[_IQNet, ctypes.Array]:
+    """kernels.c's AczIQNet of an integer-only plan (and its layer array, kept alive with it)."""
+    fields = intq.c_layers(plan)
+    c_layers = (_IQLayer * len(fields))()
+    for c, f in zip(c_layers, fields):
+        for k, v in f.items():
+            setattr(c, k, ACT_CODES[v] if k == "act" else v if isinstance(v, int) else None if v is None else ptr(*v))
+    size = intq.scratch(plan)
+    net = _IQNet(n_layers=len(fields), layers=ctypes.addressof(c_layers), in_a=ptr(plan.in_a, np.float32),
+                 in_c=ptr(plan.in_c, np.float32), x0=ptr(np.zeros(size["x"]), np.int16),
+                 x1=ptr(np.zeros(size["x"]), np.int16), acc=ptr(np.zeros(size["acc"]), np.int32))
+    return net, c_layers
+
+
 def choose_kernels(layers: list[Layer], inputs: list[np.ndarray]) -> tuple[list[str], list[dict[str, float]]]:
     """Per layer, the fastest kernel on that layer's recorded inputs (n x in, float32; median ns per
     call), where a kernel within COMPACT_WITHIN of the fastest and with fewer stored bytes wins (a
@@ -263,8 +288,12 @@ class NativePolicy:
             self.kernels, self.kernel_ns = choose_kernels(layers, _layer_inputs(header, layers))
         ptr = _Arrays()
         c_layers = (_Layer * len(layers))()
+        iq = _iq_net(intq.plan(header, layers), ptr) if intq.runs_iq(self.kernels) else None
         for layer, kernel, c in zip(layers, self.kernels, c_layers):
-            fill_layer(c, layer, kernel, ptr)
+            if iq is None:
+                fill_layer(c, layer, kernel, ptr)
+            else:  # the integer-only net runs instead; the head reads only each layer's width
+                c.in_, c.out = layer.shape[1], layer.shape[0]
         obs_dim = int(header["obs_dim"])
         size = scratch_sizes(layers, self.kernels, obs_dim)
         head, norm = self.head, header.get("obs_norm") or {}
@@ -275,9 +304,10 @@ class NativePolicy:
                    low=ptr(head.get("low"), np.float32), high=ptr(head.get("high"), np.float32),
                    buf0=ptr(np.zeros(size["width"]), np.float32), buf1=ptr(np.zeros(size["width"]), np.float32),
                    qbuf=ptr(np.zeros(size["qbuf"]), np.int8),
-                   cols=ptr(np.zeros(size["cols"]), np.float32) if size["cols"] else None, **input_fields(header))
+                   cols=ptr(np.zeros(size["cols"]), np.float32) if size["cols"] else None, **input_fields(header),
+                   iq=ctypes.addressof(iq[0]) if iq is not None else None)
         self.obs_dim = obs_dim
-        self._keep, self._layers, self._net = ptr, c_layers, net
+        self._keep, self._layers, self._net, self._iq = ptr, c_layers, net, iq
         self._action = np.zeros(max(1, net.act_dim), np.float32)
         self._fn = _library().acz_act
         self._net_ptr, self._action_ptr = ctypes.addressof(net), self._action.ctypes.data

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from autocompress import intq
 from autocompress.conv import conv_forward, to_chw
 from autocompress.layers import check_kernels, int8_conv_forward, int8_forward, layers_of
 
@@ -44,6 +45,7 @@ class NumpyPolicy:
         self.head = header["head"]
         layers = layers_of(header, blob)
         self.kernels = check_kernels(layers, kernels) or ["dense"] * len(layers)
+        self._iq = intq.plan(header, layers) if intq.runs_iq(self.kernels) else None
         self.layers = [(layer.w, layer.b, ACTIVATIONS[layer.act], layer.int8() if k == "int8" else None, layer.conv)
                        for layer, k in zip(layers, self.kernels)]
         self.input = header.get("input")  # conv nets: the observation's shape and layout
@@ -59,6 +61,8 @@ class NumpyPolicy:
         return cls(*read_artifact(data), kernels=kernels)
 
     def forward(self, obs: np.ndarray) -> np.ndarray:
+        if self._iq is not None:  # integer-only: its own input quantisation, normalisation folded in
+            return intq.forward(self._iq, obs)
         x = self._normalize(obs)
         if self.input is not None:
             x = to_chw(x, self.input)

@@ -1,0 +1,211 @@
+"""Integer-only int8 inference: what a core without an FPU runs (kernel 'iq', net-wide).
+
+Why its own path: the per-layer 'int8' kernel (layers.py) rounds each layer's input with a scale found
+per call (max|x| / 127) and rescales in fp32, which on a Cortex-M0+ is soft-float at every output.
+Here activations stay int8 from the observation to the last layer, with scales fixed ahead of time
+from teacher-visited observations (`calibrate`, stored in the artifact's header as `iq`):
+
+  input     x_q = round(obs * a + c), clamped to [-127, 127]: normalisation and the input scale folded
+            into one fp32 multiply-add per observation value (a = 1 / (std s_x), c = -mean a);
+  layer     acc_j = bias_j + sum_k q_jk x_qk in int32 (the layer's int8 weights, one scale s_w per row;
+            bias_j = round(b_j / (s_w_j s_x)));
+  hidden    p_j = clamp(round(acc_j M_j), -127, 127) with M_j = s_w_j s_x / s_p as a fixed-point multiplier
+            (int32 m, right shift r; one 64-bit product per output), s_p the pre-activation's calibrated
+            scale (tanh's clipped at TANH_RANGE: beyond it tanh is flat to within int8's step);
+            then relu = max(p, 0) or none = p, every other activation a 255-entry int8 table over
+            p = -127 .. 127 (no libm), whose output scale max|f| / 127 is the next layer's s_x;
+  output    acc_j * (s_w_j s_x) in fp32 (a handful of values), then the head as every runtime's.
+
+Every step but the input's multiply-add and the output's scaling is integer, so the numpy mirror
+(`forward`) equals the C kernel exactly; those two are single IEEE fp32 operations in the same
+order (the C is built without contraction into FMA). Eligible nets: Linear layers only, each
+int8-representable (`Layer.int8()`: k-bit quantized, k <= 8 symmetric, <= 7 asymmetric).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from autocompress.layers import Layer, layers_of
+
+KERNEL = "iq"
+#: tanh(4) = 0.99933: clipping its pre-activation there costs less than int8's step (1/127)
+TANH_RANGE = 4.0
+#: a bias beyond this (in accumulator units) saturates any output anyway; keeps acc within int32
+BIAS_LIMIT = 2 ** 30
+
+
+def eligible(layers: list[Layer]) -> bool:
+    """Every layer a Linear one with int8-representable weights."""
+    return bool(layers) and all(layer.conv is None and layer.int8() is not None for layer in layers)
+
+
+def runs_iq(kernels: list[str] | None) -> bool:
+    """Whether a kernel list (one per layer) asks for the integer-only path ('iq' for every layer)."""
+    if not kernels or KERNEL not in kernels:
+        return False
+    if any(k != KERNEL for k in kernels):
+        raise ValueError("kernels: 'iq' (integer-only) runs the whole net: give it for every layer")
+    return True
+
+
+def calibrate(data: bytes, obs: np.ndarray) -> bytes:
+    """The artifact `data` with the integer-only path's activation scales (header `iq`), from the
+    float net's activations on `obs` (raw observations, e.g. the teacher's visited states); `data`
+    unchanged where the net is not eligible."""
+    from autocompress.runtime import ACTIVATIONS, MAGIC, obs_normalizer, read_artifact  # runtime imports this module
+
+    header, blob = read_artifact(data)
+    layers = layers_of(header, blob)
+    if not eligible(layers):
+        return data
+    x = obs_normalizer(header.get("obs_norm"))(np.asarray(obs, np.float32).reshape(len(obs), -1))
+    x_range = float(np.abs(x).max())
+    pre = []
+    for layer in layers[:-1]:
+        p = x @ layer.w + (0 if layer.b is None else layer.b)
+        m = float(np.abs(p).max())
+        pre.append(min(m, TANH_RANGE) if layer.act == "tanh" else m)
+        act = ACTIVATIONS[layer.act]
+        x = act(p) if act is not None else p
+    header["iq"] = {"x": _scale(x_range), "p": [_scale(m) for m in pre]}
+    hdr = json.dumps(header, separators=(",", ":")).encode()
+    return MAGIC + struct.pack("<I", len(hdr)) + hdr + bytes(blob)
+
+
+def _scale(max_abs: float) -> float:
+    """int8 scale of a range [-max_abs, max_abs] (1.0 for an all-zero range), as fp32."""
+    return float(np.float32(max_abs / 127.0 if max_abs > 0 else 1.0))
+
+
+def fixed_point(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each positive multiplier M as (mult, shift): M ~= mult / 2**shift, mult in [2**30, 2**31)
+    (shift clamped to [1, 62]: a smaller M rounds every product to 0)."""
+    frac, exp = np.frexp(np.asarray(m, np.float64))
+    mult = np.rint(frac * 2.0 ** 31).astype(np.int64)
+    top = mult == 2 ** 31
+    mult[top] //= 2
+    exp = exp + top
+    shift = 31 - exp
+    small = shift > 62
+    mult[small], shift[small] = 0, 62
+    if (shift < 1).any():
+        raise ValueError("requantization multiplier >= 1: a layer's output scale is below its accumulator's")
+    return mult.astype(np.int32), shift.astype(np.int32)
+
+
+def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """clamp(round(acc * mult / 2**shift), -127, 127), halves rounded up: the C kernel's 64-bit product."""
+    m, s = mult.astype(np.int64), shift.astype(np.int64)
+    p = (acc.astype(np.int64) * m + (np.int64(1) << (s - 1))) >> s
+    return np.clip(p, -127, 127)
+
+
+def round_input(v: np.ndarray) -> np.ndarray:
+    """fp32 v rounded half away from zero, clamped to [-127, 127] (the C kernel's casts)."""
+    v = np.clip(np.asarray(v, np.float32), np.float32(-128), np.float32(128))
+    half = np.float32(0.5)
+    r = np.where(v >= 0, (v + half).astype(np.int32), -((half - v).astype(np.int32)))
+    return np.clip(r, -127, 127)
+
+
+@dataclass
+class IQLayer:
+    q: np.ndarray                       # int8 weights, out x in (row-major, as the artifact's rows)
+    bias: np.ndarray                    # int32, in the accumulator's scale
+    act: str
+    mult: np.ndarray | None = None      # hidden layers: requantization, int32 and shift per output
+    shift: np.ndarray | None = None
+    lut: np.ndarray | None = None       # hidden layers whose activation is not relu / none: int8[255]
+    oscale: np.ndarray | None = None    # the output layer: acc * oscale (fp32) per output
+
+
+@dataclass
+class IQPlan:
+    in_a: np.ndarray                    # fp32 per observation value: x_q = round(obs * in_a + in_c)
+    in_c: np.ndarray
+    layers: list[IQLayer]
+
+
+def plan(header: dict, layers: list[Layer]) -> IQPlan:
+    """The integer-only net of a calibrated artifact: everything the kernels read, derived once here."""
+    from autocompress.runtime import ACTIVATIONS
+
+    cal = header.get("iq")
+    if cal is None or not eligible(layers):
+        raise ValueError("this artifact has no integer-only calibration (intq.calibrate) or a layer is not int8")
+    n_obs = int(header["obs_dim"])
+    norm = header.get("obs_norm") or {}
+    mean = np.asarray(norm.get("mean", np.zeros(n_obs)), np.float64)
+    std = np.asarray(norm.get("std", np.ones(n_obs)), np.float64)
+    s_x = float(cal["x"])
+    in_a = (1.0 / (std * s_x)).astype(np.float32)
+    in_c = (-mean * in_a.astype(np.float64)).astype(np.float32)
+    out = []
+    for i, layer in enumerate(layers):
+        q, s_w = layer.int8()
+        s_acc = np.where(s_w > 0, s_w, 1).astype(np.float64) * s_x  # a zero scale: an all-zero row
+        b = np.zeros(len(s_w)) if layer.b is None else layer.b.astype(np.float64)
+        bias = np.clip(np.rint(b / s_acc), -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
+        if i == len(layers) - 1:
+            out.append(IQLayer(q, bias, layer.act, oscale=s_acc.astype(np.float32)))
+            break
+        s_p = float(cal["p"][i])
+        mult, shift = fixed_point(s_acc / s_p)
+        lut, s_x = None, s_p
+        if layer.act not in ("relu", "none"):
+            f = ACTIVATIONS[layer.act](np.arange(-127, 128, dtype=np.float64) * s_p)
+            s_x = float(np.abs(f).max()) / 127.0 or 1.0
+            lut = np.clip(np.rint(f / s_x), -127, 127).astype(np.int8)
+        out.append(IQLayer(q, bias, layer.act, mult, shift, lut))
+    return IQPlan(in_a, in_c, out)
+
+
+def forward(p: IQPlan, obs: np.ndarray) -> np.ndarray:
+    """The integer-only net's outputs for rows of raw observations (fp32, exactly the C kernel's)."""
+    obs = np.asarray(obs, np.float32)
+    x = round_input(obs.reshape(-1, p.in_a.size) * p.in_a + p.in_c).astype(np.int64)
+    for layer in p.layers:
+        acc = x @ layer.q.astype(np.int64).T + layer.bias
+        if layer.oscale is not None:
+            y = acc.astype(np.int32).astype(np.float32) * layer.oscale
+            return y.reshape(obs.shape[:-1] + y.shape[-1:]) if obs.ndim > 1 else y[0]
+        v = requantize(acc, layer.mult, layer.shift)
+        x = layer.lut.astype(np.int64)[v + 127] if layer.lut is not None else (
+            np.maximum(v, 0) if layer.act == "relu" else v)
+    raise AssertionError("unreachable: the last layer returns")
+
+
+def interleave(q: np.ndarray) -> np.ndarray:
+    """Rows of int8 weights padded with zeros to a multiple of 4, each group of 4 stored w0 w2 w1 w3:
+    the order in which SXTB16 (and SXTB16 of the word rotated by 8) yields the pairs (w0, w1), (w2, w3)
+    that SMLAD multiplies with two int16 inputs each (kernels.c's acz_iq_dot)."""
+    n_out, n_in = q.shape
+    pad = np.zeros((n_out, -(-n_in // 4) * 4), np.int8)
+    pad[:, :n_in] = q
+    return np.ascontiguousarray(pad.reshape(n_out, -1, 4)[:, :, [0, 2, 1, 3]].reshape(n_out, -1))
+
+
+def c_layers(p: IQPlan) -> list[dict]:
+    """Per layer, kernels.c's AczIQLayer fields: ints as they are, arrays as (array, dtype) (None: NULL).
+    The one place both the in-process runtime and the C export take the integer-only net's form from."""
+    out = []
+    for layer in p.layers:
+        q = interleave(layer.q)
+        out.append({"in4": q.shape[1], "out": q.shape[0], "act": layer.act, "q": (q, np.int8),
+                    "bias": (layer.bias, np.int32),
+                    "mult": None if layer.mult is None else (layer.mult, np.int32),
+                    "shift": None if layer.shift is None else (layer.shift, np.int8),
+                    "lut": None if layer.lut is None else (layer.lut, np.int8),
+                    "oscale": None if layer.oscale is None else (layer.oscale, np.float32)})
+    return out
+
+
+def scratch(p: IQPlan) -> dict[str, int]:
+    """Scratch the integer-only act() needs: int16 activations (the widest padded input), int32 accumulators."""
+    widths = [interleave(layer.q).shape[1] for layer in p.layers] + [layer.q.shape[0] for layer in p.layers]
+    return {"x": max(widths), "acc": max(layer.q.shape[0] for layer in p.layers)}
