@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autocompress import intq
 from autocompress.layers import Layer, layers_of
 from autocompress.native import (ACT_CODES, KIND_CODES, SOURCE, SQUASH_CODES, TIMING_MARKER, conv_fields, input_fields,
                                  scratch_sizes)
@@ -26,7 +27,8 @@ BUILD = "cc -std=c99 -O2 main.c policy.c -lm -o policy"
 #: arrays start on a cache line under GCC and Clang, as the in-process kernel's copies do
 _ALIGN = "#if defined(__GNUC__)\n#define ACZ_ALIGNED __attribute__((aligned(64)))\n#else\n#define ACZ_ALIGNED\n#endif"
 
-_C_TYPES = {np.float32: "float", np.int32: "int32_t", np.uint16: "uint16_t", np.int8: "int8_t", np.uint8: "uint8_t"}
+_C_TYPES = {np.float32: "float", np.int32: "int32_t", np.uint16: "uint16_t", np.int8: "int8_t", np.uint8: "uint8_t",
+            np.int16: "int16_t"}
 
 
 def _literal(v, ctype: str) -> str:
@@ -91,6 +93,22 @@ def _layer_init(i: int, layer: Layer, kernel: str, arr: _Arrays) -> str:
     return "  {" + ", ".join(f".{k} = {v}" for k, v in f.items()) + "}"
 
 
+def _iq_structs(plan: intq.IQPlan, arr: _Arrays) -> list[str]:
+    """The integer-only net's definitions (kernels.c's AczIQLayer array, scratch, AczIQNet IQ)."""
+    inits = []
+    for i, f in enumerate(intq.c_layers(plan)):
+        fields = {k: ACT_CODES[v] if k == "act" else v if isinstance(v, int) else
+                  "NULL" if v is None else arr(f"IQ{i}_{k}", *v) for k, v in f.items()}
+        inits.append("  {" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "}")
+    size = intq.scratch(plan)
+    return [f"static const AczIQLayer IQ_LAYERS[{len(inits)}] = {{\n" + ",\n".join(inits) + "\n};",
+            f"static int16_t IQ_X0[{size['x']}], IQ_X1[{size['x']}];",
+            f"static int32_t IQ_ACC[{size['acc']}];",
+            f"static const AczIQNet IQ = {{.n_layers = {len(inits)}, .layers = IQ_LAYERS, "
+            f".in_a = {arr('IQ_IN_A', plan.in_a, np.float32)}, .in_c = {arr('IQ_IN_C', plan.in_c, np.float32)}, "
+            ".x0 = IQ_X0, .x1 = IQ_X1, .acc = IQ_ACC};"]
+
+
 def _layer_shape(layer: Layer) -> str:
     """How the generated file's first line names a layer: in->out, or conv CxHxW->C'xH'xW'."""
     if layer.conv is None:
@@ -122,15 +140,25 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
     head, norm = header["head"], header.get("obs_norm") or {}
     obs_dim, discrete = int(header["obs_dim"]), head["kind"] == "discrete"
     act_dim = 0 if discrete else int(head["act_dim"])
-    size = scratch_sizes(layers, kernels, obs_dim)
     arr = _Arrays()
-    inits = [_layer_init(i, layer, k, arr) for i, (layer, k) in enumerate(zip(layers, kernels))]
+    iq = intq.runs_iq(kernels)
+    if iq:  # the integer-only net runs instead of the fp32 layers: only its arrays go to flash
+        size = {"width": max(layer.shape[0] for layer in layers), "qbuf": 1, "cols": 0}
+        structs = _iq_structs(intq.plan(header, layers), arr)
+        defines = ["#define ACZ_USE_IQ 1", "#define ACZ_IQ_ONLY 1"]
+    else:
+        size = scratch_sizes(layers, kernels, obs_dim)
+        inits = [_layer_init(i, layer, k, arr) for i, (layer, k) in enumerate(zip(layers, kernels))]
+        structs = [f"static const AczLayer LAYERS[{len(layers)}] = {{\n" + ",\n".join(inits) + "\n};"]
+        defines = kernel_defines(layers, kernels)
     net = {"n_layers": len(layers), "obs_dim": obs_dim, "kind": 0 if discrete else 1, "act_dim": act_dim,
-           "squash": SQUASH_CODES[head.get("squash", "none")], "layers": "LAYERS",
-           "mean": arr("OBS_MEAN", norm.get("mean"), np.float32), "std": arr("OBS_STD", norm.get("std"), np.float32),
+           "squash": SQUASH_CODES[head.get("squash", "none")], "layers": "NULL" if iq else "LAYERS",
+           # integer-only: the normalisation is folded into the input's quantisation (IQ_IN_A, IQ_IN_C)
+           "mean": "NULL" if iq else arr("OBS_MEAN", norm.get("mean"), np.float32),
+           "std": "NULL" if iq else arr("OBS_STD", norm.get("std"), np.float32),
            "low": arr("ACT_LOW", head.get("low"), np.float32), "high": arr("ACT_HIGH", head.get("high"), np.float32),
            "clip": _literal(norm.get("clip") or 0.0, "float"), "buf0": "BUF0", "buf1": "BUF1", "qbuf": "QBUF",
-           **input_fields(header), "cols": "COLS" if size["cols"] else "NULL"}
+           **input_fields(header), "cols": "COLS" if size["cols"] else "NULL", "iq": "&IQ" if iq else "NULL"}
     kernel_src = SOURCE.split(TIMING_MARKER)[0]
     shapes = ", ".join(f"{_layer_shape(layer)} {k}" for layer, k in zip(layers, kernels))
     c = "\n".join([
@@ -139,13 +167,13 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
         '#include "policy.h"',
         "/* compile only the kernels these layers run (kernels.c) */",
         "#define ACZ_ONLY",
-        *kernel_defines(layers, kernels),
+        *defines,
         kernel_src,
         "/* ---- this policy's weights, in the form each layer's kernel reads ---- */",
         _ALIGN,
         *arr.lines,
-        f"static const AczLayer LAYERS[{len(layers)}] = {{\n" + ",\n".join(inits) + "\n};",
-        f"static float BUF0[{size['width']}], BUF1[{size['width']}];",
+        *structs,
+        f"static float BUF0[{size['width']}], BUF1[{size['width'] if not iq else 1}];",
         f"static int8_t QBUF[{size['qbuf']}];",
         *([f"static float COLS[{size['cols']}];"] if size["cols"] else []),
         "static const AczNet NET = {" + ", ".join(f".{k} = {v}" for k, v in net.items()) + "};",
