@@ -117,6 +117,19 @@ class LatencySpec(_Strict):
                                                       "running kernel_calls acts; short blocks, so that a "
                                                       "preemption on a busy machine spoils few of them")
     kernel_calls: int = Field(20, ge=1)
+    target: str = Field("host", description="where the policy runs (autocompress.targets): 'host' times it in "
+                                            "process; an MCU target ('cortex-m0plus', 'cortex-m4f', 'cortex-m7') "
+                                            "cross-builds its C export and counts cycles per act in an emulator")
+    clock_mhz: float | None = Field(None, gt=0, description="an MCU target's clock (default: the target's), for "
+                                                           "cycles shown as time")
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, v):
+        from autocompress.targets import target
+
+        target(v)  # ConfigError naming the known targets
+        return v
 
 
 class ResourcesSpec(_Strict):

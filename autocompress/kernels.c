@@ -434,7 +434,7 @@ static int32_t acz_iq_dot(const int8_t *w, const int16_t *x, int in4, int32_t ac
         memcpy(&x01, x + k, 4);
         memcpy(&x23, x + k + 2, 4);
         acc = __smlad(__sxtb16(wv), x01, acc);
-        acc = __smlad(__sxtb16(__ror(wv, 8)), x23, acc);
+        acc = __smlad(__sxtb16((wv >> 8) | (wv << 24)), x23, acc);  /* rotated by 8: SXTB16 takes bytes 1, 3 */
     }
 #else
     for (int k = 0; k < in4; k += 4)
@@ -475,6 +475,10 @@ int acz_head(const AczNet *net, const float *x, int n_out, float *action) {
         for (int j = 1; j < n_out; j++) if (x[j] > x[best]) best = j;
         return best;
     }
+#if ACZ_HEAD_DISCRETE  /* an export of a discrete policy: no continuous head (and no tanhf) in its flash */
+    (void)action;
+    return -1;
+#endif
     for (int j = 0; j < net->act_dim; j++) {
         float m = x[j], lo = net->low[j], hi = net->high[j];
         if (net->squash == 0) { action[j] = m < lo ? lo : (m > hi ? hi : m); continue; }

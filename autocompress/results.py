@@ -44,6 +44,18 @@ class TrialResult:
     runtime: str = ""
     kernels: list[str] = field(default_factory=list)  # per layer, the kernel the runtime chose (layers.KERNELS)
     cpu: str = ""
+    # where it runs (autocompress.targets). On an MCU target latency_ms is cycles at the target's clock and
+    # latency_ratio the cycle ratio; flash / RAM / cycles are of the cross-built C export (None on the host)
+    target: str = "host"
+    flash: int | None = _metric()
+    ram: int | None = _metric()
+    cycles: float | None = _metric()        # mean over the recorded observations, exact per observation
+    cycles_max: int | None = _metric()
+    instructions: float | None = _metric()
+    teacher_flash: int | None = _metric()
+    teacher_ram: int | None = _metric()
+    teacher_cycles: float | None = _metric()
+    device_agreement: float | None = _metric()  # share of emulated actions equal to the evaluated runtime's
     # bytes of the artifact file
     bytes: int = _metric(0)
     gzip_bytes: int = _metric(0)
@@ -112,6 +124,10 @@ class FrontRow:
     bytes_ratio: float
     n_params: int
     feasible: bool = True
+    target: str = "host"
+    flash: int | None = None
+    ram: int | None = None
+    cycles: float | None = None
     artifact: str = ""
     # return on held-out episodes (`pareto --reevaluate`, the end of a search), None where not re-evaluated
     heldout_return_mean: float | None = None

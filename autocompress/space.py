@@ -60,6 +60,8 @@ class Constraints(_Strict):
     min_return_ratio: float | None = Field(None, ge=0.0, le=2.0)
     max_bytes: int | None = Field(None, ge=1)
     max_latency_ms: float | None = Field(None, gt=0)
+    max_flash: int | None = Field(None, ge=1, description="an MCU target: flash bytes of the linked policy")
+    max_ram: int | None = Field(None, ge=1, description="an MCU target: RAM bytes (data + bss + stack)")
 
 
 class PrunerSettings(_Strict):
@@ -99,6 +101,9 @@ class SearchSpace(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     trial_spec: str
     objectives: list[Literal["return", "latency", "bytes"]] = list(OBJECTIVE_NAMES)
+    target: str | None = Field(None, description="where the policy runs (autocompress.targets; the trial spec's "
+                                                 "latency.target, default host): on an MCU target latency is "
+                                                 "cycles per act and flash / RAM are measured")
     constraints: Constraints = Constraints()
     budget: Budget = Budget()
     sampler: str = Field("tpe", description="one of autocompress.samplers.SAMPLERS")
@@ -113,6 +118,15 @@ class SearchSpace(_Strict):
                                                          "training-only value net; never in the objectives")
     sensitivity: SensitivityStage = Field(SensitivityStage(), description="optional first stage: layer "
                                           "sensitivity, then guided configs (autocompress.layer_sensitivity)")
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, v):
+        from autocompress.targets import target
+
+        if v is not None:
+            target(v)  # ConfigError naming the known targets
+        return v
 
     @field_validator("objectives")
     @classmethod
@@ -411,15 +425,25 @@ def _check_group(techniques: dict, spec: TrialSpec, where: str, wrap) -> None:
                     raise ConfigError(f"{where}.{name}.{key} = {v!r}: {e}") from None
 
 
-def load_search_space(path: str | Path) -> tuple[SearchSpace, TrialSpec, Path]:
+def load_search_space(path: str | Path, target: str | None = None) -> tuple[SearchSpace, TrialSpec, Path]:
     """The space, the trial spec it names and that spec's path (relative paths are relative
-    to the space file, so a search runs the same from any working directory)."""
+    to the space file, so a search runs the same from any working directory). The spec's
+    latency.target is the space's `target` (or `target`, e.g. a --target flag) where one is given."""
     path = Path(path)
-    space = parse(SearchSpace, read_yaml(path), str(path))
+    data = read_yaml(path)
+    if target is not None:
+        data["target"] = target
+    space = parse(SearchSpace, data, str(path))
     spec_path = Path(space.trial_spec)
     if not spec_path.is_absolute():
         spec_path = path.parent / spec_path
     spec = load_trial_spec(spec_path)
+    if space.target is not None:
+        spec = spec.updated({"latency": {"target": space.target}})
+    device = [k for k in ("max_flash", "max_ram") if getattr(space.constraints, k) is not None]
+    if device and spec.latency.target == "host":
+        raise ConfigError(f"{path}: constraints.{device[0]}: flash and RAM are measured on an MCU target; give "
+                          "target: cortex-m0plus (or another, see autocompress.targets)")
     space = with_layer_counts(space, spec, str(path))
     check_space(space, spec, str(path))
     return space, spec, spec_path

@@ -86,6 +86,9 @@ def constraint_values(space: SearchSpace, result: dict) -> dict[str, float]:
         out["max_bytes"] = result["bytes"] - c.max_bytes
     if c.max_latency_ms is not None:
         out["max_latency_ms"] = result["latency_ms"] - c.max_latency_ms
+    for key, field in (("max_flash", "flash"), ("max_ram", "ram")):
+        if getattr(c, key) is not None:
+            out[key] = result[field] - getattr(c, key)
     return out
 
 

@@ -168,6 +168,7 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
         "/* compile only the kernels these layers run (kernels.c) */",
         "#define ACZ_ONLY",
         *defines,
+        *(["#define ACZ_HEAD_DISCRETE 1"] if discrete else []),
         kernel_src,
         "/* ---- this policy's weights, in the form each layer's kernel reads ---- */",
         _ALIGN,

@@ -1,0 +1,74 @@
+"""What one artifact costs on an MCU target: its C export cross-built (mcu.build), run in the emulator
+(mcu.emulate) on recorded observations: flash, RAM, cycles per act, and the actions it took.
+
+Kernels on a device are chosen by cycles, which are exact here (the same build and observations
+give the same count), so the choice is a comparison, not a timing: the integer-only net ('iq',
+autocompress.intq) where the artifact is calibrated for it; otherwise per layer the fp32 form
+(dense, CSR, q8, packed) with the fewest cycles, each layer tried with the others dense.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autocompress import intq
+from autocompress.exports.c import write_c
+from autocompress.layers import layers_of
+from autocompress.mcu import emulate
+from autocompress.mcu.build import build
+from autocompress.runtime import read_artifact
+from autocompress.targets import Target
+
+#: observations a kernel choice is compared on (the whole recorded set is then measured)
+CHOICE_OBS = 8
+#: fp32 kernels a device layer may run (the per-layer dynamic 'int8' needs fp32 scaling at every output:
+#: the integer-only net is the int8 path on a device)
+DEVICE_KERNELS = ("dense", "csr", "q8", "packed")
+
+
+@dataclass
+class DeviceFigures:
+    kernels: list[str]
+    flash: int              # text + rodata + data of the linked policy, libm / libgcc helpers included
+    ram: int                # data + bss + the stack's high-water mark over every act
+    cycles: np.ndarray      # per observation
+    instructions: np.ndarray
+    actions: np.ndarray     # per observation: the discrete action, or act_dim floats
+
+
+def measure(data: bytes, kernels: list[str], target: Target, obs: np.ndarray) -> DeviceFigures:
+    """Cross-build `data` with `kernels` for `target` and run it on every row of `obs`."""
+    header, _ = read_artifact(data)
+    head = header["head"]
+    discrete = head["kind"] == "discrete"
+    with tempfile.TemporaryDirectory(prefix="acz-mcu-") as d:
+        write_c(data, Path(d) / "src", kernels)
+        b = build(Path(d) / "src", target, Path(d) / "build")
+        r = emulate.run(b.elf, target, np.asarray(obs, np.float32).reshape(len(obs), -1),
+                        0 if discrete else int(head["act_dim"]))
+    actions = np.asarray(r["ret"] if discrete else r["actions"])
+    return DeviceFigures(list(kernels), b.flash, b.ram_static + r["stack_bytes"], np.asarray(r["cycles"]),
+                         np.asarray(r["instructions"]), actions)
+
+
+def choose_kernels(data: bytes, target: Target, obs: np.ndarray) -> list[str]:
+    """The kernels `data` runs on `target` (see the module docstring), compared on obs[:CHOICE_OBS]."""
+    header, blob = read_artifact(data)
+    layers = layers_of(header, blob)
+    if header.get("iq") is not None and intq.eligible(layers):
+        return [intq.KERNEL] * len(layers)
+    chosen = ["dense"] * len(layers)
+    sample = obs[:CHOICE_OBS]
+    base = measure(data, chosen, target, sample).cycles.sum()
+    for i, layer in enumerate(layers):
+        best = ("dense", base)
+        for k in layer.kernels():
+            if k in DEVICE_KERNELS and k != "dense" and layer.conv is None:
+                cycles = measure(data, chosen[:i] + [k] + chosen[i + 1:], target, sample).cycles.sum()
+                best = min(best, (k, cycles), key=lambda kc: kc[1])
+        chosen[i] = best[0]
+    return chosen
