@@ -91,11 +91,12 @@ def teach(spec: TrialSpec | str | Path, *, cache_dir: str | Path | None = None, 
 
 def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str | Path | None = None, *,
              output_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-             log: Log = _quiet) -> TrialResult:
+             target: str | None = None, log: Log = _quiet) -> TrialResult:
     """Run one full trial: teacher (cached) -> techniques -> RLlib fine-tune -> export -> measure.
 
     `config` is a techniques config (a dict, a YAML path or a CompressConfig); `{}` measures the
-    teacher as-is. Writes `output_dir/policy.acz` and `output_dir/result.json`.
+    teacher as-is. `target`: where it runs (autocompress.targets; default: the spec's latency.target).
+    Writes `output_dir/policy.acz` and `output_dir/result.json`.
 
     >>> import autocompress as ac
     >>> spec = ac.load_trial_spec("trials/cartpole_ppo.yaml").updated(
@@ -107,6 +108,9 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
     from autocompress import pipeline
 
     spec, cfg = _spec(spec), _config(config)
+    if target is not None:
+        spec = spec.updated({"latency": {"target": target}})
+    _check_target(spec)
     cfg.check_against(spec, config if isinstance(config, (str, Path)) else None)
     checks.directory(output_dir, "output_dir")
     checks.directory(cache_dir, "cache_dir")
@@ -357,7 +361,8 @@ class Run:
                               parallel, log)
 
     def pick(self, min_return_ratio: float = 0.95, minimize: Literal["latency", "bytes"] = "latency",
-             max_bytes: float | None = None, max_latency_ms: float | None = None) -> FrontRow:
+             max_bytes: float | None = None, max_latency_ms: float | None = None, max_flash: int | None = None,
+             max_ram: int | None = None) -> FrontRow:
         """The trial with the lowest `minimize` among those meeting every constraint (ConfigError
         saying how many trials met each constraint when none meets them all). With held-out values
         (`heldout()`), the return constraint and ties go by them, among the re-evaluated trials."""
@@ -366,6 +371,8 @@ class Run:
         checks.finite(min_return_ratio, "min_return_ratio")
         checks.finite(max_bytes, "max_bytes", 0)
         checks.finite(max_latency_ms, "max_latency_ms", 0)
+        checks.finite(max_flash, "max_flash", 0)
+        checks.finite(max_ram, "max_ram", 0)
         if minimize not in ("latency", "bytes"):
             raise ConfigError(f"{minimize!r}: choose latency or bytes", option="minimize")
         rows, keys = self.rows(), {}
@@ -374,16 +381,20 @@ class Run:
             keys = {"ratio": "heldout_return_ratio", "mean": "heldout_return_mean"}
         try:
             best = pareto.pick(rows, min_return_ratio=min_return_ratio, minimize=minimize,
-                               max_bytes=max_bytes, max_latency_ms=max_latency_ms, **keys)
+                               max_bytes=max_bytes, max_latency_ms=max_latency_ms, max_flash=max_flash,
+                               max_ram=max_ram, **keys)
         except pareto.NothingQualifies as e:
             why = f"\n  (return on held-out episodes: only the {len(rows)} re-evaluated trials count)" if keys else ""
             raise ConfigError(str(e) + why) from None
         return FrontRow.from_row(best)
 
-    def export(self, trial: int, output: str | Path, format: str = "acz", smallest: bool = False) -> Path:
+    def export(self, trial: int, output: str | Path, format: str = "acz", smallest: bool = False,
+               target: str | None = None) -> Path:
         """Write COMPLETE trial `trial`'s policy to `output` as `format` (see `autocompress.export`).
         Returns the file (or, for 'c', the directory) written."""
         from autocompress import exports
+        from autocompress import intq
+        from autocompress.targets import target as find
 
         if format not in exports.FORMATS:
             raise ConfigError(f"format {format!r}: choose one of {', '.join(exports.FORMATS)}", option="format")
@@ -392,18 +403,26 @@ class Run:
             checks.directory(output, "output")
         else:
             checks.output_file(output, "output")
-        row = self._trial_row(trial)
+        row = self.trial_row(trial)
         src = Path(row["artifact"])
         if not src.exists():
             raise ConfigError(f"artifact of trial {trial} is missing at {src}", option="trial")
+        measured = row.get("target") or "host"
+        if target is not None and find(target).name != measured:
+            raise ConfigError(f"trial {trial} was measured on {measured}, not {target}: export it for the target it "
+                              f"was measured on (a search with `target: {target}` measures there)", option="target")
+        if intq.runs_iq(row.get("kernels")) and format not in ("c", "acz"):
+            raise ConfigError(f"trial {trial} runs integer-only int8 ('iq' kernels): export it as c or acz",
+                              option="format")
+        target = measured if format == "c" else "host"
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            exports.write(src.read_bytes(), format, output, row.get("kernels") or None, smallest)
+            exports.write(src.read_bytes(), format, output, row.get("kernels") or None, smallest, target)
         except OSError as e:
             raise ConfigError(f"{output}: {e.strerror}", option="output") from None
         return output
 
-    def _trial_row(self, trial: int) -> dict:
+    def trial_row(self, trial: int) -> dict:
         """The row of COMPLETE trial `trial`; a ConfigError that says why where there is none."""
         match = [r for r in self.rows() if r["trial"] == trial]
         if match:
@@ -436,7 +455,7 @@ class Run:
 
         tracking.check_registry_names(name, alias)
         checks.tracking_uri(tracking_uri)
-        row = self._trial_row(trial)
+        row = self.trial_row(trial)
         uri = tracking_uri or self.state.get("tracking_uri") or tracking.default_uri(self.run_dir)
         if is_redacted(uri):
             raise ConfigError(f"{self.run_dir} was searched with a password in the tracking URI: give it again",
@@ -495,14 +514,24 @@ class Run:
         return sync(self.run_dir, storage=storage, tracking_uri=tracking_uri, log=log)
 
 
+def _check_target(spec: TrialSpec) -> None:
+    """An MCU target needs the cross toolchain: ConfigError naming the Debian packages, before Ray starts."""
+    from autocompress.targets import target
+
+    if target(spec.latency.target).mcu:
+        from autocompress.mcu.build import toolchain
+
+        toolchain()
+
+
 def search(space: SearchSpace | str | Path, *, trials: int | None = None, parallel: int | None = None,
            run_dir: str | Path | None = None, storage: str | None = None, tracking_uri: str | None = None,
            sampler: str | None = None, seed: int | None = None, resume: bool = False, join: bool = False,
            cache_dir: str | Path | None = None, warm_start: str | Path | None = None,
-           progress: Callable[[dict], None] | None = None, log: Log = _quiet) -> Run:
+           target: str | None = None, progress: Callable[[dict], None] | None = None, log: Log = _quiet) -> Run:
     """Multi-objective Optuna search over technique combinations; trials run in parallel as Ray tasks,
     every trial and the Pareto front go to MLflow. Options left None take the space file's values
-    (budget, sampler, seed); the run dir defaults to runs/<space name>. `warm_start`: an earlier run
+    (budget, sampler, seed, target); the run dir defaults to runs/<space name>. `warm_start`: an earlier run
     dir of the same env and algorithm to start from (see autocompress/_search/warm.py). Everything is checked before
     anything is created or started; a trial that fails is recorded FAIL and the search goes on.
 
@@ -525,7 +554,8 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
         raise ConfigError("give the search space as a YAML path (its trial spec is found relative to it)",
                           option="space")
     checks.text_file(space_path)
-    space_obj, spec, spec_path = load_search_space(space_path)
+    space_obj, spec, spec_path = load_search_space(space_path, target)
+    _check_target(spec)
     opts = SearchOptions(run_dir=Path(run_dir) if run_dir else Path("runs") / space_obj.name,
                          trials=trials or space_obj.budget.trials, parallel=parallel or space_obj.budget.parallel,
                          sampler=space_obj.sampler if sampler is None else sampler,
@@ -547,7 +577,7 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
 
 
 def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str = "acz", smallest: bool = False,
-           storage: str | None = None) -> Path:
+           storage: str | None = None, target: str | None = None) -> Path:
     """Write a search's trial in the form you ship; `Run.load(run_dir).export(...)`. Formats:
 
     - 'acz': the artifact file (`Policy.load`);
@@ -556,6 +586,9 @@ def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str =
       `smallest=True`: every layer in its smallest stored form instead (least flash, slower);
     - 'onnx': an ONNX graph (fp32; the trial's int8 layers, if any, in integer arithmetic);
     - 'onnx-int8': int8 weights and integer MatMul wherever the codes fit int8.
+
+    `target` (default: the one the trial was measured on): for an MCU target, 'c' also writes a Makefile
+    with the core's flags; the kernels are those the trial chose by that core's cycles.
 
     Every format but 'onnx-int8' acts as the artifact did when the trial was measured (the same
     per-layer kernels); 'onnx-int8' as `Policy.load(path, kernels=exports.int8_kernels(data))`.
@@ -573,7 +606,7 @@ def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str =
         raise ConfigError(f"format {format!r}: choose one of {', '.join(exports.FORMATS)}", option="format")
     if format != "c":
         checks.output_file(Path(output), "output")
-    return Run.load(run_dir, storage).export(trial, output, format, smallest)
+    return Run.load(run_dir, storage).export(trial, output, format, smallest, target)
 
 
 def sync(run_dir: str | Path, *, storage: str | None = None, tracking_uri: str | None = None,

@@ -76,23 +76,31 @@ def compress(trial_spec: Path = typer.Argument(..., help="trial spec YAML"),
              output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o",
                                                        help="where policy.acz and result.json go "
                                                             "[default: runs/compress/<spec>-<config>]"),
-             cache_dir: Optional[Path] = CacheOpt,
+             cache_dir: Optional[Path] = CacheOpt, target: Optional[str] = TargetOpt,
              as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table")):
     """Run one full trial: teacher (cached) -> techniques -> RLlib fine-tune -> export -> measure."""
     import autocompress as ac
 
     with errors_as_exit_codes():
-        result = ac.compress(trial_spec, config, output_dir=output_dir, cache_dir=cache_dir, log=err.print)
+        result = ac.compress(trial_spec, config, output_dir=output_dir, cache_dir=cache_dir, target=target,
+                             log=err.print)
     if as_json:  # result.json as written: the measurements and the techniques config
         sys.stdout.write(json.dumps(json.loads((Path(result.artifact).parent / "result.json").read_text())) + "\n")
         return
     out.print(result_table(result, f"{trial_spec.stem} / {config.name}"))
-    out.print(f"artifact: {result.artifact} (return and latency measured in the {result.runtime} runtime)")
+    if result.target != "host":
+        out.print(f"on {result.cpu}: {result.cycles:,.0f} cycles per act (teacher {result.teacher_cycles:,.0f}), "
+                  f"flash {result.flash:,} B (teacher {result.teacher_flash:,}), RAM {result.ram:,} B; kernels "
+                  f"{', '.join(result.kernels)}; emulated actions equal the evaluated runtime's on "
+                  f"{result.device_agreement:.1%} of the recorded states")
+    out.print(f"artifact: {result.artifact} (return measured in the {result.runtime} runtime, latency "
+              f"{'in cycles on ' + result.target if result.target != 'host' else 'in it'})")
 
 
 def result_table(r, title: str) -> Table:
     t = Table(title=title)
-    for col in ("", "return", "latency ms (median)", "bytes", "gzip bytes", "params"):
+    for col in ("", "return", "latency ms (median)" if r.target == "host" else f"latency ms (cycles at "
+                f"the {r.target} clock)", "bytes", "gzip bytes", "params"):
         t.add_column(col, justify="right")
     t.add_row("teacher", f"{r.teacher_return_mean:.1f} ± {r.teacher_return_std:.1f}",
               f"{r.teacher_latency_ms:.4f}", f"{r.teacher_bytes:,}", f"{r.teacher_gzip_bytes:,}",
@@ -247,7 +255,7 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
                                                      "algorithm: its trials measured on the same spec and teacher "
                                                      "are copied in (free), its other front members are enqueued "
                                                      "and re-measured"),
-           cache_dir: Optional[Path] = CacheOpt):
+           cache_dir: Optional[Path] = CacheOpt, target: Optional[str] = TargetOpt):
     """Multi-objective search (Optuna) over technique combinations; trials run in parallel on Ray,
     every trial and the Pareto front are logged to MLflow.
 
@@ -261,7 +269,7 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
         run = _with_progress(lambda progress: ac.search(
             space_file, trials=trials, parallel=parallel, run_dir=run_dir, storage=storage,
             tracking_uri=tracking_uri, sampler=sampler, seed=seed, resume=resume, join=join, cache_dir=cache_dir,
-            warm_start=warm_start, progress=progress, log=err.print))
+            warm_start=warm_start, target=target, progress=progress, log=err.print))
     summary = run.summary
     if summary["tracking_offline"]:
         err.print(f"[yellow]MLflow went offline mid-search[/] ({summary['tracking_offline']}): every result is in the "
@@ -335,9 +343,10 @@ def front_table(front: list, title: str, reference=None) -> Table:
     """The front, with held-out return columns where its rows have them, and the fine-tuned teacher
     (`reference`, a row that is no trial) last."""
     held = any(r.heldout_return_ratio is not None for r in front)
-    t = Table(title=title)
+    device = next((r.target for r in front if r.target != "host"), None)
+    t = Table(title=title + (f"; latency: cycles on {device} at its clock" if device else ""))
     cols = ["trial", "techniques", "return", "ratio"] + (["held-out return", "ratio"] if held else []) + \
-        ["latency µs", "ratio", "bytes", "ratio"]
+        ["latency µs", "ratio", "bytes", "ratio"] + (["cycles", "flash", "RAM"] if device else [])
     for col in cols:
         t.add_column(col, justify="right" if col != "techniques" else "left", overflow="fold")
     for r in front + ([reference] if reference is not None else []):
@@ -348,8 +357,10 @@ def front_table(front: list, title: str, reference=None) -> Table:
         if held:
             cells += ["-", "-"] if r.heldout_return_ratio is None else \
                 [f"{r.heldout_return_mean:.1f} ± {r.heldout_return_std:.1f}", f"{r.heldout_return_ratio:.3f}"]
-        t.add_row(*cells, f"{r.latency_ms * 1000:.2f}", f"{r.latency_ratio:.3f}", f"{r.bytes:,}",
-                  f"{r.bytes_ratio:.4f}")
+        cells += [f"{r.latency_ms * 1000:.2f}", f"{r.latency_ratio:.3f}", f"{r.bytes:,}", f"{r.bytes_ratio:.4f}"]
+        if device:
+            cells += ["-", "-", "-"] if r.cycles is None else [f"{r.cycles:,.0f}", f"{r.flash:,}", f"{r.ram:,}"]
+        t.add_row(*cells)
     return t
 
 
@@ -376,6 +387,9 @@ def _short(v):
     return f"{v:.3g}" if isinstance(v, float) else v
 
 
+TargetOpt = typer.Option(None, "--target", help="where the policy runs: host (timed in process) | cortex-m0plus | "
+                         "cortex-m4f | cortex-m7 (cross-built, cycles counted in an emulator; needs "
+                         "arm-none-eabi-gcc) [default: the space's / trial spec's target, else host]")
 RunDirArg = typer.Argument(..., help="a search's --run-dir, e.g. runs/cartpole_ppo")
 StorageOpt = typer.Option(None, "--storage", envvar="AUTOCOMPRESS_STORAGE",
                           help="the Optuna storage URL, if the search used --storage")
@@ -425,6 +439,8 @@ def pick(run_dir: Path = RunDirArg,
          minimize: Minimize = typer.Option(Minimize.latency, help="latency | bytes"),
          max_bytes: Optional[float] = typer.Option(None, help="artifact size limit", min=0),
          max_latency_ms: Optional[float] = typer.Option(None, help="batch-1 latency limit, ms", min=0),
+         max_flash: Optional[int] = typer.Option(None, help="an MCU target's flash limit, bytes", min=1),
+         max_ram: Optional[int] = typer.Option(None, help="an MCU target's RAM limit, bytes", min=1),
          as_json: bool = typer.Option(False, "--json"), storage: Optional[str] = StorageOpt,
          register: Optional[str] = typer.Option(None, "--register", metavar="NAME",
                                                 help="also register the picked trial's MLflow model (its run's "
@@ -444,7 +460,7 @@ def pick(run_dir: Path = RunDirArg,
     with errors_as_exit_codes():
         run = ac.Run.load(run_dir, storage)
         row = run.pick(min_return_ratio=min_return_ratio, minimize=minimize.value, max_bytes=max_bytes,
-                       max_latency_ms=max_latency_ms)
+                       max_latency_ms=max_latency_ms, max_flash=max_flash, max_ram=max_ram)
         version = run.register(row.trial, register, alias=alias, tracking_uri=tracking_uri, log=err.print) \
             if register is not None else None
     if version:
@@ -458,7 +474,9 @@ def pick(run_dir: Path = RunDirArg,
            f"{row.heldout_episodes} episodes, evaluation {row.return_mean:.1f}") if held else \
         f"return {row.return_mean:.1f} (×{row.return_ratio:.3f})"
     err.print(f"trial {row.trial}: {ret}, latency {row.latency_ms * 1000:.2f} µs (×{row.latency_ratio:.3f}), "
-              f"{row.bytes:,} bytes (×{row.bytes_ratio:.4f})")
+              f"{row.bytes:,} bytes (×{row.bytes_ratio:.4f})" + (
+                  f"; on {row.target}: {row.cycles:,.0f} cycles per act, flash {row.flash:,} B, RAM {row.ram:,} B"
+                  if row.cycles is not None else ""))
     ref = run.reference()
     if ref is not None:
         ref_ret = f"held-out ×{ref.heldout_return_ratio:.3f}" if held and ref.heldout_return_ratio is not None \
@@ -491,17 +509,24 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
                                        "onnx-int8: int8 weights, integer MatMul"),
                smallest: bool = typer.Option(False, "--smallest", help="with --format c: every layer in its "
                                              "smallest stored form (k-bit codes packed): least flash, slower"),
-               storage: Optional[str] = StorageOpt):
+               storage: Optional[str] = StorageOpt, target: Optional[str] = TargetOpt):
     """Write a trial's policy in the form you ship: the .acz artifact, C source, or ONNX. Every format
-    acts as the artifact did when the trial was measured.
+    acts as the artifact did when the trial was measured. A trial measured on an MCU target exports
+    (--format c) with a Makefile of its core's flags, and its flash, RAM and cycles per act are printed.
 
     e.g. autocompress export runs/cartpole_ppo --trial 7 --format c -o policy_c/
     """
     import autocompress as ac
 
     with errors_as_exit_codes():
-        path = ac.export(run_dir, trial, output, format=fmt, smallest=smallest, storage=storage)
-    if fmt == "c":
+        path = ac.export(run_dir, trial, output, format=fmt, smallest=smallest, storage=storage, target=target)
+        row = ac.Run.load(run_dir, storage).trial_row(trial)
+    if fmt == "c" and row.get("cycles") is not None:
+        out.print(f"wrote {path}/policy.c, policy.h, main.c, Makefile from trial {trial}, measured on "
+                  f"{row['target']} ({row['cpu']}): flash {row['flash']:,} B, RAM {row['ram']:,} B (data + bss + "
+                  f"stack), {row['cycles']:,.0f} cycles per act (mean of {row['kernels'] and 'the'} recorded states; "
+                  f"max {row['cycles_max']:,}); build: cd {path} && make")
+    elif fmt == "c":
         from autocompress.exports import flash_size
         from autocompress.exports.c import BUILD
 

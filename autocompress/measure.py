@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -116,13 +117,18 @@ def random_return(make_env, episodes: int, seed: int) -> float:
 LATENCY_OBS = 256
 
 
-def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env) -> TrialResult:
+def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env,
+                      cache_dir: str | Path | None = None) -> TrialResult:
     """Evaluate the candidate and the teacher artifacts the same way, in the same run.
 
     Latency (runtime 'c'): both act() timed inside the compiled kernel over the teacher's recorded
     states, in alternating short rounds; the ratio is the median of the per-round ratios. The
     Python call is timed too, as a secondary figure. Runtime 'numpy' has no compiled loop: its
-    latency is the Python call."""
+    latency is the Python call. On an MCU target (spec.latency.target): `measure_on_device`."""
+    from autocompress.targets import target
+
+    if target(spec.latency.target).mcu:
+        return measure_on_device(spec, data, teacher_data, make_env, cache_dir)
     runtime_name, runtime = policy_runtime(spec.latency.runtime)
     cand, ref = runtime.from_bytes(data), runtime.from_bytes(teacher_data)
     r = evaluate(cand.act, make_env, spec.eval.episodes, spec.eval.seed)
@@ -151,6 +157,71 @@ def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
         teacher_bytes=tsize["bytes"], teacher_gzip_bytes=tsize["gzip_bytes"],
         bytes_ratio=size["bytes"] / tsize["bytes"], runtime=runtime_name, kernels=list(cand.kernels),
         cpu=cpu_model())
+
+
+#: teacher-visited observations an MCU target's builds run on (cycles are exact per observation and vary
+#: a few % between them, through soft-float and libm paths; the fp32 teacher on a Cortex-M0+ emulates at
+#: ~1.7 s an act)
+DEVICE_OBS = 32
+
+
+def measure_on_device(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env,
+                      cache_dir: str | Path | None = None) -> TrialResult:
+    """The candidate and the teacher as the MCU target runs them (autocompress.mcu.device): each C
+    export cross-built with the kernels the target's cycle counts choose and emulated on the teacher's
+    DEVICE_OBS recorded states (flash, RAM, cycles per act); return evaluated in the numpy runtime with
+    the same kernels (the integer-only net's mirror is exact). latency_ms is the mean cycles at the
+    target's clock, latency_ratio the cycle ratio to the teacher's on the same core. The teacher's
+    figures are cached under `cache_dir` (same artifact, target and states: the same counts)."""
+    from autocompress.mcu import device
+    from autocompress.runtime import NumpyPolicy
+    from autocompress.targets import target
+
+    tgt = target(spec.latency.target)
+    teacher = NumpyPolicy.from_bytes(teacher_data)
+    obs = collect_obs(teacher.act, make_env, DEVICE_OBS, spec.eval.seed)
+    kernels = device.choose_kernels(data, tgt, obs)
+    cand = NumpyPolicy.from_bytes(data, kernels)
+    r = evaluate(cand.act, make_env, spec.eval.episodes, spec.eval.seed)
+    rt = evaluate(teacher.act, make_env, spec.eval.episodes, spec.eval.seed)
+    fig = device.measure(data, kernels, tgt, obs)
+    tfig = _teacher_on_device(teacher_data, tgt, obs, cache_dir)
+    want = np.array([cand.act(o) for o in obs])
+    same = (fig.actions == want) if want.ndim == 1 else np.isclose(fig.actions, want, atol=1e-5).all(axis=1)
+    clock = spec.latency.clock_mhz * 1e6 if spec.latency.clock_mhz else tgt.clock_hz
+    cycles = float(fig.cycles.mean())
+    size, tsize = artifact_bytes(data), artifact_bytes(teacher_data)
+    return TrialResult(
+        return_mean=float(r.mean()), return_std=float(r.std()), returns=r.tolist(),
+        teacher_return_mean=float(rt.mean()), teacher_return_std=float(rt.std()),
+        return_ratio=return_ratio(float(r.mean()), float(rt.mean()), spec, make_env),
+        latency_ms=cycles / clock * 1e3, latency_p95_ms=float(np.percentile(fig.cycles, 95)) / clock * 1e3,
+        teacher_latency_ms=tfig["cycles"] / clock * 1e3, latency_ratio=cycles / tfig["cycles"],
+        bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], teacher_bytes=tsize["bytes"],
+        teacher_gzip_bytes=tsize["gzip_bytes"], bytes_ratio=size["bytes"] / tsize["bytes"], runtime="numpy",
+        kernels=kernels, cpu=tgt.description, target=tgt.name, flash=fig.flash, ram=fig.ram, cycles=cycles,
+        cycles_max=int(fig.cycles.max()), instructions=float(fig.instructions.mean()),
+        teacher_flash=tfig["flash"], teacher_ram=tfig["ram"], teacher_cycles=tfig["cycles"],
+        device_agreement=float(same.mean()))
+
+
+def _teacher_on_device(teacher_data: bytes, tgt, obs: np.ndarray, cache_dir: str | Path | None) -> dict:
+    """The teacher's flash, RAM and mean cycles on `tgt` over `obs` (cached by artifact, target, states)."""
+    import hashlib
+    import json
+
+    from autocompress.mcu import device
+
+    key = hashlib.sha256(teacher_data + tgt.name.encode() + np.ascontiguousarray(obs, np.float32).tobytes())
+    path = Path(cache_dir) / "device" / f"teacher-{key.hexdigest()[:16]}.json" if cache_dir else None
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    fig = device.measure(teacher_data, device.choose_kernels(teacher_data, tgt, obs), tgt, obs)
+    out = {"flash": fig.flash, "ram": fig.ram, "cycles": float(fig.cycles.mean())}
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out))
+    return out
 
 
 def policy_runtime(name: str) -> tuple[str, type]:

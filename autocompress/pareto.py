@@ -105,8 +105,8 @@ class NothingQualifies(ValueError):
 
 
 def pick(rows: Iterable[dict], *, min_return_ratio: float = 0.0, minimize: str = "latency",
-         max_bytes: float | None = None, max_latency_ms: float | None = None, ratio: str = "return_ratio",
-         mean: str = "return_mean") -> dict:
+         max_bytes: float | None = None, max_latency_ms: float | None = None, max_flash: float | None = None,
+         max_ram: float | None = None, ratio: str = "return_ratio", mean: str = "return_mean") -> dict:
     """The trial with the lowest `minimize` (latency | bytes) among those meeting every constraint;
     ties broken by the other objective, then by higher return. `ratio` / `mean`: the row keys of the
     return ratio and return it goes by (e.g. heldout_return_ratio / heldout_return_mean)."""
@@ -114,10 +114,9 @@ def pick(rows: Iterable[dict], *, min_return_ratio: float = 0.0, minimize: str =
         raise ValueError(f"minimize must be 'latency' or 'bytes', not {minimize!r}")
     rows = list(rows)
     checks = [(ratio, lambda r: r[ratio] >= min_return_ratio, f"{ratio} >= {min_return_ratio}")]
-    if max_bytes is not None:
-        checks.append(("bytes", lambda r: r["bytes"] <= max_bytes, f"bytes <= {max_bytes:g}"))
-    if max_latency_ms is not None:
-        checks.append(("latency_ms", lambda r: r["latency_ms"] <= max_latency_ms, f"latency_ms <= {max_latency_ms:g}"))
+    for key, limit in (("bytes", max_bytes), ("latency_ms", max_latency_ms), ("flash", max_flash), ("ram", max_ram)):
+        if limit is not None:  # flash / RAM: measured on an MCU target only (None elsewhere: never within)
+            checks.append((key, lambda r, k=key, v=limit: r.get(k) is not None and r[k] <= v, f"{key} <= {limit:g}"))
     ok = [r for r in rows if all(c(r) for _, c, _ in checks)]
     if not ok:
         lines = [f"no trial meets all constraints ({len(rows)} completed trials)"]

@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from autocompress import artifact, envs, measure, rl
+from autocompress import artifact, envs, intq, measure, rl, targets
 from autocompress import teacher as teachers
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet
@@ -269,12 +269,15 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
                                                               finetune_teacher)
     compress_s = time.time() - t0
     head = teacher.info["head"]
+    make_env = envs.env_creator(spec.env, spec.env_config)
     with timed("export"):
         data = artifact.to_bytes(net, head)
+        if targets.target(spec.latency.target).mcu:  # an int8 net runs integer-only there: scales from the
+            teacher_act = artifact.runtime_act(teacher.actor, head)  # teacher's states, as its techniques' are
+            data = intq.calibrate(data, measure.collect_obs(teacher_act, make_env, spec.sample_steps, spec.seed))
         (out_dir / "policy.acz").write_bytes(data)
     with timed("measure"):
-        result = measure.measure_artifacts(spec, data, teacher.artifact(),
-                                           envs.env_creator(spec.env, spec.env_config))
+        result = measure.measure_artifacts(spec, data, teacher.artifact(), make_env, cache_root)
     result = dataclasses.replace(
         result, n_params=net.num_params(), teacher_n_params=teacher.actor.num_params(), sparsity=net.sparsity(),
         hidden=net.hidden_widths(), layers=len(net.layers), compress_seconds=compress_s,

@@ -24,13 +24,23 @@ def heldout_points(rows: Sequence[dict], front_ids: set[int]) -> list[dict]:
     return [r for r in rows if r["trial"] in front_ids and r.get("heldout_return_ratio") is not None]
 
 
+def latency_axis(rows: Sequence[dict]) -> tuple[str, bool]:
+    """The latency ratio's axis title and whether it is log: on an MCU target it is the exact cycle
+    ratio on that core (spanning decades: log), on the host the timed batch-1 latency."""
+    target = next((r.get("target") for r in rows if r.get("target") not in (None, "host")), None)
+    if target:
+        return f"cycles per act / teacher's on {target} (log)", True
+    return "batch-1 latency / teacher", False
+
+
 def pareto_png(rows: Sequence[dict], front_ids: set[int], path: Path) -> Path:
     """Return ratio vs bytes ratio (log) and vs latency ratio; front members highlighted, and their
     held-out return (hollow, joined to the evaluation value) where the search re-evaluated them."""
     held = heldout_points(rows, front_ids)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    lat_label, lat_log = latency_axis(rows)
     for ax, key, label in ((axes[0], "bytes_ratio", "artifact bytes / teacher (log)"),
-                           (axes[1], "latency_ratio", "batch-1 latency / teacher")):
+                           (axes[1], "latency_ratio", lat_label)):
         rest = [r for r in rows if r["trial"] not in front_ids]
         best = sorted([r for r in rows if r["trial"] in front_ids], key=lambda r: r[key])
         ax.scatter([r[key] for r in rest], [r["return_ratio"] for r in rest], c="lightgray", label="dominated")
@@ -45,7 +55,7 @@ def pareto_png(rows: Sequence[dict], front_ids: set[int], path: Path) -> Path:
         ax.axhline(1.0, ls=":", c="k", lw=0.8)
         ax.set_xlabel(label)
         ax.set_ylabel("return / teacher")
-        if key == "bytes_ratio":
+        if key == "bytes_ratio" or lat_log:
             ax.set_xscale("log")
         ax.legend(fontsize=8)
     fig.suptitle("autocompress: trials vs the teacher (1.0 = teacher)")
@@ -74,6 +84,7 @@ def pareto_html(rows: Sequence[dict], front_ids: set[int], path: Path) -> Path:
             mode="markers", name=name, marker={"size": 5, "color": color},
             text=[_hover(r) for r in rs], hoverinfo="text"))
     held = heldout_points(rows, front_ids)
+    lat_label, lat_log = latency_axis(rows)
     if held:  # hollow points at the held-out return; toggled from the legend
         fig.add_trace(go.Scatter3d(
             x=[r["bytes_ratio"] for r in held], y=[r["latency_ratio"] for r in held],
@@ -84,7 +95,9 @@ def pareto_html(rows: Sequence[dict], front_ids: set[int], path: Path) -> Path:
     fig.update_layout(title="Pareto front (ratios vs teacher)", margin={"l": 0, "r": 0, "b": 0, "t": 40}, scene={
         "xaxis": {"title": "bytes ratio (log)", "type": "log",
                   **log_ticks([r["bytes_ratio"] for r in rows])},
-        "yaxis": {"title": "latency ratio"}, "zaxis": {"title": "return ratio"}})
+        "yaxis": {"title": lat_label, **({"type": "log", **log_ticks([r["latency_ratio"] for r in rows])}
+                                         if lat_log else {})},
+        "zaxis": {"title": "return ratio"}})
     # plotly.js stays embedded (4.8 MB): MLflow shows the file in a sandboxed iframe from a blob URL, where
     # a relative script cannot load, and a CDN script needs internet the machine viewing it may not have.
     fig.write_html(path, include_plotlyjs=True)

@@ -153,7 +153,8 @@ class Tracker:
                   reason: str | None = None, artifact: Path | None = None) -> str:
         run = self.client.create_run(self.experiment_id, run_name=f"trial-{number}", tags={
             "mlflow.parentRunId": self.parent_id, "autocompress.kind": "trial", "trial": str(number),
-            "state": state, "pareto": "false", **({"fail_reason": reason[:5000]} if reason else {})})
+            "state": state, "pareto": "false", **({"fail_reason": reason[:5000]} if reason else {}),
+            **({"target": result["target"]} if result and result.get("target") else {})})
         rid = run.info.run_id
         model = None  # the policy as an MLflow model; the run's metrics are linked to it (its page shows them)
         if state == "COMPLETE" and result and artifact is not None and artifact.exists() and not self.models_off:

@@ -28,10 +28,11 @@ def int8_kernels(data: bytes) -> list[str]:
 
 
 def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None = None,
-          smallest: bool = False) -> list[Path]:
+          smallest: bool = False, target: str = "host") -> list[Path]:
     """Write `data` (an .acz artifact) as `fmt` to `output` (a directory for 'c', else a file).
     `smallest` (C only): every layer in its smallest stored form (k-bit codes packed as in the
-    artifact), for the least flash at some speed; int8 layers stay int8."""
+    artifact), for the least flash at some speed; int8 layers stay int8. `target` (C only): an MCU
+    target adds a Makefile with its compiler flags (`kernels`: those the trial chose on that target)."""
     output = Path(output)
     if fmt == "acz":  # the artifact as it is: nothing to parse
         output.write_bytes(data)
@@ -39,11 +40,12 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
     layers = layers_of(*read_artifact(data))
     kernels = check_kernels(layers, kernels)
     if fmt == "c":
-        from autocompress.exports.c import compact_kernels, write_c
+        from autocompress.exports.c import compact_kernels, write_c, write_makefile
 
         if smallest:
             kernels = compact_kernels(layers, kernels, ("dense", "csr", "q8", "packed"))
-        return write_c(data, output, kernels or compact_kernels(layers))
+        paths = write_c(data, output, kernels or compact_kernels(layers))
+        return paths + ([write_makefile(output, target)] if target != "host" else [])
     if fmt in ("onnx", "onnx-int8"):
         from autocompress.exports.onnx import write_onnx
 

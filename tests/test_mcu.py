@@ -1,0 +1,173 @@
+"""Cortex-M targets: the cycle model against the TRMs' figures, and C exports cross-built for every
+MCU target and run in the emulator, acting like the numpy runtime, with deterministic counts and
+the flash / RAM that arm-none-eabi-size reports.
+
+The cross-building tests skip without arm-none-eabi-gcc, unless AUTOCOMPRESS_REQUIRE_CC=1 (set by CI):
+then they fail, as the host C runtime's tests do (test_native.require_compiler). The cycle-model and
+error tests need no toolchain and always run."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from autocompress.artifact import to_bytes
+from autocompress.errors import ConfigError
+from autocompress.exports.c import write_c
+from autocompress.layers import layers_of
+from autocompress.mcu import build as mcu_build
+from autocompress.mcu.cycles import block_cost
+from autocompress.mcu.emulate import run
+from autocompress.nets import PolicyNet
+from autocompress.runtime import NumpyPolicy, read_artifact
+from autocompress.targets import TARGETS, target
+from test_export import build as compress
+
+MCU = [name for name, t in TARGETS.items() if t.mcu]
+N_OBS = 300
+
+
+def require_arm_toolchain() -> None:
+    if shutil.which("arm-none-eabi-gcc"):
+        return
+    msg = "no arm-none-eabi-gcc (apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi): MCU builds untested"
+    if os.environ.get("AUTOCOMPRESS_REQUIRE_CC") == "1":
+        pytest.fail(f"{msg}, and AUTOCOMPRESS_REQUIRE_CC=1 requires it", pytrace=False)
+    pytest.skip(msg)
+
+
+# -- the cycle model, on instructions encoded by arm-none-eabi-as ---------------------------------
+
+ADDS = bytes.fromhex("0130")                    # adds r0, #1
+MUL = bytes.fromhex("01fb02f0")                 # mul.w r0, r1, r2
+SDIV = bytes.fromhex("91fbf2f0")                # sdiv r0, r1, r2
+VMLA = bytes.fromhex("00ee810a")                # vmla.f32 s0, s1, s2
+PUSH = bytes.fromhex("f0b5")                    # push {r4, r5, r6, r7, lr}
+LDR, LDR4 = bytes.fromhex("0868"), bytes.fromhex("4a68")  # ldr r0, [r1]; ldr r2, [r1, #4]
+B = bytes.fromhex("fee7")                       # b.n .
+BL = bytes.fromhex("fff7feff")                  # bl .
+POP_PC = bytes.fromhex("10bd")                  # pop {r4, pc}
+VMOV2 = bytes.fromhex("51ec100b")               # vmov r0, r1, d0
+
+
+@pytest.mark.parametrize("code, want", [
+    (ADDS * 5, (5, 5, 0)), (MUL, (1, 1, 0)), (SDIV, (1, 12, 0)), (VMLA, (1, 3, 0)), (PUSH, (1, 6, 0)),
+    (LDR, (1, 2, 0)), (LDR + LDR4, (2, 3, 0)),   # the second load pipelines behind the first
+    (ADDS + B, (2, 2, 2)), (BL, (1, 1, 2)), (POP_PC, (1, 3, 2)), (VMOV2, (1, 2, 0)),
+])
+def test_cortex_m4_cycles_follow_the_trm(code, want):
+    assert block_cost(code, 0x1000, "cortex-m4f") == want
+    assert block_cost(code, 0x1000, "cortex-m7") == want  # M7: the M4 table
+
+
+@pytest.mark.parametrize("code, taken", [(B, 2), (LDR, 2), (LDR + LDR4, 4), (BL, 3), (POP_PC, 5), (ADDS * 3, 3)])
+def test_cortex_m0plus_cycles_follow_the_trm(code, taken):
+    """M0+: B taken 2, LDR 2 (no pipelining), BL 3, POP {r4, pc} 3+N."""
+    n, cycles, extra = block_cost(code, 0x2000, "cortex-m0plus")
+    assert cycles + extra == taken
+
+
+def test_an_instruction_outside_the_table_is_an_error():
+    with pytest.raises(KeyError, match="sdiv"):
+        block_cost(SDIV, 0x3000, "cortex-m0plus")  # ARMv6-M has no divide
+
+
+def test_unknown_target_names_the_known_ones():
+    with pytest.raises(ConfigError, match="cortex-m0plus, cortex-m4f, cortex-m7"):
+        target("cortex-m3")
+    assert target("cortex-m4f").fpu and not target("cortex-m0plus").fpu and not target("host").mcu
+
+
+def test_missing_toolchain_names_the_packages(monkeypatch, tmp_path):
+    monkeypatch.setattr(mcu_build.shutil, "which", lambda _: None)
+    with pytest.raises(ConfigError, match="apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi"):
+        mcu_build.build(tmp_path, target("cortex-m4f"), tmp_path / "out")
+
+
+@pytest.mark.parametrize("require", [None, "1"])
+def test_a_missing_toolchain_skips_unless_required(monkeypatch, require):
+    monkeypatch.setattr(shutil, "which", lambda _: None)
+    monkeypatch.delenv("AUTOCOMPRESS_REQUIRE_CC", raising=False)
+    if require:
+        monkeypatch.setenv("AUTOCOMPRESS_REQUIRE_CC", require)
+    with pytest.raises(pytest.fail.Exception if require else pytest.skip.Exception):
+        require_arm_toolchain()
+
+
+# -- exports cross-built and emulated --------------------------------------------------------------
+
+CONTINUOUS = {"kind": "continuous", "act_dim": 2, "low": [-2.0, 0.0], "high": [2.0, 1.0], "squash": "tanh",
+              "obs_norm": {"mean": [0.5, -1.0, 2.0, 0.0], "std": [2.0, 0.5, 3.0, 1.0], "clip": 3.0}}
+#: (head, activation, compression, kernels per layer): fp32 dense; k-bit codes in int8, packed and q8
+CASES = {
+    "discrete-dense": ({"kind": "discrete", "n": 3}, "tanh", {}, ["dense"] * 3),
+    "discrete-q4": ({"kind": "discrete", "n": 3}, "silu", {"prune": {"sparsity": 0.5}, "quantize": {"bits": 4}},
+                    ["int8", "packed", "q8"]),
+    "continuous": (CONTINUOUS, "tanh", {"prune": {"sparsity": 0.7}}, ["csr", "dense", "dense"]),
+}
+
+
+@pytest.fixture(scope="module")
+def observations() -> np.ndarray:
+    return (np.random.default_rng(5).standard_normal((N_OBS, 4)) * 2).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, observations):
+    """Artifact, kernels and lazily built ELF per (case, target), shared by the tests below."""
+    root, done = tmp_path_factory.mktemp("mcu"), {}
+
+    def get(case: str, name: str):
+        require_arm_toolchain()
+        if (case, name) not in done:
+            head, act, cfg, kernels = CASES[case]
+            torch.manual_seed(3)
+            net = PolicyNet.mlp(4, [16, 16], 3 if head["kind"] == "discrete" else 4, act)
+            data = to_bytes(compress(net, observations, cfg), head)
+            assert all(k in layer.kernels() for k, layer in zip(kernels, layers_of(*read_artifact(data))))
+            write_c(data, root / case / "src", kernels)
+            done[case, name] = data, kernels, mcu_build.build(root / case / "src", target(name), root / case / name)
+        return done[case, name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", MCU)
+@pytest.mark.parametrize("case", CASES)
+def test_mcu_build_acts_like_the_numpy_runtime(builds, observations, case, name):
+    data, kernels, built = builds(case, name)
+    ref = NumpyPolicy.from_bytes(data, kernels)
+    act_dim = ref.head.get("act_dim", 0) if ref.head["kind"] == "continuous" else 0
+    got = run(built.elf, target(name), observations, act_dim)
+    if ref.head["kind"] == "discrete":
+        logits = np.sort(ref.forward(observations), axis=1)
+        clear = logits[:, -1] - logits[:, -2] > 1e-4  # float rounding may only flip near-ties
+        assert clear.mean() > 0.95
+        want = np.array([ref.act(o) for o in observations])
+        assert (got["ret"][clear] == want[clear]).all(), f"{(got['ret'][clear] != want[clear]).sum()} actions differ"
+    else:  # fp32 sums in another order than numpy's, and newlib's tanhf: a few ulps apart
+        assert (got["ret"] == -1).all()
+        np.testing.assert_allclose(got["actions"], [ref.act(o) for o in observations], atol=1e-5)
+    assert got["instructions"].min() > 1000 and (got["cycles"] >= got["instructions"]).all()
+    assert 0 < got["stack_bytes"] < mcu_build.STACK_BYTES
+
+
+@pytest.mark.parametrize("name", MCU)
+def test_counts_are_deterministic_and_sizes_match_arm_size(builds, observations, name):
+    data, kernels, built = builds("discrete-q4", name)
+    first, second = (run(built.elf, target(name), observations[:20], 0) for _ in range(2))
+    for key in ("instructions", "cycles", "ret"):
+        np.testing.assert_array_equal(first[key], second[key])
+    assert first["stack_bytes"] == second["stack_bytes"]
+    out = subprocess.run(["arm-none-eabi-size", str(built.elf)], capture_output=True, text=True, check=True).stdout
+    text, data_, bss = (int(v) for v in out.splitlines()[1].split()[:3])
+    assert (built.flash, built.ram_static) == (text + data_, data_ + bss)
+    # only the kernels the layers run are linked, and no newlib reentrancy struct (1,080 B of .data)
+    symbols = subprocess.run(["arm-none-eabi-nm", str(built.elf)], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert {"acz_int8", "acz_packed", "acz_q8"} <= set(symbols)
+    assert not {"acz_dense", "acz_csr", "_impure_ptr"} & set(symbols)
+    assert built.data < 64
