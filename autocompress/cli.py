@@ -69,6 +69,11 @@ def teach(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.g. tri
     out.print(f"teacher {teacher.path}\n  {how}\n  return over {len(r)} seeded episodes: {r.mean():.1f} ± {r.std():.1f}")
 
 
+TargetOpt = typer.Option(None, "--target", help="where the policy runs: host (timed in process) | cortex-m0plus | "
+                         "cortex-m4f | cortex-m7 (cross-built, cycles counted in an emulator; needs "
+                         "arm-none-eabi-gcc) [default: the space's / trial spec's target, else host]")
+
+
 @app.command()
 def compress(trial_spec: Path = typer.Argument(..., help="trial spec YAML"),
              config: Path = typer.Option(..., "--config", "-c", help="techniques YAML, e.g. "
@@ -387,9 +392,6 @@ def _short(v):
     return f"{v:.3g}" if isinstance(v, float) else v
 
 
-TargetOpt = typer.Option(None, "--target", help="where the policy runs: host (timed in process) | cortex-m0plus | "
-                         "cortex-m4f | cortex-m7 (cross-built, cycles counted in an emulator; needs "
-                         "arm-none-eabi-gcc) [default: the space's / trial spec's target, else host]")
 RunDirArg = typer.Argument(..., help="a search's --run-dir, e.g. runs/cartpole_ppo")
 StorageOpt = typer.Option(None, "--storage", envvar="AUTOCOMPRESS_STORAGE",
                           help="the Optuna storage URL, if the search used --storage")

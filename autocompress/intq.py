@@ -94,7 +94,7 @@ def fixed_point(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     small = shift > 62
     mult[small], shift[small] = 0, 62
     if (shift < 1).any():
-        raise ValueError("requantization multiplier >= 1: a layer's output scale is below its accumulator's")
+        raise ValueError("requantization multiplier >= 2**30: a layer's output scale is far below its accumulator's")
     return mult.astype(np.int32), shift.astype(np.int32)
 
 

@@ -17,11 +17,12 @@ import torch
 from autocompress.artifact import to_bytes
 from autocompress.errors import ConfigError
 from autocompress.exports.c import write_c
-from autocompress.layers import layers_of
+from autocompress.layers import check_kernels, layers_of
 from autocompress.mcu import build as mcu_build
 from autocompress.mcu.cycles import block_cost
 from autocompress.mcu.emulate import run
 from autocompress.nets import PolicyNet
+from autocompress import intq
 from autocompress.runtime import NumpyPolicy, read_artifact
 from autocompress.targets import TARGETS, target
 from test_export import build as compress
@@ -107,6 +108,13 @@ CASES = {
     "discrete-q4": ({"kind": "discrete", "n": 3}, "silu", {"prune": {"sparsity": 0.5}, "quantize": {"bits": 4}},
                     ["int8", "packed", "q8"]),
     "continuous": (CONTINUOUS, "tanh", {"prune": {"sparsity": 0.7}}, ["csr", "dense", "dense"]),
+    # integer-only int8 (autocompress/intq.py), calibrated on the observations
+    "discrete-iq": ({"kind": "discrete", "n": 3}, "silu", {"quantize": {"bits": 8, "symmetric": True}}, ["iq"] * 3),
+    "continuous-iq": (CONTINUOUS, "tanh", {"prune": {"sparsity": 0.5}, "quantize": {"bits": 5, "symmetric": True}},
+                      ["iq"] * 3),
+    "discrete-dense-relu": ({"kind": "discrete", "n": 3}, "relu", {}, ["dense"] * 3),
+    "discrete-iq-relu": ({"kind": "discrete", "n": 3}, "relu", {"quantize": {"bits": 8, "symmetric": True}},
+                         ["iq"] * 3),
 }
 
 
@@ -127,7 +135,9 @@ def builds(tmp_path_factory, observations):
             torch.manual_seed(3)
             net = PolicyNet.mlp(4, [16, 16], 3 if head["kind"] == "discrete" else 4, act)
             data = to_bytes(compress(net, observations, cfg), head)
-            assert all(k in layer.kernels() for k, layer in zip(kernels, layers_of(*read_artifact(data))))
+            if intq.runs_iq(kernels):
+                data = intq.calibrate(data, observations[:100])
+            check_kernels(layers_of(*read_artifact(data)), kernels)  # each allowed for its layer
             write_c(data, root / case / "src", kernels)
             done[case, name] = data, kernels, mcu_build.build(root / case / "src", target(name), root / case / name)
         return done[case, name]
@@ -171,3 +181,31 @@ def test_counts_are_deterministic_and_sizes_match_arm_size(builds, observations,
     assert {"acz_int8", "acz_packed", "acz_q8"} <= set(symbols)
     assert not {"acz_dense", "acz_csr", "_impure_ptr"} & set(symbols)
     assert built.data < 64
+
+
+@pytest.mark.parametrize("name", MCU)
+@pytest.mark.parametrize("case", ["discrete-iq", "continuous-iq"])
+def test_integer_only_build_is_exactly_the_numpy_mirror(builds, observations, case, name):
+    """Integer sums in any order are the same integers: every discrete action equal, no tie excused
+    (continuous: the head's tanhf, newlib's vs numpy's, a few ulps)."""
+    data, kernels, built = builds(case, name)
+    ref = NumpyPolicy.from_bytes(data, kernels)
+    if ref.head["kind"] == "discrete":
+        got = run(built.elf, target(name), observations, 0)
+        assert (got["ret"] == [ref.act(o) for o in observations]).all()
+    else:
+        got = run(built.elf, target(name), observations, 2)
+        np.testing.assert_allclose(got["actions"], [ref.act(o) for o in observations], atol=1e-5)
+    # no fp32 layer path and no libm activation in its flash
+    symbols = subprocess.run(["arm-none-eabi-nm", str(built.elf)], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert "acz_iq_forward" in symbols and not {"acz_layer", "acz_dense", "expf"} & set(symbols)
+
+
+@pytest.mark.parametrize("name, least", [("cortex-m0plus", 10.0), ("cortex-m4f", 1.5)])
+def test_integer_only_int8_takes_fewer_cycles_than_fp32(builds, observations, name, least):
+    """The same [16, 16] relu net, fp32 vs integer-only int8, on 20 observations: soft-float on the M0+
+    is what int8 saves most; on the M4F, SMLAD against the FPU."""
+    cycles = {case: run(builds(case, name)[2].elf, target(name), observations[:20], 0)["cycles"].mean()
+              for case in ("discrete-dense-relu", "discrete-iq-relu")}
+    assert cycles["discrete-dense-relu"] / cycles["discrete-iq-relu"] >= least, cycles

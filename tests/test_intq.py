@@ -1,0 +1,127 @@
+"""The integer-only int8 path (autocompress/intq.py): its numpy mirror equals the C kernel exactly (in
+process and as a C export), its fixed-point and rounding rules, its calibration, and who may run it."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from autocompress import intq, native
+from autocompress.artifact import to_bytes
+from autocompress.exports.c import write_c
+from autocompress.nets import PolicyNet
+from autocompress.runtime import NumpyPolicy, read_artifact
+from test_export import build as compress
+from test_exports import CONTINUOUS, run_c
+from test_native import require_compiler
+
+DISCRETE = {"kind": "discrete", "n": 3}
+
+
+@pytest.fixture(scope="module")
+def observations() -> np.ndarray:
+    return (np.random.default_rng(11).standard_normal((1000, 4)) * 2).astype(np.float32)
+
+
+def calibrated(act: str, head: dict, obs: np.ndarray, cfg=None) -> bytes:
+    torch.manual_seed(5)
+    net = PolicyNet.mlp(4, [64, 64], 3 if head["kind"] == "discrete" else 4, act)
+    data = to_bytes(compress(net, obs, cfg or {"quantize": {"bits": 8, "symmetric": True}}), head)
+    return intq.calibrate(data, obs[:500])
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu", "silu", "elu"])
+@pytest.mark.parametrize("head", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
+def test_c_kernel_equals_the_numpy_mirror(observations, act, head):
+    require_compiler()
+    data = calibrated(act, head, observations)
+    kernels = ["iq"] * 3
+    mirror, c = NumpyPolicy.from_bytes(data, kernels), native.NativePolicy.from_bytes(data, kernels)
+    obs = observations[500:]
+    if head["kind"] == "discrete":
+        assert [c.act(o) for o in obs] == [mirror.act(o) for o in obs]
+    else:  # the outputs are exact; the continuous head's tanhf is glibc's vs numpy's
+        np.testing.assert_allclose([c.act(o) for o in obs], [mirror.act(o) for o in obs], atol=1e-6)
+
+
+def test_c_export_equals_the_numpy_mirror(observations, tmp_path):
+    require_compiler()
+    data = calibrated("tanh", DISCRETE, observations)
+    write_c(data, tmp_path, ["iq"] * 3)
+    mirror = NumpyPolicy.from_bytes(data, ["iq"] * 3)
+    obs = observations[500:]
+    assert (run_c(tmp_path, obs) == [mirror.act(o) for o in obs]).all()
+    assert "ACZ_IQ_ONLY" in (tmp_path / "policy.c").read_text()
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_integer_only_acts_like_the_fp32_net_on_most_states(observations, act):
+    """Calibrated on 500 states, judged on 500 others: activations rounded to int8 flip few actions."""
+    data = calibrated(act, DISCRETE, observations)
+    fp, iq = NumpyPolicy.from_bytes(data), NumpyPolicy.from_bytes(data, ["iq"] * 3)
+    obs = observations[500:]
+    agree = np.mean([fp.act(o) == iq.act(o) for o in obs])
+    assert agree >= 0.95, agree
+    # and the outputs track the fp32 ones (within a few int8 steps of their range)
+    out_fp, out_iq = fp.forward(obs), iq.forward(obs)
+    assert np.abs(out_fp - out_iq).max() < 0.05 * np.abs(out_fp).max()
+
+
+def test_fixed_point_multipliers_and_rounding():
+    m = np.array([0.5, 0.375, 1e-3, 0.999999, 3e-12])
+    mult, shift = intq.fixed_point(m)
+    assert ((mult[:4] >= 2 ** 30) & (mult[:4] < 2 ** 31)).all()
+    np.testing.assert_allclose(mult[:4] / 2.0 ** shift[:4], m[:4], rtol=2 ** -30)
+    assert mult[4] == 0  # below 2**-62: every product rounds to 0
+    acc = np.arange(-3000, 3000)
+    want = np.clip(np.floor(acc * 0.375 + 0.5), -127, 127)  # exact in fixed point: halves rounded up
+    assert (intq.requantize(acc, np.full(acc.shape, mult[1]), np.full(acc.shape, shift[1])) == want).all()
+    assert intq.fixed_point(np.array([1.5]))[1][0] == 30  # above 1 too, up to 2**30
+    with pytest.raises(ValueError, match="2\\*\\*30"):
+        intq.fixed_point(np.array([2.0 ** 31]))
+
+
+def test_input_rounding_is_half_away_from_zero_and_clamped():
+    v = np.array([0.5, -0.5, 1.49, -1.5, 2.5, 126.6, -300.0, 1e30], np.float32)
+    assert intq.round_input(v).tolist() == [1, -1, 1, -2, 3, 127, -127, 127]
+
+
+def test_interleaved_groups_feed_smlad_pairs_in_order():
+    rng = np.random.default_rng(0)
+    q = rng.integers(-127, 128, (5, 10)).astype(np.int8)
+    x = rng.integers(-127, 128, 12)
+    w = intq.interleave(q).astype(np.int64)
+    assert w.shape == (5, 12)
+    # kernels.c's portable loop: per group of 4, w0 x0 + w2' x2 + w1' x1 + w3 x3 with w stored w0 w2 w1 w3
+    got = sum(w[:, k] * x[k] + w[:, k + 1] * x[k + 2] + w[:, k + 2] * x[k + 1] + w[:, k + 3] * x[k + 3]
+              for k in range(0, 12, 4))
+    assert (got == q.astype(np.int64) @ x[:10]).all()
+
+
+def test_only_int8_nets_are_calibrated_or_run_integer_only(observations):
+    torch.manual_seed(5)
+    fp32 = to_bytes(PolicyNet.mlp(4, [16], 3, "tanh"), DISCRETE)
+    assert intq.calibrate(fp32, observations) == fp32  # nothing to calibrate: unchanged
+    with pytest.raises(ValueError, match="int8-representable"):
+        NumpyPolicy.from_bytes(fp32, ["iq"] * 2)
+    asym8 = to_bytes(compress(PolicyNet.mlp(4, [16], 3, "tanh"), observations, {"quantize": {"bits": 8}}), DISCRETE)
+    assert intq.calibrate(asym8, observations) == asym8  # codes minus zero point exceed int8
+    data = calibrated("tanh", DISCRETE, observations)
+    with pytest.raises(ValueError, match="every layer"):
+        NumpyPolicy.from_bytes(data, ["iq", "dense", "iq"])
+
+
+def test_calibration_scales_cover_the_visited_range(observations):
+    data = calibrated("tanh", DISCRETE, observations)
+    header = read_artifact(data)[0]
+    assert header["iq"]["x"] == pytest.approx(np.abs(observations[:500]).max() / 127, rel=1e-6)
+    assert len(header["iq"]["p"]) == 2 and all(0 < p <= intq.TANH_RANGE / 127 + 1e-9 for p in header["iq"]["p"])
+
+
+def test_host_build_of_the_export_is_strict_c99(observations, tmp_path):
+    require_compiler()
+    write_c(calibrated("relu", CONTINUOUS, observations), tmp_path, ["iq"] * 3)
+    r = subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "policy.c"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
