@@ -106,10 +106,10 @@ def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarr
 
 
 def round_input(v: np.ndarray) -> np.ndarray:
-    """fp32 v rounded half away from zero, clamped to [-127, 127] (the C kernel's casts)."""
+    """fp32 v rounded half away from zero (v +- 0.5 in fp32, truncated), clamped to [-127, 127]: the
+    C kernel's arithmetic."""
     v = np.clip(np.asarray(v, np.float32), np.float32(-128), np.float32(128))
-    half = np.float32(0.5)
-    r = np.where(v >= 0, (v + half).astype(np.int32), -((half - v).astype(np.int32)))
+    r = (v + np.where(v >= 0, np.float32(0.5), np.float32(-0.5))).astype(np.int32)
     return np.clip(r, -127, 127)
 
 

@@ -409,8 +409,9 @@ void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf, float 
 #if defined(__ARM_FEATURE_SIMD32)
 #include <arm_acle.h>
 #endif
-/* x_q = round(v) half away from zero, v clamped first (no float -> int overflow), then to [-127, 127].
- * Two fp32 operations per value, never contracted into one FMA: the numpy mirror rounds each. */
+/* x_q = round(v) half away from zero, clamped to [-127, 127]. Two fp32 operations per value, never
+ * contracted into one FMA (the numpy mirror rounds each); the range and sign are read from v's bits
+ * (|v| >= 128: 0x43000000 and up), so a core without an FPU links no soft-float comparison. */
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("fp-contract=off")))
 #endif
@@ -418,8 +419,10 @@ void acz_iq_input(const AczIQNet *iq, const float *obs, int n, int16_t *x) {
     for (int i = 0; i < n; i++) {
         float v = obs[i] * iq->in_a[i];
         v = v + iq->in_c[i];
-        v = v > 128.0f ? 128.0f : (v < -128.0f ? -128.0f : v);
-        int r = v >= 0.0f ? (int)(v + 0.5f) : -(int)(0.5f - v);
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        const int neg = (int)(u >> 31);
+        int r = (u & 0x7fffffffu) >= 0x43000000u ? (neg ? -127 : 127) : (int)(v + (neg ? -0.5f : 0.5f));
         x[i] = (int16_t)(r > 127 ? 127 : (r < -127 ? -127 : r));
     }
 }
@@ -469,10 +472,22 @@ void acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y)
 /* The head on the last layer's outputs x. Discrete: returns the action index (first maximum wins, as
  * numpy's argmax). Continuous: writes act_dim values to `action` (the mean, squashed and mapped onto
  * the env's bounds), returns -1. */
+/* An fp32 value as an int32 of the same order (-0 as +0): argmax with integer compares, so a core
+ * without an FPU links no soft-float comparison for it. */
+static int32_t acz_order(float v) {
+    int32_t i;
+    memcpy(&i, &v, 4);
+    return i >= 0 ? i : (int32_t)(0x80000000u - (uint32_t)i);
+}
+
 int acz_head(const AczNet *net, const float *x, int n_out, float *action) {
     if (net->kind == 0) {
         int best = 0;
-        for (int j = 1; j < n_out; j++) if (x[j] > x[best]) best = j;
+        int32_t top = acz_order(x[0]);
+        for (int j = 1; j < n_out; j++) {
+            const int32_t o = acz_order(x[j]);
+            if (o > top) { best = j; top = o; }
+        }
         return best;
     }
 #if ACZ_HEAD_DISCRETE  /* an export of a discrete policy: no continuous head (and no tanhf) in its flash */

@@ -159,10 +159,10 @@ def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
         cpu=cpu_model())
 
 
-#: teacher-visited observations an MCU target's builds run on (cycles are exact per observation and vary
-#: a few % between them, through soft-float and libm paths; the fp32 teacher on a Cortex-M0+ emulates at
-#: ~1.7 s an act)
-DEVICE_OBS = 32
+#: teacher-visited observations an MCU target's builds run on: cycles are exact per observation and vary
+#: under 1% between them (soft-float and libm paths); a [256, 256] fp32 teacher on a Cortex-M0+ emulates
+#: at ~2 s an act, once per teacher and target (cached)
+DEVICE_OBS = 16
 
 
 def measure_on_device(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env,

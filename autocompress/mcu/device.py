@@ -62,13 +62,16 @@ def choose_kernels(data: bytes, target: Target, obs: np.ndarray) -> list[str]:
     if header.get("iq") is not None and intq.eligible(layers):
         return [intq.KERNEL] * len(layers)
     chosen = ["dense"] * len(layers)
+    options = [[k for k in layer.kernels() if k in DEVICE_KERNELS and k != "dense"] if layer.conv is None else []
+               for layer in layers]
+    if not any(options):  # e.g. an fp32 teacher: nothing to compare
+        return chosen
     sample = obs[:CHOICE_OBS]
     base = measure(data, chosen, target, sample).cycles.sum()
-    for i, layer in enumerate(layers):
+    for i, ks in enumerate(options):
         best = ("dense", base)
-        for k in layer.kernels():
-            if k in DEVICE_KERNELS and k != "dense" and layer.conv is None:
-                cycles = measure(data, chosen[:i] + [k] + chosen[i + 1:], target, sample).cycles.sum()
-                best = min(best, (k, cycles), key=lambda kc: kc[1])
+        for k in ks:
+            cycles = measure(data, chosen[:i] + [k] + chosen[i + 1:], target, sample).cycles.sum()
+            best = min(best, (k, cycles), key=lambda kc: kc[1])
         chosen[i] = best[0]
     return chosen
