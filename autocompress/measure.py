@@ -207,21 +207,26 @@ def measure_on_device(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
 
 def _teacher_on_device(teacher_data: bytes, tgt, obs: np.ndarray, cache_dir: str | Path | None) -> dict:
     """The teacher's flash, RAM and mean cycles on `tgt` over `obs` (cached by artifact, target, states)."""
+    import fcntl
     import hashlib
     import json
 
     from autocompress.mcu import device
 
+    def run() -> dict:
+        fig = device.measure(teacher_data, device.choose_kernels(teacher_data, tgt, obs), tgt, obs)
+        return {"flash": fig.flash, "ram": fig.ram, "cycles": float(fig.cycles.mean())}
+
+    if cache_dir is None:
+        return run()
     key = hashlib.sha256(teacher_data + tgt.name.encode() + np.ascontiguousarray(obs, np.float32).tobytes())
-    path = Path(cache_dir) / "device" / f"teacher-{key.hexdigest()[:16]}.json" if cache_dir else None
-    if path is not None and path.is_file():
+    path = Path(cache_dir) / "device" / f"teacher-{key.hexdigest()[:16]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:  # parallel trials: one emulates, the others wait and read
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.is_file():
+            path.write_text(json.dumps(run()))
         return json.loads(path.read_text())
-    fig = device.measure(teacher_data, device.choose_kernels(teacher_data, tgt, obs), tgt, obs)
-    out = {"flash": fig.flash, "ram": fig.ram, "cycles": float(fig.cycles.mean())}
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out))
-    return out
 
 
 def policy_runtime(name: str) -> tuple[str, type]:
