@@ -393,7 +393,7 @@ class Run:
         """Write COMPLETE trial `trial`'s policy to `output` as `format` (see `autocompress.export`).
         Returns the file (or, for 'c', the directory) written."""
         from autocompress import exports
-        from autocompress import intq
+        from autocompress.layers import runs_iq
         from autocompress.targets import target as find
 
         if format not in exports.FORMATS:
@@ -411,7 +411,7 @@ class Run:
         if target is not None and find(target).name != measured:
             raise ConfigError(f"trial {trial} was measured on {measured}, not {target}: export it for the target it "
                               f"was measured on (a search with `target: {target}` measures there)", option="target")
-        if intq.runs_iq(row.get("kernels")) and format not in ("c", "acz"):
+        if runs_iq(row.get("kernels")) and format not in ("c", "acz"):
             raise ConfigError(f"trial {trial} runs integer-only int8 ('iq' kernels): export it as c or acz",
                               option="format")
         target = measured if format == "c" else "host"

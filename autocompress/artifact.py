@@ -14,9 +14,11 @@ import struct
 import numpy as np
 import torch
 
+from autocompress import intq
 from autocompress.codec import BlobWriter, WeightPayload, encode_weight
+from autocompress.layers import ACTIVATIONS, int8_only, layers_of
 from autocompress.nets import CLinear, PolicyNet
-from autocompress.runtime import MAGIC, NumpyPolicy
+from autocompress.runtime import MAGIC, NumpyPolicy, obs_normalizer, read_artifact
 
 
 def weight_payload(layer: CLinear) -> WeightPayload:
@@ -64,3 +66,30 @@ def runtime_act(net: PolicyNet, head: dict):
     them equal), at a fraction of the cost of a batch-1 torch forward (~8 ms for the MinAtar CNN on this
     2-core machine under load, vs ~0.4 ms)."""
     return NumpyPolicy.from_bytes(to_bytes(net, head)).act
+
+
+def calibrate(data: bytes, obs: np.ndarray) -> bytes:
+    """The artifact `data` with the integer-only net's activation scales (header `iq`: the normalised
+    input's and each hidden layer's pre-activation's, see autocompress/intq.py), from the fp32 net's
+    activations on `obs` (raw observations, e.g. the teacher's visited states); `data` unchanged where
+    the net cannot run integer-only."""
+    header, blob = read_artifact(data)
+    layers = layers_of(header, blob)
+    if not int8_only(layers):
+        return data
+    x = obs_normalizer(header.get("obs_norm"))(np.asarray(obs, np.float32).reshape(len(obs), -1))
+    x_range, pre = float(np.abs(x).max()), []
+    for layer in layers[:-1]:
+        p = x @ layer.w + (0 if layer.b is None else layer.b)
+        m = float(np.abs(p).max())
+        pre.append(min(m, intq.TANH_RANGE) if layer.act == "tanh" else m)
+        act = ACTIVATIONS[layer.act]
+        x = act(p) if act is not None else p
+    header["iq"] = {"x": _int8_scale(x_range), "p": [_int8_scale(m) for m in pre]}
+    hdr = json.dumps(header, separators=(",", ":")).encode()
+    return MAGIC + struct.pack("<I", len(hdr)) + hdr + bytes(blob)
+
+
+def _int8_scale(max_abs: float) -> float:
+    """int8 scale of a range [-max_abs, max_abs] (1.0 for an all-zero range), as fp32."""
+    return float(np.float32(max_abs / 127.0 if max_abs > 0 else 1.0))

@@ -3,7 +3,7 @@
 Why its own path: the per-layer 'int8' kernel (layers.py) rounds each layer's input with a scale found
 per call (max|x| / 127) and rescales in fp32, which on a Cortex-M0+ is soft-float at every output.
 Here activations stay int8 from the observation to the last layer, with scales fixed ahead of time
-from teacher-visited observations (`calibrate`, stored in the artifact's header as `iq`):
+from teacher-visited observations (`artifact.calibrate`, stored in the artifact's header as `iq`):
 
   input     x_q = round(obs * a + c), clamped to [-127, 127]: normalisation and the input scale folded
             into one fp32 multiply-add per observation value (a = 1 / (std s_x), c = -mean a);
@@ -24,62 +24,16 @@ int8-representable (`Layer.int8()`: k-bit quantized, k <= 8 symmetric, <= 7 asym
 
 from __future__ import annotations
 
-import json
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-from autocompress.layers import Layer, layers_of
+from autocompress.layers import ACTIVATIONS, Layer, int8_only
 
-KERNEL = "iq"
 #: tanh(4) = 0.99933: clipping its pre-activation there costs less than int8's step (1/127)
 TANH_RANGE = 4.0
 #: a bias beyond this (in accumulator units) saturates any output anyway; keeps acc within int32
 BIAS_LIMIT = 2 ** 30
-
-
-def eligible(layers: list[Layer]) -> bool:
-    """Every layer a Linear one with int8-representable weights."""
-    return bool(layers) and all(layer.conv is None and layer.int8() is not None for layer in layers)
-
-
-def runs_iq(kernels: list[str] | None) -> bool:
-    """Whether a kernel list (one per layer) asks for the integer-only path ('iq' for every layer)."""
-    if not kernels or KERNEL not in kernels:
-        return False
-    if any(k != KERNEL for k in kernels):
-        raise ValueError("kernels: 'iq' (integer-only) runs the whole net: give it for every layer")
-    return True
-
-
-def calibrate(data: bytes, obs: np.ndarray) -> bytes:
-    """The artifact `data` with the integer-only path's activation scales (header `iq`), from the
-    float net's activations on `obs` (raw observations, e.g. the teacher's visited states); `data`
-    unchanged where the net is not eligible."""
-    from autocompress.runtime import ACTIVATIONS, MAGIC, obs_normalizer, read_artifact  # runtime imports this module
-
-    header, blob = read_artifact(data)
-    layers = layers_of(header, blob)
-    if not eligible(layers):
-        return data
-    x = obs_normalizer(header.get("obs_norm"))(np.asarray(obs, np.float32).reshape(len(obs), -1))
-    x_range = float(np.abs(x).max())
-    pre = []
-    for layer in layers[:-1]:
-        p = x @ layer.w + (0 if layer.b is None else layer.b)
-        m = float(np.abs(p).max())
-        pre.append(min(m, TANH_RANGE) if layer.act == "tanh" else m)
-        act = ACTIVATIONS[layer.act]
-        x = act(p) if act is not None else p
-    header["iq"] = {"x": _scale(x_range), "p": [_scale(m) for m in pre]}
-    hdr = json.dumps(header, separators=(",", ":")).encode()
-    return MAGIC + struct.pack("<I", len(hdr)) + hdr + bytes(blob)
-
-
-def _scale(max_abs: float) -> float:
-    """int8 scale of a range [-max_abs, max_abs] (1.0 for an all-zero range), as fp32."""
-    return float(np.float32(max_abs / 127.0 if max_abs > 0 else 1.0))
 
 
 def fixed_point(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,11 +52,12 @@ def fixed_point(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mult.astype(np.int32), shift.astype(np.int32)
 
 
-def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """clamp(round(acc * mult / 2**shift), -127, 127), halves rounded up: the C kernel's 64-bit product."""
+def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, clamp: bool = True) -> np.ndarray:
+    """round(acc * mult / 2**shift), halves rounded up (the C kernel's 64-bit product), clamped to
+    [-127, 127] unless `clamp` is False."""
     m, s = mult.astype(np.int64), shift.astype(np.int64)
     p = (acc.astype(np.int64) * m + (np.int64(1) << (s - 1))) >> s
-    return np.clip(p, -127, 127)
+    return np.clip(p, -127, 127) if clamp else p
 
 
 def round_input(v: np.ndarray) -> np.ndarray:
@@ -118,10 +73,15 @@ class IQLayer:
     q: np.ndarray                       # int8 weights, out x in (row-major, as the artifact's rows)
     bias: np.ndarray                    # int32, in the accumulator's scale
     act: str
-    mult: np.ndarray | None = None      # hidden layers: requantization, int32 and shift per output
-    shift: np.ndarray | None = None
+    mult: np.ndarray | None = None      # hidden layers (and a discrete head's output layer, unclamped, to
+    shift: np.ndarray | None = None     # one scale for the argmax): requantization, int32 and shift per output
     lut: np.ndarray | None = None       # hidden layers whose activation is not relu / none: int8[255]
-    oscale: np.ndarray | None = None    # the output layer: acc * oscale (fp32) per output
+    oscale: np.ndarray | None = None    # a continuous head's output layer: acc * oscale (fp32) per output
+
+    @property
+    def lut_odd(self) -> bool:
+        """An odd activation's table (tanh): the C export stores its half p = 0 .. 127, -lut[-p] below."""
+        return self.lut is not None and bool(np.array_equal(self.lut[::-1], -self.lut))
 
 
 @dataclass
@@ -133,11 +93,9 @@ class IQPlan:
 
 def plan(header: dict, layers: list[Layer]) -> IQPlan:
     """The integer-only net of a calibrated artifact: everything the kernels read, derived once here."""
-    from autocompress.runtime import ACTIVATIONS
-
     cal = header.get("iq")
-    if cal is None or not eligible(layers):
-        raise ValueError("this artifact has no integer-only calibration (intq.calibrate) or a layer is not int8")
+    if cal is None or not int8_only(layers):
+        raise ValueError("this artifact has no integer-only calibration (artifact.calibrate) or a layer is not int8")
     n_obs = int(header["obs_dim"])
     norm = header.get("obs_norm") or {}
     mean = np.asarray(norm.get("mean", np.zeros(n_obs)), np.float64)
@@ -152,7 +110,10 @@ def plan(header: dict, layers: list[Layer]) -> IQPlan:
         b = np.zeros(len(s_w)) if layer.b is None else layer.b.astype(np.float64)
         bias = np.clip(np.rint(b / s_acc), -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
         if i == len(layers) - 1:
-            out.append(IQLayer(q, bias, layer.act, oscale=s_acc.astype(np.float32)))
+            if header["head"]["kind"] == "discrete":  # argmax in integers: every output at the widest row's scale
+                out.append(IQLayer(q, bias, layer.act, *fixed_point(s_acc / s_acc.max())))
+            else:
+                out.append(IQLayer(q, bias, layer.act, oscale=s_acc.astype(np.float32)))
             break
         s_p = float(cal["p"][i])
         mult, shift = fixed_point(s_acc / s_p)
@@ -166,13 +127,15 @@ def plan(header: dict, layers: list[Layer]) -> IQPlan:
 
 
 def forward(p: IQPlan, obs: np.ndarray) -> np.ndarray:
-    """The integer-only net's outputs for rows of raw observations (fp32, exactly the C kernel's)."""
+    """The integer-only net's outputs for rows of raw observations, exactly the C kernel's: a continuous
+    head's fp32 outputs; a discrete head's integers at one scale (as float64, exact), whose argmax acts."""
     obs = np.asarray(obs, np.float32)
     x = round_input(obs.reshape(-1, p.in_a.size) * p.in_a + p.in_c).astype(np.int64)
-    for layer in p.layers:
+    for i, layer in enumerate(p.layers):
         acc = x @ layer.q.astype(np.int64).T + layer.bias
-        if layer.oscale is not None:
-            y = acc.astype(np.int32).astype(np.float32) * layer.oscale
+        if layer.oscale is not None or i == len(p.layers) - 1:
+            y = acc.astype(np.int32).astype(np.float32) * layer.oscale if layer.oscale is not None else \
+                requantize(acc, layer.mult, layer.shift, clamp=False).astype(np.float64)
             return y.reshape(obs.shape[:-1] + y.shape[-1:]) if obs.ndim > 1 else y[0]
         v = requantize(acc, layer.mult, layer.shift)
         x = layer.lut.astype(np.int64)[v + 127] if layer.lut is not None else (
@@ -195,17 +158,19 @@ def c_layers(p: IQPlan) -> list[dict]:
     The one place both the in-process runtime and the C export take the integer-only net's form from."""
     out = []
     for layer in p.layers:
-        q = interleave(layer.q)
-        out.append({"in4": q.shape[1], "out": q.shape[0], "act": layer.act, "q": (q, np.int8),
+        q = (interleave(layer.q).astype(np.int16) + 128).astype(np.uint8)  # unsigned bytes: see acz_iq_dot
+        lut = None if layer.lut is None else (layer.lut[127:] if layer.lut_odd else layer.lut, np.int8)
+        out.append({"in4": q.shape[1], "out": q.shape[0], "act": layer.act, "q": (q, np.uint8),
                     "bias": (layer.bias, np.int32),
                     "mult": None if layer.mult is None else (layer.mult, np.int32),
                     "shift": None if layer.shift is None else (layer.shift, np.int8),
-                    "lut": None if layer.lut is None else (layer.lut, np.int8),
+                    "lut": lut, "lut_odd": int(layer.lut_odd),
                     "oscale": None if layer.oscale is None else (layer.oscale, np.float32)})
     return out
 
 
 def scratch(p: IQPlan) -> dict[str, int]:
-    """Scratch the integer-only act() needs: int16 activations (the widest padded input), int32 accumulators."""
+    """Scratch the integer-only act() needs, in elements: activations (the widest padded input; kernels.c's
+    acz_iqx_t: int16 on a core with SMLAD, else int32), int32 accumulators."""
     widths = [interleave(layer.q).shape[1] for layer in p.layers] + [layer.q.shape[0] for layer in p.layers]
     return {"x": max(widths), "acc": max(layer.q.shape[0] for layer in p.layers)}

@@ -81,22 +81,31 @@ typedef struct {
     AczConv cv;                         /* conv layers: geometry; DENSE, IM2COL: w = out x in, output-major */
 } AczLayer;
 
-/* The integer-only int8 net (autocompress/intq.py: the arithmetic and its numpy mirror). */
+/* The integer-only int8 net (autocompress/intq.py: the arithmetic and its numpy mirror). Activations
+ * are held widened: int16 where SMLAD reads them in pairs, else int32 (Thumb-1 loads a word with an
+ * immediate offset, a signed byte or halfword only with a register one). */
+#if defined(__ARM_FEATURE_SIMD32)
+typedef int16_t acz_iqx_t;
+#else
+typedef int32_t acz_iqx_t;
+#endif
+
 typedef struct {
     int in4, out, act;                  /* in4: inputs rounded up to 4 (weights zero-padded) */
-    const int8_t *q;                    /* out x in4; each group of 4 stored w0 w2 w1 w3 (SXTB16's order) */
+    const uint8_t *q;                   /* out x in4, weight + 128; each group of 4 stored w0 w2 w1 w3 (UXTB16's order) */
     const int32_t *bias;                /* in the accumulator's scale */
-    const int32_t *mult;                /* hidden: p = clamp((acc * mult + half) >> shift, +-127) */
-    const int8_t *shift;
-    const int8_t *lut;                  /* hidden: activation over p = -127 .. 127; NULL: relu or none */
-    const float *oscale;                /* output layer: acc * oscale */
+    const int32_t *mult;                /* hidden: p = clamp((acc * mult + half) >> shift, +-127); a discrete */
+    const int8_t *shift;                /* head's output layer: the same, unclamped, to one scale (argmax) */
+    const int8_t *lut;                  /* hidden: activation over p = 0 .. 127 (odd: -lut[-p]) or -127 .. 127 */
+    int lut_odd;                        /*   (by lut_odd); NULL: relu or none */
+    const float *oscale;                /* a continuous head's output layer: acc * oscale */
 } AczIQLayer;
 
 typedef struct {
     int n_layers;
     const AczIQLayer *layers;
     const float *in_a, *in_c;           /* x_q = round(obs * in_a + in_c): normalisation folded in */
-    int16_t *x0, *x1;                   /* scratch: int8 activations widened to int16 (SMLAD reads pairs) */
+    acz_iqx_t *x0, *x1;                 /* scratch: activations, the widest padded input */
     int32_t *acc;                       /* scratch: the widest layer's accumulators */
 } AczIQNet;
 
@@ -415,7 +424,7 @@ void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf, float 
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("fp-contract=off")))
 #endif
-void acz_iq_input(const AczIQNet *iq, const float *obs, int n, int16_t *x) {
+void acz_iq_input(const AczIQNet *iq, const float *obs, int n, acz_iqx_t *x) {
     for (int i = 0; i < n; i++) {
         float v = obs[i] * iq->in_a[i];
         v = v + iq->in_c[i];
@@ -423,21 +432,22 @@ void acz_iq_input(const AczIQNet *iq, const float *obs, int n, int16_t *x) {
         memcpy(&u, &v, 4);
         const int neg = (int)(u >> 31);
         int r = (u & 0x7fffffffu) >= 0x43000000u ? (neg ? -127 : 127) : (int)(v + (neg ? -0.5f : 0.5f));
-        x[i] = (int16_t)(r > 127 ? 127 : (r < -127 ? -127 : r));
+        x[i] = (acz_iqx_t)(r > 127 ? 127 : (r < -127 ? -127 : r));
     }
 }
 
-/* One output's bias + sum of in4 int8 weights (stored w0 w2 w1 w3 per group) times int16 inputs. */
-static int32_t acz_iq_dot(const int8_t *w, const int16_t *x, int in4, int32_t acc) {
+/* One output's acc + sum of in4 weights (stored + 128, w0 w2 w1 w3 per group) times inputs; the + 128
+ * is taken off once per layer (acz_iq_forward), so every weight loads as an unsigned byte. */
+static int32_t acz_iq_dot(const uint8_t *w, const acz_iqx_t *x, int in4, int32_t acc) {
 #if defined(__ARM_FEATURE_SIMD32)
-    /* dual 16-bit multiply-accumulate: 4 weights in one load, unpacked to two pairs by SXTB16 */
+    /* dual 16-bit multiply-accumulate: 4 weights in one load, unpacked to two pairs by UXTB16 */
     for (int k = 0; k < in4; k += 4) {
         uint32_t wv, x01, x23;
         memcpy(&wv, w + k, 4);
         memcpy(&x01, x + k, 4);
         memcpy(&x23, x + k + 2, 4);
-        acc = __smlad(__sxtb16(wv), x01, acc);
-        acc = __smlad(__sxtb16((wv >> 8) | (wv << 24)), x23, acc);  /* rotated by 8: SXTB16 takes bytes 1, 3 */
+        acc = __smlad(__uxtb16(wv), x01, acc);
+        acc = __smlad(__uxtb16((wv >> 8) | (wv << 24)), x23, acc);  /* rotated by 8: bytes 1 and 3 */
     }
 #else
     for (int k = 0; k < in4; k += 4)
@@ -446,32 +456,51 @@ static int32_t acz_iq_dot(const int8_t *w, const int16_t *x, int in4, int32_t ac
     return acc;
 }
 
-/* The integer-only net: int8 activations (held as int16) from the observation to the last layer,
- * whose outputs are written as fp32 to y. */
-void acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) {
-    int16_t *x = iq->x0, *next = iq->x1;
+/* acc * mult / 2^shift, rounded (halves up): one 64-bit product */
+static int32_t acz_iq_scale(int32_t acc, int32_t mult, int shift) {
+    return (int32_t)(((int64_t)acc * mult + ((int64_t)1 << (shift - 1))) >> shift);
+}
+
+/* The integer-only net: int8 activations from the observation to the last layer. Returns the action
+ * index for a discrete head (argmax of its outputs brought to one scale, all in integers); a
+ * continuous head's outputs are written as fp32 to y (returns -1). */
+int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) {
+    acz_iqx_t *x = iq->x0, *next = iq->x1;
     acz_iq_input(iq, obs, obs_dim, x);
     for (int l = 0; l < iq->n_layers; l++) {
         const AczIQLayer *L = &iq->layers[l];
-        for (int j = 0; j < L->out; j++) iq->acc[j] = acz_iq_dot(L->q + (long)j * L->in4, x, L->in4, L->bias[j]);
+        int32_t sum = 0;
+        for (int k = 0; k < L->in4; k++) sum += x[k];
+        for (int j = 0; j < L->out; j++)
+            iq->acc[j] = acz_iq_dot(L->q + (long)j * L->in4, x, L->in4, L->bias[j] - 128 * sum);
         if (L->oscale) {
             for (int j = 0; j < L->out; j++) y[j] = (float)iq->acc[j] * L->oscale[j];
-            return;
+            return -1;
+        }
+        if (l == iq->n_layers - 1) {
+            int best = 0;
+            int32_t top = acz_iq_scale(iq->acc[0], L->mult[0], L->shift[0]);
+            for (int j = 1; j < L->out; j++) {
+                const int32_t v = acz_iq_scale(iq->acc[j], L->mult[j], L->shift[j]);
+                if (v > top) { best = j; top = v; }
+            }
+            return best;
         }
         for (int j = 0; j < L->out; j++) {
-            const int s = L->shift[j];
-            const int64_t p = ((int64_t)iq->acc[j] * L->mult[j] + ((int64_t)1 << (s - 1))) >> s;
+            const int32_t p = acz_iq_scale(iq->acc[j], L->mult[j], L->shift[j]);
             const int v = p > 127 ? 127 : (p < -127 ? -127 : (int)p);
-            next[j] = (int16_t)(L->lut ? L->lut[v + 127] : (L->act == ACZ_RELU && v < 0 ? 0 : v));
+            int a = v;
+            if (L->lut && L->lut_odd) a = v < 0 ? -L->lut[-v] : L->lut[v];
+            else if (L->lut) a = L->lut[v + 127];
+            else if (L->act == ACZ_RELU && v < 0) a = 0;
+            next[j] = (acz_iqx_t)a;
         }
-        int16_t *t = x; x = next; next = t;
+        acz_iqx_t *t = x; x = next; next = t;
     }
+    return -1;
 }
 #endif
 
-/* The head on the last layer's outputs x. Discrete: returns the action index (first maximum wins, as
- * numpy's argmax). Continuous: writes act_dim values to `action` (the mean, squashed and mapped onto
- * the env's bounds), returns -1. */
 /* An fp32 value as an int32 of the same order (-0 as +0): argmax with integer compares, so a core
  * without an FPU links no soft-float comparison for it. */
 static int32_t acz_order(float v) {
@@ -507,8 +536,8 @@ int acz_head(const AczNet *net, const float *x, int n_out, float *action) {
 int acz_act(const AczNet *net, const float *obs, float *action) {
 #if ACZ_USE_IQ
     if (net->iq) {
-        acz_iq_forward(net->iq, net->obs_dim, obs, net->buf0);
-        return acz_head(net, net->buf0, net->iq->layers[net->iq->n_layers - 1].out, action);
+        const int a = acz_iq_forward(net->iq, net->obs_dim, obs, net->buf0);
+        return net->kind == 0 ? a : acz_head(net, net->buf0, net->iq->layers[net->iq->n_layers - 1].out, action);
     }
 #endif
 #if ACZ_IQ_ONLY

@@ -27,6 +27,11 @@ from autocompress.codec import decode_weight, kept_positions, part, quant_ints, 
 from autocompress.conv import im2col, out_hw
 
 KERNELS = ("dense", "csr", "int8", "q8", "packed", "im2col")
+#: the integer-only net (autocompress/intq.py): one kernel for every layer, not chosen per layer
+IQ = "iq"
+ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "silu": lambda x: x / (1.0 + np.exp(-x)),
+               "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
+               "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x), "none": None}  # leaky slope: torch's default
 CONV_KERNELS = ("dense", "im2col", "int8")
 #: a layer keeping more than this share of its weights gains nothing from CSR
 CSR_MAX_DENSITY = 0.5
@@ -174,17 +179,29 @@ def layers_of(header: dict, blob: memoryview) -> list[Layer]:
     return [Layer(m, blob) for m in header["layers"]]
 
 
+def int8_only(layers: list[Layer]) -> bool:
+    """Whether the integer-only net can run these layers: every one Linear and int8-representable."""
+    return bool(layers) and all(layer.conv is None and layer.int8() is not None for layer in layers)
+
+
+def runs_iq(kernels: list[str] | None) -> bool:
+    """Whether a kernel list (one per layer) asks for the integer-only net ('iq' for every layer)."""
+    if not kernels or IQ not in kernels:
+        return False
+    if any(k != IQ for k in kernels):
+        raise ValueError("kernels: 'iq' (integer-only) runs the whole net: give it for every layer")
+    return True
+
+
 def check_kernels(layers: list[Layer], kernels: list[str] | None) -> list[str] | None:
     """A kernel list given by the caller (e.g. a trial's recorded choice): one per layer, each allowed."""
     if kernels is None:
         return None
-    from autocompress import intq
-
     kernels = list(kernels)
     if len(kernels) != len(layers):
         raise ValueError(f"kernels: {len(kernels)} given for {len(layers)} layers")
-    if intq.runs_iq(kernels):
-        if not intq.eligible(layers):
+    if runs_iq(kernels):
+        if not int8_only(layers):
             raise ValueError("kernels: 'iq' (integer-only) needs every layer Linear with int8-representable weights")
         return kernels
     for i, (k, layer) in enumerate(zip(kernels, layers)):

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from autocompress import intq
-from autocompress.layers import KERNELS, Layer, check_kernels, layers_of
+from autocompress.layers import KERNELS, Layer, check_kernels, layers_of, runs_iq
 from autocompress.conv import to_chw
 from autocompress.runtime import ACTIVATIONS, conv_layer, obs_normalizer, read_artifact
 
@@ -57,7 +57,8 @@ class _Layer(ctypes.Structure):
 
 class _IQLayer(ctypes.Structure):  # kernels.c's AczIQLayer
     _fields_ = [("in4", ctypes.c_int), ("out", ctypes.c_int), ("act", ctypes.c_int),
-                *[(n, ctypes.c_void_p) for n in ("q", "bias", "mult", "shift", "lut", "oscale")]]
+                *[(n, ctypes.c_void_p) for n in ("q", "bias", "mult", "shift", "lut")], ("lut_odd", ctypes.c_int),
+                ("oscale", ctypes.c_void_p)]
 
 
 class _IQNet(ctypes.Structure):  # kernels.c's AczIQNet
@@ -226,8 +227,8 @@ def _iq_net(plan: intq.IQPlan, ptr: _Arrays) -> tuple[_IQNet, ctypes.Array]:
             setattr(c, k, ACT_CODES[v] if k == "act" else v if isinstance(v, int) else None if v is None else ptr(*v))
     size = intq.scratch(plan)
     net = _IQNet(n_layers=len(fields), layers=ctypes.addressof(c_layers), in_a=ptr(plan.in_a, np.float32),
-                 in_c=ptr(plan.in_c, np.float32), x0=ptr(np.zeros(size["x"]), np.int16),
-                 x1=ptr(np.zeros(size["x"]), np.int16), acc=ptr(np.zeros(size["acc"]), np.int32))
+                 in_c=ptr(plan.in_c, np.float32), x0=ptr(np.zeros(size["x"]), np.int32),  # acz_iqx_t here
+                 x1=ptr(np.zeros(size["x"]), np.int32), acc=ptr(np.zeros(size["acc"]), np.int32))
     return net, c_layers
 
 
@@ -288,7 +289,7 @@ class NativePolicy:
             self.kernels, self.kernel_ns = choose_kernels(layers, _layer_inputs(header, layers))
         ptr = _Arrays()
         c_layers = (_Layer * len(layers))()
-        iq = _iq_net(intq.plan(header, layers), ptr) if intq.runs_iq(self.kernels) else None
+        iq = _iq_net(intq.plan(header, layers), ptr) if runs_iq(self.kernels) else None
         for layer, kernel, c in zip(layers, self.kernels, c_layers):
             if iq is None:
                 fill_layer(c, layer, kernel, ptr)

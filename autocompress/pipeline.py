@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from autocompress import artifact, envs, intq, measure, rl, targets
+from autocompress import artifact, envs, measure, rl, targets
 from autocompress import teacher as teachers
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet
@@ -274,7 +274,7 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
         data = artifact.to_bytes(net, head)
         if targets.target(spec.latency.target).mcu:  # an int8 net runs integer-only there: scales from the
             teacher_act = artifact.runtime_act(teacher.actor, head)  # teacher's states, as its techniques' are
-            data = intq.calibrate(data, measure.collect_obs(teacher_act, make_env, spec.sample_steps, spec.seed))
+            data = artifact.calibrate(data, measure.collect_obs(teacher_act, make_env, spec.sample_steps, spec.seed))
         (out_dir / "policy.acz").write_bytes(data)
     with timed("measure"):
         result = measure.measure_artifacts(spec, data, teacher.artifact(), make_env, cache_root)

@@ -17,13 +17,10 @@ import numpy as np
 
 from autocompress import intq
 from autocompress.conv import conv_forward, to_chw
-from autocompress.layers import check_kernels, int8_conv_forward, int8_forward, layers_of
+from autocompress.layers import ACTIVATIONS, check_kernels, int8_conv_forward, int8_forward, layers_of, runs_iq
 
 
 MAGIC = b"ACZ1"
-ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "silu": lambda x: x / (1.0 + np.exp(-x)),
-               "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
-               "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x), "none": None}  # leaky slope: torch's default
 
 
 def read_artifact(data: bytes) -> tuple[dict, memoryview]:
@@ -45,7 +42,7 @@ class NumpyPolicy:
         self.head = header["head"]
         layers = layers_of(header, blob)
         self.kernels = check_kernels(layers, kernels) or ["dense"] * len(layers)
-        self._iq = intq.plan(header, layers) if intq.runs_iq(self.kernels) else None
+        self._iq = intq.plan(header, layers) if runs_iq(self.kernels) else None
         self.layers = [(layer.w, layer.b, ACTIVATIONS[layer.act], layer.int8() if k == "int8" else None, layer.conv)
                        for layer, k in zip(layers, self.kernels)]
         self.input = header.get("input")  # conv nets: the observation's shape and layout

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from autocompress import intq, native
-from autocompress.artifact import to_bytes
+from autocompress.artifact import calibrate, to_bytes
 from autocompress.exports.c import write_c
 from autocompress.nets import PolicyNet
 from autocompress.runtime import NumpyPolicy, read_artifact
@@ -28,7 +28,7 @@ def calibrated(act: str, head: dict, obs: np.ndarray, cfg=None) -> bytes:
     torch.manual_seed(5)
     net = PolicyNet.mlp(4, [64, 64], 3 if head["kind"] == "discrete" else 4, act)
     data = to_bytes(compress(net, obs, cfg or {"quantize": {"bits": 8, "symmetric": True}}), head)
-    return intq.calibrate(data, obs[:500])
+    return calibrate(data, obs[:500])
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu", "silu", "elu"])
@@ -63,8 +63,9 @@ def test_integer_only_acts_like_the_fp32_net_on_most_states(observations, act):
     obs = observations[500:]
     agree = np.mean([fp.act(o) == iq.act(o) for o in obs])
     assert agree >= 0.95, agree
-    # and the outputs track the fp32 ones (within a few int8 steps of their range)
-    out_fp, out_iq = fp.forward(obs), iq.forward(obs)
+    # a continuous head's outputs track the fp32 ones (within a few int8 steps of their range)
+    data = calibrated(act, {**CONTINUOUS, "squash": "none"}, observations)
+    out_fp, out_iq = NumpyPolicy.from_bytes(data).forward(obs), NumpyPolicy.from_bytes(data, ["iq"] * 3).forward(obs)
     assert np.abs(out_fp - out_iq).max() < 0.05 * np.abs(out_fp).max()
 
 
@@ -102,11 +103,11 @@ def test_interleaved_groups_feed_smlad_pairs_in_order():
 def test_only_int8_nets_are_calibrated_or_run_integer_only(observations):
     torch.manual_seed(5)
     fp32 = to_bytes(PolicyNet.mlp(4, [16], 3, "tanh"), DISCRETE)
-    assert intq.calibrate(fp32, observations) == fp32  # nothing to calibrate: unchanged
+    assert calibrate(fp32, observations) == fp32  # nothing to calibrate: unchanged
     with pytest.raises(ValueError, match="int8-representable"):
         NumpyPolicy.from_bytes(fp32, ["iq"] * 2)
     asym8 = to_bytes(compress(PolicyNet.mlp(4, [16], 3, "tanh"), observations, {"quantize": {"bits": 8}}), DISCRETE)
-    assert intq.calibrate(asym8, observations) == asym8  # codes minus zero point exceed int8
+    assert calibrate(asym8, observations) == asym8  # codes minus zero point exceed int8
     data = calibrated("tanh", DISCRETE, observations)
     with pytest.raises(ValueError, match="every layer"):
         NumpyPolicy.from_bytes(data, ["iq", "dense", "iq"])

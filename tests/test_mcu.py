@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from autocompress.artifact import to_bytes
+from autocompress.artifact import calibrate, to_bytes
 from autocompress.errors import ConfigError
 from autocompress.exports.c import write_c
-from autocompress.layers import check_kernels, layers_of
+from autocompress.layers import check_kernels, layers_of, runs_iq
 from autocompress.mcu import build as mcu_build
 from autocompress.mcu.cycles import block_cost
 from autocompress.mcu.emulate import run
 from autocompress.nets import PolicyNet
-from autocompress import intq
 from autocompress.runtime import NumpyPolicy, read_artifact
 from autocompress.targets import TARGETS, target
 from test_export import build as compress
@@ -135,8 +134,8 @@ def builds(tmp_path_factory, observations):
             torch.manual_seed(3)
             net = PolicyNet.mlp(4, [16, 16], 3 if head["kind"] == "discrete" else 4, act)
             data = to_bytes(compress(net, observations, cfg), head)
-            if intq.runs_iq(kernels):
-                data = intq.calibrate(data, observations[:100])
+            if runs_iq(kernels):
+                data = calibrate(data, observations[:100])
             check_kernels(layers_of(*read_artifact(data)), kernels)  # each allowed for its layer
             write_c(data, root / case / "src", kernels)
             done[case, name] = data, kernels, mcu_build.build(root / case / "src", target(name), root / case / name)

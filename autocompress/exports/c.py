@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from autocompress import intq
-from autocompress.layers import Layer, layers_of
+from autocompress.layers import Layer, layers_of, runs_iq
 from autocompress.native import (ACT_CODES, KIND_CODES, SOURCE, SQUASH_CODES, TIMING_MARKER, conv_fields, input_fields,
                                  scratch_sizes)
 from autocompress.runtime import read_artifact
@@ -102,7 +102,7 @@ def _iq_structs(plan: intq.IQPlan, arr: _Arrays) -> list[str]:
         inits.append("  {" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "}")
     size = intq.scratch(plan)
     return [f"static const AczIQLayer IQ_LAYERS[{len(inits)}] = {{\n" + ",\n".join(inits) + "\n};",
-            f"static int16_t IQ_X0[{size['x']}], IQ_X1[{size['x']}];",
+            f"static acz_iqx_t IQ_X0[{size['x']}], IQ_X1[{size['x']}];",
             f"static int32_t IQ_ACC[{size['acc']}];",
             f"static const AczIQNet IQ = {{.n_layers = {len(inits)}, .layers = IQ_LAYERS, "
             f".in_a = {arr('IQ_IN_A', plan.in_a, np.float32)}, .in_c = {arr('IQ_IN_C', plan.in_c, np.float32)}, "
@@ -141,7 +141,7 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
     obs_dim, discrete = int(header["obs_dim"]), head["kind"] == "discrete"
     act_dim = 0 if discrete else int(head["act_dim"])
     arr = _Arrays()
-    iq = intq.runs_iq(kernels)
+    iq = runs_iq(kernels)
     if iq:  # the integer-only net runs instead of the fp32 layers: only its arrays go to flash
         size = {"width": max(layer.shape[0] for layer in layers), "qbuf": 1, "cols": 0}
         structs = _iq_structs(intq.plan(header, layers), arr)

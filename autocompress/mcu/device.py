@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autocompress import intq
 from autocompress.exports.c import write_c
-from autocompress.layers import layers_of
+from autocompress.layers import IQ, int8_only, layers_of
 from autocompress.mcu import emulate
 from autocompress.mcu.build import build
 from autocompress.runtime import read_artifact
@@ -59,8 +58,8 @@ def choose_kernels(data: bytes, target: Target, obs: np.ndarray) -> list[str]:
     """The kernels `data` runs on `target` (see the module docstring), compared on obs[:CHOICE_OBS]."""
     header, blob = read_artifact(data)
     layers = layers_of(header, blob)
-    if header.get("iq") is not None and intq.eligible(layers):
-        return [intq.KERNEL] * len(layers)
+    if header.get("iq") is not None and int8_only(layers):
+        return [IQ] * len(layers)
     chosen = ["dense"] * len(layers)
     options = [[k for k in layer.kernels() if k in DEVICE_KERNELS and k != "dense"] if layer.conv is None else []
                for layer in layers]
