@@ -6,7 +6,8 @@ Here activations stay int8 from the observation to the last layer, with scales f
 from teacher-visited observations (`artifact.calibrate`, stored in the artifact's header as `iq`):
 
   input     x_q = round(obs * a + c), clamped to [-127, 127]: normalisation and the input scale folded
-            into one fp32 multiply-add per observation value (a = 1 / (std s_x), c = -mean a);
+            into one multiply-add per observation value (a = 1 / (std s_x), c = -mean a), in fixed
+            point from the fp32 observation's bits (`input_ints`);
   layer     acc_j = bias_j + sum_k q_jk x_qk in int32 (the layer's int8 weights, one scale s_w per row;
             bias_j = round(b_j / (s_w_j s_x)));
   hidden    p_j = clamp(round(acc_j M_j), -127, 127) with M_j = s_w_j s_x / s_p as a fixed-point multiplier
@@ -16,9 +17,8 @@ from teacher-visited observations (`artifact.calibrate`, stored in the artifact'
             p = -127 .. 127 (no libm), whose output scale max|f| / 127 is the next layer's s_x;
   output    acc_j * (s_w_j s_x) in fp32 (a handful of values), then the head as every runtime's.
 
-Every step but the input's multiply-add and the output's scaling is integer, so the numpy mirror
-(`forward`) equals the C kernel exactly; those two are single IEEE fp32 operations in the same
-order (the C is built without contraction into FMA). Eligible nets: Linear layers only, each
+Every step but a continuous head's output scaling is integer, so the numpy mirror (`forward`)
+equals the C kernel exactly (that scaling is one IEEE fp32 product in both). Eligible nets: Linear layers only, each
 int8-representable (`Layer.int8()`: k-bit quantized, k <= 8 symmetric, <= 7 asymmetric).
 """
 
@@ -32,6 +32,8 @@ from autocompress.layers import ACTIVATIONS, Layer, int8_only
 
 #: tanh(4) = 0.99933: clipping its pre-activation there costs less than int8's step (1/127)
 TANH_RANGE = 4.0
+#: the input's largest multiplier in fixed point: a 24-bit significand times it stays within int64
+INPUT_BITS = 30
 #: a bias beyond this (in accumulator units) saturates any output anyway; keeps acc within int32
 BIAS_LIMIT = 2 ** 30
 
@@ -60,12 +62,22 @@ def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, clamp: bool
     return np.clip(p, -127, 127) if clamp else p
 
 
-def round_input(v: np.ndarray) -> np.ndarray:
-    """fp32 v rounded half away from zero (v +- 0.5 in fp32, truncated), clamped to [-127, 127]: the
-    C kernel's arithmetic."""
-    v = np.clip(np.asarray(v, np.float32), np.float32(-128), np.float32(128))
-    r = (v + np.where(v >= 0, np.float32(0.5), np.float32(-0.5))).astype(np.int32)
-    return np.clip(r, -127, 127)
+def input_ints(obs: np.ndarray, a: np.ndarray, c: np.ndarray, frac: int) -> np.ndarray:
+    """int8 inputs round(obs a + c), clamped to [-127, 127], from the fp32 observations' bits alone
+    (kernels.c's acz_iq_input; no floating point, so a core without an FPU links no soft-float):
+    obs = +-m 2^e with m the 24-bit significand, so obs a 2^frac = +-(m a) 2^e, truncated to an integer
+    (a zero or subnormal obs is 0; |obs| >= 2^31, inf and NaN saturate by sign); c added; the sum
+    rounded half away from zero at 2^frac."""
+    u = np.ascontiguousarray(obs, np.float32).view(np.uint32).astype(np.int64)
+    e = ((u >> 23) & 0xFF) - 150
+    p = ((u & 0x7FFFFF) | 0x800000) * a
+    p = np.where(e >= 0, p << np.clip(e, 0, 7), p >> np.clip(-e, 0, 63))
+    neg = (u >> 31) == 1
+    t = np.where(((u >> 23) & 0xFF) == 0, 0, np.where(neg, -p, p))
+    v = t + c
+    r = np.minimum((np.abs(v) + (1 << (frac - 1))) >> frac, 127)
+    r = np.where(v < 0, -r, r)
+    return np.where(e > 7, np.where(neg, -127, 127), r)
 
 
 @dataclass
@@ -86,8 +98,9 @@ class IQLayer:
 
 @dataclass
 class IQPlan:
-    in_a: np.ndarray                    # fp32 per observation value: x_q = round(obs * in_a + in_c)
-    in_c: np.ndarray
+    in_a: np.ndarray                    # per observation value, fixed point with `frac` fractional bits:
+    in_c: np.ndarray                    # x_q = round(obs * in_a + in_c) (input_ints)
+    frac: int
     layers: list[IQLayer]
 
 
@@ -101,8 +114,10 @@ def plan(header: dict, layers: list[Layer]) -> IQPlan:
     mean = np.asarray(norm.get("mean", np.zeros(n_obs)), np.float64)
     std = np.asarray(norm.get("std", np.ones(n_obs)), np.float64)
     s_x = float(cal["x"])
-    in_a = (1.0 / (std * s_x)).astype(np.float32)
-    in_c = (-mean * in_a.astype(np.float64)).astype(np.float32)
+    a = 1.0 / (std * s_x)  # x_q = round(obs a + c), in fixed point: see input_ints
+    frac = INPUT_BITS - int(np.ceil(np.log2(a.max())))
+    in_a = np.rint(a * 2.0 ** frac).astype(np.int64)
+    in_c = np.rint(-mean * a * 2.0 ** frac).astype(np.int64)
     out = []
     for i, layer in enumerate(layers):
         q, s_w = layer.int8()
@@ -123,14 +138,14 @@ def plan(header: dict, layers: list[Layer]) -> IQPlan:
             s_x = float(np.abs(f).max()) / 127.0 or 1.0
             lut = np.clip(np.rint(f / s_x), -127, 127).astype(np.int8)
         out.append(IQLayer(q, bias, layer.act, mult, shift, lut))
-    return IQPlan(in_a, in_c, out)
+    return IQPlan(in_a, in_c, frac, out)
 
 
 def forward(p: IQPlan, obs: np.ndarray) -> np.ndarray:
     """The integer-only net's outputs for rows of raw observations, exactly the C kernel's: a continuous
     head's fp32 outputs; a discrete head's integers at one scale (as float64, exact), whose argmax acts."""
     obs = np.asarray(obs, np.float32)
-    x = round_input(obs.reshape(-1, p.in_a.size) * p.in_a + p.in_c).astype(np.int64)
+    x = input_ints(obs.reshape(-1, p.in_a.size), p.in_a, p.in_c, p.frac)
     for i, layer in enumerate(p.layers):
         acc = x @ layer.q.astype(np.int64).T + layer.bias
         if layer.oscale is not None or i == len(p.layers) - 1:
@@ -167,6 +182,11 @@ def c_layers(p: IQPlan) -> list[dict]:
                     "lut": lut, "lut_odd": int(layer.lut_odd),
                     "oscale": None if layer.oscale is None else (layer.oscale, np.float32)})
     return out
+
+
+def c_input(p: IQPlan) -> dict:
+    """kernels.c's AczIQNet input fields (arrays as (array, dtype))."""
+    return {"in_a": (p.in_a, np.int32), "in_c": (p.in_c, np.int64), "frac": p.frac}
 
 
 def scratch(p: IQPlan) -> dict[str, int]:

@@ -104,7 +104,9 @@ typedef struct {
 typedef struct {
     int n_layers;
     const AczIQLayer *layers;
-    const float *in_a, *in_c;           /* x_q = round(obs * in_a + in_c): normalisation folded in */
+    const int32_t *in_a;                /* x_q = round(obs * in_a + in_c), normalisation folded in, in fixed */
+    const int64_t *in_c;                /* point with `frac` fractional bits (acz_iq_input) */
+    int frac;
     acz_iqx_t *x0, *x1;                 /* scratch: activations, the widest padded input */
     int32_t *acc;                       /* scratch: the widest layer's accumulators */
 } AczIQNet;
@@ -418,21 +420,29 @@ void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf, float 
 #if defined(__ARM_FEATURE_SIMD32)
 #include <arm_acle.h>
 #endif
-/* x_q = round(v) half away from zero, clamped to [-127, 127]. Two fp32 operations per value, never
- * contracted into one FMA (the numpy mirror rounds each); the range and sign are read from v's bits
- * (|v| >= 128: 0x43000000 and up), so a core without an FPU links no soft-float comparison. */
-#if defined(__GNUC__) && !defined(__clang__)
-__attribute__((optimize("fp-contract=off")))
-#endif
+/* x_q = round(obs * in_a + in_c) half away from zero, clamped to [-127, 127], from the fp32 bits alone
+ * (intq.input_ints: obs = +-m 2^e, m the 24-bit significand; zero / subnormal 0; |obs| >= 2^31, inf and
+ * NaN saturate by sign): no floating point, so a core without an FPU links no soft-float for it. */
 void acz_iq_input(const AczIQNet *iq, const float *obs, int n, acz_iqx_t *x) {
+    const int64_t half = (int64_t)1 << (iq->frac - 1);
     for (int i = 0; i < n; i++) {
-        float v = obs[i] * iq->in_a[i];
-        v = v + iq->in_c[i];
         uint32_t u;
-        memcpy(&u, &v, 4);
-        const int neg = (int)(u >> 31);
-        int r = (u & 0x7fffffffu) >= 0x43000000u ? (neg ? -127 : 127) : (int)(v + (neg ? -0.5f : 0.5f));
-        x[i] = (acz_iqx_t)(r > 127 ? 127 : (r < -127 ? -127 : r));
+        memcpy(&u, &obs[i], 4);
+        const int biased = (int)((u >> 23) & 0xffu), e = biased - 150;
+        int neg = (int)(u >> 31), r = 127;
+        if (e <= 7) {
+            int64_t t = 0;
+            if (biased) {
+                const int64_t p = (int64_t)((u & 0x7fffffu) | 0x800000u) * iq->in_a[i];
+                t = e >= 0 ? p << e : (-e < 63 ? p >> -e : 0);
+                t = neg ? -t : t;
+            }
+            const int64_t v = t + iq->in_c[i];
+            const int64_t m = ((v < 0 ? -v : v) + half) >> iq->frac;
+            r = m > 127 ? 127 : (int)m;
+            neg = v < 0;
+        }
+        x[i] = (acz_iqx_t)(neg ? -r : r);
     }
 }
 
@@ -473,10 +483,14 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
         for (int k = 0; k < L->in4; k++) sum += x[k];
         for (int j = 0; j < L->out; j++)
             iq->acc[j] = acz_iq_dot(L->q + (long)j * L->in4, x, L->in4, L->bias[j] - 128 * sum);
+#if !ACZ_HEAD_DISCRETE
         if (L->oscale) {
             for (int j = 0; j < L->out; j++) y[j] = (float)iq->acc[j] * L->oscale[j];
             return -1;
         }
+#else
+        (void)y;
+#endif
         if (l == iq->n_layers - 1) {
             int best = 0;
             int32_t top = acz_iq_scale(iq->acc[0], L->mult[0], L->shift[0]);

@@ -62,8 +62,8 @@ class _IQLayer(ctypes.Structure):  # kernels.c's AczIQLayer
 
 
 class _IQNet(ctypes.Structure):  # kernels.c's AczIQNet
-    _fields_ = [("n_layers", ctypes.c_int),
-                *[(n, ctypes.c_void_p) for n in ("layers", "in_a", "in_c", "x0", "x1", "acc")]]
+    _fields_ = [("n_layers", ctypes.c_int), *[(n, ctypes.c_void_p) for n in ("layers", "in_a", "in_c")],
+                ("frac", ctypes.c_int), *[(n, ctypes.c_void_p) for n in ("x0", "x1", "acc")]]
 
 
 class _Net(ctypes.Structure):
@@ -226,9 +226,10 @@ def _iq_net(plan: intq.IQPlan, ptr: _Arrays) -> tuple[_IQNet, ctypes.Array]:
         for k, v in f.items():
             setattr(c, k, ACT_CODES[v] if k == "act" else v if isinstance(v, int) else None if v is None else ptr(*v))
     size = intq.scratch(plan)
-    net = _IQNet(n_layers=len(fields), layers=ctypes.addressof(c_layers), in_a=ptr(plan.in_a, np.float32),
-                 in_c=ptr(plan.in_c, np.float32), x0=ptr(np.zeros(size["x"]), np.int32),  # acz_iqx_t here
-                 x1=ptr(np.zeros(size["x"]), np.int32), acc=ptr(np.zeros(size["acc"]), np.int32))
+    inp = {k: v if isinstance(v, int) else ptr(*v) for k, v in intq.c_input(plan).items()}
+    net = _IQNet(n_layers=len(fields), layers=ctypes.addressof(c_layers), **inp,
+                 x0=ptr(np.zeros(size["x"]), np.int32), x1=ptr(np.zeros(size["x"]), np.int32),  # acz_iqx_t here
+                 acc=ptr(np.zeros(size["acc"]), np.int32))
     return net, c_layers
 
 

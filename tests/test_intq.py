@@ -84,8 +84,22 @@ def test_fixed_point_multipliers_and_rounding():
 
 
 def test_input_rounding_is_half_away_from_zero_and_clamped():
-    v = np.array([0.5, -0.5, 1.49, -1.5, 2.5, 126.6, -300.0, 1e30], np.float32)
-    assert intq.round_input(v).tolist() == [1, -1, 1, -2, 3, 127, -127, 127]
+    v = np.array([0.5, -0.5, 1.49, -1.5, 2.5, 126.6, -300.0, 1e30, np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-40],
+                 np.float32)
+    one = np.full(v.shape, 2 ** 30, np.int64)  # a = 1 in fixed point (30 fractional bits), c = 0
+    got = intq.input_ints(v, one, np.zeros_like(one), 30)
+    assert got.tolist() == [1, -1, 1, -2, 3, 127, -127, 127, 127, -127, 127, 0, 0, 0]
+
+
+def test_fixed_point_input_is_the_rounded_affine_map():
+    rng = np.random.default_rng(3)
+    obs = (rng.standard_normal((2000, 3)) * [1.0, 50.0, 0.01]).astype(np.float32)
+    a, c = np.array([30.0, 0.5, 4000.0]), np.array([-3.0, 10.0, 0.25])
+    frac = intq.INPUT_BITS - int(np.ceil(np.log2(a.max())))
+    got = intq.input_ints(obs, np.rint(a * 2.0 ** frac).astype(np.int64), np.rint(c * 2.0 ** frac).astype(np.int64),
+                          frac)
+    want = np.clip(np.round(obs.astype(np.float64) * a + c), -127, 127)
+    assert np.abs(got - want).max() <= 1 and (got == want).mean() > 0.999
 
 
 def test_interleaved_groups_feed_smlad_pairs_in_order():

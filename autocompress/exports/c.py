@@ -28,7 +28,7 @@ BUILD = "cc -std=c99 -O2 main.c policy.c -lm -o policy"
 _ALIGN = "#if defined(__GNUC__)\n#define ACZ_ALIGNED __attribute__((aligned(64)))\n#else\n#define ACZ_ALIGNED\n#endif"
 
 _C_TYPES = {np.float32: "float", np.int32: "int32_t", np.uint16: "uint16_t", np.int8: "int8_t", np.uint8: "uint8_t",
-            np.int16: "int16_t"}
+            np.int16: "int16_t", np.int64: "int64_t"}
 
 
 def _literal(v, ctype: str) -> str:
@@ -105,8 +105,9 @@ def _iq_structs(plan: intq.IQPlan, arr: _Arrays) -> list[str]:
             f"static acz_iqx_t IQ_X0[{size['x']}], IQ_X1[{size['x']}];",
             f"static int32_t IQ_ACC[{size['acc']}];",
             f"static const AczIQNet IQ = {{.n_layers = {len(inits)}, .layers = IQ_LAYERS, "
-            f".in_a = {arr('IQ_IN_A', plan.in_a, np.float32)}, .in_c = {arr('IQ_IN_C', plan.in_c, np.float32)}, "
-            ".x0 = IQ_X0, .x1 = IQ_X1, .acc = IQ_ACC};"]
+            + "".join(f".{k} = {v if isinstance(v, int) else arr(f'IQ_{k.upper()}', *v)}, "
+                      for k, v in intq.c_input(plan).items())
+            + ".x0 = IQ_X0, .x1 = IQ_X1, .acc = IQ_ACC};"]
 
 
 def _layer_shape(layer: Layer) -> str:
