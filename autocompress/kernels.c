@@ -466,6 +466,26 @@ static int32_t acz_iq_dot(const uint8_t *w, const acz_iqx_t *x, int in4, int32_t
     return acc;
 }
 
+#if defined(__ARM_FEATURE_SIMD32)
+/* acz_iq_dot for rows w and w + in4 at once: each pair of inputs loaded once for both rows' SMLADs. */
+static void acz_iq_dot2(const uint8_t *w, int in4, const acz_iqx_t *x, int32_t a0, int32_t a1, int32_t *out) {
+    const uint8_t *v = w + in4;
+    for (int k = 0; k < in4; k += 4) {
+        uint32_t w0, w1, x01, x23;
+        memcpy(&w0, w + k, 4);
+        memcpy(&w1, v + k, 4);
+        memcpy(&x01, x + k, 4);
+        memcpy(&x23, x + k + 2, 4);
+        a0 = __smlad(__uxtb16(w0), x01, a0);
+        a1 = __smlad(__uxtb16(w1), x01, a1);
+        a0 = __smlad(__uxtb16((w0 >> 8) | (w0 << 24)), x23, a0);
+        a1 = __smlad(__uxtb16((w1 >> 8) | (w1 << 24)), x23, a1);
+    }
+    out[0] = a0;
+    out[1] = a1;
+}
+#endif
+
 /* acc * mult / 2^shift, rounded (halves up): one 64-bit product */
 static int32_t acz_iq_scale(int32_t acc, int32_t mult, int shift) {
     return (int32_t)(((int64_t)acc * mult + ((int64_t)1 << (shift - 1))) >> shift);
@@ -481,7 +501,13 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
         const AczIQLayer *L = &iq->layers[l];
         int32_t sum = 0;
         for (int k = 0; k < L->in4; k++) sum += x[k];
-        for (int j = 0; j < L->out; j++)
+        int j = 0;
+#if defined(__ARM_FEATURE_SIMD32)
+        for (; j + 2 <= L->out; j += 2)  /* two rows share every input load */
+            acz_iq_dot2(L->q + (long)j * L->in4, L->in4, x, L->bias[j] - 128 * sum, L->bias[j + 1] - 128 * sum,
+                        iq->acc + j);
+#endif
+        for (; j < L->out; j++)
             iq->acc[j] = acz_iq_dot(L->q + (long)j * L->in4, x, L->in4, L->bias[j] - 128 * sum);
 #if !ACZ_HEAD_DISCRETE
         if (L->oscale) {
