@@ -70,7 +70,9 @@ def _layer_init(i: int, layer: Layer, kernel: str, arr: _Arrays) -> str:
             f.update(w=arr(f"L{i}_w", layer.w.T, np.float32), wpad=n_out)
     elif kernel == "dense":
         w, f["wpad"], wt = layer.dense()
-        f["w"], f["wt"] = arr(f"L{i}_w", w, np.float32), arr(f"L{i}_wt", wt, np.float32)
+        # fewer than 8 outputs (a small action head) are all read from wt: no second copy in flash
+        f["w"] = arr(f"L{i}_w", w, np.float32) if f["wpad"] >= 8 else "NULL"
+        f["wt"] = arr(f"L{i}_wt", wt, np.float32)
     elif kernel == "csr":
         ptr, idx, val = layer.csr()
         f.update(ptr=arr(f"L{i}_ptr", ptr, np.int32), idx=arr(f"L{i}_idx", idx, np.uint16),

@@ -1,0 +1,367 @@
+"""Policies on microcontrollers: flash, RAM and cycles per act on each Cortex-M target, side by side.
+
+    python -m benchmarks.mcu [--specs cartpole_ppo lunarlander_dqn] [--episodes 20] [--only techniques int8 peers search]
+
+Every figure is exact for its build and observations (autocompress.mcu: the C export cross-built with
+arm-none-eabi-gcc, linked bare-metal, run in unicorn, cycles from each core's TRM table, zero-wait-state
+memory); returns are over seeded evaluation episodes. Sections of docs/BENCHMARKS.md it writes:
+
+- mcu_techniques_<spec>: each technique alone (and the distilled student with int8), compressed and
+  fine-tuned once as a Cortex-M0+ trial, that artifact then measured on every core (its return is the
+  same arithmetic on every core: integer-only int8 is exact, fp32 kernels agree to rounding);
+- mcu_int8: does int8 pay: fp32 vs integer-only int8 cycles at [32, 32] and [256, 256] on each core;
+- mcu_peers: emlearn's C for the same fp32 nets, cross-built and emulated exactly as ours;
+- mcu_search_<spec>: a search per target (the shipped space with `target:`), its best point at >= 0.95
+  held-out return, that point's return on fresh episodes it was not chosen on.
+
+Results are kept in docs/data/mcu.json as they finish: a re-run measures only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import ROOT, machine, run_search, save_figure, write_section
+
+MCU = ("cortex-m0plus", "cortex-m4f", "cortex-m7")
+STORE = ROOT / "docs" / "data" / "mcu.json"
+INT8 = {"quantize": {"bits": 8, "symmetric": True, "per_channel": True, "mode": "qat"}}
+CONFIGS = {
+    "teacher (fp32)": {},
+    "int8 PTQ (symmetric)": {"quantize": {"bits": 8, "symmetric": True, "per_channel": True, "mode": "ptq"}},
+    "4-bit QAT (symmetric)": {"quantize": {"bits": 4, "symmetric": True, "per_channel": True, "mode": "qat"}},
+    "prune 90% (iterative)": {"prune": {"sparsity": 0.9, "schedule": "iterative", "steps": 4}},
+    "structured 50%": {"structured": {"amount": 0.5, "criterion": "importance"}},
+    "share 4-bit": {"share": {"bits": 4}},
+    "low-rank 90%": {"lowrank": {"energy": 0.9}},
+    "distill [32, 32]": {"distill": {"hidden": [32, 32]}},
+    "distill [32, 32] + int8 QAT": {"distill": {"hidden": [32, 32]}, **INT8},
+    "distill [16, 16] + int8 QAT": {"distill": {"hidden": [16, 16]}, **INT8},
+}
+#: fresh episodes a chosen search point is reported on (apart from every seed the search used)
+FRESH_SEED, FRESH_EPISODES = 3_000_000, 100
+
+
+def load_store() -> dict:
+    return json.loads(STORE.read_text()) if STORE.exists() else {}
+
+
+def save(store: dict) -> None:
+    STORE.parent.mkdir(parents=True, exist_ok=True)
+    STORE.write_text(json.dumps(store, indent=1, sort_keys=True))
+
+
+def spec_of(name: str, episodes: int):
+    import autocompress as ac
+
+    return ac.load_trial_spec(ROOT / "trials" / f"{name}.yaml").updated({"eval": {"episodes": episodes}})
+
+
+def on_targets(spec, data: bytes, teacher_data: bytes, cache: str) -> dict:
+    """The artifact's device figures on every MCU target (measure.measure_on_device, one spec per target)."""
+    from autocompress import envs, measure
+
+    make_env = envs.env_creator(spec.env, spec.env_config)
+    out = {}
+    for t in MCU:
+        r = measure.measure_on_device(spec.updated({"latency": {"target": t}}), data, teacher_data, make_env, cache)
+        out[t] = {k: getattr(r, k) for k in ("flash", "ram", "cycles", "cycles_max", "teacher_flash", "teacher_ram",
+                                             "teacher_cycles", "latency_ms", "teacher_latency_ms", "kernels",
+                                             "device_agreement")}
+    return out
+
+
+def techniques(name: str, episodes: int, cache: str, store: dict) -> None:
+    import autocompress as ac
+    from autocompress import teacher as teachers
+
+    spec = spec_of(name, episodes)
+    teacher_data = teachers.train_teacher(spec, Path(cache)).artifact()
+    done = store.setdefault(f"techniques/{name}", {})
+    for label, cfg in CONFIGS.items():
+        if label in done:
+            continue
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as d:
+            r = ac.compress(spec, cfg, output_dir=d, cache_dir=cache, target=MCU[0])
+            data = Path(r.artifact).read_bytes()
+        done[label] = {"return_mean": r.return_mean, "return_std": r.return_std, "return_ratio": r.return_ratio,
+                       "teacher_return_mean": r.teacher_return_mean, "bytes": r.bytes, "config": cfg,
+                       "targets": on_targets(spec, data, teacher_data, cache), "seconds": time.time() - t0}
+        save(store)
+        print(f"{name} {label}: return {r.return_mean:.1f}, " + ", ".join(
+            f"{t} {v['cycles']:,.0f} cycles {v['flash']:,} B" for t, v in done[label]["targets"].items()), flush=True)
+    rows = done
+    lines = [f"## On microcontrollers: each technique alone ({spec.env}, {spec.algorithm} teacher)", "",
+             f"`python -m benchmarks.mcu --specs {name} --only techniques --episodes {episodes}` on {machine()}. "
+             f"Each config compressed and fine-tuned once (the trial spec's budget) as a `cortex-m0plus` trial, "
+             f"its artifact then cross-built and emulated on every core. Return: mean ± std over {episodes} seeded "
+             "evaluation episodes (integer-only int8 acts identically on every core; fp32 kernels to rounding). "
+             "Cycles: mean per act over the teacher's 16 recorded states, exact for the build (TRM cycle tables, "
+             "zero-wait-state memory; the M7's is a single-issue estimate); µs at the target's clock (M0+ 32 MHz, "
+             "M4F 168 MHz, M7 216 MHz). Flash: text + rodata + data of the linked policy, libgcc / libm helpers "
+             "included. RAM: data + bss + the stack's high-water mark. Kernels: `iq` integer-only int8, else "
+             "the fp32 form with the fewest cycles per layer.", "",
+             "| config | return | kernels | " + " | ".join(f"{t} cycles (ratio) | µs | flash B | RAM B" for t in MCU)
+             + " |", "|---|---|---|" + "---|---|---|---|" * len(MCU)]
+    for label, r in rows.items():
+        cells = [label, f"{r['return_mean']:.1f} ± {r['return_std']:.1f}",
+                 ",".join(sorted(set(r["targets"][MCU[0]]["kernels"])))]
+        for t in MCU:
+            v = r["targets"][t]
+            cells += [f"{v['cycles']:,.0f} ({v['cycles'] / v['teacher_cycles']:.4f})", f"{v['latency_ms'] * 1e3:,.1f}",
+                      f"{v['flash']:,}", f"{v['ram']:,}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"![cycles vs flash]({plot_techniques(name, rows)})"]
+    write_section(f"mcu_techniques_{name}", "\n".join(lines))
+
+
+def plot_techniques(name: str, rows: dict) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(MCU), figsize=(15, 4.5), sharey=True)
+    for ax, t in zip(axes, MCU):
+        for label, r in rows.items():
+            v = r["targets"][t]
+            ax.scatter(v["flash"], v["cycles"], c="tab:red" if "iq" in v["kernels"] else "tab:blue")
+            ax.annotate(f"{label} ({r['return_ratio']:.2f})", (v["flash"], v["cycles"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("flash bytes (log)")
+        ax.set_title(t)
+    axes[0].set_ylabel("cycles per act (log)")
+    fig.suptitle(f"{name}: each technique alone per core (red: integer-only int8; in brackets: return ratio)")
+    return save_figure(fig, f"mcu_techniques_{name}.png")
+
+
+def int8_pays(store: dict) -> None:
+    """fp32 vs integer-only int8 at [32, 32] and [256, 256], CartPole's (4 obs, tanh) and LunarLander's
+    (8 obs, relu) shapes: random weights (cycles depend on the shape and activation, not the values),
+    8-bit symmetric PTQ calibrated on the same random states."""
+    import torch
+
+    from autocompress.artifact import calibrate, to_bytes
+    from autocompress.config import CompressConfig
+    from autocompress.mcu import device
+    from autocompress.nets import PolicyNet
+    from autocompress.pipeline import compress_net
+    from autocompress.targets import target
+    from autocompress.techniques import Context
+
+    done = store.setdefault("int8", {})
+    for obs_dim, n_act, act in ((4, 2, "tanh"), (8, 4, "relu")):
+        for hidden in ([32, 32], [256, 256]):
+            key = f"{obs_dim}-{hidden}-{act}"
+            if key in done:
+                continue
+            torch.manual_seed(0)
+            obs = np.random.default_rng(0).standard_normal((256, obs_dim)).astype(np.float32)
+            net = PolicyNet.mlp(obs_dim, hidden, n_act, act)
+            head = {"kind": "discrete", "n": n_act}
+            fp32 = to_bytes(net, head)
+            q = compress_net(net, CompressConfig.model_validate(
+                {"quantize": {"bits": 8, "symmetric": True, "mode": "ptq"}}), Context(sample_obs=obs), None)
+            int8 = calibrate(to_bytes(q, head), obs)
+            done[key] = {}
+            for t in MCU:
+                f, i = (device.measure(d, k, target(t), obs[:16])
+                        for d, k in ((fp32, ["dense"] * 3), (int8, ["iq"] * 3)))
+                macs = obs_dim * hidden[0] + hidden[0] * hidden[1] + hidden[1] * n_act
+                done[key][t] = {"fp32": float(f.cycles.mean()), "int8": float(i.cycles.mean()), "macs": macs,
+                                "fp32_flash": f.flash, "int8_flash": i.flash}
+            save(store)
+    lines = ["## On microcontrollers: does int8 pay?", "",
+             f"`python -m benchmarks.mcu --only int8` on {machine()}. One net per shape (random weights: cycles "
+             "depend on the shape and activation, not on the values), fp32 (`dense` kernels) vs the same net "
+             "8-bit symmetric PTQ run integer-only (`iq`: int8 activations, int32 sums, fixed-point requantization, "
+             "activation tables; SMLAD on the M4F and M7), mean cycles per act over 16 states. The M4F's MAC bound "
+             "is 2 MACs a cycle (SMLAD).", "",
+             "| obs, hidden, activation | core | fp32 cycles | int8 cycles | fp32 / int8 | int8 cycles per MAC | "
+             "fp32 flash B | int8 flash B |", "|---|---|---|---|---|---|---|---|"]
+    for key, per in done.items():
+        for t, v in per.items():
+            lines.append(f"| {key} | {t} | {v['fp32']:,.0f} | {v['int8']:,.0f} | {v['fp32'] / v['int8']:.1f}x | "
+                         f"{v['int8'] / v['macs']:.2f} | {v['fp32_flash']:,} | {v['int8_flash']:,} |")
+    write_section("mcu_int8", "\n".join(lines))
+
+
+def emlearn_source(net, head: dict, out: Path) -> None:
+    """emlearn's C for `net` (an fp32 MLP, discrete head): an sklearn MLPClassifier given its weights,
+    converted by emlearn, wrapped in our policy_act (argmax of the outputs, as eml_net_predict)."""
+    import emlearn
+    from sklearn.neural_network import MLPClassifier
+
+    ws = [layer.weight.detach().numpy().T.astype(np.float64) for layer in net.layers]
+    bs = [layer.bias.detach().numpy().astype(np.float64) for layer in net.layers]
+    n_act = ws[-1].shape[1]
+    m = MLPClassifier(hidden_layer_sizes=[w.shape[1] for w in ws[:-1]], activation=net.layers[0].act, max_iter=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(np.random.default_rng(0).standard_normal((4 * n_act, ws[0].shape[0])), np.arange(4 * n_act) % n_act)
+    m.coefs_, m.intercepts_ = ws, bs
+    out.mkdir(parents=True, exist_ok=True)
+    local = re.compile(r"#include <(eml_[a-z_]+\.h)>")  # found beside policy.c, as our build compiles it
+    code = local.sub(r'#include "\1"', emlearn.convert(m).save(name="pol"))
+    for h in Path(emlearn.__file__).parent.glob("eml_*.h"):
+        (out / h.name).write_text(local.sub(r'#include "\1"', h.read_text()))
+    # emlearn's headers do not build under our -Wall -Wextra -Werror: its warnings, not errors, here
+    quiet = "".join(f'#pragma GCC diagnostic ignored "-W{w}"\n' for w in (
+        "unused-variable", "unused-function", "unused-parameter", "type-limits", "sign-compare"))
+    (out / "policy.c").write_text(quiet + code + f"""
+int policy_act(const float *obs, float *action);
+int policy_act(const float *obs, float *action) {{ (void)action; return pol_predict(obs, {ws[0].shape[0]}); }}
+""")
+    assert head["kind"] == "discrete"
+
+
+def peers(store: dict) -> None:
+    import torch
+
+    from autocompress.artifact import calibrate, to_bytes
+    from autocompress.config import CompressConfig
+    from autocompress.mcu import device, emulate
+    from autocompress.mcu.build import build
+    from autocompress.nets import PolicyNet
+    from autocompress.pipeline import compress_net
+    from autocompress.runtime import NumpyPolicy
+    from autocompress.targets import target
+    from autocompress.techniques import Context
+
+    done = store.setdefault("peers", {})
+    for obs_dim, hidden, act in ((4, [32, 32], "tanh"), (8, [256, 256], "relu")):
+        key = f"{obs_dim}-{hidden}-{act}"
+        if key in done:
+            continue
+        torch.manual_seed(0)
+        net, head = PolicyNet.mlp(obs_dim, hidden, 4, act), {"kind": "discrete", "n": 4}
+        data = to_bytes(net, head)
+        obs = np.random.default_rng(1).standard_normal((16, obs_dim)).astype(np.float32)
+        calib = np.random.default_rng(2).standard_normal((256, obs_dim)).astype(np.float32)
+        want = [NumpyPolicy.from_bytes(data).act(o) for o in obs]
+        int8 = calibrate(to_bytes(compress_net(net, CompressConfig.model_validate(
+            {"quantize": {"bits": 8, "symmetric": True, "mode": "ptq"}}), Context(sample_obs=calib), None), head), calib)
+        done[key] = {}
+        for t in MCU:
+            ours = device.measure(data, ["dense"] * len(net.layers), target(t), obs)
+            ours8 = device.measure(int8, ["iq"] * len(net.layers), target(t), obs)
+            with tempfile.TemporaryDirectory() as d:
+                emlearn_source(net, head, Path(d) / "src")
+                b = build(Path(d) / "src", target(t), Path(d) / "build")
+                r = emulate.run(b.elf, target(t), obs, 0)
+            done[key][t] = {"ours_flash": ours.flash, "ours_ram": ours.ram, "ours_cycles": float(ours.cycles.mean()),
+                            "emlearn_flash": b.flash, "emlearn_ram": b.ram_static + r["stack_bytes"],
+                            "emlearn_cycles": float(r["cycles"].mean()),
+                            "agree": float(np.mean(r["ret"] == want)), "ours_agree": float(np.mean(ours.actions == want)),
+                            "int8_flash": ours8.flash, "int8_ram": ours8.ram, "int8_cycles": float(ours8.cycles.mean()),
+                            "int8_agree": float(np.mean(ours8.actions == want))}
+        save(store)
+    import emlearn
+
+    lines = ["## On microcontrollers: emlearn on the same nets", "",
+             f"`python -m benchmarks.mcu --only peers` on {machine()}. The same fp32 MLP (random weights, 4 "
+             f"actions) as our C export (`dense` kernels) and as emlearn {emlearn.__version__}'s C (an sklearn "
+             "MLPClassifier given the weights, `emlearn.convert`, `eml_net_predict` for the argmax), both compiled "
+             "with the target's flags and `-Wl,--gc-sections`, linked bare-metal and emulated on the same 16 "
+             "states; beside them, our export of the same net 8-bit symmetric PTQ, integer-only (`iq`, calibrated "
+             "on 256 other random states). Actions: the share equal to the fp32 net's in numpy. TensorFlow Lite "
+             "Micro was not measured: its PyPI interpreter needs a .tflite flatbuffer, and the converters on PyPI "
+             "(litert-torch, TensorFlow) pull another torch or TensorFlow.", "",
+             "| net | core | flash B: emlearn / ours fp32 / ours int8 | cycles: emlearn / ours fp32 / ours int8 | "
+             "RAM B: emlearn / ours fp32 / ours int8 | actions equal: emlearn / fp32 / int8 |", "|---|---|---|---|---|---|"]
+    for key, per in done.items():
+        for t, v in per.items():
+            lines.append(f"| {key} | {t} | {v['emlearn_flash']:,} / {v['ours_flash']:,} / {v['int8_flash']:,} | "
+                         f"{v['emlearn_cycles']:,.0f} / {v['ours_cycles']:,.0f} / {v['int8_cycles']:,.0f} | "
+                         f"{v['emlearn_ram']:,} / {v['ours_ram']:,} / {v['int8_ram']:,} | "
+                         f"{v['agree']:.2f} / {v['ours_agree']:.2f} / {v['int8_agree']:.2f} |")
+    write_section("mcu_peers", "\n".join(lines))
+
+
+def search(name: str, store: dict, cache: str) -> None:
+    from autocompress import envs, measure
+
+    done = store.setdefault(f"search/{name}", {})
+    for t in ("cortex-m0plus", "cortex-m4f"):
+        if t in done:
+            continue
+        d = Path(tempfile.mkdtemp(prefix=f"mcu-{name}-{t}-"))
+        seconds, run = run_search({"name": f"mcu_{name}_{t.replace('-', '_')}", "target": t}, {}, d)
+        held = [r for r in run.front() if r.heldout_return_ratio is not None and r.heldout_return_ratio >= 0.95]
+        entry = {"seconds": seconds, "trials": run.summary["complete"], "front": len(run.front())}
+        if held:
+            best = min(held, key=lambda r: r.cycles)  # chosen on the held-out episodes
+            row = run.trial_row(best.trial)
+            spec = run.trial_spec()
+            fresh = measure.heldout_spec(spec, FRESH_EPISODES, FRESH_SEED)
+            rets = measure.artifact_returns(Path(row["artifact"]).read_bytes(), fresh, "numpy", row["kernels"])
+            teacher = measure.artifact_returns(_teacher_bytes(spec, cache), fresh, "numpy", None)
+            make_env = envs.env_creator(spec.env, spec.env_config)
+            entry.update(trial=best.trial, config=best.config, flash=best.flash, ram=best.ram, cycles=best.cycles,
+                         cycle_ratio=best.latency_ratio, heldout_ratio=best.heldout_return_ratio,
+                         fresh_return=float(rets.mean()), fresh_std=float(rets.std()),
+                         fresh_teacher=float(teacher.mean()),
+                         fresh_ratio=measure.return_ratio(float(rets.mean()), float(teacher.mean()), fresh, make_env))
+        done[t] = entry
+        save(store)
+    lines = [f"## On microcontrollers: a search per target ({name})", "",
+             f"`python -m benchmarks.mcu --specs {name} --only search` on {machine()}: the shipped space "
+             f"`search_spaces/{name}.yaml` with `target:` set, its budget and trial spec as shipped. The point "
+             "shown is the front's fewest-cycles member at >= 0.95 held-out return ratio (the search's held-out "
+             f"episodes), then reported on {FRESH_EPISODES} fresh episodes (seeds {FRESH_SEED}..) it was not chosen "
+             "on.", "",
+             "| target | trials | wall s | chosen point | flash B | RAM B | cycles per act | cycles / teacher | "
+             "held-out ratio | fresh return (ratio) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for t, e in done.items():
+        if "trial" not in e:
+            lines.append(f"| {t} | {e['trials']} | {e['seconds']:.0f} | none at >= 0.95 | | | | | | |")
+            continue
+        lines.append(f"| {t} | {e['trials']} | {e['seconds']:.0f} | {json.dumps(e['config'])} | {e['flash']:,} | "
+                     f"{e['ram']:,} | {e['cycles']:,.0f} | {e['cycle_ratio']:.5f} | {e['heldout_ratio']:.3f} | "
+                     f"{e['fresh_return']:.1f} ± {e['fresh_std']:.1f} ({e['fresh_ratio']:.3f}) |")
+    write_section(f"mcu_search_{name}", "\n".join(lines))
+
+
+def _teacher_bytes(spec, cache: str) -> bytes:
+    from autocompress import teacher as teachers
+
+    return teachers.train_teacher(spec, Path(cache)).artifact()
+
+
+def main() -> None:
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--specs", nargs="+", default=["cartpole_ppo", "lunarlander_dqn"])
+    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--only", nargs="+", default=["techniques", "int8", "peers", "search"])
+    ap.add_argument("--cache-dir", default=None)
+    args = ap.parse_args()
+    import autocompress as ac
+
+    cache = args.cache_dir or str(ac.default_cache())
+    store = load_store()
+    if "int8" in args.only:
+        int8_pays(store)
+    if "peers" in args.only:
+        peers(store)
+    for name in args.specs:
+        if "techniques" in args.only:
+            techniques(name, args.episodes, cache, store)
+        if "search" in args.only:
+            search(name, store, cache)
+
+
+if __name__ == "__main__":
+    main()
