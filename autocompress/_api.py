@@ -515,13 +515,33 @@ class Run:
 
 
 def _check_target(spec: TrialSpec) -> None:
-    """An MCU target needs the cross toolchain: ConfigError naming the Debian packages, before Ray starts."""
+    """Before Ray starts: an MCU target needs the cross toolchain (ConfigError naming the Debian packages),
+    and a conv teacher's activations must fit the target's RAM (two fp32 buffers of its widest layer)."""
     from autocompress.targets import target
 
-    if target(spec.latency.target).mcu:
-        from autocompress.mcu.build import toolchain
+    t = target(spec.latency.target)
+    if not t.mcu:
+        return
+    from autocompress.mcu.build import toolchain
 
-        toolchain()
+    toolchain()
+    if spec.teacher.conv_filters:
+        from autocompress import envs
+        from autocompress.conv import geometry_chain, out_hw
+
+        env = envs.env_creator(spec.env, spec.env_config)()
+        try:
+            shape = tuple(env.observation_space.shape)
+        finally:
+            env.close()
+        chain = geometry_chain(shape, spec.teacher.obs_layout, spec.teacher.conv_filters)
+        widest = max([int(np.prod(shape))] + [f[0] * int(np.prod(out_hw(g)))
+                                              for f, g in zip(spec.teacher.conv_filters, chain)])
+        need = 2 * 4 * widest
+        if need > t.ram_bytes:
+            raise ConfigError(f"teacher.conv_filters: the conv net's activations need {need:,} bytes of RAM (two fp32 "
+                              f"buffers of its widest layer, {widest:,} values), more than {t.name}'s {t.ram_bytes:,} "
+                              f"({t.description}): choose a target with more RAM, or fewer channels", option="target")
 
 
 def search(space: SearchSpace | str | Path, *, trials: int | None = None, parallel: int | None = None,

@@ -103,3 +103,16 @@ def test_a_missing_cross_compiler_names_the_packages_before_ray(tmp_path, monkey
     assert result.exit_code == 2
     assert "gcc-arm-none-eabi libnewlib-arm-none-eabi" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_a_conv_net_over_the_targets_ram_is_refused_before_ray(tmp_path):
+    require_arm_toolchain()
+    spec = yaml.safe_load((ROOT / "trials" / "minatar_breakout_ppo.yaml").read_text())
+    spec["teacher"]["conv_filters"] = [[64, 3, 1, "same"], [64, 3, 1, "same"]]  # 64 x 10 x 10 floats, twice
+    (tmp_path / "trial.yaml").write_text(yaml.safe_dump(spec))
+    result = runner.invoke(app, ["compress", str(tmp_path / "trial.yaml"), "--config", str(ROOT / "configs" /
+                                 "int8_ptq.yaml"), "--target", "cortex-m0plus", "-o", str(tmp_path / "out"),
+                                 "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 2, result.output
+    assert "51,200 bytes of RAM" in result.output and "cortex-m0plus" in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
