@@ -20,6 +20,7 @@ Results are kept in docs/data/mcu.json as they finish: a re-run measures only wh
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -147,19 +148,27 @@ def plot_techniques(name: str, rows: dict) -> str:
     return save_figure(fig, f"mcu_techniques_{name}.png")
 
 
+def int8_of(net, head: dict, obs: np.ndarray) -> bytes:
+    """`net` 8-bit symmetric PTQ, calibrated for the integer-only net on `obs`: the artifact."""
+    from autocompress.artifact import calibrate, to_bytes
+    from autocompress.config import CompressConfig
+    from autocompress.pipeline import compress_net
+    from autocompress.techniques import Context
+
+    cfg = CompressConfig.model_validate({"quantize": {"bits": 8, "symmetric": True, "mode": "ptq"}})
+    return calibrate(to_bytes(compress_net(net, cfg, Context(sample_obs=obs), None), head), obs)
+
+
 def int8_pays(store: dict) -> None:
     """fp32 vs integer-only int8 at [32, 32] and [256, 256], CartPole's (4 obs, tanh) and LunarLander's
     (8 obs, relu) shapes: random weights (cycles depend on the shape and activation, not the values),
     8-bit symmetric PTQ calibrated on the same random states."""
     import torch
 
-    from autocompress.artifact import calibrate, to_bytes
-    from autocompress.config import CompressConfig
+    from autocompress.artifact import to_bytes
     from autocompress.mcu import device
     from autocompress.nets import PolicyNet
-    from autocompress.pipeline import compress_net
     from autocompress.targets import target
-    from autocompress.techniques import Context
 
     done = store.setdefault("int8", {})
     for obs_dim, n_act, act in ((4, 2, "tanh"), (8, 4, "relu")):
@@ -171,10 +180,7 @@ def int8_pays(store: dict) -> None:
             obs = np.random.default_rng(0).standard_normal((256, obs_dim)).astype(np.float32)
             net = PolicyNet.mlp(obs_dim, hidden, n_act, act)
             head = {"kind": "discrete", "n": n_act}
-            fp32 = to_bytes(net, head)
-            q = compress_net(net, CompressConfig.model_validate(
-                {"quantize": {"bits": 8, "symmetric": True, "mode": "ptq"}}), Context(sample_obs=obs), None)
-            int8 = calibrate(to_bytes(q, head), obs)
+            fp32, int8 = to_bytes(net, head), int8_of(net, head, obs)
             done[key] = {}
             for t in MCU:
                 f, i = (device.measure(d, k, target(t), obs[:16])
@@ -214,7 +220,8 @@ def emlearn_source(net, head: dict, out: Path) -> None:
     m.coefs_, m.intercepts_ = ws, bs
     out.mkdir(parents=True, exist_ok=True)
     local = re.compile(r"#include <(eml_[a-z_]+\.h)>")  # found beside policy.c, as our build compiles it
-    code = local.sub(r'#include "\1"', emlearn.convert(m).save(name="pol"))
+    with tempfile.TemporaryDirectory() as d, contextlib.chdir(d):  # convert() test-builds in ./tmp
+        code = local.sub(r'#include "\1"', emlearn.convert(m).save(name="pol"))
     for h in Path(emlearn.__file__).parent.glob("eml_*.h"):
         (out / h.name).write_text(local.sub(r'#include "\1"', h.read_text()))
     # emlearn's headers do not build under our -Wall -Wextra -Werror: its warnings, not errors, here
@@ -230,15 +237,12 @@ int policy_act(const float *obs, float *action) {{ (void)action; return pol_pred
 def peers(store: dict) -> None:
     import torch
 
-    from autocompress.artifact import calibrate, to_bytes
-    from autocompress.config import CompressConfig
+    from autocompress.artifact import to_bytes
     from autocompress.mcu import device, emulate
     from autocompress.mcu.build import build
     from autocompress.nets import PolicyNet
-    from autocompress.pipeline import compress_net
     from autocompress.runtime import NumpyPolicy
     from autocompress.targets import target
-    from autocompress.techniques import Context
 
     done = store.setdefault("peers", {})
     for obs_dim, hidden, act in ((4, [32, 32], "tanh"), (8, [256, 256], "relu")):
@@ -251,8 +255,7 @@ def peers(store: dict) -> None:
         obs = np.random.default_rng(1).standard_normal((16, obs_dim)).astype(np.float32)
         calib = np.random.default_rng(2).standard_normal((256, obs_dim)).astype(np.float32)
         want = [NumpyPolicy.from_bytes(data).act(o) for o in obs]
-        int8 = calibrate(to_bytes(compress_net(net, CompressConfig.model_validate(
-            {"quantize": {"bits": 8, "symmetric": True, "mode": "ptq"}}), Context(sample_obs=calib), None), head), calib)
+        int8 = int8_of(net, head, calib)
         done[key] = {}
         for t in MCU:
             ours = device.measure(data, ["dense"] * len(net.layers), target(t), obs)
