@@ -157,6 +157,17 @@ def test_pick_excludes_each_failing_constraint_at_its_bound():
     assert pick([row(0, -5, 0.001, 10, rr=-0.1), row(1, 5, 0.002, 20, rr=0.1)])["trial"] == 1
 
 
+def test_pick_constrains_flash_and_ram_and_never_counts_an_unmeasured_one():
+    rows = [{**row(0, 490, 0.001, 900, rr=0.99), "flash": 5000, "ram": 400},
+            {**row(1, 490, 0.002, 800, rr=0.99), "flash": 4096, "ram": 1200},
+            {**row(2, 490, 0.003, 700, rr=0.99), "flash": 4096, "ram": 1024},
+            {**row(3, 490, 0.0001, 10, rr=0.99), "flash": None, "ram": None}]  # a host trial: not measured
+    assert pick(rows, max_flash=4096)["trial"] == 1
+    assert pick(rows, max_flash=4096, max_ram=1024)["trial"] == 2
+    with pytest.raises(NothingQualifies, match="flash <= 4000: met by 0"):
+        pick(rows, max_flash=4000)
+
+
 def test_pick_tie_breaks():
     # same latency: fewer bytes wins (over a higher return); same latency and bytes: higher return wins
     rows = [row(0, 450, 0.002, 300, rr=1), row(1, 400, 0.002, 200, rr=1), row(2, 420, 0.002, 200, rr=1),
