@@ -208,3 +208,24 @@ def test_integer_only_int8_takes_fewer_cycles_than_fp32(builds, observations, na
     cycles = {case: run(builds(case, name)[2].elf, target(name), observations[:20], 0)["cycles"].mean()
               for case in ("discrete-dense-relu", "discrete-iq-relu")}
     assert cycles["discrete-dense-relu"] / cycles["discrete-iq-relu"] >= least, cycles
+
+
+@pytest.mark.parametrize("name", MCU)
+@pytest.mark.parametrize("variant, conv_kernels", [("fp32", ["dense", "im2col"]), ("q8", ["int8", "dense"])])
+def test_a_conv_policy_cross_built_acts_like_the_numpy_runtime(tmp_path, name, variant, conv_kernels):
+    """The conv head: a MinAtar-like net (channels-last binary images), fp32 direct / im2col and int8
+    conv kernels, on 10 images (soft-float conv on the M0+ emulates at ~1 s an act)."""
+    require_arm_toolchain()
+    from test_conv_native import artifact, forced, images
+
+    data = artifact("hwc", variant)
+    kernels = forced(layers_of(*read_artifact(data)), conv_kernels)
+    write_c(data, tmp_path / "src", kernels)
+    built = mcu_build.build(tmp_path / "src", target(name), tmp_path / "build")
+    obs = images((10, 10, 4), 10, seed=3)
+    ref = NumpyPolicy.from_bytes(data, kernels)
+    got = run(built.elf, target(name), obs, 0)
+    logits = np.sort(ref.forward(obs.reshape(len(obs), -1)), axis=1)
+    clear = logits[:, -1] - logits[:, -2] > 1e-4
+    want = np.array([ref.act(o) for o in obs])
+    assert clear.mean() > 0.9 and (got["ret"][clear] == want[clear]).all()
