@@ -55,4 +55,4 @@ def target(name: str) -> Target:
     try:
         return TARGETS[name]
     except KeyError:
-        raise ConfigError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}", "target") from None
+        raise ConfigError(f"unknown target {name!r}; known targets: {', '.join(TARGETS)}") from None
