@@ -14,7 +14,8 @@ memory); returns are over seeded evaluation episodes. Sections of docs/BENCHMARK
 - mcu_search_<spec>: a search per target (the shipped space with `target:`), its best point at >= 0.95
   held-out return, that point's return on fresh episodes it was not chosen on.
 
-Results are kept in docs/data/mcu.json as they finish: a re-run measures only what is missing.
+Results are kept in docs/data/mcu.json (the searches in mcu_search.json) as they finish: a re-run
+measures only what is missing.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from benchmarks.common import ROOT, machine, run_search, save_figure, write_sect
 
 MCU = ("cortex-m0plus", "cortex-m4f", "cortex-m7")
 STORE = ROOT / "docs" / "data" / "mcu.json"
+SEARCH_STORE = ROOT / "docs" / "data" / "mcu_search.json"  # its own file: searches run apart from the rest
 INT8 = {"quantize": {"bits": 8, "symmetric": True, "per_channel": True, "mode": "qat"}}
 CONFIGS = {
     "teacher (fp32)": {},
@@ -52,13 +54,13 @@ CONFIGS = {
 FRESH_SEED, FRESH_EPISODES = 3_000_000, 100
 
 
-def load_store() -> dict:
-    return json.loads(STORE.read_text()) if STORE.exists() else {}
+def load_store(path: Path = STORE) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save(store: dict) -> None:
-    STORE.parent.mkdir(parents=True, exist_ok=True)
-    STORE.write_text(json.dumps(store, indent=1, sort_keys=True))
+def save(store: dict, path: Path = STORE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(store, indent=1, sort_keys=True))
 
 
 def spec_of(name: str, episodes: int):
@@ -67,18 +69,20 @@ def spec_of(name: str, episodes: int):
     return ac.load_trial_spec(ROOT / "trials" / f"{name}.yaml").updated({"eval": {"episodes": episodes}})
 
 
-def on_targets(spec, data: bytes, teacher_data: bytes, cache: str) -> dict:
-    """The artifact's device figures on every MCU target (measure.measure_on_device, one spec per target)."""
+def figures(r) -> dict:
+    """What a device trial's result says of the device."""
+    return {k: getattr(r, k) for k in ("flash", "ram", "cycles", "cycles_max", "teacher_flash", "teacher_ram",
+                                       "teacher_cycles", "latency_ms", "teacher_latency_ms", "kernels",
+                                       "device_agreement")}
+
+
+def on_targets(spec, data: bytes, teacher_data: bytes, cache: str, targets: tuple[str, ...]) -> dict:
+    """The artifact's device figures on `targets` (measure.measure_on_device, one spec per target)."""
     from autocompress import envs, measure
 
     make_env = envs.env_creator(spec.env, spec.env_config)
-    out = {}
-    for t in MCU:
-        r = measure.measure_on_device(spec.updated({"latency": {"target": t}}), data, teacher_data, make_env, cache)
-        out[t] = {k: getattr(r, k) for k in ("flash", "ram", "cycles", "cycles_max", "teacher_flash", "teacher_ram",
-                                             "teacher_cycles", "latency_ms", "teacher_latency_ms", "kernels",
-                                             "device_agreement")}
-    return out
+    return {t: figures(measure.measure_on_device(spec.updated({"latency": {"target": t}}), data, teacher_data,
+                                                 make_env, cache)) for t in targets}
 
 
 def techniques(name: str, episodes: int, cache: str, store: dict) -> None:
@@ -97,7 +101,8 @@ def techniques(name: str, episodes: int, cache: str, store: dict) -> None:
             data = Path(r.artifact).read_bytes()
         done[label] = {"return_mean": r.return_mean, "return_std": r.return_std, "return_ratio": r.return_ratio,
                        "teacher_return_mean": r.teacher_return_mean, "bytes": r.bytes, "config": cfg,
-                       "targets": on_targets(spec, data, teacher_data, cache), "seconds": time.time() - t0}
+                       "targets": {MCU[0]: figures(r), **on_targets(spec, data, teacher_data, cache, MCU[1:])},
+                       "seconds": time.time() - t0}
         save(store)
         print(f"{name} {label}: return {r.return_mean:.1f}, " + ", ".join(
             f"{t} {v['cycles']:,.0f} cycles {v['flash']:,} B" for t, v in done[label]["targets"].items()), flush=True)
@@ -293,10 +298,11 @@ def peers(store: dict) -> None:
     write_section("mcu_peers", "\n".join(lines))
 
 
-def search(name: str, store: dict, cache: str) -> None:
+def search(name: str, cache: str) -> None:
     from autocompress import envs, measure
 
-    done = store.setdefault(f"search/{name}", {})
+    store = load_store(SEARCH_STORE)
+    done = store.setdefault(name, {})
     for t in ("cortex-m0plus", "cortex-m4f"):
         if t in done:
             continue
@@ -318,7 +324,7 @@ def search(name: str, store: dict, cache: str) -> None:
                          fresh_teacher=float(teacher.mean()),
                          fresh_ratio=measure.return_ratio(float(rets.mean()), float(teacher.mean()), fresh, make_env))
         done[t] = entry
-        save(store)
+        save(store, SEARCH_STORE)
     lines = [f"## On microcontrollers: a search per target ({name})", "",
              f"`python -m benchmarks.mcu --specs {name} --only search` on {machine()}: the shipped space "
              f"`search_spaces/{name}.yaml` with `target:` set, its budget and trial spec as shipped. The point "
@@ -363,7 +369,7 @@ def main() -> None:
         if "techniques" in args.only:
             techniques(name, args.episodes, cache, store)
         if "search" in args.only:
-            search(name, store, cache)
+            search(name, cache)
 
 
 if __name__ == "__main__":
