@@ -307,7 +307,7 @@ def search(name: str, cache: str) -> None:
         if t in done:
             continue
         d = Path(tempfile.mkdtemp(prefix=f"mcu-{name}-{t}-"))
-        seconds, run = run_search({"name": f"mcu_{name}_{t.replace('-', '_')}", "target": t}, {}, d)
+        seconds, run = run_search({"name": f"mcu_{name}_{t.replace('-', '_')}", "target": t}, {}, d, base=name)
         held = [r for r in run.front() if r.heldout_return_ratio is not None and r.heldout_return_ratio >= 0.95]
         entry = {"seconds": seconds, "trials": run.summary["complete"], "front": len(run.front())}
         if held:
