@@ -526,7 +526,7 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
     if fmt == "c" and row.get("cycles") is not None:
         out.print(f"wrote {path}/policy.c, policy.h, main.c, Makefile from trial {trial}, measured on "
                   f"{row['target']} ({row['cpu']}): flash {row['flash']:,} B, RAM {row['ram']:,} B (data + bss + "
-                  f"stack), {row['cycles']:,.0f} cycles per act (mean of {row['kernels'] and 'the'} recorded states; "
+                  f"stack), {row['cycles']:,.0f} cycles per act (mean over the teacher's recorded states; "
                   f"max {row['cycles_max']:,}); build: cd {path} && make")
     elif fmt == "c":
         from autocompress.exports import flash_size

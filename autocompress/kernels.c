@@ -32,6 +32,10 @@
  *
  * An observation laid out H x W x C (in_c > 0) is transposed to C x H x W once, before layer 0.
  *
+ * An int8 net may instead run integer-only as a whole (AczNet.iq, autocompress/intq.py): int8 activations
+ * from the observation to the head, int32 sums (SMLAD where the core has it), fixed-point requantization,
+ * activations by table; what a Cortex-M target runs for such a net (ACZ_IQ_ONLY: nothing else compiled).
+ *
  * DENSE, CSR and PACKED compute the same fp32 sums (bias first, then over the inputs; compiled
  * with -ffast-math the compiler may reorder a sum, so results agree to float rounding); INT8
  * rounds the inputs, so its choice changes actions slightly, and it is recorded.

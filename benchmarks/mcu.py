@@ -309,7 +309,8 @@ def search(name: str, cache: str) -> None:
         d = Path(tempfile.mkdtemp(prefix=f"mcu-{name}-{t}-"))
         seconds, run = run_search({"name": f"mcu_{name}_{t.replace('-', '_')}", "target": t}, {}, d, base=name)
         held = [r for r in run.front() if r.heldout_return_ratio is not None and r.heldout_return_ratio >= 0.95]
-        entry = {"seconds": seconds, "trials": run.summary["complete"], "front": len(run.front())}
+        entry = {"seconds": seconds, "trials": run.summary["complete"], "stopped": run.summary["stopped"],
+                 **front_best(run)}
         if held:
             best = min(held, key=lambda r: r.cycles)  # chosen on the held-out episodes
             row = run.trial_row(best.trial)
@@ -331,16 +332,30 @@ def search(name: str, cache: str) -> None:
              "shown is the front's fewest-cycles member at >= 0.95 held-out return ratio (the search's held-out "
              f"episodes), then reported on {FRESH_EPISODES} fresh episodes (seeds {FRESH_SEED}..) it was not chosen "
              "on.", "",
-             "| target | trials | wall s | chosen point | flash B | RAM B | cycles per act | cycles / teacher | "
-             "held-out ratio | fresh return (ratio) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| target | complete (stopped early) | wall s | chosen point | flash B | RAM B | cycles per act | "
+             "cycles / teacher | held-out ratio | fresh return (ratio) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for t, e in done.items():
+        trials = f"{e['trials']} ({e.get('stopped', '?')})"
         if "trial" not in e:
-            lines.append(f"| {t} | {e['trials']} | {e['seconds']:.0f} | none at >= 0.95 | | | | | | |")
+            c = e.get("closest")
+            lines.append(f"| {t} | {trials} | {e['seconds']:.0f} | none at >= 0.95" + (
+                f"; closest: {json.dumps(c['config'])} | {c['flash']:,} | {c['ram']:,} | {c['cycles']:,.0f} | | "
+                f"{c['heldout_ratio']:.3f} (evaluation {c['ratio']:.3f}) | |" if c else " | | | | | | |"))
             continue
-        lines.append(f"| {t} | {e['trials']} | {e['seconds']:.0f} | {json.dumps(e['config'])} | {e['flash']:,} | "
+        lines.append(f"| {t} | {trials} | {e['seconds']:.0f} | {json.dumps(e['config'])} | {e['flash']:,} | "
                      f"{e['ram']:,} | {e['cycles']:,.0f} | {e['cycle_ratio']:.5f} | {e['heldout_ratio']:.3f} | "
                      f"{e['fresh_return']:.1f} ± {e['fresh_std']:.1f} ({e['fresh_ratio']:.3f}) |")
     write_section(f"mcu_search_{name}", "\n".join(lines))
+
+
+def front_best(run) -> dict:
+    """The front's size and its member with the highest held-out return ratio (what a search that found no
+    point at >= 0.95 came closest with)."""
+    held = [r for r in run.front() if r.heldout_return_ratio is not None]
+    best = max(held, key=lambda r: r.heldout_return_ratio, default=None)
+    return {"front": len(run.front()), **({"closest": {"config": best.config, "heldout_ratio": best.heldout_return_ratio,
+                                                       "ratio": best.return_ratio, "cycles": best.cycles,
+                                                       "flash": best.flash, "ram": best.ram}} if best else {})}
 
 
 def _teacher_bytes(spec, cache: str) -> bytes:
