@@ -15,11 +15,12 @@ from teacher-visited observations (`artifact.calibrate`, stored in the artifact'
             scale (tanh's clipped at TANH_RANGE: beyond it tanh is flat to within int8's step);
             then relu = max(p, 0) or none = p, every other activation a 255-entry int8 table over
             p = -127 .. 127 (no libm), whose output scale max|f| / 127 is the next layer's s_x;
-  output    acc_j * (s_w_j s_x) in fp32 (a handful of values), then the head as every runtime's.
+  output    a discrete head: argmax of round(acc_j M_j), every output brought to the widest row's scale
+            (integers); a continuous head: acc_j * (s_w_j s_x) in fp32, then the head as every runtime's.
 
-Every step but a continuous head's output scaling is integer, so the numpy mirror (`forward`)
-equals the C kernel exactly (that scaling is one IEEE fp32 product in both). Eligible nets: Linear layers only, each
-int8-representable (`Layer.int8()`: k-bit quantized, k <= 8 symmetric, <= 7 asymmetric).
+Every step but a continuous head's output scaling is integer, so the numpy mirror (`forward`) equals
+the C kernel exactly (that scaling is one IEEE fp32 product in both). Eligible nets: Linear layers
+only, each int8-representable (`Layer.int8()`: k-bit quantized, k <= 8 symmetric, <= 7 asymmetric).
 """
 
 from __future__ import annotations
