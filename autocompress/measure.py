@@ -131,8 +131,7 @@ def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
         return measure_on_device(spec, data, teacher_data, make_env, cache_dir)
     runtime_name, runtime = policy_runtime(spec.latency.runtime)
     cand, ref = runtime.from_bytes(data), runtime.from_bytes(teacher_data)
-    r = evaluate(cand.act, make_env, spec.eval.episodes, spec.eval.seed)
-    rt = evaluate(ref.act, make_env, spec.eval.episodes, spec.eval.seed)
+    shared = returns_and_bytes(spec, cand.act, ref.act, data, teacher_data, make_env)
     obs = collect_obs(ref.act, make_env, LATENCY_OBS, spec.eval.seed)
     lp = spec.latency
     call = latency({"cand": cand.act, "teacher": ref.act}, obs[0], lp.warmup, lp.calls, lp.rounds)
@@ -144,19 +143,26 @@ def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
     else:
         lat = call
         ratio = call["cand"]["median_ms"] / call["teacher"]["median_ms"]
-    size, tsize = artifact_bytes(data), artifact_bytes(teacher_data)
     return TrialResult(
-        return_mean=float(r.mean()), return_std=float(r.std()), returns=r.tolist(),
-        teacher_return_mean=float(rt.mean()), teacher_return_std=float(rt.std()),
-        return_ratio=return_ratio(float(r.mean()), float(rt.mean()), spec, make_env),
-        latency_ms=lat["cand"]["median_ms"], latency_p95_ms=lat["cand"]["p95_ms"],
+        **shared, latency_ms=lat["cand"]["median_ms"], latency_p95_ms=lat["cand"]["p95_ms"],
         teacher_latency_ms=lat["teacher"]["median_ms"],
         latency_ratio=ratio,
         latency_call_ms=call["cand"]["median_ms"], teacher_latency_call_ms=call["teacher"]["median_ms"],
-        bytes=size["bytes"], gzip_bytes=size["gzip_bytes"],
-        teacher_bytes=tsize["bytes"], teacher_gzip_bytes=tsize["gzip_bytes"],
-        bytes_ratio=size["bytes"] / tsize["bytes"], runtime=runtime_name, kernels=list(cand.kernels),
-        cpu=cpu_model())
+        runtime=runtime_name, kernels=list(cand.kernels), cpu=cpu_model())
+
+
+def returns_and_bytes(spec: TrialSpec, act: Callable, teacher_act: Callable, data: bytes, teacher_data: bytes,
+                      make_env) -> dict:
+    """The TrialResult fields every target measures alike: candidate and teacher returns on the same
+    seeded evaluation episodes, their ratio, and both artifacts' bytes."""
+    r = evaluate(act, make_env, spec.eval.episodes, spec.eval.seed)
+    rt = evaluate(teacher_act, make_env, spec.eval.episodes, spec.eval.seed)
+    size, tsize = artifact_bytes(data), artifact_bytes(teacher_data)
+    return {"return_mean": float(r.mean()), "return_std": float(r.std()), "returns": r.tolist(),
+            "teacher_return_mean": float(rt.mean()), "teacher_return_std": float(rt.std()),
+            "return_ratio": return_ratio(float(r.mean()), float(rt.mean()), spec, make_env),
+            "bytes": size["bytes"], "gzip_bytes": size["gzip_bytes"], "teacher_bytes": tsize["bytes"],
+            "teacher_gzip_bytes": tsize["gzip_bytes"], "bytes_ratio": size["bytes"] / tsize["bytes"]}
 
 
 #: teacher-visited observations an MCU target's builds run on: cycles are exact per observation and vary
@@ -182,23 +188,16 @@ def measure_on_device(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
     obs = collect_obs(teacher.act, make_env, DEVICE_OBS, spec.eval.seed)
     kernels = device.choose_kernels(data, tgt, obs)
     cand = NumpyPolicy.from_bytes(data, kernels)
-    r = evaluate(cand.act, make_env, spec.eval.episodes, spec.eval.seed)
-    rt = evaluate(teacher.act, make_env, spec.eval.episodes, spec.eval.seed)
+    shared = returns_and_bytes(spec, cand.act, teacher.act, data, teacher_data, make_env)
     fig = device.measure(data, kernels, tgt, obs)
     tfig = _teacher_on_device(teacher_data, tgt, obs, cache_dir)
     want = np.array([cand.act(o) for o in obs])
     same = (fig.actions == want) if want.ndim == 1 else np.isclose(fig.actions, want, atol=1e-5).all(axis=1)
     clock = spec.latency.clock_mhz * 1e6 if spec.latency.clock_mhz else tgt.clock_hz
     cycles = float(fig.cycles.mean())
-    size, tsize = artifact_bytes(data), artifact_bytes(teacher_data)
     return TrialResult(
-        return_mean=float(r.mean()), return_std=float(r.std()), returns=r.tolist(),
-        teacher_return_mean=float(rt.mean()), teacher_return_std=float(rt.std()),
-        return_ratio=return_ratio(float(r.mean()), float(rt.mean()), spec, make_env),
-        latency_ms=cycles / clock * 1e3, latency_p95_ms=float(np.percentile(fig.cycles, 95)) / clock * 1e3,
-        teacher_latency_ms=tfig["cycles"] / clock * 1e3, latency_ratio=cycles / tfig["cycles"],
-        bytes=size["bytes"], gzip_bytes=size["gzip_bytes"], teacher_bytes=tsize["bytes"],
-        teacher_gzip_bytes=tsize["gzip_bytes"], bytes_ratio=size["bytes"] / tsize["bytes"], runtime="numpy",
+        **shared, latency_ms=cycles / clock * 1e3, latency_p95_ms=float(np.percentile(fig.cycles, 95)) / clock * 1e3,
+        teacher_latency_ms=tfig["cycles"] / clock * 1e3, latency_ratio=cycles / tfig["cycles"], runtime="numpy",
         kernels=kernels, cpu=tgt.description, target=tgt.name, flash=fig.flash, ram=fig.ram, cycles=cycles,
         cycles_max=int(fig.cycles.max()), instructions=float(fig.instructions.mean()),
         teacher_flash=tfig["flash"], teacher_ram=tfig["ram"], teacher_cycles=tfig["cycles"],
