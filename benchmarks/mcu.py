@@ -2,6 +2,8 @@
 
     python -m benchmarks.mcu [--specs cartpole_ppo lunarlander_dqn] [--episodes 20] [--only techniques int8 peers search]
 
+Needs the Arm toolchain (README, "On a microcontroller") and, for `peers`, `pip install -e ".[bench]"` (emlearn).
+
 Every figure is exact for its build and observations (autocompress.mcu: the C export cross-built with
 arm-none-eabi-gcc, linked bare-metal, run in unicorn, cycles from each core's TRM table, zero-wait-state
 memory); returns are over seeded evaluation episodes. Sections of docs/BENCHMARKS.md it writes:
