@@ -57,8 +57,13 @@ def to_bytes(net: PolicyNet, head: dict, obs_norm: dict | None = None) -> bytes:
               "head": head, "obs_norm": obs_norm, "layers": layers}
     if net.input is not None:
         header["input"] = net.input
+    return _pack(header, blob.getvalue())
+
+
+def _pack(header: dict, blob: bytes) -> bytes:
+    """The artifact's bytes: magic, header length, compact JSON header, the packed tensors."""
     hdr = json.dumps(header, separators=(",", ":")).encode()
-    return MAGIC + struct.pack("<I", len(hdr)) + hdr + blob.getvalue()
+    return MAGIC + struct.pack("<I", len(hdr)) + hdr + blob
 
 
 def runtime_act(net: PolicyNet, head: dict):
@@ -86,8 +91,7 @@ def calibrate(data: bytes, obs: np.ndarray) -> bytes:
         act = ACTIVATIONS[layer.act]
         x = act(p) if act is not None else p
     header["iq"] = {"x": _int8_scale(x_range), "p": [_int8_scale(m) for m in pre]}
-    hdr = json.dumps(header, separators=(",", ":")).encode()
-    return MAGIC + struct.pack("<I", len(hdr)) + hdr + bytes(blob)
+    return _pack(header, bytes(blob))
 
 
 def _int8_scale(max_abs: float) -> float:

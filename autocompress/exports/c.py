@@ -229,7 +229,7 @@ int main(void) {
 
 def write_makefile(out_dir: str | Path, target: str) -> Path:
     """A Makefile that builds policy.o for an MCU target with the flags its figures were measured with
-    (autocompress.targets; link policy.o into the firmware, or `make example` for the stdin example)."""
+    (autocompress.targets); link policy.o into the firmware."""
     from autocompress.mcu.build import CFLAGS
     from autocompress.targets import target as find
 
