@@ -175,6 +175,16 @@ void acz_csr(const AczLayer *L, const float *x, float *y) {
 }
 #endif
 
+/* A float the compiler must take as it is: under -ffast-math (the host build) it may otherwise turn
+ * m / 127 into m * (1 / 127), sum * (s * qscale) into (sum * s) * qscale, or fuse b + sum * sq
+ * into one FMA, each one rounding away from the numpy arithmetic the int8 kernels mirror
+ * (layers.int8_forward): so the int8 kernels' results are bit for bit those of numpy. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define ACZ_OPAQUE(v) __asm__("" : "+x"(v))
+#else
+#define ACZ_OPAQUE(v) (void)(v)
+#endif
+
 #if ACZ_USE_INT8 || ACZ_USE_CONV_INT8
 /* x[0 .. n-1] rounded to int8 with one scale max|x| / 127 into xq; returns that scale (0: all inputs 0). */
 float acz_quantize(const float *x, int n, int8_t *xq) {
@@ -186,7 +196,104 @@ float acz_quantize(const float *x, int n, int8_t *xq) {
         float v = rintf(x[k] * inv);
         xq[k] = (int8_t)(v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v));
     }
-    return m / 127.0f;
+    float q = 127.0f;
+    ACZ_OPAQUE(q);
+    return m / q;
+}
+#endif
+
+#if ACZ_USE_INT8 || ACZ_USE_CONV_INT8
+/* int8 dot products, exact in int32 (|sum| <= 127 * 127 * n), up to 4 rows sharing one read of x.
+ * x86 with AVX2: 16 products per vpmaddwd after sign extension to int16 (XNNPACK's qs8 way); with
+ * AVX-512 VNNI: 32 per vpdpbusd, which multiplies unsigned by signed bytes, so the weights are read as
+ * w ^ 0x80 = w + 128 (unsigned) and the 128 * sum x this adds is taken off once per call (acz_i8_offset).
+ * The unsaturated forms only: vpmaddubsw's int16 pair sums would clip (MLAS keeps weights to 7 bits for
+ * it); these need no change to the quantization grid. Elsewhere, or with -DACZ_PORTABLE, a plain loop.
+ * The choice is the compiler's target (-march), fixed at build time like every other instruction. */
+#if defined(__AVX2__) && !defined(ACZ_PORTABLE)
+#include <immintrin.h>
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#define ACZ_I8_STEP 32
+#else
+#define ACZ_I8_STEP 16
+#endif
+#else
+#define ACZ_I8_STEP 1
+#endif
+#if defined(__GNUC__)  /* inlined into its callers' row loops: the call costs ~15% of a 256-wide layer */
+#define ACZ_INLINE static inline __attribute__((always_inline))
+#else
+#define ACZ_INLINE static inline
+#endif
+
+/* What the vector part of acz_dot_i8 over x[0 .. n) adds beyond the dot product (VNNI: 128 * its sum). */
+static int32_t acz_i8_offset(const int8_t *x, int n) {
+    int32_t s = 0;
+#if ACZ_I8_STEP == 32
+    for (int k = 0; k < n - n % 32; k++) s += x[k];
+#else
+    (void)x; (void)n;
+#endif
+    return 128 * s;
+}
+
+/* One row's products of the inputs k .. n (past the last whole vector). */
+static int32_t acz_dot_i8_tail(const int8_t *w, const int8_t *x, int k, int n) {
+    int32_t acc = 0;
+    for (; k < n; k++) acc += (int16_t)w[k] * (int16_t)x[k];
+    return acc;
+}
+
+#if ACZ_I8_STEP == 32
+#define ACZ_I8_X(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
+#define ACZ_I8_MAC(a, w, xv) a = _mm256_dpbusd_epi32(a, _mm256_xor_si256(ACZ_I8_X(w), flip), xv)
+#elif ACZ_I8_STEP == 16
+#define ACZ_I8_X(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define ACZ_I8_MAC(a, w, xv) a = _mm256_add_epi32(a, _mm256_madd_epi16(ACZ_I8_X(w), xv))
+#endif
+
+/* d[0..3]: the dot products of rows w, w + ld, w + 2 ld, w + 3 ld with x[0 .. n) (ld 0: one row, four
+ * times); off: acz_i8_offset(x, n). */
+ACZ_INLINE void acz_dot4_i8(const int8_t *w, long ld, const int8_t *x, int n, int32_t off, int32_t *d) {
+    const int8_t *w0 = w, *w1 = w + ld, *w2 = w + 2 * ld, *w3 = w + 3 * ld;
+    int k = 0;
+#if ACZ_I8_STEP > 1
+#if ACZ_I8_STEP == 32
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+#endif
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (; k + ACZ_I8_STEP <= n; k += ACZ_I8_STEP) {
+        const __m256i xv = ACZ_I8_X(x + k);
+        ACZ_I8_MAC(a0, w0 + k, xv);
+        ACZ_I8_MAC(a1, w1 + k, xv);
+        ACZ_I8_MAC(a2, w2 + k, xv);
+        ACZ_I8_MAC(a3, w3 + k, xv);
+    }
+    /* the four rows' 8 lanes each, summed into one vector d0 d1 d2 d3 */
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+    _mm_storeu_si128((__m128i *)(void *)d, _mm_sub_epi32(_mm_add_epi32(_mm256_castsi256_si128(h),
+                                                                        _mm256_extracti128_si256(h, 1)),
+                                                          _mm_set1_epi32(off)));
+#else
+    (void)off;
+    d[0] = d[1] = d[2] = d[3] = 0;
+#endif
+    if (k < n) {
+        d[0] += acz_dot_i8_tail(w0, x, k, n);
+        d[1] += acz_dot_i8_tail(w1, x, k, n);
+        d[2] += acz_dot_i8_tail(w2, x, k, n);
+        d[3] += acz_dot_i8_tail(w3, x, k, n);
+    }
+}
+
+/* d[0 .. nr): rows w + i ld (nr <= 4; fewer than 4: the last out % 4 rows, one at a time). */
+ACZ_INLINE void acz_dots_i8(const int8_t *w, long ld, int nr, const int8_t *x, int n, int32_t off, int32_t *d) {
+    if (nr == 4) { acz_dot4_i8(w, ld, x, n, off, d); return; }
+    int32_t e[4];
+    for (int i = 0; i < nr; i++) {
+        acz_dot4_i8(w + i * ld, 0, x, n, off, e);
+        d[i] = e[0];
+    }
 }
 #endif
 
@@ -194,12 +301,18 @@ float acz_quantize(const float *x, int n, int8_t *xq) {
 void acz_int8(const AczLayer *L, const float *x, float *y, int8_t *xq) {
     const float s = acz_quantize(x, L->in, xq);
     if (s == 0.0f) return;                                 /* all inputs 0: y is the bias */
-    for (int j = 0; j < L->out; j++) {
-        const int8_t *row = L->q + (long)j * L->in;
-        int32_t acc = 0;
-        /* int16 products summed in int32: compilers map this to multiply-add-pairs (pmaddwd, or VNNI) */
-        for (int k = 0; k < L->in; k++) acc += (int16_t)row[k] * (int16_t)xq[k];
-        y[j] += (float)acc * (s * L->qscale[j]);
+    const int32_t off = acz_i8_offset(xq, L->in);
+    int32_t d[4];
+    for (int j = 0; j < L->out; j += 4) {
+        const int nr = L->out - j < 4 ? L->out - j : 4;
+        acz_dots_i8(L->q + (long)j * L->in, L->in, nr, xq, L->in, off, d);
+        for (int i = 0; i < nr; i++) {
+            float sq = s * L->qscale[j + i];
+            ACZ_OPAQUE(sq);
+            float t = (float)d[i] * sq;
+            ACZ_OPAQUE(t);  /* not fused into y's add */
+            y[j + i] += t;
+        }
     }
 }
 #endif
@@ -348,14 +461,23 @@ void acz_conv_int8(const AczLayer *L, const float *x, float *y, int8_t *qbuf) {
     for (int oy = 0; oy < g->oh; oy++)
         for (int ox = 0; ox < g->ow; ox++) {
             const int p = oy * g->ow + ox;
-            if (s != 0.0f) ACZ_PATCH(int8_t, g, xq, oy, ox, patch);
-            for (int o = 0; o < L->out; o++) {
-                const float b = L->b ? L->b[o] : 0.0f;
-                if (s == 0.0f) { y[(long)o * npix + p] = b; continue; }  /* all inputs 0: the bias */
-                const int8_t *row = L->q + (long)o * K;
-                int32_t acc = 0;
-                for (int k = 0; k < K; k++) acc += (int16_t)row[k] * (int16_t)patch[k];
-                y[(long)o * npix + p] = b + (float)acc * (s * L->qscale[o]);
+            if (s == 0.0f) {  /* all inputs 0: the bias */
+                for (int o = 0; o < L->out; o++) y[(long)o * npix + p] = L->b ? L->b[o] : 0.0f;
+                continue;
+            }
+            ACZ_PATCH(int8_t, g, xq, oy, ox, patch);
+            const int32_t off = acz_i8_offset(patch, K);
+            int32_t d[4];
+            for (int o = 0; o < L->out; o += 4) {
+                const int nr = L->out - o < 4 ? L->out - o : 4;
+                acz_dots_i8(L->q + (long)o * K, K, nr, patch, K, off, d);
+                for (int i = 0; i < nr; i++) {
+                    float sq = s * L->qscale[o + i];
+                    ACZ_OPAQUE(sq);
+                    float t = (float)d[i] * sq;
+                    ACZ_OPAQUE(t);  /* not fused into the bias's add */
+                    y[(long)(o + i) * npix + p] = (L->b ? L->b[o + i] : 0.0f) + t;
+                }
             }
         }
 }
@@ -624,6 +746,9 @@ int acz_act(const AczNet *net, const float *obs, float *action) {
 /* ---- timing: in-process runtime only ---- */
 #include <time.h>
 
+
+/* Bytes per step of the int8 dot product in this build (32: VNNI, 16: AVX2, 1: portable C); for tests. */
+int acz_i8_step(void) { return ACZ_I8_STEP; }
 
 static double acz_now_ns(void) {
     struct timespec t;

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from autocompress import intq
+from autocompress.targets import target
 from autocompress.layers import KERNELS, Layer, check_kernels, layers_of, runs_iq
 from autocompress.conv import to_chw
 from autocompress.runtime import ACTIVATIONS, conv_layer, obs_normalizer, read_artifact
@@ -79,14 +80,16 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL:
+@lru_cache(maxsize=4)
+def _library(extra: tuple[str, ...] = ()) -> ctypes.CDLL:
+    """The kernels compiled for this CPU (the host target's flags); `extra` flags build a variant (tests
+    force the portable int8 loop with -DACZ_PORTABLE, the AVX2 one with -mno-avx512vnni)."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler found (cc, gcc, clang or $CC): the C runtime is unavailable")
     # -ffast-math lets the tanh loop use glibc's vector tanhf; it is given to the compile step only:
     # linking with it would add crtfastmath, which turns on flush-to-zero for the whole process.
-    flags = ["-O3", "-march=native", "-ffast-math", "-fPIC"]
+    flags = [*target("host").cflags, "-fPIC", *extra]
     key = hashlib.sha256((SOURCE + cc + " ".join(flags) + "split-link").encode()).hexdigest()[:16]
     cache = Path(os.environ.get("AUTOCOMPRESS_NATIVE_CACHE", Path.home() / ".cache" / "autocompress" / "native"))
     lib = cache / f"acz-{key}.so"

@@ -24,7 +24,7 @@ class Target:
     name: str
     description: str
     mcu: bool = True
-    cflags: tuple[str, ...] = ()   # the core's flags, COMMON_CFLAGS included
+    cflags: tuple[str, ...] = ()   # the core's flags (an MCU's: COMMON_CFLAGS included)
     clock_hz: int = 0              # 0: not an MCU (host latency is measured in time, not cycles)
     fpu: bool = False              # single-precision hardware floats (else soft-float, libgcc)
     dsp: bool = False              # the DSP extension (SIMD multiply-accumulate)
@@ -38,7 +38,9 @@ def _mcu(name: str, description: str, core_flags: tuple[str, ...], clock_hz: int
 
 
 TARGETS = {
-    "host": Target("host", "this machine: the in-process runtime, timed", mcu=False),
+    # the in-process runtime's flags (autocompress.native), and the C export's Makefile for this machine
+    "host": Target("host", "this machine: the in-process runtime, timed", mcu=False,
+                   cflags=("-O3", "-march=native", "-ffast-math")),
     "cortex-m0plus": _mcu("cortex-m0plus", "Cortex-M0+ (ARMv6-M, soft-float), e.g. STM32L0 at 32 MHz",
                           ("-mcpu=cortex-m0plus", "-mthumb", "-mfloat-abi=soft"), 32_000_000, False, False,
                           20 << 10),
