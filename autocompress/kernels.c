@@ -759,22 +759,34 @@ static double acz_now_ns(void) {
 #define ACZ_BLOCK_WARMUP 4
 
 /* Side-by-side latency: after `warmup` acts of each net, `rounds` rounds in which each net in turn
- * runs ACZ_BLOCK_WARMUP untimed, then `calls` timed acts over the recorded observations (cycled). out[r * n_nets + i]: ns per act of net
- * i in round r. Returns a checksum of the actions so that no call can be optimised away. */
+ * runs ACZ_BLOCK_WARMUP untimed, then `calls` timed acts. Round r acts on the recorded observations
+ * r * calls, r * calls + 1, ... (mod n_obs), the same ones for every net, so that the rounds visit every
+ * observation in turn. out[r * n_nets + i]: ns per act of net i in round r; seen (NULL: not counted):
+ * seen[k] += the timed acts on observation k. Returns a checksum of the actions so that no call can be
+ * optimised away. */
 long acz_time(const AczNet *const *nets, int n_nets, const float *obs, int n_obs, int obs_dim,
-              int warmup, int calls, int rounds, float *action, double *out) {
+              int warmup, int calls, int rounds, float *action, double *out, long *seen) {
     long sink = 0;
     for (int i = 0; i < n_nets; i++)
         for (int c = 0; c < warmup; c++) sink += acz_act(nets[i], obs + (long)(c % n_obs) * obs_dim, action);
-    for (int r = 0; r < rounds; r++)
+    int first = 0;  /* the round's first observation */
+    for (int r = 0; r < rounds; r++) {
         for (int i = 0; i < n_nets; i++) {
             /* untimed acts first: the other nets evicted this one's weights (two [256, 256] nets overflow
              * a 512 KB L2), and a deployed policy running alone acts with them in cache */
-            for (int c = 0; c < ACZ_BLOCK_WARMUP; c++) sink += acz_act(nets[i], obs + (long)(c % n_obs) * obs_dim, action);
+            for (int c = 0; c < ACZ_BLOCK_WARMUP; c++)
+                sink += acz_act(nets[i], obs + (long)((first + c) % n_obs) * obs_dim, action);
+            int k = first;
             const double t0 = acz_now_ns();
-            for (int c = 0; c < calls; c++) sink += acz_act(nets[i], obs + (long)(c % n_obs) * obs_dim, action);
+            for (int c = 0; c < calls; c++) {
+                sink += acz_act(nets[i], obs + (long)k * obs_dim, action);
+                if (seen) seen[k]++;
+                if (++k == n_obs) k = 0;
+            }
             out[r * n_nets + i] = (acz_now_ns() - t0) / calls;
         }
+        first = (int)(((long)first + calls) % n_obs);
+    }
     return sink;
 }
 

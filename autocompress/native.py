@@ -107,7 +107,8 @@ def _library(extra: tuple[str, ...] = ()) -> ctypes.CDLL:
     so.acz_act.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     so.acz_act.restype = ctypes.c_int
     so.acz_time.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                            ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+                            ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                            ctypes.c_void_p]
     so.acz_time.restype = ctypes.c_long
     so.acz_time_layer.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
                                   ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
@@ -333,12 +334,14 @@ class NativePolicy:
 
 
 def time_side_by_side(policies: dict[str, NativePolicy], obs: np.ndarray, warmup: int = 200,
-                      calls: int = 20, rounds: int = 200) -> dict[str, dict]:
+                      calls: int = 20, rounds: int = 200, seen: np.ndarray | None = None) -> dict[str, dict]:
     """In-kernel batch-1 latency: the C loop `acz_time` runs each policy's act() over the recorded
-    observations `obs` (n observations of obs_dim values, in any shape; cycled), the policies taking
-    turns in `rounds` rounds of `calls` acts each. Per name: the mean ms per act in each round (`rounds_ms`), and their median
-    (`median_ms`) and 95th percentile (`p95_ms`). Ratios are best taken round by round
-    (`round_ratio`): adjacent blocks share the machine's state, so drift and load cancel."""
+    observations `obs` (n observations of obs_dim values, in any shape), the policies taking turns in
+    `rounds` rounds of `calls` acts each, round r on observations r * calls onwards (cycled: every
+    observation is timed once rounds * calls >= n). Per name: the mean ms per act in each round
+    (`rounds_ms`), and their median (`median_ms`) and 95th percentile (`p95_ms`). Ratios are best taken
+    round by round (`round_ratio`): adjacent blocks share the machine's state, so drift and load cancel.
+    `seen` (int64, one per observation): the timed acts on each observation are added to it."""
     names = list(policies)
     if len({p.obs_dim for p in policies.values()}) != 1:
         raise ValueError("the policies take observations of different sizes")
@@ -347,8 +350,11 @@ def time_side_by_side(policies: dict[str, NativePolicy], obs: np.ndarray, warmup
     nets = (ctypes.c_void_p * len(names))(*[policies[n]._net_ptr for n in names])
     out = np.zeros((rounds, len(names)))
     action = np.zeros(max(p._action.size for p in policies.values()), np.float32)
+    if seen is not None and (seen.dtype != np.int64 or seen.shape != (len(obs),) or not seen.flags.c_contiguous):
+        raise ValueError(f"seen: an int64 array of {len(obs)} counts")
     _library().acz_time(ctypes.addressof(nets), len(names), obs.ctypes.data, len(obs), obs.shape[1], warmup,
-                        calls, rounds, action.ctypes.data, out.ctypes.data)
+                        calls, rounds, action.ctypes.data, out.ctypes.data,
+                        None if seen is None else seen.ctypes.data)
     out /= 1e6  # ns -> ms
     return {n: {"median_ms": float(np.median(out[:, i])), "p95_ms": float(np.percentile(out[:, i], 95)),
                 "rounds_ms": out[:, i]} for i, n in enumerate(names)}

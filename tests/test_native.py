@@ -139,6 +139,19 @@ def test_in_kernel_timing_orders_nets_by_their_work(cc, obs):
     assert native.round_ratio(t, "small", "big") < 0.2 and native.round_ratio(t, "big", "big") == 1.0
 
 
+def test_in_kernel_timing_visits_every_recorded_observation(cc):
+    """Round r times observations r * calls onwards, the same ones for every net: 13 rounds of 20 acts
+    cover 256 observations (and 4 of them twice), for each of the two nets."""
+    obs = np.random.default_rng(0).normal(size=(256, 4)).astype(np.float32)
+    p = native.NativePolicy.from_bytes(to_bytes(PolicyNet.mlp(4, [16], 2), HEAD))
+    seen = np.zeros(len(obs), np.int64)
+    native.time_side_by_side({"a": p, "b": p}, obs, warmup=10, calls=20, rounds=13, seen=seen)
+    assert seen.sum() == 2 * 13 * 20 and (seen >= 2).all()
+    assert (seen == 4).sum() == 4 and (seen[:4] == 4).all()  # the cursor wrapped around to the start
+    with pytest.raises(ValueError, match="int64"):
+        native.time_side_by_side({"a": p}, obs, 1, 1, 1, seen=np.zeros(len(obs), np.int32))
+
+
 def test_runtime_choice(cc, monkeypatch):
     assert policy_runtime("numpy") == ("numpy", NumpyPolicy)
     assert policy_runtime("auto") == ("c", native.NativePolicy)
