@@ -537,7 +537,9 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
             sizes = f": {size['text']:,} bytes of flash (code + weights), {size['bss']:,} of RAM"
         except (OSError, subprocess.CalledProcessError):  # no compiler or binutils here: the files are still fine
             sizes = ""
-        out.print(f"wrote {path}/policy.c, policy.h, main.c from trial {trial}{sizes}; build: cd {path} && {BUILD}")
+        out.print(f"wrote {path}/policy.c, policy.h, main.c, Makefile from trial {trial}{sizes}; build it with the "
+                  "flags its latency was measured with:")
+        out.print(f"  cd {path} && make    # = {BUILD}", soft_wrap=True, highlight=False)  # one line, never wrapped
     else:
         out.print(f"wrote {path} ({path.stat().st_size:,} bytes) from trial {trial}")
 

@@ -31,8 +31,8 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
           smallest: bool = False, target: str = "host") -> list[Path]:
     """Write `data` (an .acz artifact) as `fmt` to `output` (a directory for 'c', else a file).
     `smallest` (C only): every layer in its smallest stored form (k-bit codes packed as in the
-    artifact), for the least flash at some speed; int8 layers stay int8. `target` (C only): an MCU
-    target adds a Makefile with its compiler flags (`kernels`: those the trial chose on that target)."""
+    artifact), for the least flash at some speed; int8 layers stay int8. `target` (C only): the Makefile's
+    compiler and flags, those the figures were measured with (`kernels`: those the trial chose there)."""
     output = Path(output)
     if fmt == "acz":  # the artifact as it is: nothing to parse
         output.write_bytes(data)
@@ -45,7 +45,7 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
         if smallest:
             kernels = compact_kernels(layers, kernels, ("dense", "csr", "q8", "packed"))
         paths = write_c(data, output, kernels or compact_kernels(layers))
-        return paths + ([write_makefile(output, target)] if target != "host" else [])
+        return paths + [write_makefile(output, target)]
     if fmt in ("onnx", "onnx-int8"):
         from autocompress.exports.onnx import write_onnx
 
@@ -54,12 +54,14 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
 
 
 def flash_size(c_dir: str | Path, cc: str | None = None) -> dict[str, int]:
-    """Sections of policy.c compiled for this machine (cc -std=c99 -O2 -c; `size`): text (code +
-    the const weights, i.e. flash) and bss (static scratch, i.e. RAM)."""
+    """Sections of policy.c compiled for this machine as its Makefile builds it (exports.c.HOST_CFLAGS;
+    `size`): text (code + the const weights, i.e. flash) and bss (static scratch, i.e. RAM)."""
+    from autocompress.exports.c import HOST_CFLAGS
+
     c_dir = Path(c_dir)
     cc = cc or shutil.which("cc") or "gcc"
     obj = c_dir / "policy.o"
-    subprocess.run([cc, "-std=c99", "-O2", "-c", str(c_dir / "policy.c"), "-o", str(obj)], check=True,
+    subprocess.run([cc, *HOST_CFLAGS, "-c", str(c_dir / "policy.c"), "-o", str(obj)], check=True,
                    capture_output=True)
     text, data, bss = subprocess.run(["size", str(obj)], check=True, capture_output=True,
                                      text=True).stdout.splitlines()[1].split()[:3]
