@@ -283,6 +283,11 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
               f"front of {len(summary['front'])}, "
               f"hypervolume {summary['hypervolume'] or 0:.4f}, {summary['wall_seconds']:.0f} s")
     out.print(front_table(run.front(), "Pareto front"))
+    floor = summary.get("latency_noise_floor")
+    if floor:  # beside the front: latency ratios closer than this to each other are the machine's noise
+        out.print(f"latency noise floor: the teacher timed against itself {floor['repeats']} times measured "
+                  f"{floor['min']:.3f}-{floor['max']:.3f}x; nets of one compute signature share one timing",
+                  highlight=False)
     for line in where_to_look(run.run_dir, run.state):
         out.print(line, soft_wrap=True, highlight=False, markup=False)
 

@@ -115,16 +115,26 @@ def random_return(make_env, episodes: int, seed: int) -> float:
 
 #: observations recorded (the teacher's, on the evaluation seeds) that in-kernel timing acts on
 LATENCY_OBS = 256
+#: the in-kernel figures a trial records, and a later trial of the same compute signature takes over
+LATENCY_FIELDS = ("latency_ms", "latency_p95_ms", "teacher_latency_ms", "latency_ratio")
+#: a signature's timing: candidate and teacher loaded afresh this many times (where the copies land in
+#: memory moves their ratio by a few %), each pair timed with the trial protocol; the median pair counts
+SIGNATURE_LOADS = 3
+#: the teacher timed against a second copy of itself this many times: one search's noise floor
+NOISE_FLOOR_REPEATS = 10
 
 
 def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env,
-                      cache_dir: str | Path | None = None) -> TrialResult:
+                      cache_dir: str | Path | None = None, known: dict[str, dict] | None = None) -> TrialResult:
     """Evaluate the candidate and the teacher artifacts the same way, in the same run.
 
     Latency (runtime 'c'): both act() timed inside the compiled kernel over the teacher's recorded
-    states, in alternating short rounds; the ratio is the median of the per-round ratios. The
-    Python call is timed too, as a secondary figure. Runtime 'numpy' has no compiled loop: its
-    latency is the Python call. On an MCU target (spec.latency.target): `measure_on_device`."""
+    states, in alternating short rounds; the ratio is the median of the per-round ratios
+    (`in_kernel_latency`). A candidate whose compute signature is in `known` (signature -> the
+    LATENCY_FIELDS and the "trial" that measured them: a search's earlier trials) takes those figures
+    instead of being timed again, so same-compute nets tie exactly. The Python call is timed too, as a
+    secondary figure. Runtime 'numpy' has no compiled loop: its latency is the Python call. On an MCU
+    target (spec.latency.target): `measure_on_device`."""
     from autocompress.targets import target
 
     if target(spec.latency.target).mcu:
@@ -135,20 +145,61 @@ def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
     obs = collect_obs(ref.act, make_env, LATENCY_OBS, spec.eval.seed)
     lp = spec.latency
     call = latency({"cand": cand.act, "teacher": ref.act}, obs[0], lp.warmup, lp.calls, lp.rounds)
+    signature = source = None
     if runtime_name == "c":
-        from autocompress.native import round_ratio, time_side_by_side
-
-        lat = time_side_by_side({"cand": cand, "teacher": ref}, obs, lp.warmup, lp.kernel_calls, lp.kernel_rounds)
-        ratio = round_ratio(lat, "cand", "teacher")
+        signature = cand.signature
+        prior = (known or {}).get(signature)
+        if prior is not None:
+            fig, source = {k: prior[k] for k in LATENCY_FIELDS}, prior["trial"]
+        else:
+            fig = in_kernel_latency(cand, ref, data, teacher_data, obs, lp)
     else:
-        lat = call
-        ratio = call["cand"]["median_ms"] / call["teacher"]["median_ms"]
+        fig = {"latency_ms": call["cand"]["median_ms"], "latency_p95_ms": call["cand"]["p95_ms"],
+               "teacher_latency_ms": call["teacher"]["median_ms"],
+               "latency_ratio": call["cand"]["median_ms"] / call["teacher"]["median_ms"]}
     return TrialResult(
-        **shared, latency_ms=lat["cand"]["median_ms"], latency_p95_ms=lat["cand"]["p95_ms"],
-        teacher_latency_ms=lat["teacher"]["median_ms"],
-        latency_ratio=ratio,
-        latency_call_ms=call["cand"]["median_ms"], teacher_latency_call_ms=call["teacher"]["median_ms"],
-        runtime=runtime_name, kernels=list(cand.kernels), cpu=cpu_model())
+        **shared, **fig, latency_call_ms=call["cand"]["median_ms"],
+        teacher_latency_call_ms=call["teacher"]["median_ms"], runtime=runtime_name, kernels=list(cand.kernels),
+        cpu=cpu_model(), latency_signature=signature, latency_from=source)
+
+
+def in_kernel_latency(cand, ref, data: bytes, teacher_data: bytes, obs: np.ndarray, lp,
+                      loads: int = SIGNATURE_LOADS) -> dict[str, float]:
+    """LATENCY_FIELDS of the C-runtime candidate `cand` against the teacher `ref` (their artifacts `data`,
+    `teacher_data`): the pair timed side by side (`native.time_side_by_side`, the latency protocol `lp`)
+    `loads` times, each time both loaded afresh with the same kernels; the run with the median ratio."""
+    from autocompress.native import NativePolicy, round_ratio, time_side_by_side
+
+    runs = []
+    for i in range(loads):
+        c, t = (cand, ref) if i == 0 else (NativePolicy.from_bytes(data, cand.kernels),
+                                           NativePolicy.from_bytes(teacher_data, ref.kernels))
+        lat = time_side_by_side({"cand": c, "teacher": t}, obs, lp.warmup, lp.kernel_calls, lp.kernel_rounds)
+        runs.append({"latency_ms": lat["cand"]["median_ms"], "latency_p95_ms": lat["cand"]["p95_ms"],
+                     "teacher_latency_ms": lat["teacher"]["median_ms"],
+                     "latency_ratio": round_ratio(lat, "cand", "teacher")})
+    return sorted(runs, key=lambda r: r["latency_ratio"])[len(runs) // 2]
+
+
+def latency_noise_floor(spec: TrialSpec, teacher_data: bytes, make_env,
+                        repeats: int = NOISE_FLOOR_REPEATS) -> dict:
+    """The teacher timed against itself: two copies loaded apart with the same kernels, timed as a trial
+    times a candidate (one load each, the trial protocol), `repeats` times. Their ratios spread as far
+    as two nets of the same compute but different signatures could by chance: the floor under which
+    latency differences on the front mean nothing. Runtime c only (None elsewhere)."""
+    from autocompress.native import NativePolicy, round_ratio, time_side_by_side
+
+    if policy_runtime(spec.latency.runtime)[0] != "c":
+        return None
+    lp, first = spec.latency, NativePolicy.from_bytes(teacher_data)
+    obs = collect_obs(first.act, make_env, LATENCY_OBS, spec.eval.seed)
+    ratios = []
+    for _ in range(repeats):
+        a, b = (NativePolicy.from_bytes(teacher_data, first.kernels) for _ in range(2))
+        lat = time_side_by_side({"a": a, "b": b}, obs, lp.warmup, lp.kernel_calls, lp.kernel_rounds)
+        ratios.append(round_ratio(lat, "a", "b"))
+    return {"ratios": ratios, "min": min(ratios), "max": max(ratios), "median": float(np.median(ratios)),
+            "repeats": repeats, "cpu": cpu_model()}
 
 
 def returns_and_bytes(spec: TrialSpec, act: Callable, teacher_act: Callable, data: bytes, teacher_data: bytes,

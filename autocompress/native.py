@@ -280,6 +280,22 @@ def _layer_inputs(header: dict, layers: list[Layer], n: int = 32, seed: int = 0)
     return out
 
 
+def compute_signature(header: dict, layers: list[Layer], kernels: list[str]) -> str:
+    """What act()'s time depends on, hashed: per layer its kernel, shape (a conv layer's geometry),
+    activation and the bytes the kernel reads (csr: the kept weights; packed: the bit width and kept
+    weights), with the encoding for q8 and packed (codebook or quant); the input's size, layout and
+    normalisation; the head. Two nets with one signature run the same instructions on the same amount
+    of data, so they take the same time up to the machine's noise: a search times one of them."""
+    parts = [header["obs_dim"], bool(header.get("obs_norm")), header.get("input"),
+             {k: v for k, v in header["head"].items() if k in ("kind", "n", "act_dim", "squash")}]
+    for layer, kernel in zip(layers, kernels):
+        item = [kernel, layer.shape, layer.act, layer.conv, layer.stored_bytes(kernel) if kernel in KERNELS else 0]
+        if kernel in ("q8", "packed"):
+            item.append(layer.packed()["enc"])
+        parts.append(item)
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
 class NativePolicy:
     """`act(obs)` of an .acz artifact through the compiled kernels (same contract as NumpyPolicy).
 
@@ -313,6 +329,7 @@ class NativePolicy:
                    cols=ptr(np.zeros(size["cols"]), np.float32) if size["cols"] else None, **input_fields(header),
                    iq=ctypes.addressof(iq[0]) if iq is not None else None)
         self.obs_dim = obs_dim
+        self.signature = compute_signature(header, layers, self.kernels)
         self._keep, self._layers, self._net, self._iq = ptr, c_layers, net, iq
         self._action = np.zeros(max(1, net.act_dim), np.float32)
         self._fn = _library().acz_act

@@ -258,9 +258,11 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
 
 def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
                    log: Callable[[str], None] = print,
-                   report: Callable[[int, float], str | None] | None = None, finetune_teacher: bool = False) -> TrialResult:
+                   report: Callable[[int, float], str | None] | None = None, finetune_teacher: bool = False,
+                   latency_known: dict[str, dict] | None = None) -> TrialResult:
     """Run one full trial; writes out_dir/policy.acz and returns all its measurements. `report`: see
-    build_compressed (a TrialStopped it raises ends the trial before export and measurement)."""
+    build_compressed (a TrialStopped it raises ends the trial before export and measurement);
+    `latency_known`: the search's timed compute signatures (measure.measure_artifacts)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -277,7 +279,7 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
             data = artifact.calibrate(data, measure.collect_obs(teacher_act, make_env, spec.sample_steps, spec.seed))
         (out_dir / "policy.acz").write_bytes(data)
     with timed("measure"):
-        result = measure.measure_artifacts(spec, data, teacher.artifact(), make_env, cache_root)
+        result = measure.measure_artifacts(spec, data, teacher.artifact(), make_env, cache_root, latency_known)
     result = dataclasses.replace(
         result, n_params=net.num_params(), teacher_n_params=teacher.actor.num_params(), sparsity=net.sparsity(),
         hidden=net.hidden_widths(), layers=len(net.layers), compress_seconds=compress_s,

@@ -43,6 +43,10 @@ class TrialResult:
     teacher_latency_call_ms: float = _metric(math.nan)
     runtime: str = ""
     kernels: list[str] = field(default_factory=list)  # per layer, the kernel the runtime chose (layers.KERNELS)
+    # runtime c: what the in-kernel time depends on (NativePolicy.signature); within a search, the first
+    # trial of a signature is timed and the others take its figures (latency_from: that trial's number)
+    latency_signature: str | None = None
+    latency_from: int | None = None
     cpu: str = ""
     # where it runs (autocompress.targets). On an MCU target latency_ms is cycles at the target's clock and
     # latency_ratio the cycle ratio; flash / RAM / cycles are of the cross-built C export (None on the host)

@@ -56,6 +56,20 @@ def test_search_end_to_end(files):
     assert sum(s == TrialState.COMPLETE for s in states.values()) == 5
     assert trials[0].user_attrs["config"] == {}  # teacher as-is runs first
 
+    # one latency per compute signature: trials of one signature tie exactly (all but the first took its
+    # figures); the teacher timed against itself is stored beside the front
+    by_sig: dict = {}
+    for t in trials:
+        if t.state == TrialState.COMPLETE:
+            res = t.user_attrs["result"]
+            by_sig.setdefault(res["latency_signature"], []).append((t.number, res))
+    for group in by_sig.values():
+        assert len({res["latency_ratio"] for _, res in group}) == 1
+        assert sum(res["latency_from"] is None for _, res in group) == 1
+    floor = json.loads((run_dir / "pareto" / "noise_floor.json").read_text())
+    assert floor == study.user_attrs["latency_noise_floor"] and len(floor["ratios"]) == floor["repeats"]
+    assert f"{floor['min']:.3f}-{floor['max']:.3f}x" in r.stdout
+
     # two trials were in flight at once. The driver's ask/tell times, not the task bodies': on 2
     # busy cores one Ray worker can finish a tiny trial before the second worker has booted.
     spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from autocompress import checks, pareto
+from autocompress import checks, pareto, targets
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import ConfigError, TeacherError
 from autocompress.results import SLIM_DROP
@@ -36,9 +36,9 @@ from autocompress._search.results import (STATE_FILE, constraint_values, current
                                          objective_values, rows)
 from autocompress.pruners import make_pruner
 from autocompress.samplers import make_sampler
-from autocompress._search.study import (HEARTBEAT_S, JOURNAL, MAX_FREE_REPEATS, QUEUE, beat, driver_id,
-                                       duplicate_of, fail_orphans, feed, finished, open_study, pin_runtime, queue,
-                                       reuse_key, taken)
+from autocompress._search.study import (HEARTBEAT_S, JOURNAL, LATENCY_ATTR, MAX_FREE_REPEATS, NOISE_FLOOR_ATTR,
+                                       QUEUE, beat, driver_id, duplicate_of, fail_orphans, feed, finished,
+                                       open_study, pin_runtime, queue, reuse_key, taken)
 from autocompress.space import SearchSpace, baseline_params, stacked_params, suggest
 from autocompress.tracking import Tracker, check_reachable, default_uri, trial_params
 from autocompress.urls import is_redacted, redact
@@ -130,7 +130,8 @@ class Driver:
             return
         self.repeats_in_row = 0
         ref = self.task.remote(trial.number, self.spec_json, cfg, self.teacher_ref, self.cache_root,
-                               self.opts.faults.get(trial.number), self.pruner, self.feasible_curves())
+                               self.opts.faults.get(trial.number), self.pruner, self.feasible_curves(),
+                               latency_known(self.study))
         self.running[ref] = (trial, cfg, time.time())
 
     def answer_repeat(self, trial, cfg: dict, same) -> None:
@@ -184,6 +185,8 @@ class Driver:
         if outcome is not None and outcome.get("reports"):
             trial.set_user_attr("intermediate", outcome["reports"])
         values = None
+        if outcome is not None and "result" in outcome:
+            share_latency(self.study, trial.number, outcome["result"])
         if outcome is not None:
             try:
                 values = objective_values(self.space, outcome["result"])
@@ -307,6 +310,48 @@ class Driver:
             raise
 
 
+# -- one latency per compute signature ---------------------------------------------------------
+
+
+def latency_known(study: optuna.Study) -> dict[str, dict]:
+    """The study's timed compute signatures (any driver's), for a trial to take over."""
+    return {k[len(LATENCY_ATTR):]: v for k, v in study.user_attrs.items() if k.startswith(LATENCY_ATTR)}
+
+
+def share_latency(study: optuna.Study, number: int, result: dict) -> None:
+    """The first trial of a compute signature to finish stores its in-kernel figures in the study; a trial
+    of that signature that was timed meanwhile (in flight at once) takes them over, so the two tie."""
+    from autocompress.measure import LATENCY_FIELDS
+
+    sig = result.get("latency_signature")
+    if not sig or result.get("latency_from") is not None:
+        return
+    prior = study.user_attrs.get(LATENCY_ATTR + sig)
+    if prior is None:
+        study.set_user_attr(LATENCY_ATTR + sig, {"trial": number, **{k: result[k] for k in LATENCY_FIELDS}})
+    elif prior["trial"] != number:
+        result.update({k: prior[k] for k in LATENCY_FIELDS}, latency_from=prior["trial"])
+
+
+def measure_noise_floor(study: optuna.Study, spec: TrialSpec, teacher_ref, cache_root: str, tracker,
+                        log: Callable[[str], None]) -> dict | None:
+    """Once per study (runtime c): the teacher timed against itself, stored in the study and on the
+    MLflow parent run; the front's latency differences below it are the machine's noise."""
+    import ray
+
+    if NOISE_FLOOR_ATTR in study.user_attrs:
+        return study.user_attrs[NOISE_FLOOR_ATTR]
+    floor = ray.get(ray.remote(tasks.noise_floor_task).options(num_cpus=spec.resources.num_cpus).remote(
+        spec.model_dump_json(), teacher_ref, cache_root))
+    if floor is None:
+        return None
+    study.set_user_attr(NOISE_FLOOR_ATTR, floor)
+    tracker.log_parent_metrics({"latency_noise_floor_min": floor["min"], "latency_noise_floor_max": floor["max"]})
+    log(f"latency noise floor: the teacher timed against itself {floor['repeats']} times, "
+        f"{floor['min']:.3f}-{floor['max']:.3f}x (different compute signatures; the same one ties exactly)")
+    return floor
+
+
 # -- a whole search ---------------------------------------------------------------------------
 
 def _await_teacher(ref, progress: Path, log: Callable[[str], None]) -> dict:
@@ -421,7 +466,10 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
 
     if space.sensitivity.enabled and not opts.join and "sensitivity_guided" not in study.user_attrs:
         _sensitivity_stage(study, space, spec, teacher, cache_root, run_dir, tracker, log)
-    driver = Driver(study, space, spec, opts, tracker, ray.put(teacher), teacher["dirname"], cache_root, log)
+    teacher_ref = ray.put(teacher)
+    if not targets.target(spec.latency.target).mcu:
+        measure_noise_floor(study, spec, teacher_ref, cache_root, tracker, log)
+    driver = Driver(study, space, spec, opts, tracker, teacher_ref, teacher["dirname"], cache_root, log)
     driver.run(progress)
     conclude(driver)  # the fine-tuned teacher reference (if asked) and the front's held-out values
     summary = finalize(study, space.objectives, tracker, run_dir, driver.history)

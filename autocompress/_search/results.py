@@ -13,7 +13,7 @@ from autocompress import pareto, plots
 from autocompress.errors import ConfigError
 from autocompress.results import SLIM_DROP, FrontRow, TrialResult
 from autocompress.space import SearchSpace
-from autocompress._search.study import finished, storage_for
+from autocompress._search.study import NOISE_FLOOR_ATTR, finished, storage_for
 from autocompress.urls import is_redacted
 
 #: the run dir's record of the search (study name, storage, tracking URI, MLflow parent run)
@@ -122,7 +122,8 @@ def finalize(study: optuna.Study, objectives: list[str], tracker, run_dir: Path,
     if history:
         files.append(plots.hypervolume_png(history, out / "hypervolume.png"))
     ref = reference_row(study)
-    for name, data in (("heldout.json", held), ("reference.json", ref)):
+    floor = study.user_attrs.get(NOISE_FLOOR_ATTR)  # the teacher timed against itself: beside the front
+    for name, data in (("heldout.json", held), ("reference.json", ref), ("noise_floor.json", floor)):
         if data:  # the held-out snapshot (seeds, teacher, every member) and the fine-tuned teacher's row
             (out / name).write_text(json.dumps(data, indent=1))
             files.append(out / name)
@@ -133,7 +134,8 @@ def finalize(study: optuna.Study, objectives: list[str], tracker, run_dir: Path,
     return {"front": table, "trials": len(study.trials), "complete": len(all_rows),
             "failed": sum(t.state == TrialState.FAIL for t in study.trials),
             "stopped": sum(t.state == TrialState.PRUNED for t in study.trials),
-            "hypervolume": history[-1][1] if history else None, "heldout": held, "reference": ref}
+            "hypervolume": history[-1][1] if history else None, "heldout": held, "reference": ref,
+            "latency_noise_floor": floor}
 
 
 def load_run(run_dir: Path, storage: str | None = None) -> tuple[optuna.Study, dict]:

@@ -187,6 +187,10 @@ def taken(study: optuna.Study) -> int:
 
 #: study attr: trials the driver enqueues one at a time, [{"params": ..., "user_attrs": ...}]
 QUEUE = "queue"
+#: study user attr per timed compute signature: its in-kernel figures and the trial that measured them
+LATENCY_ATTR = "latency:"
+#: study user attr: the teacher timed against itself (measure.latency_noise_floor)
+NOISE_FLOOR_ATTR = "latency_noise_floor"
 
 
 def queue(study: optuna.Study, items: list[dict], front: bool = False) -> None:

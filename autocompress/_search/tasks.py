@@ -90,10 +90,11 @@ def _inject(fault: str | None, number: int, cache_root: str) -> None:
 
 
 def trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root: str, fault: str | None,
-               pruner: Pruner | None = None, history: list = ()) -> dict:
+               pruner: Pruner | None = None, history: list = (), latency_known: dict | None = None) -> dict:
     """One trial: {"result", "artifact", "reports"}, or, when `pruner` stopped it (see
     autocompress.pruners; `history`: earlier feasible trials' report curves),
-    {"stopped": reason, "reports", "trial_seconds"}."""
+    {"stopped": reason, "reports", "trial_seconds"}. `latency_known`: the study's timed compute
+    signatures (measure.measure_artifacts)."""
     import ray
 
     from autocompress import pipeline
@@ -107,13 +108,25 @@ def trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root
     try:
         with tempfile.TemporaryDirectory() as d:
             result = pipeline.compress_trial(spec, CompressConfig.model_validate(cfg), d, cache_root,
-                                             log=lambda m: None, report=reporter.report)
+                                             log=lambda m: None, report=reporter.report,
+                                             latency_known=latency_known)
             artifact = (Path(d) / "policy.acz").read_bytes()
     except TrialStopped as e:
         return {"stopped": e.reason, "reports": e.reports, "trial_seconds": time.time() - start}
     result.node_id, result.hostname, result.pid = ray.get_runtime_context().get_node_id(), socket.gethostname(), os.getpid()
     result.started_at, result.finished_at = start, time.time()
     return {"result": result.to_dict(), "artifact": artifact, "reports": reporter.reports}
+
+
+def noise_floor_task(spec_json: str, teacher: dict, cache_root: str) -> dict | None:
+    """The teacher timed against itself (measure.latency_noise_floor), on a worker like the trials."""
+    from autocompress import envs, measure
+    from autocompress.teacher import load_teacher
+
+    install_teacher(teacher["files"], cache_root, teacher["dirname"])
+    spec = TrialSpec.model_validate_json(spec_json)
+    data = load_teacher(Path(cache_root) / teacher["dirname"]).artifact()
+    return measure.latency_noise_floor(spec, data, envs.env_creator(spec.env, spec.env_config))
 
 
 def failure_reason(e: BaseException) -> str:
