@@ -212,7 +212,7 @@ float acz_quantize(const float *x, int n, int8_t *xq) {
  * The choice is the compiler's target (-march), fixed at build time like every other instruction. */
 #if defined(__AVX2__) && !defined(ACZ_PORTABLE)
 #include <immintrin.h>
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
 #define ACZ_I8_STEP 32
 #else
 #define ACZ_I8_STEP 16
@@ -226,11 +226,11 @@ float acz_quantize(const float *x, int n, int8_t *xq) {
 #define ACZ_INLINE static inline
 #endif
 
-/* What the vector part of acz_dot_i8 over x[0 .. n) adds beyond the dot product (VNNI: 128 * its sum). */
+/* What acz_dot4_i8 over x[0 .. n) adds beyond the dot products (VNNI: 128 * the sum of x). */
 static int32_t acz_i8_offset(const int8_t *x, int n) {
     int32_t s = 0;
 #if ACZ_I8_STEP == 32
-    for (int k = 0; k < n - n % 32; k++) s += x[k];
+    for (int k = 0; k < n; k++) s += x[k];
 #else
     (void)x; (void)n;
 #endif
@@ -269,6 +269,17 @@ ACZ_INLINE void acz_dot4_i8(const int8_t *w, long ld, const int8_t *x, int n, in
         ACZ_I8_MAC(a2, w2 + k, xv);
         ACZ_I8_MAC(a3, w3 + k, xv);
     }
+#if ACZ_I8_STEP == 32
+    if (k < n) {  /* the last n % 32 inputs by masked loads (bytes past n read as 0, never touched) */
+        const __mmask32 m = (__mmask32)((1ull << (n - k)) - 1);
+        const __m256i xv = _mm256_maskz_loadu_epi8(m, x + k);
+        a0 = _mm256_dpbusd_epi32(a0, _mm256_xor_si256(_mm256_maskz_loadu_epi8(m, w0 + k), flip), xv);
+        a1 = _mm256_dpbusd_epi32(a1, _mm256_xor_si256(_mm256_maskz_loadu_epi8(m, w1 + k), flip), xv);
+        a2 = _mm256_dpbusd_epi32(a2, _mm256_xor_si256(_mm256_maskz_loadu_epi8(m, w2 + k), flip), xv);
+        a3 = _mm256_dpbusd_epi32(a3, _mm256_xor_si256(_mm256_maskz_loadu_epi8(m, w3 + k), flip), xv);
+        k = n;
+    }
+#endif
     /* the four rows' 8 lanes each, summed into one vector d0 d1 d2 d3 */
     const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
     _mm_storeu_si128((__m128i *)(void *)d, _mm_sub_epi32(_mm_add_epi32(_mm256_castsi256_si128(h),
@@ -417,11 +428,20 @@ void acz_conv_direct(const AczLayer *L, const float *x, float *y) {
 }
 #endif
 
-/* Output pixel (oy, ox)'s patch: C·kh·kw values in the filter matrix's column order, 0 where padded. */
+/* Output pixel (oy, ox)'s patch: C·kh·kw values in the filter matrix's column order, 0 where padded
+ * (a window wholly inside the image, as every 'valid' one is, copied without the bounds checks). */
 #define ACZ_PATCH(T, g, x, oy, ox, row)                                                       \
     do {                                                                                      \
         const int iy_ = (oy) * (g)->sh - (g)->pt, ix_ = (ox) * (g)->sw - (g)->pl;             \
         T *r_ = (row);                                                                        \
+        if (iy_ >= 0 && ix_ >= 0 && iy_ + (g)->kh <= (g)->h && ix_ + (g)->kw <= (g)->w) {    \
+            for (int c_ = 0; c_ < (g)->c; c_++)                                               \
+                for (int ky_ = 0; ky_ < (g)->kh; ky_++) {                                     \
+                    const T *s_ = (x) + ((long)c_ * (g)->h + iy_ + ky_) * (g)->w + ix_;       \
+                    for (int kx_ = 0; kx_ < (g)->kw; kx_++) *r_++ = s_[kx_];                  \
+                }                                                                             \
+            break;                                                                            \
+        }                                                                                     \
         for (int c_ = 0; c_ < (g)->c; c_++)                                                   \
             for (int ky_ = 0; ky_ < (g)->kh; ky_++) {                                         \
                 const int yy_ = iy_ + ky_;                                                    \

@@ -237,11 +237,13 @@ def _iq_net(plan: intq.IQPlan, ptr: _Arrays) -> tuple[_IQNet, ctypes.Array]:
     return net, c_layers
 
 
-def choose_kernels(layers: list[Layer], inputs: list[np.ndarray]) -> tuple[list[str], list[dict[str, float]]]:
+def choose_kernels(layers: list[Layer], inputs: list[np.ndarray],
+                   build: tuple[str, ...] = ()) -> tuple[list[str], list[dict[str, float]]]:
     """Per layer, the fastest kernel on that layer's recorded inputs (n x in, float32; median ns per
     call), where a kernel within COMPACT_WITHIN of the fastest and with fewer stored bytes wins (a
-    tie within timing noise goes to the smaller flash), and every candidate's time."""
-    so, chosen, times = _library(), [], []
+    tie within timing noise goes to the smaller flash), and every candidate's time. `build`: extra
+    compiler flags of a variant library (_library)."""
+    so, chosen, times = _library(build), [], []
     for layer, xs in zip(layers, inputs):
         cands = layer.kernels()
         if len(cands) == 1:
