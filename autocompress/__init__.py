@@ -15,7 +15,7 @@ from autocompress._api import (Policy, Run, compress, compress_net, default_cach
 from autocompress.config import CompressConfig, TrialSpec, load_compress_config, load_trial_spec
 from autocompress.measure import latency
 from autocompress.nets import PolicyNet
-from autocompress.errors import AutocompressError, ConfigError, TeacherError, TrackingError, TrialError
+from autocompress.errors import AutocompressError, ConfigError, SearchError, TeacherError, TrackingError, TrialError
 from autocompress.results import FrontRow, TrialResult
 from autocompress.samplers import SAMPLERS
 from autocompress.space import SearchSpace, load_search_space
@@ -31,5 +31,5 @@ __all__ = [
     "TrialSpec", "CompressConfig", "SearchSpace", "load_trial_spec", "load_compress_config", "load_search_space",
     "TECHNIQUES", "SAMPLERS", "default_cache",
     # errors (exit codes in README)
-    "AutocompressError", "ConfigError", "TeacherError", "TrackingError", "TrialError",
+    "AutocompressError", "ConfigError", "SearchError", "TeacherError", "TrackingError", "TrialError",
 ]

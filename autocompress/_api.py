@@ -49,6 +49,27 @@ def _check_import(spec: TrialSpec):
     return sources.load(spec)
 
 
+def _check_teacher(spec: TrialSpec, cache_root: Path, train: bool = False) -> bool:
+    """TeacherError, before any Ray work, when the teacher does not clearly beat a useless policy on the
+    evaluation episodes (measure.check_teacher_margin). The teacher checked is the imported policy, or
+    the cached or committed one (read where it lies: nothing is created); where there is none yet,
+    `train` trains it now (compress and sensitivity would anyway), else False: not checked (a search
+    checks it when its teacher task returns)."""
+    from autocompress import artifact, envs, measure
+    from autocompress.teacher import available_teacher
+
+    imported = _check_import(spec)
+    if imported is not None:
+        net, head = imported.actor, imported.head
+    else:
+        teacher = available_teacher(spec, cache_root) or (teach(spec, cache_dir=cache_root) if train else None)
+        if teacher is None:
+            return False
+        net, head = teacher.actor, teacher.info["head"]
+    measure.check_teacher_margin(spec, artifact.runtime_act(net, head), envs.env_creator(spec.env, spec.env_config))
+    return True
+
+
 def _config(config: CompressConfig | dict | str | Path | None) -> CompressConfig:
     if isinstance(config, CompressConfig):
         return config
@@ -118,9 +139,10 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
         name = Path(config).stem if isinstance(config, (str, Path)) else \
             hashlib.sha256(cfg.model_dump_json(exclude_none=True).encode()).hexdigest()[:8]
         output_dir = Path("runs") / "compress" / f"{spec.name}-{name}"
+    cache_root = Path(cache_dir) if cache_dir else default_cache()
+    _check_teacher(spec, cache_root, train=True)
     try:
-        result = pipeline.compress_trial(spec, cfg, output_dir, Path(cache_dir) if cache_dir else default_cache(),
-                                         log=log)
+        result = pipeline.compress_trial(spec, cfg, output_dir, cache_root, log=log)
     except AutocompressError:
         raise
     except Exception as e:  # diverged, or raised inside RLlib: one message; the cause stays chained
@@ -260,7 +282,9 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
     if tracking_uri:
         tracking.check_reachable(tracking_uri)
     out = Path(output_dir) if output_dir else Path("runs") / "sensitivity" / spec.name
-    table = sens.run(spec, Path(cache_dir) if cache_dir else default_cache(), settings=grid, episodes=episodes,
+    cache_root = Path(cache_dir) if cache_dir else default_cache()
+    _check_teacher(spec, cache_root, train=True)
+    table = sens.run(spec, cache_root, settings=grid, episodes=episodes,
                      out_dir=out, log=log, progress=progress or (lambda done, total, what: None))
     uri = tracking_uri or tracking.default_uri(out)
     rid = tracking.log_sensitivity(
@@ -589,7 +613,11 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
             raise ConfigError(f"{space_path}: seed: {e.args[0]}") from None
         raise
     _check_rllib_keys(spec, spec_path)
-    _check_import(spec)
+    if not (resume or join):  # a study that already ran trials had its teacher checked then
+        cache_root = opts.cache_dir or opts.run_dir / "teachers"
+        opts.check_teacher = not _check_teacher(spec, cache_root)  # not there yet: checked once trained
+    else:
+        _check_import(spec)
     summary = run_search(space_obj, spec, space_path, spec_path, opts, progress=progress or (lambda s: None), log=log)
     run = Run.load(opts.run_dir, storage)
     run.summary = summary
@@ -618,7 +646,7 @@ def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str =
     >>> ac.Policy.load(path).act(np.zeros(4, np.float32)) in (0, 1)
     True
     >>> sorted(p.name for p in ac.export(RUN_DIR, 0, f"{tmp}/c", format="c").iterdir())
-    ['main.c', 'policy.c', 'policy.h']
+    ['Makefile', 'main.c', 'policy.c', 'policy.h']
     """
     from autocompress import exports
 
@@ -676,9 +704,10 @@ def inspect_import(spec: TrialSpec | str | Path, *, episodes: int = 10, seed: in
             "action_agreement": float(np.mean(same)), "notes": imported.notes}
 
 
-def validate(path: str | Path) -> str:
+def validate(path: str | Path, teacher: bool = True) -> str:
     """Check a YAML file: a trial spec, a search space or a techniques config. Returns which it is;
-    raises ConfigError naming the wrong key.
+    raises ConfigError naming the wrong key. `teacher`: a spec's teacher, where it is imported, cached or
+    committed, must also clearly beat a useless policy on the evaluation episodes (TeacherError).
 
     >>> import autocompress as ac
     >>> ac.validate("search_spaces/cartpole_ppo.yaml"), ac.validate("configs/combo.yaml")
@@ -688,11 +717,15 @@ def validate(path: str | Path) -> str:
     checks.text_file(path)
     data = read_yaml(path)
     if "env" in data:
-        _spec(path)
+        spec = _spec(path)
+        if teacher:
+            _check_teacher(spec, default_cache())
         return "trial spec"
     if "techniques" in data:
         _, spec, spec_path = load_search_space(path)
         _check_rllib_keys(spec, spec_path)
+        if teacher:
+            _check_teacher(spec, default_cache())
         return "search space"
     load_compress_config(path)
     return "techniques config"

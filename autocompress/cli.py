@@ -207,13 +207,15 @@ def validate(file: Path = typer.Argument(..., help="a trial spec (trials/*.yaml)
              episodes: int = typer.Option(10, "--episodes", min=0,
                                           help="a trial spec that imports its teacher (teacher.from): seeded "
                                                "episodes to compare the imported policy with its source on "
-                                               "(0: check the file only)")):
-    """Check a YAML file and say exactly what is wrong with it (exit code 2 if anything is). For a trial
+                                               "(0: check the file only, not the teacher)")):
+    """Check a YAML file and say exactly what is wrong with it (exit code 2 if anything is). A trial spec
+    or search space whose teacher is imported, cached or committed: the teacher must clearly beat a
+    uniform-random policy on the evaluation episodes (exit code 3 if not, with both returns). For a trial
     spec that imports a teacher, also report what was imported and how it acts next to its source."""
     import autocompress as ac
 
     with errors_as_exit_codes():
-        kind = ac.validate(file)
+        kind = ac.validate(file, teacher=episodes > 0)
         report = ac.inspect_import(file, episodes=episodes) if kind == "trial spec" and episodes and \
             ac.load_trial_spec(file).teacher.from_ else None
     out.print(f"{file}: valid {kind}")

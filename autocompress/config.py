@@ -103,6 +103,10 @@ class EvalSpec(_Strict):
                               "--reevaluate`): episode i is reset with heldout_seed + i")
     heldout_episodes: int = Field(100, ge=0, description="held-out episodes per front member and the teacher at "
                                   "the end of a search (0: none)")
+    reference_return: float | None = Field(None, allow_inf_nan=False, description=(
+        "the return a useless policy gets on this env, if you know it better than a uniform-random policy "
+        "measured on the evaluation episodes (the default): the teacher must clearly beat it, and return "
+        "ratios are (return - reference) / (teacher's - reference)"))
 
 
 class LatencySpec(_Strict):

@@ -4,6 +4,7 @@
     TeacherError  3  the teacher could not be trained or loaded (e.g. a corrupted cache entry)
     TrackingError 4  MLflow could not be reached or refused to log (the study keeps every result)
     TrialError    5  a single trial (`compress`) failed: diverged, raised inside RLlib, ...
+    SearchError   6  a search's driver stopped on an unexpected error (every finished trial is kept: --resume)
 
 Inside a search a failing trial is not an error: it is recorded FAIL with its reason and the
 search goes on. Anything else (a bug) is left as the Python exception it is.
@@ -49,3 +50,10 @@ class TrialError(AutocompressError):
     """A single trial run on its own failed."""
 
     exit_code = 5
+
+
+class SearchError(AutocompressError):
+    """A search's driver stopped on an unexpected error; the study keeps every finished trial, and
+    resuming the search continues it."""
+
+    exit_code = 6

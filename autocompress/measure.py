@@ -92,9 +92,62 @@ def artifact_bytes(data: bytes) -> dict[str, int]:
 
 def return_ratio(ret: float, teacher_ret: float, spec: TrialSpec, make_env) -> float:
     """return / teacher return on the evaluation episodes (`ratio_to`'s rule; the random policy is
-    evaluated on the same seeded episodes only where it is needed)."""
+    evaluated on the same seeded episodes only where it is needed); with eval.reference_return,
+    (return - reference) / (teacher's - reference)."""
+    ref = spec.eval.reference_return
+    if ref is not None:
+        return (ret - ref) / (teacher_ret - ref) if teacher_ret != ref else float("nan")
     rand = None if teacher_ret > 0 else random_return(make_env, spec.eval.episodes, spec.eval.seed)
     return ratio_to(ret, teacher_ret, rand)
+
+
+#: the teacher's mean return must beat a useless policy's by more than this many standard errors of the
+#: difference of the two means (sqrt(s_t^2 / n + s_b^2 / n) over the n evaluation episodes)
+MARGIN_SE = 1.0
+
+
+def teacher_margin(spec: TrialSpec, teacher_act: Callable, make_env) -> dict:
+    """The teacher's mean return over the evaluation episodes against a useless policy's: a uniform-random
+    policy's on the same seeded episodes, or eval.reference_return (no spread) where the spec gives it.
+    The margin, the standard error of that difference, and whether the margin clears MARGIN_SE of them."""
+    n, seed = spec.eval.episodes, spec.eval.seed
+    t = evaluate(teacher_act, make_env, n, seed)
+    if spec.eval.reference_return is not None:
+        b, baseline = np.array([spec.eval.reference_return]), "eval.reference_return"
+    else:
+        space = make_env().action_space
+        space.seed(seed)
+        b, baseline = evaluate(lambda obs: space.sample(), make_env, n, seed), "a uniform-random policy"
+    with np.errstate(invalid="ignore", over="ignore"):  # inf returns: judged below, not warned about
+        margin = float(t.mean() - b.mean())
+        se = float(np.sqrt(t.var() / n + (b.var() / n if len(b) > 1 else 0.0)))
+    ok = bool(np.isfinite(t).all() and np.isfinite(b).all() and margin > 0 and margin > MARGIN_SE * se)
+    return {"teacher_mean": float(t.mean()), "teacher_std": float(t.std()), "baseline_mean": float(b.mean()),
+            "baseline_std": float(b.std()), "baseline": baseline, "margin": margin, "se": se, "episodes": n,
+            "seed": seed, "ok": ok}
+
+
+def check_teacher_margin(spec: TrialSpec, teacher_act: Callable, make_env) -> dict:
+    """`teacher_margin`, or TeacherError naming both returns and what to do when the teacher does not
+    clearly beat a useless policy: every return ratio (normalised by that margin) would be noise, NaN,
+    or of the wrong sign."""
+    from autocompress.errors import TeacherError
+
+    m = teacher_margin(spec, teacher_act, make_env)
+    if m["ok"]:
+        return m
+    if not (np.isfinite(m["teacher_mean"]) and np.isfinite(m["baseline_mean"])):
+        what = "the env gave non-finite returns"
+    else:
+        how = "worse than" if m["margin"] < 0 else "no better than" if m["margin"] == 0 else "within noise of"
+        what = f"the teacher's return is {how} {m['baseline']}'s"
+    raise TeacherError(
+        f"{what} over the {m['episodes']} evaluation episodes (seeds "
+        f"{m['seed']}..): teacher {m['teacher_mean']:.4g} ± {m['teacher_std']:.3g}, baseline "
+        f"{m['baseline_mean']:.4g} ± {m['baseline_std']:.3g}; it must lead by more than {MARGIN_SE:g} standard error "
+        f"of the difference ({m['se']:.3g}). Train it longer (teacher.max_iterations, teacher.stop_return), check "
+        "the imported policy (autocompress validate shows how it acts), evaluate on more episodes "
+        "(eval.episodes), or give eval.reference_return if you know the return a useless policy gets here")
 
 
 def ratio_to(ret: float, teacher_ret: float, random_ret: float | None) -> float:

@@ -52,6 +52,16 @@ def teacher_dir(spec: TrialSpec, cache_root: Path) -> Path:
     return Path(cache_root) / f"{spec.name}-{key}"
 
 
+def available_teacher(spec: TrialSpec, cache_root: Path) -> Teacher | None:
+    """The cached or committed teacher of `spec`, read where it lies (nothing copied, trained or imported);
+    None where there is none yet."""
+    path = teacher_dir(spec, Path(cache_root))
+    for d in (path, SHIPPED_TEACHERS / path.name):
+        if (d / "teacher.json").exists():
+            return load_teacher(d)
+    return None
+
+
 def load_teacher(path: Path) -> Teacher:
     """Load a cached teacher; weights via torch.load(weights_only=True), checksum verified."""
     try:

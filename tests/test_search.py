@@ -123,6 +123,23 @@ def test_search_end_to_end(files):
     assert again.returncode == 2 and "--resume" in again.stderr
 
 
+def test_a_driver_failure_is_one_clear_error_and_resume_completes_the_search(files):
+    run_dir = files / "driver-failed"
+    args = ["search", files / "space.yaml", "--run-dir", run_dir, "--cache-dir", files / "cache"]
+    r = run(*args, env={"AUTOCOMPRESS_FAULT_TRIALS": "record:2"})
+    assert r.returncode == 6, r.stderr[-3000:]
+    assert "the search stopped: RuntimeError: injected fault while recording trial 2" in r.stderr
+    assert "--resume" in r.stderr and "Traceback" not in r.stderr
+    study, _ = load_run(run_dir)
+    assert study.trials[2].state == TrialState.RUNNING  # never told: the driver died recording it
+    r = run(*args, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study, _ = load_run(run_dir)
+    assert study.trials[2].state == TrialState.FAIL and study.trials[2].user_attrs["interrupted"]
+    assert len(finished(study)) == SPACE["budget"]["trials"]  # the budget, the interrupted trials aside
+    assert not study.get_trials(states=(TrialState.RUNNING,))
+
+
 def test_sigkill_then_resume_keeps_complete_trials(files):
     run_dir = files / "killed"
     args = ["search", files / "space.yaml", "--run-dir", run_dir, "--cache-dir", files / "cache", "--trials", "8"]

@@ -16,6 +16,7 @@ stack can run as soon as its anchor has kept the return, ahead of the remaining 
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -28,12 +29,11 @@ from optuna.trial import TrialState
 
 from autocompress import checks, pareto, targets
 from autocompress.config import CompressConfig, TrialSpec
-from autocompress.errors import ConfigError, TeacherError
+from autocompress.errors import AutocompressError, ConfigError, SearchError, TeacherError
 from autocompress.results import SLIM_DROP
 from autocompress._search import tasks, warm
 from autocompress._search.heldout import conclude
-from autocompress._search.results import (STATE_FILE, constraint_values, current_front, feasible, finalize,
-                                         objective_values, rows)
+from autocompress._search.results import STATE_FILE, current_front, feasible, finalize, rows, told_values
 from autocompress.pruners import make_pruner
 from autocompress.samplers import make_sampler
 from autocompress._search.study import (HEARTBEAT_S, JOURNAL, LATENCY_ATTR, MAX_FREE_REPEATS, NOISE_FLOOR_ATTR,
@@ -63,6 +63,9 @@ class SearchOptions:
     warm_start: Path | None = None
     #: test hook (see search.tasks): trial number -> fault
     faults: dict[int, str] = field(default_factory=dict)
+    #: check the teacher's margin over a useless policy once its task returns (not checked before Ray:
+    #: it had to be trained)
+    check_teacher: bool = False
 
     def check(self) -> None:
         if self.warm_start is not None and (self.resume or self.join):
@@ -168,6 +171,9 @@ class Driver:
         shortfall of its last ratio, so the sampler counts it infeasible (TPE puts it with the worst)."""
         reports, reason = outcome["reports"], outcome["stopped"]
         step, ratio = reports[-1]
+        if not math.isfinite(ratio):  # nothing non-finite is told (see told_values)
+            self.record(trial, cfg, None, f"non-finite return ratio: {ratio} (reported at step {step})")
+            return
         trial.set_user_attr("intermediate", reports)
         trial.set_user_attr("stopped", reason)
         trial.set_user_attr("partial", {"return_ratio": ratio, "step": step, "trial_seconds": outcome["trial_seconds"],
@@ -179,19 +185,21 @@ class Driver:
 
     def record(self, trial, cfg: dict, outcome: dict | None, reason: str | None) -> None:
         """Store a finished trial: artifact, MLflow child run, user attrs, then tell Optuna."""
+        if self.opts.faults.get(trial.number) == "record":  # test hook: the driver itself fails here
+            raise RuntimeError(f"injected fault while recording trial {trial.number} ({tasks.FAULTS_ENV})")
         if outcome is not None and "stopped" in outcome:
             self.record_stopped(trial, cfg, outcome)
             return
         if outcome is not None and outcome.get("reports"):
             trial.set_user_attr("intermediate", outcome["reports"])
-        values = None
+        values = constraints = None
         if outcome is not None and "result" in outcome:
             share_latency(self.study, trial.number, outcome["result"])
         if outcome is not None:
             try:
-                values = objective_values(self.space, outcome["result"])
+                values, constraints = told_values(self.space, outcome["result"])
             except FloatingPointError as e:
-                reason, outcome = f"{type(e).__name__}: {e}", None
+                reason, outcome = str(e), None
         if outcome is None:
             trial.set_user_attr("fail_reason", reason)
             self._close(trial, cfg, TrialState.FAIL, reason)
@@ -205,7 +213,7 @@ class Driver:
         # wall time as the driver saw it: scheduling + worker start + trial + result transfer
         slim["driver_seconds"] = time.time() - trial.user_attrs["launched_at"]
         trial.set_user_attr("result", {**slim, "artifact": str(art)})
-        for k, v in constraint_values(self.space, r).items():
+        for k, v in constraints.items():
             trial.set_constraint(k, v)
         self._close(trial, cfg, TrialState.COMPLETE, reason, r, art, values)
         done, hv = self.history[-1]
@@ -303,10 +311,14 @@ class Driver:
                     break
                 self.poll()
                 progress(self.status())
-        except BaseException:
+        except BaseException as e:
             for ref in self.running:
                 ray.cancel(ref, force=True)
             self.tracker.finish_parent("KILLED")
+            if isinstance(e, Exception) and not isinstance(e, AutocompressError):  # a bug, or the machine
+                raise SearchError(f"the search stopped: {type(e).__name__}: {e}. Every finished trial is kept "
+                                  f"in the study; run the same search with --resume (run dir {self.opts.run_dir}) "
+                                  "to continue it") from e
             raise
 
 
@@ -391,6 +403,22 @@ def _sensitivity_stage(study, space: SearchSpace, spec: TrialSpec, teacher: dict
     log(f"sensitivity: {len(guided)} guided config(s) enqueued")
 
 
+def _check_trained_teacher(spec: TrialSpec, cache_root: str, teacher: dict, tracker) -> None:
+    """The margin check (measure.check_teacher_margin) of a teacher trained inside the search, before any
+    trial: TeacherError, the parent run FAILED; the study holds no trial, so --resume starts afresh."""
+    from autocompress import artifact, envs, measure
+    from autocompress.teacher import load_teacher
+
+    tasks.install_teacher(teacher["files"], cache_root, teacher["dirname"])
+    t = load_teacher(Path(cache_root) / teacher["dirname"])
+    try:
+        measure.check_teacher_margin(spec, artifact.runtime_act(t.actor, t.info["head"]),
+                                     envs.env_creator(spec.env, spec.env_config))
+    except TeacherError:
+        tracker.finish_parent("FAILED")
+        raise
+
+
 def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path: Path, opts: SearchOptions,
                progress: Callable[[dict], None] = lambda s: None, log: Callable[[str], None] = print) -> dict:
     """Open (or resume, or join) the study, get the teacher, drive the trials, write the front."""
@@ -463,6 +491,8 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     except Exception as e:  # e.g. a corrupted teacher cache: one clear message, not a Ray traceback
         tracker.finish_parent("FAILED")
         raise TeacherError(f"teacher: {tasks.failure_reason(e).splitlines()[-1]}") from None
+    if opts.check_teacher:
+        _check_trained_teacher(spec, cache_root, teacher, tracker)
     tracker.log_parent_metrics({"teacher_train_seconds": teacher["info"]["train_seconds"],
                                 "teacher_training_return": teacher["info"]["final_training_return"],
                                 "teacher_check_return": teacher["info"].get("check_return", float("nan")),
@@ -476,7 +506,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     driver = Driver(study, space, spec, opts, tracker, teacher_ref, teacher["dirname"], cache_root, log)
     driver.run(progress)
     conclude(driver)  # the fine-tuned teacher reference (if asked) and the front's held-out values
-    summary = finalize(study, space.objectives, tracker, run_dir, driver.history)
+    summary = finalize(study, space.objectives, tracker, run_dir, driver.history, log)
     summary["wall_seconds"] = time.time() - driver.started
     summary["tracking_offline"] = tracker.offline
     tracker.log_parent_metrics({"search_wall_seconds": summary["wall_seconds"]})

@@ -4,7 +4,9 @@ the Pareto files and plots (`finalize`), and opening a run dir (`load_run`)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -77,31 +79,42 @@ def current_front(study: optuna.Study, objectives: list[str]) -> list[dict]:
     return pareto.front(within or rs, objectives)
 
 
+#: constraint -> the TrialResult field it bounds
+CONSTRAINT_FIELDS = {"min_return_ratio": "return_ratio", "max_bytes": "bytes", "max_latency_ms": "latency_ms",
+                     "max_flash": "flash", "max_ram": "ram"}
+#: fields every trial must have finite, besides its objectives and constraints: the plotted ratios
+PLOTTED_FIELDS = ("return_ratio", "latency_ratio", "bytes_ratio")
+
+
 def constraint_values(space: SearchSpace, result: dict) -> dict[str, float]:
+    """Optuna's constraint values (<= 0: satisfied) of a result, one per bound the space sets."""
     c = space.constraints
     out = {}
-    if c.min_return_ratio is not None:
-        out["min_return_ratio"] = c.min_return_ratio - result["return_ratio"]
-    if c.max_bytes is not None:
-        out["max_bytes"] = result["bytes"] - c.max_bytes
-    if c.max_latency_ms is not None:
-        out["max_latency_ms"] = result["latency_ms"] - c.max_latency_ms
-    for key, field in (("max_flash", "flash"), ("max_ram", "ram")):
-        if getattr(c, key) is not None:
-            out[key] = result[field] - getattr(c, key)
+    for key, field in CONSTRAINT_FIELDS.items():
+        bound = getattr(c, key)
+        if bound is not None:
+            out[key] = bound - result[field] if key.startswith("min_") else result[field] - bound
     return out
 
 
-def objective_values(space: SearchSpace, result: dict) -> list[float]:
-    vals = [float(result[OBJECTIVE_KEYS[o]]) for o in space.objectives]
-    if any(v != v for v in vals):
-        raise FloatingPointError("an objective is NaN")
-    return vals
+def told_values(space: SearchSpace, result: dict) -> tuple[list[float], dict[str, float]]:
+    """What a finished trial tells Optuna: its objective values and constraint values. The one guard on
+    them: FloatingPointError naming the first field that is not a finite number (NaN, inf: a user's env,
+    a degenerate return scale), so that none reaches the sampler, MLflow or a plot; the driver records
+    the trial FAIL with that reason and the search goes on."""
+    fields = [OBJECTIVE_KEYS[o] for o in space.objectives]
+    fields += [CONSTRAINT_FIELDS[k] for k in constraint_values(space, result)] + list(PLOTTED_FIELDS)
+    for f in fields:
+        v = result.get(f)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise FloatingPointError(f"non-finite {f.replace('_', ' ')}: {v}")
+    return [float(result[OBJECTIVE_KEYS[o]]) for o in space.objectives], constraint_values(space, result)
 
 
 def finalize(study: optuna.Study, objectives: list[str], tracker, run_dir: Path,
-             history: list[tuple[int, float]]) -> dict:
-    """Pareto table (CSV + JSON) and plots on the parent run."""
+             history: list[tuple[int, float]], log: Callable[[str], None] = print) -> dict:
+    """Pareto table (CSV + JSON) and plots on the parent run; a plot that cannot be drawn is skipped with
+    a warning (`log`), never fatal: the table holds every value."""
     all_rows = rows(study)
     front_rows = current_front(study, objectives)
     front_ids = {r["trial"] for r in front_rows}
@@ -116,11 +129,15 @@ def finalize(study: optuna.Study, objectives: list[str], tracker, run_dir: Path,
     (out / "pareto.csv").write_text("\n".join([",".join(cols + ["config"])] + [
         ",".join(str(r[c]) for c in cols) + ',"' + json.dumps(r["config"]).replace('"', '""') + '"' for r in table]))
     files = [out / "pareto.json", out / "pareto.csv"]
-    if all_rows:
-        files += [plots.pareto_png(all_rows, front_ids, out / "pareto.png"),
-                  plots.pareto_html(all_rows, front_ids, out / "pareto.html")]
+    drawings = {"pareto.png": lambda p: plots.pareto_png(all_rows, front_ids, p),
+                "pareto.html": lambda p: plots.pareto_html(all_rows, front_ids, p)} if all_rows else {}
     if history:
-        files.append(plots.hypervolume_png(history, out / "hypervolume.png"))
+        drawings["hypervolume.png"] = lambda p: plots.hypervolume_png(history, p)
+    for name, draw in drawings.items():
+        try:
+            files.append(draw(out / name))
+        except Exception as e:  # a plot is a view of the table: never the end of a search
+            log(f"warning: {name} not drawn ({type(e).__name__}: {e}); pareto.csv / pareto.json hold the values")
     ref = reference_row(study)
     floor = study.user_attrs.get(NOISE_FLOOR_ATTR)  # the teacher timed against itself: beside the front
     for name, data in (("heldout.json", held), ("reference.json", ref), ("noise_floor.json", floor)):

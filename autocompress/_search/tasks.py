@@ -21,17 +21,18 @@ from autocompress.errors import ConfigError
 from autocompress.pruners import Pruner, Reporter, TrialStopped
 
 FAULTS_ENV = "AUTOCOMPRESS_FAULT_TRIALS"
-FAULTS = ("raise", "kill-once", "kill")
+FAULTS = ("raise", "kill-once", "kill", "record")
 
 
 def parse_faults(text: str) -> dict[int, str]:
     """'4,kill:3' -> {4: 'raise', 3: 'kill'}: 'raise' raises in the trial, 'kill' SIGKILLs its
-    Ray worker on every attempt, 'kill-once' on the first attempt only (the retry succeeds)."""
+    Ray worker on every attempt, 'kill-once' on the first attempt only (the retry succeeds), 'record'
+    raises in the driver while it records the trial (the search stops; resuming continues it)."""
     out = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
         kind, _, number = item.rpartition(":")
         if (kind or "raise") not in FAULTS or not number.isdigit():
-            raise ConfigError(f"{FAULTS_ENV}: bad item {item!r}; use N, kill-once:N or kill:N")
+            raise ConfigError(f"{FAULTS_ENV}: bad item {item!r}; use N, kill-once:N, kill:N or record:N")
         out[int(number)] = kind or "raise"
     return out
 
