@@ -204,22 +204,32 @@ float acz_quantize(const float *x, int n, int8_t *xq) {
 
 #if ACZ_USE_INT8 || ACZ_USE_CONV_INT8
 /* int8 dot products, exact in int32 (|sum| <= 127 * 127 * n), up to 4 rows sharing one read of x.
- * x86 with AVX2: 16 products per vpmaddwd after sign extension to int16 (XNNPACK's qs8 way); with
- * AVX-512 VNNI: 32 per vpdpbusd, which multiplies unsigned by signed bytes, so the weights are read as
- * w ^ 0x80 = w + 128 (unsigned) and the 128 * sum x this adds is taken off once per call (acz_i8_offset).
+ * The path (ACZ_I8_PATH) is the compiler's target (-march), fixed at build time like every instruction:
+ *   3  AVX-512 VNNI: 32 products per vpdpbusd, which multiplies unsigned by signed bytes, so the weights
+ *      are read as w ^ 0x80 = w + 128 (unsigned) and the 128 * sum x this adds is taken off once per call
+ *      (acz_i8_offset);
+ *   2  AVX2: 16 per vpmaddwd after sign extension to int16 (XNNPACK's qs8 way);
+ *   1  SSE2 (every x86-64, so a build without -march): 8 per pmaddwd, the same way in 128 bits;
+ *   0  elsewhere, or with -DACZ_PORTABLE: a plain loop.
  * The unsaturated forms only: vpmaddubsw's int16 pair sums would clip (MLAS keeps weights to 7 bits for
- * it); these need no change to the quantization grid. Elsewhere, or with -DACZ_PORTABLE, a plain loop.
- * The choice is the compiler's target (-march), fixed at build time like every other instruction. */
-#if defined(__AVX2__) && !defined(ACZ_PORTABLE)
+ * it); these need no change to the quantization grid. */
+#if defined(ACZ_PORTABLE)
+#define ACZ_I8_PATH 0
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
+#define ACZ_I8_PATH 3
+#elif defined(__AVX2__)
+#define ACZ_I8_PATH 2
+#elif defined(__SSE2__)
+#define ACZ_I8_PATH 1
+#else
+#define ACZ_I8_PATH 0
+#endif
+#if ACZ_I8_PATH >= 2
 #include <immintrin.h>
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__) && defined(__AVX512BW__)
-#define ACZ_I8_STEP 32
-#else
-#define ACZ_I8_STEP 16
+#elif ACZ_I8_PATH == 1
+#include <emmintrin.h>
 #endif
-#else
-#define ACZ_I8_STEP 1
-#endif
+#define ACZ_I8_STEP (ACZ_I8_PATH == 3 ? 32 : ACZ_I8_PATH >= 1 ? 16 : 1)  /* bytes of x per step */
 #if defined(__GNUC__)  /* inlined into its callers' row loops: the call costs ~15% of a 256-wide layer */
 #define ACZ_INLINE static inline __attribute__((always_inline))
 #else
@@ -229,7 +239,7 @@ float acz_quantize(const float *x, int n, int8_t *xq) {
 /* What acz_dot4_i8 over x[0 .. n) adds beyond the dot products (VNNI: 128 * the sum of x). */
 static int32_t acz_i8_offset(const int8_t *x, int n) {
     int32_t s = 0;
-#if ACZ_I8_STEP == 32
+#if ACZ_I8_PATH == 3
     for (int k = 0; k < n; k++) s += x[k];
 #else
     (void)x; (void)n;
@@ -244,12 +254,21 @@ static int32_t acz_dot_i8_tail(const int8_t *w, const int8_t *x, int k, int n) {
     return acc;
 }
 
-#if ACZ_I8_STEP == 32
+#if ACZ_I8_PATH == 3
 #define ACZ_I8_X(p) _mm256_loadu_si256((const __m256i *)(const void *)(p))
 #define ACZ_I8_MAC(a, w, xv) a = _mm256_dpbusd_epi32(a, _mm256_xor_si256(ACZ_I8_X(w), flip), xv)
-#elif ACZ_I8_STEP == 16
+#elif ACZ_I8_PATH == 2
 #define ACZ_I8_X(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(p)))
 #define ACZ_I8_MAC(a, w, xv) a = _mm256_add_epi32(a, _mm256_madd_epi16(ACZ_I8_X(w), xv))
+#elif ACZ_I8_PATH == 1
+/* the low / high 8 bytes of v sign-extended to int16 (SSE2 has no pmovsxbw) */
+#define ACZ_SX_LO(v) _mm_srai_epi16(_mm_unpacklo_epi8(v, v), 8)
+#define ACZ_SX_HI(v) _mm_srai_epi16(_mm_unpackhi_epi8(v, v), 8)
+#define ACZ_I8_MAC(a, w, xl, xh)                                                                      \
+    do {                                                                                              \
+        const __m128i w_ = _mm_loadu_si128((const __m128i *)(const void *)(w));                      \
+        a = _mm_add_epi32(a, _mm_add_epi32(_mm_madd_epi16(ACZ_SX_LO(w_), xl), _mm_madd_epi16(ACZ_SX_HI(w_), xh))); \
+    } while (0)
 #endif
 
 /* d[0..3]: the dot products of rows w, w + ld, w + 2 ld, w + 3 ld with x[0 .. n) (ld 0: one row, four
@@ -257,8 +276,8 @@ static int32_t acz_dot_i8_tail(const int8_t *w, const int8_t *x, int k, int n) {
 ACZ_INLINE void acz_dot4_i8(const int8_t *w, long ld, const int8_t *x, int n, int32_t off, int32_t *d) {
     const int8_t *w0 = w, *w1 = w + ld, *w2 = w + 2 * ld, *w3 = w + 3 * ld;
     int k = 0;
-#if ACZ_I8_STEP > 1
-#if ACZ_I8_STEP == 32
+#if ACZ_I8_PATH >= 2
+#if ACZ_I8_PATH == 3
     const __m256i flip = _mm256_set1_epi8((char)0x80);
 #endif
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
@@ -269,7 +288,7 @@ ACZ_INLINE void acz_dot4_i8(const int8_t *w, long ld, const int8_t *x, int n, in
         ACZ_I8_MAC(a2, w2 + k, xv);
         ACZ_I8_MAC(a3, w3 + k, xv);
     }
-#if ACZ_I8_STEP == 32
+#if ACZ_I8_PATH == 3
     if (k < n) {  /* the last n % 32 inputs by masked loads (bytes past n read as 0, never touched) */
         const __mmask32 m = (__mmask32)((1ull << (n - k)) - 1);
         const __m256i xv = _mm256_maskz_loadu_epi8(m, x + k);
@@ -285,6 +304,21 @@ ACZ_INLINE void acz_dot4_i8(const int8_t *w, long ld, const int8_t *x, int n, in
     _mm_storeu_si128((__m128i *)(void *)d, _mm_sub_epi32(_mm_add_epi32(_mm256_castsi256_si128(h),
                                                                         _mm256_extracti128_si256(h, 1)),
                                                           _mm_set1_epi32(off)));
+#elif ACZ_I8_PATH == 1
+    (void)off;
+    __m128i a0 = _mm_setzero_si128(), a1 = a0, a2 = a0, a3 = a0;
+    for (; k + 16 <= n; k += 16) {
+        const __m128i xv = _mm_loadu_si128((const __m128i *)(const void *)(x + k));
+        const __m128i xl = ACZ_SX_LO(xv), xh = ACZ_SX_HI(xv);
+        ACZ_I8_MAC(a0, w0 + k, xl, xh);
+        ACZ_I8_MAC(a1, w1 + k, xl, xh);
+        ACZ_I8_MAC(a2, w2 + k, xl, xh);
+        ACZ_I8_MAC(a3, w3 + k, xl, xh);
+    }
+    /* the four rows' 4 lanes each, summed into one vector d0 d1 d2 d3 (a 4x4 transpose by unpacks) */
+    const __m128i s01 = _mm_add_epi32(_mm_unpacklo_epi32(a0, a1), _mm_unpackhi_epi32(a0, a1));
+    const __m128i s23 = _mm_add_epi32(_mm_unpacklo_epi32(a2, a3), _mm_unpackhi_epi32(a2, a3));
+    _mm_storeu_si128((__m128i *)(void *)d, _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23)));
 #else
     (void)off;
     d[0] = d[1] = d[2] = d[3] = 0;
@@ -767,8 +801,8 @@ int acz_act(const AczNet *net, const float *obs, float *action) {
 #include <time.h>
 
 
-/* Bytes per step of the int8 dot product in this build (32: VNNI, 16: AVX2, 1: portable C); for tests. */
-int acz_i8_step(void) { return ACZ_I8_STEP; }
+/* The int8 dot product's path in this build (ACZ_I8_PATH: 3 VNNI, 2 AVX2, 1 SSE2, 0 plain C); for tests. */
+int acz_i8_path(void) { return ACZ_I8_PATH; }
 
 static double acz_now_ns(void) {
     struct timespec t;

@@ -80,7 +80,7 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=8)
 def _library(extra: tuple[str, ...] = ()) -> ctypes.CDLL:
     """The kernels compiled for this CPU (the host target's flags); `extra` flags build a variant (tests
     force the portable int8 loop with -DACZ_PORTABLE, the AVX2 one with -mno-avx512vnni)."""

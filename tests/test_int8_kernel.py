@@ -1,6 +1,7 @@
 """The int8 kernel's integer sums are exact on every build of it: AVX-512 VNNI (vpdpbusd on
-w + 128, the 128 * sum x taken off), AVX2 (int16 pairs, vpmaddwd) and the portable loop, at the
-extremes (every weight and input +-127) and at every tail length around the vector widths."""
+w + 128, the 128 * sum x taken off), AVX2 (int16 pairs, vpmaddwd), SSE2 (the same in 128 bits) and
+the portable loop, at the extremes (every weight and input +-127) and at every tail length around the
+vector widths."""
 
 import ctypes
 import sys
@@ -13,8 +14,8 @@ from autocompress.layers import int8_forward
 from autocompress.native import KIND_CODES, _Layer
 from test_native import require_compiler
 
-#: the builds: this CPU's best (-march=native), AVX2 without VNNI, and the portable C forced
-BUILDS = {"native": (), "avx2": ("-mno-avx512vnni",), "portable": ("-DACZ_PORTABLE",)}
+#: the builds: this CPU's best (-march=native), AVX2 without VNNI, SSE2 alone, and the portable C forced
+BUILDS = {"native": (), "avx2": ("-mno-avx512vnni",), "sse2": ("-mno-avx2",), "portable": ("-DACZ_PORTABLE",)}
 SHAPES = [(rows, n) for rows in (1, 3, 4, 5, 9) for n in (1, 15, 16, 17, 31, 32, 33, 64, 100, 256)]
 
 
@@ -76,14 +77,12 @@ def test_a_layer_equals_the_numpy_int8_arithmetic_bit_for_bit(lib, rows, n):
 
 
 def test_each_build_runs_its_own_path(lib):
-    """The sums above came from the path each build was meant to force: 32 bytes per step with VNNI,
-    16 with AVX2, 1 for the portable loop (acz_i8_step), as far as this CPU has the instructions."""
-    lib.acz_i8_step.restype = ctypes.c_int
+    """The sums above came from the path each build was meant to force (acz_i8_path: 3 VNNI, 2 AVX2,
+    1 SSE2, 0 plain C), as far as this CPU has the instructions."""
+    lib.acz_i8_path.restype = ctypes.c_int
     flags = set(open("/proc/cpuinfo").read().split()) if sys.platform == "linux" else set()
-    step = lib.acz_i8_step()
-    if lib is native._library(BUILDS["portable"]):
-        assert step == 1
-    elif lib is native._library(BUILDS["avx2"]):
-        assert step == (16 if "avx2" in flags else 1)
-    else:
-        assert step == (32 if {"avx512_vnni", "avx512vl"} <= flags else 16 if "avx2" in flags else 1)
+    best = 3 if {"avx512_vnni", "avx512vl", "avx512bw"} <= flags else 2 if "avx2" in flags else \
+        1 if "sse2" in flags else 0
+    want = {"native": best, "avx2": min(best, 2), "sse2": min(best, 1), "portable": 0}
+    build = next(name for name, flags in BUILDS.items() if native._library(flags) is lib)
+    assert lib.acz_i8_path() == want[build]
