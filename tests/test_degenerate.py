@@ -95,15 +95,16 @@ def _torch_teacher(tmp_path, bonus: float, action: int = 1):
         "techniques": {"quantize": {"bits": {"low": 4, "high": 8}}}}))
 
 
-@pytest.mark.parametrize("bonus, action", [(0.0, 1), (-1.0, 1), (1.0, 0)])
-def test_validate_and_search_refuse_such_a_teacher_before_any_work(tmp_path, bonus, action):
+@pytest.mark.parametrize("bonus, action, says", [(0.0, 1, "no better than"), (1.0, 0, "worse than"),
+                                                 (0.05, 1, "within noise of")])
+def test_validate_and_search_refuse_such_a_teacher_before_any_work(tmp_path, bonus, action, says):
     _torch_teacher(tmp_path, bonus, action)
     runner = CliRunner()
     for args in (["validate", str(tmp_path / "trial.yaml")], ["validate", str(tmp_path / "space.yaml")],
                  ["search", str(tmp_path / "space.yaml"), "--run-dir", str(tmp_path / "run")]):
         r = runner.invoke(app, args)
         assert r.exit_code == 3, (args, r.output)
-        assert "uniform-random policy's" in r.output and "Traceback" not in r.output
+        assert f"{says} a uniform-random policy's" in " ".join(r.output.split()) and "Traceback" not in r.output
     assert not (tmp_path / "run").exists()
     # the file alone is still checkable
     assert runner.invoke(app, ["validate", str(tmp_path / "trial.yaml"), "--episodes", "0"]).exit_code == 0
