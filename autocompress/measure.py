@@ -121,10 +121,10 @@ def teacher_margin(spec: TrialSpec, teacher_act: Callable, make_env) -> dict:
     with np.errstate(invalid="ignore", over="ignore"):  # inf returns: judged below, not warned about
         margin = float(t.mean() - b.mean())
         se = float(np.sqrt(t.var() / n + (b.var() / n if len(b) > 1 else 0.0)))
+        stats = {"teacher_mean": float(t.mean()), "teacher_std": float(t.std()), "baseline_mean": float(b.mean()),
+                 "baseline_std": float(b.std())}
     ok = bool(np.isfinite(t).all() and np.isfinite(b).all() and margin > 0 and margin > MARGIN_SE * se)
-    return {"teacher_mean": float(t.mean()), "teacher_std": float(t.std()), "baseline_mean": float(b.mean()),
-            "baseline_std": float(b.std()), "baseline": baseline, "margin": margin, "se": se, "episodes": n,
-            "seed": seed, "ok": ok}
+    return {**stats, "baseline": baseline, "margin": margin, "se": se, "episodes": n, "seed": seed, "ok": ok}
 
 
 def check_teacher_margin(spec: TrialSpec, teacher_act: Callable, make_env) -> dict:
