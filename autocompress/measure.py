@@ -115,9 +115,7 @@ def teacher_margin(spec: TrialSpec, teacher_act: Callable, make_env) -> dict:
     if spec.eval.reference_return is not None:
         b, baseline = np.array([spec.eval.reference_return]), "eval.reference_return"
     else:
-        space = make_env().action_space
-        space.seed(seed)
-        b, baseline = evaluate(lambda obs: space.sample(), make_env, n, seed), "a uniform-random policy"
+        b, baseline = random_returns(make_env, n, seed), "a uniform-random policy"
     with np.errstate(invalid="ignore", over="ignore"):  # inf returns: judged below, not warned about
         margin = float(t.mean() - b.mean())
         se = float(np.sqrt(t.var() / n + (b.var() / n if len(b) > 1 else 0.0)))
@@ -159,11 +157,17 @@ def ratio_to(ret: float, teacher_ret: float, random_ret: float | None) -> float:
     return (ret - random_ret) / (teacher_ret - random_ret) if teacher_ret != random_ret else float("nan")
 
 
-def random_return(make_env, episodes: int, seed: int) -> float:
-    """Mean return of a uniform-random policy on the seeded episodes seed, seed + 1, ..."""
+def random_returns(make_env, episodes: int, seed: int) -> np.ndarray:
+    """Returns of a uniform-random policy (action space seeded with `seed`) on the seeded episodes seed,
+    seed + 1, ..."""
     space = make_env().action_space
     space.seed(seed)
-    return float(evaluate(lambda obs: space.sample(), make_env, episodes, seed).mean())
+    return evaluate(lambda obs: space.sample(), make_env, episodes, seed)
+
+
+def random_return(make_env, episodes: int, seed: int) -> float:
+    """Mean return of a uniform-random policy on the seeded episodes seed, seed + 1, ..."""
+    return float(random_returns(make_env, episodes, seed).mean())
 
 
 #: observations recorded (the teacher's, on the evaluation seeds) that in-kernel timing acts on
@@ -240,17 +244,15 @@ def latency_noise_floor(spec: TrialSpec, teacher_data: bytes, make_env,
     times a candidate (one load each, the trial protocol), `repeats` times. Their ratios spread as far
     as two nets of the same compute but different signatures could by chance: the floor under which
     latency differences on the front mean nothing. Runtime c only (None elsewhere)."""
-    from autocompress.native import NativePolicy, round_ratio, time_side_by_side
+    from autocompress.native import NativePolicy
 
     if policy_runtime(spec.latency.runtime)[0] != "c":
         return None
-    lp, first = spec.latency, NativePolicy.from_bytes(teacher_data)
+    first = NativePolicy.from_bytes(teacher_data)
     obs = collect_obs(first.act, make_env, LATENCY_OBS, spec.eval.seed)
-    ratios = []
-    for _ in range(repeats):
-        a, b = (NativePolicy.from_bytes(teacher_data, first.kernels) for _ in range(2))
-        lat = time_side_by_side({"a": a, "b": b}, obs, lp.warmup, lp.kernel_calls, lp.kernel_rounds)
-        ratios.append(round_ratio(lat, "a", "b"))
+    load = lambda: NativePolicy.from_bytes(teacher_data, first.kernels)  # noqa: E731
+    ratios = [in_kernel_latency(load(), load(), teacher_data, teacher_data, obs, spec.latency, loads=1)["latency_ratio"]
+              for _ in range(repeats)]
     return {"ratios": ratios, "min": min(ratios), "max": max(ratios), "median": float(np.median(ratios)),
             "repeats": repeats, "cpu": cpu_model()}
 

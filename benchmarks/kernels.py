@@ -279,9 +279,9 @@ def noise_floor_lines(teacher_data: bytes, obs: np.ndarray, calls: int, rounds: 
     load = lambda: native.NativePolicy.from_bytes(teacher_data, first.kernels)  # noqa: E731
     one, three = [], []
     for _ in range(NOISE_REPEATS):
-        a, b = load(), load()
-        one.append(native.round_ratio(native.time_side_by_side({"a": a, "b": b}, obs, 200, calls, rounds), "a", "b"))
-        three.append(measure.in_kernel_latency(load(), load(), teacher_data, teacher_data, obs, lp)["latency_ratio"])
+        for loads, ratios in ((1, one), (measure.SIGNATURE_LOADS, three)):
+            ratios.append(measure.in_kernel_latency(load(), load(), teacher_data, teacher_data, obs, lp,
+                                                    loads)["latency_ratio"])
     row = lambda what, r: f"| {what} | {min(r):.3f} | {max(r):.3f} | {np.std(r):.3f} |"  # noqa: E731
     return [f"The teacher [256,256] timed against itself, {NOISE_REPEATS} times per protocol ({rounds} rounds of "
             f"{calls} acts, in turn; each time both copies loaded afresh):", "",
