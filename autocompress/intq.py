@@ -11,12 +11,14 @@ from teacher-visited observations (`artifact.calibrate`, stored in the artifact'
   layer     acc_j = bias_j + sum_k q_jk x_qk in int32 (the layer's int8 weights, one scale s_w per row;
             bias_j = round(b_j / (s_w_j s_x)));
   hidden    p_j = clamp(round(acc_j M_j), -127, 127) with M_j = s_w_j s_x / s_p as a fixed-point multiplier
-            (int32 m, right shift r; one 64-bit product per output), s_p the pre-activation's calibrated
-            scale (tanh's clipped at TANH_RANGE: beyond it tanh is flat to within int8's step);
+            (int32 m with MULT_BITS significant bits and a right shift r; where M < 1/4 only the product's
+            high word counts), s_p the pre-activation's calibrated scale (tanh's clipped at TANH_RANGE:
+            beyond it tanh is flat to within int8's step);
             then relu = max(p, 0) or none = p, every other activation a 255-entry int8 table over
             p = -127 .. 127 (no libm), whose output scale max|f| / 127 is the next layer's s_x;
-  output    a discrete head: argmax of round(acc_j M_j), every output brought to the widest row's scale
-            (integers); a continuous head: acc_j * (s_w_j s_x) in fp32, then the head as every runtime's.
+  output    a discrete head: argmax of round(acc_j M_j), every output brought to one scale, 8x the widest
+            row's (HEAD_SCALE; integers); a continuous head: acc_j * (s_w_j s_x) in fp32, then the head as
+            every runtime's.
 
 Every step but a continuous head's output scaling is integer, so the numpy mirror (`forward`) equals
 the C kernel exactly (that scaling is one IEEE fp32 product in both). Eligible nets: Linear layers
@@ -35,15 +37,23 @@ from autocompress.layers import ACTIVATIONS, Layer, int8_only
 TANH_RANGE = 4.0
 #: the input's largest multiplier in fixed point: a 24-bit significand times it stays within int64
 INPUT_BITS = 30
+#: significant bits of a requantization multiplier (its low 16 bits are zero): a core without a 32 x 32 -> 64
+#: multiply then forms the product's high word from two 16 x 16 products (kernels.c's acz_iq_scale); M is
+#: still within 2**-15 relative, far below int8's step
+MULT_BITS = 15
+#: a discrete head's outputs are compared at 8x its widest row's scale: every multiplier is then below 1/4, so
+#: each takes kernels.c's high-word path (no 64-bit product on Thumb-1); outputs within 8 accumulator units
+#: of each other tie, far below the step of the int8 weights that made them
+HEAD_SCALE = 1 / 8
 #: a bias beyond this (in accumulator units) saturates any output anyway; keeps acc within int32
 BIAS_LIMIT = 2 ** 30
 
 
 def fixed_point(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each positive multiplier M as (mult, shift): M ~= mult / 2**shift, mult in [2**30, 2**31)
-    (shift clamped to [1, 62]: a smaller M rounds every product to 0)."""
+    """Each positive multiplier M as (mult, shift): M ~= mult / 2**shift, mult in [2**30, 2**31) with
+    MULT_BITS significant bits (shift clamped to [1, 62]: a smaller M rounds every product to 0)."""
     frac, exp = np.frexp(np.asarray(m, np.float64))
-    mult = np.rint(frac * 2.0 ** 31).astype(np.int64)
+    mult = np.rint(frac * 2.0 ** MULT_BITS).astype(np.int64) << (31 - MULT_BITS)
     top = mult == 2 ** 31
     mult[top] //= 2
     exp = exp + top
@@ -126,8 +136,8 @@ def plan(header: dict, layers: list[Layer]) -> IQPlan:
         b = np.zeros(len(s_w)) if layer.b is None else layer.b.astype(np.float64)
         bias = np.clip(np.rint(b / s_acc), -BIAS_LIMIT, BIAS_LIMIT).astype(np.int32)
         if i == len(layers) - 1:
-            if header["head"]["kind"] == "discrete":  # argmax in integers: every output at the widest row's scale
-                out.append(IQLayer(q, bias, layer.act, *fixed_point(s_acc / s_acc.max())))
+            if header["head"]["kind"] == "discrete":  # argmax in integers: every output at one scale
+                out.append(IQLayer(q, bias, layer.act, *fixed_point(s_acc / s_acc.max() * HEAD_SCALE)))
             else:
                 out.append(IQLayer(q, bias, layer.act, oscale=s_acc.astype(np.float32)))
             break
@@ -159,14 +169,28 @@ def forward(p: IQPlan, obs: np.ndarray) -> np.ndarray:
     raise AssertionError("unreachable: the last layer returns")
 
 
-def interleave(q: np.ndarray) -> np.ndarray:
-    """Rows of int8 weights padded with zeros to a multiple of 4, each group of 4 stored w0 w2 w1 w3:
-    the order in which SXTB16 (and SXTB16 of the word rotated by 8) yields the pairs (w0, w1), (w2, w3)
-    that SMLAD multiplies with two int16 inputs each (kernels.c's acz_iq_dot)."""
+#: rows a kernels.c pass computes at once (acz_iq_rows4): each input word is read once for all of them
+ROWS = 4
+
+
+def padded(q: np.ndarray) -> np.ndarray:
+    """Rows of int8 weights padded with zeros to a multiple of 4 inputs, each group of 4 stored w0 w2 w1 w3:
+    its even bytes are then the pair (w0, w1) and its odd bytes (w2, w3), which SMLAD multiplies with two
+    int16 inputs each after one mask (kernels.c's acz_iq_rows4)."""
     n_out, n_in = q.shape
     pad = np.zeros((n_out, -(-n_in // 4) * 4), np.int8)
     pad[:, :n_in] = q
     return np.ascontiguousarray(pad.reshape(n_out, -1, 4)[:, :, [0, 2, 1, 3]].reshape(n_out, -1))
+
+
+def interleave(q: np.ndarray) -> np.ndarray:
+    """The padded rows (`padded`) as kernels.c reads them, flat: each whole group of ROWS rows word by word
+    (the first row's first 4 weights, the second row's, ..., then each row's next 4), the rows left over
+    after the last whole group one after another."""
+    w = padded(q)
+    whole = len(w) // ROWS * ROWS
+    groups = w[:whole].reshape(-1, ROWS, w.shape[1] // 4, 4).transpose(0, 2, 1, 3)
+    return np.concatenate([groups.ravel(), w[whole:].ravel()])
 
 
 def c_layers(p: IQPlan) -> list[dict]:
@@ -174,9 +198,10 @@ def c_layers(p: IQPlan) -> list[dict]:
     The one place both the in-process runtime and the C export take the integer-only net's form from."""
     out = []
     for layer in p.layers:
-        q = (interleave(layer.q).astype(np.int16) + 128).astype(np.uint8)  # unsigned bytes: see acz_iq_dot
+        q = (interleave(layer.q).astype(np.int16) + 128).astype(np.uint8)  # unsigned bytes: see acz_iq_rows4
+        in4 = padded(layer.q).shape[1]
         lut = None if layer.lut is None else (layer.lut[127:] if layer.lut_odd else layer.lut, np.int8)
-        out.append({"in4": q.shape[1], "out": q.shape[0], "act": layer.act, "q": (q, np.uint8),
+        out.append({"in4": in4, "out": layer.q.shape[0], "act": layer.act, "q": (q, np.uint8),
                     "bias": (layer.bias, np.int32),
                     "mult": None if layer.mult is None else (layer.mult, np.int32),
                     "shift": None if layer.shift is None else (layer.shift, np.int8),
@@ -187,11 +212,11 @@ def c_layers(p: IQPlan) -> list[dict]:
 
 def c_input(p: IQPlan) -> dict:
     """kernels.c's AczIQNet input fields (arrays as (array, dtype))."""
-    return {"in_a": (p.in_a, np.int32), "in_c": (p.in_c, np.int64), "frac": p.frac}
+    return {"in_a": (p.in_a, np.uint32), "in_c": (p.in_c, np.int64), "frac": p.frac}
 
 
 def scratch(p: IQPlan) -> dict[str, int]:
     """Scratch the integer-only act() needs, in elements: activations (the widest padded input; kernels.c's
     acz_iqx_t: int16 on a core with SMLAD, else int32), int32 accumulators."""
-    widths = [interleave(layer.q).shape[1] for layer in p.layers] + [layer.q.shape[0] for layer in p.layers]
+    widths = [padded(layer.q).shape[1] for layer in p.layers] + [layer.q.shape[0] for layer in p.layers]
     return {"x": max(widths), "acc": max(layer.q.shape[0] for layer in p.layers)}

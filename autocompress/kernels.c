@@ -108,7 +108,7 @@ typedef struct {
 typedef struct {
     int n_layers;
     const AczIQLayer *layers;
-    const int32_t *in_a;                /* x_q = round(obs * in_a + in_c), normalisation folded in, in fixed */
+    const uint32_t *in_a;               /* x_q = round(obs * in_a + in_c), normalisation folded in, in fixed */
     const int64_t *in_c;                /* point with `frac` fractional bits (acz_iq_input) */
     int frac;
     acz_iqx_t *x0, *x1;                 /* scratch: activations, the widest padded input */
@@ -597,101 +597,162 @@ void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf, float 
 #endif
 
 #if ACZ_USE_IQ
-#if defined(__ARM_FEATURE_SIMD32)
+#if defined(__ARM_FEATURE_SIMD32) || defined(__ARM_FEATURE_SAT)
 #include <arm_acle.h>
 #endif
 /* x_q = round(obs * in_a + in_c) half away from zero, clamped to [-127, 127], from the fp32 bits alone
  * (intq.input_ints: obs = +-m 2^e, m the 24-bit significand; zero / subnormal 0; |obs| >= 2^31, inf and
  * NaN saturate by sign): no floating point, so a core without an FPU links no soft-float for it. */
 void acz_iq_input(const AczIQNet *iq, const float *obs, int n, acz_iqx_t *x) {
-    const int64_t half = (int64_t)1 << (iq->frac - 1);
+    const int frac = iq->frac;
+    const uint64_t half = (uint64_t)1 << (frac - 1);
+    const uint32_t *in_a = iq->in_a;
+    const int64_t *in_c = iq->in_c;
     for (int i = 0; i < n; i++) {
         uint32_t u;
         memcpy(&u, &obs[i], 4);
         const int biased = (int)((u >> 23) & 0xffu), e = biased - 150;
-        int neg = (int)(u >> 31), r = 127;
-        if (e <= 7) {
-            int64_t t = 0;
-            if (biased) {
-                const int64_t p = (int64_t)((u & 0x7fffffu) | 0x800000u) * iq->in_a[i];
-                t = e >= 0 ? p << e : (-e < 63 ? p >> -e : 0);
-                t = neg ? -t : t;
+        int r = 127;
+        if (e > 7) {
+            r = u >> 31 ? -127 : 127;
+        } else {
+            uint64_t t = 0;  /* |obs| in_a 2^frac, truncated (in_a > 0: unsigned, one UMULL where there is one) */
+            if (biased && -e < 63) {
+                const uint64_t p = (uint64_t)((u & 0x7fffffu) | 0x800000u) * in_a[i];
+                t = e >= 0 ? p << e : p >> -e;
             }
-            const int64_t v = t + iq->in_c[i];
-            const int64_t m = ((v < 0 ? -v : v) + half) >> iq->frac;
-            r = m > 127 ? 127 : (int)m;
-            neg = v < 0;
+            const int64_t v = u >> 31 ? in_c[i] - (int64_t)t : in_c[i] + (int64_t)t;
+            const uint64_t m = ((uint64_t)(v < 0 ? -v : v) + half) >> frac;
+            if (m < 127) r = (int)m;
+            if (v < 0) r = -r;
         }
-        x[i] = (acz_iqx_t)(neg ? -r : r);
+        x[i] = (acz_iqx_t)r;
     }
 }
 
-/* One output's acc + sum of in4 weights (stored + 128, w0 w2 w1 w3 per group) times inputs; the + 128
- * is taken off once per layer (acz_iq_forward), so every weight loads as an unsigned byte. */
-static int32_t acz_iq_dot(const uint8_t *w, const acz_iqx_t *x, int in4, int32_t acc) {
+/* Weights are stored + 128 as unsigned bytes, each group of 4 inputs as w0 w2 w1 w3 (intq.padded), rows in
+ * groups of 4 word by word, then the rows left over one by one (intq.interleave). The + 128 is taken off
+ * once per row (as `off`), so a core without SMLAD loads every weight as an unsigned byte with an
+ * immediate offset. acc[j] = bias[j] - off + sum_k (w_jk + 128) x_k for every row j. */
 #if defined(__ARM_FEATURE_SIMD32)
-    /* dual 16-bit multiply-accumulate: 4 weights in one load, unpacked to two pairs by UXTB16 */
-    for (int k = 0; k < in4; k += 4) {
-        uint32_t wv, x01, x23;
-        memcpy(&wv, w + k, 4);
-        memcpy(&x01, x + k, 4);
-        memcpy(&x23, x + k + 2, 4);
-        acc = __smlad(__uxtb16(wv), x01, acc);
-        acc = __smlad(__uxtb16((wv >> 8) | (wv << 24)), x23, acc);  /* rotated by 8: bytes 1 and 3 */
+/* Per row and 4 inputs: one weight load, the even bytes (w0, w1) and the odd bytes (w2, w3) zero-extended
+ * to 16 bits by one AND each (the mask in a register, so the odd bytes' shift folds into that AND), two dual
+ * 16-bit multiply-accumulates with the input pairs (x0, x1) and (x2, x3). */
+#define ACZ_IQ_MAC(a, wv) (a = __smlad((wv) & m, x01, __smlad(((wv) >> 8) & m, x23, a)))
+static void acz_iq_dense(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
+    uint32_t m = 0x00ff00ffu;
+    __asm__("" : "+r"(m));  /* opaque: an immediate mask would cost the odd bytes a separate shift */
+    const uint8_t *w = L->q;
+    const acz_iqx_t *end = x + L->in4;
+    int j = 0;
+    for (; j + 4 <= L->out; j += 4) {  /* four rows: each pair of inputs loaded once for all four */
+        int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off, a3 = L->bias[j + 3] - off;
+        for (const acz_iqx_t *xp = x; xp < end; xp += 4, w += 16) {
+            uint32_t x01, x23, w0, w1, w2, w3;
+            memcpy(&x01, xp, 4);
+            memcpy(&x23, xp + 2, 4);
+            memcpy(&w0, w, 4);
+            memcpy(&w1, w + 4, 4);
+            memcpy(&w2, w + 8, 4);
+            memcpy(&w3, w + 12, 4);
+            ACZ_IQ_MAC(a0, w0);
+            ACZ_IQ_MAC(a1, w1);
+            ACZ_IQ_MAC(a2, w2);
+            ACZ_IQ_MAC(a3, w3);
+        }
+        acc[j] = a0; acc[j + 1] = a1; acc[j + 2] = a2; acc[j + 3] = a3;
     }
+    for (; j < L->out; j++) {
+        int32_t a = L->bias[j] - off;
+        for (const acz_iqx_t *xp = x; xp < end; xp += 4, w += 4) {
+            uint32_t x01, x23, wv;
+            memcpy(&x01, xp, 4);
+            memcpy(&x23, xp + 2, 4);
+            memcpy(&wv, w, 4);
+            ACZ_IQ_MAC(a, wv);
+        }
+        acc[j] = a;
+    }
+}
 #else
-    for (int k = 0; k < in4; k += 4)
-        acc += w[k] * x[k] + w[k + 1] * x[k + 2] + w[k + 2] * x[k + 1] + w[k + 3] * x[k + 3];
-#endif
-    return acc;
-}
-
-#if defined(__ARM_FEATURE_SIMD32)
-/* acz_iq_dot for rows w and w + in4 at once: each pair of inputs loaded once for both rows' SMLADs. */
-static void acz_iq_dot2(const uint8_t *w, int in4, const acz_iqx_t *x, int32_t a0, int32_t a1, int32_t *out) {
-    const uint8_t *v = w + in4;
-    for (int k = 0; k < in4; k += 4) {
-        uint32_t w0, w1, x01, x23;
-        memcpy(&w0, w + k, 4);
-        memcpy(&w1, v + k, 4);
-        memcpy(&x01, x + k, 4);
-        memcpy(&x23, x + k + 2, 4);
-        a0 = __smlad(__uxtb16(w0), x01, a0);
-        a1 = __smlad(__uxtb16(w1), x01, a1);
-        a0 = __smlad(__uxtb16((w0 >> 8) | (w0 << 24)), x23, a0);
-        a1 = __smlad(__uxtb16((w1 >> 8) | (w1 << 24)), x23, a1);
+/* The same without SMLAD: per input one load, then a byte load, multiply and add per row (Thumb-1 holds
+ * the four sums, the input, the product and both pointers in its eight low registers). */
+static void acz_iq_dense(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
+    const uint8_t *w = L->q;
+    const acz_iqx_t *end = x + L->in4;
+    int j = 0;
+    for (; j + 4 <= L->out; j += 4) {
+        int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off, a3 = L->bias[j + 3] - off;
+        for (const acz_iqx_t *xp = x; xp < end; xp += 4, w += 16) {
+            int32_t v = xp[0];
+            a0 += w[0] * v; a1 += w[4] * v; a2 += w[8] * v; a3 += w[12] * v;
+            v = xp[1];
+            a0 += w[2] * v; a1 += w[6] * v; a2 += w[10] * v; a3 += w[14] * v;
+            v = xp[2];
+            a0 += w[1] * v; a1 += w[5] * v; a2 += w[9] * v; a3 += w[13] * v;
+            v = xp[3];
+            a0 += w[3] * v; a1 += w[7] * v; a2 += w[11] * v; a3 += w[15] * v;
+        }
+        acc[j] = a0; acc[j + 1] = a1; acc[j + 2] = a2; acc[j + 3] = a3;
     }
-    out[0] = a0;
-    out[1] = a1;
+    for (; j < L->out; j++) {
+        int32_t a = L->bias[j] - off;
+        for (const acz_iqx_t *xp = x; xp < end; xp += 4, w += 4)
+            a += w[0] * xp[0] + w[2] * xp[1] + w[1] * xp[2] + w[3] * xp[3];
+        acc[j] = a;
+    }
 }
 #endif
 
-/* acc * mult / 2^shift, rounded (halves up): one 64-bit product */
-static int32_t acz_iq_scale(int32_t acc, int32_t mult, int shift) {
+/* round(acc * mult / 2^shift), halves up (intq.requantize). For shift >= 33 only the product's high word
+ * counts: floor((p + 2^(s-1)) / 2^s) = (hi + 2^(s-33)) >> (s-32) with hi = floor(p / 2^32), since the low
+ * word adds less than 1 to an integer numerator. Thumb-1 has no 32 x 32 -> 64 multiply (libgcc's is a
+ * call of ~60 cycles); there, as mult's low 16 bits are zero (intq.MULT_BITS), hi = ah mh + (al mh >> 16)
+ * with acc = ah 2^16 + al (al unsigned) and mult = mh 2^16: two 16 x 16 products, neither overflowing. */
+#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 && defined(__GNUC__)
+#define ACZ_THUMB1_NOINLINE __attribute__((noinline))
+#else
+#define ACZ_THUMB1_NOINLINE
+#endif
+/* shift < 33 (a discrete head's output layer, a multiplier of 1/4 or more): the whole 64-bit product. On
+ * Thumb-1 that is a libgcc call and a long shift, kept out of line so that each loop calling acz_iq_scale
+ * carries one call to it rather than a copy (elsewhere a few instructions, inlined). */
+static ACZ_THUMB1_NOINLINE int32_t acz_iq_scale_wide(int32_t acc, int32_t mult, int shift) {
     return (int32_t)(((int64_t)acc * mult + ((int64_t)1 << (shift - 1))) >> shift);
 }
+
+static int32_t acz_iq_scale(int32_t acc, int32_t mult, int shift) {
+    if (shift < 33)
+        return acz_iq_scale_wide(acc, mult, shift);
+#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 || defined(ACZ_MULHI_16)
+    const int32_t mh = mult >> 16;
+    const int32_t hi = (acc >> 16) * mh + (int32_t)((((uint32_t)acc & 0xffffu) * (uint32_t)mh) >> 16);
+#else
+    const int32_t hi = (int32_t)(((int64_t)acc * mult) >> 32);
+#endif
+    return ((hi >> (shift - 33)) + 1) >> 1;  /* = (hi + 2^(s-33)) >> (s-32) */
+}
+
+static int32_t acz_iq_clamp(int32_t p) { return p > 127 ? 127 : (p < -127 ? -127 : p); }
 
 /* The integer-only net: int8 activations from the observation to the last layer. Returns the action
  * index for a discrete head (argmax of its outputs brought to one scale, all in integers); a
  * continuous head's outputs are written as fp32 to y (returns -1). */
 int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) {
     acz_iqx_t *x = iq->x0, *next = iq->x1;
+    int32_t *acc = iq->acc;
     acz_iq_input(iq, obs, obs_dim, x);
+    int32_t sum = 0;  /* of this layer's inputs: the weights' + 128 times it comes off every row */
+    for (int k = 0; k < obs_dim; k++) sum += x[k];
+    int n = obs_dim;
     for (int l = 0; l < iq->n_layers; l++) {
         const AczIQLayer *L = &iq->layers[l];
-        int32_t sum = 0;
-        for (int k = 0; k < L->in4; k++) sum += x[k];
-        int j = 0;
-#if defined(__ARM_FEATURE_SIMD32)
-        for (; j + 2 <= L->out; j += 2)  /* two rows share every input load */
-            acz_iq_dot2(L->q + (long)j * L->in4, L->in4, x, L->bias[j] - 128 * sum, L->bias[j + 1] - 128 * sum,
-                        iq->acc + j);
-#endif
-        for (; j < L->out; j++)
-            iq->acc[j] = acz_iq_dot(L->q + (long)j * L->in4, x, L->in4, L->bias[j] - 128 * sum);
+        int j;
+        for (j = n; j & 3; j++) x[j] = 0;  /* padding to in4 (its weights are stored as 128, i.e. 0) */
+        acz_iq_dense(L, x, 128 * sum, acc);
 #if !ACZ_HEAD_DISCRETE
         if (L->oscale) {
-            for (int j = 0; j < L->out; j++) y[j] = (float)iq->acc[j] * L->oscale[j];
+            for (j = 0; j < L->out; j++) y[j] = (float)acc[j] * L->oscale[j];
             return -1;
         }
 #else
@@ -699,23 +760,38 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
 #endif
         if (l == iq->n_layers - 1) {
             int best = 0;
-            int32_t top = acz_iq_scale(iq->acc[0], L->mult[0], L->shift[0]);
-            for (int j = 1; j < L->out; j++) {
-                const int32_t v = acz_iq_scale(iq->acc[j], L->mult[j], L->shift[j]);
+            int32_t top = acz_iq_scale(acc[0], L->mult[0], L->shift[0]);
+            for (j = 1; j < L->out; j++) {
+                const int32_t v = acz_iq_scale(acc[j], L->mult[j], L->shift[j]);
                 if (v > top) { best = j; top = v; }
             }
             return best;
         }
-        for (int j = 0; j < L->out; j++) {
-            const int32_t p = acz_iq_scale(iq->acc[j], L->mult[j], L->shift[j]);
-            const int v = p > 127 ? 127 : (p < -127 ? -127 : (int)p);
-            int a = v;
-            if (L->lut && L->lut_odd) a = v < 0 ? -L->lut[-v] : L->lut[v];
-            else if (L->lut) a = L->lut[v + 127];
-            else if (L->act == ACZ_RELU && v < 0) a = 0;
-            next[j] = (acz_iqx_t)a;
-        }
+        /* requantize, clamp to +-127, activate, sum for the next layer: one pass per activation kind */
+        sum = 0;
+        const int8_t *lut = L->lut;
+        if (lut && L->lut_odd)
+            for (j = 0; j < L->out; j++) {
+                const int32_t p = acz_iq_clamp(acz_iq_scale(acc[j], L->mult[j], L->shift[j]));
+                sum += next[j] = (acz_iqx_t)(p < 0 ? -lut[-p] : lut[p]);
+            }
+        else if (lut)
+            for (j = 0; j < L->out; j++)
+                sum += next[j] = lut[acz_iq_clamp(acz_iq_scale(acc[j], L->mult[j], L->shift[j])) + 127];
+        else if (L->act == ACZ_RELU)
+            for (j = 0; j < L->out; j++) {
+                const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]);
+#if defined(__ARM_FEATURE_SAT)
+                sum += next[j] = (acz_iqx_t)__usat(p, 7);  /* p clamped to [0, 127] in one instruction */
+#else
+                sum += next[j] = (acz_iqx_t)(p < 0 ? 0 : (p > 127 ? 127 : p));
+#endif
+            }
+        else
+            for (j = 0; j < L->out; j++)
+                sum += next[j] = (acz_iqx_t)acz_iq_clamp(acz_iq_scale(acc[j], L->mult[j], L->shift[j]));
         acz_iqx_t *t = x; x = next; next = t;
+        n = L->out;
     }
     return -1;
 }

@@ -45,6 +45,18 @@ def test_c_kernel_equals_the_numpy_mirror(observations, act, head):
         np.testing.assert_allclose([c.act(o) for o in obs], [mirror.act(o) for o in obs], atol=1e-6)
 
 
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+def test_high_word_from_16_bit_products_equals_the_mirror(observations, act):
+    """Thumb-1's requantization (kernels.c, ACZ_MULHI_16 forces it here): the product's high word from two
+    16 x 16 products. Large observations push accumulators to both signs' extremes."""
+    require_compiler()
+    data = calibrated(act, DISCRETE, observations)
+    mirror, c = NumpyPolicy.from_bytes(data, ["iq"] * 3), native.NativePolicy.from_bytes(data, ["iq"] * 3)
+    c._fn = native._library(("-DACZ_MULHI_16",)).acz_act
+    obs = np.concatenate([observations[500:], observations[500:] * 50])
+    assert [c.act(o) for o in obs] == [mirror.act(o) for o in obs]
+
+
 def test_c_export_equals_the_numpy_mirror(observations, tmp_path):
     require_compiler()
     data = calibrated("tanh", DISCRETE, observations)
@@ -73,7 +85,8 @@ def test_fixed_point_multipliers_and_rounding():
     m = np.array([0.5, 0.375, 1e-3, 0.999999, 3e-12])
     mult, shift = intq.fixed_point(m)
     assert ((mult[:4] >= 2 ** 30) & (mult[:4] < 2 ** 31)).all()
-    np.testing.assert_allclose(mult[:4] / 2.0 ** shift[:4], m[:4], rtol=2 ** -30)
+    np.testing.assert_allclose(mult[:4] / 2.0 ** shift[:4], m[:4], rtol=2.0 ** -intq.MULT_BITS)
+    assert not (mult & 0xFFFF).any()  # kernels.c forms the high word from mult >> 16 alone (Thumb-1)
     assert mult[4] == 0  # below 2**-62: every product rounds to 0
     acc = np.arange(-3000, 3000)
     want = np.clip(np.floor(acc * 0.375 + 0.5), -127, 127)  # exact in fixed point: halves rounded up
@@ -102,16 +115,27 @@ def test_fixed_point_input_is_the_rounded_affine_map():
     assert np.abs(got - want).max() <= 1 and (got == want).mean() > 0.999
 
 
-def test_interleaved_groups_feed_smlad_pairs_in_order():
+def test_interleaved_layout_is_read_as_kernels_c_reads_it():
     rng = np.random.default_rng(0)
-    q = rng.integers(-127, 128, (5, 10)).astype(np.int8)
-    x = rng.integers(-127, 128, 12)
+    q = rng.integers(-127, 128, (6, 10)).astype(np.int8)  # one group of 4 rows, 2 rows left over
+    x = np.concatenate([rng.integers(-127, 128, 10), [0, 0]])  # padded to in4 = 12 with zeros
     w = intq.interleave(q).astype(np.int64)
-    assert w.shape == (5, 12)
-    # kernels.c's portable loop: per group of 4, w0 x0 + w2' x2 + w1' x1 + w3 x3 with w stored w0 w2 w1 w3
-    got = sum(w[:, k] * x[k] + w[:, k + 1] * x[k + 2] + w[:, k + 2] * x[k + 1] + w[:, k + 3] * x[k + 3]
-              for k in range(0, 12, 4))
-    assert (got == q.astype(np.int64) @ x[:10]).all()
+    assert w.shape == (6 * 12,)
+    # kernels.c's portable acz_iq_dense: a group's words row by row per 4 inputs (w0 w2 w1 w3 in each),
+    # then each row left over on its own
+    got, at = [], 0
+    for rows in (4, 1, 1):
+        acc = np.zeros(rows, np.int64)
+        for k in range(0, 12, 4):
+            for r in range(rows):
+                g = w[at + 4 * r:at + 4 * r + 4]
+                acc[r] += g[0] * x[k] + g[2] * x[k + 1] + g[1] * x[k + 2] + g[3] * x[k + 3]
+            at += 4 * rows
+        got += acc.tolist()
+    assert at == w.size and got == (q.astype(np.int64) @ x[:10]).tolist()
+    # SMLAD's lanes: a word's even bytes (w0, w1) meet (x0, x1), its odd bytes (w2, w3) meet (x2, x3)
+    word = intq.padded(q)[0, :4]
+    assert word[[0, 2]].tolist() == q[0, :2].tolist() and word[[1, 3]].tolist() == q[0, 2:4].tolist()
 
 
 def test_only_int8_nets_are_calibrated_or_run_integer_only(observations):

@@ -31,7 +31,7 @@ BUILD = f"cc {' '.join(HOST_CFLAGS)} main.c policy.c -lm -o policy"
 _ALIGN = "#if defined(__GNUC__)\n#define ACZ_ALIGNED __attribute__((aligned(64)))\n#else\n#define ACZ_ALIGNED\n#endif"
 
 _C_TYPES = {np.float32: "float", np.int32: "int32_t", np.uint16: "uint16_t", np.int8: "int8_t", np.uint8: "uint8_t",
-            np.int16: "int16_t", np.int64: "int64_t"}
+            np.int16: "int16_t", np.int64: "int64_t", np.uint32: "uint32_t"}
 
 
 def _literal(v, ctype: str) -> str:
