@@ -16,6 +16,11 @@ other trial fine-tunes to the end), added to the search comparison's data and re
 --compare "early stop" only the default and no early stop run (no random arm): for a spec whose trials
 cost minutes (--base pendulum_sac), where the default-vs-random target is measured on another spec.
 
+With --target cortex-m4f (any MCU target) the searches run with `target:` set, so latency is the exact
+cycle count of the code built for that core; `--compare "vs random"` then runs only the default and random
+arms, and the report sets their figures beside the host's (the same base without --target), with what each
+arm's fronts hold: whether exact latency changes what the search finds.
+
 With --compare sensitivity (on a per-layer space, e.g. --base lunarlander_dqn_per_layer) the arms are
 the default search and the same search with the layer-sensitivity stage first; that arm's curve starts
 at the stage's own seconds, so the question is whether the stage pays for itself in hypervolume.
@@ -51,7 +56,9 @@ COMPARISONS = {"search": (["default", "no early stop", "random"], "search_value"
                "finish": (["stops only"], "search_value"),
                # early stopping alone, where a trial costs minutes (Pendulum SAC: ~360 s a fine-tuned trial) and the
                # default-vs-random target is measured on another spec of the same kind
-               "early stop": (["default", "no early stop"], "search_value")}
+               "early stop": (["default", "no early stop"], "search_value"),
+               # on a device target (--target): the default against random only, beside the host's figures
+               "vs random": (["default", "random"], "search_value")}
 #: a cheaper evaluation than the shipped spec; no held-out pass (the curves are what is compared)
 CHEAP = {"eval": {"episodes": 10, "heldout_episodes": 0}, "finetune": {"iterations": 4}}
 #: per base where the default is not cheaper than the shipped spec: the SAC specs fine-tune 3 iterations of
@@ -159,12 +166,14 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--compare", choices=list(COMPARISONS), default="search")
+    ap.add_argument("--target", default="host", help="where latency is measured (an MCU target: exact cycles)")
     args = ap.parse_args()
     arms, name = COMPARISONS[args.compare]
-    store = DOC.parent / "data" / f"{name}_{args.base}.json"
+    store = data_file(name, args.base, args.target)
     store.parent.mkdir(parents=True, exist_ok=True)
     saved = json.loads(store.read_text()) if store.exists() else {}
-    settings = {"trials": args.trials, "cheap": cheap(args.base), "baselines": True}
+    settings = {"trials": args.trials, "cheap": cheap(args.base), "baselines": True,
+                **({"target": args.target} if args.target != "host" else {})}
     if saved.get("settings") != settings:
         saved = {"settings": settings, "runs": {}}
     with tempfile.TemporaryDirectory() as d:
@@ -176,6 +185,7 @@ def main() -> None:
                 opts = ARMS[arm]
                 wall, run = run_search({"baselines": True, "seed": seed, "sampler": opts["sampler"],
                                         "pruner": opts["pruner"], "budget": {"trials": args.trials, "parallel": 2},
+                                        **({"target": args.target} if args.target != "host" else {}),
                                         **{k: opts[k] for k in ("sensitivity", "stack") if k in opts}},
                                        cheap(args.base), Path(d) / key.replace(" ", "_"), base=args.base)
                 stopped = sum(t.state == TrialState.PRUNED for t in run.study.trials)
@@ -188,7 +198,17 @@ def main() -> None:
                 c = saved["runs"][key]["curve"]
                 print(f"{key}: HV {c[-1][1]:.4f} after {c[-1][0]:.0f} trial-s ({stopped} stopped, {wall:.0f} s wall)",
                       flush=True)
-    (report_sensitivity if args.compare == "sensitivity" else report)(args, saved)
+    if args.compare == "sensitivity":
+        report_sensitivity(args, saved)
+    elif args.target != "host":
+        report_device(args, saved)
+    else:
+        report(args, saved)
+
+
+def data_file(name: str, base: str, target: str = "host") -> Path:
+    """docs/data/<name>_<base>[_<target>].json: a device target's runs apart from the host's."""
+    return DOC.parent / "data" / (f"{name}_{base}.json" if target == "host" else f"{name}_{base}_{target}.json")
 
 
 def by_arm(saved: dict, arms: list[str]):
@@ -262,20 +282,69 @@ def report_sensitivity(args, saved: dict) -> None:
     write_section(f"sensitivity_value_{args.base}", body)
 
 
+def versus_random(arm: str, curves: dict, total: dict, target: float) -> tuple[float, str]:
+    """When `arm` reaches random's final median hypervolume `target`, against issue 15's target: (its share
+    of random's median trial-seconds, the sentence)."""
+    to_target = [seconds_to(c, target) for c in curves[arm]]
+    share = np.median(to_target) / np.median(total["random"])
+    apart = np.percentile(to_target, 75) < np.percentile(total["random"], 25)
+    return share, (f"the {arm} arm reaches random's final median hypervolume {target:.4f} after trial-seconds "
+                   f"{q(to_target)}: **{share:.0%}** of random's median {np.median(total['random']):.0f} (target "
+                   f"<= 40%: **{'met' if share <= 0.4 and apart else 'missed'}**; interquartile ranges "
+                   f"{'apart' if apart else 'overlap'})")
+
+
+def front_techniques(trials: list[dict], min_ratio: float) -> list[str]:
+    """The technique sets on a run's final front (feasible, non-dominated in return up, latency and bytes
+    down), from its trial log."""
+    from autocompress import pareto
+
+    ok = [t for t in trials if t["state"] == "COMPLETE" and t.get("return_ratio", 0.0) >= min_ratio]
+    if not ok:
+        return []
+    mask = pareto.non_dominated(pareto.to_min(ok, ["return", "latency", "bytes"], pareto.RATIOS))
+    return sorted("+".join(sorted(t["config"] or {})) or "teacher" for t, m in zip(ok, mask) if m)
+
+
+def report_device(args, saved: dict) -> None:
+    """Default vs random with latency in exact cycles on args.target, beside the same base's host runs."""
+    import collections
+
+    arms = COMPARISONS["vs random"][0]
+    space = yaml.safe_load((ROOT / "search_spaces" / f"{args.base}.yaml").read_text())
+    min_ratio = space["constraints"]["min_return_ratio"]
+    host_file = data_file("search_value", args.base)
+    host = json.loads(host_file.read_text()) if host_file.exists() else {"runs": {}}
+    rows, lines = [], []
+    for where, data in ((args.target, saved), ("host", host)):
+        seeds, curves, final, total = by_arm(data, arms)
+        if set(curves) != set(arms):
+            continue
+        share, words = versus_random("default", curves, total, float(np.median(final["random"])))
+        rows += [f"| {where} | {arm} | {len(curves[arm])} | {hv_q(final[arm])} | {q(total[arm])} |" for arm in arms]
+        lines.append(f"- {where}: {words}.")
+        for arm in arms:
+            sets = collections.Counter(s for k in seeds if f"{arm}/{k}" in data["runs"]
+                                       for s in front_techniques(data["runs"][f"{arm}/{k}"]["trials"], min_ratio))
+            lines.append(f"  - {arm}'s fronts over {len(curves[arm])} seeds hold: "
+                         + ", ".join(f"{s} x{n}" for s, n in sets.most_common()) + ".")
+    body = "\n".join([
+        f"## Search value with exact latency ({args.base}, {args.target})", "",
+        f"`python -m benchmarks.search_value --base {args.base} --target {args.target} --compare \"vs random\" "
+        f"--trials {args.trials} --seeds {args.seeds}` " + setup_words(args, sorted(range(args.seeds)))
+        + f" Latency: cycles per act of the code built for {args.target} (exact: the same build and observations "
+        "give the same count), not a timing. The host rows are this benchmark's host runs of the same arms "
+        f"(`docs/data/{host_file.name}`, run earlier on the code of their day).", "",
+        "| latency on | arm | seeds | final hypervolume | trial-seconds |", "|---|---|---|---|---|", *rows, "",
+        *lines])
+    write_section(f"search_value_{args.base}_{args.target}", body)
+
+
 def report(args, saved: dict) -> None:
     runs = saved["runs"]
     seeds, curves, final, total = by_arm(saved, COMPARISONS["search"][0] + COMPARISONS["finish"][0])
     target = float(np.median(final["random"])) if "random" in final else None
 
-    def versus_random(arm: str) -> str:
-        """When `arm` reaches random's final median hypervolume, against the issue's target."""
-        to_target = [seconds_to(c, target) for c in curves[arm]]
-        share = np.median(to_target) / np.median(total["random"])
-        apart = np.percentile(to_target, 75) < np.percentile(total["random"], 25)
-        return (f"the {arm} arm reaches random's final median hypervolume {target:.4f} after trial-seconds "
-                f"{q(to_target)}: **{share:.0%}** of random's median {np.median(total['random']):.0f} (target <= 40%: "
-                f"**{'met' if share <= 0.4 and apart else 'missed'}**; interquartile ranges "
-                f"{'apart' if apart else 'overlap'})")
     def pairs(arm: str):
         """Per seed that has both: (`arm`'s run, the no-early-stop run, the lower of their final hypervolumes)."""
         for s in seeds:
@@ -316,7 +385,8 @@ def report(args, saved: dict) -> None:
         + (' --compare "early stop"' if "random" not in curves else "") + "` "
         + setup_words(args, seeds), "",
         "| arm | final hypervolume | trial-seconds | trials stopped early |", "|---|---|---|---|", *rows, "",
-        *([f"- Default vs random: {versus_random('default')}."] if target is not None else []),
+        *([f"- Default vs random: {versus_random('default', curves, total, target)[1]}."] if target is not None
+          else []),
         f"- Early stopping (stops and finish_at): per seed, the trial-seconds without it over those with it to reach "
         f"the hypervolume both arms of that seed reach (the lower of their finals): {cut_words('default')}. The "
         f"whole search of {args.trials} trials: {q(total['no early stop'])} trial-seconds without, "
