@@ -210,6 +210,13 @@ def c_layers(p: IQPlan) -> list[dict]:
     return out
 
 
+def activation_forms(p: IQPlan) -> set[str]:
+    """The hidden activation forms kernels.c runs for this net, as its ACZ_IQ_<FORM> switches name them:
+    an export compiles only these."""
+    return {"LUT_ODD" if layer.lut_odd else "LUT" if layer.lut is not None else
+            "RELU" if layer.act == "relu" else "NONE" for layer in p.layers[:-1]}
+
+
 def c_input(p: IQPlan) -> dict:
     """kernels.c's AczIQNet input fields (arrays as (array, dtype))."""
     return {"in_a": (p.in_a, np.uint32), "in_c": (p.in_c, np.int64), "frac": p.frac}

@@ -54,6 +54,10 @@
 #define ACZ_USE_CONV_IM2COL 1
 #define ACZ_USE_CONV_INT8 1
 #define ACZ_USE_IQ 1
+#define ACZ_IQ_LUT_ODD 1  /* the integer-only net's hidden activations (intq.activation_forms) */
+#define ACZ_IQ_LUT 1
+#define ACZ_IQ_RELU 1
+#define ACZ_IQ_NONE 1
 #endif
 
 enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_Q8 = 3, ACZ_PACKED = 4, ACZ_IM2COL = 5 };
@@ -733,7 +737,7 @@ static int32_t acz_iq_scale(int32_t acc, int32_t mult, int shift) {
     return ((hi >> (shift - 33)) + 1) >> 1;  /* = (hi + 2^(s-33)) >> (s-32) */
 }
 
-static int32_t acz_iq_clamp(int32_t p) { return p > 127 ? 127 : (p < -127 ? -127 : p); }
+#define ACZ_IQ_CLAMP(p) ((p) > 127 ? 127 : ((p) < -127 ? -127 : (p)))
 
 /* The integer-only net: int8 activations from the observation to the last layer. Returns the action
  * index for a discrete head (argmax of its outputs brought to one scale, all in integers); a
@@ -767,18 +771,26 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
             }
             return best;
         }
-        /* requantize, clamp to +-127, activate, sum for the next layer: one pass per activation kind */
+        /* requantize, clamp to +-127, activate, sum for the next layer: one pass per activation form (an
+         * export compiles only the forms its net has) */
         sum = 0;
-        const int8_t *lut = L->lut;
-        if (lut && L->lut_odd)
+        if (0) {
+#if ACZ_IQ_LUT_ODD
+        } else if (L->lut && L->lut_odd) {
             for (j = 0; j < L->out; j++) {
-                const int32_t p = acz_iq_clamp(acz_iq_scale(acc[j], L->mult[j], L->shift[j]));
-                sum += next[j] = (acz_iqx_t)(p < 0 ? -lut[-p] : lut[p]);
+                const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]), v = ACZ_IQ_CLAMP(p);
+                sum += next[j] = (acz_iqx_t)(v < 0 ? -L->lut[-v] : L->lut[v]);
             }
-        else if (lut)
-            for (j = 0; j < L->out; j++)
-                sum += next[j] = lut[acz_iq_clamp(acz_iq_scale(acc[j], L->mult[j], L->shift[j])) + 127];
-        else if (L->act == ACZ_RELU)
+#endif
+#if ACZ_IQ_LUT
+        } else if (L->lut) {
+            for (j = 0; j < L->out; j++) {
+                const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]);
+                sum += next[j] = L->lut[ACZ_IQ_CLAMP(p) + 127];
+            }
+#endif
+#if ACZ_IQ_RELU
+        } else if (L->act == ACZ_RELU) {
             for (j = 0; j < L->out; j++) {
                 const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]);
 #if defined(__ARM_FEATURE_SAT)
@@ -787,9 +799,15 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
                 sum += next[j] = (acz_iqx_t)(p < 0 ? 0 : (p > 127 ? 127 : p));
 #endif
             }
-        else
-            for (j = 0; j < L->out; j++)
-                sum += next[j] = (acz_iqx_t)acz_iq_clamp(acz_iq_scale(acc[j], L->mult[j], L->shift[j]));
+#endif
+#if ACZ_IQ_NONE
+        } else {
+            for (j = 0; j < L->out; j++) {
+                const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]);
+                sum += next[j] = (acz_iqx_t)ACZ_IQ_CLAMP(p);
+            }
+#endif
+        }
         acz_iqx_t *t = x; x = next; next = t;
         n = L->out;
     }

@@ -201,7 +201,11 @@ def int8_pays(store: dict) -> None:
              "depend on the shape and activation, not on the values), fp32 (`dense` kernels) vs the same net "
              "8-bit symmetric PTQ run integer-only (`iq`: int8 activations, int32 sums, fixed-point requantization, "
              "activation tables; SMLAD on the M4F and M7), mean cycles per act over 16 states. The M4F's MAC bound "
-             "is 2 MACs a cycle (SMLAD).", "",
+             "is 2 MACs a cycle (SMLAD), 0.5 cycles per MAC. Under the TRM's table no batch-1 kernel gets within 2x "
+             "of it: each weight is used once, so every 4 MACs of int8 weights need a weight load (1 cycle when "
+             "pipelined), two instructions widening its bytes to 16-bit lanes and two SMLADs: 1.25 cycles per MAC "
+             "(2.5x the bound) before any input load, loop or requantization; weights stored as int16 need one load "
+             "per SMLAD: 1.0 (2x) with nothing else. Ours (4 rows per input load, `acz_iq_dense`) is in the table.", "",
              "| obs, hidden, activation | core | fp32 cycles | int8 cycles | fp32 / int8 | int8 cycles per MAC | "
              "fp32 flash B | int8 flash B |", "|---|---|---|---|---|---|---|---|"]
     for key, per in done.items():

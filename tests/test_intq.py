@@ -64,7 +64,12 @@ def test_c_export_equals_the_numpy_mirror(observations, tmp_path):
     mirror = NumpyPolicy.from_bytes(data, ["iq"] * 3)
     obs = observations[500:]
     assert (run_c(tmp_path, obs) == [mirror.act(o) for o in obs]).all()
-    assert "ACZ_IQ_ONLY" in (tmp_path / "policy.c").read_text()
+    src = (tmp_path / "policy.c").read_text()
+    assert "ACZ_IQ_ONLY" in src
+    # only the hidden activation forms this net runs are compiled: tanh's odd table, no relu / none / full table
+    switches = src.split("#define ACZ_ONLY", 1)[1].split("/*", 1)[0]  # the export's own, before kernels.c
+    assert {ln.split()[1] for ln in switches.splitlines() if ln.startswith("#define ACZ_IQ_")} == \
+        {"ACZ_IQ_ONLY", "ACZ_IQ_LUT_ODD"}
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu"])

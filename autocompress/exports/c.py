@@ -27,8 +27,10 @@ from autocompress.targets import target
 HOST_CFLAGS = ("-std=c99", *target("host").cflags)
 BUILD = f"cc {' '.join(HOST_CFLAGS)} main.c policy.c -lm -o policy"
 
-#: arrays start on a cache line under GCC and Clang, as the in-process kernel's copies do
-_ALIGN = "#if defined(__GNUC__)\n#define ACZ_ALIGNED __attribute__((aligned(64)))\n#else\n#define ACZ_ALIGNED\n#endif"
+#: arrays start on a cache line under GCC and Clang, as the in-process kernel's copies do; not on a Cortex-M
+#: (M profile), which has no data cache or a 32-byte line (M7): there the padding would only cost flash
+_ALIGN = ("#if defined(__GNUC__) && !(defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M')\n"
+          "#define ACZ_ALIGNED __attribute__((aligned(64)))\n#else\n#define ACZ_ALIGNED\n#endif")
 
 _C_TYPES = {np.float32: "float", np.int32: "int32_t", np.uint16: "uint16_t", np.int8: "int8_t", np.uint8: "uint8_t",
             np.int16: "int16_t", np.int64: "int64_t", np.uint32: "uint32_t"}
@@ -150,8 +152,10 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
     iq = runs_iq(kernels)
     if iq:  # the integer-only net runs instead of the fp32 layers: only its arrays go to flash
         size = {"width": max(layer.shape[0] for layer in layers), "qbuf": 1, "cols": 0}
-        structs = _iq_structs(intq.plan(header, layers), arr)
-        defines = ["#define ACZ_USE_IQ 1", "#define ACZ_IQ_ONLY 1"]
+        plan = intq.plan(header, layers)
+        structs = _iq_structs(plan, arr)
+        defines = ["#define ACZ_USE_IQ 1", "#define ACZ_IQ_ONLY 1",
+                   *(f"#define ACZ_IQ_{form} 1" for form in sorted(intq.activation_forms(plan)))]
     else:
         size = scratch_sizes(layers, kernels, obs_dim)
         inits = [_layer_init(i, layer, k, arr) for i, (layer, k) in enumerate(zip(layers, kernels))]
