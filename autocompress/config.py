@@ -126,6 +126,9 @@ class LatencySpec(_Strict):
                                             "cross-builds its C export and counts cycles per act in an emulator")
     clock_mhz: float | None = Field(None, gt=0, description="an MCU target's clock (default: the target's), for "
                                                            "cycles shown as time")
+    max_flash: int | None = Field(None, ge=1, description="an MCU target's flash budget, bytes (a search space's "
+                                                          "constraints.max_flash): a net over it with its fastest "
+                                                          "kernels runs smaller forms at their cycle cost")
 
     @field_validator("target")
     @classmethod

@@ -280,7 +280,8 @@ DEVICE_OBS = 16
 def measure_on_device(spec: TrialSpec, data: bytes, teacher_data: bytes, make_env,
                       cache_dir: str | Path | None = None) -> TrialResult:
     """The candidate and the teacher as the MCU target runs them (autocompress.mcu.device): each C
-    export cross-built with the kernels the target's cycle counts choose and emulated on the teacher's
+    export cross-built with the kernels the target's cycle counts choose (within the spec's flash budget,
+    if it has one; the teacher's: the fewest cycles) and emulated on the teacher's
     DEVICE_OBS recorded states (flash, RAM, cycles per act); return evaluated in the numpy runtime with
     the same kernels (the integer-only net's mirror is exact). latency_ms is the mean cycles at the
     target's clock, latency_ratio the cycle ratio to the teacher's on the same core. The teacher's
@@ -292,7 +293,7 @@ def measure_on_device(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
     tgt = target(spec.latency.target)
     teacher = NumpyPolicy.from_bytes(teacher_data)
     obs = collect_obs(teacher.act, make_env, DEVICE_OBS, spec.eval.seed)
-    kernels = device.choose_kernels(data, tgt, obs)
+    kernels = device.choose_kernels(data, tgt, obs, spec.latency.max_flash)
     cand = NumpyPolicy.from_bytes(data, kernels)
     shared = returns_and_bytes(spec, cand.act, teacher.act, data, teacher_data, make_env)
     fig = device.measure(data, kernels, tgt, obs)

@@ -440,6 +440,8 @@ def load_search_space(path: str | Path, target: str | None = None) -> tuple[Sear
     spec = load_trial_spec(spec_path)
     if space.target is not None:
         spec = spec.updated({"latency": {"target": space.target}})
+    if space.constraints.max_flash is not None:  # kernels are chosen to fit it (mcu.device.choose_kernels)
+        spec = spec.updated({"latency": {"max_flash": space.constraints.max_flash}})
     device = [k for k in ("max_flash", "max_ram") if getattr(space.constraints, k) is not None]
     if device and spec.latency.target == "host":
         raise ConfigError(f"{path}: constraints.{device[0]}: flash and RAM are measured on an MCU target; give "

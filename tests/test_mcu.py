@@ -19,6 +19,7 @@ from autocompress.errors import ConfigError
 from autocompress.exports.c import write_c
 from autocompress.layers import check_kernels, layers_of, runs_iq
 from autocompress.mcu import build as mcu_build
+from autocompress.mcu import device
 from autocompress.mcu.cycles import block_cost
 from autocompress.mcu.emulate import run
 from autocompress.nets import PolicyNet
@@ -208,6 +209,27 @@ def test_integer_only_int8_takes_fewer_cycles_than_fp32(builds, observations, na
     cycles = {case: run(builds(case, name)[2].elf, target(name), observations[:20], 0)["cycles"].mean()
               for case in ("discrete-dense-relu", "discrete-iq-relu")}
     assert cycles["discrete-dense-relu"] / cycles["discrete-iq-relu"] >= least, cycles
+
+
+def test_a_flash_budget_buys_smaller_forms_at_their_cycle_cost(observations):
+    """3-bit codes: integer-only (a byte a weight) is fastest; a budget below its flash makes the choice
+    trade cycles for the fp32 forms' smaller storage (packed: 3 bits a weight); a budget nothing meets
+    leaves the smallest build the swaps reach (the search then finds the trial over it)."""
+    require_arm_toolchain()
+    torch.manual_seed(3)
+    net = PolicyNet.mlp(4, [64, 64], 3, "tanh")
+    data = calibrate(to_bytes(compress(net, observations, {"quantize": {"bits": 3, "symmetric": True}}),
+                              {"kind": "discrete", "n": 3}), observations[:100])
+    m4, sample = target("cortex-m4f"), observations[:device.CHOICE_OBS]
+    assert device.choose_kernels(data, m4, observations) == ["iq"] * 3
+    fastest, smallest = (device.measure(data, ks, m4, sample) for ks in (["iq"] * 3, ["packed"] * 3))
+    assert smallest.flash < fastest.flash
+    budget = (smallest.flash + fastest.flash) // 2
+    fits = device.choose_kernels(data, m4, observations, max_flash=budget)
+    got = device.measure(data, fits, m4, sample)
+    assert "iq" not in fits and got.flash <= budget and got.cycles.sum() > fastest.cycles.sum()
+    over = device.choose_kernels(data, m4, observations, max_flash=100)
+    assert device.measure(data, over, m4, sample).flash <= got.flash
 
 
 @pytest.mark.parametrize("name", MCU)

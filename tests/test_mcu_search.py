@@ -97,6 +97,15 @@ def test_flash_limits_need_an_mcu_target(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_flash_limit_reaches_the_trials_kernel_choice(tmp_path):
+    from autocompress.space import load_search_space
+
+    _, spec, _ = load_search_space(write_space(tmp_path, constraints={"min_return_ratio": 0.9, "max_flash": 4096}))
+    assert spec.latency.target == "cortex-m0plus" and spec.latency.max_flash == 4096  # mcu.device.choose_kernels
+    _, spec, _ = load_search_space(write_space(tmp_path))
+    assert spec.latency.max_flash is None
+
+
 def test_a_missing_cross_compiler_names_the_packages_before_ray(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     result = runner.invoke(app, ["search", write_space(tmp_path), "--run-dir", str(tmp_path / "run")])

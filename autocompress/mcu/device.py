@@ -5,6 +5,11 @@ Kernels on a device are chosen by cycles, which are exact here (the same build a
 give the same count), so the choice is a comparison, not a timing: the integer-only net ('iq',
 autocompress.intq) where the artifact is calibrated for it; otherwise per layer the fp32 form
 (dense, CSR, q8, packed) with the fewest cycles, each layer tried with the others dense.
+
+With a flash budget (the search's constraints.max_flash), a choice whose build exceeds it is traded for
+smaller forms at their cycle cost: one layer at a time, the swap that costs the fewest cycles per byte
+of flash it saves, until the build fits or no swap saves flash (the integer-only net stores a byte per
+weight, so a net whose sub-byte packed codes fit where it does not leaves it).
 """
 
 from __future__ import annotations
@@ -54,23 +59,47 @@ def measure(data: bytes, kernels: list[str], target: Target, obs: np.ndarray) ->
                          np.asarray(r["instructions"]), actions)
 
 
-def choose_kernels(data: bytes, target: Target, obs: np.ndarray) -> list[str]:
+def choose_kernels(data: bytes, target: Target, obs: np.ndarray, max_flash: int | None = None) -> list[str]:
     """The kernels `data` runs on `target` (see the module docstring), compared on obs[:CHOICE_OBS]."""
     header, blob = read_artifact(data)
     layers = layers_of(header, blob)
-    if header.get("iq") is not None and int8_only(layers):
-        return [IQ] * len(layers)
-    chosen = ["dense"] * len(layers)
-    options = [[k for k in layer.kernels() if k in DEVICE_KERNELS and k != "dense"] if layer.conv is None else []
-               for layer in layers]
-    if not any(options):  # e.g. an fp32 teacher: nothing to compare
-        return chosen
     sample = obs[:CHOICE_OBS]
-    base = measure(data, chosen, target, sample).cycles.sum()
+    builds: dict[tuple[str, ...], DeviceFigures] = {}
+
+    def build_of(kernels: list[str]) -> DeviceFigures:
+        if tuple(kernels) not in builds:
+            builds[tuple(kernels)] = measure(data, kernels, target, sample)
+        return builds[tuple(kernels)]
+
+    if header.get("iq") is not None and int8_only(layers):
+        if max_flash is None or build_of([IQ] * len(layers)).flash <= max_flash:
+            return [IQ] * len(layers)
+    chosen = ["dense"] * len(layers)
+    options = [[k for k in layer.kernels() if k in DEVICE_KERNELS] if layer.conv is None else ["dense"]
+               for layer in layers]
+    if all(ks == ["dense"] for ks in options):  # e.g. an fp32 teacher: nothing to compare
+        return chosen
     for i, ks in enumerate(options):
-        best = ("dense", base)
-        for k in ks:
-            cycles = measure(data, chosen[:i] + [k] + chosen[i + 1:], target, sample).cycles.sum()
-            best = min(best, (k, cycles), key=lambda kc: kc[1])
-        chosen[i] = best[0]
+        chosen[i] = min(ks, key=lambda k: build_of(chosen[:i] + [k] + chosen[i + 1:]).cycles.sum())
+    if max_flash is not None:
+        chosen = _fit_flash(chosen, options, build_of, max_flash)
+    return chosen
+
+
+def _fit_flash(chosen: list[str], options: list[list[str]], build_of, max_flash: int) -> list[str]:
+    """`chosen` with single-layer swaps, each the one costing the fewest cycles per byte of flash saved,
+    until its build fits `max_flash` or no swap saves flash."""
+    now = build_of(chosen)
+    while now.flash > max_flash:
+        swaps = []
+        for i, ks in enumerate(options):
+            for k in ks:
+                trial = chosen[:i] + [k] + chosen[i + 1:]
+                saved = now.flash - build_of(trial).flash
+                if saved > 0:
+                    swaps.append(((build_of(trial).cycles.sum() - now.cycles.sum()) / saved, trial))
+        if not swaps:
+            break  # as small as its forms go: measured as it is, over the budget (the search finds it infeasible)
+        chosen = min(swaps, key=lambda s: s[0])[1]
+        now = build_of(chosen)
     return chosen
