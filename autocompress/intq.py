@@ -21,7 +21,9 @@ from teacher-visited observations (`artifact.calibrate`, stored in the artifact'
             every runtime's.
 
 Every step but a continuous head's output scaling is integer, so the numpy mirror (`forward`) equals
-the C kernel exactly (that scaling is one IEEE fp32 product in both). Eligible nets: Linear layers
+the C kernel exactly (that scaling is one IEEE fp32 product in both). The C kernel stores the weights a
+byte each (kernel 'iq') or, where every code is within [-8, 7], 4 bits each ('iq4'): WEIGHT_FORMS; the
+arithmetic is the same. Eligible nets: Linear layers
 only, each int8-representable (`Layer.int8()`: k-bit quantized, k <= 8 symmetric, <= 7 asymmetric).
 """
 
@@ -169,40 +171,54 @@ def forward(p: IQPlan, obs: np.ndarray) -> np.ndarray:
     raise AssertionError("unreachable: the last layer returns")
 
 
-#: rows a kernels.c pass computes at once (acz_iq_rows4): each input word is read once for all of them
+#: rows a kernels.c pass computes at once (acz_iq_dense): each input word is read once for all of them
 ROWS = 4
+#: weight bits the integer-only net may store -> (inputs a stored 32-bit word holds, the order they are
+#: stored in, the offset that makes every weight unsigned). 8: bytes w0 w2 w1 w3, whose even bytes are the pair
+#: (w0, w1) and odd bytes (w2, w3), each SMLAD's lanes after one mask. 4 (codes within [-8, 7], two a byte,
+#: the lower nibble first): nibbles w0 w2 w4 w6 w1 w3 w5 w7, so the word shifted by 4 s and masked to nibbles
+#: 0 and 4 holds the pair (w_2s, w_2s+1).
+WEIGHT_FORMS = {8: (4, [0, 2, 1, 3], 128), 4: (8, [0, 2, 4, 6, 1, 3, 5, 7], 8)}
 
 
-def padded(q: np.ndarray) -> np.ndarray:
-    """Rows of int8 weights padded with zeros to a multiple of 4 inputs, each group of 4 stored w0 w2 w1 w3:
-    its even bytes are then the pair (w0, w1) and its odd bytes (w2, w3), which SMLAD multiplies with two
-    int16 inputs each after one mask (kernels.c's acz_iq_rows4)."""
+def padded_inputs(n_in: int, bits: int = 8) -> int:
+    """A layer's inputs rounded up to whole stored words (kernels.c's AczIQLayer.inpad)."""
+    per_word = WEIGHT_FORMS[bits][0]
+    return -(-n_in // per_word) * per_word
+
+
+def padded(q: np.ndarray, bits: int = 8) -> np.ndarray:
+    """Rows of int8 weights padded with zeros to whole words, each word's inputs in WEIGHT_FORMS' order, made
+    unsigned by its offset, as the bytes kernels.c loads (out x bytes per row)."""
+    per_word, order, offset = WEIGHT_FORMS[bits]
     n_out, n_in = q.shape
-    pad = np.zeros((n_out, -(-n_in // 4) * 4), np.int8)
+    pad = np.zeros((n_out, padded_inputs(n_in, bits)), np.int16)
     pad[:, :n_in] = q
-    return np.ascontiguousarray(pad.reshape(n_out, -1, 4)[:, :, [0, 2, 1, 3]].reshape(n_out, -1))
+    u = (pad.reshape(n_out, -1, per_word)[:, :, order] + offset).astype(np.uint8)
+    if bits == 4:  # two a byte, the lower nibble first
+        u = u[:, :, 0::2] | (u[:, :, 1::2] << 4)
+    return np.ascontiguousarray(u.reshape(n_out, -1))
 
 
-def interleave(q: np.ndarray) -> np.ndarray:
+def interleave(q: np.ndarray, bits: int = 8) -> np.ndarray:
     """The padded rows (`padded`) as kernels.c reads them, flat: each whole group of ROWS rows word by word
-    (the first row's first 4 weights, the second row's, ..., then each row's next 4), the rows left over
-    after the last whole group one after another."""
-    w = padded(q)
+    (the first row's first word, the second row's, ..., then each row's next word), the rows left over after
+    the last whole group one after another."""
+    w = padded(q, bits)
     whole = len(w) // ROWS * ROWS
     groups = w[:whole].reshape(-1, ROWS, w.shape[1] // 4, 4).transpose(0, 2, 1, 3)
     return np.concatenate([groups.ravel(), w[whole:].ravel()])
 
 
-def c_layers(p: IQPlan) -> list[dict]:
-    """Per layer, kernels.c's AczIQLayer fields: ints as they are, arrays as (array, dtype) (None: NULL).
-    The one place both the in-process runtime and the C export take the integer-only net's form from."""
+def c_layers(p: IQPlan, bits: int = 8) -> list[dict]:
+    """Per layer, kernels.c's AczIQLayer fields: ints as they are, arrays as (array, dtype) (None: NULL);
+    weights stored in `bits` (WEIGHT_FORMS). The one place both the in-process runtime and the C export take
+    the integer-only net's form from."""
     out = []
     for layer in p.layers:
-        q = (interleave(layer.q).astype(np.int16) + 128).astype(np.uint8)  # unsigned bytes: see acz_iq_rows4
-        in4 = padded(layer.q).shape[1]
         lut = None if layer.lut is None else (layer.lut[127:] if layer.lut_odd else layer.lut, np.int8)
-        out.append({"in4": in4, "out": layer.q.shape[0], "act": layer.act, "q": (q, np.uint8),
-                    "bias": (layer.bias, np.int32),
+        out.append({"inpad": padded_inputs(layer.q.shape[1], bits), "out": layer.q.shape[0], "act": layer.act,
+                    "bits": bits, "q": (interleave(layer.q, bits), np.uint8), "bias": (layer.bias, np.int32),
                     "mult": None if layer.mult is None else (layer.mult, np.int32),
                     "shift": None if layer.shift is None else (layer.shift, np.int8),
                     "lut": lut, "lut_odd": int(layer.lut_odd),
@@ -222,8 +238,8 @@ def c_input(p: IQPlan) -> dict:
     return {"in_a": (p.in_a, np.uint32), "in_c": (p.in_c, np.int64), "frac": p.frac}
 
 
-def scratch(p: IQPlan) -> dict[str, int]:
+def scratch(p: IQPlan, bits: int = 8) -> dict[str, int]:
     """Scratch the integer-only act() needs, in elements: activations (the widest padded input; kernels.c's
     acz_iqx_t: int16 on a core with SMLAD, else int32), int32 accumulators."""
-    widths = [padded(layer.q).shape[1] for layer in p.layers] + [layer.q.shape[0] for layer in p.layers]
+    widths = [padded_inputs(layer.q.shape[1], bits) for layer in p.layers] + [layer.q.shape[0] for layer in p.layers]
     return {"x": max(widths), "acc": max(layer.q.shape[0] for layer in p.layers)}

@@ -58,6 +58,8 @@
 #define ACZ_IQ_LUT 1
 #define ACZ_IQ_RELU 1
 #define ACZ_IQ_NONE 1
+#define ACZ_IQ_W8 1  /* its weights a byte each, or 4 bits (intq.WEIGHT_FORMS) */
+#define ACZ_IQ_W4 1
 #endif
 
 enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_Q8 = 3, ACZ_PACKED = 4, ACZ_IM2COL = 5 };
@@ -99,8 +101,9 @@ typedef int32_t acz_iqx_t;
 #endif
 
 typedef struct {
-    int in4, out, act;                  /* in4: inputs rounded up to 4 (weights zero-padded) */
-    const uint8_t *q;                   /* out x in4, weight + 128; each group of 4 stored w0 w2 w1 w3 (UXTB16's order) */
+    int inpad, out, act, bits;          /* inpad: inputs rounded up to whole stored words (weights zero-padded) */
+    const uint8_t *q;                   /* bits 8: bytes, weight + 128, w0 w2 w1 w3 a word; 4: nibbles, weight + 8
+                                         * (intq.WEIGHT_FORMS); rows 4 at a time word by word (intq.interleave) */
     const int32_t *bias;                /* in the accumulator's scale */
     const int32_t *mult;                /* hidden: p = clamp((acc * mult + half) >> shift, +-127); a discrete */
     const int8_t *shift;                /* head's output layer: the same, unclamped, to one scale (argmax) */
@@ -634,8 +637,9 @@ void acz_iq_input(const AczIQNet *iq, const float *obs, int n, acz_iqx_t *x) {
     }
 }
 
-/* Weights are stored + 128 as unsigned bytes, each group of 4 inputs as w0 w2 w1 w3 (intq.padded), rows in
- * groups of 4 word by word, then the rows left over one by one (intq.interleave). The + 128 is taken off
+#if ACZ_IQ_W8
+/* 8-bit weights are stored + 128 as unsigned bytes, each group of 4 inputs as w0 w2 w1 w3 (intq.padded), rows
+ * in groups of 4 word by word, then the rows left over one by one (intq.interleave). The + 128 is taken off
  * once per row (as `off`), so a core without SMLAD loads every weight as an unsigned byte with an
  * immediate offset. acc[j] = bias[j] - off + sum_k (w_jk + 128) x_k for every row j. */
 #if defined(__ARM_FEATURE_SIMD32)
@@ -643,11 +647,11 @@ void acz_iq_input(const AczIQNet *iq, const float *obs, int n, acz_iqx_t *x) {
  * to 16 bits by one AND each (the mask in a register, so the odd bytes' shift folds into that AND), two dual
  * 16-bit multiply-accumulates with the input pairs (x0, x1) and (x2, x3). */
 #define ACZ_IQ_MAC(a, wv) (a = __smlad((wv) & m, x01, __smlad(((wv) >> 8) & m, x23, a)))
-static void acz_iq_dense(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
+static void acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
     uint32_t m = 0x00ff00ffu;
     __asm__("" : "+r"(m));  /* opaque: an immediate mask would cost the odd bytes a separate shift */
     const uint8_t *w = L->q;
-    const acz_iqx_t *end = x + L->in4;
+    const acz_iqx_t *end = x + L->inpad;
     int j = 0;
     for (; j + 4 <= L->out; j += 4) {  /* four rows: each pair of inputs loaded once for all four */
         int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off, a3 = L->bias[j + 3] - off;
@@ -681,9 +685,9 @@ static void acz_iq_dense(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, i
 #else
 /* The same without SMLAD: per input one load, then a byte load, multiply and add per row (Thumb-1 holds
  * the four sums, the input, the product and both pointers in its eight low registers). */
-static void acz_iq_dense(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
+static void acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
     const uint8_t *w = L->q;
-    const acz_iqx_t *end = x + L->in4;
+    const acz_iqx_t *end = x + L->inpad;
     int j = 0;
     for (; j + 4 <= L->out; j += 4) {
         int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off, a3 = L->bias[j + 3] - off;
@@ -707,6 +711,94 @@ static void acz_iq_dense(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, i
     }
 }
 #endif
+#endif
+
+#if ACZ_IQ_W4
+/* 4-bit weights (every code within [-8, 7]) are stored + 8 as nibbles, 8 inputs a word as w0 w2 w4 w6 w1 w3
+ * w5 w7, the lower nibble of each byte first (intq.WEIGHT_FORMS), rows as the 8-bit ones: half their flash. */
+#if defined(__ARM_FEATURE_SIMD32)
+/* Per row and 8 inputs: one weight load; the word shifted by 0, 4, 8, 12 and masked to nibbles 0 and 4 holds
+ * (w0, w1), (w2, w3), (w4, w5), (w6, w7), each one SMLAD with an input pair. */
+#define ACZ_IQ_MAC4(a, wv) (a = __smlad((wv) & m, x01, __smlad(((wv) >> 4) & m, x23, \
+                                __smlad(((wv) >> 8) & m, x45, __smlad(((wv) >> 12) & m, x67, a)))))
+#define ACZ_IQ_X8(xp) uint32_t x01, x23, x45, x67; \
+    memcpy(&x01, xp, 4); memcpy(&x23, xp + 2, 4); memcpy(&x45, xp + 4, 4); memcpy(&x67, xp + 6, 4)
+static void acz_iq_dense4(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
+    uint32_t m = 0x000f000fu;
+    __asm__("" : "+r"(m));  /* opaque, as in acz_iq_dense8 */
+    const uint8_t *w = L->q;
+    const acz_iqx_t *end = x + L->inpad;
+    int j = 0;
+    for (; j + 4 <= L->out; j += 4) {
+        int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off, a3 = L->bias[j + 3] - off;
+        for (const acz_iqx_t *xp = x; xp < end; xp += 8, w += 16) {
+            uint32_t w0, w1, w2, w3;
+            ACZ_IQ_X8(xp);
+            memcpy(&w0, w, 4);
+            memcpy(&w1, w + 4, 4);
+            memcpy(&w2, w + 8, 4);
+            memcpy(&w3, w + 12, 4);
+            ACZ_IQ_MAC4(a0, w0);
+            ACZ_IQ_MAC4(a1, w1);
+            ACZ_IQ_MAC4(a2, w2);
+            ACZ_IQ_MAC4(a3, w3);
+        }
+        acc[j] = a0; acc[j + 1] = a1; acc[j + 2] = a2; acc[j + 3] = a3;
+    }
+    for (; j < L->out; j++) {
+        int32_t a = L->bias[j] - off;
+        for (const acz_iqx_t *xp = x; xp < end; xp += 8, w += 4) {
+            uint32_t wv;
+            ACZ_IQ_X8(xp);
+            memcpy(&wv, w, 4);
+            ACZ_IQ_MAC4(a, wv);
+        }
+        acc[j] = a;
+    }
+}
+#else
+/* Byte p of a row's word holds the codes of inputs (p & 1) * 4 + (p >> 1) (low nibble) and 2 further (high):
+ * per byte position, the two inputs loaded once for four rows. A loop, not unrolled: Thumb-1 flash. */
+static void acz_iq_dense4(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
+    const uint8_t *w = L->q;
+    const acz_iqx_t *end = x + L->inpad;
+    int j = 0;
+    for (; j + 4 <= L->out; j += 4) {
+        int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off, a3 = L->bias[j + 3] - off;
+        for (const acz_iqx_t *xp = x; xp < end; xp += 8, w += 16)
+            for (int p = 0; p < 4; p++) {
+                const int32_t lo = xp[(p & 1) * 4 + (p >> 1)], hi = xp[(p & 1) * 4 + (p >> 1) + 2];
+                a0 += (w[p] & 15) * lo + (w[p] >> 4) * hi;
+                a1 += (w[p + 4] & 15) * lo + (w[p + 4] >> 4) * hi;
+                a2 += (w[p + 8] & 15) * lo + (w[p + 8] >> 4) * hi;
+                a3 += (w[p + 12] & 15) * lo + (w[p + 12] >> 4) * hi;
+            }
+        acc[j] = a0; acc[j + 1] = a1; acc[j + 2] = a2; acc[j + 3] = a3;
+    }
+    for (; j < L->out; j++) {
+        int32_t a = L->bias[j] - off;
+        for (const acz_iqx_t *xp = x; xp < end; xp += 8, w += 4)
+            for (int p = 0; p < 4; p++)
+                a += (w[p] & 15) * xp[(p & 1) * 4 + (p >> 1)] + (w[p] >> 4) * xp[(p & 1) * 4 + (p >> 1) + 2];
+        acc[j] = a;
+    }
+}
+#endif
+#endif
+
+/* acc = the layer's bias + its weights times x, in the stored form's kernel (an export compiles only its
+ * own); sum: of x, times the weights' offset (128 or 8), is what the unsigned storage added. */
+static void acz_iq_dense(const AczIQLayer *L, const acz_iqx_t *x, int32_t sum, int32_t *acc) {
+#if ACZ_IQ_W4
+    if (L->bits == 4) {
+        acz_iq_dense4(L, x, 8 * sum, acc);
+        return;
+    }
+#endif
+#if ACZ_IQ_W8
+    acz_iq_dense8(L, x, 128 * sum, acc);
+#endif
+}
 
 /* round(acc * mult / 2^shift), halves up (intq.requantize). For shift >= 33 only the product's high word
  * counts: floor((p + 2^(s-1)) / 2^s) = (hi + 2^(s-33)) >> (s-32) with hi = floor(p / 2^32), since the low
@@ -752,8 +844,10 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
     for (int l = 0; l < iq->n_layers; l++) {
         const AczIQLayer *L = &iq->layers[l];
         int j;
-        for (j = n; j & 3; j++) x[j] = 0;  /* padding to in4 (its weights are stored as 128, i.e. 0) */
-        acz_iq_dense(L, x, 128 * sum, acc);
+        /* padding to inpad (its weights are stored as the offset, i.e. 0); not `j < inpad`, which gcc makes a
+         * call to memset (linked: flash) */
+        for (j = n; j & (L->bits == 4 ? 7 : 3); j++) x[j] = 0;
+        acz_iq_dense(L, x, sum, acc);
 #if !ACZ_HEAD_DISCRETE
         if (L->oscale) {
             for (j = 0; j < L->out; j++) y[j] = (float)acc[j] * L->oscale[j];

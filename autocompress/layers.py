@@ -27,8 +27,10 @@ from autocompress.codec import decode_weight, kept_positions, part, quant_ints, 
 from autocompress.conv import im2col, out_hw
 
 KERNELS = ("dense", "csr", "int8", "q8", "packed", "im2col")
-#: the integer-only net (autocompress/intq.py): one kernel for every layer, not chosen per layer
-IQ = "iq"
+#: the integer-only net (autocompress/intq.py): one kernel for every layer, not chosen per layer; its weights
+#: stored a byte each, or (IQ4, where every code fits) 4 bits each, the same arithmetic
+IQ, IQ4 = "iq", "iq4"
+IQ_BITS = {IQ: 8, IQ4: 4}
 ACTIVATIONS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0), "silu": lambda x: x / (1.0 + np.exp(-x)),
                "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
                "leaky_relu": lambda x: np.where(x > 0, x, 0.01 * x), "none": None}  # leaky slope: torch's default
@@ -179,17 +181,22 @@ def layers_of(header: dict, blob: memoryview) -> list[Layer]:
     return [Layer(m, blob) for m in header["layers"]]
 
 
-def int8_only(layers: list[Layer]) -> bool:
-    """Whether the integer-only net can run these layers: every one Linear and int8-representable."""
-    return bool(layers) and all(layer.conv is None and layer.int8() is not None for layer in layers)
+def int8_only(layers: list[Layer], bits: int = 8) -> bool:
+    """Whether the integer-only net can run these layers: every one Linear and int8-representable, and
+    (bits 4) every code within [-8, 7]."""
+    def fits(q: np.ndarray) -> bool:
+        return bits == 8 or q.size == 0 or (int(q.min()) >= -8 and int(q.max()) <= 7)
+
+    return bool(layers) and all(layer.conv is None and layer.int8() is not None and fits(layer.int8()[0])
+                                for layer in layers)
 
 
 def runs_iq(kernels: list[str] | None) -> bool:
-    """Whether a kernel list (one per layer) asks for the integer-only net ('iq' for every layer)."""
-    if not kernels or IQ not in kernels:
+    """Whether a kernel list (one per layer) asks for the integer-only net ('iq' or 'iq4' for every layer)."""
+    if not kernels or not set(kernels) & set(IQ_BITS):
         return False
-    if any(k != IQ for k in kernels):
-        raise ValueError("kernels: 'iq' (integer-only) runs the whole net: give it for every layer")
+    if len(set(kernels)) > 1:
+        raise ValueError("kernels: 'iq' / 'iq4' (integer-only) runs the whole net: give one of them for every layer")
     return True
 
 
@@ -201,8 +208,9 @@ def check_kernels(layers: list[Layer], kernels: list[str] | None) -> list[str] |
     if len(kernels) != len(layers):
         raise ValueError(f"kernels: {len(kernels)} given for {len(layers)} layers")
     if runs_iq(kernels):
-        if not int8_only(layers):
-            raise ValueError("kernels: 'iq' (integer-only) needs every layer Linear with int8-representable weights")
+        if not int8_only(layers, IQ_BITS[kernels[0]]):
+            raise ValueError(f"kernels: {kernels[0]!r} (integer-only) needs every layer Linear with weights "
+                             f"representable in {IQ_BITS[kernels[0]]} bits")
         return kernels
     for i, (k, layer) in enumerate(zip(kernels, layers)):
         if k not in layer.kernels():

@@ -29,7 +29,7 @@ import numpy as np
 
 from autocompress import intq
 from autocompress.targets import target
-from autocompress.layers import KERNELS, Layer, check_kernels, layers_of, runs_iq
+from autocompress.layers import IQ_BITS, KERNELS, Layer, check_kernels, layers_of, runs_iq
 from autocompress.conv import to_chw
 from autocompress.runtime import ACTIVATIONS, conv_layer, obs_normalizer, read_artifact
 
@@ -57,7 +57,7 @@ class _Layer(ctypes.Structure):
 
 
 class _IQLayer(ctypes.Structure):  # kernels.c's AczIQLayer
-    _fields_ = [("in4", ctypes.c_int), ("out", ctypes.c_int), ("act", ctypes.c_int),
+    _fields_ = [("inpad", ctypes.c_int), ("out", ctypes.c_int), ("act", ctypes.c_int), ("bits", ctypes.c_int),
                 *[(n, ctypes.c_void_p) for n in ("q", "bias", "mult", "shift", "lut")], ("lut_odd", ctypes.c_int),
                 ("oscale", ctypes.c_void_p)]
 
@@ -222,14 +222,15 @@ def fill_layer(c: _Layer, layer: Layer, kernel: str, ptr: _Arrays) -> None:
         c.bits, c.qmin, c.enc, c.per_row = pk["bits"], pk["qmin"], int(pk["enc"] == "codebook"), int(pk["per_row"])
 
 
-def _iq_net(plan: intq.IQPlan, ptr: _Arrays) -> tuple[_IQNet, ctypes.Array]:
-    """kernels.c's AczIQNet of an integer-only plan (and its layer array, kept alive with it)."""
-    fields = intq.c_layers(plan)
+def _iq_net(plan: intq.IQPlan, ptr: _Arrays, bits: int) -> tuple[_IQNet, ctypes.Array]:
+    """kernels.c's AczIQNet of an integer-only plan, weights stored in `bits` (and its layer array, kept
+    alive with it)."""
+    fields = intq.c_layers(plan, bits)
     c_layers = (_IQLayer * len(fields))()
     for c, f in zip(c_layers, fields):
         for k, v in f.items():
             setattr(c, k, ACT_CODES[v] if k == "act" else v if isinstance(v, int) else None if v is None else ptr(*v))
-    size = intq.scratch(plan)
+    size = intq.scratch(plan, bits)
     inp = {k: v if isinstance(v, int) else ptr(*v) for k, v in intq.c_input(plan).items()}
     net = _IQNet(n_layers=len(fields), layers=ctypes.addressof(c_layers), **inp,
                  x0=ptr(np.zeros(size["x"]), np.int32), x1=ptr(np.zeros(size["x"]), np.int32),  # acz_iqx_t here
@@ -312,7 +313,7 @@ class NativePolicy:
             self.kernels, self.kernel_ns = choose_kernels(layers, _layer_inputs(header, layers))
         ptr = _Arrays()
         c_layers = (_Layer * len(layers))()
-        iq = _iq_net(intq.plan(header, layers), ptr) if runs_iq(self.kernels) else None
+        iq = _iq_net(intq.plan(header, layers), ptr, IQ_BITS[self.kernels[0]]) if runs_iq(self.kernels) else None
         for layer, kernel, c in zip(layers, self.kernels, c_layers):
             if iq is None:
                 fill_layer(c, layer, kernel, ptr)

@@ -24,6 +24,10 @@ def observations() -> np.ndarray:
     return (np.random.default_rng(11).standard_normal((1000, 4)) * 2).astype(np.float32)
 
 
+#: 4-bit symmetric codes (within [-7, 7]): what the integer-only net can store 4 bits a weight ('iq4')
+FOUR_BIT = {"quantize": {"bits": 4, "symmetric": True}}
+
+
 def calibrated(act: str, head: dict, obs: np.ndarray, cfg=None) -> bytes:
     torch.manual_seed(5)
     net = PolicyNet.mlp(4, [64, 64], 3 if head["kind"] == "discrete" else 4, act)
@@ -33,10 +37,11 @@ def calibrated(act: str, head: dict, obs: np.ndarray, cfg=None) -> bytes:
 
 @pytest.mark.parametrize("act", ["tanh", "relu", "silu", "elu"])
 @pytest.mark.parametrize("head", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
-def test_c_kernel_equals_the_numpy_mirror(observations, act, head):
+@pytest.mark.parametrize("kernel", ["iq", "iq4"])
+def test_c_kernel_equals_the_numpy_mirror(observations, act, head, kernel):
     require_compiler()
-    data = calibrated(act, head, observations)
-    kernels = ["iq"] * 3
+    data = calibrated(act, head, observations, FOUR_BIT if kernel == "iq4" else None)
+    kernels = [kernel] * 3
     mirror, c = NumpyPolicy.from_bytes(data, kernels), native.NativePolicy.from_bytes(data, kernels)
     obs = observations[500:]
     if head["kind"] == "discrete":
@@ -69,7 +74,7 @@ def test_c_export_equals_the_numpy_mirror(observations, tmp_path):
     # only the hidden activation forms this net runs are compiled: tanh's odd table, no relu / none / full table
     switches = src.split("#define ACZ_ONLY", 1)[1].split("/*", 1)[0]  # the export's own, before kernels.c
     assert {ln.split()[1] for ln in switches.splitlines() if ln.startswith("#define ACZ_IQ_")} == \
-        {"ACZ_IQ_ONLY", "ACZ_IQ_LUT_ODD"}
+        {"ACZ_IQ_ONLY", "ACZ_IQ_W8", "ACZ_IQ_LUT_ODD"}
 
 
 @pytest.mark.parametrize("act", ["tanh", "relu"])
@@ -120,40 +125,55 @@ def test_fixed_point_input_is_the_rounded_affine_map():
     assert np.abs(got - want).max() <= 1 and (got == want).mean() > 0.999
 
 
-def test_interleaved_layout_is_read_as_kernels_c_reads_it():
+@pytest.mark.parametrize("bits", [8, 4])
+def test_interleaved_layout_is_read_as_kernels_c_reads_it(bits):
     rng = np.random.default_rng(0)
-    q = rng.integers(-127, 128, (6, 10)).astype(np.int8)  # one group of 4 rows, 2 rows left over
-    x = np.concatenate([rng.integers(-127, 128, 10), [0, 0]])  # padded to in4 = 12 with zeros
-    w = intq.interleave(q).astype(np.int64)
-    assert w.shape == (6 * 12,)
-    # kernels.c's portable acz_iq_dense: a group's words row by row per 4 inputs (w0 w2 w1 w3 in each),
-    # then each row left over on its own
+    lim = 1 << (bits - 1)
+    q = rng.integers(-lim, lim, (6, 10)).astype(np.int8)  # one group of 4 rows, 2 rows left over
+    per_word, order, offset = intq.WEIGHT_FORMS[bits]
+    n = intq.padded_inputs(10, bits)
+    x = np.concatenate([rng.integers(-127, 128, 10), np.zeros(n - 10, int)])
+    w = intq.interleave(q, bits).astype(np.int64)
+    assert w.size == 6 * n * bits // 8
+    # kernels.c's portable acz_iq_dense8 / 4: a group's words row by row (a word: per_word inputs in `order`,
+    # made unsigned by `offset`; 4-bit: two a byte, the lower nibble first), then each row left over alone
     got, at = [], 0
     for rows in (4, 1, 1):
         acc = np.zeros(rows, np.int64)
-        for k in range(0, 12, 4):
+        for k in range(0, n, per_word):
             for r in range(rows):
-                g = w[at + 4 * r:at + 4 * r + 4]
-                acc[r] += g[0] * x[k] + g[2] * x[k + 1] + g[1] * x[k + 2] + g[3] * x[k + 3]
+                word = w[at + 4 * r:at + 4 * r + 4]
+                codes = word if bits == 8 else np.stack([word & 15, word >> 4], 1).ravel()
+                acc[r] += ((codes - offset) * x[k:k + per_word][order]).sum()
             at += 4 * rows
         got += acc.tolist()
     assert at == w.size and got == (q.astype(np.int64) @ x[:10]).tolist()
-    # SMLAD's lanes: a word's even bytes (w0, w1) meet (x0, x1), its odd bytes (w2, w3) meet (x2, x3)
-    word = intq.padded(q)[0, :4]
-    assert word[[0, 2]].tolist() == q[0, :2].tolist() and word[[1, 3]].tolist() == q[0, 2:4].tolist()
+    # SMLAD's lanes: an 8-bit word's even bytes are (w0, w1), its odd bytes (w2, w3); a 4-bit word shifted by
+    # 4 s and masked to nibbles 0 and 4 is (w_2s, w_2s+1)
+    word = int.from_bytes(intq.padded(q, bits)[0, :4].tobytes(), "little")
+    if bits == 8:
+        lanes = [((word >> sh) & 0xFF, (word >> (sh + 16)) & 0xFF) for sh in (0, 8)]
+    else:
+        lanes = [((word >> 4 * s) & 15, (word >> (4 * s + 16)) & 15) for s in range(4)]
+    assert [c - offset for pair in lanes for c in pair] == q[0, :len(lanes) * 2].tolist()
 
 
 def test_only_int8_nets_are_calibrated_or_run_integer_only(observations):
     torch.manual_seed(5)
     fp32 = to_bytes(PolicyNet.mlp(4, [16], 3, "tanh"), DISCRETE)
     assert calibrate(fp32, observations) == fp32  # nothing to calibrate: unchanged
-    with pytest.raises(ValueError, match="int8-representable"):
+    with pytest.raises(ValueError, match="representable in 8 bits"):
         NumpyPolicy.from_bytes(fp32, ["iq"] * 2)
     asym8 = to_bytes(compress(PolicyNet.mlp(4, [16], 3, "tanh"), observations, {"quantize": {"bits": 8}}), DISCRETE)
     assert calibrate(asym8, observations) == asym8  # codes minus zero point exceed int8
     data = calibrated("tanh", DISCRETE, observations)
     with pytest.raises(ValueError, match="every layer"):
         NumpyPolicy.from_bytes(data, ["iq", "dense", "iq"])
+    with pytest.raises(ValueError, match="every layer"):
+        NumpyPolicy.from_bytes(data, ["iq", "iq4", "iq"])
+    with pytest.raises(ValueError, match="representable in 4 bits"):  # 8-bit codes: no 4-bit storage
+        NumpyPolicy.from_bytes(data, ["iq4"] * 3)
+    NumpyPolicy.from_bytes(calibrated("tanh", DISCRETE, observations, FOUR_BIT), ["iq4"] * 3)
 
 
 def test_calibration_scales_cover_the_visited_range(observations):

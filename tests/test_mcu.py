@@ -115,6 +115,10 @@ CASES = {
     "discrete-dense-relu": ({"kind": "discrete", "n": 3}, "relu", {}, ["dense"] * 3),
     "discrete-iq-relu": ({"kind": "discrete", "n": 3}, "relu", {"quantize": {"bits": 8, "symmetric": True}},
                          ["iq"] * 3),
+    # the same arithmetic, 4-bit codes stored two a byte
+    "discrete-iq4": ({"kind": "discrete", "n": 3}, "relu", {"quantize": {"bits": 4, "symmetric": True}}, ["iq4"] * 3),
+    "continuous-iq4": (CONTINUOUS, "silu", {"prune": {"sparsity": 0.5}, "quantize": {"bits": 3, "symmetric": True}},
+                       ["iq4"] * 3),
 }
 
 
@@ -184,7 +188,7 @@ def test_counts_are_deterministic_and_sizes_match_arm_size(builds, observations,
 
 
 @pytest.mark.parametrize("name", MCU)
-@pytest.mark.parametrize("case", ["discrete-iq", "continuous-iq"])
+@pytest.mark.parametrize("case", ["discrete-iq", "continuous-iq", "discrete-iq4", "continuous-iq4"])
 def test_integer_only_build_is_exactly_the_numpy_mirror(builds, observations, case, name):
     """Integer sums in any order are the same integers: every discrete action equal, no tie excused
     (continuous: the head's tanhf, newlib's vs numpy's, a few ulps)."""
@@ -202,6 +206,22 @@ def test_integer_only_build_is_exactly_the_numpy_mirror(builds, observations, ca
     assert "acz_iq_forward" in symbols and not {"acz_layer", "acz_dense", "expf"} & set(symbols)
 
 
+@pytest.mark.parametrize("name", MCU)
+def test_4_bit_storage_puts_half_the_weight_bytes_in_flash(builds, name):
+    """The same net's 4-bit codes stored a byte each ('iq') and two a byte ('iq4'): the linked read-only
+    data differs by exactly the weight arrays' bytes (intq.c_layers), half the codes' byte count but the
+    4-bit first layer's padding to 8 inputs."""
+    from autocompress import intq
+
+    data, _, iq4 = builds("discrete-iq4", name)
+    write_c(data, (d := iq4.elf.parent.parent / "as-iq") / "src", ["iq"] * 3)
+    iq = mcu_build.build(d / "src", target(name), d / name)
+    plan = intq.plan(*read_artifact(data)[:1], layers_of(*read_artifact(data)))
+    stored = {bits: sum(f["q"][0].size for f in intq.c_layers(plan, bits)) for bits in (8, 4)}
+    assert stored == {8: 16 * 4 + 16 * 16 + 3 * 16, 4: (16 * 8 + 16 * 16 + 3 * 16) // 2}
+    assert iq.rodata - iq4.rodata == stored[8] - stored[4]
+
+
 @pytest.mark.parametrize("name, least", [("cortex-m0plus", 10.0), ("cortex-m4f", 1.5)])
 def test_integer_only_int8_takes_fewer_cycles_than_fp32(builds, observations, name, least):
     """The same [16, 16] relu net, fp32 vs integer-only int8, on 20 observations: soft-float on the M0+
@@ -212,22 +232,24 @@ def test_integer_only_int8_takes_fewer_cycles_than_fp32(builds, observations, na
 
 
 def test_a_flash_budget_buys_smaller_forms_at_their_cycle_cost(observations):
-    """3-bit codes: integer-only (a byte a weight) is fastest; a budget below its flash makes the choice
-    trade cycles for the fp32 forms' smaller storage (packed: 3 bits a weight); a budget nothing meets
-    leaves the smallest build the swaps reach (the search then finds the trial over it)."""
+    """2-bit codes: integer-only with 4-bit storage ('iq4') is fastest on the M4F; a budget below its flash
+    makes the choice trade cycles for the fp32 forms' smaller storage (packed: 2 bits a weight); a budget
+    nothing meets leaves the smallest build the swaps reach (the search then finds the trial over it)."""
     require_arm_toolchain()
     torch.manual_seed(3)
-    net = PolicyNet.mlp(4, [64, 64], 3, "tanh")
-    data = calibrate(to_bytes(compress(net, observations, {"quantize": {"bits": 3, "symmetric": True}}),
+    net = PolicyNet.mlp(4, [128, 128], 3, "tanh")
+    data = calibrate(to_bytes(compress(net, observations, {"quantize": {"bits": 2, "symmetric": True}}),
                               {"kind": "discrete", "n": 3}), observations[:100])
     m4, sample = target("cortex-m4f"), observations[:device.CHOICE_OBS]
-    assert device.choose_kernels(data, m4, observations) == ["iq"] * 3
-    fastest, smallest = (device.measure(data, ks, m4, sample) for ks in (["iq"] * 3, ["packed"] * 3))
-    assert smallest.flash < fastest.flash
-    budget = (smallest.flash + fastest.flash) // 2
+    iq, iq4, packed = (device.measure(data, [k] * 3, m4, sample) for k in ("iq", "iq4", "packed"))
+    assert iq4.flash < iq.flash and iq4.cycles.sum() < iq.cycles.sum()  # half the weight bytes, fewer loads
+    assert device.choose_kernels(data, m4, observations) == ["iq4"] * 3
+    assert device.choose_kernels(data, m4, observations, max_flash=iq.flash - 1) == ["iq4"] * 3
+    assert packed.flash < iq4.flash
+    budget = (packed.flash + iq4.flash) // 2
     fits = device.choose_kernels(data, m4, observations, max_flash=budget)
     got = device.measure(data, fits, m4, sample)
-    assert "iq" not in fits and got.flash <= budget and got.cycles.sum() > fastest.cycles.sum()
+    assert not set(fits) & {"iq", "iq4"} and got.flash <= budget and got.cycles.sum() > iq4.cycles.sum()
     over = device.choose_kernels(data, m4, observations, max_flash=100)
     assert device.measure(data, over, m4, sample).flash <= got.flash
 

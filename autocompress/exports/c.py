@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from autocompress import intq
-from autocompress.layers import Layer, layers_of, runs_iq
+from autocompress.layers import IQ_BITS, Layer, layers_of, runs_iq
 from autocompress.native import (ACT_CODES, KIND_CODES, SOURCE, SQUASH_CODES, TIMING_MARKER, conv_fields, input_fields,
                                  scratch_sizes)
 from autocompress.runtime import read_artifact
@@ -100,14 +100,14 @@ def _layer_init(i: int, layer: Layer, kernel: str, arr: _Arrays) -> str:
     return "  {" + ", ".join(f".{k} = {v}" for k, v in f.items()) + "}"
 
 
-def _iq_structs(plan: intq.IQPlan, arr: _Arrays) -> list[str]:
+def _iq_structs(plan: intq.IQPlan, bits: int, arr: _Arrays) -> list[str]:
     """The integer-only net's definitions (kernels.c's AczIQLayer array, scratch, AczIQNet IQ)."""
     inits = []
-    for i, f in enumerate(intq.c_layers(plan)):
+    for i, f in enumerate(intq.c_layers(plan, bits)):
         fields = {k: ACT_CODES[v] if k == "act" else v if isinstance(v, int) else
                   "NULL" if v is None else arr(f"IQ{i}_{k}", *v) for k, v in f.items()}
         inits.append("  {" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "}")
-    size = intq.scratch(plan)
+    size = intq.scratch(plan, bits)
     return [f"static const AczIQLayer IQ_LAYERS[{len(inits)}] = {{\n" + ",\n".join(inits) + "\n};",
             f"static acz_iqx_t IQ_X0[{size['x']}], IQ_X1[{size['x']}];",
             f"static int32_t IQ_ACC[{size['acc']}];",
@@ -152,9 +152,9 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
     iq = runs_iq(kernels)
     if iq:  # the integer-only net runs instead of the fp32 layers: only its arrays go to flash
         size = {"width": max(layer.shape[0] for layer in layers), "qbuf": 1, "cols": 0}
-        plan = intq.plan(header, layers)
-        structs = _iq_structs(plan, arr)
-        defines = ["#define ACZ_USE_IQ 1", "#define ACZ_IQ_ONLY 1",
+        plan, bits = intq.plan(header, layers), IQ_BITS[kernels[0]]
+        structs = _iq_structs(plan, bits, arr)
+        defines = ["#define ACZ_USE_IQ 1", "#define ACZ_IQ_ONLY 1", f"#define ACZ_IQ_W{bits} 1",
                    *(f"#define ACZ_IQ_{form} 1" for form in sorted(intq.activation_forms(plan)))]
     else:
         size = scratch_sizes(layers, kernels, obs_dim)

@@ -2,14 +2,15 @@
 (mcu.emulate) on recorded observations: flash, RAM, cycles per act, and the actions it took.
 
 Kernels on a device are chosen by cycles, which are exact here (the same build and observations
-give the same count), so the choice is a comparison, not a timing: the integer-only net ('iq',
-autocompress.intq) where the artifact is calibrated for it; otherwise per layer the fp32 form
-(dense, CSR, q8, packed) with the fewest cycles, each layer tried with the others dense.
+give the same count), so the choice is a comparison, not a timing: the integer-only net (autocompress.intq)
+where the artifact is calibrated for it, its weights a byte each ('iq') or, where every code fits, 4 bits
+('iq4'), whichever takes fewer cycles; otherwise per layer the fp32 form (dense, CSR, q8, packed) with the
+fewest cycles, each layer tried with the layers before it as chosen.
 
 With a flash budget (the search's constraints.max_flash), a choice whose build exceeds it is traded for
-smaller forms at their cycle cost: one layer at a time, the swap that costs the fewest cycles per byte
-of flash it saves, until the build fits or no swap saves flash (the integer-only net stores a byte per
-weight, so a net whose sub-byte packed codes fit where it does not leaves it).
+smaller forms at their cycle cost: the integer-only form with fewer cycles among those that fit, else the
+fp32 forms one layer at a time, the swap that costs the fewest cycles per byte of flash it saves, until
+the build fits or no swap saves flash (k-bit codes packed k bits a weight go below the integer-only net's).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from autocompress.exports.c import write_c
-from autocompress.layers import IQ, int8_only, layers_of
+from autocompress.layers import IQ_BITS, int8_only, layers_of
 from autocompress.mcu import emulate
 from autocompress.mcu.build import build
 from autocompress.runtime import read_artifact
@@ -71,9 +72,10 @@ def choose_kernels(data: bytes, target: Target, obs: np.ndarray, max_flash: int 
             builds[tuple(kernels)] = measure(data, kernels, target, sample)
         return builds[tuple(kernels)]
 
-    if header.get("iq") is not None and int8_only(layers):
-        if max_flash is None or build_of([IQ] * len(layers)).flash <= max_flash:
-            return [IQ] * len(layers)
+    integer = [k for k, bits in IQ_BITS.items() if header.get("iq") is not None and int8_only(layers, bits)]
+    fits = [k for k in integer if max_flash is None or build_of([k] * len(layers)).flash <= max_flash]
+    if fits:
+        return [min(fits, key=lambda k: build_of([k] * len(layers)).cycles.sum())] * len(layers)
     chosen = ["dense"] * len(layers)
     options = [[k for k in layer.kernels() if k in DEVICE_KERNELS] if layer.conv is None else ["dense"]
                for layer in layers]
