@@ -475,15 +475,11 @@ class Run:
         ('models:/cartpole-policy@champion', True)
         """
         from autocompress import tracking
-        from autocompress.urls import is_redacted
 
         tracking.check_registry_names(name, alias)
         checks.tracking_uri(tracking_uri)
         row = self.trial_row(trial)
-        uri = tracking_uri or self.state.get("tracking_uri") or tracking.default_uri(self.run_dir)
-        if is_redacted(uri):
-            raise ConfigError(f"{self.run_dir} was searched with a password in the tracking URI: give it again",
-                              option="tracking_uri")
+        uri = tracking.run_uri(self.run_dir, self.state, tracking_uri)
         tracking.check_reachable(uri)
         tags = {"trial": trial, "config": json.dumps(row["config"], sort_keys=True),
                 **{k: row[k] for k in ("return_mean", "return_ratio", "latency_ms", "latency_ratio", "bytes",

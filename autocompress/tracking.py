@@ -31,7 +31,9 @@ import numpy as np
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param
 from mlflow.tracking import MlflowClient
 
+from autocompress.errors import ConfigError
 from autocompress.results import TrialResult
+from autocompress.urls import is_redacted
 
 #: the name of each trial's MLflow model: `runs:/<child run id>/policy`
 POLICY_MODEL = "policy"
@@ -54,6 +56,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 def default_uri(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
+
+
+def run_uri(run_dir: Path, state: dict, given: str | None = None) -> str:
+    """The tracking URI of the search in `run_dir`: `given`, else the one its state recorded, else the run
+    dir's own store. The state keeps a password-bearing URI redacted, so that one must be given again."""
+    uri = given or state.get("tracking_uri") or default_uri(run_dir)
+    if is_redacted(uri):
+        raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: give it again",
+                          option="tracking_uri")
+    return uri
 
 
 def _offline_safe(method):
