@@ -420,8 +420,7 @@ class Run:
         from autocompress.layers import runs_iq
         from autocompress.targets import target as find
 
-        if format not in exports.FORMATS:
-            raise ConfigError(f"format {format!r}: choose one of {', '.join(exports.FORMATS)}", option="format")
+        checks.export_format(format)
         output = Path(output)
         if format == "c":
             checks.directory(output, "output")
@@ -644,10 +643,7 @@ def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str =
     >>> sorted(p.name for p in ac.export(RUN_DIR, 0, f"{tmp}/c", format="c").iterdir())
     ['Makefile', 'main.c', 'policy.c', 'policy.h']
     """
-    from autocompress import exports
-
-    if format not in exports.FORMATS:  # before the run dir is read: a bad format or output alone is named
-        raise ConfigError(f"format {format!r}: choose one of {', '.join(exports.FORMATS)}", option="format")
+    checks.export_format(format)  # before the run dir is read: a bad format or output alone is named
     if format != "c":
         checks.output_file(Path(output), "output")
     return Run.load(run_dir, storage).export(trial, output, format, smallest, target)
