@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -21,6 +21,9 @@ from autocompress.conv import geometry_chain
 from autocompress.errors import ConfigError
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES, TechniqueConfig
 from autocompress.techniques.per_layer import check_counts, layer_count
+
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 
 class _Strict(BaseModel):
@@ -188,7 +191,7 @@ class TrialSpec(_Strict):
         if self.algorithm == "SAC":
             raise ValueError("teacher.conv_filters: conv encoders are supported for PPO and DQN (SAC's Q nets are "
                              "RLlib's MLPs)")
-        env = envs.env_creator(self.env, self.env_config)()
+        env = self.env_creator()()
         try:
             shape = tuple(env.observation_space.shape or ())
         finally:
@@ -203,6 +206,10 @@ class TrialSpec(_Strict):
     def _seeds_apart(self):
         seeds.check(self)  # ValueError naming the keys whose seed ranges overlap (see autocompress/seeds.py)
         return self
+
+    def env_creator(self) -> Callable[[], gym.Env]:
+        """Makes a fresh env of this spec (its `env` with its `env_config`) on each call."""
+        return envs.env_creator(self.env, self.env_config)
 
     def updated(self, changes: dict[str, Any]) -> "TrialSpec":
         """A copy with `changes` merged in (nested mappings merge key by key), validated again.

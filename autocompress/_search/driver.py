@@ -406,14 +406,14 @@ def _sensitivity_stage(study, space: SearchSpace, spec: TrialSpec, teacher: dict
 def _check_trained_teacher(spec: TrialSpec, cache_root: str, teacher: dict, tracker) -> None:
     """The margin check (measure.check_teacher_margin) of a teacher trained inside the search, before any
     trial: TeacherError, the parent run FAILED; the study holds no trial, so --resume starts afresh."""
-    from autocompress import artifact, envs, measure
+    from autocompress import artifact, measure
     from autocompress.teacher import load_teacher
 
     tasks.install_teacher(teacher["files"], cache_root, teacher["dirname"])
     t = load_teacher(Path(cache_root) / teacher["dirname"])
     try:
         measure.check_teacher_margin(spec, artifact.runtime_act(t.actor, t.info["head"]),
-                                     envs.env_creator(spec.env, spec.env_config))
+                                     spec.env_creator())
     except TeacherError:
         tracker.finish_parent("FAILED")
         raise
