@@ -55,7 +55,7 @@ def _check_teacher(spec: TrialSpec, cache_root: Path, train: bool = False) -> bo
     the cached or committed one (read where it lies: nothing is created); where there is none yet,
     `train` trains it now (compress and sensitivity would anyway), else False: not checked (a search
     checks it when its teacher task returns)."""
-    from autocompress import artifact, envs, measure
+    from autocompress import artifact, measure
     from autocompress.teacher import available_teacher
 
     imported = _check_import(spec)
@@ -66,7 +66,7 @@ def _check_teacher(spec: TrialSpec, cache_root: Path, train: bool = False) -> bo
         if teacher is None:
             return False
         net, head = teacher.actor, teacher.info["head"]
-    measure.check_teacher_margin(spec, artifact.runtime_act(net, head), envs.env_creator(spec.env, spec.env_config))
+    measure.check_teacher_margin(spec, artifact.runtime_act(net, head), spec.env_creator())
     return True
 
 
@@ -214,10 +214,10 @@ def evaluate(policy: Policy, spec: TrialSpec | str | Path, *, episodes: int | No
     >>> returns.shape
     (2,)
     """
-    from autocompress import envs, measure
+    from autocompress import measure
 
     spec = _spec(spec)
-    return measure.evaluate(policy.act, envs.env_creator(spec.env, spec.env_config),
+    return measure.evaluate(policy.act, spec.env_creator(),
                             spec.eval.episodes if episodes is None else episodes,
                             spec.eval.seed if seed is None else seed)
 
@@ -420,8 +420,7 @@ class Run:
         from autocompress.layers import runs_iq
         from autocompress.targets import target as find
 
-        if format not in exports.FORMATS:
-            raise ConfigError(f"format {format!r}: choose one of {', '.join(exports.FORMATS)}", option="format")
+        checks.export_format(format)
         output = Path(output)
         if format == "c":
             checks.directory(output, "output")
@@ -475,15 +474,11 @@ class Run:
         ('models:/cartpole-policy@champion', True)
         """
         from autocompress import tracking
-        from autocompress.urls import is_redacted
 
         tracking.check_registry_names(name, alias)
         checks.tracking_uri(tracking_uri)
         row = self.trial_row(trial)
-        uri = tracking_uri or self.state.get("tracking_uri") or tracking.default_uri(self.run_dir)
-        if is_redacted(uri):
-            raise ConfigError(f"{self.run_dir} was searched with a password in the tracking URI: give it again",
-                              option="tracking_uri")
+        uri = tracking.run_uri(self.run_dir, self.state, tracking_uri)
         tracking.check_reachable(uri)
         tags = {"trial": trial, "config": json.dumps(row["config"], sort_keys=True),
                 **{k: row[k] for k in ("return_mean", "return_ratio", "latency_ms", "latency_ratio", "bytes",
@@ -507,11 +502,11 @@ class Run:
         >>> list(again), again[0]["return_ratio"] == 1.0   # trial 0: the teacher as-is
         (['teacher', 0], True)
         """
-        from autocompress import envs, measure
+        from autocompress import measure
 
         spec = measure.heldout_spec(self.trial_spec(), episodes, seed)
         runtime = runtime or self.study.user_attrs.get("runtime") or "auto"
-        make_env = envs.env_creator(spec.env, spec.env_config)
+        make_env = spec.env_creator()
         rows = {r["trial"]: r for r in self.rows()}
         as_is = [r for r in rows.values() if not r["config"]]
         teacher = Path(as_is[0]["artifact"]).read_bytes() if as_is else \
@@ -550,10 +545,9 @@ def _check_target(spec: TrialSpec) -> None:
 
     toolchain()
     if spec.teacher.conv_filters:
-        from autocompress import envs
         from autocompress.conv import geometry_chain, out_hw
 
-        env = envs.env_creator(spec.env, spec.env_config)()
+        env = spec.env_creator()()
         try:
             shape = tuple(env.observation_space.shape)
         finally:
@@ -648,10 +642,7 @@ def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str =
     >>> sorted(p.name for p in ac.export(RUN_DIR, 0, f"{tmp}/c", format="c").iterdir())
     ['Makefile', 'main.c', 'policy.c', 'policy.h']
     """
-    from autocompress import exports
-
-    if format not in exports.FORMATS:  # before the run dir is read: a bad format or output alone is named
-        raise ConfigError(f"format {format!r}: choose one of {', '.join(exports.FORMATS)}", option="format")
+    checks.export_format(format)  # before the run dir is read: a bad format or output alone is named
     if format != "c":
         checks.output_file(Path(output), "output")
     return Run.load(run_dir, storage).export(trial, output, format, smallest, target)
@@ -679,7 +670,7 @@ def inspect_import(spec: TrialSpec | str | Path, *, episodes: int = 10, seed: in
     next to the source framework's own inference on the same seeds (seed default: the spec's
     eval.seed), plus the share of the source's actions the artifact reproduces on the states visited.
     """
-    from autocompress import artifact, envs, measure
+    from autocompress import artifact, measure
 
     spec = _spec(spec, check_import=False)
     imported = _check_import(spec)
@@ -687,7 +678,7 @@ def inspect_import(spec: TrialSpec | str | Path, *, episodes: int = 10, seed: in
         raise ConfigError("the trial spec imports no teacher (teacher.from)")
     data = artifact.to_bytes(imported.actor, imported.head)
     policy = Policy.from_bytes(data)
-    make_env = envs.env_creator(spec.env, spec.env_config)
+    make_env = spec.env_creator()
     seed = spec.eval.seed if seed is None else seed
     ours = measure.evaluate(policy.act, make_env, episodes, seed)
     theirs = measure.evaluate(imported.source_act, make_env, episodes, seed)

@@ -56,6 +56,14 @@ def output_file(path: Path, option: str) -> None:
     directory(path.parent, option, given=path)
 
 
+def export_format(fmt: str) -> None:
+    """An export format must be one exports.FORMATS names."""
+    from autocompress.exports import FORMATS
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}", option="format")
+
+
 def storage_url(url: str | None) -> None:
     """An Optuna storage URL is a SQLAlchemy URL: parse it and load its dialect and driver
     (this connects to nothing), and a SQLite file needs an existing directory."""

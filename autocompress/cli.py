@@ -188,8 +188,9 @@ def sensitivity_table(table: dict, technique: str) -> Table:
     return t
 
 
-def _with_bar(name: str, fn):
-    """`fn(progress)` with a live bar of (done, total, what) on a terminal; elsewhere no bar."""
+def _with_bar(name: str, fn, first: str = "teacher ..."):
+    """`fn(progress)` with a live bar of progress(done, total, what) on a terminal (`first`: what it shows
+    before the first call); elsewhere (a `ray job submit` log, CI) no bar, only the command's own lines."""
     if not err.is_terminal:
         return fn(lambda done, total, what: None)
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -197,7 +198,7 @@ def _with_bar(name: str, fn):
     with Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.description}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                   console=err) as bar:
-        task = bar.add_task("teacher ...", total=None)
+        task = bar.add_task(first, total=None)
         return fn(lambda done, total, what: bar.update(task, completed=done, total=total, description=what))
 
 
@@ -273,10 +274,11 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
     import autocompress as ac
 
     with errors_as_exit_codes():
-        run = _with_progress(lambda progress: ac.search(
+        run = _with_bar("search", lambda bar: ac.search(
             space_file, trials=trials, parallel=parallel, run_dir=run_dir, storage=storage,
             tracking_uri=tracking_uri, sampler=sampler, seed=seed, resume=resume, join=join, cache_dir=cache_dir,
-            warm_start=warm_start, target=target, progress=progress, log=err.print))
+            warm_start=warm_start, target=target, progress=lambda s: bar(s["done"], s["target"], _search_status(s)),
+            log=err.print), first="starting")
     summary = run.summary
     if summary["tracking_offline"]:
         err.print(f"[yellow]MLflow went offline mid-search[/] ({summary['tracking_offline']}): every result is in the "
@@ -331,24 +333,10 @@ def _experiment_id(uri: str | None, parent_run_id: str | None) -> str | None:
         return None
 
 
-def _with_progress(fn):
-    """A live progress bar on a terminal; elsewhere (a `ray job submit` log, CI) nothing but the
-    driver's own lines, one per finished trial."""
-    if not err.is_terminal:
-        return fn(lambda s: None)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("[bold]search"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.description}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                  console=err, transient=False) as bar:
-        task = bar.add_task("starting", total=None)
-
-        def progress(s: dict) -> None:
-            bar.update(task, completed=s["done"], total=s["target"],
-                       description=f"running {s['running']} failed {s['failed']} stopped {s['stopped']} front {s['front']} "
-                                   f"HV {s['hypervolume']:.3f}")
-
-        return fn(progress)
+def _search_status(s: dict) -> str:
+    """The search driver's progress report (its status()) as the bar's description."""
+    return (f"running {s['running']} failed {s['failed']} stopped {s['stopped']} front {s['front']} "
+            f"HV {s['hypervolume']:.3f}")
 
 
 def front_table(front: list, title: str, reference=None) -> Table:

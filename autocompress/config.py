@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -20,7 +20,10 @@ from autocompress import envs, seeds
 from autocompress.conv import geometry_chain
 from autocompress.errors import ConfigError
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES, TechniqueConfig
-from autocompress.techniques.per_layer import check_counts
+from autocompress.techniques.per_layer import check_counts, layer_count
+
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 
 class _Strict(BaseModel):
@@ -71,9 +74,20 @@ class TeacherSpec(_Strict):
                                  f"stride, 'same' | 'valid'] (kernel, stride: an int or [h, w], >= 1)")
         return v
 
-    def n_layers(self) -> int | None:
-        """Layers of the trained teacher's deployed net (None: imported, read from its file)."""
-        return None if self.from_ else len(self.conv_filters or []) + len(self.hidden) + 1
+    def n_layers(self, critic: bool = False) -> int | None:
+        """Layers of the trained teacher's deployed net, or of its (PPO) critic, which has the same conv
+        encoder (rl.algo_config) before its own widths. None: imported, read from its file."""
+        return None if self.from_ else layer_count(len(self.conv_filters or []), self._widths(critic))
+
+    def describe_layers(self, critic: bool = False) -> str:
+        """Where n_layers(critic) comes from, for messages."""
+        hidden = f"the critic's hidden {self._widths(critic)}" if critic else f"hidden {self.hidden}"
+        if self.conv_filters:
+            return f"teacher.conv_filters + {hidden}"
+        return hidden if critic else f"teacher.{hidden}"
+
+    def _widths(self, critic: bool) -> list[int]:
+        return list(self.critic_hidden or self.hidden) if critic else list(self.hidden)
 
 
 def _pos_int(v) -> bool:
@@ -180,7 +194,7 @@ class TrialSpec(_Strict):
         if self.algorithm == "SAC":
             raise ValueError("teacher.conv_filters: conv encoders are supported for PPO and DQN (SAC's Q nets are "
                              "RLlib's MLPs)")
-        env = envs.env_creator(self.env, self.env_config)()
+        env = self.env_creator()()
         try:
             shape = tuple(env.observation_space.shape or ())
         finally:
@@ -195,6 +209,10 @@ class TrialSpec(_Strict):
     def _seeds_apart(self):
         seeds.check(self)  # ValueError naming the keys whose seed ranges overlap (see autocompress/seeds.py)
         return self
+
+    def env_creator(self) -> Callable[[], gym.Env]:
+        """Makes a fresh env of this spec (its `env` with its `env_config`) on each call."""
+        return envs.env_creator(self.env, self.env_config)
 
     def updated(self, changes: dict[str, Any]) -> "TrialSpec":
         """A copy with `changes` merged in (nested mappings merge key by key), validated again.
@@ -301,11 +319,9 @@ class _CompressBase(_Techniques):
                 raise ConfigError(f"distill: {e}") from None
         # per-layer settings fit the layers (an imported teacher's are in its file: checked when it is loaded)
         t = spec.teacher
-        self.check_layers(t.n_layers(), f"teacher.conv_filters + hidden {t.hidden}" if t.conv_filters
-                          else f"teacher.hidden {t.hidden}", len(t.conv_filters or []))
+        self.check_layers(t.n_layers(), t.describe_layers(), len(t.conv_filters or []))
         if self.critic is not None:
-            widths = t.critic_hidden or t.hidden
-            self.critic.check_layers(None if t.from_ else len(widths) + 1, f"the critic's hidden {widths}")
+            self.critic.check_layers(t.n_layers(critic=True), t.describe_layers(critic=True))
 
 
 CompressConfig = create_model(

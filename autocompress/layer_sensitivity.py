@@ -294,7 +294,6 @@ def run(spec: TrialSpec, cache_root: Path, *, settings: dict[str, list], base: d
         progress: Progress = lambda done, total, what: None) -> dict:
     """Load (or train) the spec's teacher, collect its visited states as the pipeline does, measure
     the table; with `out_dir`, write sensitivity.json and the heatmap sensitivity.png there."""
-    from autocompress import envs
     from autocompress import measure as measuring
     from autocompress import teacher as teachers
     from autocompress.artifact import runtime_act
@@ -303,7 +302,7 @@ def run(spec: TrialSpec, cache_root: Path, *, settings: dict[str, list], base: d
     base = base or {}
     teacher = teachers.train_teacher(spec, Path(cache_root), log=log)
     head = teacher.info["head"]
-    make_env = envs.env_creator(spec.env, spec.env_config)
+    make_env = spec.env_creator()
     # the states every data-driven technique sees in a trial (pipeline.build_compressed: sample_obs)
     normalize = obs_normalizer(head.get("obs_norm"))
     obs = normalize(measuring.collect_obs(runtime_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed))

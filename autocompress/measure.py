@@ -378,17 +378,13 @@ def heldout_spec(spec: TrialSpec, episodes: int | None = None, seed: int | None 
 def artifact_returns(data: bytes, spec: TrialSpec, runtime: str, kernels: list[str] | None = None) -> np.ndarray:
     """Returns of the artifact `data` over the evaluation episodes of `spec` (a `heldout_spec` for
     held-out ones), acting in `runtime` ('c' | 'numpy') with the per-layer `kernels` it was measured with."""
-    from autocompress import envs
-
     _, cls = policy_runtime(runtime)
     policy = cls.from_bytes(data, kernels or None)
-    return evaluate(policy.act, envs.env_creator(spec.env, spec.env_config), spec.eval.episodes, spec.eval.seed)
+    return evaluate(policy.act, spec.env_creator(), spec.eval.episodes, spec.eval.seed)
 
 
 def heldout_summary(returns: np.ndarray, teacher_returns: np.ndarray, spec: TrialSpec) -> dict[str, float]:
     """return_mean / return_std and the ratio to the teacher's return on the same held-out episodes."""
-    from autocompress import envs
-
     mean, teacher = float(np.mean(returns)), float(np.mean(teacher_returns))
     return {"return_mean": mean, "return_std": float(np.std(returns)),
-            "return_ratio": return_ratio(mean, teacher, spec, envs.env_creator(spec.env, spec.env_config))}
+            "return_ratio": return_ratio(mean, teacher, spec, spec.env_creator())}

@@ -24,7 +24,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from autocompress import artifact, envs, measure, rl, targets
+from autocompress import artifact, measure, rl, targets
 from autocompress import teacher as teachers
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet
@@ -131,7 +131,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     with timed("teacher_load"):
         teacher = teachers.train_teacher(spec, Path(cache_root), log=log)
     head = teacher.info["head"]
-    make_env = envs.env_creator(spec.env, spec.env_config)
+    make_env = spec.env_creator()
     normalize = obs_normalizer(head.get("obs_norm"))  # the techniques see the nets' inputs
 
     def visited(net: PolicyNet, n: int, seed: int) -> np.ndarray:
@@ -271,7 +271,7 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
                                                               finetune_teacher)
     compress_s = time.time() - t0
     head = teacher.info["head"]
-    make_env = envs.env_creator(spec.env, spec.env_config)
+    make_env = spec.env_creator()
     with timed("export"):
         data = artifact.to_bytes(net, head)
         if targets.target(spec.latency.target).mcu:  # an int8 net runs integer-only there: scales from the

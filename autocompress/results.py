@@ -106,7 +106,7 @@ class TrialResult:
         plus `seconds_<stage>` per timed stage."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("metric")}
         out.update({f"seconds_{k}": v for k, v in self.timings.items()})
-        return {k: float(v) for k, v in out.items() if _finite(v)}
+        return finite_metrics(out)
 
 
 #: what a search keeps of a result in the study (per-episode returns and rounds go to MLflow only)
@@ -153,5 +153,7 @@ def _from_stored(cls, d: dict[str, Any]):
     return cls(**{k: v for k, v in ((_LEGACY.get(k, k), v) for k, v in d.items()) if k in names})
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def finite_metrics(values: dict[str, Any]) -> dict[str, float]:
+    """The entries that are finite numbers, as floats: MLflow takes no NaN, inf, None or bool metric."""
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}

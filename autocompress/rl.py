@@ -154,7 +154,7 @@ def _classes(algorithm: str):
 
 
 def env_spaces(spec: TrialSpec) -> tuple[gym.Space, gym.Space]:
-    env = envs.env_creator(spec.env, spec.env_config)()
+    env = spec.env_creator()()
     try:
         return env.observation_space, env.action_space
     finally:

@@ -42,7 +42,7 @@ from autocompress.config import CompressConfig, TrialSpec, load_trial_spec, pars
 from autocompress.errors import ConfigError
 from autocompress.samplers import SAMPLERS
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES
-from autocompress.techniques.per_layer import layer_index, per_layer_fields
+from autocompress.techniques.per_layer import layer_count, layer_index, per_layer_fields
 
 OBJECTIVE_NAMES = ("return", "latency", "bytes")
 
@@ -237,11 +237,12 @@ def _check_per_layer(name: str, key: str, p: dict) -> None:
     _check_param(where, inner)
 
 
-def _layer_count(name: str, key: str, block: dict, student: list | None) -> int:
+def _layer_count(name: str, key: str, block: dict, student: int | None) -> int:
     """How many per-layer params `name.key` samples: one per layer (per hidden layer for structured)
-    of distill's student when distill is on, else of the teacher (`layers`, filled in from the spec)."""
+    of distill's student (`student` layers) when distill is on, else of the teacher (`layers`, filled in
+    from the spec)."""
     if student is not None:
-        n = len(student) + 1
+        n = student
     elif block.get("layers") is None:
         raise ConfigError(f"{name}.{key}.per_layer.layers: not known (load the space with load_search_space, "
                           "which takes it from the trial spec, or give it)")
@@ -291,7 +292,8 @@ def _suggest_group(trial, techniques: dict, prefix: str = "") -> dict[str, dict[
     # per-layer params last: how many depends on the student distill may have sampled above
     # (a conv student's conv layers are its sampled `channels`: a per-layer block with a conv teacher's
     # student that keeps the teacher's channels is counted short, and that trial fails naming the key)
-    student = [*cfg["distill"].get("channels", []), *cfg["distill"]["hidden"]] if "distill" in cfg else None
+    student = layer_count(len(cfg["distill"].get("channels", [])), cfg["distill"]["hidden"]) if "distill" in cfg \
+        else None
     for name in cfg:
         for key, p in techniques[name].items():
             if (block := _per_layer(p)) is not None:
@@ -459,11 +461,8 @@ def with_layer_counts(space: SearchSpace, spec: TrialSpec, source: str) -> Searc
     if t.from_:
         counts = _imported_layer_counts(space, spec)
     else:
-        convs = len(t.conv_filters or [])  # a conv teacher's critic has the same encoder
-        counts = {"techniques": (t.n_layers(), (f"teacher.conv_filters + hidden {t.hidden}" if convs
-                                                else f"teacher.hidden {t.hidden}") + " + the output layer"),
-                  "critic_techniques": (convs + len(t.critic_hidden or t.hidden) + 1,
-                                        f"the critic's hidden {t.critic_hidden or t.hidden} + the output layer")}
+        counts = {group: (t.n_layers(critic), t.describe_layers(critic) + " + the output layer")
+                  for group, critic in (("techniques", False), ("critic_techniques", True))}
     update = {}
     for group, (n, about) in counts.items():
         techniques = {name: dict(params) for name, params in getattr(space, group).items()}

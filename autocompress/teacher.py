@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from autocompress import artifact, envs, measure
+from autocompress import artifact, measure
 from autocompress.config import TrialSpec
 from autocompress.errors import TeacherError
 from autocompress.nets import PolicyNet
@@ -122,7 +122,7 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
     log(f"training teacher for {spec.env}: {spec.algorithm}, "
         + (f"conv {t.conv_filters} + " if t.conv_filters else "")
         + f"hidden {t.hidden}, up to {t.max_iterations} iterations")
-    make_env = envs.env_creator(spec.env, spec.env_config)
+    make_env = spec.env_creator()
     session = Session(spec, actor)
     run = _TeacherRun.resume(partial, session, log)
     start, last_save = time.time() - run.seconds, time.time()

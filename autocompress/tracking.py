@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import os
 import tempfile
 from pathlib import Path
@@ -31,7 +30,9 @@ import numpy as np
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param
 from mlflow.tracking import MlflowClient
 
-from autocompress.results import TrialResult
+from autocompress.errors import ConfigError
+from autocompress.results import TrialResult, finite_metrics
+from autocompress.urls import is_redacted
 
 #: the name of each trial's MLflow model: `runs:/<child run id>/policy`
 POLICY_MODEL = "policy"
@@ -54,6 +55,16 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 def default_uri(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir) / 'mlflow.db').resolve()}"
+
+
+def run_uri(run_dir: Path, state: dict, given: str | None = None) -> str:
+    """The tracking URI of the search in `run_dir`: `given`, else the one its state recorded, else the run
+    dir's own store. The state keeps a password-bearing URI redacted, so that one must be given again."""
+    uri = given or state.get("tracking_uri") or default_uri(run_dir)
+    if is_redacted(uri):
+        raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: give it again",
+                          option="tracking_uri")
+    return uri
 
 
 def _offline_safe(method):
@@ -134,8 +145,7 @@ class Tracker:
 
     @_offline_safe
     def log_parent_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
-        ms = [Metric(k, float(v), _now(), step) for k, v in metrics.items() if _finite(v)]
-        if ms:
+        if ms := _metrics(metrics, step):
             self.client.log_batch(self.parent_id, metrics=ms)
 
     @_offline_safe
@@ -228,8 +238,7 @@ class Tracker:
         self.client.log_artifact(self.parent_id, str(artifact), artifact_path="reference")
 
     def _log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
-        ms = [Metric(k, float(v), _now(), 0) for k, v in metrics.items() if _finite(v)]
-        if ms:
+        if ms := _metrics(metrics):
             self.client.log_batch(run_id, metrics=ms)
 
     @_offline_safe
@@ -504,7 +513,7 @@ def log_sensitivity(uri: str, experiment: str, params: dict[str, Any], metrics: 
         rid = client.create_run(tracker.experiment_id, run_name="sensitivity",
                                 tags={"autocompress.kind": "sensitivity"}).info.run_id
         client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                         metrics=[Metric(k, float(v), _now(), 0) for k, v in metrics.items() if _finite(v)])
+                         metrics=_metrics(metrics))
         for f in files:
             client.log_artifact(rid, str(f), artifact_path="sensitivity")
         client.set_terminated(rid)
@@ -520,8 +529,8 @@ def trial_params(params: dict, cfg: dict) -> dict:
     return {**params, "config": json.dumps(cfg)}
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _metrics(values: dict[str, Any], step: int = 0) -> list[Metric]:
+    return [Metric(k, v, _now(), step) for k, v in finite_metrics(values).items()]
 
 
 def _now() -> int:

@@ -30,7 +30,7 @@ SPEC = ROOT / "trials" / "minatar_breakout_ppo.yaml"
 def conv_artifact() -> tuple[bytes, np.ndarray]:
     """(the teacher, int8 per channel, as an artifact; 256 states the teacher visits)."""
     import autocompress as ac
-    from autocompress import envs, measure
+    from autocompress import measure
 
     spec = ac.load_trial_spec(SPEC)
     teacher = ac.teach(spec)
@@ -38,8 +38,7 @@ def conv_artifact() -> tuple[bytes, np.ndarray]:
     for layer in net.layers:
         layer.set_quant({"bits": 8, "per_channel": True, "symmetric": True})
     data = to_bytes(net, teacher.info["head"])
-    obs = measure.collect_obs(NumpyPolicy.from_bytes(data).act, envs.env_creator(spec.env, spec.env_config), 256,
-                              spec.eval.seed)
+    obs = measure.collect_obs(NumpyPolicy.from_bytes(data).act, spec.env_creator(), 256, spec.eval.seed)
     return data, obs
 
 

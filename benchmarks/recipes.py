@@ -31,9 +31,9 @@ MIN_RATIO, LATENCY_SLACK = 0.95, 1.05
 def measured_side_by_side(spec, data: bytes, teacher_data: bytes) -> dict:
     """Return, latency and bytes ratios of an artifact vs the teacher's, as a trial measures them.
     (measure_artifacts is internal: no public verb measures an artifact made outside a trial.)"""
-    from autocompress import envs, measure
+    from autocompress import measure
 
-    r = measure.measure_artifacts(spec, data, teacher_data, envs.env_creator(spec.env, spec.env_config))
+    r = measure.measure_artifacts(spec, data, teacher_data, spec.env_creator())
     return {"return_ratio": r.return_ratio, "latency_ratio": r.latency_ratio, "bytes_ratio": r.bytes_ratio,
             "return_mean": r.return_mean, "teacher_return_mean": r.teacher_return_mean}
 

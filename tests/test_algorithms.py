@@ -52,7 +52,7 @@ def test_algorithm_end_to_end(tmp_path, algo, env, normalize_obs):
 
     # the exported artifact acts exactly as RLlib's module holding the compressed net
     policy = NumpyPolicy.from_bytes(artifact.to_bytes(net, head))
-    make_env = envs.env_creator(spec.env, spec.env_config)
+    make_env = spec.env_creator()
     obs = measure.collect_obs(policy.act, make_env, 64, seed=11)
     session = rl.Session(spec, net, teacher.state, obs_stats=teacher.info["obs_stats"])
     try:

@@ -163,7 +163,7 @@ def test_compress_cartpole_lsq_learns_steps_and_exports_them(tmp_path):
     """Real RLlib fine-tune of the committed teacher (the trial `compress` runs, up to the export):
     the steps move, and the artifact acts exactly as the fine-tuned torch net."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    from autocompress import envs, measure, pipeline
+    from autocompress import measure, pipeline
     from autocompress.config import load_trial_spec
     from autocompress.nets import torch_act
 
@@ -177,5 +177,5 @@ def test_compress_cartpole_lsq_learns_steps_and_exports_them(tmp_path):
     head = out.teacher.info["head"]
     policy = NumpyPolicy.from_bytes(to_bytes(out.net, head))
     act = torch_act(out.net, head)
-    obs = measure.collect_obs(act, envs.env_creator(spec.env, spec.env_config), 300, 123)
+    obs = measure.collect_obs(act, spec.env_creator(), 300, 123)
     assert [policy.act(o) for o in obs] == [act(o) for o in obs]

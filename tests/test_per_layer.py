@@ -249,6 +249,23 @@ def test_imported_teacher_space_reads_its_layer_count_from_the_file(tmp_path):
         load_search_space(write_space(tmp_path, bits, tmp_path / "trial.yaml", critic=bits))
 
 
+def test_conv_ppo_critic_is_counted_with_its_encoder(tmp_path):
+    # PPO's conv critic has the teacher's conv encoder (rl.algo_config): 2 conv + [128] + output = 4 layers
+    trial = ROOT / "trials" / "minatar_breakout_ppo.yaml"
+    spec = load_trial_spec(trial)
+    critic = PolicyNet.cnn([10, 10, 4], "hwc", spec.teacher.conv_filters, spec.teacher.hidden, 1, "relu")
+    assert spec.teacher.n_layers(critic=True) == len(logical_layers(critic)) == 4
+    bits = {"quantize": {"bits": {"per_layer": {"low": 2, "high": 8}}}}
+    space, _, _ = load_search_space(write_space(tmp_path, bits, trial, critic=bits))
+    study = optuna.create_study()
+    study.enqueue_trial({"critic.quantize.enabled": True})
+    sampled = suggest(study.ask(), space)
+    assert len(sampled["critic"]["quantize"]["bits"]) == 4
+    CompressConfig.model_validate(sampled).check_against(spec)  # what the search samples, it can launch
+    with pytest.raises(ConfigError, match=r"critic.quantize.bits: a list of 3 values for a net of 4 layers"):
+        cfg({"critic": {"quantize": {"bits": [8, 8, 8]}}}).check_against(spec)
+
+
 def test_shipped_per_layer_space(tmp_path):
     space, spec, _ = load_search_space(ROOT / "search_spaces" / "lunarlander_dqn_per_layer.yaml")
     assert space.techniques["quantize"]["bits"]["per_layer"]["layers"] == len(spec.teacher.hidden) + 1 == 3

@@ -2,11 +2,14 @@ import json
 
 import pytest
 
+import autocompress as ac
+
 from autocompress.errors import TeacherError
 import torch
 
 from autocompress.config import load_compress_config
 from autocompress.errors import ConfigError
+from autocompress.tracking import default_uri, run_uri
 from autocompress.urls import is_redacted, redact
 
 
@@ -20,6 +23,18 @@ from autocompress.urls import is_redacted, redact
 def test_redact(url, expected, had_password):
     assert redact(url) == expected
     assert is_redacted(redact(url)) == had_password
+
+
+def test_a_redacted_tracking_uri_must_be_given_again(tmp_path):
+    # the run dir records a password-bearing tracking URI redacted: sync, register, re-evaluation and resume
+    # take the full one again rather than log to (or fail on) the masked one
+    full, state = "http://bob:pw@127.0.0.1:5000", {"tracking_uri": "http://bob:***@127.0.0.1:5000"}
+    assert run_uri(tmp_path, state, full) == full
+    assert run_uri(tmp_path, {"tracking_uri": "http://h:5000"}) == "http://h:5000"
+    assert run_uri(tmp_path, {}) == default_uri(tmp_path)
+    (tmp_path / "search.json").write_text(json.dumps(state))
+    with pytest.raises(ConfigError, match="was searched with a password in the tracking URI: give it again"):
+        ac.sync(tmp_path)
 
 
 def test_yaml_is_loaded_safely(tmp_path):

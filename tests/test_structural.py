@@ -26,28 +26,56 @@ def test_removing_a_neuron_that_feeds_nothing_leaves_outputs_unchanged(net, obs)
     torch.testing.assert_close(smaller(x), net(x))
 
 
-def test_importance_removes_dead_neurons_first(net, obs):
-    x = torch.as_tensor(obs)
-    with torch.no_grad():
-        for j in range(0, 64, 2):               # half the neurons of layer 1 feed nothing
-            net.layers[2].weight[:, j] = 0.0
-    s = apply(net.clone(), StructuredConfig(amount=0.5, criterion="importance"), Context(sample_obs=obs))
-    # layer 0 pruning changes things, so compare only the effect of the layer-1 choice:
-    only1 = remove_neurons(net, 1, torch.arange(1, 64, 2))
-    torch.testing.assert_close(only1(x), net(x))
-    assert s.hidden_widths()[1] == 32
+def kept_neurons(before: PolicyNet, after: PolicyNet, i: int) -> list[int]:
+    """Which neurons of hidden layer i survived pruning: each row of the smaller layer found in the original."""
+    rows = before.layers[i].weight.detach()
+    return [next(j for j in range(len(rows)) if torch.equal(row, rows[j])) for row in after.layers[i].weight.detach()]
 
 
-def test_l1_removes_zero_neurons_exactly(net, obs):
-    x = torch.as_tensor(obs)
+def assert_kept(before: PolicyNet, after: PolicyNet, i: int, keep: list[int]) -> None:
+    """Exactly neurons `keep` of layer i are left, and layer i + 1 reads exactly their inputs."""
+    assert kept_neurons(before, after, i) == keep
+    torch.testing.assert_close(after.layers[i + 1].weight, before.layers[i + 1].weight[:, keep], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_l1_removes_the_neurons_of_smallest_l1_norm(net, i):
+    # neuron j gets L1 norm planted[j] (a shuffled 1..64), split at random between incoming weights and the bias,
+    # every sign random: only |weights| + |bias| ranks them in this order
+    rng = np.random.default_rng(1)
+    planted = rng.permutation(64) + 1.0
+    layer = net.layers[i]
+    share = rng.uniform(0.2, 0.8, size=64)  # of each norm on the weights, the rest on the bias
+    signs = rng.choice([-1.0, 1.0], size=(64, layer.in_features + 1))
     with torch.no_grad():
-        for j in range(32):                      # tanh(0) = 0: these neurons output nothing
-            net.layers[0].weight[j] = 0.0
-            net.layers[0].bias[j] = 0.0
-    s = apply(net.clone(), StructuredConfig(amount=0.5, criterion="l1"))
-    only0 = remove_neurons(net, 0, torch.arange(32, 64))
-    torch.testing.assert_close(only0(x), net(x))
-    assert s.layers[0].out_features == 32
+        layer.weight.copy_(torch.as_tensor(signs[:, :-1] * (planted * share / layer.in_features)[:, None]))
+        layer.bias.copy_(torch.as_tensor(signs[:, -1] * planted * (1 - share)))
+    s = apply(net.clone(), StructuredConfig(amount={i: 0.5}, criterion="l1"))
+    assert_kept(net, s, i, [j for j in range(64) if planted[j] > 32])
+    assert s.hidden_widths() == ([32, 64] if i == 0 else [64, 32])  # the other hidden layer keeps all
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_importance_removes_the_neurons_that_move_the_next_layer_least(net, obs, i):
+    # importance = mean |activation| x L1 of outgoing weights. Planted, neurons 0..63 in shuffled groups of 16:
+    #   feeds nothing  (outgoing 0; large incoming weights, so l1 or activation alone would keep it)  -> 0
+    #   never on       (incoming and bias 0, tanh(0) = 0; large outgoing weights)                    -> 0
+    #   weak / strong  (ordinary neurons whose outgoing weights are scaled by 1e-3 / 1)
+    groups = np.random.default_rng(2).permutation(64).reshape(4, 16)
+    dead_out, never_on, weak, strong = (sorted(g.tolist()) for g in groups)
+    layer, nxt = net.layers[i], net.layers[i + 1]
+    with torch.no_grad():
+        layer.weight[dead_out] *= 10.0
+        nxt.weight[:, dead_out] = 0.0
+        layer.weight[never_on], layer.bias[never_on] = 0.0, 0.0
+        nxt.weight[:, never_on] *= 10.0
+        nxt.weight[:, weak] *= 1e-3
+    x = torch.as_tensor(obs)
+    half = apply(net.clone(), StructuredConfig(amount={i: 0.5}, criterion="importance"), Context(sample_obs=obs))
+    assert_kept(net, half, i, sorted(weak + strong))
+    torch.testing.assert_close(half(x), net(x))  # what was removed contributed nothing
+    quarter = apply(net.clone(), StructuredConfig(amount={i: 0.75}, criterion="importance"), Context(sample_obs=obs))
+    assert_kept(net, quarter, i, strong)
 
 
 def test_full_rank_svd_reproduces_the_layer(net, obs):

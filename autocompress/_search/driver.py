@@ -40,8 +40,8 @@ from autocompress._search.study import (HEARTBEAT_S, JOURNAL, LATENCY_ATTR, MAX_
                                        QUEUE, beat, driver_id, duplicate_of, fail_orphans, feed, finished,
                                        open_study, pin_runtime, queue, reuse_key, taken)
 from autocompress.space import SearchSpace, baseline_params, stacked_params, suggest
-from autocompress.tracking import Tracker, check_reachable, default_uri, trial_params
-from autocompress.urls import is_redacted, redact
+from autocompress.tracking import Tracker, check_reachable, run_uri, trial_params
+from autocompress.urls import redact
 
 
 @dataclass
@@ -406,14 +406,14 @@ def _sensitivity_stage(study, space: SearchSpace, spec: TrialSpec, teacher: dict
 def _check_trained_teacher(spec: TrialSpec, cache_root: str, teacher: dict, tracker) -> None:
     """The margin check (measure.check_teacher_margin) of a teacher trained inside the search, before any
     trial: TeacherError, the parent run FAILED; the study holds no trial, so --resume starts afresh."""
-    from autocompress import artifact, envs, measure
+    from autocompress import artifact, measure
     from autocompress.teacher import load_teacher
 
     tasks.install_teacher(teacher["files"], cache_root, teacher["dirname"])
     t = load_teacher(Path(cache_root) / teacher["dirname"])
     try:
         measure.check_teacher_margin(spec, artifact.runtime_act(t.actor, t.info["head"]),
-                                     envs.env_creator(spec.env, spec.env_config))
+                                     spec.env_creator())
     except TeacherError:
         tracker.finish_parent("FAILED")
         raise
@@ -438,10 +438,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                           "join=True: add trials beside a running driver), or choose another run dir")
     if opts.join and not opts.storage and not state:
         raise ConfigError("give the shared study's storage URL or the run dir of the search to join", option="join")
-    tracking_uri = opts.tracking_uri or state.get("tracking_uri") or default_uri(run_dir)
-    if is_redacted(tracking_uri):
-        raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: give it again",
-                          option="tracking_uri")
+    tracking_uri = run_uri(run_dir, state, opts.tracking_uri)
     run_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(space.name, space.objectives, run_dir, opts.storage, opts.sampler, opts.seed,
                        resume=opts.resume, join=opts.join)

@@ -187,18 +187,14 @@ def reevaluate_run(run_dir: Path, study: optuna.Study, state: dict, spec: TrialS
     values in its study and MLflow (the store it logged to, or `tracking_uri`; where that is unreachable
     the study alone gets them and `autocompress sync` re-logs the files), and re-write the front's files."""
     from autocompress import rl
-    from autocompress.tracking import Tracker, check_reachable, default_uri
-    from autocompress.urls import is_redacted
+    from autocompress.tracking import Tracker, check_reachable, run_uri
     from autocompress._search.results import finalize, hypervolume_history
 
     if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         raise ConfigError(f"{run_dir}: the search is still running trials; re-evaluate once it has finished",
                           option="reevaluate")
     measure.heldout_spec(spec, episodes)  # bad seeds or episodes: before any work
-    tracker, uri = None, tracking_uri or state.get("tracking_uri") or default_uri(run_dir)
-    if is_redacted(uri):
-        raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: give it again",
-                          option="tracking_uri")
+    tracker, uri = None, run_uri(run_dir, state, tracking_uri)
     try:
         check_reachable(uri)
         tracker = Tracker(uri, state["study_name"], artifact_dir=Path(run_dir) / "mlartifacts", warn=log)

@@ -9,11 +9,11 @@ from typing import Callable
 
 from optuna.trial import TrialState
 
-from autocompress.errors import ConfigError, TrackingError
+from autocompress.errors import TrackingError
 from autocompress._search.results import STATE_FILE, current_front, finalize, hypervolume_history, load_run
 from autocompress._search.study import finished
-from autocompress.tracking import Tracker, check_reachable, default_uri, trial_params
-from autocompress.urls import is_redacted, redact
+from autocompress.tracking import Tracker, check_reachable, run_uri, trial_params
+from autocompress.urls import redact
 
 
 def sync_run(run_dir: Path, storage: str | None = None, tracking_uri: str | None = None,
@@ -22,10 +22,7 @@ def sync_run(run_dir: Path, storage: str | None = None, tracking_uri: str | None
     re-tag the front and re-log the front's files. Idempotent. The study is the source of truth."""
     state_path = Path(run_dir) / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    uri = tracking_uri or state.get("tracking_uri") or default_uri(Path(run_dir))
-    if is_redacted(uri):
-        raise ConfigError(f"{run_dir} was searched with a password in the tracking URI: give it again",
-                          option="tracking_uri")
+    uri = run_uri(Path(run_dir), state, tracking_uri)
     check_reachable(uri)
     study, state = load_run(run_dir, storage)
     space_objectives = state["objectives"]

@@ -121,13 +121,13 @@ def trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root
 
 def noise_floor_task(spec_json: str, teacher: dict, cache_root: str) -> dict | None:
     """The teacher timed against itself (measure.latency_noise_floor), on a worker like the trials."""
-    from autocompress import envs, measure
+    from autocompress import measure
     from autocompress.teacher import load_teacher
 
     install_teacher(teacher["files"], cache_root, teacher["dirname"])
     spec = TrialSpec.model_validate_json(spec_json)
     data = load_teacher(Path(cache_root) / teacher["dirname"]).artifact()
-    return measure.latency_noise_floor(spec, data, envs.env_creator(spec.env, spec.env_config))
+    return measure.latency_noise_floor(spec, data, spec.env_creator())
 
 
 def failure_reason(e: BaseException) -> str:

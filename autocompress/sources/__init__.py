@@ -72,11 +72,9 @@ def detect(path: Path) -> str:
 def load(spec) -> Imported:
     """Import `spec.teacher.from_` and check it against the spec (algorithm, observation and action
     spaces). Raises ConfigError naming what does not fit."""
-    from autocompress import envs
-
     t = spec.teacher
     fmt = detect(Path(t.from_)) if t.format == "auto" else t.format
-    env = envs.env_creator(spec.env, spec.env_config)()
+    env = spec.env_creator()()
     try:
         obs_space, act_space = env.observation_space, env.action_space
     finally:

@@ -23,6 +23,7 @@ from pydantic import Field, field_validator
 
 from autocompress.nets import PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
+from autocompress.techniques.per_layer import layer_count
 
 
 class DistillConfig(TechniqueConfig):
@@ -61,8 +62,7 @@ class DistillConfig(TechniqueConfig):
     def n_layers(self, teacher_conv_layers: int) -> int:
         """Layers of the student of a teacher with `teacher_conv_layers` conv layers (per-layer settings
         index them): its conv layers, hidden layers and output layer."""
-        convs = teacher_conv_layers if self.channels is None else len(self.channels)
-        return convs + len(self.hidden) + 1
+        return layer_count(teacher_conv_layers if self.channels is None else len(self.channels), self.hidden)
 
 
 def check_smaller(student: list[int], teacher: list[int], channels: list[int] | None = None,

@@ -17,6 +17,7 @@ Map keys may be strings ("2"): JSON (Optuna user attrs, Ray) turns int keys into
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
@@ -31,6 +32,12 @@ class PerLayer:
     """Marks a config field that may be given per layer; `over`: all layers, or hidden layers only."""
 
     over: Literal["layers", "hidden"] = "layers"
+
+
+def layer_count(conv_layers: int, hidden: Sequence[int]) -> int:
+    """Layers per-layer settings index in a net of `conv_layers` conv layers, then `hidden` widths, then
+    the output layer: an MLP or conv policy, a critic, a distilled student alike."""
+    return conv_layers + len(hidden) + 1
 
 
 def per_layer_type(scalar: type, over: Literal["layers", "hidden"] = "layers", **bounds):
