@@ -155,14 +155,14 @@ def plot_techniques(name: str, rows: dict) -> str:
     return save_figure(fig, f"mcu_techniques_{name}.png")
 
 
-def int8_of(net, head: dict, obs: np.ndarray) -> bytes:
-    """`net` 8-bit symmetric PTQ, calibrated for the integer-only net on `obs`: the artifact."""
+def int8_of(net, head: dict, obs: np.ndarray, bits: int = 8) -> bytes:
+    """`net` `bits`-bit symmetric PTQ, calibrated for the integer-only net on `obs`: the artifact."""
     from autocompress.artifact import calibrate, to_bytes
     from autocompress.config import CompressConfig
     from autocompress.pipeline import compress_net
     from autocompress.techniques import Context
 
-    cfg = CompressConfig.model_validate({"quantize": {"bits": 8, "symmetric": True, "mode": "ptq"}})
+    cfg = CompressConfig.model_validate({"quantize": {"bits": bits, "symmetric": True, "mode": "ptq"}})
     return calibrate(to_bytes(compress_net(net, cfg, Context(sample_obs=obs), None), head), obs)
 
 
@@ -187,31 +187,35 @@ def int8_pays(store: dict) -> None:
             obs = np.random.default_rng(0).standard_normal((256, obs_dim)).astype(np.float32)
             net = PolicyNet.mlp(obs_dim, hidden, n_act, act)
             head = {"kind": "discrete", "n": n_act}
-            fp32, int8 = to_bytes(net, head), int8_of(net, head, obs)
+            fp32, int8, int4 = to_bytes(net, head), int8_of(net, head, obs), int8_of(net, head, obs, 4)
             done[key] = {}
             for t in MCU:
-                f, i = (device.measure(d, k, target(t), obs[:16])
-                        for d, k in ((fp32, ["dense"] * 3), (int8, ["iq"] * 3)))
+                f, i, i4 = (device.measure(d, k, target(t), obs[:16])
+                            for d, k in ((fp32, ["dense"] * 3), (int8, ["iq"] * 3), (int4, ["iq4"] * 3)))
                 macs = obs_dim * hidden[0] + hidden[0] * hidden[1] + hidden[1] * n_act
                 done[key][t] = {"fp32": float(f.cycles.mean()), "int8": float(i.cycles.mean()), "macs": macs,
-                                "fp32_flash": f.flash, "int8_flash": i.flash}
+                                "fp32_flash": f.flash, "int8_flash": i.flash,
+                                "int4": float(i4.cycles.mean()), "int4_flash": i4.flash}
             save(store)
     lines = ["## On microcontrollers: does int8 pay?", "",
              f"`python -m benchmarks.mcu --only int8` on {machine()}. One net per shape (random weights: cycles "
              "depend on the shape and activation, not on the values), fp32 (`dense` kernels) vs the same net "
              "8-bit symmetric PTQ run integer-only (`iq`: int8 activations, int32 sums, fixed-point requantization, "
-             "activation tables; SMLAD on the M4F and M7), mean cycles per act over 16 states. The M4F's MAC bound "
+             "activation tables; SMLAD on the M4F and M7), mean cycles per act over 16 states; beside it the same net "
+             "4-bit symmetric PTQ, stored 4 bits a weight (`iq4`, the same integer arithmetic). The M4F's MAC bound "
              "is 2 MACs a cycle (SMLAD), 0.5 cycles per MAC. Under the TRM's table no batch-1 kernel gets within 2x "
              "of it: each weight is used once, so every 4 MACs of int8 weights need a weight load (1 cycle when "
              "pipelined), two instructions widening its bytes to 16-bit lanes and two SMLADs: 1.25 cycles per MAC "
              "(2.5x the bound) before any input load, loop or requantization; weights stored as int16 need one load "
              "per SMLAD: 1.0 (2x) with nothing else. Ours (4 rows per input load, `acz_iq_dense`) is in the table.", "",
              "| obs, hidden, activation | core | fp32 cycles | int8 cycles | fp32 / int8 | int8 cycles per MAC | "
-             "fp32 flash B | int8 flash B |", "|---|---|---|---|---|---|---|---|"]
+             "fp32 flash B | int8 flash B | 4-bit stored: cycles per MAC | flash B |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for key, per in done.items():
         for t, v in per.items():
             lines.append(f"| {key} | {t} | {v['fp32']:,.0f} | {v['int8']:,.0f} | {v['fp32'] / v['int8']:.1f}x | "
-                         f"{v['int8'] / v['macs']:.2f} | {v['fp32_flash']:,} | {v['int8_flash']:,} |")
+                         f"{v['int8'] / v['macs']:.2f} | {v['fp32_flash']:,} | {v['int8_flash']:,} | "
+                         f"{v['int4'] / v['macs']:.2f} | {v['int4_flash']:,} |")
     write_section("mcu_int8", "\n".join(lines))
 
 
