@@ -637,88 +637,78 @@ void acz_iq_input(const AczIQNet *iq, const float *obs, int n, acz_iqx_t *x) {
     }
 }
 
-#if ACZ_IQ_W8
-/* 8-bit weights are stored + 128 as unsigned bytes, each group of 4 inputs as w0 w2 w1 w3 (intq.padded), rows
- * in groups of 4 word by word, then the rows left over one by one (intq.interleave). The + 128 is taken off
- * once per row (as `off`), so a core without SMLAD loads every weight as an unsigned byte with an
- * immediate offset. acc[j] = bias[j] - off + sum_k (w_jk + 128) x_k for every row j. */
+/* The integer-only net's weights are stored unsigned (+ 128 as bytes, or + 8 as nibbles where every code is
+ * within [-8, 7]; intq.WEIGHT_FORMS), rows four at a time word by word, then the rows left over one by one
+ * (intq.interleave); the offset times the inputs' sum is taken off once per row (`off`), so a core without
+ * SMLAD loads every weight as an unsigned byte with an immediate offset. acc[j] = bias[j] - off +
+ * sum_k (stored w_jk) x_k. ACZ_IQ_ROWS is the row loop every form runs: STEP inputs to a stored word, GROUP
+ * adding one word of inputs to four rows' sums a0..a3 (each input word loaded once for the four), ONE to a
+ * left-over row's sum a. */
+#define ACZ_IQ_ROWS(STEP, GROUP, ONE) do { \
+    const uint8_t *w = L->q; \
+    const acz_iqx_t *end = x + L->inpad; \
+    int j = 0; \
+    for (; j + 4 <= L->out; j += 4) { \
+        int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off; \
+        int32_t a3 = L->bias[j + 3] - off; \
+        for (const acz_iqx_t *xp = x; xp < end; xp += STEP, w += 16) GROUP; \
+        acc[j] = a0; acc[j + 1] = a1; acc[j + 2] = a2; acc[j + 3] = a3; \
+    } \
+    for (; j < L->out; j++) { \
+        int32_t a = L->bias[j] - off; \
+        for (const acz_iqx_t *xp = x; xp < end; xp += STEP, w += 4) ONE; \
+        acc[j] = a; \
+    } \
+} while (0)
+
 #if defined(__ARM_FEATURE_SIMD32)
-/* Per row and 4 inputs: one weight load, the even bytes (w0, w1) and the odd bytes (w2, w3) zero-extended
- * to 16 bits by one AND each (the mask in a register, so the odd bytes' shift folds into that AND), two dual
- * 16-bit multiply-accumulates with the input pairs (x0, x1) and (x2, x3). */
-#define ACZ_IQ_MAC(a, wv) (a = __smlad((wv) & m, x01, __smlad(((wv) >> 8) & m, x23, a)))
+/* With SMLAD, per row and word: one weight load; its lanes masked out, each multiplied with an input pair. */
+#define ACZ_IQ_SIMD_GROUP(LOADX, MAC) { \
+    uint32_t w0, w1, w2, w3; \
+    LOADX(xp); \
+    memcpy(&w0, w, 4); memcpy(&w1, w + 4, 4); memcpy(&w2, w + 8, 4); memcpy(&w3, w + 12, 4); \
+    MAC(a0, w0); MAC(a1, w1); MAC(a2, w2); MAC(a3, w3); \
+}
+#define ACZ_IQ_SIMD_ONE(LOADX, MAC) { uint32_t wv; LOADX(xp); memcpy(&wv, w, 4); MAC(a, wv); }
+#endif
+
+#if ACZ_IQ_W8
+#if defined(__ARM_FEATURE_SIMD32)
+/* 8-bit, w0 w2 w1 w3 a word: the even bytes (w0, w1) and the odd bytes (w2, w3) zero-extended to 16 bits by
+ * one AND each (the mask in a register, so the odd bytes' shift folds into that AND), two SMLADs with the
+ * input pairs (x0, x1) and (x2, x3). */
+#define ACZ_IQ_MAC8(a, wv) (a = __smlad((wv) & m, x01, __smlad(((wv) >> 8) & m, x23, a)))
+#define ACZ_IQ_X4(xp) uint32_t x01, x23; memcpy(&x01, xp, 4); memcpy(&x23, xp + 2, 4)
 static void acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
     uint32_t m = 0x00ff00ffu;
     __asm__("" : "+r"(m));  /* opaque: an immediate mask would cost the odd bytes a separate shift */
-    const uint8_t *w = L->q;
-    const acz_iqx_t *end = x + L->inpad;
-    int j = 0;
-    for (; j + 4 <= L->out; j += 4) {  /* four rows: each pair of inputs loaded once for all four */
-        int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off, a3 = L->bias[j + 3] - off;
-        for (const acz_iqx_t *xp = x; xp < end; xp += 4, w += 16) {
-            uint32_t x01, x23, w0, w1, w2, w3;
-            memcpy(&x01, xp, 4);
-            memcpy(&x23, xp + 2, 4);
-            memcpy(&w0, w, 4);
-            memcpy(&w1, w + 4, 4);
-            memcpy(&w2, w + 8, 4);
-            memcpy(&w3, w + 12, 4);
-            ACZ_IQ_MAC(a0, w0);
-            ACZ_IQ_MAC(a1, w1);
-            ACZ_IQ_MAC(a2, w2);
-            ACZ_IQ_MAC(a3, w3);
-        }
-        acc[j] = a0; acc[j + 1] = a1; acc[j + 2] = a2; acc[j + 3] = a3;
-    }
-    for (; j < L->out; j++) {
-        int32_t a = L->bias[j] - off;
-        for (const acz_iqx_t *xp = x; xp < end; xp += 4, w += 4) {
-            uint32_t x01, x23, wv;
-            memcpy(&x01, xp, 4);
-            memcpy(&x23, xp + 2, 4);
-            memcpy(&wv, w, 4);
-            ACZ_IQ_MAC(a, wv);
-        }
-        acc[j] = a;
-    }
+    ACZ_IQ_ROWS(4, ACZ_IQ_SIMD_GROUP(ACZ_IQ_X4, ACZ_IQ_MAC8), ACZ_IQ_SIMD_ONE(ACZ_IQ_X4, ACZ_IQ_MAC8));
 }
 #else
-/* The same without SMLAD: per input one load, then a byte load, multiply and add per row (Thumb-1 holds
- * the four sums, the input, the product and both pointers in its eight low registers). */
+/* 8-bit without SMLAD: per input one load, then a byte load, multiply and add per row (Thumb-1 holds the four
+ * sums, the input, the product and both pointers in its eight low registers). */
+#define ACZ_IQ_GROUP8 { \
+    int32_t v = xp[0]; \
+    a0 += w[0] * v; a1 += w[4] * v; a2 += w[8] * v; a3 += w[12] * v; \
+    v = xp[1]; \
+    a0 += w[2] * v; a1 += w[6] * v; a2 += w[10] * v; a3 += w[14] * v; \
+    v = xp[2]; \
+    a0 += w[1] * v; a1 += w[5] * v; a2 += w[9] * v; a3 += w[13] * v; \
+    v = xp[3]; \
+    a0 += w[3] * v; a1 += w[7] * v; a2 += w[11] * v; a3 += w[15] * v; \
+}
+#define ACZ_IQ_ONE8 (a += w[0] * xp[0] + w[2] * xp[1] + w[1] * xp[2] + w[3] * xp[3])
 static void acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
-    const uint8_t *w = L->q;
-    const acz_iqx_t *end = x + L->inpad;
-    int j = 0;
-    for (; j + 4 <= L->out; j += 4) {
-        int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off, a3 = L->bias[j + 3] - off;
-        for (const acz_iqx_t *xp = x; xp < end; xp += 4, w += 16) {
-            int32_t v = xp[0];
-            a0 += w[0] * v; a1 += w[4] * v; a2 += w[8] * v; a3 += w[12] * v;
-            v = xp[1];
-            a0 += w[2] * v; a1 += w[6] * v; a2 += w[10] * v; a3 += w[14] * v;
-            v = xp[2];
-            a0 += w[1] * v; a1 += w[5] * v; a2 += w[9] * v; a3 += w[13] * v;
-            v = xp[3];
-            a0 += w[3] * v; a1 += w[7] * v; a2 += w[11] * v; a3 += w[15] * v;
-        }
-        acc[j] = a0; acc[j + 1] = a1; acc[j + 2] = a2; acc[j + 3] = a3;
-    }
-    for (; j < L->out; j++) {
-        int32_t a = L->bias[j] - off;
-        for (const acz_iqx_t *xp = x; xp < end; xp += 4, w += 4)
-            a += w[0] * xp[0] + w[2] * xp[1] + w[1] * xp[2] + w[3] * xp[3];
-        acc[j] = a;
-    }
+    ACZ_IQ_ROWS(4, ACZ_IQ_GROUP8, ACZ_IQ_ONE8);
 }
 #endif
 #endif
 
 #if ACZ_IQ_W4
-/* 4-bit weights (every code within [-8, 7]) are stored + 8 as nibbles, 8 inputs a word as w0 w2 w4 w6 w1 w3
- * w5 w7, the lower nibble of each byte first (intq.WEIGHT_FORMS), rows as the 8-bit ones: half their flash. */
 #if defined(__ARM_FEATURE_SIMD32)
-/* Per row and 8 inputs: one weight load; the word shifted by 0, 4, 8, 12 and masked to nibbles 0 and 4 holds
- * (w0, w1), (w2, w3), (w4, w5), (w6, w7), each one SMLAD with an input pair. */
+/* 4-bit, w0 w2 w4 w6 w1 w3 w5 w7 a word (the lower nibble of each byte first): the word shifted by 0, 4, 8, 12
+ * and masked to nibbles 0 and 4 holds (w0, w1), (w2, w3), (w4, w5), (w6, w7), each one SMLAD with an input
+ * pair: one load feeds 8 MACs. */
 #define ACZ_IQ_MAC4(a, wv) (a = __smlad((wv) & m, x01, __smlad(((wv) >> 4) & m, x23, \
                                 __smlad(((wv) >> 8) & m, x45, __smlad(((wv) >> 12) & m, x67, a)))))
 #define ACZ_IQ_X8(xp) uint32_t x01, x23, x45, x67; \
@@ -726,62 +716,23 @@ static void acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, 
 static void acz_iq_dense4(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
     uint32_t m = 0x000f000fu;
     __asm__("" : "+r"(m));  /* opaque, as in acz_iq_dense8 */
-    const uint8_t *w = L->q;
-    const acz_iqx_t *end = x + L->inpad;
-    int j = 0;
-    for (; j + 4 <= L->out; j += 4) {
-        int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off, a3 = L->bias[j + 3] - off;
-        for (const acz_iqx_t *xp = x; xp < end; xp += 8, w += 16) {
-            uint32_t w0, w1, w2, w3;
-            ACZ_IQ_X8(xp);
-            memcpy(&w0, w, 4);
-            memcpy(&w1, w + 4, 4);
-            memcpy(&w2, w + 8, 4);
-            memcpy(&w3, w + 12, 4);
-            ACZ_IQ_MAC4(a0, w0);
-            ACZ_IQ_MAC4(a1, w1);
-            ACZ_IQ_MAC4(a2, w2);
-            ACZ_IQ_MAC4(a3, w3);
-        }
-        acc[j] = a0; acc[j + 1] = a1; acc[j + 2] = a2; acc[j + 3] = a3;
-    }
-    for (; j < L->out; j++) {
-        int32_t a = L->bias[j] - off;
-        for (const acz_iqx_t *xp = x; xp < end; xp += 8, w += 4) {
-            uint32_t wv;
-            ACZ_IQ_X8(xp);
-            memcpy(&wv, w, 4);
-            ACZ_IQ_MAC4(a, wv);
-        }
-        acc[j] = a;
-    }
+    ACZ_IQ_ROWS(8, ACZ_IQ_SIMD_GROUP(ACZ_IQ_X8, ACZ_IQ_MAC4), ACZ_IQ_SIMD_ONE(ACZ_IQ_X8, ACZ_IQ_MAC4));
 }
 #else
-/* Byte p of a row's word holds the codes of inputs (p & 1) * 4 + (p >> 1) (low nibble) and 2 further (high):
- * per byte position, the two inputs loaded once for four rows. A loop, not unrolled: Thumb-1 flash. */
+/* 4-bit without SMLAD: byte p of a row's word holds the codes of inputs (p & 1) * 4 + (p >> 1) (low nibble)
+ * and 2 further (high); per byte position the two inputs are loaded once for four rows. A loop, not unrolled:
+ * Thumb-1 flash. */
+#define ACZ_IQ_XL(p) (xp + ((p) & 1) * 4 + ((p) >> 1))  /* the low nibble's input; the high one's is 2 on */
+#define ACZ_IQ_GROUP4 for (int p = 0; p < 4; p++) { \
+    const int32_t lo = ACZ_IQ_XL(p)[0], hi = ACZ_IQ_XL(p)[2]; \
+    a0 += (w[p] & 15) * lo + (w[p] >> 4) * hi; \
+    a1 += (w[p + 4] & 15) * lo + (w[p + 4] >> 4) * hi; \
+    a2 += (w[p + 8] & 15) * lo + (w[p + 8] >> 4) * hi; \
+    a3 += (w[p + 12] & 15) * lo + (w[p + 12] >> 4) * hi; \
+}
+#define ACZ_IQ_ONE4 for (int p = 0; p < 4; p++) a += (w[p] & 15) * ACZ_IQ_XL(p)[0] + (w[p] >> 4) * ACZ_IQ_XL(p)[2]
 static void acz_iq_dense4(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
-    const uint8_t *w = L->q;
-    const acz_iqx_t *end = x + L->inpad;
-    int j = 0;
-    for (; j + 4 <= L->out; j += 4) {
-        int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off, a3 = L->bias[j + 3] - off;
-        for (const acz_iqx_t *xp = x; xp < end; xp += 8, w += 16)
-            for (int p = 0; p < 4; p++) {
-                const int32_t lo = xp[(p & 1) * 4 + (p >> 1)], hi = xp[(p & 1) * 4 + (p >> 1) + 2];
-                a0 += (w[p] & 15) * lo + (w[p] >> 4) * hi;
-                a1 += (w[p + 4] & 15) * lo + (w[p + 4] >> 4) * hi;
-                a2 += (w[p + 8] & 15) * lo + (w[p + 8] >> 4) * hi;
-                a3 += (w[p + 12] & 15) * lo + (w[p + 12] >> 4) * hi;
-            }
-        acc[j] = a0; acc[j + 1] = a1; acc[j + 2] = a2; acc[j + 3] = a3;
-    }
-    for (; j < L->out; j++) {
-        int32_t a = L->bias[j] - off;
-        for (const acz_iqx_t *xp = x; xp < end; xp += 8, w += 4)
-            for (int p = 0; p < 4; p++)
-                a += (w[p] & 15) * xp[(p & 1) * 4 + (p >> 1)] + (w[p] >> 4) * xp[(p & 1) * 4 + (p >> 1) + 2];
-        acc[j] = a;
-    }
+    ACZ_IQ_ROWS(8, ACZ_IQ_GROUP4, ACZ_IQ_ONE4);
 }
 #endif
 #endif
