@@ -80,11 +80,10 @@ def figures(r) -> dict:
 
 def on_targets(spec, data: bytes, teacher_data: bytes, cache: str, targets: tuple[str, ...]) -> dict:
     """The artifact's device figures on `targets` (measure.measure_on_device, one spec per target)."""
-    from autocompress import envs, measure
+    from autocompress import measure
 
-    make_env = envs.env_creator(spec.env, spec.env_config)
     return {t: figures(measure.measure_on_device(spec.updated({"latency": {"target": t}}), data, teacher_data,
-                                                 make_env, cache)) for t in targets}
+                                                 spec.env_creator(), cache)) for t in targets}
 
 
 def techniques(name: str, episodes: int, cache: str, store: dict) -> None:
@@ -117,13 +116,15 @@ def techniques(name: str, episodes: int, cache: str, store: dict) -> None:
              "Cycles: mean per act over the teacher's 16 recorded states, exact for the build (TRM cycle tables, "
              "zero-wait-state memory; the M7's is a single-issue estimate); µs at the target's clock (M0+ 32 MHz, "
              "M4F 168 MHz, M7 216 MHz). Flash: text + rodata + data of the linked policy, libgcc / libm helpers "
-             "included. RAM: data + bss + the stack's high-water mark. Kernels: `iq` integer-only int8, else "
-             "the fp32 form with the fewest cycles per layer.", "",
+             "included. RAM: data + bss + the stack's high-water mark. Kernels (the M0+'s, and a core's own where it "
+             "chose others): `iq` integer-only int8, `iq4` the same with 4-bit codes stored two a byte, else the "
+             "fp32 form with the fewest cycles per layer.", "",
              "| config | return | kernels | " + " | ".join(f"{t} cycles (ratio) | µs | flash B | RAM B" for t in MCU)
              + " |", "|---|---|---|" + "---|---|---|---|" * len(MCU)]
     for label, r in rows.items():
-        cells = [label, f"{r['return_mean']:.1f} ± {r['return_std']:.1f}",
-                 ",".join(sorted(set(r["targets"][MCU[0]]["kernels"])))]
+        kernels = {t: ",".join(sorted(set(r["targets"][t]["kernels"]))) for t in MCU}
+        cells = [label, f"{r['return_mean']:.1f} ± {r['return_std']:.1f}", kernels[MCU[0]] + "".join(
+            f"; {t.removeprefix('cortex-')}: {k}" for t, k in kernels.items() if k != kernels[MCU[0]])]
         for t in MCU:
             v = r["targets"][t]
             cells += [f"{v['cycles']:,.0f} ({v['cycles'] / v['teacher_cycles']:.4f})", f"{v['latency_ms'] * 1e3:,.1f}",
@@ -309,7 +310,7 @@ def peers(store: dict) -> None:
 
 
 def search(name: str, cache: str) -> None:
-    from autocompress import envs, measure
+    from autocompress import measure
 
     store = load_store(SEARCH_STORE)
     done = store.setdefault(name, {})
@@ -328,7 +329,7 @@ def search(name: str, cache: str) -> None:
             fresh = measure.heldout_spec(spec, FRESH_EPISODES, FRESH_SEED)
             rets = measure.artifact_returns(Path(row["artifact"]).read_bytes(), fresh, "numpy", row["kernels"])
             teacher = measure.artifact_returns(_teacher_bytes(spec, cache), fresh, "numpy", None)
-            make_env = envs.env_creator(spec.env, spec.env_config)
+            make_env = spec.env_creator()
             entry.update(trial=best.trial, config=best.config, flash=best.flash, ram=best.ram, cycles=best.cycles,
                          cycle_ratio=best.latency_ratio, heldout_ratio=best.heldout_return_ratio,
                          fresh_return=float(rets.mean()), fresh_std=float(rets.std()),
