@@ -435,8 +435,8 @@ class Run:
             raise ConfigError(f"trial {trial} was measured on {measured}, not {target}: export it for the target it "
                               f"was measured on (a search with `target: {target}` measures there)", option="target")
         if runs_iq(row.get("kernels")) and format not in ("c", "acz"):
-            raise ConfigError(f"trial {trial} runs integer-only int8 ('iq' kernels): export it as c or acz",
-                              option="format")
+            raise ConfigError(f"trial {trial} runs integer-only int8 ({row['kernels'][0]!r} kernels): export it as "
+                              "c or acz", option="format")
         target = measured if format == "c" else "host"
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
