@@ -751,23 +751,23 @@ static void acz_iq_dense(const AczIQLayer *L, const acz_iqx_t *x, int32_t sum, i
 #endif
 }
 
-/* round(acc * mult / 2^shift), halves up (intq.requantize). For shift >= 33 only the product's high word
- * counts: floor((p + 2^(s-1)) / 2^s) = (hi + 2^(s-33)) >> (s-32) with hi = floor(p / 2^32), since the low
- * word adds less than 1 to an integer numerator. Thumb-1 has no 32 x 32 -> 64 multiply (libgcc's is a
- * call of ~60 cycles); there, as mult's low 16 bits are zero (intq.MULT_BITS), hi = ah mh + (al mh >> 16)
- * with acc = ah 2^16 + al (al unsigned) and mult = mh 2^16: two 16 x 16 products, neither overflowing. */
 #if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 && defined(__GNUC__)
 #define ACZ_THUMB1_NOINLINE __attribute__((noinline))
 #else
 #define ACZ_THUMB1_NOINLINE
 #endif
-/* shift < 33 (a discrete head's output layer, a multiplier of 1/4 or more): the whole 64-bit product. On
+/* shift < 33 (a requantization multiplier of 1/4 or more): the whole 64-bit product. On
  * Thumb-1 that is a libgcc call and a long shift, kept out of line so that each loop calling acz_iq_scale
  * carries one call to it rather than a copy (elsewhere a few instructions, inlined). */
 static ACZ_THUMB1_NOINLINE int32_t acz_iq_scale_wide(int32_t acc, int32_t mult, int shift) {
     return (int32_t)(((int64_t)acc * mult + ((int64_t)1 << (shift - 1))) >> shift);
 }
 
+/* round(acc * mult / 2^shift), halves up (intq.requantize). For shift >= 33 only the product's high word
+ * counts: floor((p + 2^(s-1)) / 2^s) = (hi + 2^(s-33)) >> (s-32) with hi = floor(p / 2^32), since the low
+ * word adds less than 1 to an integer numerator. Thumb-1 has no 32 x 32 -> 64 multiply (libgcc's is a
+ * call of ~60 cycles); there, as mult's low 16 bits are zero (intq.MULT_BITS), hi = ah mh + (al mh >> 16)
+ * with acc = ah 2^16 + al (al unsigned) and mult = mh 2^16: two 16 x 16 products, neither overflowing. */
 static int32_t acz_iq_scale(int32_t acc, int32_t mult, int shift) {
     if (shift < 33)
         return acz_iq_scale_wide(acc, mult, shift);
