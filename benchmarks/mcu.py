@@ -1,6 +1,6 @@
 """Policies on microcontrollers: flash, RAM and cycles per act on each Cortex-M target, side by side.
 
-    python -m benchmarks.mcu [--specs cartpole_ppo lunarlander_dqn] [--episodes 20] [--only techniques int8 peers search]
+    python -m benchmarks.mcu [--specs cartpole_ppo lunarlander_dqn] [--episodes 20] [--only techniques int8 peers fixed search]
 
 Needs the Arm toolchain (README, "On a microcontroller") and, for `peers`, `pip install -e ".[bench]"` (emlearn).
 
@@ -14,7 +14,8 @@ memory); returns are over seeded evaluation episodes. Sections of docs/BENCHMARK
 - mcu_int8: does int8 pay: fp32 vs integer-only int8 cycles at [32, 32] and [256, 256] on each core;
 - mcu_peers: emlearn's C for the same fp32 nets, cross-built and emulated exactly as ours;
 - mcu_search_<spec>: a search per target (the shipped space with `target:`), its best point at >= 0.95
-  held-out return, that point's return on fresh episodes it was not chosen on.
+  held-out return, that point's return on fresh episodes it was not chosen on; beside it (`fixed`) a
+  config from "each technique alone" run as one Cortex-M0+ trial, reported on the same fresh episodes.
 
 Results are kept in docs/data/mcu.json (the searches in mcu_search.json) as they finish: a re-run
 measures only what is missing.
@@ -54,6 +55,9 @@ CONFIGS = {
 }
 #: fresh episodes a chosen search point is reported on (apart from every seed the search used)
 FRESH_SEED, FRESH_EPISODES = 3_000_000, 100
+#: per spec, a config run as one Cortex-M0+ trial beside its search, chosen from "each technique alone" on that
+#: section's evaluation episodes, and reported on the fresh ones (`--only fixed`)
+FIXED = {"lunarlander_dqn": "distill [16, 16] + int8 QAT"}
 
 
 def load_store(path: Path = STORE) -> dict:
@@ -207,8 +211,9 @@ def int8_pays(store: dict) -> None:
              "is 2 MACs a cycle (SMLAD), 0.5 cycles per MAC. Under the TRM's table no batch-1 kernel gets within 2x "
              "of it: each weight is used once, so every 4 MACs of int8 weights need a weight load (1 cycle when "
              "pipelined), two instructions widening its bytes to 16-bit lanes and two SMLADs: 1.25 cycles per MAC "
-             "(2.5x the bound) before any input load, loop or requantization; weights stored as int16 need one load "
-             "per SMLAD: 1.0 (2x) with nothing else. Ours (4 rows per input load, `acz_iq_dense`) is in the table.", "",
+             "(2.5x the bound) before any input load, loop or requantization; 4-bit codes two a byte: a load per 8, "
+             "four masks and four SMLADs per 8 MACs, 1.125 (2.25x); weights stored as int16 need one load per SMLAD: "
+             "1.0 (2x) with nothing else. Ours (4 rows per input load, `acz_iq_dense8` / `4`) are in the table.", "",
              "| obs, hidden, activation | core | fp32 cycles | int8 cycles | fp32 / int8 | int8 cycles per MAC | "
              "fp32 flash B | int8 flash B | 4-bit stored: cycles per MAC | flash B |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -309,9 +314,32 @@ def peers(store: dict) -> None:
     write_section("mcu_peers", "\n".join(lines))
 
 
-def search(name: str, cache: str) -> None:
+def on_fresh_episodes(spec, data: bytes, kernels: list[str], cache: str) -> dict:
+    """An artifact's return, the teacher's and their ratio on the FRESH_EPISODES fresh episodes."""
     from autocompress import measure
 
+    fresh = measure.heldout_spec(spec, FRESH_EPISODES, FRESH_SEED)
+    rets = measure.artifact_returns(data, fresh, "numpy", kernels)
+    teacher = measure.artifact_returns(_teacher_bytes(spec, cache), fresh, "numpy", None)
+    return {"fresh_return": float(rets.mean()), "fresh_std": float(rets.std()), "fresh_teacher": float(teacher.mean()),
+            "fresh_ratio": measure.return_ratio(float(rets.mean()), float(teacher.mean()), fresh, spec.env_creator())}
+
+
+def fixed(name: str, episodes: int, cache: str, store: dict) -> None:
+    """FIXED[name] compressed and fine-tuned as one Cortex-M0+ trial, reported on the fresh episodes."""
+    import autocompress as ac
+
+    if name not in FIXED or name in store.setdefault("fixed", {}):
+        return
+    spec = spec_of(name, episodes)
+    with tempfile.TemporaryDirectory() as d:
+        r = ac.compress(spec, CONFIGS[FIXED[name]], output_dir=d, cache_dir=cache, target=MCU[0])
+        store["fixed"][name] = {"label": FIXED[name], "config": CONFIGS[FIXED[name]], "return_ratio": r.return_ratio,
+                                **figures(r), **on_fresh_episodes(spec, Path(r.artifact).read_bytes(), r.kernels, cache)}
+    save(store)
+
+
+def search(name: str, cache: str) -> None:
     store = load_store(SEARCH_STORE)
     done = store.setdefault(name, {})
     for t in ("cortex-m0plus", "cortex-m4f"):
@@ -325,16 +353,10 @@ def search(name: str, cache: str) -> None:
         if held:
             best = min(held, key=lambda r: r.cycles)  # chosen on the held-out episodes
             row = run.trial_row(best.trial)
-            spec = run.trial_spec()
-            fresh = measure.heldout_spec(spec, FRESH_EPISODES, FRESH_SEED)
-            rets = measure.artifact_returns(Path(row["artifact"]).read_bytes(), fresh, "numpy", row["kernels"])
-            teacher = measure.artifact_returns(_teacher_bytes(spec, cache), fresh, "numpy", None)
-            make_env = spec.env_creator()
             entry.update(trial=best.trial, config=best.config, flash=best.flash, ram=best.ram, cycles=best.cycles,
                          cycle_ratio=best.latency_ratio, heldout_ratio=best.heldout_return_ratio,
-                         fresh_return=float(rets.mean()), fresh_std=float(rets.std()),
-                         fresh_teacher=float(teacher.mean()),
-                         fresh_ratio=measure.return_ratio(float(rets.mean()), float(teacher.mean()), fresh, make_env))
+                         **on_fresh_episodes(run.trial_spec(), Path(row["artifact"]).read_bytes(), row["kernels"],
+                                             cache))
         done[t] = entry
         save(store, SEARCH_STORE)
     lines = [f"## On microcontrollers: a search per target ({name})", "",
@@ -356,6 +378,15 @@ def search(name: str, cache: str) -> None:
         lines.append(f"| {t} | {trials} | {e['seconds']:.0f} | {json.dumps(e['config'])} | {e['flash']:,} | "
                      f"{e['ram']:,} | {e['cycles']:,.0f} | {e['cycle_ratio']:.5f} | {e['heldout_ratio']:.3f} | "
                      f"{e['fresh_return']:.1f} ± {e['fresh_std']:.1f} ({e['fresh_ratio']:.3f}) |")
+    f = load_store().get("fixed", {}).get(name)
+    if f:
+        lines += ["", f"Beside the search, `{f['label']}` ({json.dumps(f['config'])}) run as one `{MCU[0]}` trial "
+                      f"(`--only fixed`; chosen from \"each technique alone\" on that section's evaluation episodes): "
+                      f"{f['flash']:,} B flash, {f['ram']:,} B RAM, {f['cycles']:,.0f} cycles per act "
+                      f"({f['teacher_cycles'] / f['cycles']:,.0f}x fewer than the teacher's {f['teacher_cycles']:,.0f}), "
+                      f"kernels {','.join(sorted(set(f['kernels'])))}; return {f['fresh_return']:.1f} ± "
+                      f"{f['fresh_std']:.1f} on the {FRESH_EPISODES} fresh episodes, ratio {f['fresh_ratio']:.3f} "
+                      f"(teacher {f['fresh_teacher']:.1f})."]
     write_section(f"mcu_search_{name}", "\n".join(lines))
 
 
@@ -380,7 +411,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--specs", nargs="+", default=["cartpole_ppo", "lunarlander_dqn"])
     ap.add_argument("--episodes", type=int, default=20)
-    ap.add_argument("--only", nargs="+", default=["techniques", "int8", "peers", "search"])
+    ap.add_argument("--only", nargs="+", default=["techniques", "int8", "peers", "fixed", "search"])
     ap.add_argument("--cache-dir", default=None)
     args = ap.parse_args()
     import autocompress as ac
@@ -392,6 +423,8 @@ def main() -> None:
     if "peers" in args.only:
         peers(store)
     for name in args.specs:
+        if "fixed" in args.only:
+            fixed(name, args.episodes, cache, store)
         if "techniques" in args.only:
             techniques(name, args.episodes, cache, store)
         if "search" in args.only:
