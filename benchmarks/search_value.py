@@ -306,6 +306,14 @@ def front_techniques(trials: list[dict], min_ratio: float) -> list[str]:
     return sorted("+".join(sorted(t["config"] or {})) or "teacher" for t, m in zip(ok, mask) if m)
 
 
+def final_setter(run: dict) -> str:
+    """The techniques of the trial whose arrival gave a run its final hypervolume ("(baseline)" where it is
+    one of the baselines every arm runs first: an arm reaching that level then says nothing of its sampler)."""
+    final = run["curve"][-1][1]
+    t = run["trials"][next(i for i, (_, hv) in enumerate(run["curve"]) if hv >= final)]
+    return ("+".join(sorted(t["config"] or {})) or "teacher") + (" (baseline)" if t["baseline"] else "")
+
+
 def report_device(args, saved: dict) -> None:
     """Default vs random with latency in exact cycles on args.target, beside the same base's host runs."""
     import collections
@@ -324,10 +332,12 @@ def report_device(args, saved: dict) -> None:
         rows += [f"| {where} | {arm} | {len(curves[arm])} | {hv_q(final[arm])} | {q(total[arm])} |" for arm in arms]
         lines.append(f"- {where}: {words}.")
         for arm in arms:
-            sets = collections.Counter(s for k in seeds if f"{arm}/{k}" in data["runs"]
-                                       for s in front_techniques(data["runs"][f"{arm}/{k}"]["trials"], min_ratio))
-            lines.append(f"  - {arm}'s fronts over {len(curves[arm])} seeds hold: "
-                         + ", ".join(f"{s} x{n}" for s, n in sets.most_common()) + ".")
+            runs = [data["runs"][f"{arm}/{k}"] for k in seeds if f"{arm}/{k}" in data["runs"]]
+            sets = collections.Counter(s for r in runs for s in front_techniques(r["trials"], min_ratio))
+            setters = collections.Counter(final_setter(r) for r in runs)
+            lines.append(f"  - {arm}'s fronts over {len(runs)} seeds hold: "
+                         + ", ".join(f"{s} x{n}" for s, n in sets.most_common()) + "; the trial that set each run's "
+                         "final hypervolume: " + ", ".join(f"{s} x{n}" for s, n in setters.most_common()) + ".")
     body = "\n".join([
         f"## Search value with exact latency ({args.base}, {args.target})", "",
         f"`python -m benchmarks.search_value --base {args.base} --target {args.target} --compare \"vs random\" "
