@@ -218,13 +218,19 @@ def check_kernels(layers: list[Layer], kernels: list[str] | None) -> list[str] |
     return kernels
 
 
-def int8_forward(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """kernels.c's INT8 arithmetic in numpy, for rows of x: inputs rounded to int8 with one scale
-    max|x| / 127 per row, int32 accumulation, fp32 scale per output (the bias is added by the caller)."""
+def _int8_inputs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """kernels.c's INT8 input rounding, shared by its dense and conv kernels, for rows of x: (each row
+    rounded to int8 with one scale max|x| / 127, as int32; each row's max|x|; that max, or 1 where it is 0)."""
     x = np.atleast_2d(np.asarray(x, np.float32))
     m = np.abs(x).max(axis=1, keepdims=True)
     safe = np.where(m > 0, m, np.float32(1))
-    xq = np.clip(np.rint(x * (np.float32(127) / safe)), -127, 127).astype(np.int32)
+    return np.clip(np.rint(x * (np.float32(127) / safe)), -127, 127).astype(np.int32), m, safe
+
+
+def int8_forward(x: np.ndarray, q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """kernels.c's INT8 arithmetic in numpy, for rows of x: inputs rounded to int8 with one scale
+    max|x| / 127 per row, int32 accumulation, fp32 scale per output (the bias is added by the caller)."""
+    xq, m, safe = _int8_inputs(x)
     acc = xq @ q.astype(np.int32).T
     return np.where(m > 0, acc.astype(np.float32) * ((safe / np.float32(127)) * scale), np.float32(0))
 
@@ -233,10 +239,7 @@ def int8_conv_forward(x: np.ndarray, q: np.ndarray, scale: np.ndarray, g: dict) 
     """kernels.c's INT8 convolution in numpy, for rows of flat CHW inputs x: each row's input rounded to
     int8 with one scale max|x| / 127, int32 accumulation per output pixel, fp32 scale per output channel;
     flat CHW out (the bias is added by the caller)."""
-    x = np.atleast_2d(np.asarray(x, np.float32))
-    m = np.abs(x).max(axis=1, keepdims=True)
-    safe = np.where(m > 0, m, np.float32(1))
-    xq = np.clip(np.rint(x * (np.float32(127) / safe)), -127, 127).astype(np.int32)
+    xq, m, safe = _int8_inputs(x)
     acc = im2col(xq, g) @ q.astype(np.int32).T                       # (B, H'W', out)
     y = acc.astype(np.float32) * ((safe[:, :, None] / np.float32(127)) * scale)
-    return np.ascontiguousarray(np.where(m[:, :, None] > 0, y, np.float32(0)).transpose(0, 2, 1)).reshape(len(x), -1)
+    return np.ascontiguousarray(np.where(m[:, :, None] > 0, y, np.float32(0)).transpose(0, 2, 1)).reshape(len(xq), -1)
