@@ -440,10 +440,10 @@ def load_search_space(path: str | Path, target: str | None = None) -> tuple[Sear
     if not spec_path.is_absolute():
         spec_path = path.parent / spec_path
     spec = load_trial_spec(spec_path)
-    if space.target is not None:
-        spec = spec.updated({"latency": {"target": space.target}})
-    if space.constraints.max_flash is not None:  # kernels are chosen to fit it (mcu.device.choose_kernels)
-        spec = spec.updated({"latency": {"max_flash": space.constraints.max_flash}})
+    # the space's target, and its flash limit that kernels are chosen to fit (mcu.device.choose_kernels)
+    latency = {k: v for k, v in (("target", space.target), ("max_flash", space.constraints.max_flash)) if v is not None}
+    if latency:
+        spec = spec.updated({"latency": latency})  # validated once
     device = [k for k in ("max_flash", "max_ram") if getattr(space.constraints, k) is not None]
     if device and spec.latency.target == "host":
         raise ConfigError(f"{path}: constraints.{device[0]}: flash and RAM are measured on an MCU target; give "

@@ -282,13 +282,12 @@ def report_sensitivity(args, saved: dict) -> None:
     write_section(f"sensitivity_value_{args.base}", body)
 
 
-def versus_random(arm: str, curves: dict, total: dict, target: float) -> tuple[float, str]:
-    """When `arm` reaches random's final median hypervolume `target`, against issue 15's target: (its share
-    of random's median trial-seconds, the sentence)."""
+def versus_random(arm: str, curves: dict, total: dict, target: float) -> str:
+    """When `arm` reaches random's final median hypervolume `target`, against issue 15's target."""
     to_target = [seconds_to(c, target) for c in curves[arm]]
     share = np.median(to_target) / np.median(total["random"])
     apart = np.percentile(to_target, 75) < np.percentile(total["random"], 25)
-    return share, (f"the {arm} arm reaches random's final median hypervolume {target:.4f} after trial-seconds "
+    return (f"the {arm} arm reaches random's final median hypervolume {target:.4f} after trial-seconds "
                    f"{q(to_target)}: **{share:.0%}** of random's median {np.median(total['random']):.0f} (target "
                    f"<= 40%: **{'met' if share <= 0.4 and apart else 'missed'}**; interquartile ranges "
                    f"{'apart' if apart else 'overlap'})")
@@ -324,15 +323,16 @@ def report_device(args, saved: dict) -> None:
     host_file = data_file("search_value", args.base)
     host = json.loads(host_file.read_text()) if host_file.exists() else {"runs": {}}
     rows, lines = [], []
+    seeds = by_arm(saved, arms)[0]  # the device runs' seeds, for the command and setup
     for where, data in ((args.target, saved), ("host", host)):
-        seeds, curves, final, total = by_arm(data, arms)
+        present, curves, final, total = by_arm(data, arms)
         if set(curves) != set(arms):
             continue
-        share, words = versus_random("default", curves, total, float(np.median(final["random"])))
+        words = versus_random("default", curves, total, float(np.median(final["random"])))
         rows += [f"| {where} | {arm} | {len(curves[arm])} | {hv_q(final[arm])} | {q(total[arm])} |" for arm in arms]
         lines.append(f"- {where}: {words}.")
         for arm in arms:
-            runs = [data["runs"][f"{arm}/{k}"] for k in seeds if f"{arm}/{k}" in data["runs"]]
+            runs = [data["runs"][f"{arm}/{k}"] for k in present if f"{arm}/{k}" in data["runs"]]
             sets = collections.Counter(s for r in runs for s in front_techniques(r["trials"], min_ratio))
             setters = collections.Counter(final_setter(r) for r in runs)
             lines.append(f"  - {arm}'s fronts over {len(runs)} seeds hold: "
@@ -341,7 +341,7 @@ def report_device(args, saved: dict) -> None:
     body = "\n".join([
         f"## Search value with exact latency ({args.base}, {args.target})", "",
         f"`python -m benchmarks.search_value --base {args.base} --target {args.target} --compare \"vs random\" "
-        f"--trials {args.trials} --seeds {args.seeds}` " + setup_words(args, sorted(range(args.seeds)))
+        f"--trials {args.trials} --seeds {len(seeds)}` " + setup_words(args, seeds)
         + f" Latency: cycles per act of the code built for {args.target} (exact: the same build and observations "
         "give the same count), not a timing. The host rows are this benchmark's host runs of the same arms "
         f"(`docs/data/{host_file.name}`, run earlier on the code of their day).", "",
@@ -395,7 +395,7 @@ def report(args, saved: dict) -> None:
         + (' --compare "early stop"' if "random" not in curves else "") + "` "
         + setup_words(args, seeds), "",
         "| arm | final hypervolume | trial-seconds | trials stopped early |", "|---|---|---|---|", *rows, "",
-        *([f"- Default vs random: {versus_random('default', curves, total, target)[1]}."] if target is not None
+        *([f"- Default vs random: {versus_random('default', curves, total, target)}."] if target is not None
           else []),
         f"- Early stopping (stops and finish_at): per seed, the trial-seconds without it over those with it to reach "
         f"the hypervolume both arms of that seed reach (the lower of their finals): {cut_words('default')}. The "

@@ -72,10 +72,11 @@ def choose_kernels(data: bytes, target: Target, obs: np.ndarray, max_flash: int 
             builds[tuple(kernels)] = measure(data, kernels, target, sample)
         return builds[tuple(kernels)]
 
-    integer = [k for k, bits in IQ_BITS.items() if header.get("iq") is not None and int8_only(layers, bits)]
+    integer = [k for k, bits in IQ_BITS.items() if int8_only(layers, bits)] if header.get("iq") is not None else []
     fits = [k for k in integer if max_flash is None or build_of([k] * len(layers)).flash <= max_flash]
-    if fits:
-        return [min(fits, key=lambda k: build_of([k] * len(layers)).cycles.sum())] * len(layers)
+    if fits:  # one form: nothing to compare, so no build for it here
+        best = fits[0] if len(fits) == 1 else min(fits, key=lambda k: build_of([k] * len(layers)).cycles.sum())
+        return [best] * len(layers)
     chosen = ["dense"] * len(layers)
     options = [[k for k in layer.kernels() if k in DEVICE_KERNELS] if layer.conv is None else ["dense"]
                for layer in layers]
