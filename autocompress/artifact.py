@@ -16,7 +16,7 @@ import torch
 
 from autocompress import intq
 from autocompress.codec import BlobWriter, WeightPayload, encode_weight
-from autocompress.layers import ACTIVATIONS, int8_only, layers_of
+from autocompress.layers import ACTIVATIONS, IQ, int8_only, layers_of
 from autocompress.nets import CLinear, PolicyNet
 from autocompress.runtime import MAGIC, NumpyPolicy, obs_normalizer, read_artifact
 
@@ -57,6 +57,8 @@ def to_bytes(net: PolicyNet, head: dict, obs_norm: dict | None = None) -> bytes:
               "head": head, "obs_norm": obs_norm, "layers": layers}
     if net.input is not None:
         header["input"] = net.input
+    if net.iq is not None:  # the scales its fine-tuning rounded activations to (PolicyNet.iq)
+        header["iq"] = net.iq
     return _pack(header, blob.getvalue())
 
 
@@ -69,8 +71,11 @@ def _pack(header: dict, blob: bytes) -> bytes:
 def runtime_act(net: PolicyNet, head: dict):
     """act(obs) of `net` through its artifact in the numpy runtime: the actions the torch net takes (tests hold
     them equal), at a fraction of the cost of a batch-1 torch forward (~8 ms for the MinAtar CNN on this
-    2-core machine under load, vs ~0.4 ms)."""
-    return NumpyPolicy.from_bytes(to_bytes(net, head)).act
+    2-core machine under load, vs ~0.4 ms). A net whose activations are rounded as on a device (`net.iq`)
+    acts as the device's integer-only net."""
+    data = to_bytes(net, head)
+    integer = net.iq is not None and int8_only(layers_of(*read_artifact(data)))
+    return NumpyPolicy.from_bytes(data, [IQ] * len(net.layers) if integer else None).act
 
 
 def calibrate(data: bytes, obs: np.ndarray) -> bytes:
@@ -92,6 +97,13 @@ def calibrate(data: bytes, obs: np.ndarray) -> bytes:
         x = act(p) if act is not None else p
     header["iq"] = {"x": _int8_scale(x_range), "p": [_int8_scale(m) for m in pre]}
     return _pack(header, bytes(blob))
+
+
+def activation_scales(net: PolicyNet, head: dict, obs: np.ndarray) -> dict | None:
+    """The integer-only net's activation scales for `net` (its fp32 activations, as `calibrate` takes them)
+    on raw observations `obs`: what `PolicyNet.iq` takes; None where the net cannot run integer-only."""
+    bare = PolicyNet(net.layers, net.input)  # its own activations, not rounded at earlier scales
+    return read_artifact(calibrate(to_bytes(bare, head), obs))[0].get("iq")
 
 
 def _int8_scale(max_abs: float) -> float:

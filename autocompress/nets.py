@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from autocompress.conv import LAYOUTS, geometry_chain, in_size, out_hw
-from autocompress.quantgrid import code_range, fake_quant, lsq_codes, lsq_fake_quant, lsq_init, quantize_codes
+from autocompress.quantgrid import (code_range, fake_quant, lsq_codes, lsq_fake_quant, lsq_init, quantize_codes,
+                                    round_ste)
 from autocompress.runtime import obs_normalizer, output_to_action
 
 #: the activations a layer may have (numpy runtime, C kernel and exports implement the same set):
@@ -125,14 +126,17 @@ class CLinear(nn.Module):
         return self.out_features * self.out_hw[0] * self.out_hw[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ACTIVATIONS[self.act](self.pre_activation(x))
+
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
         w = self.effective_weight()
         if self.conv is None:
-            return ACTIVATIONS[self.act](nn.functional.linear(x, w, self.bias))
+            return nn.functional.linear(x, w, self.bias)
         (c, h, wd), (kh, kw), (t, b, left, r) = self.conv["in_shape"], self.conv["kernel"], self.conv["pad"]
         lead = x.shape[:-1]
         x = nn.functional.pad(x.reshape(-1, c, h, wd), (left, r, t, b))
         y = nn.functional.conv2d(x, w.reshape(self.out_features, c, kh, kw), self.bias, stride=self.conv["stride"])
-        return ACTIVATIONS[self.act](y.reshape(*lead, -1))
+        return y.reshape(*lead, -1)
 
     def layer_spec(self) -> dict[str, Any]:
         s = {
@@ -155,13 +159,20 @@ class PolicyNet(nn.Module):
     """obs -> [CLinear + activation]* -> outputs (logits, Q-values, or action mean).
 
     `input` ({"shape": obs shape, "layout": "hwc" | "chw"}, conv nets only): how an observation is laid
-    out; it is transposed to flat channel-first before the first layer (autocompress/conv.py)."""
+    out; it is transposed to flat channel-first before the first layer (autocompress/conv.py).
 
-    def __init__(self, layers: list[CLinear], input: dict | None = None):
+    `iq` (the artifact header's integer-only scales, artifact.activation_scales; None: fp32 activations):
+    the forward pass rounds activations as the integer-only net on a device does (autocompress/intq.py), so
+    QAT fine-tunes what the device computes: the input and each hidden pre-activation to int8 at its scale,
+    a table activation's output to its table's step, with a straight-through gradient. The integer-only
+    export keeps these scales."""
+
+    def __init__(self, layers: list[CLinear], input: dict | None = None, iq: dict | None = None):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.input = None if input is None else {"shape": [int(v) for v in input["shape"]],
                                                  "layout": input["layout"]}
+        self.iq = iq
         for i, (a, b) in enumerate(zip(layers, layers[1:])):
             if a.out_size != b.in_size:
                 raise ValueError(f"layer {i} writes {a.out_size} values, layer {i + 1} reads {b.in_size}")
@@ -186,9 +197,23 @@ class PolicyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.to_chw(x)
+        if self.iq is not None:
+            return self._integer_forward(x)
         for layer in self.layers:
             x = layer(x)
         return x
+
+    def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """forward() with the integer-only net's activation rounding (intq.plan's scales and tables)."""
+        x = fake_int8(x, self.iq["x"])
+        for layer, s_p in zip(self.layers[:-1], self.iq["p"]):
+            p = fake_int8(layer.pre_activation(x), s_p)
+            x = ACTIVATIONS[layer.act](p)
+            if layer.act not in ("relu", "none"):  # a table on the device: its outputs at the table's step
+                with torch.no_grad():
+                    step = ACTIVATIONS[layer.act](torch.arange(-127, 128, dtype=torch.float64) * s_p).abs().max() / 127
+                x = fake_int8(x, float(step) or 1.0)
+        return self.layers[-1](x)
 
     def to_chw(self, x: torch.Tensor) -> torch.Tensor:
         """Observations (..., *obs shape or flat) -> flat channel-first (..., C·H·W); an MLP's pass through."""
@@ -229,11 +254,13 @@ class PolicyNet(nn.Module):
         s = {"layers": [layer.layer_spec() for layer in self.layers]}
         if self.input is not None:
             s["input"] = self.input
+        if self.iq is not None:
+            s["iq"] = self.iq
         return s
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "PolicyNet":
-        return cls([CLinear.from_layer_spec(s) for s in spec["layers"]], spec.get("input"))
+        return cls([CLinear.from_layer_spec(s) for s in spec["layers"]], spec.get("input"), spec.get("iq"))
 
     def clone(self) -> "PolicyNet":
         return copy.deepcopy(self)
@@ -256,6 +283,11 @@ class PolicyNet(nn.Module):
             total += 0 if layer.bias is None else layer.bias.numel()
             total += 0 if layer.codebook is None else layer.codebook.numel()
         return total
+
+
+def fake_int8(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """x rounded to the int8 grid of `scale` (clamped to +-127 steps), straight-through inside the range."""
+    return torch.clamp(round_ste(x / scale), -127, 127) * scale
 
 
 def torch_act(net: PolicyNet, head: dict) -> Callable[[np.ndarray], Any]:

@@ -138,7 +138,11 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         return normalize(measure.collect_obs(artifact.runtime_act(net, head), make_env, n, seed))
 
     with timed("sample_obs"):
-        sample_obs = visited(teacher.actor, spec.sample_steps, spec.seed)
+        teacher_obs = measure.collect_obs(artifact.runtime_act(teacher.actor, head), make_env, spec.sample_steps,
+                                          spec.seed)
+        sample_obs = normalize(teacher_obs)
+    # on a device an int8 net runs integer-only: QAT then fine-tunes with its activations rounded as there
+    device_integer = targets.target(spec.latency.target).mcu
     ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head["kind"], q_values=spec.algorithm == "DQN",
                   seed=spec.seed, log=log, rollout_obs=visited)
 
@@ -195,7 +199,10 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         # the reporter may end the fine-tune early in the last round only: an earlier round of iterative
         # pruning is followed by a higher sparsity, which the net has not met yet
         last = i == n - 1
-        log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net.sparsity():.3f}")
+        if device_integer and net.iq is None:  # scales fixed from here on: RLlib's modules are built with them
+            net.iq = artifact.activation_scales(net, head, teacher_obs)
+        log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net.sparsity():.3f}"
+            + (", activations rounded as the device's integer-only net" if net.iq else ""))
         finished = None
         if not spec.finetune.keep_best and report is None:
             s = run_session(net)
@@ -274,8 +281,10 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
     make_env = spec.env_creator()
     with timed("export"):
         data = artifact.to_bytes(net, head)
-        if targets.target(spec.latency.target).mcu:  # an int8 net runs integer-only there: scales from the
-            teacher_act = artifact.runtime_act(teacher.actor, head)  # teacher's states, as its techniques' are
+        # an int8 net runs integer-only on a device: scales from the teacher's states, as its techniques' are,
+        # unless fine-tuning fixed them (net.iq, written by to_bytes)
+        if targets.target(spec.latency.target).mcu and net.iq is None:
+            teacher_act = artifact.runtime_act(teacher.actor, head)
             data = artifact.calibrate(data, measure.collect_obs(teacher_act, make_env, spec.sample_steps, spec.seed))
         (out_dir / "policy.acz").write_bytes(data)
     with timed("measure"):

@@ -60,7 +60,7 @@ def _value_of(exact: torch.Tensor, grad_path: torch.Tensor) -> torch.Tensor:
     return exact + (grad_path - grad_path.detach())
 
 
-def _round_ste(x: torch.Tensor) -> torch.Tensor:
+def round_ste(x: torch.Tensor) -> torch.Tensor:
     return _value_of(torch.round(x).detach(), x)
 
 
@@ -123,7 +123,7 @@ def _lsq_bounds(step: torch.Tensor, zero: torch.Tensor | None, spec: dict, g: fl
     s = _value_of(torch.where(s.detach() > 0, s.detach(), torch.ones_like(s)), s)
     if zero is None:
         return s, torch.zeros_like(s), torch.full_like(s, qmin), torch.full_like(s, qmax)
-    z = _round_ste(torch.clamp(_grad_scale(zero, g), qmin, qmax))
+    z = round_ste(torch.clamp(_grad_scale(zero, g), qmin, qmax))
     return s, z, -z, qmax - z
 
 
@@ -133,7 +133,7 @@ def lsq_fake_quant(w: torch.Tensor, step: torch.Tensor, zero: torch.Tensor | Non
     (paper eq. 3-5); the zero point's is -Δ on weights clipped, times g."""
     s, _, lo, hi = _lsq_bounds(step, zero, spec, lsq_grad_scale(w, spec))
     v = torch.minimum(torch.maximum(w / s, lo), hi)
-    wq = _round_ste(v) * s
+    wq = round_ste(v) * s
     q, scale, _ = lsq_codes(w, step, zero, spec)
     return _value_of(((q - _zero_int(zero, spec)) * scale).detach(), wq)
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from autocompress import intq, native
-from autocompress.artifact import calibrate, to_bytes
+from autocompress.artifact import activation_scales, calibrate, to_bytes
+from autocompress.artifact import runtime_act as artifact_act
 from autocompress.exports.c import write_c
 from autocompress.nets import PolicyNet
-from autocompress.runtime import NumpyPolicy, read_artifact
+from autocompress.runtime import NumpyPolicy, obs_normalizer, read_artifact
 from test_export import build as compress
 from test_exports import CONTINUOUS, run_c
 from test_native import require_compiler
@@ -189,3 +190,37 @@ def test_host_build_of_the_export_is_strict_c99(observations, tmp_path):
     r = subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", "policy.c"], cwd=tmp_path,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu", "silu"])
+@pytest.mark.parametrize("head", [DISCRETE, CONTINUOUS], ids=["discrete", "continuous"])
+def test_qat_forward_rounds_activations_as_the_integer_only_net(observations, act, head):
+    """PolicyNet.iq (set by a device trial's fine-tune): the torch forward RLlib trains computes what the
+    device's integer-only net computes, where the fp32 forward does not; its gradient still reaches every
+    weight (straight through the rounding), and the scales travel with the net's spec and into its artifact."""
+    torch.manual_seed(5)
+    net = compress(PolicyNet.mlp(4, [64, 64], 3 if head["kind"] == "discrete" else 4, act), observations,
+                   {"quantize": {"bits": 8, "symmetric": True, "mode": "qat"}})
+    iq = activation_scales(net, head, observations[:500])
+    assert iq == read_artifact(calibrate(to_bytes(net, head), observations[:500]))[0]["iq"]
+    obs = observations[500:]
+    x = torch.as_tensor(obs_normalizer(head.get("obs_norm"))(obs))
+    with torch.no_grad():
+        fp32 = net(x).numpy()
+        net.iq = iq
+        sim = net(x).numpy()
+    data = to_bytes(net, head)
+    assert read_artifact(data)[0]["iq"] == iq
+    device = NumpyPolicy.from_bytes(data, ["iq"] * 3).forward(obs)
+    if head["kind"] == "discrete":  # device outputs are integers at one scale: compare the actions
+        assert (sim.argmax(1) == device.argmax(1)).mean() >= 0.998
+    else:  # the same but for the bias's rounding and a rare rounding tie decided the other way in fp32
+        err_sim, err_fp32 = np.abs(sim - device).mean(), np.abs(fp32 - device).mean()
+        assert err_sim < err_fp32 / 20, (err_sim, err_fp32)
+    act, on_device = artifact_act(net, head), NumpyPolicy.from_bytes(data, ["iq"] * 3).act  # a fine-tune's checks
+    assert all(np.array_equal(act(o), on_device(o)) for o in obs[:50])
+    copy = PolicyNet.from_spec(net.spec())
+    copy.load_state_dict(net.state_dict())
+    assert copy.iq == iq and torch.equal(copy(x), net(x))
+    net(x).pow(2).sum().backward()
+    assert all(layer.weight.grad.abs().sum() > 0 for layer in net.layers)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import autocompress as ac
 from autocompress.cli import app
 from autocompress.errors import ConfigError
+from autocompress.runtime import read_artifact
 from conftest import ROOT
 from test_mcu import require_arm_toolchain
 
@@ -125,3 +126,26 @@ def test_a_conv_net_over_the_targets_ram_is_refused_before_ray(tmp_path):
     assert result.exit_code == 2, result.output
     assert "51,200 bytes of RAM" in result.output and "cortex-m0plus" in result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_qat_on_a_device_fine_tunes_the_integer_only_net_and_ships_its_scales(tmp_path, monkeypatch):
+    """A device trial's QAT fine-tunes with activations rounded as the integer-only net rounds them
+    (PolicyNet.iq); the artifact keeps the scales fine-tuning used, and the device runs that net."""
+    require_arm_toolchain()
+    from autocompress import artifact
+
+    used = []
+    scales = artifact.activation_scales
+    monkeypatch.setattr(artifact, "activation_scales", lambda *a: used.append(scales(*a)) or used[-1])
+    spec = ac.load_trial_spec(ROOT / "trials" / "cartpole_ppo.yaml").updated(
+        {"finetune": {"iterations": 1}, "eval": {"episodes": 3, "seed": 10000}})
+    logs = []
+    result = ac.compress(spec, {"distill": {"hidden": [16, 16]}, "quantize": {"bits": 8, "symmetric": True,
+                                                                              "mode": "qat"}},
+                         target="cortex-m0plus", output_dir=tmp_path / "out", cache_dir=tmp_path / "cache",
+                         log=logs.append)
+    assert any("activations rounded as the device's integer-only net" in m for m in logs)
+    assert len(used) == 1 and used[0] is not None
+    assert read_artifact((tmp_path / "out" / "policy.acz").read_bytes())[0]["iq"] == used[0]
+    assert result.kernels in (["iq"] * 3, ["iq4"] * 3) and result.device_agreement == 1.0
