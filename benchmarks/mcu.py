@@ -31,6 +31,7 @@ import re
 import tempfile
 import time
 import warnings
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -326,17 +327,23 @@ def on_fresh_episodes(spec, data: bytes, kernels: list[str], cache: str) -> dict
 
 
 def fixed(name: str, episodes: int, cache: str, store: dict) -> None:
-    """FIXED[name] compressed and fine-tuned as one Cortex-M0+ trial, reported on the fresh episodes."""
+    """FIXED[name] compressed and fine-tuned as one Cortex-M0+ trial, reported on the fresh episodes; beside it
+    the same trial with QAT's activations left fp32 (the rule before PolicyNet.iq: `artifact.activation_scales`
+    patched to None, so the artifact is calibrated after fine-tuning), one run each."""
     import autocompress as ac
+    from autocompress import artifact
 
-    if name not in FIXED or name in store.setdefault("fixed", {}):
+    if name not in FIXED:
         return
     spec = spec_of(name, episodes)
-    with tempfile.TemporaryDirectory() as d:
-        r = ac.compress(spec, CONFIGS[FIXED[name]], output_dir=d, cache_dir=cache, target=MCU[0])
-        store["fixed"][name] = {"label": FIXED[name], "config": CONFIGS[FIXED[name]], "return_ratio": r.return_ratio,
+    for key, scales in (("fixed", artifact.activation_scales), ("fixed_fp32_activations", lambda *a: None)):
+        if name in store.setdefault(key, {}):
+            continue
+        with tempfile.TemporaryDirectory() as d, mock.patch.object(artifact, "activation_scales", scales):
+            r = ac.compress(spec, CONFIGS[FIXED[name]], output_dir=d, cache_dir=cache, target=MCU[0])
+            store[key][name] = {"label": FIXED[name], "config": CONFIGS[FIXED[name]], "return_ratio": r.return_ratio,
                                 **figures(r), **on_fresh_episodes(spec, Path(r.artifact).read_bytes(), r.kernels, cache)}
-    save(store)
+        save(store)
 
 
 def search(name: str, cache: str) -> None:
@@ -387,6 +394,13 @@ def search(name: str, cache: str) -> None:
                       f"kernels {','.join(sorted(set(f['kernels'])))}; return {f['fresh_return']:.1f} ± "
                       f"{f['fresh_std']:.1f} on the {FRESH_EPISODES} fresh episodes, ratio {f['fresh_ratio']:.3f} "
                       f"(teacher {f['fresh_teacher']:.1f})."]
+    g = load_store().get("fixed_fp32_activations", {}).get(name)
+    if f and g:
+        lines += ["", f"Its QAT fine-tunes with activations rounded as the device's integer-only net rounds them "
+                      f"(`PolicyNet.iq`). The same trial with QAT's activations left fp32 and the scales calibrated "
+                      f"after fine-tuning (the rule before): {g['fresh_return']:.1f} ± {g['fresh_std']:.1f} on the same "
+                      f"fresh episodes, ratio {g['fresh_ratio']:.3f} (evaluation ratio {g['return_ratio']:.3f} vs "
+                      f"{f['return_ratio']:.3f}); one fine-tune each."]
     write_section(f"mcu_search_{name}", "\n".join(lines))
 
 
