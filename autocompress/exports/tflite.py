@@ -69,7 +69,6 @@ class _Buffer(fb.BufferT):
             builder.StartVector(1, len(raw), 16)
             builder.head -= len(raw)
             builder.Bytes[builder.head:builder.head + len(raw)] = raw
-            builder.vectorNumElems = len(raw)
             data = builder.EndVector()
         fb.BufferStart(builder)
         if data is not None:
