@@ -434,15 +434,17 @@ class Run:
         if target is not None and find(target).name != measured:
             raise ConfigError(f"trial {trial} was measured on {measured}, not {target}: export it for the target it "
                               f"was measured on (a search with `target: {target}` measures there)", option="target")
-        if runs_iq(row.get("kernels")) and format not in ("c", "acz"):
+        if runs_iq(row.get("kernels")) and format not in ("c", "acz", "tflite-int8"):
             raise ConfigError(f"trial {trial} runs integer-only int8 ({row['kernels'][0]!r} kernels): export it as "
-                              "c or acz", option="format")
+                              "c, acz or tflite-int8", option="format")
         target = measured if format == "c" else "host"
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
             exports.write(src.read_bytes(), format, output, row.get("kernels") or None, smallest, target)
         except OSError as e:
             raise ConfigError(f"{output}: {e.strerror}", option="output") from None
+        except ValueError as e:  # a net the format cannot hold (tflite: conv layers, int8 without calibration)
+            raise ConfigError(f"trial {trial}: {e}", option="format") from None
         return output
 
     def trial_row(self, trial: int) -> dict:
@@ -627,13 +629,16 @@ def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str =
       each layer's weights in the form its kernel reads, so it runs at the measured speed;
       `smallest=True`: every layer in its smallest stored form instead (least flash, slower);
     - 'onnx': an ONNX graph (fp32; the trial's int8 layers, if any, in integer arithmetic);
-    - 'onnx-int8': int8 weights and integer MatMul wherever the codes fit int8.
+    - 'onnx-int8': int8 weights and integer MatMul wherever the codes fit int8;
+    - 'tflite': a TFLite flatbuffer (LiteRT, TFLite Micro) of the fp32 net (MLPs);
+    - 'tflite-int8': full-integer int8 TFLite where every layer is int8 and the artifact is calibrated.
 
     `target` (default: the one the trial was measured on): for an MCU target, 'c' also writes a Makefile
     with the core's flags; the kernels are those the trial chose by that core's cycles.
 
-    Every format but 'onnx-int8' acts as the artifact did when the trial was measured (the same
-    per-layer kernels); 'onnx-int8' as `Policy.load(path, kernels=exports.int8_kernels(data))`.
+    'acz', 'c' and 'onnx' act as the artifact did when the trial was measured (the same per-layer
+    kernels); 'onnx-int8' as `Policy.load(path, kernels=exports.int8_kernels(data))`; 'tflite' as the
+    fp32 net; 'tflite-int8' as the integer-only net (kernels 'iq') up to TFLite's requantization rounding.
 
     >>> import autocompress as ac
     >>> path = ac.export(RUN_DIR, 0, f"{tmp}/teacher.acz")

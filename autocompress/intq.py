@@ -147,11 +147,17 @@ def plan(header: dict, layers: list[Layer]) -> IQPlan:
         mult, shift = fixed_point(s_acc / s_p)
         lut, s_x = None, s_p
         if layer.act not in ("relu", "none"):
-            f = ACTIVATIONS[layer.act](np.arange(-127, 128, dtype=np.float64) * s_p)
-            s_x = float(np.abs(f).max()) / 127.0 or 1.0
+            f, s_x = activation_table(layer.act, s_p)
             lut = np.clip(np.rint(f / s_x), -127, 127).astype(np.int8)
         out.append(IQLayer(q, bias, layer.act, mult, shift, lut))
     return IQPlan(in_a, in_c, frac, out)
+
+
+def activation_table(act: str, s_p: float) -> tuple[np.ndarray, float]:
+    """An activation's values over the int8 pre-activations p = -127 .. 127 at scale s_p, and their int8
+    scale max|f| / 127 (the next layer's input scale)."""
+    f = ACTIVATIONS[act](np.arange(-127, 128, dtype=np.float64) * s_p)
+    return f, float(np.abs(f).max()) / 127.0 or 1.0
 
 
 def forward(p: IQPlan, obs: np.ndarray) -> np.ndarray:

@@ -196,8 +196,9 @@ def test_export_bad_input_is_one_clear_error(search_run, tmp_path):
     with pytest.raises(ac.ConfigError, match=r"no trial 99 in .* \(trials 0\.\.3\)") as e:
         run.export(99, tmp_path / "x.acz")
     assert e.value.option == "trial"
-    with pytest.raises(ac.ConfigError, match="format 'tflite': choose one of acz, c, onnx, onnx-int8"):
-        ac.export(run_dir, 0, tmp_path / "x", format="tflite")
+    with pytest.raises(ac.ConfigError, match="format 'tfjs': choose one of acz, c, onnx, onnx-int8, tflite, "
+                                             "tflite-int8"):
+        ac.export(run_dir, 0, tmp_path / "x", format="tfjs")
     (tmp_path / "file").write_text("")
     for fmt, out in (("acz", tmp_path / "file" / "x.acz"), ("c", tmp_path / "file"), ("onnx", tmp_path)):
         with pytest.raises(ac.ConfigError) as e:

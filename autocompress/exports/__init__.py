@@ -1,11 +1,12 @@
-"""What a user ships, from one artifact: .acz (autocompress's runtimes), C source, ONNX.
+"""What a user ships, from one artifact: .acz (autocompress's runtimes), C source, ONNX, TFLite.
 
 `kernels` is the trial's recorded per-layer choice: 'acz', 'c' and 'onnx' act as the runtime did
 with those kernels, and the C export stores each layer in the form its kernel reads (so it runs
 at the in-process kernel's speed). Without a recorded choice, C takes each layer's smallest fast
 form (exports.c.compact_kernels) and ONNX the fp32 net. 'onnx-int8' runs every layer whose codes
-fit int8 in integer arithmetic, i.e. acts as the runtime with `int8_kernels(data)`.
-tests/test_exports.py checks each on 1,000 observations.
+fit int8 in integer arithmetic, i.e. acts as the runtime with `int8_kernels(data)`. 'tflite' is the fp32 net,
+'tflite-int8' the integer-only net of a calibrated artifact (exports/tflite.py), for LiteRT and TFLite Micro.
+tests/test_exports.py and tests/test_tflite.py check each on 1,000 observations.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from autocompress.runtime import read_artifact
 
 FORMATS = {"acz": "the artifact file (autocompress.Policy.load)", "c": "a directory: policy.c, policy.h, main.c",
            "onnx": "an ONNX graph (fp32; int8 layers where the trial ran them)",
-           "onnx-int8": "an ONNX graph, int8 weights and integer MatMul wherever the codes fit int8"}
+           "onnx-int8": "an ONNX graph, int8 weights and integer MatMul wherever the codes fit int8",
+           "tflite": "a TFLite flatbuffer for LiteRT / TFLite Micro (fp32)",
+           "tflite-int8": "a full-integer int8 TFLite flatbuffer (int8 layers, artifact.calibrate's scales)"}
 
 
 def int8_kernels(data: bytes) -> list[str]:
@@ -50,6 +53,10 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
         from autocompress.exports.onnx import write_onnx
 
         return [write_onnx(data, output, int8_kernels(data) if fmt == "onnx-int8" else kernels)]
+    if fmt in ("tflite", "tflite-int8"):
+        from autocompress.exports.tflite import write_tflite
+
+        return [write_tflite(data, output, int8=fmt == "tflite-int8")]
     raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
