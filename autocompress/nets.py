@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from autocompress.conv import LAYOUTS, geometry_chain, in_size, out_hw
+from autocompress.intq import activation_table
 from autocompress.quantgrid import (code_range, fake_quant, lsq_codes, lsq_fake_quant, lsq_init, quantize_codes,
                                     round_ste)
 from autocompress.runtime import obs_normalizer, output_to_action
@@ -210,9 +211,7 @@ class PolicyNet(nn.Module):
             p = fake_int8(layer.pre_activation(x), s_p)
             x = ACTIVATIONS[layer.act](p)
             if layer.act not in ("relu", "none"):  # a table on the device: its outputs at the table's step
-                with torch.no_grad():
-                    step = ACTIVATIONS[layer.act](torch.arange(-127, 128, dtype=torch.float64) * s_p).abs().max() / 127
-                x = fake_int8(x, float(step) or 1.0)
+                x = fake_int8(x, activation_table(layer.act, s_p)[1])
         return self.layers[-1](x)
 
     def to_chw(self, x: torch.Tensor) -> torch.Tensor:
