@@ -293,17 +293,16 @@ def peers(store: dict) -> None:
                             "int8_flash": ours8.flash, "int8_ram": ours8.ram, "int8_cycles": float(ours8.cycles.mean()),
                             "int8_agree": float(np.mean(ours8.actions == want))}
         save(store)
+    tflm = tflm_peer(store)
     import emlearn
 
-    lines = ["## On microcontrollers: emlearn on the same nets", "",
+    lines = ["## On microcontrollers: emlearn and TensorFlow Lite Micro on the same nets", "",
              f"`python -m benchmarks.mcu --only peers` on {machine()}. The same fp32 MLP (random weights, 4 "
              f"actions) as our C export (`dense` kernels) and as emlearn {emlearn.__version__}'s C (an sklearn "
              "MLPClassifier given the weights, `emlearn.convert`, `eml_net_predict` for the argmax), both compiled "
              "with the target's flags and `-Wl,--gc-sections`, linked bare-metal and emulated on the same 16 "
              "states; beside them, our export of the same net 8-bit symmetric PTQ, integer-only (`iq`, calibrated "
-             "on 256 other random states). Actions: the share equal to the fp32 net's in numpy. TensorFlow Lite "
-             "Micro was not measured: its PyPI interpreter needs a .tflite flatbuffer, and the converters on PyPI "
-             "(litert-torch, TensorFlow) pull another torch or TensorFlow.", "",
+             "on 256 other random states). Actions: the share equal to the fp32 net's in numpy.", "",
              "| net | core | flash B: emlearn / ours fp32 / ours int8 | cycles: emlearn / ours fp32 / ours int8 | "
              "RAM B: emlearn / ours fp32 / ours int8 | actions equal: emlearn / fp32 / int8 |", "|---|---|---|---|---|---|"]
     for key, per in done.items():
@@ -312,7 +311,56 @@ def peers(store: dict) -> None:
                          f"{v['emlearn_cycles']:,.0f} / {v['ours_cycles']:,.0f} / {v['int8_cycles']:,.0f} | "
                          f"{v['emlearn_ram']:,} / {v['ours_ram']:,} / {v['int8_ram']:,} | "
                          f"{v['agree']:.2f} / {v['ours_agree']:.2f} / {v['int8_agree']:.2f} |")
+    lines += ["", f"TensorFlow Lite Micro ({tflm['version']}, its PyPI interpreter) on the same two nets and the same 16 "
+              "states: each written as a .tflite flatbuffer by `autocompress.exports.tflite` (`--format tflite`, "
+              "fp32; `tflite-int8`, full-integer from the same calibrated int8 artifact; no converter: those on PyPI "
+              "pull TensorFlow or another torch), run in the interpreter, its arena the allocator's total after "
+              "one act (`print_allocations`; a 64-bit host build: pointers in its tensor structs are 8 bytes, "
+              "4 on a Cortex-M). Beside them, our Cortex-M0+ build's flash and RAM from the table above. The "
+              "flatbuffer is only the model: TFLite Micro's interpreter and kernels, C++ linked beside it, are "
+              "not in its figure (not built for Cortex-M here), while ours is the whole linked policy.", "",
+              "| net | flatbuffer B: fp32 / int8 | TFLM arena B: fp32 / int8 | ours on the M0+, flash B: fp32 / int8 "
+              "(whole program) | ours, RAM B: fp32 / int8 | TFLM actions equal: fp32 / int8 (to ours) |",
+              "|---|---|---|---|---|---|"]
+    for key, v in tflm["nets"].items():
+        m0 = done[key]["cortex-m0plus"]
+        lines.append(f"| {key} | {v['fp32_bytes']:,} / {v['int8_bytes']:,} | {v['fp32_arena']:,} / "
+                     f"{v['int8_arena']:,} | {m0['ours_flash']:,} / {m0['int8_flash']:,} | {m0['ours_ram']:,} / "
+                     f"{m0['int8_ram']:,} | {v['fp32_agree']:.2f} / {v['int8_agree']:.2f} |")
     write_section("mcu_peers", "\n".join(lines))
+
+
+def tflm_peer(store: dict) -> dict:
+    """The peers' nets as .tflite (fp32 and full-integer int8) in TensorFlow Lite Micro's interpreter:
+    flatbuffer bytes, arena bytes, actions equal to ours (fp32: the numpy runtime; int8: the integer-only net)."""
+    from importlib.metadata import version
+
+    import torch
+
+    from autocompress.artifact import to_bytes
+    from autocompress.exports.tflite import run_tflm, tflm_arena_bytes, to_tflite
+    from autocompress.nets import PolicyNet
+    from autocompress.runtime import NumpyPolicy
+
+    done = store.setdefault("peers_tflm", {"version": version("tflite-micro"), "nets": {}})
+    for obs_dim, hidden, act in ((4, [32, 32], "tanh"), (8, [256, 256], "relu")):
+        key = f"{obs_dim}-{hidden}-{act}"
+        if key in done["nets"]:
+            continue
+        torch.manual_seed(0)  # the nets and states of `peers`
+        net, head = PolicyNet.mlp(obs_dim, hidden, 4, act), {"kind": "discrete", "n": 4}
+        data = to_bytes(net, head)
+        obs = np.random.default_rng(1).standard_normal((16, obs_dim)).astype(np.float32)
+        int8 = int8_of(net, head, np.random.default_rng(2).standard_normal((256, obs_dim)).astype(np.float32))
+        v = {}
+        for name, art, kernels, model in (("fp32", data, None, to_tflite(data)),
+                                          ("int8", int8, ["iq"] * len(net.layers), to_tflite(int8, int8=True))):
+            want = [NumpyPolicy.from_bytes(art, kernels).act(o) for o in obs]
+            v.update({f"{name}_bytes": len(model), f"{name}_arena": tflm_arena_bytes(model),
+                      f"{name}_agree": float(np.mean(run_tflm(model, obs) == want))})
+        done["nets"][key] = v
+        save(store)
+    return done
 
 
 def on_fresh_episodes(spec, data: bytes, kernels: list[str], cache: str) -> dict:
