@@ -115,6 +115,133 @@ def warm_up_critic(session, net: PolicyNet, iterations: int, log: Callable[[str]
     log(f"critic warm-up: {iterations} iterations in {time.perf_counter() - t0:.1f} s")
 
 
+class FineTune:
+    """RLlib fine-tuning of one trial's compressed net, round by round (compress_net calls it once per round):
+    the session (built on first use: it needs the compressed shapes), the check episodes, the reports, and
+    what each round did (`rounds`)."""
+
+    def __init__(self, spec: TrialSpec, teacher: teachers.Teacher, cfg: CompressConfig, timed: Timings,
+                 log: Callable[[str], None], report: Callable[[int, float], str | None] | None,
+                 critic: PolicyNet | None, teacher_obs: np.ndarray):
+        self.spec, self.teacher, self.timed, self.log, self.report = spec, teacher, timed, log, report
+        self.head, self.make_env = teacher.info["head"], spec.env_creator()
+        self.critic = critic  # the compressed critic: pulled back after each round
+        # an imported PPO critic (its own architecture) is fine-tuned as it came; it is not compressed
+        self.session_critic = critic if critic is not None else (
+            teacher_critic(teacher, spec) if teacher.info.get("critic_spec") else None)
+        self.warmup = spec.teacher.critic_warmup if needs_critic_warmup(teacher, spec) else 0
+        self.l1 = cfg.prune.l1 if cfg.prune else 0.0
+        # on a device an int8 net runs integer-only: QAT then fine-tunes with its activations rounded as there,
+        # at scales from the teacher's states
+        self.device_integer, self.teacher_obs = targets.target(spec.latency.target).mcu, teacher_obs
+        self.session: rl.Session | None = None
+        self.done = 0  # fine-tune iterations so far, over all rounds: the step of a report
+        self.refs: list[float | None] = []  # the teacher's check return, and a random policy's where that is not positive
+        self.rounds: list[dict] = []
+
+    def check(self, net: PolicyNet) -> float:
+        """Deterministic 5-episode return on seeds apart from the evaluation seeds (as the teacher's check)."""
+        with self.timed("finetune_check"):
+            return float(measure.evaluate(artifact.runtime_act(net, self.head), self.make_env, CHECK_EPISODES,
+                                          self.spec.seed + CHECK_OFFSET).mean())
+
+    def report_check(self, score: float) -> str | None:
+        """Report a check return as a ratio to the teacher's on the same episodes (measure.ratio_to's rule);
+        returns the reporter's answer: a reason to end the fine-tune here, or None."""
+        if self.report is None:
+            return None
+        if not self.refs:
+            t = self.check(self.teacher.actor)  # timed by check itself
+            with self.timed("finetune_check"):
+                self.refs.extend([t, None if t > 0 else measure.random_return(
+                    self.make_env, CHECK_EPISODES, self.spec.seed + CHECK_OFFSET)])
+        return self.report(self.done, measure.ratio_to(score, *self.refs))
+
+    def session_for(self, net: PolicyNet) -> rl.Session:
+        """The RLlib session, built on first use, with `net` pushed to it."""
+        with self.timed("rllib_build"):
+            if self.session is None:
+                self.session = rl.Session(self.spec, net, self.teacher.state, lr=self.spec.finetune.lr, l1=self.l1,
+                                          critic=self.session_critic, obs_stats=self.teacher.info.get("obs_stats"),
+                                          normalize_actions=self.head.get("squash") != "none")
+                if self.warmup:
+                    with self.timed("critic_warmup"):
+                        warm_up_critic(self.session, net, self.warmup, self.log)
+            else:
+                self.session.push(net)
+        return self.session
+
+    def __call__(self, net: PolicyNet, i: int, n: int) -> None:
+        """Round i of n: fine-tune `net` in place for its share of the iterations."""
+        spec, log = self.spec, self.log
+        iters = spec.finetune.iterations // n + (1 if i < spec.finetune.iterations % n else 0)
+        if iters == 0:
+            return
+        # the reporter may end the fine-tune early in the last round only: an earlier round of iterative
+        # pruning is followed by a higher sparsity, which the net has not met yet
+        last = i == n - 1
+        if self.device_integer and net.iq is None:  # scales fixed from here on: RLlib's modules are built with them
+            net.iq = artifact.activation_scales(net, self.head, self.teacher_obs)
+        label = f"fine-tune round {i + 1}/{n}"
+        log(f"{label}: {iters} iterations, sparsity {net.sparsity():.3f}"
+            + (", activations rounded as the device's integer-only net" if net.iq else ""))
+        if not spec.finetune.keep_best and self.report is None:
+            s = self.session_for(net)
+            with self.timed("rllib_train"):  # env stepping + SGD
+                s.train(iters, log=log)
+            s.pull(net)
+            self.done += iters
+            finished = None
+        else:
+            finished = self._checked(net, iters, last, label)
+        round_info = {"round": i + 1, "sparsity": net.sparsity()}
+        if finished and last:
+            round_info["ended_at"] = self.done
+            log(f"{label}: ended after {self.done} of {spec.finetune.iterations} iterations: {finished}")
+        if self.critic is not None and self.session is not None:
+            self.session.pull(self.critic, prefix="critic")
+        if n > 1:  # iterative pruning: check each round; a single round is measured at the end anyway
+            with self.timed("round_eval"):
+                ret = measure.evaluate(artifact.runtime_act(net, self.head), self.make_env,
+                                       min(5, spec.eval.episodes), spec.eval.seed)
+            round_info["return_mean"] = float(ret.mean())
+        self.rounds.append(round_info)
+
+    def _checked(self, net: PolicyNet, iters: int, last: bool, label: str) -> str | None:
+        """Fine-tune checked after every iteration: to keep the best net (loaded into `net`), or to report.
+        Returns the reporter's reason to end here, if any."""
+        keep_best, finished = self.spec.finetune.keep_best, None
+        start = self.check(net) if keep_best or self.done == 0 else float("-inf")
+        if self.done == 0:  # step 0: compressed, not fine-tuned (checked before RLlib is built)
+            finished = self.report_check(start)
+        best = (start, copy.deepcopy(net.state_dict()))
+        s = None if finished and last else self.session_for(net)
+        for _ in range(iters if s else 0):
+            with self.timed("rllib_train"):
+                s.train(1, log=self.log)
+            self.done += 1
+            s.pull(net)
+            learned = s.learned[-1]  # not when it only filled a replay buffer: nothing to report
+            if not (learned or keep_best):
+                continue
+            score = self.check(net)
+            if score > best[0]:
+                best = (score, copy.deepcopy(net.state_dict()))
+            if learned:  # what the trial would deliver if it ended here: with keep_best, the best net so far
+                finished = self.report_check(best[0] if keep_best else score)
+                if finished and last:
+                    break
+        if keep_best:
+            net.load_state_dict(best[1])
+            self.log(f"{label}: kept the net with check return {best[0]:.1f}")
+        return finished
+
+    def stop(self) -> None:
+        if self.session is not None:
+            with self.timed("rllib_stop"):
+                self.session.stop()
+
+
 def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
                      log: Callable[[str], None] = print, timed: Timings | None = None,
                      report: Callable[[int, float], str | None] | None = None, finetune_teacher: bool = False) -> Compressed:
@@ -141,111 +268,13 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         teacher_obs = measure.collect_obs(artifact.runtime_act(teacher.actor, head), make_env, spec.sample_steps,
                                           spec.seed)
         sample_obs = normalize(teacher_obs)
-    # on a device an int8 net runs integer-only: QAT then fine-tunes with its activations rounded as there
-    device_integer = targets.target(spec.latency.target).mcu
     ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head["kind"], q_values=spec.algorithm == "DQN",
                   seed=spec.seed, log=log, rollout_obs=visited)
-
-    session: list = []  # the RLlib session, built on first use (it needs the compressed shapes)
-    rounds: list[dict] = []
-    l1 = cfg.prune.l1 if cfg.prune else 0.0
     critic = t_critic = None
     if cfg.critic is not None:  # its own settings; held (masks, codebooks, fake-quant) through fine-tuning
         t_critic = teacher_critic(teacher, spec)
         critic = compress_net(t_critic, cfg.critic, Context(sample_obs=sample_obs, seed=spec.seed, log=log), None)
-    # an imported PPO critic (its own architecture) is fine-tuned as it came; it is not compressed
-    session_critic = critic if critic is not None else (
-        teacher_critic(teacher, spec) if teacher.info.get("critic_spec") else None)
-    warmup = spec.teacher.critic_warmup if needs_critic_warmup(teacher, spec) else 0
-
-    def check(net: PolicyNet) -> float:
-        """Deterministic 5-episode return on seeds apart from the evaluation seeds (as the teacher's check)."""
-        with timed("finetune_check"):
-            return float(measure.evaluate(artifact.runtime_act(net, head), make_env, CHECK_EPISODES, spec.seed + CHECK_OFFSET).mean())
-
-    done = [0]  # fine-tune iterations so far, over all rounds: the step of a report
-    refs: list[float | None] = []  # the teacher's check return, and a random policy's where that is not positive
-
-    def report_check(score: float) -> str | None:
-        """Report a check return as a ratio to the teacher's on the same episodes (measure.ratio_to's rule);
-        returns the reporter's answer: a reason to end the fine-tune here, or None."""
-        if report is None:
-            return None
-        if not refs:
-            t = check(teacher.actor)  # timed by check itself
-            with timed("finetune_check"):
-                refs.extend([t, None if t > 0 else measure.random_return(make_env, CHECK_EPISODES,
-                                                                         spec.seed + CHECK_OFFSET)])
-        return report(done[0], measure.ratio_to(score, *refs))
-
-    def run_session(net: PolicyNet) -> rl.Session:
-        """The RLlib session, built on first use (it needs the compressed shapes), with `net` pushed to it."""
-        with timed("rllib_build"):
-            if not session:
-                session.append(rl.Session(spec, net, teacher.state, lr=spec.finetune.lr, l1=l1, critic=session_critic,
-                                          obs_stats=teacher.info.get("obs_stats"),
-                                          normalize_actions=head.get("squash") != "none"))
-                if warmup:
-                    with timed("critic_warmup"):
-                        warm_up_critic(session[0], net, warmup, log)
-            else:
-                session[0].push(net)
-        return session[0]
-
-    def finetune(net: PolicyNet, i: int, n: int) -> None:
-        iters = spec.finetune.iterations // n + (1 if i < spec.finetune.iterations % n else 0)
-        if iters == 0:
-            return
-        # the reporter may end the fine-tune early in the last round only: an earlier round of iterative
-        # pruning is followed by a higher sparsity, which the net has not met yet
-        last = i == n - 1
-        if device_integer and net.iq is None:  # scales fixed from here on: RLlib's modules are built with them
-            net.iq = artifact.activation_scales(net, head, teacher_obs)
-        log(f"fine-tune round {i + 1}/{n}: {iters} iterations, sparsity {net.sparsity():.3f}"
-            + (", activations rounded as the device's integer-only net" if net.iq else ""))
-        finished = None
-        if not spec.finetune.keep_best and report is None:
-            s = run_session(net)
-            with timed("rllib_train"):  # env stepping + SGD
-                s.train(iters, log=log)
-            s.pull(net)
-            done[0] += iters
-        else:  # checked after every iteration: to keep the best, or to report
-            start = check(net) if spec.finetune.keep_best or done[0] == 0 else float("-inf")
-            if done[0] == 0:  # step 0: compressed, not fine-tuned (checked before RLlib is built)
-                finished = report_check(start)
-            best = (start, copy.deepcopy(net.state_dict()))
-            s = None if finished and last else run_session(net)
-            for _ in range(iters if s else 0):
-                with timed("rllib_train"):
-                    s.train(1, log=log)
-                done[0] += 1
-                s.pull(net)
-                learned = s.learned[-1]  # not when it only filled a replay buffer: nothing to report
-                if not (learned or spec.finetune.keep_best):
-                    continue
-                score = check(net)
-                if score > best[0]:
-                    best = (score, copy.deepcopy(net.state_dict()))
-                if learned:  # what the trial would deliver if it ended here: with keep_best, the best net so far
-                    finished = report_check(best[0] if spec.finetune.keep_best else score)
-                    if finished and last:
-                        break
-            if spec.finetune.keep_best:
-                net.load_state_dict(best[1])
-                log(f"fine-tune round {i + 1}/{n}: kept the net with check return {best[0]:.1f}")
-        round_info = {"round": i + 1, "sparsity": net.sparsity()}
-        if finished and last:
-            round_info["ended_at"] = done[0]
-            log(f"fine-tune round {i + 1}/{n}: ended after {done[0]} of {spec.finetune.iterations} iterations: {finished}")
-        if critic is not None and session:
-            session[0].pull(critic, prefix="critic")
-        if n > 1:  # iterative pruning: check each round; a single round is measured at the end anyway
-            with timed("round_eval"):
-                ret = measure.evaluate(artifact.runtime_act(net, head), make_env, min(5, spec.eval.episodes), spec.eval.seed)
-            round_info["return_mean"] = float(ret.mean())
-        rounds.append(round_info)
-
+    finetune = FineTune(spec, teacher, cfg, timed, log, report, critic, teacher_obs)
     try:
         # The teacher as-is (no technique) is measured untouched, not fine-tuned further.
         with timed("compress_total"):
@@ -253,14 +282,12 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
             net = compress_net(teacher.actor, cfg, ctx, finetune if cfg.techniques() or critic or finetune_teacher
                                else None)
     finally:
-        if session:
-            with timed("rllib_stop"):
-                session[0].stop()
+        finetune.stop()
     # what compress_net spent outside fine-tuning: the techniques themselves (distill, k-means, SVD ...)
     timed["techniques"] = timed.pop("compress_total") - sum(timed[k] for k in ("rllib_build", "rllib_train",
                                                                                 "round_eval", "finetune_check",
                                                                                 "critic_warmup"))
-    return Compressed(net, teacher, rounds, critic, t_critic)
+    return Compressed(net, teacher, finetune.rounds, critic, t_critic)
 
 
 def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
