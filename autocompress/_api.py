@@ -14,6 +14,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 
 from autocompress import checks
+from autocompress.algos import ALGOS
 from autocompress.config import CompressConfig, TrialSpec, load_compress_config, load_trial_spec, parse, read_yaml
 from autocompress.errors import AutocompressError, ConfigError, TrialError
 from autocompress.results import FrontRow, TrialResult
@@ -692,7 +693,7 @@ def inspect_import(spec: TrialSpec | str | Path, *, episodes: int = 10, seed: in
     return {"format": imported.format, "algorithm": imported.source_algorithm, "fine_tuned_as": imported.algorithm,
             "layers": imported.describe(), "n_params": imported.actor.num_params(), "artifact_bytes": len(data),
             "critic": "from the file" if imported.critic is not None else (
-                "none: DQN's Q-network is the net" if imported.algorithm == "DQN" else
+                f"none: {ALGOS[imported.algorithm].critic_note}" if ALGOS[imported.algorithm].q_values else
                 f"none in the file: warmed up {spec.teacher.critic_warmup} iterations before fine-tuning"),
             "obs_norm": imported.head.get("obs_norm") is not None, "runtime": policy.runtime,
             "episodes": episodes, "seed": seed, "return": float(ours.mean()), "return_std": float(ours.std()),

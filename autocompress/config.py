@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from autocompress import envs, seeds
+from autocompress.algos import ALGOS
 from autocompress.conv import geometry_chain
 from autocompress.errors import ConfigError
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES, TechniqueConfig
@@ -191,9 +192,10 @@ class TrialSpec(_Strict):
             return self
         if self.teacher.from_:
             raise ValueError("teacher.conv_filters: an imported teacher's layers are read from its file")
-        if self.algorithm == "SAC":
-            raise ValueError("teacher.conv_filters: conv encoders are supported for PPO and DQN (SAC's Q nets are "
-                             "RLlib's MLPs)")
+        if not ALGOS[self.algorithm].conv_encoder:
+            raise ValueError("teacher.conv_filters: conv encoders are supported for "
+                             + " and ".join(n for n, a in ALGOS.items() if a.conv_encoder)
+                             + f" ({self.algorithm}: {ALGOS[self.algorithm].critic_note})")
         env = self.env_creator()()
         try:
             shape = tuple(env.observation_space.shape or ())
@@ -302,10 +304,9 @@ class _CompressBase(_Techniques):
             raise ConfigError(f"{source}: {e}") from None
 
     def _check_against(self, spec: TrialSpec) -> None:
-        if self.critic is not None and spec.algorithm != "PPO":
-            raise ConfigError("critic: only PPO's value net can be compressed (" + spec.algorithm + ": "
-                              + ("the Q-network is the deployed net itself" if spec.algorithm == "DQN" else
-                                 "the twin Q nets are RLlib's own modules") + ")")
+        if self.critic is not None and not ALGOS[spec.algorithm].own_critic:
+            raise ConfigError(f"critic: only PPO's value net can be compressed ({spec.algorithm}: "
+                              f"{ALGOS[spec.algorithm].critic_note})")
         for where, group in (("", self), ("critic.", self.critic)):
             for c in (group.techniques() if group is not None else []):
                 try:

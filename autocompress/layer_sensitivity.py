@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import torch
 
+from autocompress.algos import ALGOS
 from autocompress.errors import ConfigError
 # the sensitivity episodes reset with SENSITIVITY_SEED + i (i < 100): a range of their own in
 # autocompress.seeds, which keeps a spec's evaluation and held-out seeds off it
@@ -306,7 +307,7 @@ def run(spec: TrialSpec, cache_root: Path, *, settings: dict[str, list], base: d
     # the states every data-driven technique sees in a trial (pipeline.build_compressed: sample_obs)
     normalize = obs_normalizer(head.get("obs_norm"))
     obs = normalize(measuring.collect_obs(runtime_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed))
-    table = measure(teacher.actor, head, obs, make_env, q_values=spec.algorithm == "DQN", settings=settings,
+    table = measure(teacher.actor, head, obs, make_env, q_values=ALGOS[spec.algorithm].q_values, settings=settings,
                     base=base, episodes=episodes, ctx_seed=spec.seed, log=log, progress=progress)
     table.update(spec=spec.name, env=spec.env, algorithm=spec.algorithm, teacher_path=str(teacher.path),
                  key=table_key(spec, settings, base, episodes))

@@ -26,6 +26,7 @@ import torch
 
 from autocompress import artifact, measure, rl, targets
 from autocompress import teacher as teachers
+from autocompress.algos import ALGOS
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.nets import PolicyNet
 from autocompress.results import TrialResult
@@ -101,7 +102,8 @@ def teacher_critic(teacher, spec: TrialSpec) -> PolicyNet:
 
 def needs_critic_warmup(teacher, spec: TrialSpec) -> bool:
     """An imported policy whose file had no critic (value net / Q nets): PPO and SAC train one first."""
-    return bool(teacher.info.get("source")) and not teacher.info.get("critic_spec") and spec.algorithm != "DQN"
+    return (bool(teacher.info.get("source")) and not teacher.info.get("critic_spec")
+            and not ALGOS[spec.algorithm].q_values)
 
 
 def warm_up_critic(session, net: PolicyNet, iterations: int, log: Callable[[str], None]) -> None:
@@ -268,8 +270,8 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         teacher_obs = measure.collect_obs(artifact.runtime_act(teacher.actor, head), make_env, spec.sample_steps,
                                           spec.seed)
         sample_obs = normalize(teacher_obs)
-    ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head["kind"], q_values=spec.algorithm == "DQN",
-                  seed=spec.seed, log=log, rollout_obs=visited)
+    ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head["kind"],
+                  q_values=ALGOS[spec.algorithm].q_values, seed=spec.seed, log=log, rollout_obs=visited)
     critic = t_critic = None
     if cfg.critic is not None:  # its own settings; held (masks, codebooks, fake-quant) through fine-tuning
         t_critic = teacher_critic(teacher, spec)

@@ -1,5 +1,6 @@
-"""The only RLlib adapter: compressible RLModules for PPO, DQN and SAC, and a training /
-fine-tuning session over them (the teacher's cache and training loop are `teacher.py`).
+"""The only RLlib adapter: compressible RLModules for PPO, DQN and SAC (their classes in
+`_rl_modules.py`, what differs between the algorithms in `algos.py`), and a training / fine-tuning
+session over them (the teacher's cache and training loop are `teacher.py`).
 
 In every module the deployed (acting) net is a `PolicyNet` rebuilt from its spec —
 PPO's actor (`actor`), DQN's Q-network (`af`, plus its target copy `_target_af`), SAC's
@@ -13,7 +14,6 @@ move in and out as plain state dicts via `algo.get_state` / `algo.set_state`
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Callable
 
 import gymnasium as gym
@@ -21,38 +21,12 @@ import numpy as np
 import torch
 
 from autocompress import envs
+from autocompress.algos import ALGOS
 from autocompress.config import TrialSpec
 from autocompress.errors import ConfigError
 from autocompress.nets import PolicyNet
 
 _STATE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
-
-
-@dataclass(frozen=True)
-class Algo:
-    """What differs between algorithms, as data: the rest of this module is shared."""
-
-    actor: str                    # state-dict prefix of the deployed net
-    copies: tuple[str, ...]       # prefixes that must hold the same net (target networks)
-    squash: str                   # continuous actions: 'clip' (PPO) or 'tanh' (SAC) before unsquashing
-    defaults: dict                # AlgorithmConfig.training() defaults; the trial spec overrides them
-    reporting: dict               # AlgorithmConfig.reporting() defaults
-
-
-ALGOS = {
-    "PPO": Algo("actor", (), "clip", {"lr": 3e-4, "train_batch_size_per_learner": 4000, "minibatch_size": 128,
-                                      "num_epochs": 6, "vf_loss_coeff": 0.01, "gamma": 0.99}, {}),
-    "DQN": Algo("af", ("_target_af",), "none", {
-        "lr": 5e-4, "train_batch_size_per_learner": 32, "dueling": False, "double_q": True, "num_atoms": 1,
-        "n_step": 3, "target_network_update_freq": 500, "epsilon": [(0, 1.0), (10000, 0.02)],
-        "replay_buffer_config": {"type": "EpisodeReplayBuffer", "capacity": 50000}},
-        {"min_sample_timesteps_per_iteration": 1000}),
-    "SAC": Algo("pi", (), "tanh", {
-        "actor_lr": 3e-4, "critic_lr": 3e-4, "alpha_lr": 3e-4, "train_batch_size_per_learner": 256,
-        "num_steps_sampled_before_learning_starts": 1000, "n_step": 1, "tau": 0.005,
-        "replay_buffer_config": {"type": "EpisodeReplayBuffer", "capacity": 100000}},
-        {"min_sample_timesteps_per_iteration": 1000}),
-}
 
 
 def ensure_ray() -> None:
@@ -65,92 +39,13 @@ def ensure_ray() -> None:
                  ignore_reinit_error=True)
 
 
-def _l1(learner_cls, actor_attr: str):
-    """The algorithm's torch learner + optional L1 on the deployed net's weights (mean |w|, scale-free)."""
-
-    class CompressLearner(learner_cls):
-        def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
-            loss = super().compute_loss_for_module(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
-            l1 = config.learner_config_dict.get("l1", 0.0)
-            if l1:
-                net = getattr(self.module[module_id].unwrapped(), actor_attr)
-                loss = loss + l1 * torch.stack([layer.raw_weight().abs().mean() for layer in net.layers]).mean()
-            return loss
-
-    return CompressLearner
-
-
 def _classes(algorithm: str):
-    """(config class, module class, learner class, catalog class), imported lazily: no Ray at import."""
-    from ray.rllib.core.columns import Columns
-    from ray.rllib.core.models.base import ENCODER_OUT
-    from torch import nn
+    """(config class, module class, learner class, catalog class): Ray is imported here, on first use."""
+    from autocompress._rl_modules import CLASSES
 
-    class ObsEncoder(nn.Module):
-        """RLlib's default modules expect an encoder; ours passes the observation through."""
-
-        def forward(self, batch):
-            return {ENCODER_OUT: batch[Columns.OBS]}
-
-    if algorithm == "PPO":
-        from ray.rllib.algorithms.ppo import PPOConfig
-        from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
-        from ray.rllib.core.rl_module.apis import ValueFunctionAPI
-        from ray.rllib.core.rl_module.torch import TorchRLModule
-
-        class CompressiblePPOModule(TorchRLModule, ValueFunctionAPI):
-            def setup(self):
-                self.actor = PolicyNet.from_spec(self.model_config["actor"])
-                if self.model_config.get("critic"):  # a compressed critic (techniques config `critic:`)
-                    self.critic = PolicyNet.from_spec(self.model_config["critic"])
-                else:
-                    self.critic = PolicyNet.mlp(int(np.prod(self.observation_space.shape)),
-                                                self.model_config["critic_hidden"], 1, self.model_config["activation"])
-
-            def _forward(self, batch, **kwargs):
-                return {Columns.ACTION_DIST_INPUTS: self.actor(batch[Columns.OBS])}
-
-            def compute_values(self, batch, embeddings=None):
-                return self.critic(batch[Columns.OBS]).squeeze(-1)
-
-        return PPOConfig, CompressiblePPOModule, _l1(PPOTorchLearner, "actor"), None
-
-    if algorithm == "DQN":
-        from ray.rllib.algorithms.dqn import DQNConfig
-        from ray.rllib.algorithms.dqn.dqn_catalog import DQNCatalog
-        from ray.rllib.algorithms.dqn.torch.default_dqn_torch_rl_module import DefaultDQNTorchRLModule
-        from ray.rllib.algorithms.dqn.torch.dqn_torch_learner import DQNTorchLearner
-        from ray.rllib.utils.schedules.scheduler import Scheduler
-
-        class CompressibleDQNModule(DefaultDQNTorchRLModule):
-            """DQN with a plain (non-dueling) Q-network: obs -> PolicyNet -> Q-values."""
-
-            def setup(self):
-                self.uses_dueling, self.num_atoms = False, 1
-                self.uses_double_q = self.model_config["double_q"]
-                self.epsilon_schedule = Scheduler(fixed_value_or_schedule=self.model_config["epsilon"],
-                                                  framework=self.framework)
-                self.encoder = ObsEncoder()
-                self.af = PolicyNet.from_spec(self.model_config["actor"])
-
-        return DQNConfig, CompressibleDQNModule, _l1(DQNTorchLearner, "af"), DQNCatalog
-
-    if algorithm == "SAC":
-        from ray.rllib.algorithms.sac import SACConfig
-        from ray.rllib.algorithms.sac.sac_catalog import SACCatalog
-        from ray.rllib.algorithms.sac.torch.default_sac_torch_rl_module import DefaultSACTorchRLModule
-        from ray.rllib.algorithms.sac.torch.sac_torch_learner import SACTorchLearner
-
-        class CompressibleSACModule(DefaultSACTorchRLModule):
-            """SAC whose actor is obs -> PolicyNet -> (mean, log_std); twin Q nets as RLlib builds them."""
-
-            def setup(self):
-                super().setup()
-                self.pi_encoder = ObsEncoder()
-                self.pi = PolicyNet.from_spec(self.model_config["actor"])
-
-        return SACConfig, CompressibleSACModule, _l1(SACTorchLearner, "pi"), SACCatalog
-    raise ValueError(f"unknown algorithm {algorithm!r}")
+    if algorithm not in CLASSES:
+        raise ValueError(f"unknown algorithm {algorithm!r}")
+    return CLASSES[algorithm]
 
 
 def env_spaces(spec: TrialSpec) -> tuple[gym.Space, gym.Space]:
@@ -188,13 +83,13 @@ def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: 
     algo = ALGOS[spec.algorithm]
     training = training_settings(spec)
     if lr is not None:  # fine-tuning: the spec's fine-tune learning rate for actor and critic alike
-        training.update({k: lr for k in (("actor_lr", "critic_lr") if spec.algorithm == "SAC" else ("lr",))})
-        if spec.algorithm == "DQN":  # the net is trained already: explore at the schedule's final epsilon,
+        training.update({k: lr for k in algo.lr_keys})
+        if algo.epsilon_schedule:  # the net is trained already: explore at the schedule's final epsilon,
             eps = training["epsilon"]  # not from 1.0 again (that fills the buffer with random-policy states)
             training["epsilon"] = [(0, eps[-1][1] if isinstance(eps, (list, tuple)) else eps)]
     t = spec.teacher
     critic_hidden = list(t.critic_hidden or t.hidden)
-    if critic is None and actor.input is not None and spec.algorithm == "PPO":
+    if critic is None and actor.input is not None and algo.own_critic:
         # a conv actor's critic gets the same encoder geometry (the teacher's filters, not a compressed actor's)
         filters = t.conv_filters or actor.conv_filters()
         critic = PolicyNet.cnn(actor.input["shape"], actor.input["layout"], filters, critic_hidden, 1, t.activation)
@@ -256,13 +151,9 @@ def _running_stat(stats: dict):
 
 def check_training_keys(spec: TrialSpec) -> None:
     """Fail fast on a `training:` key RLlib does not know (builds a config, trains nothing)."""
-    config_cls = {"PPO": "ppo.PPOConfig", "DQN": "dqn.DQNConfig", "SAC": "sac.SACConfig"}[spec.algorithm]
-    import importlib
-
-    module, _, name = config_cls.rpartition(".")
-    cls = getattr(importlib.import_module(f"ray.rllib.algorithms.{module}"), name)
+    config_cls = _classes(spec.algorithm)[0]
     try:
-        cls().training(**training_settings(spec))
+        config_cls().training(**training_settings(spec))
     except TypeError as e:
         raise ConfigError(f"training: {e}") from None
 

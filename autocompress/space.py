@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from autocompress.algos import ALGOS
 from autocompress.config import CompressConfig, TrialSpec, load_trial_spec, parse, read_yaml
 from autocompress.errors import ConfigError
 from autocompress.samplers import SAMPLERS
@@ -395,7 +396,7 @@ def stacked_params(space: SearchSpace, anchor: str, anchor_params: dict[str, Any
 
 def check_space(space: SearchSpace, spec: TrialSpec, source: str) -> None:
     """Every range end and choice must itself be a valid setting: try them all now."""
-    if space.critic_techniques and spec.algorithm != "PPO":
+    if space.critic_techniques and not ALGOS[spec.algorithm].own_critic:
         raise ConfigError(f"{source}: critic_techniques: only PPO's value net can be compressed (the trial spec's "
                           f"algorithm is {spec.algorithm})")
     _check_group(space.critic_techniques, spec, f"{source}: critic_techniques", lambda c: {"critic": c})

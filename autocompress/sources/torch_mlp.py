@@ -24,6 +24,7 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from autocompress.algos import ALGOS
 from autocompress.errors import ConfigError
 from autocompress.runtime import obs_normalizer, output_to_action
 from autocompress.sources import Imported, obs_stats_from, to_policy_net, with_log_std
@@ -92,7 +93,7 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
     mean_only = to_policy_net(chain)  # the net as the user wrote it: the reference for the import check
     if head["kind"] == "continuous":
         head["squash"] = arch.squash
-        if arch.algorithm != "DQN":
+        if not ALGOS[arch.algorithm].q_values:  # a Gaussian policy: mean and log-std
             chain = with_log_std(chain, np.full(n_out, arch.log_std, np.float32))
     obs_stats = None
     if arch.obs_norm is not None:
@@ -105,6 +106,7 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
             out = mean_only(torch.as_tensor(normalize(obs)[None]))[0].numpy()
         return output_to_action(out, head)
 
+    algo = ALGOS[arch.algorithm]
     return Imported("torch", arch.algorithm, arch.algorithm, to_policy_net(chain), head, source_act, None, obs_stats,
-                    notes=["no critic in the file: warmed up before fine-tuning" if arch.algorithm != "DQN" else
-                           "DQN: the Q-network is the net itself"])
+                    notes=[f"{arch.algorithm}: {algo.critic_note}" if algo.q_values else
+                           "no critic in the file: warmed up before fine-tuning"])
