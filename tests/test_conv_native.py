@@ -140,3 +140,20 @@ def test_conv_scratch_covers_the_widest_activation_and_the_patch_matrix():
     # 16 x 8 x 8 after the first conv; its patch matrix 64 pixels x 36; the second's int8 input + one patch
     assert size == {"width": 16 * 8 * 8, "qbuf": 16 * 8 * 8 + 16 * 3 * 3, "cols": 64 * 36}
     assert native.scratch_sizes(layers, ["dense"] * 4, 400)["cols"] == 0
+
+
+@pytest.mark.parametrize("shape,layout", [((1, 1, 6), "chw"), ((3, 4, 2), "hwc")])
+def test_a_batch_of_images_reads_alike_in_numpy_and_torch(shape, layout):
+    """Observations are one rule (conv.batch_dims): a batch (B, *shape) is B images even when the last
+    axis holds every value (C·H = 1), where the numpy runtime once kept (B, 1, 1) as batch dims."""
+    torch.manual_seed(0)
+    net = PolicyNet.cnn(shape, layout, [[4, [1, 2], 1]], [8], 3)
+    policy = NumpyPolicy.from_bytes(to_bytes(net, {"kind": "discrete", "n": 3}))
+    rng = np.random.default_rng(0)
+    for obs, out in (((5, *shape), (5, 3)), ((5, int(np.prod(shape))), (5, 3)), ((int(np.prod(shape)),), (3,))):
+        x = rng.standard_normal(obs).astype(np.float32)  # images, flat rows, one flat observation
+        with torch.no_grad():
+            want = net(torch.as_tensor(x)).numpy()
+        got = policy.forward(x)
+        assert got.shape == want.shape == out
+        np.testing.assert_allclose(got, want, atol=1e-5)
