@@ -81,13 +81,23 @@ def geometry_chain(obs_shape: tuple[int, ...], layout: str, filters: list[list])
     return chain
 
 
+def batch_dims(x_shape: tuple, obs_shape) -> tuple:
+    """The leading (batch) dims of observations of shape `x_shape`, each flat (..., C·H·W) or an image
+    (..., *obs_shape): flat where the last axis holds C·H·W values and there are fewer axes than a batch
+    of images has. (A batch (B, 1, 1, W) is B images; one such image reads as a (1, 1) batch of rows.)
+    The numpy runtime and PolicyNet both read observations by this rule."""
+    n = int(np.prod(obs_shape))
+    flat = tuple(x_shape[-1:]) == (n,) and len(x_shape) < len(obs_shape) + 1
+    return tuple(x_shape[:-1] if flat else x_shape[: len(x_shape) - len(obs_shape)])
+
+
 def to_chw(x: np.ndarray, input_: dict | None) -> np.ndarray:
     """Observations (..., *obs shape or flat) -> flat channel-first vectors (..., C·H·W)."""
     if input_ is None:
         return x
     shape = tuple(input_["shape"])
     n = int(np.prod(shape))
-    lead = x.shape[:-1] if x.shape[-1:] == (n,) else x.shape[: x.ndim - len(shape)]
+    lead = batch_dims(x.shape, shape)
     x = x.reshape(*lead, *shape)
     if input_["layout"] == "hwc":
         x = np.moveaxis(x, -1, -3)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autocompress.conv import LAYOUTS, geometry_chain, in_size, out_hw
+from autocompress.conv import LAYOUTS, batch_dims, geometry_chain, in_size, out_hw
 from autocompress.intq import activation_table
 from autocompress.quantgrid import (code_range, fake_quant, lsq_codes, lsq_fake_quant, lsq_init, quantize_codes,
                                     round_ste)
@@ -219,12 +219,11 @@ class PolicyNet(nn.Module):
         if self.input is None:
             return x
         shape = self.input["shape"]
-        n = int(np.prod(shape))
-        lead = x.shape[:-1] if x.shape[-1] == n and x.ndim < len(shape) + 1 else x.shape[: x.ndim - len(shape)]
+        lead = batch_dims(x.shape, shape)
         x = x.float().reshape(*lead, *shape)
         if self.input["layout"] == "hwc":
             x = x.movedim(-1, -3)
-        return x.reshape(*lead, n)
+        return x.reshape(*lead, int(np.prod(shape)))
 
     def conv_filters(self) -> list[list]:
         """The conv layers as filters with explicit padding ([channels, kernel, stride, pad]): what
