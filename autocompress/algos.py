@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Algo:
+    """One algorithm's row: its RLlib defaults, where its deployed net lives, and the rules below."""
+
     actor: str                    # state-dict prefix (and module attribute) of the deployed net
     copies: tuple[str, ...]       # prefixes that must hold the same net (target networks)
     squash: str                   # continuous actions: 'clip' (PPO) or 'tanh' (SAC) before unsquashing

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from autocompress import artifact, measure
+from autocompress.algos import ALGOS
 from autocompress.config import TrialSpec
 from autocompress.errors import TeacherError
 from autocompress.nets import PolicyNet
-from autocompress.rl import ALGOS, Session, action_head, actor_out_dim, env_spaces, obs_norm
+from autocompress.rl import Session, action_head, actor_out_dim, env_spaces, obs_norm
 
 def default_cache() -> Path:
     """Where `teach` and `compress` cache teachers: $AUTOCOMPRESS_CACHE or ~/.cache/autocompress/teachers
