@@ -6,8 +6,8 @@ Here activations stay int8 from the observation to the last layer, with scales f
 from teacher-visited observations (`artifact.calibrate`, stored in the artifact's header as `iq`):
 
   input     x_q = round(obs * a + c), clamped to [-127, 127]: normalisation and the input scale folded
-            into one multiply-add per observation value (a = 1 / (std s_x), c = -mean a), in fixed
-            point from the fp32 observation's bits (`input_ints`);
+            into one multiply-add per observation value (a = 1 / (std s_x), c = -mean a), in 32-bit fixed
+            point from the fp32 observation's bits, 16-bit significands of obs and a (`input_ints`);
   layer     acc_j = bias_j + sum_k q_jk x_qk in int32 (the layer's int8 weights, one scale s_w per row;
             bias_j = round(b_j / (s_w_j s_x)));
   hidden    p_j = clamp(round(acc_j M_j), -127, 127) with M_j = s_w_j s_x / s_p as a fixed-point multiplier
@@ -37,8 +37,12 @@ from autocompress.layers import ACTIVATIONS, Layer, int8_only
 
 #: tanh(4) = 0.99933: clipping its pre-activation there costs less than int8's step (1/127)
 TANH_RANGE = 4.0
-#: the input's largest multiplier in fixed point: a 24-bit significand times it stays within int64
-INPUT_BITS = 30
+#: obs a + c is formed in int32 with INPUT_FRAC fractional bits from 16-bit significands of obs and a: one
+#: 16 x 16 -> 32 multiply (Thumb-1 has no 64-bit one; libgcc's 64-bit arithmetic cost ~230 cycles an input);
+#: relative error <= 2**-15, far below int8's step. Products of 2**30 and more saturate (INPUT_SAT), far
+#: beyond the 127.5 that clamps, and |c| < 2**14 keeps the sum within int32.
+INPUT_FRAC = 16
+INPUT_SAT = 2 ** 30
 #: significant bits of a requantization multiplier (its low 16 bits are zero): a core without a 32 x 32 -> 64
 #: multiply then forms the product's high word from two 16 x 16 products (kernels.c's acz_iq_scale); M is
 #: still within 2**-15 relative, far below int8's step
@@ -75,22 +79,33 @@ def requantize(acc: np.ndarray, mult: np.ndarray, shift: np.ndarray, clamp: bool
     return np.clip(p, -127, 127) if clamp else p
 
 
-def input_ints(obs: np.ndarray, a: np.ndarray, c: np.ndarray, frac: int) -> np.ndarray:
+def input_fixed(a: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x = obs a + c (a > 0) in input_ints' fixed point: a = A 2^(ex - 16) with A of 16 significant bits, the
+    shift s = 142 - ex that brings m16 A (m16: obs's top 16 significand bits) to INPUT_FRAC fractional bits
+    (an observation with biased exponent E: m16 A >> (s - E)), and c at INPUT_FRAC fractional bits."""
+    frac, ex = np.frexp(np.asarray(a, np.float64))
+    big = np.rint(frac * 2.0 ** 16).astype(np.int64)
+    top = big == 2 ** 16
+    big[top], ex = 2 ** 15, ex + top
+    if (np.abs(c) >= 2 ** 14).any():
+        raise ValueError("an observation's mean is over 2**14 int8 steps from 0: normalise it first")
+    return big, (142 - ex).astype(np.int64), np.rint(np.asarray(c, np.float64) * 2.0 ** INPUT_FRAC).astype(np.int64)
+
+
+def input_ints(obs: np.ndarray, in_a: np.ndarray, in_s: np.ndarray, in_c: np.ndarray) -> np.ndarray:
     """int8 inputs round(obs a + c), clamped to [-127, 127], from the fp32 observations' bits alone
-    (kernels.c's acz_iq_input; no floating point, so a core without an FPU links no soft-float):
-    obs = +-m 2^e with m the 24-bit significand, so obs a 2^frac = +-(m a) 2^e, truncated to an integer
-    (a zero or subnormal obs is 0; |obs| >= 2^31, inf and NaN saturate by sign); c added; the sum
-    rounded half away from zero at 2^frac."""
+    (kernels.c's acz_iq_input; no floating point, so a core without an FPU links no soft-float; input_fixed
+    gives in_a, in_s, in_c): t = m16 in_a >> (in_s - E) for a normal obs (m16 its top 16 significand bits, E
+    its biased exponent), 0 for a zero or subnormal one, INPUT_SAT where the shift is -1 or less (|obs| far
+    too large; inf and NaN); c added with obs's sign; the sum rounded half away from zero at 2^INPUT_FRAC."""
     u = np.ascontiguousarray(obs, np.float32).view(np.uint32).astype(np.int64)
-    e = ((u >> 23) & 0xFF) - 150
-    p = ((u & 0x7FFFFF) | 0x800000) * a
-    p = np.where(e >= 0, p << np.clip(e, 0, 7), p >> np.clip(-e, 0, 63))
-    neg = (u >> 31) == 1
-    t = np.where(((u >> 23) & 0xFF) == 0, 0, np.where(neg, -p, p))
-    v = t + c
-    r = np.minimum((np.abs(v) + (1 << (frac - 1))) >> frac, 127)
-    r = np.where(v < 0, -r, r)
-    return np.where(e > 7, np.where(neg, -127, 127), r)
+    biased = (u >> 23) & 0xFF
+    p = (((u & 0x7FFFFF) | 0x800000) >> 8) * in_a
+    shift = in_s - biased
+    t = np.where(biased == 0, 0, np.where(shift <= 1, INPUT_SAT, p >> np.clip(shift, 0, 63)))
+    v = np.where((u >> 31) == 1, in_c - t, in_c + t)
+    r = np.minimum((np.abs(v) + (1 << (INPUT_FRAC - 1))) >> INPUT_FRAC, 127)
+    return np.where(v < 0, -r, r)
 
 
 @dataclass
@@ -111,9 +126,9 @@ class IQLayer:
 
 @dataclass
 class IQPlan:
-    in_a: np.ndarray                    # per observation value, fixed point with `frac` fractional bits:
-    in_c: np.ndarray                    # x_q = round(obs * in_a + in_c) (input_ints)
-    frac: int
+    in_a: np.ndarray                    # per observation value, x_q = round(obs a + c) in fixed point:
+    in_s: np.ndarray                    # a's 16-bit significand, its shift, c (input_fixed, input_ints)
+    in_c: np.ndarray
     layers: list[IQLayer]
 
 
@@ -128,9 +143,7 @@ def plan(header: dict, layers: list[Layer]) -> IQPlan:
     std = np.asarray(norm.get("std", np.ones(n_obs)), np.float64)
     s_x = float(cal["x"])
     a = 1.0 / (std * s_x)  # x_q = round(obs a + c), in fixed point: see input_ints
-    frac = INPUT_BITS - int(np.ceil(np.log2(a.max())))
-    in_a = np.rint(a * 2.0 ** frac).astype(np.int64)
-    in_c = np.rint(-mean * a * 2.0 ** frac).astype(np.int64)
+    in_a, in_s, in_c = input_fixed(a, -mean * a)
     out = []
     for i, layer in enumerate(layers):
         q, s_w = layer.int8()
@@ -150,7 +163,7 @@ def plan(header: dict, layers: list[Layer]) -> IQPlan:
             f, s_x = activation_table(layer.act, s_p)
             lut = np.clip(np.rint(f / s_x), -127, 127).astype(np.int8)
         out.append(IQLayer(q, bias, layer.act, mult, shift, lut))
-    return IQPlan(in_a, in_c, frac, out)
+    return IQPlan(in_a, in_s, in_c, out)
 
 
 def activation_table(act: str, s_p: float) -> tuple[np.ndarray, float]:
@@ -164,7 +177,7 @@ def forward(p: IQPlan, obs: np.ndarray) -> np.ndarray:
     """The integer-only net's outputs for rows of raw observations, exactly the C kernel's: a continuous
     head's fp32 outputs; a discrete head's integers at one scale (as float64, exact), whose argmax acts."""
     obs = np.asarray(obs, np.float32)
-    x = input_ints(obs.reshape(-1, p.in_a.size), p.in_a, p.in_c, p.frac)
+    x = input_ints(obs.reshape(-1, p.in_a.size), p.in_a, p.in_s, p.in_c)
     for i, layer in enumerate(p.layers):
         acc = x @ layer.q.astype(np.int64).T + layer.bias
         if layer.oscale is not None or i == len(p.layers) - 1:
@@ -225,8 +238,8 @@ def c_layers(p: IQPlan, bits: int = 8) -> list[dict]:
         lut = None if layer.lut is None else (layer.lut[127:] if layer.lut_odd else layer.lut, np.int8)
         out.append({"inpad": padded_inputs(layer.q.shape[1], bits), "out": layer.q.shape[0], "act": layer.act,
                     "bits": bits, "q": (interleave(layer.q, bits), np.uint8), "bias": (layer.bias, np.int32),
-                    "mult": None if layer.mult is None else (layer.mult, np.int32),
-                    "shift": None if layer.shift is None else (layer.shift, np.int8),
+                    "mult": None if layer.mult is None else (layer.mult >> 16, np.int16),  # MULT_BITS: 16 zeros
+                    "shift": None if layer.shift is None else (layer.shift - 33, np.int8),  # acz_iq_scale's sh
                     "lut": lut, "lut_odd": int(layer.lut_odd),
                     "oscale": None if layer.oscale is None else (layer.oscale, np.float32)})
     return out
@@ -241,7 +254,7 @@ def activation_forms(p: IQPlan) -> set[str]:
 
 def c_input(p: IQPlan) -> dict:
     """kernels.c's AczIQNet input fields (arrays as (array, dtype))."""
-    return {"in_a": (p.in_a, np.uint32), "in_c": (p.in_c, np.int64), "frac": p.frac}
+    return {"in_a": (p.in_a, np.uint16), "in_s": (p.in_s, np.int16), "in_c": (p.in_c, np.int32)}
 
 
 def scratch(p: IQPlan, bits: int = 8) -> dict[str, int]:

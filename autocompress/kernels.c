@@ -105,8 +105,8 @@ typedef struct {
     const uint8_t *q;                   /* bits 8: bytes, weight + 128, w0 w2 w1 w3 a word; 4: nibbles, weight + 8
                                          * (intq.WEIGHT_FORMS); rows 4 at a time word by word (intq.interleave) */
     const int32_t *bias;                /* in the accumulator's scale */
-    const int32_t *mult;                /* hidden: p = clamp((acc * mult + half) >> shift, +-127); a discrete */
-    const int8_t *shift;                /* head's output layer: the same, unclamped, to one scale (argmax) */
+    const int16_t *mult;                /* hidden: p = clamp((acc * mult 2^16 + half) >> (shift + 33), +-127); a */
+    const int8_t *shift;                /* discrete head's output layer: the same, unclamped, to one scale */
     const int8_t *lut;                  /* hidden: activation over p = 0 .. 127 (odd: -lut[-p]) or -127 .. 127 */
     int lut_odd;                        /*   (by lut_odd); NULL: relu or none */
     const float *oscale;                /* a continuous head's output layer: acc * oscale */
@@ -115,9 +115,9 @@ typedef struct {
 typedef struct {
     int n_layers;
     const AczIQLayer *layers;
-    const uint32_t *in_a;               /* x_q = round(obs * in_a + in_c), normalisation folded in, in fixed */
-    const int64_t *in_c;                /* point with `frac` fractional bits (acz_iq_input) */
-    int frac;
+    const uint16_t *in_a;               /* x_q = round(obs a + c), normalisation folded in, in fixed point: */
+    const int16_t *in_s;                /* a's 16-bit significand, its shift, c with ACZ_IQ_INPUT_FRAC */
+    const int32_t *in_c;                /* fractional bits (acz_iq_input, intq.input_fixed) */
     acz_iqx_t *x0, *x1;                 /* scratch: activations, the widest padded input */
     int32_t *acc;                       /* scratch: the widest layer's accumulators */
 } AczIQNet;
@@ -607,33 +607,31 @@ void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf, float 
 #if defined(__ARM_FEATURE_SIMD32) || defined(__ARM_FEATURE_SAT)
 #include <arm_acle.h>
 #endif
-/* x_q = round(obs * in_a + in_c) half away from zero, clamped to [-127, 127], from the fp32 bits alone
- * (intq.input_ints: obs = +-m 2^e, m the 24-bit significand; zero / subnormal 0; |obs| >= 2^31, inf and
- * NaN saturate by sign): no floating point, so a core without an FPU links no soft-float for it. */
+/* x_q = round(obs a + c) half away from zero, clamped to [-127, 127], in int32 from the fp32 bits alone
+ * (intq.input_ints: t = m16 in_a >> (in_s - E), m16 obs's top 16 significand bits and E its biased exponent; a
+ * zero / subnormal obs 0; a shift of 1 or less saturates, e.g. inf and NaN; then c added with obs's sign): no
+ * floating point, so a core without an FPU links no soft-float for it, and one 16 x 16 multiply. */
+#define ACZ_IQ_INPUT_FRAC 16        /* intq.INPUT_FRAC */
+#define ACZ_IQ_INPUT_SAT (1 << 30)  /* intq.INPUT_SAT */
 void acz_iq_input(const AczIQNet *iq, const float *obs, int n, acz_iqx_t *x) {
-    const int frac = iq->frac;
-    const uint64_t half = (uint64_t)1 << (frac - 1);
-    const uint32_t *in_a = iq->in_a;
-    const int64_t *in_c = iq->in_c;
+    const uint16_t *in_a = iq->in_a;
+    const int16_t *in_s = iq->in_s;
+    const int32_t *in_c = iq->in_c;
     for (int i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &obs[i], 4);
-        const int biased = (int)((u >> 23) & 0xffu), e = biased - 150;
-        int r = 127;
-        if (e > 7) {
-            r = u >> 31 ? -127 : 127;
-        } else {
-            uint64_t t = 0;  /* |obs| in_a 2^frac, truncated (in_a > 0: unsigned, one UMULL where there is one) */
-            if (biased && -e < 63) {
-                const uint64_t p = (uint64_t)((u & 0x7fffffu) | 0x800000u) * in_a[i];
-                t = e >= 0 ? p << e : p >> -e;
-            }
-            const int64_t v = u >> 31 ? in_c[i] - (int64_t)t : in_c[i] + (int64_t)t;
-            const uint64_t m = ((uint64_t)(v < 0 ? -v : v) + half) >> frac;
-            if (m < 127) r = (int)m;
-            if (v < 0) r = -r;
+        const union { float f; uint32_t u; } bits = {obs[i]};  /* a word load: memcpy is a call on Thumb-1 */
+        const uint32_t u = bits.u;
+        const int biased = (int)((u >> 23) & 0xffu), shift = in_s[i] - biased;
+        int32_t t = 0;
+        if (biased) {
+            if (shift <= 1)
+                t = ACZ_IQ_INPUT_SAT;
+            else if (shift < 32)
+                t = (int32_t)(((((u & 0x7fffffu) | 0x800000u) >> 8) * (uint32_t)in_a[i]) >> shift);
         }
-        x[i] = (acz_iqx_t)r;
+        const int32_t v = u >> 31 ? in_c[i] - t : in_c[i] + t;
+        const uint32_t m = ((uint32_t)(v < 0 ? -v : v) + (1u << (ACZ_IQ_INPUT_FRAC - 1))) >> ACZ_IQ_INPUT_FRAC;
+        const int r = m < 127 ? (int)m : 127;
+        x[i] = (acz_iqx_t)(v < 0 ? -r : r);
     }
 }
 
@@ -756,28 +754,28 @@ static void acz_iq_dense(const AczIQLayer *L, const acz_iqx_t *x, int32_t sum, i
 #else
 #define ACZ_THUMB1_NOINLINE
 #endif
-/* shift < 33 (a requantization multiplier of 1/4 or more): the whole 64-bit product. On
+/* s < 33 (a requantization multiplier of 1/4 or more): the whole 64-bit product. On
  * Thumb-1 that is a libgcc call and a long shift, kept out of line so that each loop calling acz_iq_scale
  * carries one call to it rather than a copy (elsewhere a few instructions, inlined). */
-static ACZ_THUMB1_NOINLINE int32_t acz_iq_scale_wide(int32_t acc, int32_t mult, int shift) {
-    return (int32_t)(((int64_t)acc * mult + ((int64_t)1 << (shift - 1))) >> shift);
+static ACZ_THUMB1_NOINLINE int32_t acz_iq_scale_wide(int32_t acc, int32_t mh, int s) {
+    return (int32_t)(((int64_t)acc * (mh * 65536) + ((int64_t)1 << (s - 1))) >> s);
 }
 
-/* round(acc * mult / 2^shift), halves up (intq.requantize). For shift >= 33 only the product's high word
- * counts: floor((p + 2^(s-1)) / 2^s) = (hi + 2^(s-33)) >> (s-32) with hi = floor(p / 2^32), since the low
- * word adds less than 1 to an integer numerator. Thumb-1 has no 32 x 32 -> 64 multiply (libgcc's is a
- * call of ~60 cycles); there, as mult's low 16 bits are zero (intq.MULT_BITS), hi = ah mh + (al mh >> 16)
- * with acc = ah 2^16 + al (al unsigned) and mult = mh 2^16: two 16 x 16 products, neither overflowing. */
-static int32_t acz_iq_scale(int32_t acc, int32_t mult, int shift) {
-    if (shift < 33)
-        return acz_iq_scale_wide(acc, mult, shift);
+/* round(acc * mult / 2^s), halves up (intq.requantize), with mult = mh 2^16 (its low 16 bits are zero:
+ * intq.MULT_BITS; stored as mh) and s = sh + 33 (stored as sh). For s >= 33 only the product's high word counts: floor((p + 2^(s-1)) /
+ * 2^s) = (hi + 2^(s-33)) >> (s-32) with hi = floor(p / 2^32) = floor(acc mh / 2^16), since the low word adds
+ * less than 1 to an integer numerator. Thumb-1 has no 32 x 32 -> 64 multiply (libgcc's is a call of ~60
+ * cycles); there hi = ah mh + (al mh >> 16) with acc = ah 2^16 + al (al unsigned): two 16 x 16 products,
+ * neither overflowing. */
+static int32_t acz_iq_scale(int32_t acc, int32_t mh, int sh) {
+    if (sh < 0)
+        return acz_iq_scale_wide(acc, mh, sh + 33);
 #if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 || defined(ACZ_MULHI_16)
-    const int32_t mh = mult >> 16;
     const int32_t hi = (acc >> 16) * mh + (int32_t)((((uint32_t)acc & 0xffffu) * (uint32_t)mh) >> 16);
 #else
-    const int32_t hi = (int32_t)(((int64_t)acc * mult) >> 32);
+    const int32_t hi = (int32_t)(((int64_t)acc * mh) >> 16);
 #endif
-    return ((hi >> (shift - 33)) + 1) >> 1;  /* = (hi + 2^(s-33)) >> (s-32) */
+    return ((hi >> sh) + 1) >> 1;  /* = (hi + 2^(s-33)) >> (s-32) */
 }
 
 #define ACZ_IQ_CLAMP(p) ((p) > 127 ? 127 : ((p) < -127 ? -127 : (p)))
@@ -837,11 +835,13 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
 #if ACZ_IQ_RELU
         } else if (L->act == ACZ_RELU) {
             for (j = 0; j < L->out; j++) {
-                const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]);
 #if defined(__ARM_FEATURE_SAT)
+                const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]);
                 sum += next[j] = (acz_iqx_t)__usat(p, 7);  /* p clamped to [0, 127] in one instruction */
 #else
-                sum += next[j] = (acz_iqx_t)(p < 0 ? 0 : (p > 127 ? 127 : p));
+                /* acc <= 0 rounds to p <= 0 (halves up), which relu makes 0: no requantization for it */
+                const int32_t p = acc[j] > 0 ? acz_iq_scale(acc[j], L->mult[j], L->shift[j]) : 0;
+                sum += next[j] = (acz_iqx_t)(p > 127 ? 127 : p);
 #endif
             }
 #endif

@@ -63,8 +63,8 @@ class _IQLayer(ctypes.Structure):  # kernels.c's AczIQLayer
 
 
 class _IQNet(ctypes.Structure):  # kernels.c's AczIQNet
-    _fields_ = [("n_layers", ctypes.c_int), *[(n, ctypes.c_void_p) for n in ("layers", "in_a", "in_c")],
-                ("frac", ctypes.c_int), *[(n, ctypes.c_void_p) for n in ("x0", "x1", "acc")]]
+    _fields_ = [("n_layers", ctypes.c_int),
+                *[(n, ctypes.c_void_p) for n in ("layers", "in_a", "in_s", "in_c", "x0", "x1", "acc")]]
 
 
 class _Net(ctypes.Structure):
