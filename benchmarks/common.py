@@ -27,6 +27,17 @@ def machine() -> str:
             f"ray {ray.__version__}, optuna {optuna.__version__}, numpy {numpy.__version__}")
 
 
+def head_commit() -> str:
+    """The checked-out commit (short), recorded beside results so a report can tell when its code changed."""
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def changed_since(commit: str, paths: list[str]) -> bool:
+    """Whether any of `paths` (relative to the repo) differs between `commit` and the working tree."""
+    return subprocess.run(["git", "diff", "--quiet", commit, "--", *paths], cwd=ROOT).returncode != 0
+
+
 def save_figure(fig, name: str) -> str:
     """Save a matplotlib figure under docs/img/ and return its path relative to docs/."""
     img = DOC.parent / "img" / name

@@ -42,7 +42,7 @@ import numpy as np
 import yaml
 from optuna.trial import TrialState
 
-from benchmarks.common import DOC, ROOT, machine, run_search, save_figure, write_section
+from benchmarks.common import DOC, ROOT, changed_since, head_commit, machine, run_search, save_figure, write_section
 
 ARMS = {"default": {"sampler": "tpe", "pruner": {"kind": "gate"}},
         "no early stop": {"sampler": "tpe", "pruner": {"kind": "none"}},
@@ -190,7 +190,8 @@ def main() -> None:
                                        cheap(args.base), Path(d) / key.replace(" ", "_"), base=args.base)
                 stopped = sum(t.state == TrialState.PRUNED for t in run.study.trials)
                 stage = stage_seconds(run.run_dir)
-                saved["runs"][key] = {"curve": curve(run, stage), "wall": wall, "stopped": stopped,
+                saved["runs"][key] = {"commit": head_commit(), "curve": curve(run, stage), "wall": wall,
+                                      "stopped": stopped,
                                       "stage_seconds": stage,
                                       "guided": run.study.user_attrs.get("sensitivity_guided", 0),
                                       "trials": trial_log(run)}
@@ -313,6 +314,10 @@ def final_setter(run: dict) -> str:
     return ("+".join(sorted(t["config"] or {})) or "teacher") + (" (baseline)" if t["baseline"] else "")
 
 
+#: what an MCU target's cycles depend on beside the trials themselves: a change here makes device runs stale
+DEVICE_CODE = ["autocompress/kernels.c", "autocompress/intq.py", "autocompress/mcu", "autocompress/exports/c.py"]
+
+
 def report_device(args, saved: dict) -> None:
     """Default vs random with latency in exact cycles on args.target, beside the same base's host runs."""
     import collections
@@ -347,6 +352,11 @@ def report_device(args, saved: dict) -> None:
         f"(`docs/data/{host_file.name}`, run earlier on the code of their day).", "",
         "| latency on | arm | seeds | final hypervolume | trial-seconds |", "|---|---|---|---|---|", *rows, "",
         *lines])
+    commits = sorted({r["commit"] for r in saved["runs"].values() if "commit" in r})
+    if any(changed_since(c, DEVICE_CODE) for c in commits):
+        body += ("\n\n**Stale:** the code these cycles come from (" + ", ".join(f"`{p}`" for p in DEVICE_CODE)
+                 + f") changed after the runs (at {', '.join(commits)}); they were not re-run, so the int8 trials' "
+                 "cycles here are those of the kernels of that day.")
     write_section(f"search_value_{args.base}_{args.target}", body)
 
 
