@@ -2,6 +2,7 @@
 `cc -std=c99 -O3 -march=native -ffast-math -Wall -Wextra -Werror` (its Makefile's flags) and run, and both ONNX graphs run by onnxruntime, on 1,000
 observations (discrete: except near-ties; continuous: within 1e-5)."""
 
+import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -161,6 +162,11 @@ def test_export_every_format_from_a_run(search_run, tmp_path, observations):
         kernels = exports.int8_kernels(data) if fmt == "onnx-int8" else row["kernels"]
         assert_same_actions(got, NumpyPolicy.from_bytes(data, kernels), obs, fmt)
     assert run.export(row["trial"], tmp_path / "p.acz").read_bytes() == data
+    if importlib.util.find_spec("ai_edge_litert"):  # the [tflite] extra
+        from autocompress.exports.tflite import run_litert
+
+        got = run_litert(run.export(row["trial"], tmp_path / "p.tflite", "tflite").read_bytes(), obs)
+        assert_same_actions(got, NumpyPolicy.from_bytes(data), obs, "tflite")
     # the CLI: --smallest packs the k-bit codes as the artifact does, and says the flash it takes
     res = CliRunner().invoke(app, ["export", str(search_run), "--trial", str(row["trial"]), "--format", "c",
                                    "--smallest", "-o", str(tmp_path / "small")])
@@ -200,7 +206,12 @@ def test_export_bad_input_is_one_clear_error(search_run, tmp_path):
                                              "tflite-int8"):
         ac.export(run_dir, 0, tmp_path / "x", format="tfjs")
     (tmp_path / "file").write_text("")
-    for fmt, out in (("acz", tmp_path / "file" / "x.acz"), ("c", tmp_path / "file"), ("onnx", tmp_path)):
+    for fmt, out in (("acz", tmp_path / "file" / "x.acz"), ("c", tmp_path / "file"), ("onnx", tmp_path),
+                     ("tflite", tmp_path / "file" / "x.tflite")):
         with pytest.raises(ac.ConfigError) as e:
             ac.export(run_dir, 0, out, format=fmt)
         assert e.value.option == "output", (fmt, e.value)
+    # a full-integer TFLite file needs int8 layers and the integer-only calibration (an MCU search's): one error
+    with pytest.raises(ac.ConfigError, match="trial 0: tflite-int8 needs every layer int8-representable") as e:
+        ac.export(run_dir, 0, tmp_path / "x.tflite", format="tflite-int8")
+    assert e.value.option == "format"
