@@ -187,7 +187,7 @@ def compress_net(net, config: CompressConfig | dict) -> Any:
 
 
 def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = None,
-                settings: dict[str, list] | None = None, episodes: int = 5, output_dir: str | Path | None = None,
+                settings: dict[str, list] | list[str] | None = None, episodes: int = 5, output_dir: str | Path | None = None,
                 cache_dir: str | Path | None = None, tracking_uri: str | None = None, log: Log = _quiet,
                 progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Layer sensitivity of the spec's teacher: for each layer and each setting of each per-layer technique
@@ -196,8 +196,9 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
     seeded episodes (seeds from 300000). Writes `output_dir/sensitivity.json` and the heatmap
     `sensitivity.png` [default dir: runs/sensitivity/<spec name>], logs both to an MLflow run named
     `sensitivity` in the experiment named after the spec (store: `tracking_uri`, default sqlite in the
-    output dir). `settings` overrides the swept values per technique; returns the table
-    (see autocompress/layer_sensitivity.py for every field).
+    output dir). `settings` overrides the swept values per technique ({technique: values}, or the CLI's
+    items "quantize=2,4,8"); returns the table (see autocompress/layer_sensitivity.py for every field)
+    and `files`, the two files written.
 
     >>> import autocompress as ac
     >>> t = ac.sensitivity("trials/cartpole_ppo.yaml", settings={"prune": [0.5, 0.99]}, episodes=0,
@@ -209,6 +210,8 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
     """
     from autocompress import tracking  # deferred (heavy): MLflow
 
+    if isinstance(settings, (list, tuple)):  # TECHNIQUE=V1,V2 items: malformed ones named before anything else
+        settings = sens.parse_settings(settings) or None
     spec = _spec(spec)
     names = sens.check_techniques(techniques if techniques is not None else (list(settings) if settings else None))
     extra = sorted(set(settings or {}) - set(names))
@@ -228,14 +231,16 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
     table = sens.run(spec, cache_root, settings=grid, episodes=episodes,
                      out_dir=out, log=log, progress=progress or (lambda done, total, what: None))
     uri = tracking_uri or tracking.default_uri(out)
+    files = [out / sens.FILE, out / sens.PLOT]
     rid = tracking.log_sensitivity(
         uri, spec.name, {"trial_spec": spec.name, "techniques": ",".join(names), "settings": json.dumps(grid),
                          "episodes": episodes, "seed": table["seed"], "states": table["states"]},
         {"sensitivity_seconds": table["seconds"], "measurements": len(table["rows"]),
          **({"teacher_return_mean": table["teacher"]["return_mean"]} if episodes else {})},
-        [out / sens.FILE, out / sens.PLOT], artifact_dir=out / "mlartifacts")
+        files, artifact_dir=out / "mlartifacts")
     table["mlflow"] = {"tracking_uri": redact(uri), "experiment": spec.name, "run_id": rid}
     sens.write(table, out)
+    table["files"] = [str(f) for f in files]  # the table as written, plus where
     return table
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from mlflow import MlflowClient
+
 from autocompress import checks, exports, measure, pareto, tracking
 from autocompress.config import TrialSpec
 from autocompress.errors import ConfigError
@@ -16,8 +18,10 @@ from autocompress.layers import runs_iq
 from autocompress.results import FrontRow
 from autocompress.space import load_search_space
 from autocompress.targets import target as find_target
+from autocompress.urls import is_redacted, mlflow_ui_base, mlflow_ui_links
 from autocompress._search import heldout
 from autocompress._search.results import current_front, heldout_of_front, load_run, reference_row, rows
+from autocompress._search.study import JOURNAL
 from autocompress._search.sync import sync_run
 
 Log = Callable[[str], None]
@@ -220,6 +224,40 @@ class Run:
         jobs = heldout.policies(all_rows, [by_number[n] for n in wanted], self.run_dir, spec)
         return heldout.heldout_values(jobs, spec, runtime)
 
+    def where_to_look(self) -> list[str]:
+        """The closing lines of a search (`where_to_look`)."""
+        return where_to_look(self.run_dir, self.state)
+
     def sync(self, tracking_uri: str | None = None, storage: str | None = None, log: Log = _quiet) -> dict:
         """Log to MLflow what it missed (idempotent); see `autocompress.sync`."""
         return sync_run(self.run_dir, storage, tracking_uri, log=log)
+
+
+def where_to_look(run_dir: Path, state: dict) -> list[str]:
+    """The closing lines of a search: the run dir, how to open the MLflow UI and the direct links into
+    it (the runs table, the 3-D Pareto plot), and the optuna-dashboard command for the study."""
+    uri = state.get("tracking_uri")
+    lines = [f"run dir: {run_dir}"]
+    if uri and not uri.startswith(("http://", "https://")):
+        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {uri}   (then open the links below)")
+    else:
+        lines.append(f"MLflow UI: {mlflow_ui_base(uri)}")
+    exp = state.get("experiment_id") or _experiment_id(uri, state.get("parent_run_id"))
+    if exp is not None:
+        links = mlflow_ui_links(uri, exp, state.get("parent_run_id"))
+        lines.append(f"  trial runs:   {links['runs']}")
+        if "pareto" in links:
+            lines.append(f"  Pareto plot:  {links['pareto']}")
+    storage = state.get("storage") or str(Path(run_dir) / JOURNAL)  # a journal file: optuna-dashboard opens it as is
+    lines.append(f"Optuna dashboard: pip install optuna-dashboard && optuna-dashboard {storage}")
+    return lines
+
+
+def _experiment_id(uri: str | None, parent_run_id: str | None) -> str | None:
+    """The parent run's experiment, for run dirs written before search.json recorded it."""
+    if not uri or not parent_run_id or is_redacted(uri):
+        return None
+    try:
+        return MlflowClient(tracking_uri=uri).get_run(parent_run_id).info.experiment_id
+    except Exception:  # offline or gone: the closing lines go without links
+        return None
