@@ -10,11 +10,12 @@ The public API is what `__all__` lists; every other module is internal and may c
     ac.Policy.load(run.export(best.trial, "policy.acz")).act(obs)
 """
 
-from autocompress._api import (Policy, Run, compress, compress_net, default_cache, evaluate, export, inspect_import,
-                               search, sensitivity, sync, teach, validate)
+from autocompress._api import (compress, compress_net, default_cache, evaluate, export, inspect_import, search,
+                               sensitivity, sync, teach, validate)
 from autocompress.config import CompressConfig, TrialSpec, load_compress_config, load_trial_spec
 from autocompress.measure import latency
 from autocompress.nets import PolicyNet
+from autocompress.policy import Policy
 from autocompress.errors import AutocompressError, ConfigError, SearchError, TeacherError, TrackingError, TrialError
 from autocompress.results import FrontRow, TrialResult
 from autocompress.samplers import SAMPLERS
@@ -33,3 +34,13 @@ __all__ = [
     # errors (exit codes in README)
     "AutocompressError", "ConfigError", "SearchError", "TeacherError", "TrackingError", "TrialError",
 ]
+
+
+def __getattr__(name: str):
+    """`Run` is loaded on first use: its module (autocompress/_search/run.py) imports Optuna and MLflow."""
+    if name == "Run":
+        from autocompress._search.run import Run
+
+        globals()["Run"] = Run
+        return Run
+    raise AttributeError(f"module 'autocompress' has no attribute {name!r}")

@@ -1,25 +1,34 @@
-"""The public API, re-exported by `autocompress/__init__.py`. The CLI and the benchmarks call
-only this. Examples run as doctests in the suite (tests/test_api.py); `RUN_DIR` there is a run
-dir of a tiny finished search and `tmp` a fresh temporary directory.
+"""The public API's verbs, re-exported by `autocompress/__init__.py` with `Policy` (policy.py) and
+`Run` (_search/run.py). The CLI and the benchmarks call only the public API. Examples run as doctests
+in the suite (tests/test_api.py); `RUN_DIR` there is a run dir of a tiny finished search and `tmp` a
+fresh temporary directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from autocompress import checks
+from autocompress import artifact, checks, measure, pipeline, rl, sources, targets
+from autocompress import layer_sensitivity as sens
+from autocompress import teacher as teachers
 from autocompress.algos import ALGOS
 from autocompress.config import CompressConfig, TrialSpec, load_compress_config, load_trial_spec, parse, read_yaml
+from autocompress.conv import geometry_chain, out_hw
 from autocompress.errors import AutocompressError, ConfigError, TrialError
-from autocompress.results import FrontRow, TrialResult
+from autocompress.policy import Policy
+from autocompress.results import TrialResult
 from autocompress.space import SearchSpace, load_search_space
 from autocompress.teacher import default_cache
+from autocompress.techniques import Context
+from autocompress.urls import redact
+
+if TYPE_CHECKING:
+    from autocompress._search.run import Run
 
 Log = Callable[[str], None]
 
@@ -45,8 +54,6 @@ def _check_import(spec: TrialSpec):
     """The imported teacher, if the spec names one (ConfigError naming what does not fit)."""
     if not spec.teacher.from_:
         return None
-    from autocompress import sources
-
     return sources.load(spec)
 
 
@@ -56,14 +63,11 @@ def _check_teacher(spec: TrialSpec, cache_root: Path, train: bool = False) -> bo
     the cached or committed one (read where it lies: nothing is created); where there is none yet,
     `train` trains it now (compress and sensitivity would anyway), else False: not checked (a search
     checks it when its teacher task returns)."""
-    from autocompress import artifact, measure
-    from autocompress.teacher import available_teacher
-
     imported = _check_import(spec)
     if imported is not None:
         net, head = imported.actor, imported.head
     else:
-        teacher = available_teacher(spec, cache_root) or (teach(spec, cache_dir=cache_root) if train else None)
+        teacher = teachers.available_teacher(spec, cache_root) or (teach(spec, cache_dir=cache_root) if train else None)
         if teacher is None:
             return False
         net, head = teacher.actor, teacher.info["head"]
@@ -82,8 +86,6 @@ def _config(config: CompressConfig | dict | str | Path | None) -> CompressConfig
 
 def _check_rllib_keys(spec: TrialSpec, source: str | Path | None = None) -> None:
     """`training:` keys RLlib does not know fail here, before any work (builds a config only)."""
-    from autocompress import rl
-
     try:
         rl.check_training_keys(spec)
     except ConfigError as e:
@@ -103,8 +105,6 @@ def teach(spec: TrialSpec | str | Path, *, cache_dir: str | Path | None = None, 
     >>> teacher.actor.hidden_widths(), teacher.info["head"]["kind"]
     ([256, 256], 'discrete')
     """
-    from autocompress import teacher as teachers
-
     spec = _spec(spec)
     checks.directory(cache_dir, "cache_dir")
     return teachers.train_teacher(spec, Path(cache_dir) if cache_dir else default_cache(), log=log, retrain=retrain,
@@ -127,8 +127,6 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
     >>> r.bytes < r.teacher_bytes / 3, r.return_ratio > 0.9
     (True, True)
     """
-    from autocompress import pipeline
-
     spec, cfg = _spec(spec), _config(config)
     if target is not None:
         spec = spec.updated({"latency": {"target": target}})
@@ -154,57 +152,6 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
     return result
 
 
-class Policy:
-    """A deployable artifact (.acz), loaded into a runtime: `act(obs)` for one observation.
-
-    runtime 'auto' is the compiled C kernel where a C compiler exists, else numpy; 'c' or 'numpy'
-    choose one (what `latency.runtime` in a trial spec chooses for measuring). `kernels` (one per
-    layer: dense, csr, int8, packed) repeats a recorded choice, e.g. a trial's `kernels`; the C
-    runtime otherwise picks each layer's fastest by measuring at load.
-
-    >>> import autocompress as ac
-    >>> policy = ac.Policy.load(f"{RUN_DIR}/trials/0/policy.acz")
-    >>> policy.act(np.zeros(4, np.float32)) in (0, 1)
-    True
-    """
-
-    def __init__(self, impl: Any, runtime: str, data: bytes):
-        self._impl, self.runtime = impl, runtime
-        self.kernels: list[str] = list(impl.kernels)
-        self.head = impl.head
-        self.act = impl.act  # the runtime's own bound method: no extra Python call in what latency times
-        #: the artifact's bytes (its length is the size objective)
-        self.data = data
-
-    @classmethod
-    def load(cls, path: str | Path, runtime: Literal["auto", "c", "numpy"] = "auto",
-             kernels: list[str] | None = None) -> "Policy":
-        return cls.from_bytes(Path(path).read_bytes(), runtime, kernels)
-
-    @classmethod
-    def from_bytes(cls, data: bytes, runtime: Literal["auto", "c", "numpy"] = "auto",
-                   kernels: list[str] | None = None) -> "Policy":
-        from autocompress.measure import policy_runtime
-
-        name, impl = policy_runtime(runtime)
-        try:
-            return cls(impl.from_bytes(data, kernels), name, data)
-        except ValueError as e:  # a bad kernel list, or not an artifact
-            raise ConfigError(str(e), option="kernels" if str(e).startswith("kernels") else None) from None
-
-    @classmethod
-    def from_net(cls, net, head: dict, runtime: Literal["auto", "c", "numpy"] = "auto") -> "Policy":
-        """Export a PolicyNet (packed as its compression allows) and load it. `head` says how outputs
-        become actions, e.g. {"kind": "discrete", "n": 2} (argmax)."""
-        from autocompress.artifact import to_bytes
-
-        return cls.from_bytes(to_bytes(net, head), runtime)
-
-    def act(self, obs: np.ndarray):
-        """Deterministic action (argmax, or the squashed mean on the env's bounds)."""
-        return self._impl.act(obs)
-
-
 def evaluate(policy: Policy, spec: TrialSpec | str | Path, *, episodes: int | None = None,
              seed: int | None = None) -> np.ndarray:
     """Undiscounted return of each of `episodes` episodes (default: the spec's eval.episodes), episode i
@@ -215,8 +162,6 @@ def evaluate(policy: Policy, spec: TrialSpec | str | Path, *, episodes: int | No
     >>> returns.shape
     (2,)
     """
-    from autocompress import measure
-
     spec = _spec(spec)
     return measure.evaluate(policy.act, spec.env_creator(),
                             spec.eval.episodes if episodes is None else episodes,
@@ -235,9 +180,6 @@ def compress_net(net, config: CompressConfig | dict) -> Any:
     >>> round(small.sparsity(), 2), len(ac.Policy.from_net(net, head).data) / len(ac.Policy.from_net(small, head).data) > 7
     (0.9, True)
     """
-    from autocompress import pipeline
-    from autocompress.techniques import Context
-
     try:
         return pipeline.compress_net(net, _config(config), Context(), None)
     except ValueError as e:  # e.g. distill without observations
@@ -245,7 +187,7 @@ def compress_net(net, config: CompressConfig | dict) -> Any:
 
 
 def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = None,
-                settings: dict[str, list] | None = None, episodes: int = 5, output_dir: str | Path | None = None,
+                settings: dict[str, list] | list[str] | None = None, episodes: int = 5, output_dir: str | Path | None = None,
                 cache_dir: str | Path | None = None, tracking_uri: str | None = None, log: Log = _quiet,
                 progress: Callable[[int, int, str], None] | None = None) -> dict:
     """Layer sensitivity of the spec's teacher: for each layer and each setting of each per-layer technique
@@ -254,8 +196,9 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
     seeded episodes (seeds from 300000). Writes `output_dir/sensitivity.json` and the heatmap
     `sensitivity.png` [default dir: runs/sensitivity/<spec name>], logs both to an MLflow run named
     `sensitivity` in the experiment named after the spec (store: `tracking_uri`, default sqlite in the
-    output dir). `settings` overrides the swept values per technique; returns the table
-    (see autocompress/layer_sensitivity.py for every field).
+    output dir). `settings` overrides the swept values per technique ({technique: values}, or the CLI's
+    items "quantize=2,4,8"); returns the table (see autocompress/layer_sensitivity.py for every field)
+    and `files`, the two files written.
 
     >>> import autocompress as ac
     >>> t = ac.sensitivity("trials/cartpole_ppo.yaml", settings={"prune": [0.5, 0.99]}, episodes=0,
@@ -265,10 +208,10 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
     >>> all(r["agreement"] <= 1 for r in t["rows"]), sorted(p.name for p in Path(tmp).glob("sensitivity.*"))
     (True, ['sensitivity.json', 'sensitivity.png'])
     """
-    from autocompress import layer_sensitivity as sens
-    from autocompress import tracking
-    from autocompress.urls import redact
+    from autocompress import tracking  # deferred (heavy): MLflow
 
+    if isinstance(settings, (list, tuple)):  # TECHNIQUE=V1,V2 items: malformed ones named before anything else
+        settings = sens.parse_settings(settings) or None
     spec = _spec(spec)
     names = sens.check_techniques(techniques if techniques is not None else (list(settings) if settings else None))
     extra = sorted(set(settings or {}) - set(names))
@@ -288,268 +231,31 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
     table = sens.run(spec, cache_root, settings=grid, episodes=episodes,
                      out_dir=out, log=log, progress=progress or (lambda done, total, what: None))
     uri = tracking_uri or tracking.default_uri(out)
+    files = [out / sens.FILE, out / sens.PLOT]
     rid = tracking.log_sensitivity(
         uri, spec.name, {"trial_spec": spec.name, "techniques": ",".join(names), "settings": json.dumps(grid),
                          "episodes": episodes, "seed": table["seed"], "states": table["states"]},
         {"sensitivity_seconds": table["seconds"], "measurements": len(table["rows"]),
          **({"teacher_return_mean": table["teacher"]["return_mean"]} if episodes else {})},
-        [out / sens.FILE, out / sens.PLOT], artifact_dir=out / "mlartifacts")
+        files, artifact_dir=out / "mlartifacts")
     table["mlflow"] = {"tracking_uri": redact(uri), "experiment": spec.name, "run_id": rid}
     sens.write(table, out)
+    table["files"] = [str(f) for f in files]  # the table as written, plus where
     return table
 
 
 # -- a search and its results -----------------------------------------------------------------
 
-@dataclass
-class Run:
-    """A search's run dir: its Optuna study (the source of truth), front, pick and export.
-
-    >>> import autocompress as ac
-    >>> run = ac.Run.load(RUN_DIR)
-    >>> run.objectives
-    ['return', 'latency', 'bytes']
-    >>> best = run.pick(min_return_ratio=0.0, minimize="bytes")
-    >>> best.bytes == min(r.bytes for r in run.front())
-    True
-    >>> run.export(best.trial, f"{tmp}/best.acz").stat().st_size == best.bytes
-    True
-    """
-
-    run_dir: Path
-    study: Any
-    state: dict
-    summary: dict = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, run_dir: str | Path, storage: str | None = None) -> "Run":
-        """Open the run dir of a finished (or running) search; `storage` if it used a storage URL."""
-        from autocompress._search import load_run
-
-        checks.storage_url(storage)
-        study, state = load_run(Path(run_dir), storage)
-        return cls(Path(run_dir), study, state)
-
-    @property
-    def objectives(self) -> list[str]:
-        return list(self.state["objectives"])
-
-    def rows(self) -> list[dict]:
-        """Every COMPLETE trial as a dict: TrialResult fields + trial, config, feasible."""
-        from autocompress._search import rows
-
-        return rows(self.study)
-
-    def front(self) -> list[FrontRow]:
-        """The Pareto front (over feasible trials when any is feasible), with ratios to the teacher."""
-        from autocompress._search import current_front
-
-        return [FrontRow.from_row(r) for r in current_front(self.study, self.objectives)]
-
-    def hypervolume(self, before: int | None = None) -> float:
-        """Normalised hypervolume of the feasible COMPLETE trials (numbered below `before`, if given):
-        reference = (0 return, teacher latency, teacher bytes) in ratios, so 1.0 would be the teacher's
-        return at no latency and no bytes. Latency ratios depend on the runtime: compare within one."""
-        from autocompress import pareto
-
-        rs = [r for r in self.rows() if r["feasible"] and (before is None or r["trial"] < before)]
-        return pareto.normalised_hypervolume(rs, self.objectives)
-
-    def heldout(self) -> dict | None:
-        """The front's held-out snapshot (`pareto --reevaluate`, the end of a search): episodes, seed,
-        runtime, the teacher's and the reference's values and each re-evaluated trial's; None when there
-        is none or the front has members it lacks (then `front`/`pick` go by the evaluation episodes)."""
-        from autocompress._search.results import current_front, heldout_of_front
-
-        return heldout_of_front(self.study, current_front(self.study, self.objectives))
-
-    def reference(self) -> FrontRow | None:
-        """The teacher fine-tuned with the trials' fine-tune budget and no technique
-        (`finetune.teacher_reference: true`), as a row (trial -1); None when the search has none."""
-        from autocompress._search.results import reference_row
-
-        row = reference_row(self.study)
-        return FrontRow.from_row(row) if row else None
-
-    def evaluate_heldout(self, episodes: int | None = None, *, parallel: bool = False,
-                         tracking_uri: str | None = None, log: Log = _quiet) -> dict:
-        """Re-evaluate the front, the teacher (and the reference) on `episodes` held-out episodes (default:
-        the spec's eval.heldout_episodes; seeds from eval.heldout_seed), in the runtime the study pinned;
-        store the values in the study and as MLflow metrics `heldout_*`, re-write the front's files.
-        `parallel`: one Ray task per policy. Returns the snapshot (`Run.heldout()`)."""
-        from autocompress._search.heldout import reevaluate_run
-
-        if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
-            raise ConfigError(f"{episodes!r}: held-out episodes must be a whole number >= 1", option="reevaluate")
-        checks.tracking_uri(tracking_uri)
-        return reevaluate_run(self.run_dir, self.study, self.state, self.trial_spec(), episodes, tracking_uri,
-                              parallel, log)
-
-    def pick(self, min_return_ratio: float = 0.95, minimize: Literal["latency", "bytes"] = "latency",
-             max_bytes: float | None = None, max_latency_ms: float | None = None, max_flash: int | None = None,
-             max_ram: int | None = None) -> FrontRow:
-        """The trial with the lowest `minimize` among those meeting every constraint (ConfigError
-        saying how many trials met each constraint when none meets them all). With held-out values
-        (`heldout()`), the return constraint and ties go by them, among the re-evaluated trials."""
-        from autocompress import pareto
-
-        checks.finite(min_return_ratio, "min_return_ratio")
-        checks.finite(max_bytes, "max_bytes", 0)
-        checks.finite(max_latency_ms, "max_latency_ms", 0)
-        checks.finite(max_flash, "max_flash", 0)
-        checks.finite(max_ram, "max_ram", 0)
-        if minimize not in ("latency", "bytes"):
-            raise ConfigError(f"{minimize!r}: choose latency or bytes", option="minimize")
-        rows, keys = self.rows(), {}
-        if self.heldout() is not None:
-            rows = [r for r in rows if r.get("heldout_return_ratio") is not None]
-            keys = {"ratio": "heldout_return_ratio", "mean": "heldout_return_mean"}
-        try:
-            best = pareto.pick(rows, min_return_ratio=min_return_ratio, minimize=minimize,
-                               max_bytes=max_bytes, max_latency_ms=max_latency_ms, max_flash=max_flash,
-                               max_ram=max_ram, **keys)
-        except pareto.NothingQualifies as e:
-            why = f"\n  (return on held-out episodes: only the {len(rows)} re-evaluated trials count)" if keys else ""
-            raise ConfigError(str(e) + why) from None
-        return FrontRow.from_row(best)
-
-    def export(self, trial: int, output: str | Path, format: str = "acz", smallest: bool = False,
-               target: str | None = None) -> Path:
-        """Write COMPLETE trial `trial`'s policy to `output` as `format` (see `autocompress.export`).
-        Returns the file (or, for 'c', the directory) written."""
-        from autocompress import exports
-        from autocompress.layers import runs_iq
-        from autocompress.targets import target as find
-
-        checks.export_format(format)
-        output = Path(output)
-        if format == "c":
-            checks.directory(output, "output")
-        else:
-            checks.output_file(output, "output")
-        row = self.trial_row(trial)
-        src = Path(row["artifact"])
-        if not src.exists():
-            raise ConfigError(f"artifact of trial {trial} is missing at {src}", option="trial")
-        measured = row.get("target") or "host"
-        if target is not None and find(target).name != measured:
-            raise ConfigError(f"trial {trial} was measured on {measured}, not {target}: export it for the target it "
-                              f"was measured on (a search with `target: {target}` measures there)", option="target")
-        if runs_iq(row.get("kernels")) and format not in ("c", "acz", "tflite-int8"):
-            raise ConfigError(f"trial {trial} runs integer-only int8 ({row['kernels'][0]!r} kernels): export it as "
-                              "c, acz or tflite-int8", option="format")
-        target = measured if format == "c" else "host"
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            exports.write(src.read_bytes(), format, output, row.get("kernels") or None, smallest, target)
-        except OSError as e:
-            raise ConfigError(f"{output}: {e.strerror}", option="output") from None
-        except ValueError as e:  # a net the format cannot hold (tflite: conv layers, int8 without calibration)
-            raise ConfigError(f"trial {trial}: {e}", option="format") from None
-        return output
-
-    def trial_row(self, trial: int) -> dict:
-        """The row of COMPLETE trial `trial`; a ConfigError that says why where there is none."""
-        match = [r for r in self.rows() if r["trial"] == trial]
-        if match:
-            return match[0]
-        known = {t.number: t for t in self.study.get_trials(deepcopy=False)}
-        if trial in known:
-            t = known[trial]
-            why = t.user_attrs.get("fail_reason", "")
-            raise ConfigError(f"trial {trial} is {t.state.name}, not COMPLETE" + (f": {why.splitlines()[-1][:300]}"
-                                                                                  if why else ""), option="trial")
-        raise ConfigError(f"no trial {trial} in {self.run_dir} (trials 0..{max(known, default=-1)})", option="trial")
-
-    def register(self, trial: int, name: str, *, alias: str | None = "champion", tracking_uri: str | None = None,
-                 log: Log = _quiet) -> dict[str, Any]:
-        """Register COMPLETE trial `trial`'s MLflow model (`runs:/<its child run>/policy`, logged by the
-        search) in the MLflow Model Registry as a new version of `name`, with its measurements as version
-        tags (trial, config, return_mean, return_ratio, latency_ms, latency_ratio, bytes, bytes_ratio,
-        runtime) and `alias` (None: none) set to that version. The store is the one the search logged to
-        (default: sqlite in the run dir), or `tracking_uri`. Returns name, version, alias, run_id,
-        model_id, model_uri (load it with `mlflow.pyfunc.load_model(model_uri)`) and the tags.
-
-        >>> import autocompress as ac
-        >>> run = ac.Run.load(RUN_DIR)
-        >>> v = run.register(run.pick(min_return_ratio=0.0, minimize="bytes").trial, "cartpole-policy")
-        >>> v["model_uri"], v["version"] >= 1
-        ('models:/cartpole-policy@champion', True)
-        """
-        from autocompress import tracking
-
-        tracking.check_registry_names(name, alias)
-        checks.tracking_uri(tracking_uri)
-        row = self.trial_row(trial)
-        uri = tracking.run_uri(self.run_dir, self.state, tracking_uri)
-        tracking.check_reachable(uri)
-        tags = {"trial": trial, "config": json.dumps(row["config"], sort_keys=True),
-                **{k: row[k] for k in ("return_mean", "return_ratio", "latency_ms", "latency_ratio", "bytes",
-                                       "bytes_ratio", "runtime") if row.get(k) not in (None, "")}}
-        return tracking.register_policy(uri, self.state["study_name"], self.state.get("parent_run_id"), trial, name,
-                                        alias, tags, Path(row["artifact"]), row, self.run_dir, log=log)
-
-    def trial_spec(self) -> TrialSpec:
-        """The trial spec the search ran (read again from its space file)."""
-        return load_search_space(self.state["space"])[1]
-
-    def reevaluate(self, trials: list[int] | None = None, *, episodes: int = 100, seed: int | None = None,
-                   runtime: Literal["auto", "c", "numpy"] | None = None) -> dict[int | str, dict[str, float]]:
-        """Return of the teacher ('teacher') and of `trials` (default: the front) on `episodes` fresh
-        seeded episodes (episode i reset with seed + i; default: the spec's eval.heldout_seed; ConfigError
-        where they overlap seeds the trials used), with the return ratio to the teacher on the same
-        episodes; `runtime` default: the study's. Measures only: `evaluate_heldout` also stores the values.
-
-        >>> import autocompress as ac
-        >>> again = ac.Run.load(RUN_DIR).reevaluate([0], episodes=2)
-        >>> list(again), again[0]["return_ratio"] == 1.0   # trial 0: the teacher as-is
-        (['teacher', 0], True)
-        """
-        from autocompress import measure
-
-        spec = measure.heldout_spec(self.trial_spec(), episodes, seed)
-        runtime = runtime or self.study.user_attrs.get("runtime") or "auto"
-        make_env = spec.env_creator()
-        rows = {r["trial"]: r for r in self.rows()}
-        as_is = [r for r in rows.values() if not r["config"]]
-        teacher = Path(as_is[0]["artifact"]).read_bytes() if as_is else \
-            teach(spec, cache_dir=self.run_dir / "teachers", train=False).artifact()
-        wanted = [r.trial for r in self.front()] if trials is None else list(trials)
-        missing = [t for t in wanted if t not in rows]
-        if missing:
-            raise ConfigError(f"trial {missing[0]} is not a COMPLETE trial of {self.run_dir}", option="trials")
-
-        def returns(data: bytes) -> np.ndarray:
-            return measure.evaluate(Policy.from_bytes(data, runtime).act, make_env, episodes, spec.eval.seed)
-
-        t = returns(teacher)
-        out: dict[int | str, dict[str, float]] = {"teacher": {"return_mean": float(t.mean()),
-                                                             "return_std": float(t.std()), "return_ratio": 1.0}}
-        for n in wanted:
-            r = returns(Path(rows[n]["artifact"]).read_bytes())
-            out[n] = {"return_mean": float(r.mean()), "return_std": float(r.std()),
-                      "return_ratio": measure.return_ratio(float(r.mean()), float(t.mean()), spec, make_env)}
-        return out
-
-    def sync(self, tracking_uri: str | None = None, storage: str | None = None, log: Log = _quiet) -> dict:
-        """Log to MLflow what it missed (idempotent); see `autocompress.sync`."""
-        return sync(self.run_dir, storage=storage, tracking_uri=tracking_uri, log=log)
-
-
 def _check_target(spec: TrialSpec) -> None:
     """Before Ray starts: an MCU target needs the cross toolchain (ConfigError naming the Debian packages),
     and a conv teacher's activations must fit the target's RAM (two fp32 buffers of its widest layer)."""
-    from autocompress.targets import target
-
-    t = target(spec.latency.target)
+    t = targets.target(spec.latency.target)
     if not t.mcu:
         return
-    from autocompress.mcu.build import toolchain
+    from autocompress.mcu.build import toolchain  # deferred: pyelftools, for MCU targets only
 
     toolchain()
     if spec.teacher.conv_filters:
-        from autocompress.conv import geometry_chain, out_hw
-
         env = spec.env_creator()()
         try:
             shape = tuple(env.observation_space.shape)
@@ -587,7 +293,8 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
     >>> run.summary["complete"], len(run.front()) >= 1
     (3, True)
     """
-    from autocompress._search import SearchOptions, run_search
+    from autocompress._search import SearchOptions, run_search  # deferred (heavy): Optuna, MLflow, Ray
+    from autocompress._search.run import Run
     from autocompress._search.tasks import faults_from_env
 
     space_path = Path(space) if not isinstance(space, SearchSpace) else None
@@ -648,6 +355,8 @@ def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str =
     >>> sorted(p.name for p in ac.export(RUN_DIR, 0, f"{tmp}/c", format="c").iterdir())
     ['Makefile', 'main.c', 'policy.c', 'policy.h']
     """
+    from autocompress._search.run import Run  # deferred (heavy): Optuna, MLflow
+
     checks.export_format(format)  # before the run dir is read: a bad format or output alone is named
     if format != "c":
         checks.output_file(Path(output), "output")
@@ -663,10 +372,8 @@ def sync(run_dir: str | Path, *, storage: str | None = None, tracking_uri: str |
     >>> ac.sync(RUN_DIR)["logged"]   # the search logged everything already
     0
     """
-    from autocompress._search import sync_run
+    from autocompress._search import sync_run  # deferred (heavy): Optuna, MLflow
 
-    checks.storage_url(storage)
-    checks.tracking_uri(tracking_uri)
     return sync_run(Path(run_dir), storage, tracking_uri, log=log)
 
 
@@ -676,8 +383,6 @@ def inspect_import(spec: TrialSpec | str | Path, *, episodes: int = 10, seed: in
     next to the source framework's own inference on the same seeds (seed default: the spec's
     eval.seed), plus the share of the source's actions the artifact reproduces on the states visited.
     """
-    from autocompress import artifact, measure
-
     spec = _spec(spec, check_import=False)
     imported = _check_import(spec)
     if imported is None:

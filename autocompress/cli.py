@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import autocompress as ac
 from autocompress import SAMPLERS, AutocompressError
 
 app = typer.Typer(
@@ -57,8 +58,6 @@ def teach(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.g. tri
           cache_dir: Optional[Path] = CacheOpt,
           retrain: bool = typer.Option(False, help="train again even if a cached teacher exists")):
     """Train (or load from the cache) the trial spec's teacher with RLlib and print its return."""
-    import autocompress as ac
-
     with errors_as_exit_codes():
         teacher = ac.teach(trial_spec, cache_dir=cache_dir, retrain=retrain, log=err.print)
         spec = ac.load_trial_spec(trial_spec)
@@ -84,8 +83,6 @@ def compress(trial_spec: Path = typer.Argument(..., help="trial spec YAML"),
              cache_dir: Optional[Path] = CacheOpt, target: Optional[str] = TargetOpt,
              as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of a table")):
     """Run one full trial: teacher (cached) -> techniques -> RLlib fine-tune -> export -> measure."""
-    import autocompress as ac
-
     with errors_as_exit_codes():
         result = ac.compress(trial_spec, config, output_dir=output_dir, cache_dir=cache_dir, target=target,
                              log=err.print)
@@ -144,14 +141,10 @@ def sensitivity(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.
 
     e.g. autocompress sensitivity trials/cartpole_dqn.yaml --techniques quantize,prune --settings quantize=2,4,8
     """
-    import autocompress as ac
-    from autocompress import layer_sensitivity as sens
-
     with errors_as_exit_codes():
         names = [t.strip() for t in techniques.split(",") if t.strip()] if techniques is not None else None
-        grid = sens.parse_settings(settings or [])
         table = _with_bar("sensitivity", lambda progress: ac.sensitivity(
-            trial_spec, techniques=names, settings=grid or None, episodes=episodes, output_dir=output_dir,
+            trial_spec, techniques=names, settings=settings or None, episodes=episodes, output_dir=output_dir,
             cache_dir=cache_dir, tracking_uri=tracking_uri, log=err.print if not err.is_terminal else lambda m: None,
             progress=progress))
     if as_json:
@@ -162,9 +155,8 @@ def sensitivity(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.
     how = "max(1 - agreement, 1 - return ratio)" if table["episodes"] else "1 - agreement"
     out.print(f"drop of the policy with only that layer compressed, no fine-tune: {how} (green <= 0.05, yellow "
               "<= 0.2, red above)", soft_wrap=True, highlight=False)
-    out_dir = Path(output_dir) if output_dir else Path("runs") / "sensitivity" / table["spec"]
     ml = table["mlflow"]
-    out.print(f"wrote {out_dir / sens.FILE} and {out_dir / sens.PLOT}; MLflow run {ml['run_id']} (experiment "
+    out.print(f"wrote {table['files'][0]} and {table['files'][1]}; MLflow run {ml['run_id']} (experiment "
               f"{ml['experiment']!r}) in {ml['tracking_uri']}", soft_wrap=True, highlight=False, markup=False)
 
 
@@ -213,8 +205,6 @@ def validate(file: Path = typer.Argument(..., help="a trial spec (trials/*.yaml)
     or search space whose teacher is imported, cached or committed: the teacher must clearly beat a
     uniform-random policy on the evaluation episodes (exit code 3 if not, with both returns). For a trial
     spec that imports a teacher, also report what was imported and how it acts next to its source."""
-    import autocompress as ac
-
     with errors_as_exit_codes():
         kind = ac.validate(file, teacher=episodes > 0)
         report = ac.inspect_import(file, episodes=episodes) if kind == "trial spec" and episodes and \
@@ -271,8 +261,6 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
     it joins that cluster. Open the results with the command printed at the end
     (`mlflow ui --backend-store-uri ...`), then `autocompress pareto|pick|export RUN_DIR`.
     """
-    import autocompress as ac
-
     with errors_as_exit_codes():
         run = _with_bar("search", lambda bar: ac.search(
             space_file, trials=trials, parallel=parallel, run_dir=run_dir, storage=storage,
@@ -292,45 +280,8 @@ def search(space_file: Path = typer.Argument(..., help="search space YAML, e.g. 
         out.print(f"latency noise floor: the teacher timed against itself {floor['repeats']} times measured "
                   f"{floor['min']:.3f}-{floor['max']:.3f}x; nets of one compute signature share one timing",
                   highlight=False)
-    for line in where_to_look(run.run_dir, run.state):
+    for line in run.where_to_look():
         out.print(line, soft_wrap=True, highlight=False, markup=False)
-
-
-def where_to_look(run_dir: Path, state: dict) -> list[str]:
-    """The closing lines of a search: the run dir, how to open the MLflow UI and the direct links into
-    it (the runs table, the 3-D Pareto plot), and the optuna-dashboard command for the study."""
-    from autocompress._search.study import JOURNAL
-    from autocompress.urls import mlflow_ui_base, mlflow_ui_links
-
-    uri = state.get("tracking_uri")
-    lines = [f"run dir: {run_dir}"]
-    if uri and not uri.startswith(("http://", "https://")):
-        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {uri}   (then open the links below)")
-    else:
-        lines.append(f"MLflow UI: {mlflow_ui_base(uri)}")
-    exp = state.get("experiment_id") or _experiment_id(uri, state.get("parent_run_id"))
-    if exp is not None:
-        links = mlflow_ui_links(uri, exp, state.get("parent_run_id"))
-        lines.append(f"  trial runs:   {links['runs']}")
-        if "pareto" in links:
-            lines.append(f"  Pareto plot:  {links['pareto']}")
-    storage = state.get("storage") or str(Path(run_dir) / JOURNAL)  # a journal file: optuna-dashboard opens it as is
-    lines.append(f"Optuna dashboard: pip install optuna-dashboard && optuna-dashboard {storage}")
-    return lines
-
-
-def _experiment_id(uri: str | None, parent_run_id: str | None) -> str | None:
-    """The parent run's experiment, for run dirs written before search.json recorded it."""
-    from autocompress.urls import is_redacted
-
-    if not uri or not parent_run_id or is_redacted(uri):
-        return None
-    try:
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=uri).get_run(parent_run_id).info.experiment_id
-    except Exception:  # offline or gone: the closing lines go without links
-        return None
 
 
 def _search_status(s: dict) -> str:
@@ -408,8 +359,6 @@ def pareto_cmd(run_dir: Path = RunDirArg, as_json: bool = typer.Option(False, "-
     """Print the Pareto front of a search, with ratios against the teacher; with held-out values
     (the end of a search, or --reevaluate N) their returns too, and the fine-tuned teacher's row
     if the search made one (finetune.teacher_reference)."""
-    import autocompress as ac
-
     with errors_as_exit_codes():
         run = ac.Run.load(run_dir, storage)
         if reevaluate is not None:
@@ -452,8 +401,6 @@ def pick(run_dir: Path = RunDirArg,
     With --register NAME, the trial's MLflow model becomes a new version of NAME (alias --alias)."""
     import yaml
 
-    import autocompress as ac
-
     with errors_as_exit_codes():
         run = ac.Run.load(run_dir, storage)
         row = run.pick(min_return_ratio=min_return_ratio, minimize=minimize.value, max_bytes=max_bytes,
@@ -489,8 +436,6 @@ def sync(run_dir: Path = RunDirArg, storage: Optional[str] = StorageOpt,
     """Log to MLflow what it missed (e.g. the tracking server was down mid-search): every finished
     trial of the study gets its child run, then the pareto tags and the front's files. Idempotent:
     a second sync logs nothing new."""
-    import autocompress as ac
-
     with errors_as_exit_codes():
         report = ac.sync(run_dir, storage=storage, tracking_uri=tracking_uri, log=err.print)
     out.print(f"synced {report['logged']} trial(s) to MLflow, {report['present']} already there; front of "
@@ -514,8 +459,6 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
 
     e.g. autocompress export runs/cartpole_ppo --trial 7 --format c -o policy_c/
     """
-    import autocompress as ac
-
     with errors_as_exit_codes():
         path = ac.export(run_dir, trial, output, format=fmt, smallest=smallest, storage=storage, target=target)
         row = ac.Run.load(run_dir, storage).trial_row(trial)

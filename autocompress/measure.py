@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from autocompress.errors import ConfigError, TeacherError
+from autocompress.native import NativePolicy, round_ratio, time_side_by_side
+from autocompress.policy import policy_runtime
 from autocompress.results import TrialResult
+from autocompress.runtime import NumpyPolicy
+from autocompress.targets import target
 
 if TYPE_CHECKING:
     from autocompress.config import TrialSpec
@@ -129,8 +134,6 @@ def check_teacher_margin(spec: TrialSpec, teacher_act: Callable, make_env) -> di
     """`teacher_margin`, or TeacherError naming both returns and what to do when the teacher does not
     clearly beat a useless policy: every return ratio (normalised by that margin) would be noise, NaN,
     or of the wrong sign."""
-    from autocompress.errors import TeacherError
-
     m = teacher_margin(spec, teacher_act, make_env)
     if m["ok"]:
         return m
@@ -192,8 +195,6 @@ def measure_artifacts(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
     instead of being timed again, so same-compute nets tie exactly. The Python call is timed too, as a
     secondary figure. Runtime 'numpy' has no compiled loop: its latency is the Python call. On an MCU
     target (spec.latency.target): `measure_on_device`."""
-    from autocompress.targets import target
-
     if target(spec.latency.target).mcu:
         return measure_on_device(spec, data, teacher_data, make_env, cache_dir)
     runtime_name, runtime = policy_runtime(spec.latency.runtime)
@@ -225,8 +226,6 @@ def in_kernel_latency(cand, ref, data: bytes, teacher_data: bytes, obs: np.ndarr
     """LATENCY_FIELDS of the C-runtime candidate `cand` against the teacher `ref` (their artifacts `data`,
     `teacher_data`): the pair timed side by side (`native.time_side_by_side`, the latency protocol `lp`)
     `loads` times, each time both loaded afresh with the same kernels; the run with the median ratio."""
-    from autocompress.native import NativePolicy, round_ratio, time_side_by_side
-
     runs = []
     for i in range(loads):
         c, t = (cand, ref) if i == 0 else (NativePolicy.from_bytes(data, cand.kernels),
@@ -244,8 +243,6 @@ def latency_noise_floor(spec: TrialSpec, teacher_data: bytes, make_env,
     times a candidate (one load each, the trial protocol), `repeats` times. Their ratios spread as far
     as two nets of the same compute but different signatures could by chance: the floor under which
     latency differences on the front mean nothing. Runtime c only (None elsewhere)."""
-    from autocompress.native import NativePolicy
-
     if policy_runtime(spec.latency.runtime)[0] != "c":
         return None
     first = NativePolicy.from_bytes(teacher_data)
@@ -286,9 +283,7 @@ def measure_on_device(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
     the same kernels (the integer-only net's mirror is exact). latency_ms is the mean cycles at the
     target's clock, latency_ratio the cycle ratio to the teacher's on the same core. The teacher's
     figures are cached under `cache_dir` (same artifact, target and states: the same counts)."""
-    from autocompress.mcu import device
-    from autocompress.runtime import NumpyPolicy
-    from autocompress.targets import target
+    from autocompress.mcu import device  # defers the emulator (unicorn, capstone)
 
     tgt = target(spec.latency.target)
     teacher = NumpyPolicy.from_bytes(teacher_data)
@@ -317,7 +312,7 @@ def _teacher_on_device(teacher_data: bytes, tgt, obs: np.ndarray, cache_dir: str
     import hashlib
     import json
 
-    from autocompress.mcu import device
+    from autocompress.mcu import device  # defers the emulator (unicorn, capstone)
 
     def run() -> dict:
         fig = device.measure(teacher_data, device.choose_kernels(teacher_data, tgt, obs), tgt, obs)
@@ -333,16 +328,6 @@ def _teacher_on_device(teacher_data: bytes, tgt, obs: np.ndarray, cache_dir: str
         if not path.is_file():
             path.write_text(json.dumps(run()))
         return json.loads(path.read_text())
-
-
-def policy_runtime(name: str) -> tuple[str, type]:
-    """The runtime class that evaluates and times the artifact (teacher and candidate alike)."""
-    from autocompress import native
-    from autocompress.runtime import NumpyPolicy
-
-    if name == "c" or (name == "auto" and native.available()):
-        return "c", native.NativePolicy  # 'c' without a compiler fails here, with the reason
-    return "numpy", NumpyPolicy
 
 
 def cpu_model() -> str:
@@ -364,8 +349,6 @@ def heldout_spec(spec: TrialSpec, episodes: int | None = None, seed: int | None 
     """`spec` whose evaluation is its held-out episodes (eval.heldout_seed, eval.heldout_episodes, or
     `episodes` / `seed`), so `return_ratio`'s random baseline (a teacher return <= 0) runs on them too.
     ConfigError (via the spec's seed check) when those seeds overlap what trains, selects or evaluates."""
-    from autocompress.errors import ConfigError
-
     held = spec.updated({"eval": {k: v for k, v in (("heldout_episodes", episodes), ("heldout_seed", seed))
                                   if v is not None}})
     if held.eval.heldout_episodes < 1:

@@ -30,9 +30,11 @@ import numpy as np
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param
 from mlflow.tracking import MlflowClient
 
-from autocompress.errors import ConfigError
+from autocompress.errors import ConfigError, TrackingError
+from autocompress.policy import Policy
 from autocompress.results import TrialResult, finite_metrics
-from autocompress.urls import is_redacted
+from autocompress.runtime import read_artifact
+from autocompress.urls import is_redacted, redact
 
 #: the name of each trial's MLflow model: `runs:/<child run id>/policy`
 POLICY_MODEL = "policy"
@@ -41,9 +43,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (before any work) when an http(s) tracking server does not answer /health."""
     import urllib.error
     import urllib.request
-
-    from autocompress.errors import TrackingError
-    from autocompress.urls import redact
 
     if not uri.startswith(("http://", "https://")):
         return
@@ -78,8 +77,6 @@ def _offline_safe(method):
         try:
             return method(self, *args, **kwargs)
         except Exception as e:  # MlflowException, connection errors: MLflow is unreachable or refusing
-            from autocompress.urls import redact
-
             self.offline = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
             self.warn(f"MLflow tracking at {redact(self.uri)} failed ({self.offline}); the search goes on and keeps "
                       "every result in its Optuna study: run `autocompress sync RUN_DIR` to log what MLflow missed")
@@ -194,8 +191,6 @@ class Tracker:
     def _models_failed(self, number: int, e: Exception) -> None:
         """A trial's MLflow model could not be logged: warn once, log the remaining trials without one
         (their runs, metrics and artifacts as before); `pick --register` logs a picked trial's model later."""
-        from autocompress.urls import redact
-
         self.models_off = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
         self.warn(f"MLflow at {redact(self.uri)} did not take trial {number}'s `{POLICY_MODEL}` model "
                   f"({self.models_off}); trials are logged without it from here (`autocompress pick --register` "
@@ -273,9 +268,6 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
     e.g. `mlflow.pyfunc.load_model(uri, model_config={"runtime": "numpy"})` where no C compiler is)."""
 
     def load_context(self, context) -> None:
-        from autocompress import Policy
-        from autocompress.runtime import read_artifact
-
         cfg = dict(context.model_config or {})
         data = Path(context.artifacts["policy"]).read_bytes()
         self.obs_shape = _obs_shape(read_artifact(data)[0])
@@ -316,7 +308,6 @@ def save_policy_model(path: str | Path, artifact: str | Path, result: dict | Non
     import importlib.metadata
     import logging
 
-    from autocompress.runtime import read_artifact
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
@@ -418,8 +409,6 @@ def check_registry_names(name: str, alias: str | None) -> None:
     """MLflow's rules for a registered model's name and an alias, checked before any work."""
     import re
 
-    from autocompress.errors import ConfigError
-
     if not isinstance(name, str) or not name.strip() or "/" in name or ":" in name:
         raise ConfigError(f"{name!r}: a registered model name is not empty and has no '/' or ':'", option="register")
     if alias is not None and (not isinstance(alias, str) or not re.fullmatch(r"[\w\-]{1,255}", alias)
@@ -436,9 +425,6 @@ def register_policy(uri: str, experiment: str, parent_id: str | None, trial: int
     logged before trials had models gets its model logged first (from `artifact`). TrackingError when
     the trial has no run there (tracking was offline: sync first) or the store refuses."""
     from mlflow.exceptions import MlflowException
-
-    from autocompress.errors import ConfigError, TrackingError
-    from autocompress.urls import redact
 
     where = redact(uri)
     _http_defaults()
@@ -502,9 +488,6 @@ def log_sensitivity(uri: str, experiment: str, params: dict[str, Any], metrics: 
     A search logs its sensitivity stage on its parent run instead (`Tracker.log_parent_files`).
     Returns the run id; TrackingError when the store refuses."""
     from mlflow.exceptions import MlflowException
-
-    from autocompress.errors import TrackingError
-    from autocompress.urls import redact
 
     check_reachable(uri)
     try:

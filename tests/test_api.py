@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import autocompress as ac
-from autocompress import _api, config, measure
+from autocompress import _api, config, measure, policy
+from autocompress._search import run
 
 ROOT = Path(__file__).resolve().parents[1]
 NEEDS_RAY = ("RUN_DIR", "ac.search(")
@@ -18,7 +19,7 @@ NEEDS_RAY = ("RUN_DIR", "ac.search(")
 
 def _doctests():
     finder = doctest.DocTestFinder()
-    for module in (_api, config, measure):
+    for module in (_api, policy, run, config, measure):
         for test in finder.find(module, module.__name__):
             if test.examples:
                 slow = any(k in (test.docstring or "") for k in NEEDS_RAY)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from autocompress import plots, urls
-from autocompress.cli import where_to_look
+from autocompress._search.run import where_to_look
 from conftest import free_port, wait_until
 
 BIN = Path(sys.executable).parent

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from autocompress import checks, pareto, targets
+from autocompress import artifact, checks, measure, pareto, rl, targets
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import AutocompressError, ConfigError, SearchError, TeacherError
 from autocompress.results import SLIM_DROP
@@ -40,6 +40,7 @@ from autocompress._search.study import (HEARTBEAT_S, JOURNAL, LATENCY_ATTR, MAX_
                                        QUEUE, beat, driver_id, duplicate_of, fail_orphans, feed, finished,
                                        open_study, pin_runtime, queue, reuse_key, taken)
 from autocompress.space import SearchSpace, baseline_params, stacked_params, suggest
+from autocompress.teacher import load_teacher, teacher_dir
 from autocompress.tracking import Tracker, check_reachable, run_uri, trial_params
 from autocompress.urls import redact
 
@@ -93,7 +94,7 @@ class Driver:
 
     def __init__(self, study: optuna.Study, space: SearchSpace, spec: TrialSpec, opts: SearchOptions,
                  tracker: Tracker, teacher: Any, teacher_dirname: str, cache_root: str, log: Callable[[str], None]):
-        import ray
+        import ray  # deferred (heavy): `import autocompress` never imports Ray
 
         self.study, self.space, self.spec, self.opts, self.tracker, self.log = study, space, spec, opts, tracker, log
         self.id = driver_id()
@@ -270,7 +271,7 @@ class Driver:
     # -- the loop ----------------------------------------------------------------------
     def poll(self, timeout: float = 1.0) -> None:
         """Record what finished within `timeout` seconds, fail what ran too long, beat."""
-        import ray
+        import ray  # deferred (heavy)
 
         ready, _ = ray.wait(list(self.running), num_returns=1, timeout=timeout)
         for ref in ready:
@@ -301,7 +302,7 @@ class Driver:
                 "hypervolume": self.history[-1][1] if self.history else 0.0, "elapsed": time.time() - self.started}
 
     def run(self, progress: Callable[[dict], None]) -> None:
-        import ray
+        import ray  # deferred (heavy)
 
         try:
             while True:
@@ -333,23 +334,21 @@ def latency_known(study: optuna.Study) -> dict[str, dict]:
 def share_latency(study: optuna.Study, number: int, result: dict) -> None:
     """The first trial of a compute signature to finish stores its in-kernel figures in the study; a trial
     of that signature that was timed meanwhile (in flight at once) takes them over, so the two tie."""
-    from autocompress.measure import LATENCY_FIELDS
-
     sig = result.get("latency_signature")
     if not sig or result.get("latency_from") is not None:
         return
     prior = study.user_attrs.get(LATENCY_ATTR + sig)
     if prior is None:
-        study.set_user_attr(LATENCY_ATTR + sig, {"trial": number, **{k: result[k] for k in LATENCY_FIELDS}})
+        study.set_user_attr(LATENCY_ATTR + sig, {"trial": number, **{k: result[k] for k in measure.LATENCY_FIELDS}})
     elif prior["trial"] != number:
-        result.update({k: prior[k] for k in LATENCY_FIELDS}, latency_from=prior["trial"])
+        result.update({k: prior[k] for k in measure.LATENCY_FIELDS}, latency_from=prior["trial"])
 
 
 def measure_noise_floor(study: optuna.Study, spec: TrialSpec, teacher_ref, cache_root: str, tracker,
                         log: Callable[[str], None]) -> dict | None:
     """Once per study (runtime c): the teacher timed against itself, stored in the study and on the
     MLflow parent run; the front's latency differences below it are the machine's noise."""
-    import ray
+    import ray  # deferred (heavy)
 
     if NOISE_FLOOR_ATTR in study.user_attrs:
         return study.user_attrs[NOISE_FLOOR_ATTR]
@@ -373,7 +372,7 @@ def measure_noise_floor(study: optuna.Study, spec: TrialSpec, teacher_ref, cache
 def _await_teacher(ref, progress: Path, log: Callable[[str], None]) -> dict:
     """The teacher task's result; meanwhile its progress lines (iteration, return, elapsed, ETA),
     which it writes to `progress` in the (node-local) cache, are passed on to `log`."""
-    import ray
+    import ray  # deferred (heavy)
 
     shown = 0
     while True:
@@ -406,9 +405,6 @@ def _sensitivity_stage(study, space: SearchSpace, spec: TrialSpec, teacher: dict
 def _check_trained_teacher(spec: TrialSpec, cache_root: str, teacher: dict, tracker) -> None:
     """The margin check (measure.check_teacher_margin) of a teacher trained inside the search, before any
     trial: TeacherError, the parent run FAILED; the study holds no trial, so --resume starts afresh."""
-    from autocompress import artifact, measure
-    from autocompress.teacher import load_teacher
-
     tasks.install_teacher(teacher["files"], cache_root, teacher["dirname"])
     t = load_teacher(Path(cache_root) / teacher["dirname"])
     try:
@@ -422,9 +418,7 @@ def _check_trained_teacher(spec: TrialSpec, cache_root: str, teacher: dict, trac
 def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path: Path, opts: SearchOptions,
                progress: Callable[[dict], None] = lambda s: None, log: Callable[[str], None] = print) -> dict:
     """Open (or resume, or join) the study, get the teacher, drive the trials, write the front."""
-    import ray
-
-    from autocompress import rl
+    import ray  # deferred (heavy): `import autocompress` never imports Ray
 
     opts.check()
     run_dir = Path(opts.run_dir)
@@ -457,8 +451,6 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         log(f"join: study {space.name!r} has {len(study.trials)} trial(s); adding trials beside its other drivers")
     cache_root = str(Path(opts.cache_dir).resolve()) if opts.cache_dir else str((run_dir / "teachers").resolve())
     if source is not None:
-        from autocompress.teacher import teacher_dir
-
         warm.warm_start(study, source, space, reuse_key(spec, teacher_dir(spec, Path(cache_root)).name),
                         str(opts.warm_start), log)
     if not (opts.resume or opts.join) and space.baselines:
@@ -502,7 +494,8 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         measure_noise_floor(study, spec, teacher_ref, cache_root, tracker, log)
     driver = Driver(study, space, spec, opts, tracker, teacher_ref, teacher["dirname"], cache_root, log)
     driver.run(progress)
-    conclude(driver)  # the fine-tuned teacher reference (if asked) and the front's held-out values
+    # the fine-tuned teacher reference (if asked) and the front's held-out values
+    conclude(study, spec, space.objectives, run_dir, tracker, teacher_ref, cache_root, log)
     summary = finalize(study, space.objectives, tracker, run_dir, driver.history, log)
     summary["wall_seconds"] = time.time() - driver.started
     summary["tracking_offline"] = tracker.offline

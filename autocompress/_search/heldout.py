@@ -25,11 +25,14 @@ from typing import Callable
 import optuna
 from optuna.trial import TrialState
 
-from autocompress import measure
+from autocompress import measure, pipeline, rl
+from autocompress import teacher as teachers
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import ConfigError
 from autocompress.results import SLIM_DROP
-from autocompress._search.results import HELDOUT, REFERENCE, current_front, rows
+from autocompress.tracking import Tracker, check_reachable, run_uri
+from autocompress._search.results import HELDOUT, REFERENCE, current_front, finalize, hypervolume_history, rows
+from autocompress._search.tasks import install_teacher
 
 Log = Callable[[str], None]
 
@@ -38,9 +41,6 @@ Log = Callable[[str], None]
 
 def reference_task(spec_json: str, teacher: dict, cache_root: str) -> dict:
     """Ray task: the teacher fine-tuned as a trial would be (no technique), exported and measured."""
-    from autocompress import pipeline
-    from autocompress._search.tasks import install_teacher
-
     Path(cache_root).mkdir(parents=True, exist_ok=True)
     install_teacher(teacher["files"], cache_root, teacher["dirname"])
     spec = TrialSpec.model_validate_json(spec_json)
@@ -58,7 +58,7 @@ def run_reference(study: optuna.Study, spec: TrialSpec, teacher_ref, cache_root:
                   log: Log) -> dict | None:
     """Fine-tune the teacher once (kept in the study; again only if the spec changed). A failure is
     logged and the search's results stand without it."""
-    import ray
+    import ray  # deferred: a finished run's study is read without Ray
 
     have = study.user_attrs.get(REFERENCE)
     if have and have.get("spec_key") == _spec_key(spec) and Path(have["artifact"]).is_file():
@@ -92,18 +92,41 @@ def _returns_task(data: bytes, spec_json: str, runtime: str, kernels: list[str] 
     return measure.artifact_returns(data, TrialSpec.model_validate_json(spec_json), runtime, kernels)
 
 
-def teacher_artifact(all_rows: list[dict]) -> bytes:
-    """The teacher's artifact: the teacher-as-is trial's (the same export), else the teacher cache's."""
-    from autocompress import teacher as teachers
-
+def teacher_artifact(all_rows: list[dict], spec: TrialSpec, run_dir: Path) -> bytes:
+    """The teacher's artifact: the teacher-as-is trial's (the same export), else that of the teacher cache
+    the trials recorded, else of the spec's teacher cached in the run dir or committed with the repo."""
     for r in all_rows:
         if not r["config"] and Path(r["artifact"]).is_file():
             return Path(r["artifact"]).read_bytes()
     for r in all_rows:
         if r.get("teacher_path") and (Path(r["teacher_path"]) / "teacher.json").is_file():
             return teachers.load_teacher(Path(r["teacher_path"])).artifact()
+    teacher = teachers.available_teacher(spec, Path(run_dir) / "teachers")
+    if teacher is not None:
+        return teacher.artifact()
     raise ConfigError("held-out re-evaluation needs the teacher: no teacher-as-is trial and no teacher cache at "
                       + (all_rows[0].get("teacher_path") or "(none recorded)" if all_rows else "(no trials)"))
+
+
+def policies(all_rows: list[dict], trial_rows: list[dict], run_dir: Path, spec: TrialSpec,
+             reference: dict | None = None) -> dict:
+    """What held-out re-evaluation acts, name -> (artifact bytes, recorded kernels): the teacher
+    (`teacher_artifact`), each of `trial_rows` by trial number, and the `reference` record if its
+    artifact is there."""
+    jobs: dict = {"teacher": (teacher_artifact(all_rows, spec, run_dir), None)}
+    for r in trial_rows:
+        jobs[r["trial"]] = (Path(r["artifact"]).read_bytes(), r.get("kernels"))
+    if reference and Path(reference["artifact"]).is_file():
+        jobs["reference"] = (Path(reference["artifact"]).read_bytes(), reference["result"].get("kernels"))
+    return jobs
+
+
+def heldout_values(jobs: dict, held_spec: TrialSpec, runtime: str, log: Log = lambda m: None,
+                   parallel: bool = False) -> dict:
+    """name -> {return_mean, return_std, return_ratio} of every policy in `jobs` (`policies`) on the
+    episodes of `held_spec` (a measure.heldout_spec), the ratio to the teacher's return on the same ones."""
+    returns = _evaluate_all(jobs, held_spec, runtime, log, parallel)
+    return {k: measure.heldout_summary(v, returns["teacher"], held_spec) for k, v in returns.items()}
 
 
 def _evaluate_all(jobs: dict, spec: TrialSpec, runtime: str, log: Log, parallel: bool) -> dict:
@@ -111,7 +134,7 @@ def _evaluate_all(jobs: dict, spec: TrialSpec, runtime: str, log: Log, parallel:
     `parallel`, else one after the other; a progress line per policy either way."""
     out = {}
     if parallel:
-        import ray
+        import ray  # deferred: sequential re-evaluation needs no Ray
 
         task = ray.remote(_returns_task).options(num_cpus=1)
         spec_json = spec.model_dump_json()
@@ -142,23 +165,16 @@ def reevaluate(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_
     if n < 1:
         raise ConfigError(f"{n}: held-out episodes must be >= 1", option="reevaluate")
     runtime = study.user_attrs.get("runtime") or measure.policy_runtime(spec.latency.runtime)[0]
-    all_rows = rows(study)
     front_rows = current_front(study, objectives)
-    jobs: dict = {"teacher": (teacher_artifact(all_rows), None)}
-    for r in front_rows:
-        jobs[r["trial"]] = (Path(r["artifact"]).read_bytes(), r.get("kernels"))
-    ref = study.user_attrs.get(REFERENCE)
-    if ref and Path(ref["artifact"]).is_file():
-        jobs["reference"] = (Path(ref["artifact"]).read_bytes(), ref["result"].get("kernels"))
+    jobs = policies(rows(study), front_rows, run_dir, spec, study.user_attrs.get(REFERENCE))
     if parallel is None:
-        import ray
+        import ray  # deferred (heavy): only to ask whether it runs
 
         parallel = ray.is_initialized()
     log(f"held-out: {len(jobs)} policies (front of {len(front_rows)}, the teacher"
         f"{', the reference' if 'reference' in jobs else ''}) on {n} episodes, seeds {seed}..{seed + n - 1}, "
         f"{runtime} runtime{', in parallel Ray tasks' if parallel else ''}")
-    returns = _evaluate_all(jobs, held_spec, runtime, log, parallel)
-    values = {k: measure.heldout_summary(v, returns["teacher"], held_spec) for k, v in returns.items()}
+    values = heldout_values(jobs, held_spec, runtime, log, parallel)
     record = {"episodes": n, "seed": seed, "runtime": runtime, "at": time.time(), "teacher": values.pop("teacher"),
               "reference": values.pop("reference", None), "trials": {str(k): v for k, v in values.items()}}
     study.set_user_attr(HELDOUT, record)
@@ -167,18 +183,18 @@ def reevaluate(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_
     return record
 
 
-def conclude(driver) -> None:
-    """The end of a search (the last driver): the reference row if the spec asks for it, then the
+def conclude(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_dir: Path, tracker, teacher_ref,
+             cache_root: str, log: Log) -> None:
+    """The end of a search (the last driver): the reference row if the spec asks for it (fine-tuned from
+    `teacher_ref`, the teacher task's result in Ray's object store, installed in `cache_root`), then the
     front's held-out values (eval.heldout_episodes > 0). The caller then re-writes the front's files."""
-    study, spec = driver.study, driver.spec
     if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        driver.log("held-out / reference: other drivers are still running trials; the last one to finish does it")
+        log("held-out / reference: other drivers are still running trials; the last one to finish does it")
         return
     if spec.finetune.teacher_reference:
-        run_reference(study, spec, driver.teacher_ref, driver.cache_root, driver.tracker, driver.opts.run_dir,
-                      driver.log)
+        run_reference(study, spec, teacher_ref, cache_root, tracker, run_dir, log)
     if spec.eval.heldout_episodes > 0 and rows(study):
-        reevaluate(study, spec, driver.space.objectives, driver.opts.run_dir, driver.tracker, log=driver.log)
+        reevaluate(study, spec, objectives, run_dir, tracker, log=log)
 
 
 def reevaluate_run(run_dir: Path, study: optuna.Study, state: dict, spec: TrialSpec, episodes: int | None = None,
@@ -186,10 +202,6 @@ def reevaluate_run(run_dir: Path, study: optuna.Study, state: dict, spec: TrialS
     """`pareto RUN --reevaluate N`: re-evaluate a finished search's front on held-out episodes, store the
     values in its study and MLflow (the store it logged to, or `tracking_uri`; where that is unreachable
     the study alone gets them and `autocompress sync` re-logs the files), and re-write the front's files."""
-    from autocompress import rl
-    from autocompress.tracking import Tracker, check_reachable, run_uri
-    from autocompress._search.results import finalize, hypervolume_history
-
     if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         raise ConfigError(f"{run_dir}: the search is still running trials; re-evaluate once it has finished",
                           option="reevaluate")

@@ -9,6 +9,7 @@ from typing import Callable
 
 from optuna.trial import TrialState
 
+from autocompress import checks
 from autocompress.errors import TrackingError
 from autocompress._search.results import STATE_FILE, current_front, finalize, hypervolume_history, load_run
 from autocompress._search.study import finished
@@ -20,6 +21,8 @@ def sync_run(run_dir: Path, storage: str | None = None, tracking_uri: str | None
              log: Callable[[str], None] = print) -> dict:
     """Give every finished trial of the study its MLflow child run (those missing only), then
     re-tag the front and re-log the front's files. Idempotent. The study is the source of truth."""
+    checks.storage_url(storage)
+    checks.tracking_uri(tracking_uri)
     state_path = Path(run_dir) / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     uri = run_uri(Path(run_dir), state, tracking_uri)
