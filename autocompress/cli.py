@@ -505,7 +505,8 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
                                        "c: policy.c + policy.h + main.c (C99, no malloc); onnx: fp32 graph; "
                                        "onnx-int8: int8 weights, integer MatMul; tflite: fp32 TFLite (LiteRT, "
                                        "TFLite Micro); tflite-int8: full-integer int8 TFLite (calibrated int8 nets); "
-                                       "pte: fp32 ExecuTorch program (XNNPACK)"),
+                                       "pte: fp32 ExecuTorch program (XNNPACK); pte-int8: its int8 layers "
+                                       "through XNNPACK's quantizer"),
                smallest: bool = typer.Option(False, "--smallest", help="with --format c: every layer in its "
                                              "smallest stored form (k-bit codes packed): least flash, slower"),
                storage: Optional[str] = StorageOpt, target: Optional[str] = TargetOpt):
