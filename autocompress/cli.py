@@ -449,11 +449,13 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
                fmt: str = typer.Option("acz", "--format", "-f", help="acz: the artifact (autocompress.Policy.load); "
                                        "c: policy.c + policy.h + main.c (C99, no malloc); onnx: fp32 graph; "
                                        "onnx-int8: int8 weights, integer MatMul; tflite: fp32 TFLite (LiteRT, "
-                                       "TFLite Micro); tflite-int8: full-integer int8 TFLite (calibrated int8 nets)"),
+                                       "TFLite Micro); tflite-int8: full-integer int8 TFLite (calibrated int8 nets); "
+                                       "pte: fp32 ExecuTorch program (XNNPACK); pte-int8: its int8 layers "
+                                       "through XNNPACK's quantizer"),
                smallest: bool = typer.Option(False, "--smallest", help="with --format c: every layer in its "
                                              "smallest stored form (k-bit codes packed): least flash, slower"),
                storage: Optional[str] = StorageOpt, target: Optional[str] = TargetOpt):
-    """Write a trial's policy in the form you ship: the .acz artifact, C source, ONNX or TFLite. acz, c and
+    """Write a trial's policy in the form you ship: the .acz artifact, C source, ONNX, TFLite or ExecuTorch. acz, c and
     onnx act as the artifact did when the trial was measured. A trial measured on an MCU target exports
     (--format c) with a Makefile of its core's flags, and its flash, RAM and cycles per act are printed.
 

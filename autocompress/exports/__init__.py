@@ -6,7 +6,10 @@ at the in-process kernel's speed). Without a recorded choice, C takes each layer
 form (exports.c.compact_kernels) and ONNX the fp32 net. 'onnx-int8' runs every layer whose codes
 fit int8 in integer arithmetic, i.e. acts as the runtime with `int8_kernels(data)`. 'tflite' is the fp32 net,
 'tflite-int8' the integer-only net of a calibrated artifact (exports/tflite.py), for LiteRT and TFLite Micro.
-tests/test_exports.py and tests/test_tflite.py check each on 1,000 observations.
+'pte' the fp32 net as an XNNPACK-delegated ExecuTorch program, 'pte-int8' its int8 layers through ExecuTorch's
+XNNPACK quantizer (dynamic int8: acts as the runtime with `int8_kernels(data)` up to the inputs' rounding;
+exports/pte.py).
+tests/test_exports.py, tests/test_tflite.py and tests/test_pte.py check each on 1,000 observations.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ FORMATS = {"acz": "the artifact file (autocompress.Policy.load)", "c": "a direct
            "onnx": "an ONNX graph (fp32; int8 layers where the trial ran them)",
            "onnx-int8": "an ONNX graph, int8 weights and integer MatMul wherever the codes fit int8",
            "tflite": "a TFLite flatbuffer for LiteRT / TFLite Micro (fp32)",
-           "tflite-int8": "a full-integer int8 TFLite flatbuffer (int8 layers, artifact.calibrate's scales)"}
+           "tflite-int8": "a full-integer int8 TFLite flatbuffer (int8 layers, artifact.calibrate's scales)",
+           "pte": "an ExecuTorch program for its XNNPACK backend (fp32)",
+           "pte-int8": "an ExecuTorch program, int8 layers through XNNPACK's quantizer (dynamic int8)"}
 
 
 def int8_kernels(data: bytes) -> list[str]:
@@ -57,6 +62,10 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
         from autocompress.exports.tflite import write_tflite
 
         return [write_tflite(data, output, int8=fmt == "tflite-int8")]
+    if fmt in ("pte", "pte-int8"):
+        from autocompress.exports.pte import write_pte
+
+        return [write_pte(data, output, int8=fmt == "pte-int8")]
     raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
