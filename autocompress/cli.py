@@ -114,16 +114,20 @@ def result_table(r, title: str) -> Table:
     return t
 
 
+#: the techniques layer sensitivity sweeps and their default values, as their configs declare (`sweep`)
+_SWEEPS = {name: c.sweep for name, c in ac.TECHNIQUES.items() if c.sweep}
+
+
 @app.command()
 def sensitivity(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.g. trials/cartpole_dqn.yaml"),
                 techniques: Optional[str] = typer.Option(None, "--techniques", "-t",
-                                                         help="comma-separated, of quantize, prune, share, "
-                                                              "structured [default: all four]"),
+                                                         help=f"comma-separated, of {', '.join(_SWEEPS)} "
+                                                              "[default: all]"),
                 settings: Optional[list[str]] = typer.Option(None, "--settings", "-s", metavar="TECH=V1,V2",
                                                              help="the values to sweep for one technique, e.g. "
                                                                   "quantize=2,4,8 (repeat for others) [default: "
-                                                                  "quantize bits 8..2, prune 0.5,0.7,0.9,0.95, share "
-                                                                  "bits 6..2, structured 0.25,0.5,0.75,0.9]"),
+                                                                  + "; ".join(f"{t} {','.join(f'{v:g}' for v in vs)}"
+                                                                              for t, vs in _SWEEPS.items()) + "]"),
                 episodes: int = typer.Option(5, "--episodes", min=0, max=100, help="seeded episodes per (layer, setting), "
                                              "seeds 300000+ (0: action agreement and KL only)"),
                 output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="where sensitivity.json, "

@@ -244,6 +244,15 @@ class FineTune:
                 self.session.stop()
 
 
+def teacher_states(teacher, spec: TrialSpec, make_env) -> tuple[np.ndarray, np.ndarray]:
+    """The states every data-driven technique sees (layer sensitivity measures on them too): the
+    teacher's visited observations, spec.sample_steps from spec.seed, as the env gives them and as
+    the nets see them (normalised)."""
+    head = teacher.info["head"]
+    raw = measure.collect_obs(artifact.runtime_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed)
+    return raw, obs_normalizer(head.get("obs_norm"))(raw)
+
+
 def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
                      log: Callable[[str], None] = print, timed: Timings | None = None,
                      report: Callable[[int, float], str | None] | None = None, finetune_teacher: bool = False) -> Compressed:
@@ -267,9 +276,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
         return normalize(measure.collect_obs(artifact.runtime_act(net, head), make_env, n, seed))
 
     with timed("sample_obs"):
-        teacher_obs = measure.collect_obs(artifact.runtime_act(teacher.actor, head), make_env, spec.sample_steps,
-                                          spec.seed)
-        sample_obs = normalize(teacher_obs)
+        teacher_obs, sample_obs = teacher_states(teacher, spec, make_env)
     ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head["kind"],
                   q_values=ALGOS[spec.algorithm].q_values, seed=spec.seed, log=log, rollout_obs=visited)
     critic = t_critic = None

@@ -11,7 +11,9 @@ and per technique the ranges to sample:
 training-only value net (`critic.*` params; config key `critic`).
 
 A range is `{low, high[, log]}` (int when both ends are ints), a choice list is
-`{choices: [...]}`, anything else is a fixed value. The space is conditional: a
+`{choices: [...]}`, anything else is a fixed value; each is read once, when the space is validated,
+into a typed entry (autocompress.space_entries: `Range`, `Choice`, `PerLayer`, `Fixed`) that samples
+itself and knows its middle and gentle values. The space is conditional: a
 technique's settings are sampled only when it is enabled (define-by-run), and since
 techniques of one exclusive group (`share` and `quantize`) exclude each other they are
 drawn as one choice named after the group (`weight_coding`).
@@ -32,18 +34,20 @@ imported PPO policy's critic that its file does not hold.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator
 
 from autocompress.algos import ALGOS
 from autocompress.config import CompressConfig, TrialSpec, load_trial_spec, parse, read_yaml
 from autocompress.errors import ConfigError
 from autocompress.samplers import SAMPLERS
+from autocompress.space_entries import Entry, PerLayer, entry
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES
-from autocompress.techniques.per_layer import layer_count, layer_index, per_layer_fields
+from autocompress.techniques.per_layer import layer_count, per_layer_fields
 
 OBJECTIVE_NAMES = ("return", "latency", "bytes")
 
@@ -114,8 +118,10 @@ class SearchSpace(_Strict):
                        "to this many stacks of it with another technique at that one's gentle end, ahead of the "
                        "remaining baselines; 0: none")
     pruner: PrunerSettings = PrunerSettings()
-    techniques: dict[str, dict[str, Any]] = Field(..., min_length=1)
-    critic_techniques: dict[str, dict[str, Any]] = Field({}, description="PPO: separate settings for the "
+    #: technique -> setting -> its Entry: given as YAML (a range, choices, per_layer or a value), read by
+    #: `_techniques` (SkipValidation: pydantic takes the YAML as it is and leaves it to that validator)
+    techniques: dict[str, dict[str, SkipValidation[Entry]]] = Field(..., min_length=1)
+    critic_techniques: dict[str, dict[str, SkipValidation[Entry]]] = Field({}, description="PPO: separate settings for the "
                                                          "training-only value net; never in the objectives")
     sensitivity: SensitivityStage = Field(SensitivityStage(), description="optional first stage: layer "
                                           "sensitivity, then guided configs (autocompress.layer_sensitivity)")
@@ -167,106 +173,19 @@ class SearchSpace(_Strict):
     @field_validator("techniques", "critic_techniques")
     @classmethod
     def _techniques(cls, v, info):
+        """Each setting read into its typed entry (autocompress.space_entries), once."""
         known = TECHNIQUES if info.field_name == "techniques" else CRITIC_TECHNIQUES
+        out: dict[str, dict[str, Entry]] = {}
         for name, params in v.items():
             if name not in known:
                 raise ValueError(f"unknown technique {name!r}; known: {', '.join(known)}")
+            out[name] = {}
             for key, p in (params or {}).items():
                 if key not in TECHNIQUES[name].model_fields:
                     raise ValueError(f"{name}: unknown setting {key!r}; known: "
                                      f"{', '.join(TECHNIQUES[name].model_fields)}")
-                if isinstance(p, dict) and "per_layer" in p:
-                    _check_per_layer(name, key, p)
-                elif isinstance(p, dict) and not _is_layer_map(p):
-                    _check_param(f"{name}.{key}", p)
-        return {k: dict(p or {}) for k, p in v.items()}
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
-
-
-def _check_param(where: str, p: dict) -> None:
-    """A range {low, high[, log]} of finite numbers, or {choices: [non-empty list]}."""
-    if set(p) == {"choices"}:
-        c = p["choices"]
-        if not isinstance(c, list) or not c or not all(
-                isinstance(x, (bool, int, float, str)) or (isinstance(x, list) and all(_is_number(y) for y in x))
-                for x in c):
-            raise ValueError(f"{where}: choices must be a non-empty list of values (or of number lists)")
-        return
-    if not (set(p) <= {"low", "high", "log"} and {"low", "high"} <= set(p)):
-        raise ValueError(f"{where}: a range is {{low, high[, log]}} and a choice is {{choices: [...]}}")
-    if not (_is_number(p["low"]) and _is_number(p["high"])):
-        raise ValueError(f"{where}: low and high must be numbers")
-    if p["low"] > p["high"]:
-        raise ValueError(f"{where}: low {p['low']} > high {p['high']}")
-    if not isinstance(p.get("log", False), bool) or (p.get("log") and p["low"] <= 0):
-        raise ValueError(f"{where}: log must be true/false, and a log range needs low > 0")
-
-
-def _is_layer_map(p: Any) -> bool:
-    """A fixed per-layer map {layer index: value} (keys as ints, or as strings from JSON)."""
-    def is_index(k):
-        try:
-            return layer_index(k) >= 0
-        except ValueError:
-            return False
-    return isinstance(p, dict) and bool(p) and all(is_index(k) for k in p)
-
-
-def _per_layer(p: Any) -> dict | None:
-    """The inner {low, high[, log]} / {choices} (and `layers`) of a `{per_layer: ...}` setting, else None."""
-    return p["per_layer"] if isinstance(p, dict) and "per_layer" in p else None
-
-
-def _check_per_layer(name: str, key: str, p: dict) -> None:
-    where = f"{name}.{key}.per_layer"
-    fields = per_layer_fields(TECHNIQUES[name])
-    if key not in fields:
-        known = [f"{n}.{k}" for n, c in TECHNIQUES.items() for k in per_layer_fields(c)]
-        raise ValueError(f"{name}.{key}: per_layer is only for {', '.join(known)}")
-    if set(p) != {"per_layer"} or not isinstance(p["per_layer"], dict):
-        raise ValueError(f"{where}: give {{per_layer: {{low, high[, log][, layers]}}}} or "
-                         "{per_layer: {choices: [...][, layers]}}")
-    inner = dict(p["per_layer"])
-    layers = inner.pop("layers", None)
-    if layers is not None and not (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1):
-        raise ValueError(f"{where}.layers: the teacher's number of layers, an int >= 1 (got {layers!r})")
-    if layers is not None and fields[key] == "hidden" and layers < 2:
-        raise ValueError(f"{where}.layers: {layers} layer(s) have no hidden layer to remove neurons from")
-    _check_param(where, inner)
-
-
-def _layer_count(name: str, key: str, block: dict, student: int | None) -> int:
-    """How many per-layer params `name.key` samples: one per layer (per hidden layer for structured)
-    of distill's student (`student` layers) when distill is on, else of the teacher (`layers`, filled in
-    from the spec)."""
-    if student is not None:
-        n = student
-    elif block.get("layers") is None:
-        raise ConfigError(f"{name}.{key}.per_layer.layers: not known (load the space with load_search_space, "
-                          "which takes it from the trial spec, or give it)")
-    else:
-        n = block["layers"]
-    return n - 1 if per_layer_fields(TECHNIQUES[name])[key] == "hidden" else n
-
-
-def _inner(block: dict) -> dict:
-    return {k: v for k, v in block.items() if k != "layers"}
-
-
-def _param(trial, name: str, p: Any):
-    if isinstance(p, dict) and "choices" in p:
-        # Optuna categorical values must be scalars: lists (student widths) go as JSON text.
-        encoded = [json.dumps(c) if isinstance(c, list) else c for c in p["choices"]]
-        value = trial.suggest_categorical(name, encoded)
-        return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
-    if isinstance(p, dict) and not _is_layer_map(p):
-        if isinstance(p["low"], int) and isinstance(p["high"], int) and not isinstance(p["low"], bool):
-            return trial.suggest_int(name, p["low"], p["high"], log=p.get("log", False))
-        return trial.suggest_float(name, float(p["low"]), float(p["high"]), log=p.get("log", False))
-    return p
+                out[name][key] = entry(name, key, p)
+        return out
 
 
 def groups(techniques: dict) -> dict[str, list[str]]:
@@ -280,26 +199,50 @@ def groups(techniques: dict) -> dict[str, list[str]]:
     return {g: names for g, names in out.items() if len(names) > 1}
 
 
-def _suggest_group(trial, techniques: dict, prefix: str = "") -> dict[str, dict[str, Any]]:
+def switches(techniques: dict, on: Collection[str] = (), prefix: str = "") -> dict[str, Any]:
+    """The Optuna params that turn `techniques` on or off, with those in `on` on: an exclusive group's
+    choice (see `groups`), else `name.enabled`."""
+    grouped = groups(techniques)
+    params: dict[str, Any] = {f"{prefix}{g}": next((n for n in names if n in on), "none") for g, names in grouped.items()}
+    in_group = {n for names in grouped.values() for n in names}
+    params.update({f"{prefix}{n}.enabled": n in on for n in techniques if n not in in_group})
+    return params
+
+
+def setting_params(name: str, entries: dict[str, Entry], values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """The Optuna params that stand for technique `name`'s config `values` (key -> value; a key not
+    given: its entry's middle), as `suggest` names them: one per sampled setting, one per layer of a
+    per-layer one (one value: every layer at it). A value outside its entry: the nearest it allows."""
+    params: dict[str, Any] = {}
+    for key, e in entries.items():
+        v = values.get(key, e.middle())
+        if isinstance(e, PerLayer):
+            params.update(e.params(f"{prefix}{name}.{key}",
+                                   v if isinstance(v, list) else [v] * e.count(None, f"{name}.{key}")))
+        elif e.sampled:
+            params[f"{prefix}{name}.{key}"] = e.param(v)
+    return params
+
+
+def _suggest_group(trial, techniques: dict[str, dict[str, Entry]], prefix: str = "") -> dict[str, dict[str, Any]]:
     """Sample which of `techniques` are on and their settings (Optuna param names: prefix + name.key)."""
     chosen = {name: trial.suggest_categorical(f"{prefix}{g}", ["none", *names]) == name
               for g, names in groups(techniques).items() for name in names}
     cfg: dict[str, dict[str, Any]] = {}
-    for name, params in techniques.items():
+    for name, entries in techniques.items():
         on = chosen[name] if name in chosen else trial.suggest_categorical(f"{prefix}{name}.enabled", [False, True])
         if on:
-            cfg[name] = {key: _param(trial, f"{prefix}{name}.{key}", p) for key, p in params.items()
-                         if _per_layer(p) is None}
+            cfg[name] = {key: e.sample(trial, f"{prefix}{name}.{key}") for key, e in entries.items()
+                         if not isinstance(e, PerLayer)}
     # per-layer params last: how many depends on the student distill may have sampled above
     # (a conv student's conv layers are its sampled `channels`: a per-layer block with a conv teacher's
     # student that keeps the teacher's channels is counted short, and that trial fails naming the key)
     student = layer_count(len(cfg["distill"].get("channels", [])), cfg["distill"]["hidden"]) if "distill" in cfg \
         else None
     for name in cfg:
-        for key, p in techniques[name].items():
-            if (block := _per_layer(p)) is not None:
-                n = _layer_count(name, key, block, student)
-                cfg[name][key] = [_param(trial, f"{prefix}{name}.{key}.{i}", _inner(block)) for i in range(n)]
+        for key, e in techniques[name].items():
+            if isinstance(e, PerLayer):
+                cfg[name][key] = e.sample(trial, f"{prefix}{name}.{key}", e.count(student, f"{name}.{key}"))
     return cfg
 
 
@@ -312,36 +255,12 @@ def suggest(trial, space: SearchSpace) -> dict[str, dict[str, Any]]:
     return cfg
 
 
-def _middle(p: Any) -> Any:
-    """The middle of a range or choice list (an Optuna param value); None for a fixed or per-layer setting."""
-    if _per_layer(p) is not None or _is_layer_map(p):
-        return None
-    if isinstance(p, dict) and "choices" in p:
-        c = p["choices"][len(p["choices"]) // 2]
-        return json.dumps(c) if isinstance(c, list) else c
-    if isinstance(p, dict):
-        if isinstance(p["low"], int) and isinstance(p["high"], int):
-            return (p["low"] + p["high"]) // 2
-        return (p["low"] + p["high"]) / 2
-    return None
-
-
 def _alone(space: SearchSpace, only: str | None) -> dict[str, Any]:
-    """Optuna params of one technique alone at a middle setting (None: the teacher as-is)."""
-    params: dict[str, Any] = {}
-    for prefix, techniques in (("", space.techniques), ("critic.", space.critic_techniques)):
-        grouped = groups(techniques)
-        for g, names in grouped.items():
-            params[f"{prefix}{g}"] = only if prefix == "" and only in names else "none"
-        for name, ps in techniques.items():
-            if not any(name in names for names in grouped.values()):
-                params[f"{prefix}{name}.enabled"] = prefix == "" and name == only
-            if prefix == "" and name == only:
-                params.update({f"{name}.{k}": _middle(p) for k, p in ps.items() if _middle(p) is not None})
-                for k, p in ps.items():  # a per-layer setting: every layer at the middle
-                    if (block := _per_layer(p)) is not None:
-                        n = _layer_count(name, k, block, None)
-                        params.update({f"{name}.{k}.{i}": _middle(_inner(block)) for i in range(n)})
+    """Optuna params of one technique alone at a middle setting (every layer of a per-layer setting at
+    its middle; None: the teacher as-is). The critic is never compressed here."""
+    params = {**switches(space.techniques, [only] if only else []), **switches(space.critic_techniques, (), "critic.")}
+    if only is not None:
+        params.update(setting_params(only, space.techniques[only], {}))
     return params
 
 
@@ -357,18 +276,6 @@ def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
     return [_alone(space, None)] + [_alone(space, name) for name in stack_order(space)]
 
 
-def _gentle(p: Any, end: str) -> Any:
-    """The end of a range or choice list that compresses least (an Optuna param value); None for a
-    fixed setting. `end` is the technique's declared direction (TechniqueConfig.gentle)."""
-    if isinstance(p, dict) and "choices" in p:
-        pick = max if end == "high" else min
-        c = pick(p["choices"], key=lambda v: sum(v) if isinstance(v, list) else v)  # widths: the widest
-        return json.dumps(c) if isinstance(c, list) else c
-    if isinstance(p, dict) and "low" in p and not _is_layer_map(p):
-        return p["high"] if end == "high" else p["low"]
-    return None
-
-
 def stacked_params(space: SearchSpace, anchor: str, anchor_params: dict[str, Any]) -> list[dict[str, Any]]:
     """Optuna params of up to `space.stack` two-technique stacks on `anchor`, a technique that kept the
     return alone, at its baseline's `anchor_params`. Each other technique (not of the anchor's
@@ -380,17 +287,11 @@ def stacked_params(space: SearchSpace, anchor: str, anchor_params: dict[str, Any
     for name in stack_order(space):
         if name == anchor or (name in group_of and group_of[name] == group_of.get(anchor)):
             continue  # one technique per group: e.g. share and quantize do not stack
-        params = _alone(space, name)
-        merged = {**anchor_params, **{k: v for k, v in params.items() if k.startswith(f"{name}.")}}
-        if name in group_of:
-            merged[group_of[name]] = name
-        for key, end in TECHNIQUES[name].gentle.items():
-            p = space.techniques[name].get(key)
-            if (block := _per_layer(p)) is not None:  # every layer the baseline set, at the gentle end
-                merged.update({k: _gentle(_inner(block), end) for k in params if k.startswith(f"{name}.{key}.")})
-            elif (v := _gentle(p, end)) is not None:
-                merged[f"{name}.{key}"] = v
-        out.append(merged)
+        entries = space.techniques[name]
+        gentle = {key: e.gentle(end) for key, end in TECHNIQUES[name].gentle.items()
+                  if (e := entries.get(key)) is not None and e.gentle(end) is not None}
+        out.append({**anchor_params, **switches(space.techniques, [anchor, name]),
+                    **setting_params(name, entries, gentle)})
     return out[:space.stack]
 
 
@@ -403,24 +304,13 @@ def check_space(space: SearchSpace, spec: TrialSpec, source: str) -> None:
     _check_group(space.techniques, spec, f"{source}: techniques", lambda c: c)
 
 
-def _check_group(techniques: dict, spec: TrialSpec, where: str, wrap) -> None:
-    def settings(p: Any) -> list:
-        """The values to try: a range's ends, every choice (a per-layer one's, as one value for all layers)."""
-        q = _inner(_per_layer(p)) if _per_layer(p) is not None else p
-        if _is_layer_map(q) or not isinstance(q, dict):
-            return [q]
-        return q["choices"] if "choices" in q else [q["low"], q["high"]]
-
-    def typical(q: Any) -> Any:
-        """A valid value of setting q: a range's or choice list's middle (for all layers), else q as fixed."""
-        q = _inner(_per_layer(q)) if _per_layer(q) is not None else q
-        m = _middle(q)
-        return q if m is None else json.loads(m) if isinstance(m, str) and m.startswith("[") else m
-
-    for name, params in techniques.items():
-        for key, p in params.items():
-            for v in settings(p):
-                others = {k: typical(q) for k, q in params.items() if k != key}
+def _check_group(techniques: dict[str, dict[str, Entry]], spec: TrialSpec, where: str, wrap) -> None:
+    """Each entry's ends (every choice; a per-layer one's as one value for all layers) with the
+    technique's other settings at their middle."""
+    for name, entries in techniques.items():
+        for key, e in entries.items():
+            for v in e.ends():
+                others = {k: q.middle() for k, q in entries.items() if k != key}
                 cfg = parse(CompressConfig, wrap({name: {**others, key: v}}), where)
                 try:
                     cfg.check_against(spec)
@@ -466,18 +356,18 @@ def with_layer_counts(space: SearchSpace, spec: TrialSpec, source: str) -> Searc
                   for group, critic in (("techniques", False), ("critic_techniques", True))}
     update = {}
     for group, (n, about) in counts.items():
-        techniques = {name: dict(params) for name, params in getattr(space, group).items()}
-        for name, params in techniques.items():
-            for key, p in params.items():
-                if (block := _per_layer(p)) is None:
+        techniques = {name: dict(entries) for name, entries in getattr(space, group).items()}
+        for name, entries in techniques.items():
+            for key, e in entries.items():
+                if not isinstance(e, PerLayer):
                     continue
-                where, given = f"{source}: {group}.{name}.{key}.per_layer.layers", block.get("layers")
+                where, given = f"{source}: {group}.{name}.{key}.per_layer.layers", e.layers
                 if n is None and given is None:
                     raise ConfigError(f"{where}: {about}, so its number of layers is not known: give it, e.g. "
                                       "layers: 3 for two hidden layers and the output layer")
                 if n is not None and given is not None and given != n:
                     raise ConfigError(f"{where}: {given} given, but the teacher has {n} layers ({about})")
-                params[key] = {"per_layer": {**block, "layers": given or n}}
+                entries[key] = replace(e, layers=given or n)
         update[group] = techniques
     return space.model_copy(update=update)
 
@@ -485,8 +375,8 @@ def with_layer_counts(space: SearchSpace, spec: TrialSpec, source: str) -> Searc
 def _imported_layer_counts(space: SearchSpace, spec: TrialSpec) -> dict[str, tuple[int | None, str]]:
     """group -> (layers, what they are) of an imported teacher: its file is loaded (sources.load, which
     checks it against the spec) only where a per-layer block counts layers."""
-    if not any(_per_layer(p) is not None for g in ("techniques", "critic_techniques")
-               for params in getattr(space, g).values() for p in params.values()):
+    if not any(isinstance(e, PerLayer) for g in ("techniques", "critic_techniques")
+               for entries in getattr(space, g).values() for e in entries.values()):
         return {"techniques": (None, ""), "critic_techniques": (None, "")}
     from autocompress import sources
 

@@ -234,7 +234,7 @@ def test_imported_teacher_space_reads_its_layer_count_from_the_file(tmp_path):
     (tmp_path / "trial.yaml").write_text(yaml.safe_dump(trial))
     bits = {"quantize": {"bits": {"per_layer": {"low": 2, "high": 8}}}}
     space, _, _ = load_search_space(write_space(tmp_path, bits, tmp_path / "trial.yaml"))
-    assert space.techniques["quantize"]["bits"]["per_layer"]["layers"] == 3
+    assert space.techniques["quantize"]["bits"].layers == 3
     study = optuna.create_study()
     study.enqueue_trial({"quantize.enabled": True})
     assert len(suggest(study.ask(), space)["quantize"]["bits"]) == 3
@@ -268,7 +268,7 @@ def test_conv_ppo_critic_is_counted_with_its_encoder(tmp_path):
 
 def test_shipped_per_layer_space(tmp_path):
     space, spec, _ = load_search_space(ROOT / "search_spaces" / "lunarlander_dqn_per_layer.yaml")
-    assert space.techniques["quantize"]["bits"]["per_layer"]["layers"] == len(spec.teacher.hidden) + 1 == 3
+    assert space.techniques["quantize"]["bits"].layers == len(spec.teacher.hidden) + 1 == 3
 
 
 # -- artifact, runtimes and exports with mixed settings per layer -------------------------------

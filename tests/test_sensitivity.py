@@ -14,10 +14,12 @@ from typer.testing import CliRunner
 
 import autocompress.teacher
 from autocompress import layer_sensitivity as sens
+from autocompress._search import guided
 from autocompress.cli import app
 from autocompress.config import CompressConfig, load_trial_spec
 from autocompress.errors import ConfigError
 from autocompress.nets import PolicyNet
+from autocompress.techniques import PER_LAYER
 from autocompress.space import SearchSpace, suggest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,12 +104,11 @@ def _table(rows: dict, layers: int = 3) -> dict:
     for t, by_layer in rows.items():
         for layer, drops in by_layer.items():
             for s, d in drops.items():
-                out.append({"technique": t, "key": sens.PER_LAYER_KEY[t], "layer": layer, "setting": s,
+                out.append({"technique": t, "key": PER_LAYER[t], "layer": layer, "setting": s,
                             "drop": d, "action_drop": d, "return_drop": None})
-    settings = {t: sorted({s for d in by_layer.values() for s in d}, key=lambda v: sens.HARDER[sens.PER_LAYER_KEY[t]] * v)
-                for t, by_layer in rows.items()}
+    settings = {t: sens.gentlest_first(t, {s for d in by_layer.values() for s in d}) for t, by_layer in rows.items()}
     return {"layers": [{"index": i, "in": 8, "out": 8, "act": "tanh"} for i in range(layers)],
-            "techniques": {t: {"key": sens.PER_LAYER_KEY[t], "settings": s, "base": {}} for t, s in settings.items()},
+            "techniques": {t: {"key": PER_LAYER[t], "settings": s, "base": {}} for t, s in settings.items()},
             "rows": out}
 
 
@@ -129,26 +130,26 @@ def _space(**techniques) -> SearchSpace:
 def test_guided_configs_pick_the_most_aggressive_setting_within_max_drop_per_layer():
     space = _space(prune={"sparsity": {"low": 0.5, "high": 0.95}, "schedule": {"choices": ["oneshot", "iterative"]}},
                    quantize={"bits": {"low": 2, "high": 8}, "per_channel": False})
-    configs = sens.guided_configs(TABLE, space)
+    configs = guided.guided_configs(TABLE, space)
     prune = {"sparsity": {0: 0.7}, "schedule": "iterative", "method": "magnitude"}
     quantize = {"bits": {0: 4, 1: 2}, "per_channel": False}
     assert configs == [{"prune": prune}, {"quantize": quantize}, {"prune": prune, "quantize": quantize}]
     for cfg in configs:
         CompressConfig.model_validate(json.loads(json.dumps(cfg)))  # valid, also as stored (string keys)
     # the params the study records for the combined config: each map's mean, within the space
-    assert sens.guided_params(configs[2], space) == {"prune.enabled": True, "prune.sparsity": 0.7,
+    assert guided.guided_params(configs[2], space) == {"prune.enabled": True, "prune.sparsity": 0.7,
                                                      "prune.schedule": "iterative", "quantize.enabled": True,
                                                      "quantize.bits": 3}
     tight = space.model_copy(update={"sensitivity": space.sensitivity.model_copy(update={"max_drop": 0.0})})
-    assert sens.guided_configs(TABLE, tight) == [{"quantize": {"bits": {0: 8, 1: 4}, "per_channel": False}}]
+    assert guided.guided_configs(TABLE, tight) == [{"quantize": {"bits": {0: 8, 1: 4}, "per_channel": False}}]
 
 
 def test_guided_config_of_a_per_layer_space_is_exactly_what_its_params_sample():
     space = _space(quantize={"bits": {"per_layer": {"low": 3, "high": 8, "layers": 3}}},
                    share={"bits": {"low": 2, "high": 6}})
-    (cfg,) = sens.guided_configs(TABLE, space)
+    (cfg,) = guided.guided_configs(TABLE, space)
     assert cfg == {"quantize": {"bits": [4, 3, 8]}}  # 2 bits is outside the space; layer 2 at the mildest
-    params = sens.guided_params(cfg, space)
+    params = guided.guided_params(cfg, space)
     assert params == {"weight_coding": "quantize", "quantize.bits.0": 4, "quantize.bits.1": 3, "quantize.bits.2": 8}
     assert suggest(optuna.trial.FixedTrial(params), space) == cfg
 
@@ -156,7 +157,7 @@ def test_guided_config_of_a_per_layer_space_is_exactly_what_its_params_sample():
 def test_space_settings_follow_the_space():
     space = _space(quantize={"bits": {"per_layer": {"low": 5, "high": 8, "layers": 3}}},
                    prune={"sparsity": {"low": 0.6, "high": 0.92}}, structured={"amount": 0.5}, lowrank={})
-    assert sens.space_settings(space) == {"quantize": [8, 7, 6, 5], "prune": [0.6, 0.7, 0.9, 0.92],
+    assert guided.space_settings(space) == {"quantize": [8, 7, 6, 5], "prune": [0.6, 0.7, 0.9, 0.92],
                                           "structured": [0.5]}
 
 
@@ -189,11 +190,11 @@ def test_search_stage_measures_once_and_reuses_its_cache(tmp_path):
     spec = load_trial_spec(ROOT / "trials" / "cartpole_ppo.yaml").updated({"sample_steps": 300})
     space = _space(quantize={"bits": {"low": 7, "high": 8}})
     space = space.model_copy(update={"sensitivity": space.sensitivity.model_copy(update={"episodes": 0})})
-    table, files = sens.search_stage(space, spec, tmp_path / "cache", tmp_path / "run", log=lambda m: None)
+    table, files = guided.search_stage(space, spec, tmp_path / "cache", tmp_path / "run", log=lambda m: None)
     assert [(r["layer"], r["setting"]) for r in table["rows"]] == [(i, b) for i in range(3) for b in (8, 7)]
     assert table["states"] == 300 and all(f.exists() for f in files)
     logged = []
-    again, _ = sens.search_stage(space, spec, tmp_path / "cache", tmp_path / "run", log=logged.append)
+    again, _ = guided.search_stage(space, spec, tmp_path / "cache", tmp_path / "run", log=logged.append)
     assert again == json.loads(json.dumps(table)) and any("cached" in m for m in logged)
 
 

@@ -3,6 +3,7 @@
     study     storage, heartbeats, orphaned trials, repeats, budget
     tasks     the Ray tasks (teacher, trial) and the fault-injection test hook
     driver    SearchOptions, the Driver (launch / record / poll) and run_search
+    guided    the optional first stage: layer sensitivity, then guided configs enqueued
     results   rows, front, constraints, the Pareto files, load_run
     sync      log to MLflow what it missed
 The sampler table is `autocompress.samplers` (space validation reads it without Optuna).

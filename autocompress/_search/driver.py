@@ -389,17 +389,17 @@ def _sensitivity_stage(study, space: SearchSpace, spec: TrialSpec, teacher: dict
     """The optional first stage: layer sensitivity once per study (cached in the run dir), then its
     guided configs enqueued (the driver runs user attr `guided`: a per-layer config the params
     only approximate)."""
-    from autocompress import layer_sensitivity as sens
+    from autocompress._search import guided  # torch: loaded only by a search that has the stage
 
     tasks.install_teacher(teacher["files"], cache_root, teacher["dirname"])
-    table, files = sens.search_stage(space, spec, cache_root, run_dir, log)
+    table, files = guided.search_stage(space, spec, cache_root, run_dir, log)
     tracker.log_parent_files(files, "sensitivity")
     tracker.log_parent_metrics({"sensitivity_seconds": table["seconds"]})
-    guided = sens.guided_trials(table, space)
-    for params, cfg in guided:
+    trials = guided.guided_trials(table, space)
+    for params, cfg in trials:
         queue(study, [{"params": params, "user_attrs": {"guided": cfg}}])
-    study.set_user_attr("sensitivity_guided", len(guided))
-    log(f"sensitivity: {len(guided)} guided config(s) enqueued")
+    study.set_user_attr("sensitivity_guided", len(trials))
+    log(f"sensitivity: {len(trials)} guided config(s) enqueued")
 
 
 def _check_trained_teacher(spec: TrialSpec, cache_root: str, teacher: dict, tracker) -> None:

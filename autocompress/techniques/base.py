@@ -43,10 +43,19 @@ class TechniqueConfig(BaseModel):
     #: which end of a setting's range compresses least ("high" bits, "low" sparsity): a search's stack
     #: (`space.stacked_params`) takes its second technique there, since stacked losses compound
     gentle: ClassVar[dict[str, Literal["high", "low"]]] = {}
+    #: layer sensitivity (autocompress.layer_sensitivity) of a technique with a per-layer setting: the
+    #: values of that setting it sweeps when none are given, and the other settings it fixes for the sweep
+    sweep: ClassVar[tuple] = ()
+    sweep_base: ClassVar[dict[str, Any]] = {}
     #: baselines run, and stack partners join, in this order (lower first): a distilled student is
     #: the likely anchor (the biggest cut in latency and bytes), weight codes the likely partners (they
     #: shrink any net several-fold at their gentle end), so the first stacks can start after two baselines
     stack_rank: ClassVar[int] = 3
+
+    @classmethod
+    def gentlest_first(cls, key: str) -> Callable[[Any], Any]:
+        """A sort key for values of setting `key`: least compressing first (see `gentle`)."""
+        return (lambda v: -v) if cls.gentle[key] == "high" else (lambda v: v)
 
     def pipeline_stage(self) -> Stage:
         """The stage this config runs in (a setting may move it, e.g. quantize mode ptq vs qat)."""

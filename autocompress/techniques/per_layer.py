@@ -88,6 +88,12 @@ def per_layer_fields(config_cls) -> dict[str, str]:
     return {name: m.over for name, f in config_cls.model_fields.items() for m in f.metadata if isinstance(m, PerLayer)}
 
 
+def over_count(over: str, n_layers: int) -> int:
+    """How many values a per-layer setting over `over` takes in a net of `n_layers` layers: the output
+    layer has no neurons to remove, so a setting over hidden layers takes one fewer."""
+    return n_layers - 1 if over == "hidden" else n_layers
+
+
 def is_per_layer(v: Any) -> bool:
     return isinstance(v, (list, dict))
 
@@ -115,8 +121,7 @@ def layer_values(v: Any, n: int, key: str, over: str = "layers", about: str = ""
 def check_counts(cfg, n_layers: int, about: str = "") -> None:
     """Every per-layer setting of technique config `cfg` against a net of `n_layers` layers."""
     for name, over in per_layer_fields(type(cfg)).items():
-        layer_values(getattr(cfg, name), n_layers - 1 if over == "hidden" else n_layers, f"{cfg.name}.{name}",
-                     over, about)
+        layer_values(getattr(cfg, name), over_count(over, n_layers), f"{cfg.name}.{name}", over, about)
 
 
 def logical_layers(net: PolicyNet) -> list[list[CLinear]]:

@@ -27,6 +27,8 @@ class PruneConfig(TechniqueConfig):
     stage = "held"
     order = 40
     gentle = {"sparsity": "low", "threshold": "low"}
+    sweep = (0.5, 0.7, 0.9, 0.95)
+    sweep_base = {"method": "magnitude"}  # a threshold ignores the swept sparsity
     stack_rank = 2
     method: Literal["magnitude", "threshold"] = "magnitude"
     sparsity: Sparsity = Field(0.5, description="fraction of each layer's weights zeroed (magnitude): one for all "

@@ -29,6 +29,7 @@ class QuantizeConfig(TechniqueConfig):
     order = 60
     group = "weight_coding"
     gentle = {"bits": "high"}
+    sweep = (8, 7, 6, 5, 4, 3, 2)
     stack_rank = 1
     bits: Bits = Field(8, description="2..8 for all layers, a list (one per layer) or a map {layer: bits} "
                                       "(unlisted layers stay fp32)")

@@ -26,6 +26,7 @@ class ShareConfig(TechniqueConfig):
     order = 50
     group = "weight_coding"
     gentle = {"bits": "high"}
+    sweep = (6, 5, 4, 3, 2)
     stack_rank = 1
     bits: Bits = Field(4, description="codebook of 2^bits centroids per layer: one for all layers, a list "
                                       "(one per layer) or a map {layer: bits} (unlisted layers are not shared)")

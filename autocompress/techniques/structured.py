@@ -39,6 +39,7 @@ class StructuredConfig(TechniqueConfig):
     stage = "structural"
     order = 20
     gentle = {"amount": "low"}
+    sweep = (0.25, 0.5, 0.75, 0.9)
     amount: Amount = Field(0.5, description="fraction of each hidden layer's neurons removed: one for all, a list "
                                             "(one per hidden layer) or a map {hidden layer: amount}")
     criterion: Literal["random", "l1", "importance"] = "l1"
