@@ -31,7 +31,7 @@ from autocompress import artifact, checks, measure, pareto, rl, targets
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import AutocompressError, ConfigError, SearchError, TeacherError
 from autocompress.results import SLIM_DROP
-from autocompress._search import tasks, warm
+from autocompress._search import guided, tasks, warm
 from autocompress._search.heldout import conclude
 from autocompress._search.results import STATE_FILE, current_front, feasible, finalize, rows, told_values
 from autocompress.pruners import make_pruner
@@ -389,8 +389,6 @@ def _sensitivity_stage(study, space: SearchSpace, spec: TrialSpec, teacher: dict
     """The optional first stage: layer sensitivity once per study (cached in the run dir), then its
     guided configs enqueued (the driver runs user attr `guided`: a per-layer config the params
     only approximate)."""
-    from autocompress._search import guided  # torch: loaded only by a search that has the stage
-
     tasks.install_teacher(teacher["files"], cache_root, teacher["dirname"])
     table, files = guided.search_stage(space, spec, cache_root, run_dir, log)
     tracker.log_parent_files(files, "sensitivity")
