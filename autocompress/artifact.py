@@ -16,9 +16,10 @@ import torch
 
 from autocompress import intq
 from autocompress.codec import BlobWriter, WeightPayload, encode_weight
+from autocompress.conv import to_chw
 from autocompress.layers import ACTIVATIONS, IQ, int8_only, layers_of
 from autocompress.nets import CLinear, PolicyNet
-from autocompress.runtime import MAGIC, NumpyPolicy, obs_normalizer, read_artifact
+from autocompress.runtime import MAGIC, NumpyPolicy, conv_layer, obs_normalizer, read_artifact
 
 
 def weight_payload(layer: CLinear) -> WeightPayload:
@@ -87,16 +88,27 @@ def calibrate(data: bytes, obs: np.ndarray) -> bytes:
     layers = layers_of(header, blob)
     if not int8_only(layers):
         return data
+    header["iq"] = int8_activation_scales(header, layers, obs)
+    return _pack(header, bytes(blob))
+
+
+def int8_activation_scales(header: dict, layers: list, obs: np.ndarray) -> dict:
+    """{"x": the normalised input's int8 scale, "p": each hidden layer's pre-activation's} from the fp32 net's
+    activations on raw observations `obs` (max |value| / 127; tanh's range capped at intq.TANH_RANGE): what
+    `calibrate` stores as header `iq`, and what exports/tflite.py's int8 conv nets take (conv layers too)."""
     x = obs_normalizer(header.get("obs_norm"))(np.asarray(obs, np.float32).reshape(len(obs), -1))
     x_range, pre = float(np.abs(x).max()), []
+    x = to_chw(x, header.get("input"))
     for layer in layers[:-1]:
-        p = x @ layer.w + (0 if layer.b is None else layer.b)
+        if layer.conv is not None:
+            p = conv_layer(x, layer.w, layer.b, None, layer.conv)
+        else:
+            p = x @ layer.w + (0 if layer.b is None else layer.b)
         m = float(np.abs(p).max())
         pre.append(min(m, intq.TANH_RANGE) if layer.act == "tanh" else m)
         act = ACTIVATIONS[layer.act]
         x = act(p) if act is not None else p
-    header["iq"] = {"x": _int8_scale(x_range), "p": [_int8_scale(m) for m in pre]}
-    return _pack(header, bytes(blob))
+    return {"x": _int8_scale(x_range), "p": [_int8_scale(m) for m in pre]}
 
 
 def activation_scales(net: PolicyNet, head: dict, obs: np.ndarray) -> dict | None:

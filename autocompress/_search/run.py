@@ -154,7 +154,7 @@ class Run:
             exports.write(src.read_bytes(), format, output, row.get("kernels") or None, smallest, target)
         except OSError as e:
             raise ConfigError(f"{output}: {e.strerror}", option="output") from None
-        except ValueError as e:  # a net the format cannot hold (tflite: conv layers, int8 without calibration)
+        except ValueError as e:  # a net the format cannot hold (e.g. int8 of layers that are not int8)
             raise ConfigError(f"trial {trial}: {e}", option="format") from None
         return output
 

@@ -4,7 +4,7 @@
 with those kernels, and the C export stores each layer in the form its kernel reads (so it runs
 at the in-process kernel's speed). Without a recorded choice, C takes each layer's smallest fast
 form (exports.c.compact_kernels) and ONNX the fp32 net. 'onnx-int8' runs every layer whose codes
-fit int8 in integer arithmetic, i.e. acts as the runtime with `int8_kernels(data)`. 'tflite' is the fp32 net,
+fit int8 in integer arithmetic, i.e. acts as the runtime with `int8_kernels(data)`. 'tflite' is the fp32 net (MLP or conv),
 'tflite-int8' the integer-only net of a calibrated artifact (exports/tflite.py), for LiteRT and TFLite Micro.
 'pte' the fp32 net as an XNNPACK-delegated ExecuTorch program, 'pte-int8' its int8 layers through ExecuTorch's
 XNNPACK quantizer (dynamic int8: acts as the runtime with `int8_kernels(data)` up to the inputs' rounding;
@@ -36,11 +36,13 @@ def int8_kernels(data: bytes) -> list[str]:
 
 
 def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None = None,
-          smallest: bool = False, target: str = "host") -> list[Path]:
+          smallest: bool = False, target: str = "host", obs=None) -> list[Path]:
     """Write `data` (an .acz artifact) as `fmt` to `output` (a directory for 'c', else a file).
     `smallest` (C only): every layer in its smallest stored form (k-bit codes packed as in the
     artifact), for the least flash at some speed; int8 layers stay int8. `target` (C only): the Makefile's
-    compiler and flags, those the figures were measured with (`kernels`: those the trial chose there)."""
+    compiler and flags, those the figures were measured with (`kernels`: those the trial chose there). `obs`
+    ('tflite-int8' only): raw observations (e.g. teacher-visited states) that give the int8 activation scales
+    where the artifact has none (conv nets, uncalibrated MLPs)."""
     output = Path(output)
     if fmt == "acz":  # the artifact as it is: nothing to parse
         output.write_bytes(data)
@@ -61,7 +63,7 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
     if fmt in ("tflite", "tflite-int8"):
         from autocompress.exports.tflite import write_tflite
 
-        return [write_tflite(data, output, int8=fmt == "tflite-int8")]
+        return [write_tflite(data, output, int8=fmt == "tflite-int8", obs=obs)]
     if fmt in ("pte", "pte-int8"):
         from autocompress.exports.pte import write_pte
 

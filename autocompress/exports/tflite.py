@@ -5,20 +5,27 @@ schema_py_generated), not by a converter: litert-torch / ai-edge-torch and Tenso
 pull TensorFlow or another torch than the one we pin. The same file runs in LiteRT's interpreter and in
 TensorFlow Lite Micro's (`run_litert`, `run_tflm`, `tflm_arena_bytes`).
 
-Input `obs`: float32, 1 x obs_dim (batch 1: TFLite Micro's tensors have static shapes). Output `action`:
-an int32 index (ARG_MAX, first maximum wins as in the runtimes) or float32 1 x act_dim squashed and mapped
-onto the env's bounds as onnx.py does. Normalisation is SUB mean, MUL 1/std (and MINIMUM / MAXIMUM for its
-clip). Layers are FULLY_CONNECTED (weights out x in); relu fused, tanh a TANH op, silu LOGISTIC + MUL, elu
-ELU, leaky_relu LEAKY_RELU (slope 0.01). A continuous head's last layer keeps only the mean's rows.
+Input `obs`: float32, 1 x obs_dim (batch 1: TFLite Micro's tensors have static shapes); for a conv net 1 x the
+env's observation shape (H x W x C channels-last, TFLite's own NHWC; C x H x W channels-first, a TRANSPOSE to NHWC
+after the normalisation). Output `action`: an int32 index (ARG_MAX, first maximum wins as in the runtimes) or
+float32 1 x act_dim squashed and mapped onto the env's bounds as onnx.py does. Normalisation is SUB mean, MUL
+1/std (and MINIMUM / MAXIMUM for its clip). Layers are FULLY_CONNECTED (weights out x in) or CONV_2D (filters
+out x kh x kw x C; the geometry's pads as TFLite's SAME or VALID where they are those, else an explicit PAD then
+VALID), after the last conv a TRANSPOSE to NCHW and a RESHAPE: the channel-first order the next Linear reads.
+relu fused, tanh a TANH op, silu LOGISTIC + MUL, elu ELU, leaky_relu LEAKY_RELU (slope 0.01). A continuous
+head's last layer keeps only the mean's rows.
 
 fp32 (`to_tflite(data)`): the decoded fp32 net (`Layer.w`), whatever its stored form.
 
-int8 (`to_tflite(data, int8=True)`), full-integer where every layer is int8-representable (`int8_only`), with
-the integer-only net's calibrated scales (header `iq`, `artifact.calibrate`), following TFLite's int8 spec:
+int8 (`to_tflite(data, int8=True)`), full-integer where every layer (Linear or conv) is int8-representable
+(`Layer.int8`), with the integer-only net's calibrated scales (header `iq`, `artifact.calibrate`), or, where the
+artifact has none (conv nets: the integer-only net is Linear only, so `calibrate` leaves them; an uncalibrated MLP),
+the same scales from raw observations given to `to_tflite(data, True, obs)` (`artifact.int8_activation_scales`,
+the fp32 net's activations; `Run.export` gives the teacher-visited states of the trial's spec). TFLite's int8 spec:
   input    normalised in fp32, clamped to +-127 s_x (intq's clamp; QUANTIZE alone would also give -128),
            QUANTIZE to int8 (scale s_x, zero point 0). Not folded into the first layer's weights: that would
            change which codes the layer stores, and the integer-only net rounds the normalised input too;
-  hidden   FULLY_CONNECTED int8 x int8, weights per output channel (quantized_dimension 0, the layer's
+  hidden   FULLY_CONNECTED / CONV_2D int8 x int8, weights per output channel (quantized_dimension 0, the layer's
            symmetric scales, zero point 0), bias int32 at s_w s_x, output int8 at the calibrated
            pre-activation scale s_p, zero point 0 (relu fused); tanh a TANH op whose output TFLite fixes at
            scale 1/128, zero point 0 (TFLite Micro's fixed-point kernel assumes it); silu's LOGISTIC at 1/256,
@@ -46,7 +53,9 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as fb
 
 from autocompress import intq
-from autocompress.layers import int8_only, layers_of
+from autocompress.artifact import int8_activation_scales
+from autocompress.conv import out_hw, same_pad
+from autocompress.layers import layers_of
 from autocompress.runtime import read_artifact
 
 #: the activations this export writes (as TFLite ops, see the module's docstring)
@@ -117,8 +126,10 @@ class _Graph:
         return o.outputs[0]
 
     def binary(self, name: str, x: int, value, shape) -> int:
-        """x (fp32) op a constant, broadcast along the batch."""
-        return self.op(name, [x, self.const(np.reshape(value, (1, -1)))], shape)
+        """x (fp32, of `shape`) op a constant: one of x's shape (batch 1), else broadcast along x's last axis."""
+        v = np.asarray(value, np.float32)
+        v = v.reshape(shape) if v.size == np.prod(shape) else v.reshape([1] * (len(shape) - 1) + [-1])
+        return self.op(name, [x, self.const(v)], shape)
 
     def finish(self, inputs: list[int], outputs: list[int]) -> bytes:
         model = fb.ModelT()
@@ -186,6 +197,58 @@ def _dense(g: _Graph, x: int, w: np.ndarray, b: np.ndarray | None, act: str) -> 
     return _activation(g, y, act, shape)
 
 
+def _weights(g: _Graph, layer, s_x: float | None) -> tuple[int, int]:
+    """(weights, bias) of a hidden layer: fp32 (s_x None), or int8 per output channel with an int32 bias at
+    s_w s_x (s_x: the layer input's scale). Out x in for FULLY_CONNECTED, OHWI filters for CONV_2D."""
+    geo, n_out = layer.conv, layer.shape[0]
+    b = np.zeros(n_out, np.float32) if layer.b is None else layer.b  # (TFLite Micro's conv wants a bias)
+    if s_x is None:
+        w, dtype, q = layer.w.T, np.float32, None
+        bias = -1 if layer.b is None and geo is None else g.const(b)  # -1: TFLite's absent optional input
+    else:
+        w, s_w = layer.int8()
+        s_w = np.where(s_w > 0, s_w, 1).astype(np.float32)  # an all-zero row: any scale
+        s_acc = s_w.astype(np.float64) * np.float32(s_x)
+        dtype, q = np.int8, (s_w, 0)
+        bias = g.const(np.clip(np.rint(b / s_acc), -intq.BIAS_LIMIT, intq.BIAS_LIMIT), np.int32, (s_acc, 0))
+    if geo is not None:  # rows in (C, kh, kw) order -> out x kh x kw x C
+        w = w.reshape(n_out, geo["in_shape"][0], *geo["kernel"]).transpose(0, 2, 3, 1)
+    return g.const(w, dtype, q), bias
+
+
+def _transpose(g: _Graph, x: int, perm: list[int], shape, dtype=np.float32, q=None) -> tuple[int, list[int]]:
+    """x (of `shape`) transposed by perm: (the tensor, its shape)."""
+    out = [shape[i] for i in perm]
+    return g.op("TRANSPOSE", [x, g.const(perm, np.int32)], out, dtype, q), out
+
+
+def _conv(g: _Graph, x: int, layer, weights: tuple[int, int], shape, dtype, q_in, q_out) -> tuple[int, list[int]]:
+    """CONV_2D on NHWC x (of `shape`) with the geometry's pads: TFLite's SAME or VALID where they are those,
+    else an explicit PAD then VALID (e.g. pads set by hand). (The output, its shape.)"""
+    geo = layer.conv
+    c, h, w = geo["in_shape"]
+    pad = [int(v) for v in geo["pad"]]
+    opt = fb.Conv2DOptionsT()
+    opt.strideH, opt.strideW = (int(v) for v in geo["stride"])
+    opt.fusedActivationFunction = fb.ActivationFunctionType.RELU if layer.act == "relu" else 0
+    opt.padding = fb.Padding.VALID
+    if any(pad) and pad == same_pad(h, w, geo["kernel"], geo["stride"]):
+        opt.padding = fb.Padding.SAME
+    elif any(pad):  # int8: PAD fills with the zero point, 0
+        t, b, left, r = pad
+        x = g.op("PAD", [x, g.const([[0, 0], [t, b], [left, r], [0, 0]], np.int32)], [1, h + t + b, w + left + r, c],
+                 dtype, q_in)
+    out = [1, *out_hw(geo), layer.shape[0]]
+    return g.op("CONV_2D", [x, *weights], out, dtype, q_out, opt), out
+
+
+def _flatten(g: _Graph, x: int, shape, dtype=np.float32, q=None) -> tuple[int, list[int]]:
+    """NHWC -> 1 x (C H W) in channel-first order, as the next Linear reads: TRANSPOSE to NCHW, RESHAPE."""
+    x, nchw = _transpose(g, x, [0, 3, 1, 2], shape, dtype, q)
+    flat = [1, int(np.prod(nchw))]
+    return g.op("RESHAPE", [x, g.const(flat, np.int32)], flat, dtype, q), flat
+
+
 def _clamp(g: _Graph, x: int, lo, hi, shape) -> int:
     return g.binary("MAXIMUM", g.binary("MINIMUM", x, hi, shape), lo, shape)
 
@@ -206,69 +269,93 @@ def _head(g: _Graph, x: int, head: dict) -> int:
     return g.binary("ADD", half, low, shape)
 
 
-def to_tflite(data: bytes, int8: bool = False) -> bytes:
-    """The .tflite flatbuffer of an MLP artifact: fp32, or full-integer int8 (see the module's docstring)."""
+def to_tflite(data: bytes, int8: bool = False, obs: np.ndarray | None = None) -> bytes:
+    """The .tflite flatbuffer of an artifact (MLP or conv): fp32, or full-integer int8 (see the module's docstring)
+    with the artifact's `iq` scales, else (a conv net, or an uncalibrated MLP) scales from `obs`, raw
+    observations such as the teacher's visited states (`artifact.int8_activation_scales`)."""
     header, blob = read_artifact(data)
     layers = layers_of(header, blob)
-    if any(layer.conv is not None for layer in layers):
-        raise ValueError("conv policies: not yet in the tflite export")
-    head, norm, cal = header["head"], header.get("obs_norm"), header.get("iq")
+    head, norm, cal, input_ = header["head"], header.get("obs_norm"), header.get("iq"), header.get("input")
     for act in {layer.act for layer in layers} - set(ACTIVATIONS):
         raise ValueError(f"activation {act!r}: not in the tflite export ({', '.join(ACTIVATIONS)})")
-    if int8 and not int8_only(layers):
+    if layers[-1].conv is not None:
+        raise ValueError("a conv layer last (no Linear head): not in the tflite export")
+    if int8 and not int8_representable(layers):
         raise ValueError("tflite-int8 needs every layer int8-representable (k-bit quantized, k <= 8 symmetric or "
                          "<= 7 asymmetric); export 'tflite' (fp32) for this artifact")
+    if int8 and cal is None and obs is not None:
+        cal = int8_activation_scales(header, layers, obs)
     if int8 and cal is None:
         raise ValueError("tflite-int8 needs the artifact's int8 activation scales: run "
-                         "autocompress.artifact.calibrate(data, obs) with teacher-visited observations first")
+                         "autocompress.artifact.calibrate(data, obs) with teacher-visited observations first"
+                         + (" (a conv net: pass those observations, to_tflite(data, int8=True, obs=obs))"
+                            if any(layer.conv is not None for layer in layers) else ""))
     g = _Graph()
-    n = int(header["obs_dim"])
-    obs = x = g.tensor([1, n])
+    shape = [1, int(header["obs_dim"])] if input_ is None else [1, *(int(v) for v in input_["shape"])]
+    obs_t = x = g.tensor(shape)
     clip = np.inf
     if norm is not None:
-        x = g.binary("MUL", g.binary("SUB", x, norm["mean"], [1, n]), 1.0 / np.asarray(norm["std"], np.float64), [1, n])
+        x = g.binary("MUL", g.binary("SUB", x, norm["mean"], shape), 1.0 / np.asarray(norm["std"], np.float64), shape)
         clip = norm.get("clip") or np.inf
     if int8:
         s_x = float(cal["x"])
         clip = min(clip, 127 * s_x)
     if clip < np.inf:
-        x = _clamp(g, x, -clip, clip, [1, n])
+        x = _clamp(g, x, -clip, clip, shape)
+    if input_ is not None and input_["layout"] == "chw":  # TFLite's convolutions read NHWC
+        x, shape = _transpose(g, x, [0, 2, 3, 1], shape)
+    dtype, q = (np.int8, (s_x, 0)) if int8 else (np.float32, None)
+    if int8:
+        x = g.op("QUANTIZE", [x], shape, np.int8, q)
+    for i, layer in enumerate(layers[:-1]):
+        q_out = (float(cal["p"][i]), 0) if int8 else None
+        weights = _weights(g, layer, s_x if int8 else None)
+        if layer.conv is None:
+            shape = [1, layer.shape[0]]
+            x = g.op("FULLY_CONNECTED", [x, *weights], shape, dtype, q_out, _fc(layer.act))
+        else:
+            x, shape = _conv(g, x, layer, weights, shape, dtype, q, q_out)
+        if int8:
+            x, s_x = _int8_activation(g, x, layer.act, shape, q_out[0])
+            q = (s_x, 0)
+        else:
+            x = _activation(g, x, layer.act, shape)
+        if layer.conv is not None and layers[i + 1].conv is None:
+            x, shape = _flatten(g, x, shape, dtype, q)
     last = layers[-1]
     if int8:
-        x = g.op("QUANTIZE", [x], [1, n], np.int8, (s_x, 0))
-        for layer, s_p in zip(layers[:-1], cal["p"]):
-            q, s_w = layer.int8()
-            s_w = np.where(s_w > 0, s_w, 1).astype(np.float32)  # an all-zero row: any scale
-            s_acc = s_w.astype(np.float64) * np.float32(s_x)
-            b = np.zeros(len(q)) if layer.b is None else layer.b
-            bias = g.const(np.clip(np.rint(b / s_acc), -intq.BIAS_LIMIT, intq.BIAS_LIMIT), np.int32, (s_acc, 0))
-            shape = [1, len(q)]
-            x = g.op("FULLY_CONNECTED", [x, g.const(q, np.int8, (s_w, 0)), bias], shape, np.int8, (s_p, 0),
-                     _fc(layer.act))
-            x, s_x = _int8_activation(g, x, layer.act, shape, float(s_p))
-        x = g.op("DEQUANTIZE", [x], [1, last.shape[1]])
-    else:
-        for layer in layers[:-1]:
-            x = _dense(g, x, layer.w, layer.b, layer.act)
+        x = g.op("DEQUANTIZE", [x], shape)
     w, b = last.w, last.b
     if head["kind"] != "discrete":  # the mean's rows only
         d = int(head["act_dim"])
         w, b = w[:, :d], None if b is None else b[:d]
-    return g.finish([obs], [_head(g, _dense(g, x, w, b, last.act), head)])
+    return g.finish([obs_t], [_head(g, _dense(g, x, w, b, last.act), head)])
 
 
-def write_tflite(data: bytes, path: str | Path, int8: bool = False) -> Path:
+def int8_representable(layers) -> bool:
+    """Whether tflite-int8 can hold these layers: every one (Linear or conv) int8-representable."""
+    return all(layer.int8() is not None for layer in layers)
+
+
+def needs_calibration(data: bytes) -> bool:
+    """Whether tflite-int8 of `data` needs calibration observations: its layers int8-representable, no `iq`."""
+    header, blob = read_artifact(data)
+    return "iq" not in header and int8_representable(layers_of(header, blob))
+
+
+def write_tflite(data: bytes, path: str | Path, int8: bool = False, obs: np.ndarray | None = None) -> Path:
     path = Path(path)
-    path.write_bytes(to_tflite(data, int8))
+    path.write_bytes(to_tflite(data, int8, obs))
     return path
 
 
 # -- verification: the same file in LiteRT's and TensorFlow Lite Micro's interpreters --------------------
 
-def _act_all(set_input, invoke, get_output, obs: np.ndarray) -> np.ndarray:
+def _act_all(set_input, invoke, get_output, obs: np.ndarray, shape) -> np.ndarray:
+    """Actions for observations (rows, or images in the env's shape), each set as an input of `shape`."""
     out = []
     for o in np.asarray(obs, np.float32).reshape(len(obs), -1):
-        set_input(o[None])
+        set_input(o.reshape(shape))
         invoke()
         out.append(np.array(get_output()).reshape(-1))
     got = np.array(out)
@@ -276,13 +363,14 @@ def _act_all(set_input, invoke, get_output, obs: np.ndarray) -> np.ndarray:
 
 
 def run_litert(model: bytes, obs: np.ndarray) -> np.ndarray:
-    """Actions for rows of observations in LiteRT's interpreter (its default CPU kernels), one at a time."""
+    """Actions for observations (rows, or images in the env's shape) in LiteRT's interpreter (its default CPU
+    kernels), one at a time."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=model)
     it.allocate_tensors()
-    i, o = it.get_input_details()[0]["index"], it.get_output_details()[0]["index"]
-    return _act_all(lambda x: it.set_tensor(i, x), it.invoke, lambda: it.get_tensor(o), obs)
+    i, o = it.get_input_details()[0], it.get_output_details()[0]["index"]
+    return _act_all(lambda x: it.set_tensor(i["index"], x), it.invoke, lambda: it.get_tensor(o), obs, i["shape"])
 
 
 def _tflm(model: bytes):
@@ -292,9 +380,10 @@ def _tflm(model: bytes):
 
 
 def run_tflm(model: bytes, obs: np.ndarray) -> np.ndarray:
-    """Actions for rows of observations in TensorFlow Lite Micro's interpreter (its reference kernels)."""
+    """Actions for observations (rows, or images) in TensorFlow Lite Micro's interpreter (its reference kernels)."""
     it = _tflm(model)
-    return _act_all(lambda x: it.set_input(x, 0), it.invoke, lambda: it.get_output(0), obs)
+    shape = it.get_input_details(0)["shape"]
+    return _act_all(lambda x: it.set_input(x, 0), it.invoke, lambda: it.get_output(0), obs, shape)
 
 
 @contextlib.contextmanager
