@@ -338,8 +338,9 @@ def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str =
       `smallest=True`: every layer in its smallest stored form instead (least flash, slower);
     - 'onnx': an ONNX graph (fp32; the trial's int8 layers, if any, in integer arithmetic);
     - 'onnx-int8': int8 weights and integer MatMul wherever the codes fit int8;
-    - 'tflite': a TFLite flatbuffer (LiteRT, TFLite Micro) of the fp32 net (MLPs);
-    - 'tflite-int8': full-integer int8 TFLite where every layer is int8 and the artifact is calibrated;
+    - 'tflite': a TFLite flatbuffer (LiteRT, TFLite Micro) of the fp32 net (MLP and conv);
+    - 'tflite-int8': full-integer int8 TFLite where every layer is int8-representable, with the artifact's
+      calibrated activation scales, else scales from the states the teacher visits in the trial's spec;
     - 'pte': an ExecuTorch program, XNNPACK-delegated (fp32; MLP and conv);
     - 'pte-int8': the same through ExecuTorch's XNNPACK quantizer (per-channel int8 weights, dynamic int8
       activations) where every layer is int8-representable.
@@ -349,7 +350,7 @@ def export(run_dir: str | Path, trial: int, output: str | Path, *, format: str =
 
     'acz', 'c' and 'onnx' act as the artifact did when the trial was measured (the same per-layer
     kernels); 'onnx-int8' as `Policy.load(path, kernels=exports.int8_kernels(data))`; 'tflite' as the
-    fp32 net; 'tflite-int8' as the integer-only net (kernels 'iq') up to TFLite's requantization rounding;
+    fp32 net; 'tflite-int8' as the integer-only net (kernels 'iq', MLPs) up to TFLite's requantization rounding;
     'pte' as the fp32 net; 'pte-int8' as the int8 kernels up to how each layer's input is rounded.
 
     >>> import autocompress as ac

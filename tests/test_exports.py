@@ -215,3 +215,39 @@ def test_export_bad_input_is_one_clear_error(search_run, tmp_path):
     with pytest.raises(ac.ConfigError, match="trial 0: tflite-int8 needs every layer int8-representable") as e:
         ac.export(run_dir, 0, tmp_path / "x.tflite", format="tflite-int8")
     assert e.value.option == "format"
+
+
+@pytest.mark.slow
+def test_tflite_int8_of_an_uncalibrated_trial_calibrates_on_the_teachers_states(search_run, tmp_path):
+    """A host search's int8 trial has no `iq` scales: Run.export takes them from the states the teacher visits in
+    the trial's spec (spec.sample_steps from spec.seed), i.e. the file of the artifact calibrated on those."""
+    pytest.importorskip("ai_edge_litert")
+    from autocompress.artifact import calibrate
+    from autocompress.exports.tflite import run_litert, to_tflite
+    from autocompress.teacher import load_teacher
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(search_run, run_dir)
+    run = ac.Run.load(run_dir)
+    t = run.study.trials[0]  # the teacher as-is, re-added as a trial of its int8 (8-bit symmetric) artifact
+    teacher = load_teacher(Path(t.user_attrs["result"]["teacher_path"]))
+    obs = run.teacher_obs(300)
+    data = to_bytes(build(teacher.actor, obs, {"quantize": {"bits": 8, "symmetric": True}}), teacher.info["head"])
+    assert "iq" not in read_artifact(data)[0]
+    (tmp_path / "int8.acz").write_bytes(data)
+    result = {**t.user_attrs["result"], "artifact": str(tmp_path / "int8.acz"), "kernels": None}
+    run.study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, values=t.values,
+                                                  params=t.params, distributions=t.distributions,
+                                                  user_attrs={**t.user_attrs, "result": result}))
+    trial = len(run.study.trials) - 1
+    path = ac.export(run_dir, trial, tmp_path / "p.tflite", format="tflite-int8")
+    spec = run.trial_spec()
+    visited = run.teacher_obs()
+    assert len(visited) == spec.sample_steps and np.array_equal(visited[:300], obs)
+    assert path.read_bytes() == to_tflite(calibrate(data, visited), int8=True)
+    # actions: the fp32 runtime's but where the two best logits are within two int8 steps of every last hidden
+    # activation (TFLite's tanh step 1/128 x the widest row's L1 norm; 97% agree with the integer-only mirror)
+    differ = run_litert(path.read_bytes(), obs) != NumpyPolicy.from_bytes(data).forward(obs).argmax(1)
+    top = np.sort(NumpyPolicy.from_bytes(data).forward(obs), axis=1)
+    step = np.abs(layers_of(*read_artifact(data))[-1].w).sum(0).max() / 128
+    assert (top[differ, -1] - top[differ, -2] <= 2 * step).all(), (top[differ, -1] - top[differ, -2]) / step

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+import numpy as np
 from mlflow import MlflowClient
 
 from autocompress import checks, exports, measure, pareto, tracking
@@ -16,6 +17,7 @@ from autocompress.config import TrialSpec
 from autocompress.errors import ConfigError
 from autocompress.layers import runs_iq
 from autocompress.results import FrontRow
+from autocompress.runtime import NumpyPolicy
 from autocompress.space import load_search_space
 from autocompress.targets import target as find_target
 from autocompress.urls import is_redacted, mlflow_ui_base, mlflow_ui_links
@@ -149,14 +151,27 @@ class Run:
             raise ConfigError(f"trial {trial} runs integer-only int8 ({row['kernels'][0]!r} kernels): export it as "
                               "c, acz or tflite-int8", option="format")
         target = measured if format == "c" else "host"
+        data, obs = src.read_bytes(), None
+        if format == "tflite-int8":
+            from autocompress.exports.tflite import needs_calibration
+
+            if needs_calibration(data):  # its representative dataset: the states the teacher visits in the spec
+                obs = self.teacher_obs()
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
-            exports.write(src.read_bytes(), format, output, row.get("kernels") or None, smallest, target)
+            exports.write(data, format, output, row.get("kernels") or None, smallest, target, obs)
         except OSError as e:
             raise ConfigError(f"{output}: {e.strerror}", option="output") from None
         except ValueError as e:  # a net the format cannot hold (e.g. int8 of layers that are not int8)
             raise ConfigError(f"trial {trial}: {e}", option="format") from None
         return output
+
+    def teacher_obs(self, steps: int | None = None) -> np.ndarray:
+        """Observations the teacher visits in the trial spec's env, as the search's trials sample them
+        (`spec.sample_steps` steps, default; episodes seeded from `spec.seed`), in the numpy runtime."""
+        spec = self.trial_spec()
+        teacher = NumpyPolicy.from_bytes(heldout.teacher_artifact(self.rows(), spec, self.run_dir))
+        return measure.collect_obs(teacher.act, spec.env_creator(), steps or spec.sample_steps, spec.seed)
 
     def trial_row(self, trial: int) -> dict:
         """The row of COMPLETE trial `trial`; a ConfigError that says why where there is none."""

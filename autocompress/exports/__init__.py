@@ -18,6 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from autocompress.layers import check_kernels, layers_of
 from autocompress.runtime import read_artifact
 
@@ -28,6 +30,12 @@ FORMATS = {"acz": "the artifact file (autocompress.Policy.load)", "c": "a direct
            "tflite-int8": "a full-integer int8 TFLite flatbuffer (int8 layers, artifact.calibrate's scales)",
            "pte": "an ExecuTorch program for its XNNPACK backend (fp32)",
            "pte-int8": "an ExecuTorch program, int8 layers through XNNPACK's quantizer (dynamic int8)"}
+
+
+def act_all(act, obs: np.ndarray) -> np.ndarray:
+    """Actions of act(one observation) on each of `obs`: indices (discrete) or rows of floats."""
+    got = np.array([np.asarray(act(o)).reshape(-1) for o in np.asarray(obs, np.float32)])
+    return got[:, 0] if got.shape[1] == 1 and got.dtype.kind == "i" else got
 
 
 def int8_kernels(data: bytes) -> list[str]:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from autocompress.exports import act_all
 from autocompress.layers import layers_of
 from autocompress.runtime import read_artifact
 
@@ -157,11 +158,13 @@ def load_pte(model: bytes):
     return Runtime.get().load_program(model).load_method("forward")
 
 
+def pte_actor(model: bytes):
+    """act(one observation, a row or an image in the env's shape) in ExecuTorch's runtime."""
+    method = load_pte(model)
+    shape = (1, *tuple(method.metadata.input_tensor_meta(0).sizes())[1:])
+    return lambda o: method.execute([torch.from_numpy(np.asarray(o, np.float32).reshape(shape))])[0].numpy()
+
+
 def run_pte(model: bytes, obs: np.ndarray) -> np.ndarray:
     """Actions for observations (rows, or images in the env's shape) in ExecuTorch's runtime, one at a time."""
-    method = load_pte(model)
-    obs = np.asarray(obs, np.float32)
-    shape = tuple(method.metadata.input_tensor_meta(0).sizes())[1:]
-    out = [method.execute([torch.from_numpy(o.reshape(1, *shape))])[0].numpy().reshape(-1) for o in obs]
-    got = np.array(out)
-    return got[:, 0] if got.dtype.kind == "i" else got
+    return act_all(pte_actor(model), obs)

@@ -55,6 +55,7 @@ from ai_edge_litert import schema_py_generated as fb
 from autocompress import intq
 from autocompress.artifact import int8_activation_scales
 from autocompress.conv import out_hw, same_pad
+from autocompress.exports import act_all
 from autocompress.layers import layers_of
 from autocompress.runtime import read_artifact
 
@@ -351,26 +352,28 @@ def write_tflite(data: bytes, path: str | Path, int8: bool = False, obs: np.ndar
 
 # -- verification: the same file in LiteRT's and TensorFlow Lite Micro's interpreters --------------------
 
-def _act_all(set_input, invoke, get_output, obs: np.ndarray, shape) -> np.ndarray:
-    """Actions for observations (rows, or images in the env's shape), each set as an input of `shape`."""
-    out = []
-    for o in np.asarray(obs, np.float32).reshape(len(obs), -1):
-        set_input(o.reshape(shape))
+def _actor(set_input, invoke, get_output, shape):
+    """act(one observation, a row or an image in the env's shape) through an interpreter's input of `shape`."""
+    def act(o):
+        set_input(np.asarray(o, np.float32).reshape(shape))
         invoke()
-        out.append(np.array(get_output()).reshape(-1))
-    got = np.array(out)
-    return got[:, 0] if got.shape[1] == 1 and got.dtype.kind == "i" else got
+        return np.array(get_output()).reshape(-1)
+    return act
+
+
+def litert_actor(model: bytes, threads: int | None = None):
+    """act(one observation) in LiteRT's interpreter (its default CPU kernels; `threads`: its thread count)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=model, num_threads=threads)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]["index"]
+    return _actor(lambda x: it.set_tensor(i["index"], x), it.invoke, lambda: it.get_tensor(o), i["shape"])
 
 
 def run_litert(model: bytes, obs: np.ndarray) -> np.ndarray:
-    """Actions for observations (rows, or images in the env's shape) in LiteRT's interpreter (its default CPU
-    kernels), one at a time."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_content=model)
-    it.allocate_tensors()
-    i, o = it.get_input_details()[0], it.get_output_details()[0]["index"]
-    return _act_all(lambda x: it.set_tensor(i["index"], x), it.invoke, lambda: it.get_tensor(o), obs, i["shape"])
+    """Actions for observations (rows, or images in the env's shape) in LiteRT's interpreter, one at a time."""
+    return act_all(litert_actor(model), obs)
 
 
 def _tflm(model: bytes):
@@ -383,7 +386,7 @@ def run_tflm(model: bytes, obs: np.ndarray) -> np.ndarray:
     """Actions for observations (rows, or images) in TensorFlow Lite Micro's interpreter (its reference kernels)."""
     it = _tflm(model)
     shape = it.get_input_details(0)["shape"]
-    return _act_all(lambda x: it.set_input(x, 0), it.invoke, lambda: it.get_output(0), obs, shape)
+    return act_all(_actor(lambda x: it.set_input(x, 0), it.invoke, lambda: it.get_output(0), shape), obs)
 
 
 @contextlib.contextmanager
