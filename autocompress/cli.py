@@ -28,6 +28,8 @@ app = typer.Typer(
 # Not a terminal (pipes, `ray job submit` logs, CI): no wrapping at 80 columns, one line per message.
 err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=100_000)
 out = Console() if sys.stdout.isatty() else Console(width=160)
+#: teacher-visited states `export` times each format on (autocompress/exports/measure.py)
+MEASURE_OBS = 200
 
 
 def fail(msg: str, code: int = 2) -> None:
@@ -461,13 +463,17 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
                storage: Optional[str] = StorageOpt, target: Optional[str] = TargetOpt):
     """Write a trial's policy in the form you ship: the .acz artifact, C source, ONNX, TFLite or ExecuTorch. acz, c and
     onnx act as the artifact did when the trial was measured. A trial measured on an MCU target exports
-    (--format c) with a Makefile of its core's flags, and its flash, RAM and cycles per act are printed.
+    (--format c) with a Makefile of its core's flags, and its flash, RAM and cycles per act are printed. Every
+    other format prints the file's bytes and its batch-1 latency in its own runtime on this machine (onnxruntime,
+    LiteRT, ExecuTorch; .acz: the C runtime) beside the .acz C runtime's, over 200 teacher-visited states
+    (tflite: TFLite Micro's arena bytes too).
 
     e.g. autocompress export runs/cartpole_ppo --trial 7 --format c -o policy_c/
     """
     with errors_as_exit_codes():
         path = ac.export(run_dir, trial, output, format=fmt, smallest=smallest, storage=storage, target=target)
-        row = ac.Run.load(run_dir, storage).trial_row(trial)
+        run = ac.Run.load(run_dir, storage)
+        row = run.trial_row(trial)
     if fmt == "c" and row.get("cycles") is not None:
         out.print(f"wrote {path}/policy.c, policy.h, main.c, Makefile from trial {trial}, measured on "
                   f"{row['target']} ({row['cpu']}): flash {row['flash']:,} B, RAM {row['ram']:,} B (data + bss + "
@@ -487,6 +493,13 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
         out.print(f"  cd {path} && make    # = {BUILD}", soft_wrap=True, highlight=False)  # one line, never wrapped
     else:
         out.print(f"wrote {path} ({path.stat().st_size:,} bytes) from trial {trial}")
+        from autocompress.exports.measure import report, words
+
+        try:  # the figures on this machine, in the format's own runtime, beside the .acz C runtime's
+            r = report(fmt, path, Path(row["artifact"]).read_bytes(), run.teacher_obs(MEASURE_OBS), row.get("kernels"))
+            out.print("  " + words(r), soft_wrap=True, highlight=False)
+        except (ac.ConfigError, ImportError, OSError) as e:  # the file is written: only the figures are missing
+            err.print(f"  (not measured: {e})")
 
 
 if __name__ == "__main__":

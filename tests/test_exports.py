@@ -3,6 +3,7 @@
 observations (discrete: except near-ties; continuous: within 1e-5)."""
 
 import importlib.util
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -251,3 +252,40 @@ def test_tflite_int8_of_an_uncalibrated_trial_calibrates_on_the_teachers_states(
     top = np.sort(NumpyPolicy.from_bytes(data).forward(obs), axis=1)
     step = np.abs(layers_of(*read_artifact(data))[-1].w).sum(0).max() / 128
     assert (top[differ, -1] - top[differ, -2] <= 2 * step).all(), (top[differ, -1] - top[differ, -2]) / step
+
+
+def test_each_format_is_timed_in_its_own_runtime_beside_the_acz(observations, tmp_path):
+    """exports.measure: one act adapter per format (its actions those the format's tests check) and the report
+    `export` prints: bytes, batch-1 latency in that runtime and the .acz C runtime's on the same observations."""
+    from autocompress.exports import measure as em
+
+    from autocompress.artifact import calibrate
+
+    data = calibrate(artifact({"quantize": {"bits": 8, "symmetric": True}}, DISCRETE, observations), observations)
+    obs = observations[:50]
+    fmts = ["acz", "onnx", "onnx-int8"] + [f for f, extra in (("tflite", "ai_edge_litert"), ("tflite-int8", "ai_edge_litert"),
+                                                            ("pte", "executorch"), ("pte-int8", "executorch"))
+                                           if importlib.util.find_spec(extra)]
+    for fmt in fmts:
+        path = exports.write(data, fmt, tmp_path / f"p.{fmt}")[0]
+        r = em.report(fmt, path, data, obs, calls=100)
+        assert r["bytes"] == path.stat().st_size and r["acz_bytes"] == len(data), r
+        assert 0 < r["latency_ms"] < 50 and 0 < r["acz_latency_ms"] < 50, r
+        assert ("arena_bytes" in r) == fmt.startswith("tflite") and r["runtime"] in em.words(r)
+        # (int8 formats round otherwise than the kernels the C runtime chose: their own tests bound how often)
+        assert em.agreement(fmt, path, data, observations[:200])["agree"] >= (0.9 if "int8" in fmt else 0.98), fmt
+    with pytest.raises(ValueError, match="format 'c': no runtime here to act it in"):
+        em.actor("c", tmp_path)
+
+
+@pytest.mark.slow
+def test_export_prints_bytes_latency_and_arena(search_run, tmp_path):
+    pytest.importorskip("ai_edge_litert")
+    row = next(r for r in ac.Run.load(search_run).rows() if r["config"])
+    for fmt, says in (("tflite", r"in LiteRT vs \.acz [\d.]+ µs in its c runtime .*; TFLite Micro arena [\d,]+ bytes"),
+                      ("onnx", r"in onnxruntime vs \.acz [\d.]+ µs in its c runtime"), ("acz", r"in c runtime \(median")):
+        res = CliRunner().invoke(app, ["export", str(search_run), "--trial", str(row["trial"]), "--format", fmt,
+                                       "-o", str(tmp_path / f"p.{fmt}")])
+        assert res.exit_code == 0, res.output
+        assert re.search(r"\([\d,]+ bytes\) from trial \d+\n  batch-1 latency [\d.]+ µs " + says, res.output), res.output
+        assert "over 200 teacher-visited states" in res.output, res.output

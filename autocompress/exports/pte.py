@@ -162,7 +162,10 @@ def pte_actor(model: bytes):
     """act(one observation, a row or an image in the env's shape) in ExecuTorch's runtime."""
     method = load_pte(model)
     shape = (1, *tuple(method.metadata.input_tensor_meta(0).sizes())[1:])
-    return lambda o: method.execute([torch.from_numpy(np.asarray(o, np.float32).reshape(shape))])[0].numpy()
+
+    def act(o, model=model):  # (the runtime reads the program from `model`'s buffer: kept alive with act)
+        return method.execute([torch.from_numpy(np.asarray(o, np.float32).reshape(shape))])[0].numpy()
+    return act
 
 
 def run_pte(model: bytes, obs: np.ndarray) -> np.ndarray:
