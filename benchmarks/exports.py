@@ -104,7 +104,7 @@ def section(store: dict) -> str:
              "autocompress's C runtime), interleaved with the .acz in the C runtime on the same 200 teacher-visited "
              "states, median of 2,000 calls each (`autocompress/exports/measure.py`, what `autocompress export` "
              "prints). Agree: share of 1,000 teacher-visited states where the format's action equals the .acz C "
-             "runtime's (int8 formats round otherwise than the runtime's kernels). C export: flash = text of "
+             "runtime's, which runs each layer in the kernel the trial chose (int8 formats round otherwise than those kernels: tflite-int8 fixes every activation's scale from 500 teacher-visited states, the runtime's int8 kernel scales each input per call; CartPole's teacher states hold many near-tied logits, hence its lower share there). C export: flash = text of "
              "policy.o built with its Makefile's flags, RAM = its bss; it has no timer of its own (main.c reads "
              "observations on stdin), and its kernels are the C runtime's, built with the same flags, so the "
              ".acz column stands for it. Arena: TensorFlow Lite Micro's allocator total on this 64-bit host (a "
@@ -118,7 +118,7 @@ def section(store: dict) -> str:
                 if r is None:
                     continue
                 if "skipped" in r:
-                    lines.append(f"| {point} | {fmt} | n/a: {r['skipped']} | | | | |")
+                    lines.append(f"| {point} | {fmt} | n/a: {r['skipped'].split(' (')[0]} | | | | |")
                     continue
                 lat = f"{r['latency_ms'] * 1e3:,.1f}" if "latency_ms" in r else "(no timer)"
                 acz = f"{r['acz_latency_ms'] * 1e3:,.1f}" if "acz_latency_ms" in r else ""
