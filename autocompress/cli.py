@@ -498,8 +498,8 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
         try:  # the figures on this machine, in the format's own runtime, beside the .acz C runtime's
             r = report(fmt, path, Path(row["artifact"]).read_bytes(), run.teacher_obs(MEASURE_OBS), row.get("kernels"))
             out.print("  " + words(r), soft_wrap=True, highlight=False)
-        except (ac.ConfigError, ImportError, OSError) as e:  # the file is written: only the figures are missing
-            err.print(f"  (not measured: {e})")
+        except Exception as e:  # (no teacher, a runtime missing, an unreadable run): the file is written all the same
+            err.print(f"  (not measured here: {type(e).__name__}: {e})", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":
