@@ -2,9 +2,9 @@
 
     python -m benchmarks.exports [--specs cartpole_ppo minatar_breakout_ppo]
 
-For each spec's committed teacher (teachers/) and two compressed points (a fixed config through `ac.compress`
-with `finetune: {iterations: 0}`: int8 symmetric, and 90% pruned + int8 symmetric, standing in for the
-fronts' best points), in one run: the .tflite fp32 / int8, .pte fp32 / int8, ONNX, C export and .acz files.
+For each spec's committed teacher (teachers/), two fixed configs (int8 symmetric; 90% pruned + int8 symmetric)
+and the config of a search front's best point (FRONTS), each through `ac.compress` with
+`finetune: {iterations: 0}`, in one run: the .tflite fp32 / int8, .pte fp32 / int8, ONNX, C export and .acz files.
 Bytes: the file (the C export: text of policy.o as its Makefile builds it, i.e. flash, and bss beside it as
 RAM). Latency: autocompress/exports/measure.py (batch 1, 1 thread, the format's own runtime called from Python,
 the .acz in the C runtime interleaved with it on the same 200 teacher-visited states; median). Agreement: the
@@ -28,6 +28,23 @@ from benchmarks.common import ROOT, machine, write_section
 STORE = ROOT / "docs" / "data" / "exports.json"
 INT8 = {"quantize": {"bits": 8, "symmetric": True}}
 POINTS = {"teacher": {}, "int8": INT8, "prune 90% + int8": {"prune": {"sparsity": 0.9}, **INT8}}
+#: per spec, where the config of a search front's best point is recorded (re-run here as one trial): the
+#: CartPole search on a Cortex-M0+ (benchmarks.mcu, its chosen point) and the MinAtar search (benchmarks.conv_search,
+#: its front's fewest-bytes member at >= 0.95 held-out)
+FRONTS = {"cartpole_ppo": "mcu_search.json", "minatar_breakout_ppo": "conv_search_minatar_breakout_ppo.json"}
+FRONT_POINT = "front's best (recipe)"
+
+
+def front_config(name: str) -> dict | None:
+    """The config of the best point of the search recorded for `name` (FRONTS), None where there is none."""
+    path = ROOT / "docs" / "data" / FRONTS.get(name, "-")
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    if name == "cartpole_ppo":
+        return data.get(name, {}).get("cortex-m0plus", {}).get("config")
+    held = [m for m in data.get("search", {}).get("front", []) if m["heldout"] >= 0.95]
+    return min(held, key=lambda m: m["bytes"])["config"] if held else None
 FORMATS = {"tflite": "tflite", "tflite-int8": "tflite", "pte": "pte", "pte-int8": "pte", "onnx": "onnx",
            "c": "", "acz": "acz"}
 N_AGREE, N_TIME = 1000, 200
@@ -71,7 +88,8 @@ def run_spec(name: str, store: dict, cache: Path) -> None:
     done = store.setdefault(name, {})
     teacher = NumpyPolicy.from_bytes(load_teacher_artifact(cache, name))
     obs = measure.collect_obs(teacher.act, spec.env_creator(), N_AGREE, spec.seed)  # the teacher's visited states
-    for point, cfg in POINTS.items():
+    front = front_config(name)
+    for point, cfg in {**POINTS, **({FRONT_POINT: front} if front else {})}.items():
         if all(fmt in done.get(point, {}) for fmt in FORMATS):
             continue
         with tempfile.TemporaryDirectory() as d:
@@ -97,9 +115,12 @@ def load_teacher_artifact(cache: Path, name: str) -> bytes:
 
 def section(store: dict) -> str:
     lines = ["## Export formats side by side: bytes, latency in their own runtimes, actions", "",
-             f"`python -m benchmarks.exports` on {machine()}. Per spec: the committed teacher and two fixed configs "
-             "run through `ac.compress` with `finetune: {iterations: 0}` (int8 = 8-bit symmetric quantization; "
-             "prune 90% + int8), standing in for the fronts' best points. Latency: batch 1, 1 thread, the "
+             f"`python -m benchmarks.exports` on {machine()}. Per spec: the committed teacher, two fixed configs "
+             "(int8 = 8-bit symmetric quantization; prune 90% + int8) and the config of a search front's best point "
+             f"({FRONT_POINT}: the CartPole search on a Cortex-M0+ in `docs/data/mcu_search.json`, the MinAtar "
+             "search's fewest-bytes point at >= 0.95 held-out in `docs/data/conv_search_minatar_breakout_ppo.json`), "
+             "each run through `ac.compress` with `finetune: {iterations: 0}` (a recipe re-run, not the search's "
+             "own artifact). Latency: batch 1, 1 thread, the "
              "format's own runtime called from Python (onnxruntime; LiteRT; ExecuTorch with XNNPACK; .acz: "
              "autocompress's C runtime), interleaved with the .acz in the C runtime on the same 200 teacher-visited "
              "states, median of 2,000 calls each (`autocompress/exports/measure.py`, what `autocompress export` "
