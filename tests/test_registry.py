@@ -15,7 +15,7 @@ from pydantic import Field
 
 from autocompress.nets import PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
-from autocompress.techniques.per_layer import layer_values, per_layer_type
+from autocompress.techniques.per_layer import per_layer_type, setting_values
 
 
 class ScaleConfig(TechniqueConfig):
@@ -31,7 +31,7 @@ class ScaleConfig(TechniqueConfig):
 @register(ScaleConfig)
 def _scale(net: PolicyNet, cfg: ScaleConfig, ctx: Context) -> PolicyNet:
     with torch.no_grad():
-        for layer, f in zip(net.layers, layer_values(cfg.factor, len(net.layers), "scale.factor")):
+        for layer, f in zip(net.layers, setting_values(cfg, "factor", len(net.layers))):
             if f is not None:
                 layer.weight.mul_(f)
     return net

@@ -118,10 +118,17 @@ def layer_values(v: Any, n: int, key: str, over: str = "layers", about: str = ""
     return [v] * n
 
 
+def setting_values(cfg, name: str, n_layers: int, about: str = "") -> list[Any]:
+    """Per-layer setting `name` of technique config `cfg` for a net of `n_layers` (logical) layers, over the
+    layers its annotation declares (per_layer_type's `over`): what a technique's handler applies."""
+    over = per_layer_fields(type(cfg))[name]
+    return layer_values(getattr(cfg, name), over_count(over, n_layers), f"{cfg.name}.{name}", over, about)
+
+
 def check_counts(cfg, n_layers: int, about: str = "") -> None:
     """Every per-layer setting of technique config `cfg` against a net of `n_layers` layers."""
-    for name, over in per_layer_fields(type(cfg)).items():
-        layer_values(getattr(cfg, name), over_count(over, n_layers), f"{cfg.name}.{name}", over, about)
+    for name in per_layer_fields(type(cfg)):
+        setting_values(cfg, name, n_layers, about)
 
 
 def logical_layers(net: PolicyNet) -> list[list[CLinear]]:

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from autocompress.nets import PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
-from autocompress.techniques.per_layer import layer_values, logical_layers, per_layer_type
+from autocompress.techniques.per_layer import logical_layers, per_layer_type, setting_values
 
 Sparsity = per_layer_type(float, ge=0.0, lt=1.0)
 
@@ -78,7 +78,7 @@ def magnitude_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
 @register(PruneConfig)
 def _prune(net: PolicyNet, cfg: PruneConfig, ctx: Context) -> PolicyNet:
     groups = logical_layers(net)
-    sparsities = layer_values(cfg.sparsity, len(groups), "prune.sparsity")
+    sparsities = setting_values(cfg, "sparsity", len(groups))
     with torch.no_grad():
         for layer, sparsity in ((layer, s) for layers, s in zip(groups, sparsities) for layer in layers):
             if sparsity is None:  # a layer the map leaves out is not pruned

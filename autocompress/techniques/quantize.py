@@ -18,7 +18,7 @@ from pydantic import Field
 
 from autocompress.nets import PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
-from autocompress.techniques.per_layer import layer_values, logical_layers, per_layer_type
+from autocompress.techniques.per_layer import logical_layers, per_layer_type, setting_values
 
 Bits = per_layer_type(int, ge=2, le=8)
 
@@ -47,7 +47,7 @@ class QuantizeConfig(TechniqueConfig):
 def _quantize(net: PolicyNet, cfg: QuantizeConfig, ctx: Context) -> PolicyNet:
     spec = cfg.model_dump(include={"symmetric", "per_channel"})
     groups = logical_layers(net)
-    for layers, bits in zip(groups, layer_values(cfg.bits, len(groups), "quantize.bits")):
+    for layers, bits in zip(groups, setting_values(cfg, "bits", len(groups))):
         if bits is None:  # a layer the map leaves out stays fp32
             continue
         for layer in layers:

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from autocompress.nets import CLinear, PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
-from autocompress.techniques.per_layer import layer_values, logical_layers, per_layer_type
+from autocompress.techniques.per_layer import logical_layers, per_layer_type, setting_values
 
 Bits = per_layer_type(int, ge=1, le=8)
 
@@ -47,7 +47,7 @@ def cluster(values: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarr
 @register(ShareConfig)
 def _share(net: PolicyNet, cfg: ShareConfig, ctx: Context) -> PolicyNet:
     groups = logical_layers(net)
-    for layers, bits in zip(groups, layer_values(cfg.bits, len(groups), "share.bits")):
+    for layers, bits in zip(groups, setting_values(cfg, "bits", len(groups))):
         if bits is None:  # a layer the map leaves out keeps its fp32 weights
             continue
         for layer in layers:

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from autocompress.nets import CLinear, PolicyNet
 from autocompress.techniques.base import Context, TechniqueConfig, register
-from autocompress.techniques.per_layer import layer_values, per_layer_type
+from autocompress.techniques.per_layer import per_layer_type, setting_values
 
 Amount = per_layer_type(float, over="hidden", gt=0.0, lt=1.0)
 
@@ -105,7 +105,7 @@ def remove_neurons(net: PolicyNet, i: int, keep: torch.Tensor) -> PolicyNet:
 @register(StructuredConfig)
 def _structured(net: PolicyNet, cfg: StructuredConfig, ctx: Context) -> PolicyNet:
     rng = np.random.default_rng(ctx.seed)
-    amounts = layer_values(cfg.amount, len(net.layers) - 1, "structured.amount", over="hidden")
+    amounts = setting_values(cfg, "amount", len(net.layers))
     for i, amount in enumerate(amounts):
         if amount is None:  # a hidden layer the map leaves out keeps all its neurons
             continue
