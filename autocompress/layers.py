@@ -181,14 +181,20 @@ def layers_of(header: dict, blob: memoryview) -> list[Layer]:
     return [Layer(m, blob) for m in header["layers"]]
 
 
+def int8_representable(layers: list[Layer]) -> bool:
+    """Whether every layer, Linear or conv, is int8-representable (`Layer.int8`): what the int8 exports
+    (tflite-int8, pte-int8) need."""
+    return all(layer.int8() is not None for layer in layers)
+
+
 def int8_only(layers: list[Layer], bits: int = 8) -> bool:
     """Whether the integer-only net can run these layers: every one Linear and int8-representable, and
     (bits 4) every code within [-8, 7]."""
     def fits(q: np.ndarray) -> bool:
         return bits == 8 or q.size == 0 or (int(q.min()) >= -8 and int(q.max()) <= 7)
 
-    return bool(layers) and all(layer.conv is None and layer.int8() is not None and fits(layer.int8()[0])
-                                for layer in layers)
+    return bool(layers) and int8_representable(layers) and all(layer.conv is None and fits(layer.int8()[0])
+                                                               for layer in layers)
 
 
 def runs_iq(kernels: list[str] | None) -> bool:

@@ -81,6 +81,7 @@ class Compressed(NamedTuple):
     rounds: list[dict]             # one entry per fine-tune round
     critic: PolicyNet | None       # the compressed critic (techniques config `critic:`), else None
     teacher_critic: PolicyNet | None
+    teacher_obs: np.ndarray        # the teacher's visited states, raw (teacher_states): integer-only scales
 
 
 def teacher_critic(teacher, spec: TrialSpec) -> PolicyNet:
@@ -296,7 +297,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     timed["techniques"] = timed.pop("compress_total") - sum(timed[k] for k in ("rllib_build", "rllib_train",
                                                                                 "round_eval", "finetune_check",
                                                                                 "critic_warmup"))
-    return Compressed(net, teacher, finetune.rounds, critic, t_critic)
+    return Compressed(net, teacher, finetune.rounds, critic, t_critic, teacher_obs)
 
 
 def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, cache_root: str | Path,
@@ -310,8 +311,8 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     timed = Timings()
-    net, teacher, rounds, critic, t_critic = build_compressed(spec, cfg, cache_root, log, timed, report,
-                                                              finetune_teacher)
+    net, teacher, rounds, critic, t_critic, teacher_obs = build_compressed(spec, cfg, cache_root, log, timed,
+                                                                           report, finetune_teacher)
     compress_s = time.time() - t0
     head = teacher.info["head"]
     make_env = spec.env_creator()
@@ -320,8 +321,7 @@ def compress_trial(spec: TrialSpec, cfg: CompressConfig, out_dir: str | Path, ca
         # an int8 net runs integer-only on a device: scales from the teacher's states, as its techniques' are,
         # unless fine-tuning fixed them (net.iq, written by to_bytes)
         if targets.target(spec.latency.target).mcu and net.iq is None:
-            teacher_act = artifact.runtime_act(teacher.actor, head)
-            data = artifact.calibrate(data, measure.collect_obs(teacher_act, make_env, spec.sample_steps, spec.seed))
+            data = artifact.calibrate(data, teacher_obs)
         (out_dir / "policy.acz").write_bytes(data)
     with timed("measure"):
         result = measure.measure_artifacts(spec, data, teacher.artifact(), make_env, cache_root, latency_known)

@@ -40,7 +40,7 @@ def spec_for(algo, env, normalize_obs=False):
 def test_algorithm_end_to_end(tmp_path, algo, env, normalize_obs):
     spec = spec_for(algo, env, normalize_obs)
     cfg = CompressConfig.model_validate(CFG)
-    net, teacher, rounds, _, _ = build_compressed(spec, cfg, tmp_path / "cache", log=lambda m: None)
+    net, teacher, rounds, *_ = build_compressed(spec, cfg, tmp_path / "cache", log=lambda m: None)
     head = teacher.info["head"]
     assert head["kind"] == ("discrete" if algo == "DQN" or "Corridor" in env else "continuous")
     assert len(rounds) == 1 and net.hidden_widths() == [32, 32]

@@ -86,7 +86,7 @@ def report(fmt: str, path: str | Path, acz: bytes, obs: np.ndarray, kernels: lis
         fns[fmt] = _cycling(actor(fmt, path, kernels), obs)
     t = measure.latency(fns, obs[0], warmup=min(200, calls // 10), calls=calls, rounds=10)
     out = {"fmt": fmt, "runtime": RUNTIMES[fmt] if fmt != "acz" else f"{ref.runtime} runtime",
-           "bytes": path.stat().st_size, "latency_ms": t[fmt]["median_ms"] if fmt != "acz" else t["acz"]["median_ms"],
+           "bytes": path.stat().st_size, "latency_ms": t[fmt]["median_ms"],
            "acz_bytes": len(acz), "acz_runtime": f"{ref.runtime} runtime", "acz_latency_ms": t["acz"]["median_ms"],
            "observations": len(obs), "obs_words": obs_words, "calls": calls}
     if fmt in ("tflite", "tflite-int8"):

@@ -34,12 +34,10 @@ import torch
 import torch.nn.functional as F
 
 from autocompress.exports import act_all
-from autocompress.layers import layers_of
+from autocompress.layers import int8_representable, layers_of
+from autocompress.nets import ACTIVATIONS  # the torch nets' activations: the runtimes' arithmetic
 from autocompress.runtime import read_artifact
 
-#: the activations this export writes, as torch functions (layers.ACTIVATIONS' arithmetic)
-ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "silu": F.silu, "elu": F.elu,
-               "leaky_relu": lambda x: F.leaky_relu(x, 0.01), "none": lambda x: x}
 
 
 class _Policy(torch.nn.Module):
@@ -119,7 +117,7 @@ def to_pte(data: bytes, int8: bool = False) -> bytes:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    if int8 and any(layer.int8() is None for layer in layers_of(*read_artifact(data))):
+    if int8 and not int8_representable(layers_of(*read_artifact(data))):
         raise ValueError("pte-int8 needs every layer int8-representable (k-bit quantized, k <= 8 symmetric or "
                          "<= 7 asymmetric); export 'pte' (fp32) for this artifact")
     module = to_module(data)

@@ -56,7 +56,7 @@ from autocompress import intq
 from autocompress.artifact import int8_activation_scales
 from autocompress.conv import out_hw, same_pad
 from autocompress.exports import act_all
-from autocompress.layers import layers_of
+from autocompress.layers import int8_representable, layers_of
 from autocompress.runtime import read_artifact
 
 #: the activations this export writes (as TFLite ops, see the module's docstring)
@@ -331,11 +331,6 @@ def to_tflite(data: bytes, int8: bool = False, obs: np.ndarray | None = None) ->
         d = int(head["act_dim"])
         w, b = w[:, :d], None if b is None else b[:d]
     return g.finish([obs_t], [_head(g, _dense(g, x, w, b, last.act), head)])
-
-
-def int8_representable(layers) -> bool:
-    """Whether tflite-int8 can hold these layers: every one (Linear or conv) int8-representable."""
-    return all(layer.int8() is not None for layer in layers)
 
 
 def needs_calibration(data: bytes) -> bool:
