@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from contextlib import contextmanager
 from enum import Enum
@@ -11,7 +10,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 import autocompress as ac
@@ -28,13 +30,9 @@ app = typer.Typer(
 # Not a terminal (pipes, `ray job submit` logs, CI): no wrapping at 80 columns, one line per message.
 err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=100_000)
 out = Console() if sys.stdout.isatty() else Console(width=160)
-#: teacher-visited states `export` times each format on (autocompress/exports/measure.py)
-MEASURE_OBS = 200
 
 
 def fail(msg: str, code: int = 2) -> None:
-    from rich.markup import escape
-
     # msg is plain text (paths, URLs, flag values): "[...]" and ":name:" in it are not markup or emoji
     err.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True, emoji=False)
     raise typer.Exit(code)
@@ -168,8 +166,6 @@ def sensitivity(trial_spec: Path = typer.Argument(..., help="trial spec YAML, e.
 
 def sensitivity_table(table: dict, technique: str) -> Table:
     """One technique's drops: a row per layer, a column per setting (least to most aggressive)."""
-    from autocompress.plots import layer_label
-
     info = table["techniques"][technique]
     t = Table(title=f"{technique}.{info['key']}")
     t.add_column("layer", justify="left")
@@ -182,7 +178,7 @@ def sensitivity_table(table: dict, technique: str) -> Table:
             d = rows[(i, s)]["drop"] if (i, s) in rows else None
             color = "green" if d is not None and d <= 0.05 else "yellow" if d is not None and d <= 0.2 else "red"
             cells.append("-" if d is None else f"[{color}]{d:.3f}[/]")
-        t.add_row(layer_label(table["layers"][i], "->"), *cells)
+        t.add_row(table["layers"][i]["label"], *cells)
     return t
 
 
@@ -191,8 +187,6 @@ def _with_bar(name: str, fn, first: str = "teacher ..."):
     before the first call); elsewhere (a `ray job submit` log, CI) no bar, only the command's own lines."""
     if not err.is_terminal:
         return fn(lambda done, total, what: None)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     with Progress(TextColumn(f"[bold]{name}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.description}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                   console=err) as bar:
@@ -405,8 +399,6 @@ def pick(run_dir: Path = RunDirArg,
     """Pick the best trial under constraints; prints its config as YAML for `compress --config`.
     Where the front has held-out values (`pareto --reevaluate`), --min-return-ratio holds for them.
     With --register NAME, the trial's MLflow model becomes a new version of NAME (alias --alias)."""
-    import yaml
-
     with errors_as_exit_codes():
         run = ac.Run.load(run_dir, storage)
         row = run.pick(min_return_ratio=min_return_ratio, minimize=minimize.value, max_bytes=max_bytes,
@@ -473,33 +465,15 @@ def export_cmd(run_dir: Path = RunDirArg, trial: int = typer.Option(..., "--tria
     with errors_as_exit_codes():
         path = ac.export(run_dir, trial, output, format=fmt, smallest=smallest, storage=storage, target=target)
         run = ac.Run.load(run_dir, storage)
-        row = run.trial_row(trial)
-    if fmt == "c" and row.get("cycles") is not None:
-        out.print(f"wrote {path}/policy.c, policy.h, main.c, Makefile from trial {trial}, measured on "
-                  f"{row['target']} ({row['cpu']}): flash {row['flash']:,} B, RAM {row['ram']:,} B (data + bss + "
-                  f"stack), {row['cycles']:,.0f} cycles per act (mean over the teacher's recorded states; "
-                  f"max {row['cycles_max']:,}); build: cd {path} && make")
-    elif fmt == "c":
-        from autocompress.exports import flash_size
-        from autocompress.exports.c import BUILD
-
-        try:
-            size = flash_size(path)
-            sizes = f": {size['text']:,} bytes of flash (code + weights), {size['bss']:,} of RAM"
-        except (OSError, subprocess.CalledProcessError):  # no compiler or binutils here: the files are still fine
-            sizes = ""
-        out.print(f"wrote {path}/policy.c, policy.h, main.c, Makefile from trial {trial}{sizes}; build it with the "
-                  "flags its latency was measured with:")
-        out.print(f"  cd {path} && make    # = {BUILD}", soft_wrap=True, highlight=False)  # one line, never wrapped
-    else:
-        out.print(f"wrote {path} ({path.stat().st_size:,} bytes) from trial {trial}")
-        from autocompress.exports.measure import report, words
-
-        try:  # the figures on this machine, in the format's own runtime, beside the .acz C runtime's
-            r = report(fmt, path, Path(row["artifact"]).read_bytes(), run.teacher_obs(MEASURE_OBS), row.get("kernels"))
-            out.print("  " + words(r), soft_wrap=True, highlight=False)
-        except Exception as e:  # (no teacher, a runtime missing, an unreadable run): the file is written all the same
-            err.print(f"  (not measured here: {type(e).__name__}: {e})", highlight=False, soft_wrap=True)
+    try:
+        lines = run.export_figures(trial, path, fmt)
+    except Exception as e:  # (no teacher, a runtime missing, an unreadable run): the file is written all the same
+        out.print(f"wrote {path}" + (f" ({path.stat().st_size:,} bytes)" if path.is_file() else "") +
+                  f" from trial {trial}")
+        err.print(f"  (not measured here: {type(e).__name__}: {e})", highlight=False, soft_wrap=True)
+        return
+    for line in lines:
+        out.print(line, soft_wrap=True, highlight=False)  # one line each, never wrapped
 
 
 if __name__ == "__main__":

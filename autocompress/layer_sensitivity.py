@@ -255,12 +255,15 @@ def measure(teacher: PolicyNet, head: dict, obs: np.ndarray, make_env: Callable 
 
 def layer_entry(i: int, layer) -> dict:
     """A table's description of a layer: in -> out features; a conv layer: in -> out channels and its
-    kernel / stride ("3x3/1")."""
+    kernel / stride ("3x3/1"); `label`, how plots and tables name it ("1: 64→64", "0: conv 3x3/1 4→16")."""
     if layer.conv is None:
-        return {"index": i, "in": layer.in_features, "out": layer.out_features, "act": layer.act}
-    (kh, kw), (sh, sw) = layer.conv["kernel"], layer.conv["stride"]
-    return {"index": i, "in": layer.conv["in_shape"][0], "out": layer.out_features, "act": layer.act,
-            "conv": f"{kh}x{kw}/{sh}" if sh == sw else f"{kh}x{kw}/{sh}x{sw}"}
+        entry = {"index": i, "in": layer.in_features, "out": layer.out_features, "act": layer.act}
+    else:
+        (kh, kw), (sh, sw) = layer.conv["kernel"], layer.conv["stride"]
+        entry = {"index": i, "in": layer.conv["in_shape"][0], "out": layer.out_features, "act": layer.act,
+                 "conv": f"{kh}x{kw}/{sh}" if sh == sw else f"{kh}x{kw}/{sh}x{sw}"}
+    conv = f"conv {entry['conv']} " if "conv" in entry else ""
+    return {**entry, "label": f"{i}: {conv}{entry['in']}→{entry['out']}"}
 
 
 # -- a trial spec's teacher, end to end -----------------------------------------------------

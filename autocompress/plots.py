@@ -145,12 +145,6 @@ def hypervolume_png(history: Sequence[tuple[int, float]], path: Path) -> Path:
     return path
 
 
-def layer_label(entry: dict, arrow: str = "→") -> str:
-    """How plots and tables name a layer: "1: 64→64", or for a conv layer "0: conv 3x3/1 4→16"."""
-    conv = f"conv {entry['conv']} " if entry.get("conv") else ""
-    return f"{entry['index']}: {conv}{entry['in']}{arrow}{entry['out']}"
-
-
 def sensitivity_png(table: dict, path: Path, field: str = "drop") -> Path:
     """Layer sensitivity heatmaps, one per technique: layers × settings (least to most aggressive, left to
     right), each cell the policy's `field` (drop) with only that layer compressed; 0 = as the teacher."""
@@ -176,7 +170,7 @@ def sensitivity_png(table: dict, path: Path, field: str = "drop") -> Path:
         ax.set_xticks(range(len(settings)), [f"{s:g}" for s in settings], fontsize=8)
         ax.set_xlabel(f"{t}.{info['key']}  (harder →)", fontsize=9)
         ax.set_title(t, fontsize=10)
-    axes[0][0].set_yticks(range(len(layers)), [layer_label(la) for la in layers], fontsize=8)
+    axes[0][0].set_yticks(range(len(layers)), [la["label"] for la in layers], fontsize=8)
     axes[0][0].set_ylabel("layer")
     fig.colorbar(image, ax=list(axes[0]), shrink=0.9, label=field)
     how = "max(1 − agreement, 1 − return ratio)" if table.get("episodes") else "1 − agreement"

@@ -13,7 +13,6 @@ from autocompress.artifact import to_bytes
 from autocompress.config import CompressConfig, load_trial_spec, parse
 from autocompress.errors import ConfigError
 from autocompress.layer_sensitivity import measure
-from autocompress.plots import layer_label
 from autocompress.nets import PolicyNet
 from autocompress.pipeline import compress_net
 from autocompress.runtime import NumpyPolicy
@@ -240,5 +239,5 @@ def test_sensitivity_table_of_a_conv_net(cnn, states):
     assert set(rows) == {("quantize", i, b) for i in range(4) for b in (8, 2)} | \
         {("structured", i, 0.5) for i in range(3)}
     assert all(rows[("quantize", i, 8)]["agreement"] > 0.95 for i in range(4))
-    assert [layer_label(la) for la in table["layers"]] == ["0: conv 3x3/1 4→16", "1: conv 3x3/1 16→16",
+    assert [la["label"] for la in table["layers"]] == ["0: conv 3x3/1 4→16", "1: conv 3x3/1 16→16",
                                                            "2: 576→32", "3: 32→3"]

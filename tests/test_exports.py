@@ -289,3 +289,8 @@ def test_export_prints_bytes_latency_and_arena(search_run, tmp_path):
         assert res.exit_code == 0, res.output
         assert re.search(r"\([\d,]+ bytes\) from trial \d+\n  batch-1 latency [\d.]+ µs " + says, res.output), res.output
         assert "over 200 teacher-visited states" in res.output, res.output
+    res = CliRunner().invoke(app, ["export", str(search_run), "--trial", str(row["trial"]), "--format", "c",
+                                   "-o", str(tmp_path / "c")])  # a host trial: its sections here and the build line
+    assert res.exit_code == 0, res.output
+    assert re.search(r"from trial \d+: [\d,]+ bytes of flash \(code \+ weights\), [\d,]+ of RAM; build it", res.output)
+    assert f"cd {tmp_path / 'c'} && make    # = cc -std=c99" in res.output, res.output

@@ -5,6 +5,7 @@ Optuna and MLflow)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -15,6 +16,8 @@ from mlflow import MlflowClient
 from autocompress import checks, exports, measure, pareto, tracking
 from autocompress.config import TrialSpec
 from autocompress.errors import ConfigError
+from autocompress.exports.c import BUILD
+from autocompress.exports.measure import report as export_report, words as export_words
 from autocompress.layers import runs_iq
 from autocompress.results import FrontRow
 from autocompress.runtime import NumpyPolicy
@@ -27,6 +30,9 @@ from autocompress._search.study import JOURNAL
 from autocompress._search.sync import sync_run
 
 Log = Callable[[str], None]
+
+#: teacher-visited states `export_figures` times a format on
+EXPORT_OBS = 200
 
 
 def _quiet(msg: str) -> None:
@@ -165,6 +171,30 @@ class Run:
         except ValueError as e:  # a net the format cannot hold (e.g. int8 of layers that are not int8)
             raise ConfigError(f"trial {trial}: {e}", option="format") from None
         return output
+
+    def export_figures(self, trial: int, path: str | Path, format: str) -> list[str]:
+        """What `export` wrote to `path` for trial `trial`, measured, as lines to print. 'c': flash, RAM and
+        cycles per act on the MCU target the trial was measured on; a host trial: the object's sections
+        compiled here and the build command. Other formats: the file's bytes and its batch-1 latency in its
+        own runtime beside the .acz C runtime's, over EXPORT_OBS teacher-visited states. Raises what
+        measuring raises (e.g. a format's runtime not installed)."""
+        path, row = Path(path), self.trial_row(trial)
+        if format == "c" and row.get("cycles") is not None:
+            return [f"wrote {path}/policy.c, policy.h, main.c, Makefile from trial {trial}, measured on "
+                    f"{row['target']} ({row['cpu']}): flash {row['flash']:,} B, RAM {row['ram']:,} B (data + bss + "
+                    f"stack), {row['cycles']:,.0f} cycles per act (mean over the teacher's recorded states; "
+                    f"max {row['cycles_max']:,}); build: cd {path} && make"]
+        if format == "c":
+            try:
+                size = exports.flash_size(path)
+                sizes = f": {size['text']:,} bytes of flash (code + weights), {size['bss']:,} of RAM"
+            except (OSError, subprocess.CalledProcessError):  # no compiler or binutils here: the files are fine
+                sizes = ""
+            return [f"wrote {path}/policy.c, policy.h, main.c, Makefile from trial {trial}{sizes}; build it with "
+                    "the flags its latency was measured with:", f"  cd {path} && make    # = {BUILD}"]
+        r = export_report(format, path, Path(row["artifact"]).read_bytes(), self.teacher_obs(EXPORT_OBS),
+                          row.get("kernels"))
+        return [f"wrote {path} ({path.stat().st_size:,} bytes) from trial {trial}", "  " + export_words(r)]
 
     def teacher_obs(self, steps: int | None = None) -> np.ndarray:
         """Observations the teacher visits in the trial spec's env, as the search's trials sample them
