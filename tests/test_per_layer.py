@@ -21,7 +21,8 @@ from autocompress.layers import layers_of
 from autocompress.nets import PolicyNet
 from autocompress.pipeline import compress_net
 from autocompress.runtime import NumpyPolicy, read_artifact
-from autocompress.space import baseline_params, load_search_space, suggest
+from autocompress.space import load_search_space, suggest
+from autocompress._search.stacking import baseline_params
 from autocompress.techniques import Context
 from autocompress.techniques.per_layer import logical_layers
 from test_export import build

@@ -6,7 +6,8 @@ import yaml
 
 from autocompress.config import CompressConfig
 from autocompress.errors import ConfigError
-from autocompress.space import baseline_params, load_search_space, stacked_params, suggest
+from autocompress.space import load_search_space, suggest
+from autocompress._search.stacking import baseline_params, stacked_params
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "cartpole_ppo.yaml"

@@ -39,7 +39,8 @@ from autocompress.samplers import make_sampler
 from autocompress._search.study import (HEARTBEAT_S, JOURNAL, LATENCY_ATTR, MAX_FREE_REPEATS, NOISE_FLOOR_ATTR,
                                        QUEUE, beat, driver_id, duplicate_of, fail_orphans, feed, finished,
                                        open_study, pin_runtime, queue, reuse_key, taken)
-from autocompress.space import SearchSpace, baseline_params, stacked_params, suggest
+from autocompress.space import SearchSpace, suggest
+from autocompress._search.stacking import baseline_params, stacked_params
 from autocompress.teacher import load_teacher, teacher_dir
 from autocompress.tracking import Tracker, check_reachable, run_uri, trial_params
 from autocompress.urls import redact

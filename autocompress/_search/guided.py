@@ -1,6 +1,6 @@
 """A search's optional first stage: layer sensitivity (autocompress.layer_sensitivity measures it),
 turned into guided configs that the driver enqueues ahead of the sampler, beside the baselines and
-stacks (space.baseline_params / stacked_params).
+stacks (_search/stacking.py).
 
 Per layer, a guided config takes the most aggressive setting whose drop stays within
 `sensitivity.max_drop`, within the space's entry for that setting; the Optuna params that stand for

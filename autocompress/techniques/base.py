@@ -41,7 +41,7 @@ class TechniqueConfig(BaseModel):
     #: may compress PPO's training-only value net (`critic:` in a techniques config)
     for_critic: ClassVar[bool] = True
     #: which end of a setting's range compresses least ("high" bits, "low" sparsity): a search's stack
-    #: (`space.stacked_params`) takes its second technique there, since stacked losses compound
+    #: (`_search.stacking.stacked_params`) takes its second technique there, since stacked losses compound
     gentle: ClassVar[dict[str, Literal["high", "low"]]] = {}
     #: layer sensitivity (autocompress.layer_sensitivity) of a technique with a per-layer setting: the
     #: values of that setting it sweeps when none are given, and the other settings it fixes for the sweep

@@ -1,0 +1,53 @@
+"""The search's anchor trials, queued ahead of the sampler: the baselines (teacher as-is, then each
+technique alone at a middle setting) and the stacks (two techniques, once the first kept the return
+alone). Their Optuna params are named and valued as the space's own (space.switches / setting_params),
+so the sampler learns from them as from its own trials; the sensitivity stage's guided configs
+(_search/guided.py) are queued the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autocompress.space import SearchSpace, groups, setting_params, switches
+from autocompress.techniques import TECHNIQUES
+
+
+def _alone(space: SearchSpace, only: str | None) -> dict[str, Any]:
+    """Optuna params of one technique alone at a middle setting (every layer of a per-layer setting at
+    its middle; None: the teacher as-is). The critic is never compressed here."""
+    params = {**switches(space.techniques, [only] if only else []), **switches(space.critic_techniques, (), "critic.")}
+    if only is not None:
+        params.update(setting_params(only, space.techniques[only], {}))
+    return params
+
+
+def stack_order(space: SearchSpace) -> list[str]:
+    """The space's techniques by TechniqueConfig.stack_rank (ties as listed): the baselines' run order
+    and the order partners join a stack."""
+    return sorted(space.techniques, key=lambda n: TECHNIQUES[n].stack_rank)
+
+
+def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
+    """Optuna params of the anchor trials: teacher as-is, then each technique alone at a middle setting,
+    in stack order (a distilled student first: the likely anchor of the stacks)."""
+    return [_alone(space, None)] + [_alone(space, name) for name in stack_order(space)]
+
+
+def stacked_params(space: SearchSpace, anchor: str, anchor_params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Optuna params of up to `space.stack` two-technique stacks on `anchor`, a technique that kept the
+    return alone, at its baseline's `anchor_params`. Each other technique (not of the anchor's
+    exclusive group) joins it in stack order, at the gentle end of its ranges (stacked losses
+    compound; its other settings as in its own baseline). A partner need not have kept the return at
+    its middle setting: 8-bit codes on a student often do where 5-bit codes alone did not."""
+    group_of = {name: g for g, names in groups(space.techniques).items() for name in names}
+    out = []
+    for name in stack_order(space):
+        if name == anchor or (name in group_of and group_of[name] == group_of.get(anchor)):
+            continue  # one technique per group: e.g. share and quantize do not stack
+        entries = space.techniques[name]
+        gentle = {key: e.gentle(end) for key, end in TECHNIQUES[name].gentle.items()
+                  if (e := entries.get(key)) is not None and e.gentle(end) is not None}
+        out.append({**anchor_params, **switches(space.techniques, [anchor, name]),
+                    **setting_params(name, entries, gentle)})
+    return out[:space.stack]
