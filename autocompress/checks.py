@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from autocompress.errors import ConfigError
+from autocompress.exports import FORMATS
+from autocompress.urls import redact
 
 
 def shown(url: str) -> str:
     """A URL as it may be printed: password masked; unparseable ones not at all."""
-    from autocompress.urls import redact
-
     try:
         return redact(url)
     except ValueError:  # not even parseable as a URL: it cannot be shown safely
@@ -58,8 +59,6 @@ def output_file(path: Path, option: str) -> None:
 
 def export_format(fmt: str) -> None:
     """An export format must be one exports.FORMATS names."""
-    from autocompress.exports import FORMATS
-
     if fmt not in FORMATS:
         raise ConfigError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}", option="format")
 
@@ -69,7 +68,7 @@ def storage_url(url: str | None) -> None:
     (this connects to nothing), and a SQLite file needs an existing directory."""
     if not url:
         return
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # deferred (heavy): SQLAlchemy, for an RDB URL only
 
     try:
         u = make_url(url)
@@ -90,8 +89,6 @@ def tracking_uri(uri: str | None) -> None:
     """A URI MLflow has no store for fails here rather than after the run dir is made."""
     if not uri:
         return
-    from urllib.parse import urlsplit
-
     try:
         scheme, host = urlsplit(uri).scheme, urlsplit(uri).hostname
     except ValueError as e:
@@ -99,7 +96,7 @@ def tracking_uri(uri: str | None) -> None:
     if scheme in ("http", "https") and not host:
         raise ConfigError(f"{shown(uri)}: no host; e.g. http://host:5000", option="tracking_uri")
     try:  # MLflow's own scheme lookup (plugins included); private, so skipped if it moves
-        from mlflow.tracking._model_registry.utils import _get_store_registry
+        from mlflow.tracking._model_registry.utils import _get_store_registry  # deferred (heavy): MLflow
         from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
         registries = [_tracking_store_registry, _get_store_registry()]

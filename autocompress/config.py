@@ -20,6 +20,7 @@ from autocompress import envs, seeds
 from autocompress.algos import ALGOS
 from autocompress.conv import geometry_chain
 from autocompress.errors import ConfigError
+from autocompress.targets import target
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES, TechniqueConfig
 from autocompress.techniques.per_layer import check_counts, layer_count
 
@@ -148,8 +149,6 @@ class LatencySpec(_Strict):
     @field_validator("target")
     @classmethod
     def _known_target(cls, v):
-        from autocompress.targets import target
-
         target(v)  # ConfigError naming the known targets
         return v
 

@@ -40,12 +40,19 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import torch
 
+from autocompress import measure as measuring
+from autocompress import teacher as teachers
 from autocompress.algos import ALGOS
+from autocompress.artifact import runtime_act
+from autocompress.config import CompressConfig, parse
 from autocompress.errors import ConfigError
+from autocompress.pipeline import compress_net, teacher_states
+from autocompress.runtime import output_to_action
+
 # the sensitivity episodes reset with SENSITIVITY_SEED + i (i < 100): a range of their own in
 # autocompress.seeds, which keeps a spec's evaluation and held-out seeds off it
 from autocompress.seeds import SENSITIVITY_SEED
-from autocompress.techniques import PER_LAYER, TECHNIQUES
+from autocompress.techniques import PER_LAYER, TECHNIQUES, Context
 from autocompress.techniques.per_layer import over_count, per_layer_fields
 
 if TYPE_CHECKING:
@@ -88,8 +95,6 @@ def gentlest_first(technique: str, values) -> list:
 def check_settings(settings: dict[str, Sequence], base: dict[str, dict] | None = None) -> dict[str, list]:
     """Each technique's settings, least to most aggressive; every value validated as that technique's
     (scalar) setting now, before any work: ConfigError naming the technique and the value."""
-    from autocompress.config import CompressConfig, parse
-
     out = {}
     for t, values in settings.items():
         check_techniques([t])
@@ -164,8 +169,6 @@ class Reference:
             self.action = self._actions(self.out)
 
     def _actions(self, out: np.ndarray) -> np.ndarray:
-        from autocompress.runtime import output_to_action
-
         return np.asarray(output_to_action(out, self.head), np.float64).reshape(len(out), -1)
 
     def compare(self, net: PolicyNet) -> dict[str, float | None]:
@@ -195,12 +198,6 @@ def measure(teacher: PolicyNet, head: dict, obs: np.ndarray, make_env: Callable 
     technique -> values (see `check_settings`); `base`: technique -> its other settings (e.g.
     quantize per_channel); `obs`: the teacher-visited states in the net's input space
     (normalised); `make_env` None or episodes 0: no returns."""
-    from autocompress import measure as measuring
-    from autocompress.artifact import runtime_act
-    from autocompress.pipeline import compress_net
-    from autocompress.config import parse, CompressConfig
-    from autocompress.techniques import Context
-
     base = base or {}
     t0 = time.perf_counter()
     ref = Reference(teacher, obs, head, q_values)
@@ -281,9 +278,6 @@ def run(spec: TrialSpec, cache_root: Path, *, settings: dict[str, list], base: d
         progress: Progress = lambda done, total, what: None) -> dict:
     """Load (or train) the spec's teacher, collect its visited states as the pipeline does, measure
     the table; with `out_dir`, write sensitivity.json and the heatmap sensitivity.png there."""
-    from autocompress import teacher as teachers
-    from autocompress.pipeline import teacher_states
-
     base = base or {}
     teacher = teachers.train_teacher(spec, Path(cache_root), log=log)
     head = teacher.info["head"]
@@ -300,7 +294,7 @@ def run(spec: TrialSpec, cache_root: Path, *, settings: dict[str, list], base: d
 
 def write(table: dict, out_dir: Path) -> list[Path]:
     """sensitivity.json and the heatmap sensitivity.png in `out_dir`; their paths."""
-    from autocompress.plots import sensitivity_png
+    from autocompress.plots import sensitivity_png  # deferred (heavy): matplotlib, for the heatmap only
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FILE).write_text(json.dumps(table, indent=1, default=_json_default))

@@ -7,7 +7,11 @@ runtime) is what gets measured, and teacher and candidate go through the same co
 
 from __future__ import annotations
 
+import fcntl
 import gzip
+import hashlib
+import json
+import platform
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -308,10 +312,6 @@ def measure_on_device(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
 
 def _teacher_on_device(teacher_data: bytes, tgt, obs: np.ndarray, cache_dir: str | Path | None) -> dict:
     """The teacher's flash, RAM and mean cycles on `tgt` over `obs` (cached by artifact, target, states)."""
-    import fcntl
-    import hashlib
-    import json
-
     from autocompress.mcu import device  # defers the emulator (unicorn, capstone)
 
     def run() -> dict:
@@ -332,8 +332,6 @@ def _teacher_on_device(teacher_data: bytes, tgt, obs: np.ndarray, cache_dir: str
 
 def cpu_model() -> str:
     """The CPU's model name (recorded per trial: latencies are comparable on one model)."""
-    import platform
-
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):

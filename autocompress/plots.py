@@ -9,6 +9,7 @@ from typing import Sequence
 
 import matplotlib
 import numpy as np
+from matplotlib.colors import PowerNorm
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -74,7 +75,7 @@ def _hover(r: dict) -> str:
 
 
 def pareto_html(rows: Sequence[dict], front_ids: set[int], path: Path) -> Path:
-    import plotly.graph_objects as go
+    import plotly.graph_objects as go  # deferred (heavy): plotly, for the HTML plot only
 
     fig = go.Figure()
     for name, sel, color in (("dominated", False, "lightgray"), ("Pareto front", True, "crimson")):
@@ -148,8 +149,6 @@ def hypervolume_png(history: Sequence[tuple[int, float]], path: Path) -> Path:
 def sensitivity_png(table: dict, path: Path, field: str = "drop") -> Path:
     """Layer sensitivity heatmaps, one per technique: layers × settings (least to most aggressive, left to
     right), each cell the policy's `field` (drop) with only that layer compressed; 0 = as the teacher."""
-    from matplotlib.colors import PowerNorm
-
     techniques = list(table["techniques"])
     layers = table["layers"]
     fig, axes = plt.subplots(1, len(techniques), squeeze=False, sharey=True, layout="constrained",

@@ -31,7 +31,7 @@ _STATE_PATH = ("learner_group", "learner", "rl_module", "default_policy")
 
 def ensure_ray() -> None:
     """Start local Ray (or join RAY_ADDRESS) unless already inside a Ray job/worker."""
-    import ray
+    import ray  # deferred (heavy): Ray starts only where RLlib runs
 
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -41,7 +41,7 @@ def ensure_ray() -> None:
 
 def _classes(algorithm: str):
     """(config class, module class, learner class, catalog class): Ray is imported here, on first use."""
-    from autocompress._rl_modules import CLASSES
+    from autocompress._rl_modules import CLASSES  # deferred (heavy): its module imports RLlib
 
     if algorithm not in CLASSES:
         raise ValueError(f"unknown algorithm {algorithm!r}")
@@ -77,7 +77,7 @@ def training_settings(spec: TrialSpec) -> dict:
 
 def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: float = 0.0,
                 critic: PolicyNet | None = None, frozen_obs_stats: bool = False, normalize_actions: bool = True):
-    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec  # deferred (heavy): RLlib
 
     config_cls, module_cls, learner_cls, catalog_cls = _classes(spec.algorithm)
     algo = ALGOS[spec.algorithm]
@@ -123,7 +123,7 @@ OBS_CLIP = 10.0  # MeanStdFilter's default clip, kept: the first observations of
 def _obs_filter(spec: TrialSpec, frozen: bool) -> dict:
     if not (spec.teacher.normalize_obs or frozen):  # frozen statistics: a teacher that normalised, or an import
         return {}
-    from ray.rllib.connectors.env_to_module.mean_std_filter import MeanStdFilter
+    from ray.rllib.connectors.env_to_module.mean_std_filter import MeanStdFilter  # deferred (heavy): RLlib
 
     return {"env_to_module_connector": lambda *args, **kwargs: MeanStdFilter(clip_by_value=OBS_CLIP,
                                                                             update_stats=not frozen)}
@@ -132,7 +132,7 @@ def _obs_filter(spec: TrialSpec, frozen: bool) -> dict:
 def obs_norm(stats: dict) -> dict:
     """The frozen transform of `stats`, as the artifact and `torch_act` apply it (see
     runtime.obs_normalizer): MeanStdFilter's mean, unbiased std + its epsilon, and clip."""
-    from ray.rllib.utils.numpy import SMALL_NUMBER
+    from ray.rllib.utils.numpy import SMALL_NUMBER  # deferred (heavy): RLlib
 
     n, ssd = stats["count"], np.asarray(stats["sum_sq_diff"], np.float64)
     std = np.sqrt(ssd / (n - 1)) if n > 1 else np.zeros_like(ssd)
@@ -140,7 +140,7 @@ def obs_norm(stats: dict) -> dict:
 
 
 def _running_stat(stats: dict):
-    from ray.rllib.utils.filter import RunningStat
+    from ray.rllib.utils.filter import RunningStat  # deferred (heavy): RLlib
 
     rs = RunningStat(np.asarray(stats["mean"]).shape)
     rs.num_pushes = int(stats["count"])
@@ -238,7 +238,7 @@ class Session:
                 raise FloatingPointError(f"fine-tune diverged: non-finite values in {k}")
 
     def _filter_state(self) -> tuple[dict, str]:
-        from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR as C
+        from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR as C  # deferred (heavy): RLlib
 
         state = self.algo.env_runner.get_state(components=C)[C]
         return state, next(k for k in state if "MeanStdFilter" in k)
@@ -247,7 +247,7 @@ class Session:
         """The observation filter's statistics now, as plain numbers (None: no normalisation)."""
         if not self.normalize_obs:
             return None
-        from ray.rllib.utils.filter import RunningStat
+        from ray.rllib.utils.filter import RunningStat  # deferred (heavy): RLlib
 
         state, name = self._filter_state()
         (agent,) = state[name].values()
@@ -255,7 +255,7 @@ class Session:
         return {"count": int(rs.num_pushes), "mean": rs.mean_array.tolist(), "sum_sq_diff": rs.sum_sq_diff_array.tolist()}
 
     def _set_obs_stats(self, stats: dict) -> None:
-        from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR as C
+        from ray.rllib.core import COMPONENT_ENV_TO_MODULE_CONNECTOR as C  # deferred (heavy): RLlib
 
         state, name = self._filter_state()
         for agent in state[name].values():
@@ -275,11 +275,11 @@ def module_actions(module, obs: np.ndarray, stats: dict | None, space: gym.Space
     """Deterministic actions of an RLModule as RLlib takes them: the MeanStdFilter transform (RLlib's
     own code, statistics frozen), forward_inference, the deterministic action distribution, then
     RLlib's action unsquashing onto the env bounds."""
-    from ray.rllib.core.columns import Columns
-    from ray.rllib.utils.spaces.space_utils import unsquash_action
+    from ray.rllib.core.columns import Columns  # deferred (heavy): RLlib
+    from ray.rllib.utils.spaces.space_utils import unsquash_action  # deferred (heavy): RLlib
 
     if stats is not None:
-        from ray.rllib.utils.filter import MeanStdFilter
+        from ray.rllib.utils.filter import MeanStdFilter  # deferred (heavy): RLlib
 
         f = MeanStdFilter(np.asarray(stats["mean"]).shape, clip=clip)
         f.running_stats = _running_stat(stats)

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from autocompress.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class SamplerEntry:
@@ -16,25 +18,25 @@ class SamplerEntry:
 
 
 def _tpe(seed: int):
-    import optuna
+    import optuna  # deferred (heavy): Optuna, for a search only
 
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6)
 
 
 def _nsga2(seed: int):
-    import optuna
+    import optuna  # deferred (heavy): Optuna, for a search only
 
     return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
 
 
 def _gp(seed: int):
-    import optuna
+    import optuna  # deferred (heavy): Optuna, for a search only
 
     return optuna.samplers.GPSampler(seed=seed)
 
 
 def _random(seed: int):
-    import optuna
+    import optuna  # deferred (heavy): Optuna, for a search only
 
     return optuna.samplers.RandomSampler(seed=seed)
 
@@ -50,8 +52,6 @@ SAMPLERS: dict[str, SamplerEntry] = {
 
 def make_sampler(name: str, seed: int):
     """The Optuna sampler `name` seeded with `seed`. Raises ConfigError naming the option."""
-    from autocompress.errors import ConfigError
-
     if name not in SAMPLERS:
         raise ConfigError(f"unknown sampler {name!r}; choose {', '.join(SAMPLERS)}", option="sampler")
     try:

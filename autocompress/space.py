@@ -41,11 +41,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator
 
+from autocompress import sources
 from autocompress.algos import ALGOS
 from autocompress.config import CompressConfig, TrialSpec, load_trial_spec, parse, read_yaml
 from autocompress.errors import ConfigError
 from autocompress.samplers import SAMPLERS
 from autocompress.space_entries import Entry, PerLayer, entry
+from autocompress.targets import target
 from autocompress.techniques import CRITIC_TECHNIQUES, TECHNIQUES
 from autocompress.techniques.per_layer import layer_count, per_layer_fields
 
@@ -129,8 +131,6 @@ class SearchSpace(_Strict):
     @field_validator("target")
     @classmethod
     def _known_target(cls, v):
-        from autocompress.targets import target
-
         if v is not None:
             target(v)  # ConfigError naming the known targets
         return v
@@ -155,8 +155,6 @@ class SearchSpace(_Strict):
     @field_validator("sensitivity")
     @classmethod
     def _sensitivity(cls, v, info):
-        from autocompress.techniques.per_layer import per_layer_fields
-
         techniques = info.data.get("techniques") or {}
         if v.enabled and techniques and not any(per_layer_fields(TECHNIQUES[n]) for n in techniques if n in TECHNIQUES):
             raise ValueError("enabled, but none of the space's techniques has a per-layer setting (quantize, prune, "
@@ -338,8 +336,6 @@ def _imported_layer_counts(space: SearchSpace, spec: TrialSpec) -> dict[str, tup
     if not any(isinstance(e, PerLayer) for g in ("techniques", "critic_techniques")
                for entries in getattr(space, g).values() for e in entries.values()):
         return {"techniques": (None, ""), "critic_techniques": (None, "")}
-    from autocompress import sources
-
     imported = sources.load(spec)
     critic = imported.critic
     return {"techniques": (len(imported.actor.layers), f"the imported policy's {', '.join(imported.describe())}"),

@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Union
 
+from autocompress.errors import ConfigError
 from autocompress.techniques import TECHNIQUES
 from autocompress.techniques.per_layer import layer_index, over_count, per_layer_fields
 
@@ -163,8 +164,6 @@ class PerLayer:
         """Params sampled: one per layer (per hidden layer for `over` hidden) of distill's student
         (`student` layers) when distill is on, else of the teacher (`layers`)."""
         if student is None and self.layers is None:
-            from autocompress.errors import ConfigError
-
             raise ConfigError(f"{where}.per_layer.layers: not known (load the space with load_search_space, "
                               "which takes it from the trial spec, or give it)")
         return over_count(self.over, student if student is not None else self.layers)

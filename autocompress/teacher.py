@@ -19,12 +19,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from autocompress import artifact, measure
+from autocompress import artifact, measure, sources
 from autocompress.algos import ALGOS
 from autocompress.config import TrialSpec
 from autocompress.errors import TeacherError
 from autocompress.nets import PolicyNet
 from autocompress.rl import Session, action_head, actor_out_dim, env_spaces, obs_norm
+
 
 def default_cache() -> Path:
     """Where `teach` and `compress` cache teachers: $AUTOCOMPRESS_CACHE or ~/.cache/autocompress/teachers
@@ -169,8 +170,6 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
 def import_teacher(spec: TrialSpec, path: Path, log: Callable[[str], None] = print) -> Teacher:
     """The user's own policy (`teacher.from`), converted and cached like a trained teacher, so that
     everything downstream (Ray tasks, fine-tuning, export) takes it the same way."""
-    from autocompress import sources
-
     imported = sources.load(spec)
     log(f"imported {imported.format} {imported.source_algorithm} policy from {spec.teacher.from_}: "
         f"{', '.join(imported.describe())}")

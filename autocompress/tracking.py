@@ -19,15 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import json
+import logging
 import os
+import re
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
 import mlflow.pyfunc
 import numpy as np
 from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from autocompress.errors import ConfigError, TrackingError
@@ -41,9 +48,6 @@ POLICY_MODEL = "policy"
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (before any work) when an http(s) tracking server does not answer /health."""
-    import urllib.error
-    import urllib.request
-
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -124,8 +128,6 @@ class Tracker:
 
     def attach_parent(self, run_id: str | None) -> bool:
         """Use an existing parent run (no status change); False when the store does not have it."""
-        from mlflow.exceptions import MlflowException
-
         try:
             if run_id and self.client.get_run(run_id).info.experiment_id == self.experiment_id:
                 self.parent_id = run_id
@@ -305,10 +307,7 @@ def save_policy_model(path: str | Path, artifact: str | Path, result: dict | Non
     input signature float32 (-1, obs_dim) (a conv net: (-1, *its observation shape), e.g. (-1, H, W, C)),
     output int64 (-1,) or float32 (-1, act_dim), an input example, explicit pip requirements (none
     inferred), `model_config` {runtime, kernels} from the trial's `result`."""
-    import importlib.metadata
-    import logging
-
-    from mlflow.models import ModelSignature
+    from mlflow.models import ModelSignature  # deferred (heavy): MLflow's model flavour, for logging a model only
     from mlflow.types.schema import Schema, TensorSpec
 
     header, _ = read_artifact(Path(artifact).read_bytes())
@@ -361,7 +360,7 @@ def _create_policy_model(client: MlflowClient, experiment_id: str, run_id: str, 
 
 def _store_policy_model(client: MlflowClient, model, run_id: str, artifact: Path, result: dict | None) -> None:
     """Save the pyfunc model, upload it as the LoggedModel's artifacts, mark it READY (FAILED on error)."""
-    from mlflow.models import Model
+    from mlflow.models import Model  # deferred (heavy): as above
 
     try:
         with tempfile.TemporaryDirectory() as d:
@@ -392,6 +391,7 @@ def _global_tracking_uri(uri: str):
     process-global tracking URI, which autocompress otherwise never sets: set it for the call, then put
     it back (and the MLFLOW_TRACKING_URI variable, which MLflow's helper would leave unset)."""
     try:
+        # private MLflow API: imported where it is used, guarded
         from mlflow.tracking._tracking_service.utils import _use_tracking_uri
     except ImportError:  # private: if it moves, the caller's client URI is all there is
         yield
@@ -407,8 +407,6 @@ def _global_tracking_uri(uri: str):
 
 def check_registry_names(name: str, alias: str | None) -> None:
     """MLflow's rules for a registered model's name and an alias, checked before any work."""
-    import re
-
     if not isinstance(name, str) or not name.strip() or "/" in name or ":" in name:
         raise ConfigError(f"{name!r}: a registered model name is not empty and has no '/' or ':'", option="register")
     if alias is not None and (not isinstance(alias, str) or not re.fullmatch(r"[\w\-]{1,255}", alias)
@@ -424,8 +422,6 @@ def register_policy(uri: str, experiment: str, parent_id: str | None, trial: int
     `name` in the Model Registry of `uri`, with `tags` on the version and `alias` pointing at it. A run
     logged before trials had models gets its model logged first (from `artifact`). TrackingError when
     the trial has no run there (tracking was offline: sync first) or the store refuses."""
-    from mlflow.exceptions import MlflowException
-
     where = redact(uri)
     _http_defaults()
     step = "opening the store"
@@ -487,8 +483,6 @@ def log_sensitivity(uri: str, experiment: str, params: dict[str, Any], metrics: 
     settings as params, its totals as metrics, the table (JSON) and heatmap (PNG) under `sensitivity/`.
     A search logs its sensitivity stage on its parent run instead (`Tracker.log_parent_files`).
     Returns the run id; TrackingError when the store refuses."""
-    from mlflow.exceptions import MlflowException
-
     check_reachable(uri)
     try:
         tracker = Tracker(uri, experiment, artifact_dir=artifact_dir)
@@ -517,6 +511,4 @@ def _metrics(values: dict[str, Any], step: int = 0) -> list[Metric]:
 
 
 def _now() -> int:
-    import time
-
     return int(time.time() * 1000)

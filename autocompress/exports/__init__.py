@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autocompress.exports.c import HOST_CFLAGS, compact_kernels, write_c, write_makefile
 from autocompress.layers import check_kernels, layers_of
 from autocompress.runtime import read_artifact
 
@@ -58,22 +59,20 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
     layers = layers_of(*read_artifact(data))
     kernels = check_kernels(layers, kernels)
     if fmt == "c":
-        from autocompress.exports.c import compact_kernels, write_c, write_makefile
-
         if smallest:
             kernels = compact_kernels(layers, kernels, ("dense", "csr", "q8", "packed"))
         paths = write_c(data, output, kernels or compact_kernels(layers))
         return paths + [write_makefile(output, target)]
     if fmt in ("onnx", "onnx-int8"):
-        from autocompress.exports.onnx import write_onnx
+        from autocompress.exports.onnx import write_onnx  # deferred (heavy): onnx
 
         return [write_onnx(data, output, int8_kernels(data) if fmt == "onnx-int8" else kernels)]
     if fmt in ("tflite", "tflite-int8"):
-        from autocompress.exports.tflite import write_tflite
+        from autocompress.exports.tflite import write_tflite  # deferred: LiteRT, the [tflite] extra
 
         return [write_tflite(data, output, int8=fmt == "tflite-int8", obs=obs)]
     if fmt in ("pte", "pte-int8"):
-        from autocompress.exports.pte import write_pte
+        from autocompress.exports.pte import write_pte  # deferred: ExecuTorch, the [executorch] extra
 
         return [write_pte(data, output, int8=fmt == "pte-int8")]
     raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -82,8 +81,6 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
 def flash_size(c_dir: str | Path, cc: str | None = None) -> dict[str, int]:
     """Sections of policy.c compiled for this machine as its Makefile builds it (exports.c.HOST_CFLAGS;
     `size`): text (code + the const weights, i.e. flash) and bss (static scratch, i.e. RAM)."""
-    from autocompress.exports.c import HOST_CFLAGS
-
     c_dir = Path(c_dir)
     cc = cc or shutil.which("cc") or "gcc"
     obj = c_dir / "policy.o"

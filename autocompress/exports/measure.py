@@ -26,7 +26,9 @@ from typing import Callable
 
 import numpy as np
 
+from autocompress import measure
 from autocompress.exports import act_all
+from autocompress.policy import Policy
 
 #: per format, the runtime its latency is measured in
 RUNTIMES = {"acz": "C runtime", "onnx": "onnxruntime", "onnx-int8": "onnxruntime", "tflite": "LiteRT",
@@ -38,11 +40,9 @@ def actor(fmt: str, path: str | Path, kernels: list[str] | None = None) -> Calla
     format's runtime, 1 thread (see the module's docstring)."""
     path = Path(path)
     if fmt == "acz":
-        from autocompress.policy import Policy
-
         return Policy.load(path, "auto", kernels).act
     if fmt in ("onnx", "onnx-int8"):
-        import onnxruntime as ort
+        import onnxruntime as ort  # deferred (heavy): each format's runtime, imported for that format only
 
         opt = ort.SessionOptions()
         opt.intra_op_num_threads = opt.inter_op_num_threads = 1
@@ -50,11 +50,11 @@ def actor(fmt: str, path: str | Path, kernels: list[str] | None = None) -> Calla
         shape = (1, *sess.get_inputs()[0].shape[1:])
         return lambda o: sess.run(None, {"obs": np.asarray(o, np.float32).reshape(shape)})[0]
     if fmt in ("tflite", "tflite-int8"):
-        from autocompress.exports.tflite import litert_actor
+        from autocompress.exports.tflite import litert_actor  # deferred: LiteRT, the [tflite] extra
 
         return litert_actor(path.read_bytes(), threads=1)
     if fmt in ("pte", "pte-int8"):
-        from executorch.extension.pybindings import portable_lib
+        from executorch.extension.pybindings import portable_lib  # deferred: ExecuTorch, the [executorch] extra
 
         from autocompress.exports.pte import pte_actor
 
@@ -76,9 +76,6 @@ def report(fmt: str, path: str | Path, acz: bytes, obs: np.ndarray, kernels: lis
     beside the .acz's in the C runtime on the same observations `obs`: {fmt, runtime, bytes, latency_ms,
     acz_bytes, acz_runtime, acz_latency_ms, observations (how many; `obs_words` says what they are), calls};
     tflite adds arena_bytes (TFLite Micro's)."""
-    from autocompress import measure
-    from autocompress.policy import Policy
-
     path = Path(path)
     ref = Policy.from_bytes(acz, "auto", kernels)
     fns = {"acz": _cycling(ref.act, obs)}
@@ -90,7 +87,7 @@ def report(fmt: str, path: str | Path, acz: bytes, obs: np.ndarray, kernels: lis
            "acz_bytes": len(acz), "acz_runtime": f"{ref.runtime} runtime", "acz_latency_ms": t["acz"]["median_ms"],
            "observations": len(obs), "obs_words": obs_words, "calls": calls}
     if fmt in ("tflite", "tflite-int8"):
-        from autocompress.exports.tflite import tflm_arena_bytes
+        from autocompress.exports.tflite import tflm_arena_bytes  # deferred: TFLite Micro, the [tflite] extra
 
         out["arena_bytes"] = tflm_arena_bytes(path.read_bytes())
     return out
@@ -99,8 +96,6 @@ def report(fmt: str, path: str | Path, acz: bytes, obs: np.ndarray, kernels: lis
 def agreement(fmt: str, path: str | Path, acz: bytes, obs: np.ndarray, kernels: list[str] | None = None) -> dict:
     """How the file's actions on `obs` compare with the .acz's in the C runtime: discrete, the share equal
     (`agree`); continuous, the largest absolute difference (`max_abs_diff`)."""
-    from autocompress.policy import Policy
-
     got = act_all(actor(fmt, path, kernels), obs)
     want = act_all(Policy.from_bytes(acz, "auto", kernels).act, obs)
     if want.ndim == 1:

@@ -115,7 +115,7 @@ def to_module(data: bytes) -> torch.nn.Module:
 def to_pte(data: bytes, int8: bool = False) -> bytes:
     """The .pte program (ExecuTorch, XNNPACK-delegated, batch 1) of an artifact: fp32, or int8 (see above)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import to_edge_transform_and_lower  # deferred: ExecuTorch, the [executorch] extra
 
     if int8 and not int8_representable(layers_of(*read_artifact(data))):
         raise ValueError("pte-int8 needs every layer int8-representable (k-bit quantized, k <= 8 symmetric or "
@@ -133,6 +133,7 @@ def _quantized(module: torch.nn.Module, example: tuple) -> torch.nn.Module:
     """XNNPACK's dynamic int8 quantization of the module's Linear / Conv layers (pt2e)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
                                                                          get_symmetric_quantization_config)
+    # deferred: torchao (ExecuTorch's quantizer)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
@@ -151,7 +152,7 @@ def write_pte(data: bytes, path: str | Path, int8: bool = False) -> Path:
 
 def load_pte(model: bytes):
     """The program's `forward` method in ExecuTorch's Python runtime (its XNNPACK and portable kernels)."""
-    from executorch.runtime import Runtime
+    from executorch.runtime import Runtime  # deferred: ExecuTorch, the [executorch] extra
 
     return Runtime.get().load_program(model).load_method("forward")
 

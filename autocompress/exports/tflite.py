@@ -358,7 +358,7 @@ def _actor(set_input, invoke, get_output, shape):
 
 def litert_actor(model: bytes, threads: int | None = None):
     """act(one observation) in LiteRT's interpreter (its default CPU kernels; `threads`: its thread count)."""
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter  # deferred: LiteRT's interpreter, for measuring only
 
     it = Interpreter(model_content=model, num_threads=threads)
     it.allocate_tensors()
@@ -372,7 +372,7 @@ def run_litert(model: bytes, obs: np.ndarray) -> np.ndarray:
 
 
 def _tflm(model: bytes):
-    from tflite_micro.python.tflite_micro import runtime
+    from tflite_micro.python.tflite_micro import runtime  # deferred: TFLite Micro, for its arena only
 
     return runtime.Interpreter.from_bytes(model, arena_size=ARENA)
 

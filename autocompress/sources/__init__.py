@@ -80,7 +80,7 @@ def load(spec) -> Imported:
     finally:
         env.close()
     if fmt == "sb3":
-        from autocompress.sources import sb3 as adapter
+        from autocompress.sources import sb3 as adapter  # deferred: each adapter imports its library (sb3, Ray)
     elif fmt == "torch":
         from autocompress.sources import torch_mlp as adapter
     else:

@@ -26,10 +26,12 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from torch import nn
 
+from autocompress import rl
+from autocompress.envs import action_head
 from autocompress.errors import ConfigError
-from autocompress.sources import (Imported, conv_chain, hwc_columns, linear_chain, params, to_policy_net,
-                                  with_log_std)
+from autocompress.sources import Imported, conv_chain, hwc_columns, linear_chain, params, to_policy_net, with_log_std
 
 _ALGOS = {"DefaultPPOTorchRLModule": "PPO", "DefaultDQNTorchRLModule": "DQN", "DefaultSACTorchRLModule": "SAC"}
 
@@ -54,8 +56,6 @@ def _encoder(part, where: str, obs_space: gym.Space) -> tuple[list, tuple[int, i
     """An encoder's chain and, for RLlib's CNN encoder, the (C, H, W) of its output (flattened as H, W, C)."""
     if type(part).__name__ != "TorchCNNEncoder":
         return _mlp(part, where), None
-    from torch import nn
-
     shape = tuple(obs_space.shape)
     if len(shape) != 3:
         raise ConfigError(f"{where}: RLlib's CNN encoder reads images (H, W, C); the env's observations have "
@@ -82,7 +82,7 @@ def _obs_stats(path: Path) -> tuple[dict | None, float]:
     f = path / "env_runner" / "env_to_module_connector" / "MeanStdFilter" / "state.pkl"
     if not f.exists():
         return None, 0.0
-    from ray.rllib.utils.filter import RunningStat
+    from ray.rllib.utils.filter import RunningStat  # deferred (heavy): RLlib
 
     with open(f, "rb") as fh:
         state = pickle.load(fh)
@@ -118,9 +118,7 @@ def _dueling(enc: list, af: list, vf: list, where: str) -> list:
 
 
 def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Imported:
-    from ray.rllib.core.rl_module.rl_module import RLModule
-
-    from autocompress import rl
+    from ray.rllib.core.rl_module.rl_module import RLModule  # deferred (heavy): RLlib
 
     module_dir = _module_dir(path)
     try:
@@ -140,8 +138,6 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
                                             getattr(module.action_space, "n", None) != getattr(act_space, "n", None)):
         raise ConfigError(f"teacher.from {path}: action space {module.action_space} does not match "
                           f"{spec.env}'s {act_space}")
-    from autocompress.envs import action_head
-
     head = action_head(act_space)
     critic = None
     where = f"teacher.from {path}"

@@ -28,9 +28,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from autocompress.envs import action_head
 from autocompress.errors import ConfigError
-from autocompress.sources import (Imported, conv_chain, linear_chain, obs_stats_from, params, to_policy_net,
-                                  with_log_std)
+from autocompress.sources import Imported, conv_chain, linear_chain, obs_stats_from, params, to_policy_net, with_log_std
 
 
 def _algorithm(data: dict, where: str) -> str:
@@ -64,7 +64,7 @@ def _vecnormalize(path: Path, explicit: str | None):
 
 def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Imported:
     try:
-        import stable_baselines3 as sb3
+        import stable_baselines3 as sb3  # deferred: Stable-Baselines3, the [sb3] extra
     except ImportError:
         raise ConfigError("teacher.from: a Stable-Baselines3 model needs the sb3 extra: "
                           "pip install 'autocompress[sb3]'") from None
@@ -155,7 +155,7 @@ def _features(extractor, where: str, model, obs_space: gym.Space, env: str) -> t
     if name != "NatureCNN":
         raise ConfigError(f"{where}: custom features extractor {name} (autocompress imports MlpPolicy nets and "
                           "CnnPolicy's NatureCNN)")
-    from stable_baselines3.common.preprocessing import is_image_space
+    from stable_baselines3.common.preprocessing import is_image_space  # deferred: the [sb3] extra
 
     layout = _layout(tuple(model.observation_space.shape), tuple(obs_space.shape), where, env)
     scale = 1 / 255 if model.policy.normalize_images and is_image_space(model.observation_space) else 1.0
@@ -180,8 +180,6 @@ def _layout(model_shape: tuple, env_shape: tuple, where: str, env: str) -> str:
 
 
 def _head(act_space: gym.Space, source: str) -> dict:
-    from autocompress.envs import action_head
-
     head = action_head(act_space)
     if head["kind"] == "continuous":
         head["squash"] = "tanh" if source == "SAC" else "none"

@@ -25,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from autocompress.algos import ALGOS
+from autocompress.envs import action_head
 from autocompress.errors import ConfigError
 from autocompress.runtime import obs_normalizer, output_to_action
 from autocompress.sources import Imported, obs_stats_from, to_policy_net, with_log_std
@@ -81,8 +82,6 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
                               f"gives {chain[-1][0].shape[0]}")
         chain.append((w.numpy(), None if b is None else b.numpy(),
                       arch.activation if i < len(arch.layers) - 1 else "none"))
-    from autocompress.envs import action_head
-
     head = action_head(act_space)
     if (arch.head == "discrete") != (head["kind"] == "discrete"):
         raise ConfigError(f"{arch_path}: head {arch.head!r} does not fit {spec.env}'s action space {act_space}")
