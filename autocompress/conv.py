@@ -27,6 +27,13 @@ def out_hw(g: dict) -> tuple[int, int]:
     return (h + t + b - kh) // sh + 1, (w + left + r - kw) // sw + 1
 
 
+def c_fields(g: dict) -> dict[str, int]:
+    """kernels.c's AczConv of a geometry: input C, H, W, kernel, stride, top / left padding, output H', W'."""
+    (c, h, w), (kh, kw), (sh, sw), (pt, _, pl, _) = g["in_shape"], g["kernel"], g["stride"], g["pad"]
+    oh, ow = out_hw(g)
+    return {"c": c, "h": h, "w": w, "kh": kh, "kw": kw, "sh": sh, "sw": sw, "pt": pt, "pl": pl, "oh": oh, "ow": ow}
+
+
 def in_size(g: dict) -> int:
     return int(np.prod(g["in_shape"]))
 

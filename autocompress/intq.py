@@ -16,6 +16,9 @@ from teacher-visited observations (`artifact.calibrate`, stored in the artifact'
             beyond it tanh is flat to within int8's step);
             then relu = max(p, 0) or none = p, every other activation a 255-entry int8 table over
             p = -127 .. 127 (no libm), whose output scale max|f| / 127 is the next layer's s_x;
+  conv      a conv layer (hidden) is the same per output pixel over its patch of int8 inputs (im2col, padded
+            with 0: the symmetric activations' zero), one multiplier per output channel; activations flat C x H x W
+            as the fp32 runtimes hold them (an H x W x C observation quantised in its own order, then transposed);
   output    a discrete head: argmax of round(acc_j M_j), every output brought to one scale, 8x the widest
             row's (HEAD_SCALE; integers); a continuous head: acc_j * (s_w_j s_x) in fp32, then the head as
             every runtime's.
@@ -23,8 +26,8 @@ from teacher-visited observations (`artifact.calibrate`, stored in the artifact'
 Every step but a continuous head's output scaling is integer, so the numpy mirror (`forward`) equals
 the C kernel exactly (that scaling is one IEEE fp32 product in both). The C kernel stores the weights a
 byte each (kernel 'iq') or, where every code is within [-8, 7], 4 bits each ('iq4'): WEIGHT_FORMS; the
-arithmetic is the same. Eligible nets: Linear layers
-only, each int8-representable (`Layer.int8()`: k-bit quantized, k <= 8 symmetric, <= 7 asymmetric).
+arithmetic is the same. Eligible nets: Linear and conv layers (the last one Linear), each int8-representable
+(`Layer.int8()`: k-bit quantized, k <= 8 symmetric, <= 7 asymmetric).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autocompress.conv import batch_dims, c_fields, im2col, in_size, out_hw, to_chw
 from autocompress.layers import ACTIVATIONS, Layer, int8_only
 
 #: tanh(4) = 0.99933: clipping its pre-activation there costs less than int8's step (1/127)
@@ -117,6 +121,7 @@ class IQLayer:
     shift: np.ndarray | None = None     # one scale for the argmax): requantization, int32 and shift per output
     lut: np.ndarray | None = None       # hidden layers whose activation is not relu / none: int8[255]
     oscale: np.ndarray | None = None    # a continuous head's output layer: acc * oscale (fp32) per output
+    conv: dict | None = None            # a conv layer's geometry (autocompress/conv.py); q: out x (C·kh·kw)
 
     @property
     def lut_odd(self) -> bool:
@@ -130,6 +135,7 @@ class IQPlan:
     in_s: np.ndarray                    # a's 16-bit significand, its shift, c (input_fixed, input_ints)
     in_c: np.ndarray
     layers: list[IQLayer]
+    input: dict | None = None           # conv nets: the observation's shape and layout (header `input`)
 
 
 def plan(header: dict, layers: list[Layer]) -> IQPlan:
@@ -162,8 +168,8 @@ def plan(header: dict, layers: list[Layer]) -> IQPlan:
         if layer.act not in ("relu", "none"):
             f, s_x = activation_table(layer.act, s_p)
             lut = np.clip(np.rint(f / s_x), -127, 127).astype(np.int8)
-        out.append(IQLayer(q, bias, layer.act, mult, shift, lut))
-    return IQPlan(in_a, in_s, in_c, out)
+        out.append(IQLayer(q, bias, layer.act, mult, shift, lut, conv=layer.conv))
+    return IQPlan(in_a, in_s, in_c, out, header.get("input"))
 
 
 def activation_table(act: str, s_p: float) -> tuple[np.ndarray, float]:
@@ -177,16 +183,21 @@ def forward(p: IQPlan, obs: np.ndarray) -> np.ndarray:
     """The integer-only net's outputs for rows of raw observations, exactly the C kernel's: a continuous
     head's fp32 outputs; a discrete head's integers at one scale (as float64, exact), whose argmax acts."""
     obs = np.asarray(obs, np.float32)
-    x = input_ints(obs.reshape(-1, p.in_a.size), p.in_a, p.in_s, p.in_c)
+    lead = obs.shape[:-1] if p.input is None else batch_dims(obs.shape, p.input["shape"])
+    x = to_chw(input_ints(obs.reshape(-1, p.in_a.size), p.in_a, p.in_s, p.in_c), p.input)
     for i, layer in enumerate(p.layers):
-        acc = x @ layer.q.astype(np.int64).T + layer.bias
+        # a conv layer: every output pixel's patch a row (batch x pixels x C·kh·kw), channels last until activated
+        x_rows = x if layer.conv is None else im2col(x, layer.conv)
+        acc = x_rows @ layer.q.astype(np.int64).T + layer.bias
         if layer.oscale is not None or i == len(p.layers) - 1:
             y = acc.astype(np.int32).astype(np.float32) * layer.oscale if layer.oscale is not None else \
                 requantize(acc, layer.mult, layer.shift, clamp=False).astype(np.float64)
-            return y.reshape(obs.shape[:-1] + y.shape[-1:]) if obs.ndim > 1 else y[0]
+            return y.reshape(lead + y.shape[-1:])
         v = requantize(acc, layer.mult, layer.shift)
         x = layer.lut.astype(np.int64)[v + 127] if layer.lut is not None else (
             np.maximum(v, 0) if layer.act == "relu" else v)
+        if layer.conv is not None:  # flat C x H x W, as the fp32 runtimes and kernels.c hold it
+            x = x.transpose(0, 2, 1).reshape(len(x), -1)
     raise AssertionError("unreachable: the last layer returns")
 
 
@@ -241,7 +252,8 @@ def c_layers(p: IQPlan, bits: int = 8) -> list[dict]:
                     "mult": None if layer.mult is None else (layer.mult >> 16, np.int16),  # MULT_BITS: 16 zeros
                     "shift": None if layer.shift is None else (layer.shift - 33, np.int8),  # acz_iq_scale's sh
                     "lut": lut, "lut_odd": int(layer.lut_odd),
-                    "oscale": None if layer.oscale is None else (layer.oscale, np.float32)})
+                    "oscale": None if layer.oscale is None else (layer.oscale, np.float32),
+                    **({} if layer.conv is None else {"cv": c_fields(layer.conv)})})  # AczConv (ACZ_IQ_CONV)
     return out
 
 
@@ -252,13 +264,31 @@ def activation_forms(p: IQPlan) -> set[str]:
             "RELU" if layer.act == "relu" else "NONE" for layer in p.layers[:-1]}
 
 
+def has_conv(p: IQPlan) -> bool:
+    """Whether the net has conv layers: kernels.c's ACZ_IQ_CONV (an MLP's export compiles none of it)."""
+    return any(layer.conv is not None for layer in p.layers)
+
+
 def c_input(p: IQPlan) -> dict:
-    """kernels.c's AczIQNet input fields (arrays as (array, dtype))."""
-    return {"in_a": (p.in_a, np.uint16), "in_s": (p.in_s, np.int16), "in_c": (p.in_c, np.int32)}
+    """kernels.c's AczIQNet input fields (arrays as (array, dtype)); a conv net's the observation's H x W x C
+    (in_c 0: as is)."""
+    out = {"in_a": (p.in_a, np.uint16), "in_s": (p.in_s, np.int16), "in_c": (p.in_c, np.int32)}
+    if has_conv(p):
+        hwc = p.input is not None and p.input["layout"] == "hwc"
+        out.update(zip(("obs_h", "obs_w", "obs_c"), [int(v) for v in p.input["shape"]] if hwc else (0, 0, 0)))
+    return out
 
 
 def scratch(p: IQPlan, bits: int = 8) -> dict[str, int]:
-    """Scratch the integer-only act() needs, in elements: activations (the widest padded input; kernels.c's
-    acz_iqx_t: int16 on a core with SMLAD, else int32), int32 accumulators."""
-    widths = [padded_inputs(layer.q.shape[1], bits) for layer in p.layers] + [layer.q.shape[0] for layer in p.layers]
-    return {"x": max(widths), "acc": max(layer.q.shape[0] for layer in p.layers)}
+    """Scratch the integer-only act() needs, in elements: activations (the widest padded input or conv layer's
+    input / output; kernels.c's acz_iqx_t: int16 on a core with SMLAD, else int32), int32 accumulators, and a
+    conv net's patch (acz_iqx_t, the widest padded C·kh·kw; 0 without conv layers)."""
+    widths, cols = [], [0]
+    for layer in p.layers:
+        n_out, n_in = layer.q.shape
+        if layer.conv is None:
+            widths += [padded_inputs(n_in, bits), n_out]
+        else:
+            widths += [in_size(layer.conv), n_out * int(np.prod(out_hw(layer.conv)))]
+            cols.append(padded_inputs(n_in, bits))
+    return {"x": max(widths), "acc": max(layer.q.shape[0] for layer in p.layers), "cols": max(cols)}

@@ -34,7 +34,8 @@
  *
  * An int8 net may instead run integer-only as a whole (AczNet.iq, autocompress/intq.py): int8 activations
  * from the observation to the head, int32 sums (SMLAD where the core has it), fixed-point requantization,
- * activations by table; what a Cortex-M target runs for such a net (ACZ_IQ_ONLY: nothing else compiled).
+ * activations by table; what a Cortex-M target runs for such a net (ACZ_IQ_ONLY: nothing else compiled). Its
+ * conv layers (ACZ_IQ_CONV) run the same rows per output pixel over the pixel's int8 patch (acz_iq_conv).
  *
  * DENSE, CSR and PACKED compute the same fp32 sums (bias first, then over the inputs; compiled
  * with -ffast-math the compiler may reorder a sum, so results agree to float rounding); INT8
@@ -60,6 +61,7 @@
 #define ACZ_IQ_NONE 1
 #define ACZ_IQ_W8 1  /* its weights a byte each, or 4 bits (intq.WEIGHT_FORMS) */
 #define ACZ_IQ_W4 1
+#define ACZ_IQ_CONV 1  /* its conv layers (an MLP's export leaves them out) */
 #endif
 
 enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_Q8 = 3, ACZ_PACKED = 4, ACZ_IM2COL = 5 };
@@ -110,6 +112,9 @@ typedef struct {
     const int8_t *lut;                  /* hidden: activation over p = 0 .. 127 (odd: -lut[-p]) or -127 .. 127 */
     int lut_odd;                        /*   (by lut_odd); NULL: relu or none */
     const float *oscale;                /* a continuous head's output layer: acc * oscale */
+#if ACZ_IQ_CONV
+    AczConv cv;                         /* a conv layer's geometry (oh 0: a Linear layer); inpad: C·kh·kw padded */
+#endif
 } AczIQLayer;
 
 typedef struct {
@@ -120,6 +125,10 @@ typedef struct {
     const int32_t *in_c;                /* fractional bits (acz_iq_input, intq.input_fixed) */
     acz_iqx_t *x0, *x1;                 /* scratch: activations, the widest padded input */
     int32_t *acc;                       /* scratch: the widest layer's accumulators */
+#if ACZ_IQ_CONV
+    int obs_h, obs_w, obs_c;            /* obs_c > 0: an H x W x C observation, made C x H x W once quantised */
+    acz_iqx_t *cols;                    /* scratch: one output pixel's patch, the widest padded C·kh·kw */
+#endif
 } AczIQNet;
 
 typedef struct {
@@ -780,12 +789,103 @@ static int32_t acz_iq_scale(int32_t acc, int32_t mh, int sh) {
 
 #define ACZ_IQ_CLAMP(p) ((p) > 127 ? 127 : ((p) < -127 ? -127 : (p)))
 
+/* A hidden layer's outputs OUT(j) (an lvalue: next[j] for a Linear layer, channel j of a conv layer's output
+ * pixel) from its accumulators acc[j], j < L->out: requantize, clamp to +-127, activate, each added to `sum`
+ * (the next layer's offset term). One pass per activation form, each compiled where the net has it
+ * (ACZ_IQ_<FORM>). Macros, so that each layer kind's loop is its own code, the Linear layer's as written out. */
+#if ACZ_IQ_LUT_ODD
+#define ACZ_IQ_ACT_LUT_ODD(OUT) } else if (L->lut && L->lut_odd) { \
+    for (j = 0; j < L->out; j++) { \
+        const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]), v = ACZ_IQ_CLAMP(p); \
+        sum += OUT(j) = (acz_iqx_t)(v < 0 ? -L->lut[-v] : L->lut[v]); \
+    }
+#else
+#define ACZ_IQ_ACT_LUT_ODD(OUT)
+#endif
+#if ACZ_IQ_LUT
+#define ACZ_IQ_ACT_LUT(OUT) } else if (L->lut) { \
+    for (j = 0; j < L->out; j++) { \
+        const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]); \
+        sum += OUT(j) = L->lut[ACZ_IQ_CLAMP(p) + 127]; \
+    }
+#else
+#define ACZ_IQ_ACT_LUT(OUT)
+#endif
+#if ACZ_IQ_RELU && defined(__ARM_FEATURE_SAT)
+#define ACZ_IQ_ACT_RELU(OUT) } else if (L->act == ACZ_RELU) { \
+    for (j = 0; j < L->out; j++) { \
+        const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]); \
+        sum += OUT(j) = (acz_iqx_t)__usat(p, 7);  /* p clamped to [0, 127] in one instruction */ \
+    }
+#elif ACZ_IQ_RELU
+/* acc <= 0 rounds to p <= 0 (halves up), which relu makes 0: no requantization for it */
+#define ACZ_IQ_ACT_RELU(OUT) } else if (L->act == ACZ_RELU) { \
+    for (j = 0; j < L->out; j++) { \
+        const int32_t p = acc[j] > 0 ? acz_iq_scale(acc[j], L->mult[j], L->shift[j]) : 0; \
+        sum += OUT(j) = (acz_iqx_t)(p > 127 ? 127 : p); \
+    }
+#else
+#define ACZ_IQ_ACT_RELU(OUT)
+#endif
+#if ACZ_IQ_NONE
+#define ACZ_IQ_ACT_NONE(OUT) } else { \
+    for (j = 0; j < L->out; j++) { \
+        const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]); \
+        sum += OUT(j) = (acz_iqx_t)ACZ_IQ_CLAMP(p); \
+    }
+#else
+#define ACZ_IQ_ACT_NONE(OUT)
+#endif
+#define ACZ_IQ_ACTIVATE(OUT) \
+    sum = 0; \
+    if (0) { ACZ_IQ_ACT_LUT_ODD(OUT) ACZ_IQ_ACT_LUT(OUT) ACZ_IQ_ACT_RELU(OUT) ACZ_IQ_ACT_NONE(OUT) }
+
+#if ACZ_IQ_CONV
+/* An H x W x C observation's int8 values (x, quantised in its own order) written C x H x W to y. */
+static void acz_iq_chw(const AczIQNet *iq, const acz_iqx_t *x, acz_iqx_t *y) {
+    const int hw = iq->obs_h * iq->obs_w;
+    for (int p = 0; p < hw; p++)
+        for (int c = 0; c < iq->obs_c; c++) y[c * hw + p] = *x++;
+}
+
+/* A conv layer, integer-only (intq.forward's conv step): per output pixel its int8 patch in scratch (ACZ_PATCH,
+ * the fp32 im2col's: the filter matrix's column order, 0 where padded, the symmetric activations' zero), padded
+ * to whole stored words, then the same rows and requantization as a Linear layer's; y flat out x oh x ow, as
+ * the fp32 conv kernels write it (and the Linear layer after the last conv reads it). Returns y's sum. */
+static int32_t acz_iq_conv(const AczIQLayer *L, const acz_iqx_t *x, acz_iqx_t *y, int32_t *acc, acz_iqx_t *patch) {
+    const AczConv *g = &L->cv;
+    const int K = g->c * g->kh * g->kw, npix = g->oh * g->ow;
+    int32_t total = 0;
+    for (int k = K; k & (L->bits == 4 ? 7 : 3); k++) patch[k] = 0;  /* padding: weights stored as the offset */
+    for (int oy = 0; oy < g->oh; oy++)
+        for (int ox = 0; ox < g->ow; ox++) {
+            ACZ_PATCH(acz_iqx_t, g, x, oy, ox, patch);
+            int32_t sum = 0;
+            for (int k = 0; k < K; k++) sum += patch[k];
+            acz_iq_dense(L, patch, sum, acc);
+            acz_iqx_t *out = y + oy * g->ow + ox;  /* channel j at out[j * npix] */
+#define ACZ_IQ_PIXEL(j) out[(j) * npix]
+            int j;
+            ACZ_IQ_ACTIVATE(ACZ_IQ_PIXEL);
+#undef ACZ_IQ_PIXEL
+            total += sum;
+        }
+    return total;
+}
+#endif
+
 /* The integer-only net: int8 activations from the observation to the last layer. Returns the action
  * index for a discrete head (argmax of its outputs brought to one scale, all in integers); a
  * continuous head's outputs are written as fp32 to y (returns -1). */
 int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) {
     acz_iqx_t *x = iq->x0, *next = iq->x1;
     int32_t *acc = iq->acc;
+#if ACZ_IQ_CONV
+    if (iq->obs_c) {
+        acz_iq_input(iq, obs, obs_dim, next);
+        acz_iq_chw(iq, next, x);
+    } else
+#endif
     acz_iq_input(iq, obs, obs_dim, x);
     int32_t sum = 0;  /* of this layer's inputs: the weights' + 128 times it comes off every row */
     for (int k = 0; k < obs_dim; k++) sum += x[k];
@@ -793,6 +893,14 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
     for (int l = 0; l < iq->n_layers; l++) {
         const AczIQLayer *L = &iq->layers[l];
         int j;
+#if ACZ_IQ_CONV
+        if (L->cv.oh) {  /* a hidden conv layer: rows per output pixel, over its patch */
+            sum = acz_iq_conv(L, x, next, acc, iq->cols);
+            n = L->out * L->cv.oh * L->cv.ow;
+            acz_iqx_t *t = x; x = next; next = t;
+            continue;
+        }
+#endif
         /* padding to inpad (its weights are stored as the offset, i.e. 0); not `j < inpad`, which gcc makes a
          * call to memset (linked: flash) */
         for (j = n; j & (L->bits == 4 ? 7 : 3); j++) x[j] = 0;
@@ -814,45 +922,10 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
             }
             return best;
         }
-        /* requantize, clamp to +-127, activate, sum for the next layer: one pass per activation form (an
-         * export compiles only the forms its net has) */
-        sum = 0;
-        if (0) {
-#if ACZ_IQ_LUT_ODD
-        } else if (L->lut && L->lut_odd) {
-            for (j = 0; j < L->out; j++) {
-                const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]), v = ACZ_IQ_CLAMP(p);
-                sum += next[j] = (acz_iqx_t)(v < 0 ? -L->lut[-v] : L->lut[v]);
-            }
-#endif
-#if ACZ_IQ_LUT
-        } else if (L->lut) {
-            for (j = 0; j < L->out; j++) {
-                const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]);
-                sum += next[j] = L->lut[ACZ_IQ_CLAMP(p) + 127];
-            }
-#endif
-#if ACZ_IQ_RELU
-        } else if (L->act == ACZ_RELU) {
-            for (j = 0; j < L->out; j++) {
-#if defined(__ARM_FEATURE_SAT)
-                const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]);
-                sum += next[j] = (acz_iqx_t)__usat(p, 7);  /* p clamped to [0, 127] in one instruction */
-#else
-                /* acc <= 0 rounds to p <= 0 (halves up), which relu makes 0: no requantization for it */
-                const int32_t p = acc[j] > 0 ? acz_iq_scale(acc[j], L->mult[j], L->shift[j]) : 0;
-                sum += next[j] = (acz_iqx_t)(p > 127 ? 127 : p);
-#endif
-            }
-#endif
-#if ACZ_IQ_NONE
-        } else {
-            for (j = 0; j < L->out; j++) {
-                const int32_t p = acz_iq_scale(acc[j], L->mult[j], L->shift[j]);
-                sum += next[j] = (acz_iqx_t)ACZ_IQ_CLAMP(p);
-            }
-#endif
-        }
+        /* requantize, clamp to +-127, activate, sum for the next layer */
+#define ACZ_IQ_NEXT(j) next[j]
+        ACZ_IQ_ACTIVATE(ACZ_IQ_NEXT);
+#undef ACZ_IQ_NEXT
         acz_iqx_t *t = x; x = next; next = t;
         n = L->out;
     }

@@ -188,13 +188,13 @@ def int8_representable(layers: list[Layer]) -> bool:
 
 
 def int8_only(layers: list[Layer], bits: int = 8) -> bool:
-    """Whether the integer-only net can run these layers: every one Linear and int8-representable, and
-    (bits 4) every code within [-8, 7]."""
+    """Whether the integer-only net can run these layers: every one int8-representable, Linear or a hidden conv
+    layer, and (bits 4) every code within [-8, 7]."""
     def fits(q: np.ndarray) -> bool:
         return bits == 8 or q.size == 0 or (int(q.min()) >= -8 and int(q.max()) <= 7)
 
-    return bool(layers) and int8_representable(layers) and all(layer.conv is None and fits(layer.int8()[0])
-                                                               for layer in layers)
+    return bool(layers) and layers[-1].conv is None and int8_representable(layers) and all(
+        fits(layer.int8()[0]) for layer in layers)
 
 
 def runs_iq(kernels: list[str] | None) -> bool:
@@ -215,8 +215,8 @@ def check_kernels(layers: list[Layer], kernels: list[str] | None) -> list[str] |
         raise ValueError(f"kernels: {len(kernels)} given for {len(layers)} layers")
     if runs_iq(kernels):
         if not int8_only(layers, IQ_BITS[kernels[0]]):
-            raise ValueError(f"kernels: {kernels[0]!r} (integer-only) needs every layer Linear with weights "
-                             f"representable in {IQ_BITS[kernels[0]]} bits")
+            raise ValueError(f"kernels: {kernels[0]!r} (integer-only) needs every layer's weights representable in "
+                             f"{IQ_BITS[kernels[0]]} bits (and the last layer Linear)")
         return kernels
     for i, (k, layer) in enumerate(zip(kernels, layers)):
         if k not in layer.kernels():

@@ -30,7 +30,7 @@ import numpy as np
 from autocompress import intq
 from autocompress.targets import target
 from autocompress.layers import IQ_BITS, KERNELS, Layer, check_kernels, layers_of, runs_iq
-from autocompress.conv import to_chw
+from autocompress.conv import c_fields, to_chw
 from autocompress.runtime import ACTIVATIONS, conv_layer, obs_normalizer, read_artifact
 
 SOURCE = (Path(__file__).parent / "kernels.c").read_text()
@@ -59,12 +59,13 @@ class _Layer(ctypes.Structure):
 class _IQLayer(ctypes.Structure):  # kernels.c's AczIQLayer
     _fields_ = [("inpad", ctypes.c_int), ("out", ctypes.c_int), ("act", ctypes.c_int), ("bits", ctypes.c_int),
                 *[(n, ctypes.c_void_p) for n in ("q", "bias", "mult", "shift", "lut")], ("lut_odd", ctypes.c_int),
-                ("oscale", ctypes.c_void_p)]
+                ("oscale", ctypes.c_void_p), ("cv", _Conv)]  # cv: ACZ_IQ_CONV, compiled in-process
 
 
 class _IQNet(ctypes.Structure):  # kernels.c's AczIQNet
     _fields_ = [("n_layers", ctypes.c_int),
-                *[(n, ctypes.c_void_p) for n in ("layers", "in_a", "in_s", "in_c", "x0", "x1", "acc")]]
+                *[(n, ctypes.c_void_p) for n in ("layers", "in_a", "in_s", "in_c", "x0", "x1", "acc")],
+                *[(n, ctypes.c_int) for n in ("obs_h", "obs_w", "obs_c")], ("cols", ctypes.c_void_p)]
 
 
 class _Net(ctypes.Structure):
@@ -148,14 +149,6 @@ class _Arrays:
         return out.ctypes.data
 
 
-def conv_fields(layer: Layer) -> dict[str, int]:
-    """kernels.c's AczConv of a conv layer: input C, H, W, kernel, stride, top / left padding, output H', W'."""
-    g = layer.conv
-    (c, h, w), (kh, kw), (sh, sw), (pt, _, pl, _) = g["in_shape"], g["kernel"], g["stride"], g["pad"]
-    oh, ow = layer.out_hw
-    return {"c": c, "h": h, "w": w, "kh": kh, "kw": kw, "sh": sh, "sw": sw, "pt": pt, "pl": pl, "oh": oh, "ow": ow}
-
-
 def in_size(layer: Layer) -> int:
     """Values the layer reads: C·H·W for a conv layer."""
     return layer.shape[1] if layer.conv is None else int(np.prod(layer.conv["in_shape"]))
@@ -193,7 +186,7 @@ def fill_layer(c: _Layer, layer: Layer, kernel: str, ptr: _Arrays) -> None:
     c.in_, c.out, c.act, c.kind = n_in, n_out, ACT_CODES[layer.act], KIND_CODES[kernel]
     c.b = ptr(layer.b, np.float32)
     if layer.conv is not None:
-        c.cv = _Conv(**conv_fields(layer))
+        c.cv = _Conv(**c_fields(layer.conv))
         if kernel == "int8":
             q, scale = layer.int8()
             c.q, c.qscale = ptr(q, np.int8), ptr(scale, np.float32)
@@ -229,12 +222,13 @@ def _iq_net(plan: intq.IQPlan, ptr: _Arrays, bits: int) -> tuple[_IQNet, ctypes.
     c_layers = (_IQLayer * len(fields))()
     for c, f in zip(c_layers, fields):
         for k, v in f.items():
-            setattr(c, k, ACT_CODES[v] if k == "act" else v if isinstance(v, int) else None if v is None else ptr(*v))
+            setattr(c, k, ACT_CODES[v] if k == "act" else v if isinstance(v, int) else None if v is None else
+                    _Conv(**v) if k == "cv" else ptr(*v))
     size = intq.scratch(plan, bits)
     inp = {k: v if isinstance(v, int) else ptr(*v) for k, v in intq.c_input(plan).items()}
     net = _IQNet(n_layers=len(fields), layers=ctypes.addressof(c_layers), **inp,
                  x0=ptr(np.zeros(size["x"]), np.int32), x1=ptr(np.zeros(size["x"]), np.int32),  # acz_iqx_t here
-                 acc=ptr(np.zeros(size["acc"]), np.int32))
+                 acc=ptr(np.zeros(size["acc"]), np.int32), cols=ptr(np.zeros(size["cols"]), np.int32) if size["cols"] else None)
     return net, c_layers
 
 

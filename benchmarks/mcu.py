@@ -174,14 +174,11 @@ def int8_of(net, head: dict, obs: np.ndarray, bits: int = 8) -> bytes:
 
 def int8_pays(store: dict) -> None:
     """fp32 vs integer-only int8 at [32, 32] and [256, 256], CartPole's (4 obs, tanh) and LunarLander's
-    (8 obs, relu) shapes: random weights (cycles depend on the shape and activation, not the values),
-    8-bit symmetric PTQ calibrated on the same random states."""
+    (8 obs, relu) shapes, and the MinAtar teacher's CNN: random weights (cycles depend on the shape and activation,
+    not the values), 8-bit symmetric PTQ calibrated on the same random states."""
     import torch
 
-    from autocompress.artifact import to_bytes
-    from autocompress.mcu import device
     from autocompress.nets import PolicyNet
-    from autocompress.targets import target
 
     done = store.setdefault("int8", {})
     for obs_dim, n_act, act in ((4, 2, "tanh"), (8, 4, "relu")):
@@ -192,22 +189,23 @@ def int8_pays(store: dict) -> None:
             torch.manual_seed(0)
             obs = np.random.default_rng(0).standard_normal((256, obs_dim)).astype(np.float32)
             net = PolicyNet.mlp(obs_dim, hidden, n_act, act)
-            head = {"kind": "discrete", "n": n_act}
-            fp32, int8, int4 = to_bytes(net, head), int8_of(net, head, obs), int8_of(net, head, obs, 4)
-            done[key] = {}
-            for t in MCU:
-                f, i, i4 = (device.measure(d, k, target(t), obs[:16])
-                            for d, k in ((fp32, ["dense"] * 3), (int8, ["iq"] * 3), (int4, ["iq4"] * 3)))
-                macs = obs_dim * hidden[0] + hidden[0] * hidden[1] + hidden[1] * n_act
-                done[key][t] = {"fp32": float(f.cycles.mean()), "int8": float(i.cycles.mean()), "macs": macs,
-                                "fp32_flash": f.flash, "int8_flash": i.flash,
-                                "int4": float(i4.cycles.mean()), "int4_flash": i4.flash}
+            macs = obs_dim * hidden[0] + hidden[0] * hidden[1] + hidden[1] * n_act
+            done[key] = int8_cycles(net, {"kind": "discrete", "n": n_act}, obs, macs, 16)
             save(store)
+    key = "MinAtar CNN 10x10x4 [16, 32] 3x3 + [128]-relu"
+    if key not in done:  # trials/minatar_breakout_ppo.yaml's teacher; binary images, one in five cells set
+        torch.manual_seed(0)
+        obs = (np.random.default_rng(0).random((256, 10, 10, 4)) > 0.8).astype(np.float32)
+        net = PolicyNet.cnn((10, 10, 4), "hwc", [[16, 3, 1, "valid"], [32, 3, 1, "valid"]], [128], 3)
+        macs = 8 * 8 * 16 * 36 + 6 * 6 * 32 * 144 + 32 * 6 * 6 * 128 + 128 * 3
+        done[key] = int8_cycles(net, {"kind": "discrete", "n": 3}, obs, macs, 4)  # fp32 on the M0+: ~5 s an act
+        save(store)
     lines = ["## On microcontrollers: does int8 pay?", "",
              f"`python -m benchmarks.mcu --only int8` on {machine()}. One net per shape (random weights: cycles "
              "depend on the shape and activation, not on the values), fp32 (`dense` kernels) vs the same net "
              "8-bit symmetric PTQ run integer-only (`iq`: int8 activations, int32 sums, fixed-point requantization, "
-             "activation tables; SMLAD on the M4F and M7), mean cycles per act over 16 states; beside it the same net "
+             "activation tables; SMLAD on the M4F and M7; the CNN's conv layers one patch per output pixel through the same "
+             "rows, `acz_iq_conv`), mean cycles per act over 16 states (the CNN: 4); beside it the same net "
              "4-bit symmetric PTQ, stored 4 bits a weight (`iq4`, the same integer arithmetic). The M4F's MAC bound "
              "is 2 MACs a cycle (SMLAD), 0.5 cycles per MAC. Under the TRM's table no batch-1 kernel gets within 2x "
              "of it: each weight is used once, so every 4 MACs of int8 weights need a weight load (1 cycle when "
@@ -223,7 +221,29 @@ def int8_pays(store: dict) -> None:
             lines.append(f"| {key} | {t} | {v['fp32']:,.0f} | {v['int8']:,.0f} | {v['fp32'] / v['int8']:.1f}x | "
                          f"{v['int8'] / v['macs']:.2f} | {v['fp32_flash']:,} | {v['int8_flash']:,} | "
                          f"{v['int4'] / v['macs']:.2f} | {v['int4_flash']:,} |")
+    lines += ["", "RAM (static + stack, bytes), fp32 vs int8: " + "; ".join(
+        f"{key} on {t} {v['fp32_ram']:,} vs {v['int8_ram']:,}" for key, per in done.items() for t, v in per.items()
+        if "fp32_ram" in v) + "."]
     write_section("mcu_int8", "\n".join(lines))
+
+
+def int8_cycles(net, head: dict, obs: np.ndarray, macs: int, n_obs: int) -> dict:
+    """Per MCU target, mean cycles per act over obs[:n_obs] and flash of `net` fp32 (dense kernels), 8-bit and 4-bit
+    symmetric PTQ integer-only ('iq', 'iq4'), calibrated on `obs`."""
+    from autocompress.artifact import to_bytes
+    from autocompress.mcu import device
+    from autocompress.targets import target
+
+    fp32, int8, int4 = to_bytes(net, head), int8_of(net, head, obs), int8_of(net, head, obs, 4)
+    n = len(net.layers)
+    out = {}
+    for t in MCU:
+        f, i, i4 = (device.measure(d, k, target(t), obs[:n_obs])
+                    for d, k in ((fp32, ["dense"] * n), (int8, ["iq"] * n), (int4, ["iq4"] * n)))
+        out[t] = {"fp32": float(f.cycles.mean()), "int8": float(i.cycles.mean()), "macs": macs,
+                  "fp32_flash": f.flash, "int8_flash": i.flash, "int4": float(i4.cycles.mean()), "int4_flash": i4.flash,
+                  "fp32_ram": f.ram, "int8_ram": i.ram}
+    return out
 
 
 def emlearn_source(net, head: dict, out: Path) -> None:

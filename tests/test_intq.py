@@ -237,3 +237,83 @@ def test_qat_forward_rounds_activations_as_the_integer_only_net(observations, ac
     assert copy.iq == iq and torch.equal(copy(x), net(x))
     net(x).pow(2).sum().backward()
     assert all(layer.weight.grad.abs().sum() > 0 for layer in net.layers)
+
+
+# -- conv layers (the CNN policies' encoders) ------------------------------------------------------
+
+#: a MinAtar-like conv net (test_conv_native's): 'valid', then 'same' at stride 2 (padding bottom / right only)
+CONV_SHAPES = {"hwc": (10, 10, 4), "chw": (4, 9, 7)}
+
+
+def conv_calibrated(layout: str, act: str = "relu", head: dict = DISCRETE, bits: int = 8, n: int = 1000,
+                    seed: int = 0) -> tuple[bytes, np.ndarray]:
+    """A conv net (PolicyNet.cnn, `act` on every hidden layer) with `bits`-bit symmetric per-channel codes,
+    calibrated on the first half of n MinAtar-like images (binary channels, one in five cells set); the images.
+    A continuous head: a normalisation differing per observation value (folded into the input's quantisation in
+    the observation's order, before a channels-last image is transposed)."""
+    from test_conv_native import FILTERS, images
+
+    if head["kind"] == "continuous":
+        size = int(np.prod(CONV_SHAPES[layout]))
+        head = {**head, "obs_norm": {"mean": np.linspace(0.0, 0.4, size).tolist(),
+                                     "std": np.linspace(0.3, 2.0, size).tolist(), "clip": 5.0}}
+    torch.manual_seed(1)
+    net = PolicyNet.cnn(CONV_SHAPES[layout], layout, FILTERS, [32], head.get("n", 4), act, conv_act=act)
+    for layer in net.layers:
+        layer.set_quant({"bits": bits, "per_channel": True, "symmetric": True})
+    obs = images(CONV_SHAPES[layout], n, seed=seed)
+    return calibrate(to_bytes(net, head), obs[:n // 2]), obs
+
+
+@pytest.mark.parametrize("layout", CONV_SHAPES)
+@pytest.mark.parametrize("act, head, kernel", [("relu", DISCRETE, "iq"), ("tanh", DISCRETE, "iq4"),
+                                               ("silu", CONTINUOUS, "iq")], ids=["relu-iq", "tanh-iq4", "silu-cont"])
+def test_conv_c_kernel_equals_the_numpy_mirror(layout, act, head, kernel):
+    """acz_iq_conv in process vs intq.forward's conv step on 1,000 images, channels-last (transposed after
+    quantising) and channels-first; every hidden activation form and both weight forms."""
+    require_compiler()
+    data, obs = conv_calibrated(layout, act, head, 4 if kernel == "iq4" else 8)
+    kernels = [kernel] * 4
+    mirror, c = NumpyPolicy.from_bytes(data, kernels), native.NativePolicy.from_bytes(data, kernels)
+    if head["kind"] == "discrete":
+        want = [mirror.act(o) for o in obs]
+        assert [c.act(o) for o in obs] == want and len(set(want)) > 1
+    else:  # the outputs are exact; the continuous head's tanhf is glibc's vs numpy's
+        np.testing.assert_allclose([c.act(o) for o in obs[:300]], [mirror.act(o) for o in obs[:300]], atol=1e-6)
+    # one image, a batch of images and a batch of flat rows read alike (conv.batch_dims)
+    np.testing.assert_array_equal(mirror.forward(obs[:5]), [mirror.forward(o) for o in obs[:5]])
+    np.testing.assert_array_equal(mirror.forward(obs[:5].reshape(5, -1)), mirror.forward(obs[:5]))
+
+
+def test_conv_integer_only_acts_like_the_fp32_net_and_its_c_export_like_the_mirror(tmp_path):
+    require_compiler()
+    data, obs = conv_calibrated("hwc")
+    fp, iq = NumpyPolicy.from_bytes(data), NumpyPolicy.from_bytes(data, ["iq"] * 4)
+    want = np.array([iq.act(o) for o in obs[500:]])
+    assert np.mean([fp.act(o) for o in obs[500:]] == want) >= 0.95
+    write_c(data, tmp_path, ["iq"] * 4)
+    assert (run_c(tmp_path, obs[500:]) == want).all()
+    src = tmp_path / "policy.c"
+    assert "#define ACZ_IQ_CONV 1" in src.read_text()
+    r = subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-c", src.name], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("layout", CONV_SHAPES)
+def test_conv_qat_forward_rounds_activations_as_the_integer_only_net(layout):
+    """PolicyNet.iq on a conv net: the torch forward (conv2d on int8-rounded inputs, zero padding = the int8
+    zero) acts as the device's integer-only conv net (intq.forward)."""
+    data, obs = conv_calibrated(layout)
+    from test_conv_native import FILTERS
+
+    torch.manual_seed(1)
+    net = PolicyNet.cnn(CONV_SHAPES[layout], layout, FILTERS, [32], 3)
+    for layer in net.layers:
+        layer.set_quant({"bits": 8, "per_channel": True, "symmetric": True})
+    net.iq = activation_scales(net, DISCRETE, obs[:500])
+    assert net.iq == read_artifact(data)[0]["iq"]
+    with torch.no_grad():
+        sim = net(torch.as_tensor(obs[500:])).numpy()
+    device = NumpyPolicy.from_bytes(to_bytes(net, DISCRETE), ["iq"] * 4).forward(obs[500:])
+    assert (sim.argmax(1) == device.argmax(1)).mean() >= 0.99

@@ -273,3 +273,67 @@ def test_a_conv_policy_cross_built_acts_like_the_numpy_runtime(tmp_path, name, v
     clear = logits[:, -1] - logits[:, -2] > 1e-4
     want = np.array([ref.act(o) for o in obs])
     assert clear.mean() > 0.9 and (got["ret"][clear] == want[clear]).all()
+
+
+@pytest.fixture(scope="module")
+def conv_builds(tmp_path_factory):
+    """The integer-only conv net (test_intq.conv_calibrated: MinAtar-like, channels-last, relu) cross-built per
+    target, its calibration images' second half to act on."""
+    from test_intq import conv_calibrated
+
+    root, done = tmp_path_factory.mktemp("mcu-conv"), {}
+    data, images = conv_calibrated("hwc", n=1000)
+
+    def get(name: str):
+        require_arm_toolchain()
+        if name not in done:
+            write_c(data, root / "src", ["iq"] * 4)
+            done[name] = mcu_build.build(root / "src", target(name), root / name)
+        return data, images[500:], done[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", ["cortex-m0plus", "cortex-m4f"])
+def test_integer_only_conv_build_is_exactly_the_numpy_mirror(conv_builds, name):
+    """acz_iq_conv on Thumb-1 and with SMLAD: every action the mirror's on 40 images; deterministic counts;
+    flash and RAM as arm-none-eabi-size reports; no fp32 conv kernel or soft-float linked."""
+    data, obs, built = conv_builds(name)
+    ref = NumpyPolicy.from_bytes(data, ["iq"] * 4)
+    first, second = (run(built.elf, target(name), obs[:40], 0) for _ in range(2))
+    assert (first["ret"] == [ref.act(o) for o in obs[:40]]).all()
+    for key in ("instructions", "cycles", "ret", "stack_bytes"):
+        np.testing.assert_array_equal(first[key], second[key])
+    out = subprocess.run(["arm-none-eabi-size", str(built.elf)], capture_output=True, text=True, check=True).stdout
+    text, data_, bss = (int(v) for v in out.splitlines()[1].split()[:3])
+    assert (built.flash, built.ram_static) == (text + data_, data_ + bss)
+    symbols = subprocess.run(["arm-none-eabi-nm", str(built.elf)], capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert "acz_iq_forward" in symbols
+    assert not {"acz_layer", "acz_conv_direct", "acz_conv_im2col", "acz_conv_int8", "__aeabi_fmul", "expf"} & set(symbols)
+    # the scratch in static RAM: two activation buffers of the widest (16 x 8 x 8) and the patch (C·kh·kw = 144)
+    from autocompress import intq
+
+    size = intq.scratch(intq.plan(read_artifact(data)[0], layers_of(*read_artifact(data))))
+    assert (size["x"], size["cols"]) == (16 * 8 * 8, 144)
+    assert built.ram_static >= (2 * size["x"] + size["cols"]) * (2 if target(name).dsp else 4) + 4 * size["acc"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cortex-m0plus", "cortex-m4f"])
+def test_integer_only_conv_build_acts_as_the_mirror_on_1000_images(conv_builds, name):
+    """The same on 500 further images, then the calibration's 500 (~20 s each core)."""
+    data, obs, built = conv_builds(name)
+    from test_intq import conv_calibrated
+
+    images = np.concatenate([obs, conv_calibrated("hwc", n=1000)[1][:500]])
+    ref = NumpyPolicy.from_bytes(data, ["iq"] * 4)
+    assert (run(built.elf, target(name), images, 0)["ret"] == [ref.act(o) for o in images]).all()
+
+
+def test_a_calibrated_conv_net_runs_integer_only_on_a_device():
+    """device.choose_kernels: an int8 conv net calibrated for it runs integer-only, conv layers included."""
+    from test_intq import conv_calibrated
+
+    data, images = conv_calibrated("chw", n=100)
+    assert device.choose_kernels(data, target("cortex-m0plus"), images) == ["iq"] * 4

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from autocompress import intq
+from autocompress.conv import c_fields
 from autocompress.layers import IQ_BITS, Layer, layers_of, runs_iq
-from autocompress.native import (ACT_CODES, KIND_CODES, SOURCE, SQUASH_CODES, TIMING_MARKER, conv_fields, input_fields,
+from autocompress.native import (ACT_CODES, KIND_CODES, SOURCE, SQUASH_CODES, TIMING_MARKER, input_fields,
                                  scratch_sizes)
 from autocompress.runtime import read_artifact
 from autocompress.targets import target
@@ -67,7 +68,7 @@ def _layer_init(i: int, layer: Layer, kernel: str, arr: _Arrays) -> str:
     f = {"in": n_in, "out": n_out, "act": ACT_CODES[layer.act], "kind": KIND_CODES[kernel],
          "b": arr(f"L{i}_b", layer.b, np.float32)}
     if layer.conv is not None:
-        f["cv"] = "{" + ", ".join(f".{k} = {v}" for k, v in conv_fields(layer).items()) + "}"
+        f["cv"] = _struct(c_fields(layer.conv))
         if kernel == "int8":
             q, scale = layer.int8()
             f.update(q=arr(f"L{i}_q", q, np.int8), qscale=arr(f"L{i}_qscale", scale, np.float32))
@@ -104,17 +105,23 @@ def _iq_structs(plan: intq.IQPlan, bits: int, arr: _Arrays) -> list[str]:
     """The integer-only net's definitions (kernels.c's AczIQLayer array, scratch, AczIQNet IQ)."""
     inits = []
     for i, f in enumerate(intq.c_layers(plan, bits)):
-        fields = {k: ACT_CODES[v] if k == "act" else v if isinstance(v, int) else
-                  "NULL" if v is None else arr(f"IQ{i}_{k}", *v) for k, v in f.items()}
+        fields = {k: ACT_CODES[v] if k == "act" else v if isinstance(v, int) else "NULL" if v is None else
+                  _struct(v) if k == "cv" else arr(f"IQ{i}_{k}", *v) for k, v in f.items()}
         inits.append("  {" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "}")
     size = intq.scratch(plan, bits)
     return [f"static const AczIQLayer IQ_LAYERS[{len(inits)}] = {{\n" + ",\n".join(inits) + "\n};",
             f"static acz_iqx_t IQ_X0[{size['x']}], IQ_X1[{size['x']}];",
             f"static int32_t IQ_ACC[{size['acc']}];",
+            *([f"static acz_iqx_t IQ_COLS[{size['cols']}];"] if size["cols"] else []),
             f"static const AczIQNet IQ = {{.n_layers = {len(inits)}, .layers = IQ_LAYERS, "
             + "".join(f".{k} = {v if isinstance(v, int) else arr(f'IQ_{k.upper()}', *v)}, "
                       for k, v in intq.c_input(plan).items())
-            + ".x0 = IQ_X0, .x1 = IQ_X1, .acc = IQ_ACC};"]
+            + ".x0 = IQ_X0, .x1 = IQ_X1, .acc = IQ_ACC" + (", .cols = IQ_COLS" if size["cols"] else "") + "};"]
+
+
+def _struct(fields: dict[str, int]) -> str:
+    """A C struct initializer of named int fields."""
+    return "{" + ", ".join(f".{k} = {v}" for k, v in fields.items()) + "}"
 
 
 def _layer_shape(layer: Layer) -> str:
@@ -155,7 +162,8 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
         plan, bits = intq.plan(header, layers), IQ_BITS[kernels[0]]
         structs = _iq_structs(plan, bits, arr)
         defines = ["#define ACZ_USE_IQ 1", "#define ACZ_IQ_ONLY 1", f"#define ACZ_IQ_W{bits} 1",
-                   *(f"#define ACZ_IQ_{form} 1" for form in sorted(intq.activation_forms(plan)))]
+                   *(f"#define ACZ_IQ_{form} 1" for form in sorted(intq.activation_forms(plan))),
+                   *(["#define ACZ_IQ_CONV 1"] if intq.has_conv(plan) else [])]
     else:
         size = scratch_sizes(layers, kernels, obs_dim)
         inits = [_layer_init(i, layer, k, arr) for i, (layer, k) in enumerate(zip(layers, kernels))]

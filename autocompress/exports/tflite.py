@@ -19,7 +19,7 @@ fp32 (`to_tflite(data)`): the decoded fp32 net (`Layer.w`), whatever its stored 
 
 int8 (`to_tflite(data, int8=True)`), full-integer where every layer (Linear or conv) is int8-representable
 (`Layer.int8`), with the integer-only net's calibrated scales (header `iq`, `artifact.calibrate`), or, where the
-artifact has none (conv nets: the integer-only net is Linear only, so `calibrate` leaves them; an uncalibrated MLP),
+artifact has none (an uncalibrated artifact, e.g. a host trial's),
 the same scales from raw observations given to `to_tflite(data, True, obs)` (`artifact.int8_activation_scales`,
 the fp32 net's activations; `Run.export` gives the teacher-visited states of the trial's spec). TFLite's int8 spec:
   input    normalised in fp32, clamped to +-127 s_x (intq's clamp; QUANTIZE alone would also give -128),
@@ -272,7 +272,7 @@ def _head(g: _Graph, x: int, head: dict) -> int:
 
 def to_tflite(data: bytes, int8: bool = False, obs: np.ndarray | None = None) -> bytes:
     """The .tflite flatbuffer of an artifact (MLP or conv): fp32, or full-integer int8 (see the module's docstring)
-    with the artifact's `iq` scales, else (a conv net, or an uncalibrated MLP) scales from `obs`, raw
+    with the artifact's `iq` scales, else (an uncalibrated artifact) scales from `obs`, raw
     observations such as the teacher's visited states (`artifact.int8_activation_scales`)."""
     header, blob = read_artifact(data)
     layers = layers_of(header, blob)
