@@ -644,30 +644,113 @@ void acz_iq_input(const AczIQNet *iq, const float *obs, int n, acz_iqx_t *x) {
     }
 }
 
+#if defined(__GNUC__)
+#define ACZ_IQ_INLINE inline __attribute__((always_inline))
+#else
+#define ACZ_IQ_INLINE inline
+#endif
+#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 && defined(__GNUC__)
+#define ACZ_THUMB1_NOINLINE __attribute__((noinline))
+#else
+#define ACZ_THUMB1_NOINLINE
+#endif
+/* s < 33 (a requantization multiplier of 1/4 or more): the whole 64-bit product. On
+ * Thumb-1 that is a libgcc call and a long shift, kept out of line so that each loop calling acz_iq_scale
+ * carries one call to it rather than a copy (elsewhere a few instructions, inlined). */
+static ACZ_THUMB1_NOINLINE int32_t acz_iq_scale_wide(int32_t acc, int32_t mh, int s) {
+    return (int32_t)(((int64_t)acc * (mh * 65536) + ((int64_t)1 << (s - 1))) >> s);
+}
+
+/* round(acc * mult / 2^s), halves up (intq.requantize), with mult = mh 2^16 (its low 16 bits are zero:
+ * intq.MULT_BITS; stored as mh) and s = sh + 33 (stored as sh); acz_iq_scale_hi: s >= 33, where only the
+ * product's high word counts: floor((p + 2^(s-1)) / 2^s) = (hi + 2^(s-33)) >> (s-32) with hi = floor(p / 2^32)
+ * = floor(acc mh / 2^16), since the low word adds less than 1 to an integer numerator. Thumb-1 has no 32 x 32
+ * -> 64 multiply (libgcc's is a call of ~60 cycles); there hi = ah mh + (al mh >> 16) with acc = ah 2^16 + al
+ * (al unsigned): two 16 x 16 products, neither overflowing. */
+static ACZ_IQ_INLINE int32_t acz_iq_scale_hi(int32_t acc, int32_t mh, int sh) {
+#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 || defined(ACZ_MULHI_16)
+    const int32_t hi = (acc >> 16) * mh + (int32_t)((((uint32_t)acc & 0xffffu) * (uint32_t)mh) >> 16);
+#else
+    const int32_t hi = (int32_t)(((int64_t)acc * mh) >> 16);
+#endif
+    return ((hi >> sh) + 1) >> 1;  /* = (hi + 2^(s-33)) >> (s-32) */
+}
+
+static int32_t acz_iq_scale(int32_t acc, int32_t mh, int sh) {
+    return sh < 0 ? acz_iq_scale_wide(acc, mh, sh + 33) : acz_iq_scale_hi(acc, mh, sh);
+}
+
+#define ACZ_IQ_CLAMP(p) ((p) > 127 ? 127 : ((p) < -127 ? -127 : (p)))
+
+/* What a layer's row loop makes of each row's sum (a constant where the loop is inlined: one copy of the loop
+ * per form the net runs, each requantizing and activating a row as soon as its sum is in registers). */
+enum { ACZ_IQ_ACC, ACZ_IQ_OUT_RELU, ACZ_IQ_OUT_NONE, ACZ_IQ_OUT_LUT, ACZ_IQ_OUT_LUT_ODD };
+
+/* acz_iq_scale with row j's multiplier and shift, both loaded unsigned: Thumb-1 loads a signed halfword or
+ * byte only with a register offset, an unsigned one with an immediate offset (row j of a group: base + j). mh
+ * is never negative; a negative sh (>= -32) reads as 256 + sh. */
+static ACZ_IQ_INLINE int32_t acz_iq_scale_row(const uint16_t *mult, const uint8_t *shift, int k, int32_t acc) {
+    const int32_t mh = mult[k];
+    const unsigned sh = shift[k];
+    return sh < 224 ? acz_iq_scale_hi(acc, mh, (int)sh) : acz_iq_scale_wide(acc, mh, (int)sh - 256 + 33);
+}
+
+/* A hidden row's activation from its sum: requantized, clamped to +-127, activated (intq.forward). */
+static ACZ_IQ_INLINE int32_t acz_iq_act(const AczIQLayer *L, int form, const uint16_t *mult, const uint8_t *shift,
+                                        int k, int32_t acc) {
+    if (form == ACZ_IQ_OUT_RELU) {
+#if defined(__ARM_FEATURE_SAT)
+        return (int32_t)__usat(acz_iq_scale_row(mult, shift, k, acc), 7);  /* p clamped to [0, 127]: 1 instruction */
+#else
+        /* acc <= 0 rounds to p <= 0 (halves up), which relu makes 0: no requantization for it */
+        if (acc <= 0)
+            return 0;
+        const int32_t p = acz_iq_scale_row(mult, shift, k, acc);
+        return p > 127 ? 127 : p;
+#endif
+    }
+    const int32_t p = acz_iq_scale_row(mult, shift, k, acc);
+    if (form == ACZ_IQ_OUT_LUT_ODD) {  /* -lut[-v] below 0: |p| clamped, then the sign (fewer branches) */
+        const int32_t m = p < 0 ? -p : p, t = L->lut[m > 127 ? 127 : m];
+        return p < 0 ? -t : t;
+    }
+    const int32_t v = ACZ_IQ_CLAMP(p);
+    return form == ACZ_IQ_OUT_LUT ? L->lut[v + 127] : v;
+}
+
 /* The integer-only net's weights are stored unsigned (+ 128 as bytes, or + 8 as nibbles where every code is
  * within [-8, 7]; intq.WEIGHT_FORMS), rows four at a time word by word, then the rows left over one by one
  * (intq.interleave); the offset times the inputs' sum is taken off once per row (`off`), so a core without
  * SMLAD loads every weight as an unsigned byte with an immediate offset. acc[j] = bias[j] - off +
- * sum_k (stored w_jk) x_k. ACZ_IQ_ROWS is the row loop every form runs: STEP inputs to a stored word, GROUP
- * adding one word of inputs to four rows' sums a0..a3 (each input word loaded once for the four), ONE to a
- * left-over row's sum a. */
-#define ACZ_IQ_ROWS(STEP, GROUP, ONE) do { \
+ * sum_k (stored w_jk) x_k. ACZ_IQ_ROWS is the row loop every form runs: STEP inputs to a stored word, GROUPS
+ * adding every word of inputs x .. end to four rows' sums a0..a3 (each input word loaded once for the four;
+ * ACZ_IQ_WORDS over a GROUP of one word), ONE one word to a left-over row's sum a. */
+#define ACZ_IQ_ROWS(STEP, GROUPS, ONE) do { \
     const uint8_t *w = L->q; \
     const acz_iqx_t *end = x + L->inpad; \
     int j = 0; \
     for (; j + 4 <= L->out; j += 4) { \
         int32_t a0 = L->bias[j] - off, a1 = L->bias[j + 1] - off, a2 = L->bias[j + 2] - off; \
         int32_t a3 = L->bias[j + 3] - off; \
-        for (const acz_iqx_t *xp = x; xp < end; xp += STEP, w += 16) GROUP; \
-        acc[j] = a0; acc[j + 1] = a1; acc[j + 2] = a2; acc[j + 3] = a3; \
+        GROUPS; \
+        ACZ_IQ_EMIT(j, 0, a0); ACZ_IQ_EMIT(j, 1, a1); ACZ_IQ_EMIT(j, 2, a2); ACZ_IQ_EMIT(j, 3, a3); \
     } \
     for (; j < L->out; j++) { \
         int32_t a = L->bias[j] - off; \
         for (const acz_iqx_t *xp = x; xp < end; xp += STEP, w += 4) ONE; \
-        acc[j] = a; \
+        ACZ_IQ_EMIT(j, 0, a); \
     } \
 } while (0)
-
+#define ACZ_IQ_WORDS(STEP, GROUP) do { \
+    const acz_iqx_t *xp = x; \
+    do { GROUP; xp += STEP; w += 16; } while (xp < end);  /* at least one word: inpad >= STEP */ \
+} while (0)
+/* Row j's sum a: kept (ACZ_IQ_ACC), or activated into next, summed for the next layer's offset. */
+#define ACZ_IQ_EMIT(j, k, a) do { \
+    if (form == ACZ_IQ_ACC) acc[j + k] = a; \
+    else sum += next[j + k] = (acz_iqx_t)acz_iq_act(L, form, (const uint16_t *)L->mult + j, \
+                                                    (const uint8_t *)L->shift + j, k, a); \
+} while (0)
 #if defined(__ARM_FEATURE_SIMD32)
 /* With SMLAD, per row and word: one weight load; its lanes masked out, each multiplied with an input pair. */
 #define ACZ_IQ_SIMD_GROUP(LOADX, MAC) { \
@@ -686,10 +769,14 @@ void acz_iq_input(const AczIQNet *iq, const float *obs, int n, acz_iqx_t *x) {
  * input pairs (x0, x1) and (x2, x3). */
 #define ACZ_IQ_MAC8(a, wv) (a = __smlad((wv) & m, x01, __smlad(((wv) >> 8) & m, x23, a)))
 #define ACZ_IQ_X4(xp) uint32_t x01, x23; memcpy(&x01, xp, 4); memcpy(&x23, xp + 2, 4)
-static void acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
+static ACZ_IQ_INLINE int32_t acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int form,
+                                            int32_t *acc, acz_iqx_t *next) {
+    int32_t sum = 0;
     uint32_t m = 0x00ff00ffu;
     __asm__("" : "+r"(m));  /* opaque: an immediate mask would cost the odd bytes a separate shift */
-    ACZ_IQ_ROWS(4, ACZ_IQ_SIMD_GROUP(ACZ_IQ_X4, ACZ_IQ_MAC8), ACZ_IQ_SIMD_ONE(ACZ_IQ_X4, ACZ_IQ_MAC8));
+    ACZ_IQ_ROWS(4, ACZ_IQ_WORDS(4, ACZ_IQ_SIMD_GROUP(ACZ_IQ_X4, ACZ_IQ_MAC8)),
+                ACZ_IQ_SIMD_ONE(ACZ_IQ_X4, ACZ_IQ_MAC8));
+    return sum;
 }
 #else
 /* 8-bit without SMLAD: per input one load, then a byte load, multiply and add per row (Thumb-1 holds the four
@@ -704,9 +791,34 @@ static void acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, 
     v = xp[3]; \
     a0 += w[3] * v; a1 += w[7] * v; a2 += w[11] * v; a3 += w[15] * v; \
 }
+#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 && defined(__GNUC__)
+/* Thumb-1 with GCC: the same loop (ACZ_IQ_WORDS over ACZ_IQ_GROUP8) in assembly, its registers pinned: the four
+ * sums, both pointers, the input and the product in the eight low registers, the end in a high one (CMP reads it
+ * there). GCC's allocation keeps the end on the stack (2 cycles a word) and, as the code around the loop
+ * changes, moves a sum to a high register (1 more cycle per MAC on it); LDMIA loads an input and steps its
+ * pointer in 2 cycles. At least one word: inpad >= 4. Unified syntax: GCC hands Thumb-1 inline assembly over in
+ * divided syntax. */
+#define ACZ_IQ_T1_MAC(a, k) "ldrb %[t], [%[w], #" #k "]\n\tmuls %[t], %[v]\n\tadds %[" #a "], %[t]\n\t"
+#define ACZ_IQ_T1_INPUT(k0, k1, k2, k3) "ldmia %[xp]!, {%[v]}\n\t" \
+    ACZ_IQ_T1_MAC(a0, k0) ACZ_IQ_T1_MAC(a1, k1) ACZ_IQ_T1_MAC(a2, k2) ACZ_IQ_T1_MAC(a3, k3)
+#define ACZ_IQ_GROUPS8 do { \
+    const acz_iqx_t *xp = x; \
+    int32_t v, t; \
+    __asm__(".syntax unified\n1:\n\t" ACZ_IQ_T1_INPUT(0, 4, 8, 12) ACZ_IQ_T1_INPUT(2, 6, 10, 14) \
+            ACZ_IQ_T1_INPUT(1, 5, 9, 13) ACZ_IQ_T1_INPUT(3, 7, 11, 15) "adds %[w], #16\n\tcmp %[xp], %[end]\n\tbne 1b" \
+            : [a0] "+l"(a0), [a1] "+l"(a1), [a2] "+l"(a2), [a3] "+l"(a3), [w] "+l"(w), [xp] "+l"(xp), \
+              [v] "=&l"(v), [t] "=&l"(t) \
+            : [end] "h"(end) : "cc", "memory"); \
+} while (0)
+#else
+#define ACZ_IQ_GROUPS8 ACZ_IQ_WORDS(4, ACZ_IQ_GROUP8)
+#endif
 #define ACZ_IQ_ONE8 (a += w[0] * xp[0] + w[2] * xp[1] + w[1] * xp[2] + w[3] * xp[3])
-static void acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
-    ACZ_IQ_ROWS(4, ACZ_IQ_GROUP8, ACZ_IQ_ONE8);
+static ACZ_IQ_INLINE int32_t acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int form,
+                                            int32_t *acc, acz_iqx_t *next) {
+    int32_t sum = 0;
+    ACZ_IQ_ROWS(4, ACZ_IQ_GROUPS8, ACZ_IQ_ONE8);
+    return sum;
 }
 #endif
 #endif
@@ -720,10 +832,14 @@ static void acz_iq_dense8(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, 
                                 __smlad(((wv) >> 8) & m, x45, __smlad(((wv) >> 12) & m, x67, a)))))
 #define ACZ_IQ_X8(xp) uint32_t x01, x23, x45, x67; \
     memcpy(&x01, xp, 4); memcpy(&x23, xp + 2, 4); memcpy(&x45, xp + 4, 4); memcpy(&x67, xp + 6, 4)
-static void acz_iq_dense4(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
+static ACZ_IQ_INLINE int32_t acz_iq_dense4(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int form,
+                                            int32_t *acc, acz_iqx_t *next) {
+    int32_t sum = 0;
     uint32_t m = 0x000f000fu;
     __asm__("" : "+r"(m));  /* opaque, as in acz_iq_dense8 */
-    ACZ_IQ_ROWS(8, ACZ_IQ_SIMD_GROUP(ACZ_IQ_X8, ACZ_IQ_MAC4), ACZ_IQ_SIMD_ONE(ACZ_IQ_X8, ACZ_IQ_MAC4));
+    ACZ_IQ_ROWS(8, ACZ_IQ_WORDS(8, ACZ_IQ_SIMD_GROUP(ACZ_IQ_X8, ACZ_IQ_MAC4)),
+                ACZ_IQ_SIMD_ONE(ACZ_IQ_X8, ACZ_IQ_MAC4));
+    return sum;
 }
 #else
 /* 4-bit without SMLAD: byte p of a row's word holds the codes of inputs (p & 1) * 4 + (p >> 1) (low nibble)
@@ -738,61 +854,60 @@ static void acz_iq_dense4(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, 
     a3 += (w[p + 12] & 15) * lo + (w[p + 12] >> 4) * hi; \
 }
 #define ACZ_IQ_ONE4 for (int p = 0; p < 4; p++) a += (w[p] & 15) * ACZ_IQ_XL(p)[0] + (w[p] >> 4) * ACZ_IQ_XL(p)[2]
-static void acz_iq_dense4(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int32_t *acc) {
-    ACZ_IQ_ROWS(8, ACZ_IQ_GROUP4, ACZ_IQ_ONE4);
+static ACZ_IQ_INLINE int32_t acz_iq_dense4(const AczIQLayer *L, const acz_iqx_t *x, int32_t off, int form,
+                                            int32_t *acc, acz_iqx_t *next) {
+    int32_t sum = 0;
+    ACZ_IQ_ROWS(8, ACZ_IQ_WORDS(8, ACZ_IQ_GROUP4), ACZ_IQ_ONE4);
+    return sum;
 }
 #endif
 #endif
 
-/* acc = the layer's bias + its weights times x, in the stored form's kernel (an export compiles only its
- * own); sum: of x, times the weights' offset (128 or 8), is what the unsigned storage added. */
-static void acz_iq_dense(const AczIQLayer *L, const acz_iqx_t *x, int32_t sum, int32_t *acc) {
+/* One layer in the stored form's kernel (an export compiles only its own), `form` a constant: ACZ_IQ_ACC
+ * leaves acc = the layer's bias + its weights times x; any other form writes the next layer's activations to
+ * next and returns their sum. sum: of x, times the weights' offset (128 or 8), is what the unsigned storage
+ * added. */
+static ACZ_IQ_INLINE int32_t acz_iq_layer(const AczIQLayer *L, const acz_iqx_t *x, int32_t sum, int form,
+                                          int32_t *acc, acz_iqx_t *next) {
 #if ACZ_IQ_W4
-    if (L->bits == 4) {
-        acz_iq_dense4(L, x, 8 * sum, acc);
-        return;
-    }
+    if (L->bits == 4)
+        return acz_iq_dense4(L, x, 8 * sum, form, acc, next);
 #endif
 #if ACZ_IQ_W8
-    acz_iq_dense8(L, x, 128 * sum, acc);
-#endif
-}
-
-#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 && defined(__GNUC__)
-#define ACZ_THUMB1_NOINLINE __attribute__((noinline))
+    return acz_iq_dense8(L, x, 128 * sum, form, acc, next);
 #else
-#define ACZ_THUMB1_NOINLINE
+    return 0;
 #endif
-/* s < 33 (a requantization multiplier of 1/4 or more): the whole 64-bit product. On
- * Thumb-1 that is a libgcc call and a long shift, kept out of line so that each loop calling acz_iq_scale
- * carries one call to it rather than a copy (elsewhere a few instructions, inlined). */
-static ACZ_THUMB1_NOINLINE int32_t acz_iq_scale_wide(int32_t acc, int32_t mh, int s) {
-    return (int32_t)(((int64_t)acc * (mh * 65536) + ((int64_t)1 << (s - 1))) >> s);
 }
 
-/* round(acc * mult / 2^s), halves up (intq.requantize), with mult = mh 2^16 (its low 16 bits are zero:
- * intq.MULT_BITS; stored as mh) and s = sh + 33 (stored as sh). For s >= 33 only the product's high word counts: floor((p + 2^(s-1)) /
- * 2^s) = (hi + 2^(s-33)) >> (s-32) with hi = floor(p / 2^32) = floor(acc mh / 2^16), since the low word adds
- * less than 1 to an integer numerator. Thumb-1 has no 32 x 32 -> 64 multiply (libgcc's is a call of ~60
- * cycles); there hi = ah mh + (al mh >> 16) with acc = ah 2^16 + al (al unsigned): two 16 x 16 products,
- * neither overflowing. */
-static int32_t acz_iq_scale(int32_t acc, int32_t mh, int sh) {
-    if (sh < 0)
-        return acz_iq_scale_wide(acc, mh, sh + 33);
-#if defined(__ARM_ARCH_ISA_THUMB) && __ARM_ARCH_ISA_THUMB == 1 || defined(ACZ_MULHI_16)
-    const int32_t hi = (acc >> 16) * mh + (int32_t)((((uint32_t)acc & 0xffffu) * (uint32_t)mh) >> 16);
+/* acz_iq_layer, one function per form the net runs (out of line: the row loop gets every register). */
+#if defined(__GNUC__)
+#define ACZ_IQ_NOINLINE __attribute__((noinline))
 #else
-    const int32_t hi = (int32_t)(((int64_t)acc * mh) >> 16);
+#define ACZ_IQ_NOINLINE
 #endif
-    return ((hi >> sh) + 1) >> 1;  /* = (hi + 2^(s-33)) >> (s-32) */
-}
-
-#define ACZ_IQ_CLAMP(p) ((p) > 127 ? 127 : ((p) < -127 ? -127 : (p)))
+#define ACZ_IQ_LAYER_FORM(NAME, FORM) \
+    static ACZ_IQ_NOINLINE int32_t NAME(const AczIQLayer *L, const acz_iqx_t *x, int32_t sum, int32_t *acc, \
+                                        acz_iqx_t *next) { return acz_iq_layer(L, x, sum, FORM, acc, next); }
+ACZ_IQ_LAYER_FORM(acz_iq_layer_acc, ACZ_IQ_ACC)
+#if ACZ_IQ_RELU
+ACZ_IQ_LAYER_FORM(acz_iq_layer_relu, ACZ_IQ_OUT_RELU)
+#endif
+#if ACZ_IQ_NONE
+ACZ_IQ_LAYER_FORM(acz_iq_layer_none, ACZ_IQ_OUT_NONE)
+#endif
+#if ACZ_IQ_LUT
+ACZ_IQ_LAYER_FORM(acz_iq_layer_lut, ACZ_IQ_OUT_LUT)
+#endif
+#if ACZ_IQ_LUT_ODD
+ACZ_IQ_LAYER_FORM(acz_iq_layer_lut_odd, ACZ_IQ_OUT_LUT_ODD)
+#endif
 
 /* A hidden layer's outputs OUT(j) (an lvalue: next[j] for a Linear layer, channel j of a conv layer's output
  * pixel) from its accumulators acc[j], j < L->out: requantize, clamp to +-127, activate, each added to `sum`
  * (the next layer's offset term). One pass per activation form, each compiled where the net has it
- * (ACZ_IQ_<FORM>). Macros, so that each layer kind's loop is its own code, the Linear layer's as written out. */
+ * (ACZ_IQ_<FORM>). A conv layer's pass (a Linear layer activates in its row loop: acz_iq_layer_<form>); macros,
+ * so OUT is any lvalue. */
 #if ACZ_IQ_LUT_ODD
 #define ACZ_IQ_ACT_LUT_ODD(OUT) } else if (L->lut && L->lut_odd) { \
     for (j = 0; j < L->out; j++) { \
@@ -862,7 +977,7 @@ static int32_t acz_iq_conv(const AczIQLayer *L, const acz_iqx_t *x, acz_iqx_t *y
             ACZ_PATCH(acz_iqx_t, g, x, oy, ox, patch);
             int32_t sum = 0;
             for (int k = 0; k < K; k++) sum += patch[k];
-            acz_iq_dense(L, patch, sum, acc);
+            acz_iq_layer_acc(L, patch, sum, acc, 0);
             acz_iqx_t *out = y + oy * g->ow + ox;  /* channel j at out[j * npix] */
 #define ACZ_IQ_PIXEL(j) out[(j) * npix]
             int j;
@@ -904,16 +1019,16 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
         /* padding to inpad (its weights are stored as the offset, i.e. 0); not `j < inpad`, which gcc makes a
          * call to memset (linked: flash) */
         for (j = n; j & (L->bits == 4 ? 7 : 3); j++) x[j] = 0;
-        acz_iq_dense(L, x, sum, acc);
+        if (l == iq->n_layers - 1 || L->oscale) {
+            acz_iq_layer_acc(L, x, sum, acc, next);
 #if !ACZ_HEAD_DISCRETE
-        if (L->oscale) {
-            for (j = 0; j < L->out; j++) y[j] = (float)acc[j] * L->oscale[j];
-            return -1;
-        }
+            if (L->oscale) {
+                for (j = 0; j < L->out; j++) y[j] = (float)acc[j] * L->oscale[j];
+                return -1;
+            }
 #else
-        (void)y;
+            (void)y;
 #endif
-        if (l == iq->n_layers - 1) {
             int best = 0;
             int32_t top = acz_iq_scale(acc[0], L->mult[0], L->shift[0]);
             for (j = 1; j < L->out; j++) {
@@ -922,10 +1037,26 @@ int acz_iq_forward(const AczIQNet *iq, int obs_dim, const float *obs, float *y) 
             }
             return best;
         }
-        /* requantize, clamp to +-127, activate, sum for the next layer */
-#define ACZ_IQ_NEXT(j) next[j]
-        ACZ_IQ_ACTIVATE(ACZ_IQ_NEXT);
-#undef ACZ_IQ_NEXT
+        /* a hidden layer straight to the next one's activations: one row loop per activation form (an export
+         * compiles only the forms its net has) */
+        if (0) {
+#if ACZ_IQ_LUT_ODD
+        } else if (L->lut && L->lut_odd) {
+            sum = acz_iq_layer_lut_odd(L, x, sum, acc, next);
+#endif
+#if ACZ_IQ_LUT
+        } else if (L->lut) {
+            sum = acz_iq_layer_lut(L, x, sum, acc, next);
+#endif
+#if ACZ_IQ_RELU
+        } else if (L->act == ACZ_RELU) {
+            sum = acz_iq_layer_relu(L, x, sum, acc, next);
+#endif
+#if ACZ_IQ_NONE
+        } else {
+            sum = acz_iq_layer_none(L, x, sum, acc, next);
+#endif
+        }
         acz_iqx_t *t = x; x = next; next = t;
         n = L->out;
     }
