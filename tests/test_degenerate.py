@@ -18,6 +18,7 @@ import autocompress as ac
 from autocompress import measure
 from autocompress.cli import app
 from autocompress.config import TrialSpec
+from autocompress.results import TrialResult
 from autocompress.space import SearchSpace
 from autocompress._search.results import finalize, told_values
 
@@ -126,7 +127,7 @@ def test_nothing_non_finite_is_ever_told(ret, teacher, rand, latency, nbytes):
               float("nan"), "latency_ms": latency, "latency_ratio": latency, "bytes": nbytes, "bytes_ratio": nbytes}
     trial = study.ask()
     try:
-        values, constraints = told_values(SPACE, result)
+        values, constraints = told_values(SPACE, TrialResult.from_dict(result))
     except FloatingPointError as e:
         assert str(e).startswith("non-finite ")
         study.tell(trial, state=optuna.trial.TrialState.FAIL)

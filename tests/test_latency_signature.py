@@ -10,6 +10,7 @@ import torch
 from autocompress import measure, native
 from autocompress.artifact import to_bytes
 from autocompress.nets import PolicyNet
+from autocompress.results import TrialResult
 from autocompress._search.driver import latency_known, share_latency
 from test_export import build
 from test_measure import corridor_spec, make_corridor
@@ -68,18 +69,19 @@ def test_a_known_signature_takes_the_recorded_figures_instead_of_being_timed():
 def test_the_first_trial_of_a_signature_to_finish_sets_its_figures_for_the_study():
     study = optuna.create_study(directions=["maximize"])
     fig = lambda r: {k: r for k in measure.LATENCY_FIELDS}  # noqa: E731
-    r1, r2, r3 = ({"latency_signature": s, **fig(v)} for s, v in (("a", 0.5), ("a", 0.6), ("b", 0.7)))
+    r1, r2, r3 = (TrialResult(latency_signature=s, **fig(v)) for s, v in (("a", 0.5), ("a", 0.6), ("b", 0.7)))
     share_latency(study, 1, r1)
     share_latency(study, 2, r2)  # timed while trial 1 ran: takes trial 1's figures
     share_latency(study, 3, r3)
-    assert r1["latency_ratio"] == r2["latency_ratio"] == 0.5 and r2["latency_from"] == 1 and "latency_from" not in r1
-    assert r3["latency_ratio"] == 0.7 and set(latency_known(study)) == {"a", "b"}
+    assert r1.latency_ratio == r2.latency_ratio == 0.5 and r2.latency_from == 1 and r1.latency_from is None
+    assert r3.latency_ratio == 0.7 and set(latency_known(study)) == {"a", "b"}
     assert latency_known(study)["a"] == {"trial": 1, **fig(0.5)}
+    assert study.user_attrs["latency:a"] == {"trial": 1, **fig(0.5)}  # the key as stored
     share_latency(study, 1, r1)  # recorded again (a resumed driver): its own figures, not "from" itself
-    assert "latency_from" not in r1
-    r4 = {"latency_signature": "a", "latency_from": 1, **fig(0.5)}
+    assert r1.latency_from is None
+    r4 = TrialResult(latency_signature="a", latency_from=1, **fig(0.5))
     share_latency(study, 4, r4)  # took them in its task already
-    assert r4["latency_from"] == 1
+    assert r4.latency_from == 1
 
 
 def test_the_teacher_timed_against_itself_is_the_noise_floor():

@@ -62,7 +62,7 @@ def test_a_resumed_or_joined_driver_does_not_replay_the_first_drivers_draws(tmp_
 def test_the_queue_feeds_one_trial_at_a_time_and_takes_items_at_its_front(tmp_path):
     from optuna.trial import TrialState
 
-    from autocompress._search.study import QUEUE, feed, queue
+    from autocompress._search.study import feed, queue
 
     def waiting():
         return len(study.get_trials(states=(TrialState.WAITING,)))
@@ -75,7 +75,7 @@ def test_the_queue_feeds_one_trial_at_a_time_and_takes_items_at_its_front(tmp_pa
     queue(study, [{"params": {"x": i}, "user_attrs": {"baseline": True}} for i in range(3)])
     feed(study)
     feed(study)  # a trial is WAITING already: nothing more is enqueued
-    assert waiting() == 1 and [i["params"] for i in study.user_attrs[QUEUE]] == [{"x": 1}, {"x": 2}]
+    assert waiting() == 1 and [i["params"] for i in study.user_attrs["queue"]] == [{"x": 1}, {"x": 2}]
     assert ask() == (0, {"baseline": True})
     queue(study, [{"params": {"x": 9}, "user_attrs": {"stacked": True}}], front=True)
     feed(study)
@@ -84,4 +84,4 @@ def test_the_queue_feeds_one_trial_at_a_time_and_takes_items_at_its_front(tmp_pa
         feed(study)
         assert ask() == (x, {"baseline": True})
     feed(study)  # empty: nothing to do
-    assert study.user_attrs[QUEUE] == [] and waiting() == 0
+    assert study.user_attrs["queue"] == [] and waiting() == 0

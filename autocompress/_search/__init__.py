@@ -1,6 +1,7 @@
 """The only Optuna adapter: a multi-objective study whose trials run as Ray tasks.
 
     study     storage, heartbeats, orphaned trials, repeats, budget
+    record    what the study keeps per trial (TrialRecord) and of its own (StudyAttrs): every attr name
     tasks     the Ray tasks (teacher, trial) and the fault-injection test hook
     driver    SearchOptions, the Driver (launch / record / poll) and run_search
     guided    the optional first stage: layer sensitivity, then guided configs enqueued

@@ -15,6 +15,7 @@ stack can run as soon as its anchor has kept the return, ahead of the remaining 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -30,15 +31,16 @@ from optuna.trial import TrialState
 from autocompress import artifact, checks, measure, pareto, rl, targets
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import AutocompressError, ConfigError, SearchError, TeacherError
-from autocompress.results import SLIM_DROP
+from autocompress.results import SLIM_DROP, TrialResult
 from autocompress._search import guided, tasks, warm
 from autocompress._search.heldout import conclude
+from autocompress._search.record import StudyAttrs, TrialRecord, queue_item, queued_record, write
 from autocompress._search.results import STATE_FILE, current_front, feasible, finalize, rows, told_values
 from autocompress.pruners import make_pruner
 from autocompress.samplers import make_sampler
-from autocompress._search.study import (HEARTBEAT_S, JOURNAL, LATENCY_ATTR, MAX_FREE_REPEATS, NOISE_FLOOR_ATTR,
-                                       QUEUE, beat, driver_id, duplicate_of, fail_orphans, feed, finished,
-                                       open_study, pin_runtime, queue, reuse_key, taken)
+from autocompress._search.study import (HEARTBEAT_S, JOURNAL, MAX_FREE_REPEATS, beat, driver_id, duplicate_of,
+                                       fail_orphans, feed, finished, open_study, pin_runtime, queue, reuse_key,
+                                       taken)
 from autocompress.space import SearchSpace, suggest
 from autocompress._search.stacking import baseline_params, stacked_params
 from autocompress.teacher import load_teacher, teacher_dir
@@ -119,16 +121,15 @@ class Driver:
             feed(self.study)
         trial = self.study.ask()
         cfg = suggest(trial, self.space)
-        cfg = trial.user_attrs.get("guided", cfg)  # a sensitivity-guided config: as enqueued (per-layer maps)
-        trial.set_user_attr("config", cfg)
-        trial.set_user_attr("driver", self.id)
+        guided_cfg = TrialRecord.of(trial).guided  # a sensitivity-guided config: as enqueued (per-layer maps)
+        cfg = cfg if guided_cfg is None else guided_cfg
+        write(trial, config=cfg, driver=self.id)
         try:
             CompressConfig.model_validate(cfg).check_against(self.spec)
         except ValueError as e:  # ConfigError, or pydantic's ValidationError
             self.record(trial, cfg, None, f"invalid config: {e}")
             return
-        trial.set_user_attr("launched_at", time.time())
-        trial.set_user_attr("reuse_key", self.reuse_key)
+        write(trial, launched_at=time.time(), reuse_key=self.reuse_key)
         same = duplicate_of(self.study, json.loads(json.dumps(cfg)), self.reuse_key)  # as stored: lists, not tuples
         if same is not None:
             self.answer_repeat(trial, cfg, same)
@@ -143,30 +144,30 @@ class Driver:
         """A config that already ran on this spec, teacher and runtime: its measurements are reused, and
         it does not count in the budget (the sampler is asked again) unless MAX_FREE_REPEATS came in a
         row (a space the sampler has exhausted must still end)."""
-        trial.set_user_attr("duplicate_of", same.number)
+        write(trial, duplicate_of=same.number)
         free = self.repeats_in_row < MAX_FREE_REPEATS
         self.repeats_in_row += 1
         if free:
-            trial.set_user_attr("free_repeat", True)
+            write(trial, free_repeat=True)
         self.log(f"trial {trial.number} repeats trial {same.number}'s config: its outcome is reused"
                  + (" (not counted in the budget)" if free else f" ({MAX_FREE_REPEATS} repeats in a row: counted)"))
+        prior = TrialRecord.of(same)
         if same.state == TrialState.PRUNED:
-            self.record(trial, cfg, {"stopped": same.user_attrs["stopped"], "reports": same.user_attrs["intermediate"],
-                                     "trial_seconds": 0.0}, None)
+            self.record(trial, cfg, {"stopped": prior.stopped, "reports": prior.intermediate, "trial_seconds": 0.0},
+                        None)
             return
         now = time.time()
-        result = {**same.user_attrs["result"], "duplicate_of": same.number, "trial_seconds": 0.0, "timings": {},
-                  "started_at": now, "finished_at": now, "node_id": None, "hostname": socket.gethostname(),
-                  "pid": os.getpid()}
-        if "intermediate" in same.user_attrs:
-            trial.set_user_attr("intermediate", same.user_attrs["intermediate"])
-        self.record(trial, cfg, {"result": result, "artifact": Path(result["artifact"]).read_bytes()}, None)
+        result = dataclasses.replace(prior.result, duplicate_of=same.number, trial_seconds=0.0, timings={},
+                                     started_at=now, finished_at=now, node_id=None, hostname=socket.gethostname(),
+                                     pid=os.getpid())
+        if prior.intermediate is not None:
+            write(trial, intermediate=prior.intermediate)
+        self.record(trial, cfg, {"result": result, "artifact": Path(result.artifact).read_bytes()}, None)
 
     def feasible_curves(self) -> list:
         """Report curves of the trials that finished feasible: the history a pruner compares with."""
-        return [t.user_attrs["intermediate"] for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("intermediate") and feasible(t)
-                and "duplicate_of" not in t.user_attrs]
+        recs = ((t, TrialRecord.of(t)) for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        return [rec.intermediate for t, rec in recs if rec.intermediate and feasible(t) and rec.duplicate_of is None]
 
     def record_stopped(self, trial, cfg: dict, outcome: dict) -> None:
         """A trial the pruner stopped: PRUNED, with its reports, its reason and, as its constraint, the
@@ -176,10 +177,9 @@ class Driver:
         if not math.isfinite(ratio):  # nothing non-finite is told (see told_values)
             self.record(trial, cfg, None, f"non-finite return ratio: {ratio} (reported at step {step})")
             return
-        trial.set_user_attr("intermediate", reports)
-        trial.set_user_attr("stopped", reason)
-        trial.set_user_attr("partial", {"return_ratio": ratio, "step": step, "trial_seconds": outcome["trial_seconds"],
-                                        "driver_seconds": time.time() - trial.user_attrs["launched_at"]})
+        write(trial, intermediate=reports, stopped=reason,
+              partial={"return_ratio": ratio, "step": step, "trial_seconds": outcome["trial_seconds"],
+                       "driver_seconds": time.time() - TrialRecord.of(trial).launched_at})
         if self.space.constraints.min_return_ratio is not None:
             trial.set_constraint("min_return_ratio", self.space.constraints.min_return_ratio - ratio)
         self._close(trial, cfg, TrialState.PRUNED, reason)
@@ -193,7 +193,7 @@ class Driver:
             self.record_stopped(trial, cfg, outcome)
             return
         if outcome is not None and outcome.get("reports"):
-            trial.set_user_attr("intermediate", outcome["reports"])
+            write(trial, intermediate=outcome["reports"])
         values = constraints = None
         if outcome is not None and "result" in outcome:
             share_latency(self.study, trial.number, outcome["result"])
@@ -203,25 +203,27 @@ class Driver:
             except FloatingPointError as e:
                 reason, outcome = str(e), None
         if outcome is None:
-            trial.set_user_attr("fail_reason", reason)
+            write(trial, fail_reason=reason)
             self._close(trial, cfg, TrialState.FAIL, reason)
             self.log(f"trial {trial.number} FAILED: {reason.splitlines()[-1] if reason else ''}")
             return
         art = self.opts.run_dir / "trials" / str(trial.number) / "policy.acz"
         art.parent.mkdir(parents=True, exist_ok=True)
         art.write_bytes(outcome["artifact"])
-        r = outcome["result"]
-        slim = {k: v for k, v in r.items() if k not in SLIM_DROP}
-        # wall time as the driver saw it: scheduling + worker start + trial + result transfer
-        slim["driver_seconds"] = time.time() - trial.user_attrs["launched_at"]
-        trial.set_user_attr("result", {**slim, "artifact": str(art)})
+        r: TrialResult = outcome["result"]
+        # the study keeps it with its artifact in the run dir and the wall time as the driver saw it
+        # (scheduling + worker start + trial + result transfer); MLflow gets it as the worker measured it
+        write(trial, result=dataclasses.replace(r, artifact=str(art),
+                                                driver_seconds=time.time() - TrialRecord.of(trial).launched_at))
         for k, v in constraints.items():
             trial.set_constraint(k, v)
-        self._close(trial, cfg, TrialState.COMPLETE, reason, r, art, values)
+        # a repeat's result is what the study kept of its original: no per-episode returns or rounds
+        logged = r.to_dict(drop=SLIM_DROP if r.duplicate_of is not None else ())
+        self._close(trial, cfg, TrialState.COMPLETE, reason, logged, art, values)
         done, hv = self.history[-1]
         self.log(f"trial {trial.number} done: {json.dumps(cfg) if cfg else 'teacher as-is'} -> return "
-                 f"{r['return_mean']:.1f} (×{r['return_ratio']:.3f}), latency ×{r['latency_ratio']:.3f}, "
-                 f"bytes ×{r['bytes_ratio']:.4f}, {r['trial_seconds']:.0f} s | {done}/{self.opts.trials} "
+                 f"{r.return_mean:.1f} (×{r.return_ratio:.3f}), latency ×{r.latency_ratio:.3f}, "
+                 f"bytes ×{r.bytes_ratio:.4f}, {r.trial_seconds:.0f} s | {done}/{self.opts.trials} "
                  f"finished, front {self.front_size}, HV {hv:.4f}")
 
     def _close(self, trial, cfg: dict, state: TrialState, reason: str | None, result: dict | None = None,
@@ -238,22 +240,23 @@ class Driver:
         """Queue the space's stacks (`stack`) ahead of the remaining baselines as soon as their anchor is
         known: the first baseline in run order (teacher aside) that kept the return alone, once every
         baseline before it has finished. Once per study, by the feeding driver."""
-        if not (self.space.stack and self.space.baselines) or self.opts.join or "stacked" in self.study.user_attrs:
+        attrs = StudyAttrs(self.study)
+        if not (self.space.stack and self.space.baselines) or self.opts.join or attrs.stacked is not None:
             return
         anchor = None
-        for t in sorted((t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")),
+        for t in sorted((t for t in self.study.get_trials(deepcopy=False) if TrialRecord.of(t).baseline),
                         key=lambda t: t.number):
             if t.state in (TrialState.WAITING, TrialState.RUNNING):
                 return  # an earlier baseline may still be the anchor
-            names = [n for n in t.user_attrs.get("config") or {} if n != "critic"]
+            names = [n for n in TrialRecord.of(t).config or {} if n != "critic"]
             if t.state == TrialState.COMPLETE and len(names) == 1 and feasible(t):
                 anchor = (t.number, names[0], t.params)
                 break
-        if anchor is None and any(i["user_attrs"].get("baseline") for i in self.study.user_attrs.get(QUEUE, [])):
+        if anchor is None and any(queued_record(i).baseline for i in attrs.queue):
             return  # none so far; baselines still to run
         stacks = stacked_params(self.space, anchor[1], anchor[2]) if anchor else []
-        queue(self.study, [{"params": p, "user_attrs": {"stacked": True}} for p in stacks], front=True)
-        self.study.set_user_attr("stacked", len(stacks))
+        queue(self.study, [queue_item(p, stacked=True) for p in stacks], front=True)
+        attrs.stacked = len(stacks)
         self.log(f"trial {anchor[0]} ({anchor[1]}) kept the return alone: {len(stacks)} stack(s) on it queued ahead "
                  "of the remaining baselines" if anchor else "no technique kept the return alone: no stacks")
 
@@ -329,20 +332,23 @@ class Driver:
 
 def latency_known(study: optuna.Study) -> dict[str, dict]:
     """The study's timed compute signatures (any driver's), for a trial to take over."""
-    return {k[len(LATENCY_ATTR):]: v for k, v in study.user_attrs.items() if k.startswith(LATENCY_ATTR)}
+    return StudyAttrs(study).latencies()
 
 
-def share_latency(study: optuna.Study, number: int, result: dict) -> None:
+def share_latency(study: optuna.Study, number: int, result: TrialResult) -> None:
     """The first trial of a compute signature to finish stores its in-kernel figures in the study; a trial
     of that signature that was timed meanwhile (in flight at once) takes them over, so the two tie."""
-    sig = result.get("latency_signature")
-    if not sig or result.get("latency_from") is not None:
+    sig = result.latency_signature
+    if not sig or result.latency_from is not None:
         return
-    prior = study.user_attrs.get(LATENCY_ATTR + sig)
+    attrs = StudyAttrs(study)
+    prior = attrs.latencies().get(sig)
     if prior is None:
-        study.set_user_attr(LATENCY_ATTR + sig, {"trial": number, **{k: result[k] for k in measure.LATENCY_FIELDS}})
+        attrs.set_latency(sig, {"trial": number, **{k: getattr(result, k) for k in measure.LATENCY_FIELDS}})
     elif prior["trial"] != number:
-        result.update({k: prior[k] for k in measure.LATENCY_FIELDS}, latency_from=prior["trial"])
+        for k in measure.LATENCY_FIELDS:
+            setattr(result, k, prior[k])
+        result.latency_from = prior["trial"]
 
 
 def measure_noise_floor(study: optuna.Study, spec: TrialSpec, teacher_ref, cache_root: str, tracker,
@@ -351,8 +357,9 @@ def measure_noise_floor(study: optuna.Study, spec: TrialSpec, teacher_ref, cache
     MLflow parent run; the front's latency differences below it are the machine's noise."""
     import ray  # deferred (heavy)
 
-    if NOISE_FLOOR_ATTR in study.user_attrs:
-        return study.user_attrs[NOISE_FLOOR_ATTR]
+    attrs = StudyAttrs(study)
+    if attrs.noise_floor is not None:  # measured already (a resumed or joined study)
+        return attrs.noise_floor
     try:
         floor = ray.get(ray.remote(tasks.noise_floor_task).options(num_cpus=spec.resources.num_cpus).remote(
             spec.model_dump_json(), teacher_ref, cache_root))
@@ -361,7 +368,7 @@ def measure_noise_floor(study: optuna.Study, spec: TrialSpec, teacher_ref, cache
         return None
     if floor is None:
         return None
-    study.set_user_attr(NOISE_FLOOR_ATTR, floor)
+    attrs.noise_floor = floor
     tracker.log_parent_metrics({"latency_noise_floor_min": floor["min"], "latency_noise_floor_max": floor["max"]})
     log(f"latency noise floor: the teacher timed against itself {floor['repeats']} times, "
         f"{floor['min']:.3f}-{floor['max']:.3f}x (different compute signatures; the same one ties exactly)")
@@ -396,8 +403,8 @@ def _sensitivity_stage(study, space: SearchSpace, spec: TrialSpec, teacher: dict
     tracker.log_parent_metrics({"sensitivity_seconds": table["seconds"]})
     trials = guided.guided_trials(table, space)
     for params, cfg in trials:
-        queue(study, [{"params": params, "user_attrs": {"guided": cfg}}])
-    study.set_user_attr("sensitivity_guided", len(trials))
+        queue(study, [queue_item(params, guided=cfg)])
+    StudyAttrs(study).sensitivity_guided = len(trials)
     log(f"sensitivity: {len(trials)} guided config(s) enqueued")
 
 
@@ -445,15 +452,16 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
         if n:
             log(f"resume: {n} trial(s) left RUNNING by a stopped driver were marked FAIL and will be asked again")
     elif opts.join:
-        if study.user_attrs.get("tracking_uri") == redact(tracking_uri):  # same server: one parent run for all
-            parent_id = parent_id or study.user_attrs.get("mlflow_parent_run_id")
+        attrs = StudyAttrs(study)
+        if attrs.tracking_uri == redact(tracking_uri):  # same server: one parent run for all
+            parent_id = parent_id or attrs.parent_run_id
         log(f"join: study {space.name!r} has {len(study.trials)} trial(s); adding trials beside its other drivers")
     cache_root = str(Path(opts.cache_dir).resolve()) if opts.cache_dir else str((run_dir / "teachers").resolve())
     if source is not None:
         warm.warm_start(study, source, space, reuse_key(spec, teacher_dir(spec, Path(cache_root)).name),
                         str(opts.warm_start), log)
     if not (opts.resume or opts.join) and space.baselines:
-        queue(study, [{"params": p, "user_attrs": {"baseline": True}} for p in baseline_params(space)])
+        queue(study, [queue_item(p, baseline=True) for p in baseline_params(space)])
     parent = tracker.start_parent(parent_id, f"search-{space.name}", {
         "space": space_path.name, "trial_spec": spec_path.name, "objectives": ",".join(space.objectives),
         "sampler": opts.sampler, "seed": opts.seed, "trials": opts.trials, "parallel": opts.parallel,
@@ -465,8 +473,9 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                  experiment_id=tracker.experiment_id, spec=warm.spec_identity(spec))
     state_path.write_text(json.dumps(state, indent=1))
     if not opts.join:  # where drivers that join find the parent run
-        study.set_user_attr("mlflow_parent_run_id", parent)
-        study.set_user_attr("tracking_uri", redact(tracking_uri))
+        attrs = StudyAttrs(study)
+        attrs.parent_run_id = parent
+        attrs.tracking_uri = redact(tracking_uri)
 
     t_ray = time.time()
     rl.ensure_ray()
@@ -486,7 +495,7 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                                 "teacher_check_return": teacher["info"].get("check_return", float("nan")),
                                 "teacher_task_seconds": time.time() - t0, "ray_init_seconds": ray_init_seconds})
 
-    if space.sensitivity.enabled and not opts.join and "sensitivity_guided" not in study.user_attrs:
+    if space.sensitivity.enabled and not opts.join and StudyAttrs(study).sensitivity_guided is None:
         _sensitivity_stage(study, space, spec, teacher, cache_root, run_dir, tracker, log)
     teacher_ref = ray.put(teacher)
     if not targets.target(spec.latency.target).mcu:

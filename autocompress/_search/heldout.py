@@ -16,6 +16,7 @@ run metrics `reference_*`. Never a trial: not on the front, not in the budget.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import tempfile
 import time
@@ -31,7 +32,8 @@ from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import ConfigError
 from autocompress.results import SLIM_DROP
 from autocompress.tracking import Tracker, check_reachable, run_uri
-from autocompress._search.results import HELDOUT, REFERENCE, current_front, finalize, hypervolume_history, rows
+from autocompress._search.record import StudyAttrs
+from autocompress._search.results import current_front, finalize, hypervolume_history, rows
 from autocompress._search.tasks import install_teacher
 
 Log = Callable[[str], None]
@@ -47,7 +49,7 @@ def reference_task(spec_json: str, teacher: dict, cache_root: str) -> dict:
     with tempfile.TemporaryDirectory() as d:
         result = pipeline.compress_trial(spec, CompressConfig(), d, cache_root, log=lambda m: None,
                                          finetune_teacher=True)
-        return {"result": result.to_dict(), "artifact": (Path(d) / "policy.acz").read_bytes()}
+        return {"result": result, "artifact": (Path(d) / "policy.acz").read_bytes()}
 
 
 def _spec_key(spec: TrialSpec) -> str:
@@ -60,7 +62,8 @@ def run_reference(study: optuna.Study, spec: TrialSpec, teacher_ref, cache_root:
     logged and the search's results stand without it."""
     import ray  # deferred: a finished run's study is read without Ray
 
-    have = study.user_attrs.get(REFERENCE)
+    attrs = StudyAttrs(study)
+    have = attrs.reference
     if have and have.get("spec_key") == _spec_key(spec) and Path(have["artifact"]).is_file():
         return have
     log(f"reference: fine-tuning the teacher itself ({spec.finetune.iterations} iterations, lr {spec.finetune.lr}, "
@@ -76,13 +79,13 @@ def run_reference(study: optuna.Study, spec: TrialSpec, teacher_ref, cache_root:
     art = Path(run_dir) / "reference" / "policy.acz"
     art.parent.mkdir(parents=True, exist_ok=True)
     art.write_bytes(out["artifact"])
-    result = {**{k: v for k, v in out["result"].items() if k not in SLIM_DROP}, "artifact": str(art)}
-    record = {"result": result, "artifact": str(art), "spec_key": _spec_key(spec)}
-    study.set_user_attr(REFERENCE, record)
-    if tracker is not None:
-        tracker.log_reference(out["result"], art)
-    log(f"reference (teacher fine-tuned, no compression): return {result['return_mean']:.1f} "
-        f"(×{result['return_ratio']:.3f} the teacher)")
+    result = dataclasses.replace(out["result"], artifact=str(art))
+    record = {"result": result.to_dict(drop=SLIM_DROP), "artifact": str(art), "spec_key": _spec_key(spec)}
+    attrs.reference = record
+    if tracker is not None:  # MLflow gets it as measured (its per-episode returns too)
+        tracker.log_reference(out["result"].to_dict(), art)
+    log(f"reference (teacher fine-tuned, no compression): return {result.return_mean:.1f} "
+        f"(×{result.return_ratio:.3f} the teacher)")
     return record
 
 
@@ -164,9 +167,10 @@ def reevaluate(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_
     n, seed = held_spec.eval.episodes, held_spec.eval.seed
     if n < 1:
         raise ConfigError(f"{n}: held-out episodes must be >= 1", option="reevaluate")
-    runtime = study.user_attrs.get("runtime") or measure.policy_runtime(spec.latency.runtime)[0]
+    attrs = StudyAttrs(study)
+    runtime = attrs.runtime or measure.policy_runtime(spec.latency.runtime)[0]
     front_rows = current_front(study, objectives)
-    jobs = policies(rows(study), front_rows, run_dir, spec, study.user_attrs.get(REFERENCE))
+    jobs = policies(rows(study), front_rows, run_dir, spec, attrs.reference)
     if parallel is None:
         import ray  # deferred (heavy): only to ask whether it runs
 
@@ -177,7 +181,7 @@ def reevaluate(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_
     values = heldout_values(jobs, held_spec, runtime, log, parallel)
     record = {"episodes": n, "seed": seed, "runtime": runtime, "at": time.time(), "teacher": values.pop("teacher"),
               "reference": values.pop("reference", None), "trials": {str(k): v for k, v in values.items()}}
-    study.set_user_attr(HELDOUT, record)
+    attrs.heldout = record
     if tracker is not None:
         tracker.log_heldout(tracker.logged_trials() or {}, record)
     return record

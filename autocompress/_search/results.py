@@ -15,15 +15,14 @@ from autocompress import pareto, plots
 from autocompress.errors import ConfigError
 from autocompress.results import SLIM_DROP, FrontRow, TrialResult
 from autocompress.space import SearchSpace
-from autocompress._search.study import NOISE_FLOOR_ATTR, finished, storage_for
+from autocompress._search.record import StudyAttrs, TrialRecord
+from autocompress._search.study import finished, storage_for
 from autocompress.urls import is_redacted
 
 #: the run dir's record of the search (study name, storage, tracking URI, MLflow parent run)
 STATE_FILE = "search.json"
 #: objective -> TrialResult field
 OBJECTIVE_KEYS = {"return": "return_mean", "latency": "latency_ms", "bytes": "bytes"}
-#: study user attrs: the held-out snapshot and the fine-tuned teacher reference (see _search/heldout.py)
-HELDOUT, REFERENCE = "heldout", "reference"
 #: a row's held-out values: row key -> key in a held-out snapshot's entry
 HELDOUT_KEYS = {"heldout_return_mean": "return_mean", "heldout_return_std": "return_std",
                 "heldout_return_ratio": "return_ratio"}
@@ -38,11 +37,11 @@ def rows(study: optuna.Study) -> list[dict]:
     """One row per COMPLETE trial: its number, config, constraint feasibility and measurements, and
     its held-out values (heldout_return_mean/_std/_ratio, heldout_episodes) where it has them."""
     out = []
-    held = study.user_attrs.get(HELDOUT) or {}
+    held = StudyAttrs(study).heldout or {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        r = TrialResult.from_dict(t.user_attrs.get("result", {})).to_dict(drop=SLIM_DROP)
-        r.update(trial=t.number, config=t.user_attrs.get("config", {}),
-                 feasible=feasible(t))
+        rec = TrialRecord.of(t)
+        r = (rec.result or TrialResult()).to_dict(drop=SLIM_DROP)
+        r.update(trial=t.number, config=rec.config or {}, feasible=feasible(t))
         h = held.get("trials", {}).get(str(t.number))
         if h:
             r.update({k: h[v] for k, v in HELDOUT_KEYS.items()}, heldout_episodes=held["episodes"])
@@ -53,7 +52,7 @@ def rows(study: optuna.Study) -> list[dict]:
 def heldout_of_front(study: optuna.Study, front_rows: list[dict]) -> dict | None:
     """The study's held-out snapshot if every front member has values in it (else None: the front
     changed since, e.g. a resumed search, and pareto/pick go by the evaluation episodes)."""
-    held = study.user_attrs.get(HELDOUT)
+    held = StudyAttrs(study).heldout
     if not held or not front_rows or any(r.get("heldout_return_ratio") is None for r in front_rows):
         return None
     return held
@@ -61,14 +60,15 @@ def heldout_of_front(study: optuna.Study, front_rows: list[dict]) -> dict | None
 
 def reference_row(study: optuna.Study) -> dict | None:
     """The fine-tuned teacher's row (`finetune.teacher_reference`), with its held-out values if any."""
-    ref = study.user_attrs.get(REFERENCE)
+    attrs = StudyAttrs(study)
+    ref = attrs.reference
     if not ref:
         return None
     r = TrialResult.from_dict(ref["result"]).to_dict(drop=SLIM_DROP)
     r.update(trial=-1, config={}, feasible=True, reference=True)
-    h = (study.user_attrs.get(HELDOUT) or {}).get("reference")
-    if h:
-        r.update({k: h[v] for k, v in HELDOUT_KEYS.items()}, heldout_episodes=study.user_attrs[HELDOUT]["episodes"])
+    held = attrs.heldout or {}
+    if held.get("reference"):
+        r.update({k: held["reference"][v] for k, v in HELDOUT_KEYS.items()}, heldout_episodes=held["episodes"])
     return r
 
 
@@ -86,18 +86,19 @@ CONSTRAINT_FIELDS = {"min_return_ratio": "return_ratio", "max_bytes": "bytes", "
 PLOTTED_FIELDS = ("return_ratio", "latency_ratio", "bytes_ratio")
 
 
-def constraint_values(space: SearchSpace, result: dict) -> dict[str, float]:
+def constraint_values(space: SearchSpace, result: TrialResult) -> dict[str, float]:
     """Optuna's constraint values (<= 0: satisfied) of a result, one per bound the space sets."""
     c = space.constraints
     out = {}
     for key, field in CONSTRAINT_FIELDS.items():
         bound = getattr(c, key)
         if bound is not None:
-            out[key] = bound - result[field] if key.startswith("min_") else result[field] - bound
+            value = getattr(result, field)
+            out[key] = bound - value if key.startswith("min_") else value - bound
     return out
 
 
-def told_values(space: SearchSpace, result: dict) -> tuple[list[float], dict[str, float]]:
+def told_values(space: SearchSpace, result: TrialResult) -> tuple[list[float], dict[str, float]]:
     """What a finished trial tells Optuna: its objective values and constraint values. The one guard on
     them: FloatingPointError naming the first field that is not a finite number (NaN, inf: a user's env,
     a degenerate return scale), so that none reaches the sampler, MLflow or a plot; the driver records
@@ -105,10 +106,10 @@ def told_values(space: SearchSpace, result: dict) -> tuple[list[float], dict[str
     fields = [OBJECTIVE_KEYS[o] for o in space.objectives]
     fields += [CONSTRAINT_FIELDS[k] for k in constraint_values(space, result)] + list(PLOTTED_FIELDS)
     for f in fields:
-        v = result.get(f)
+        v = getattr(result, f)
         if not isinstance(v, (int, float)) or not math.isfinite(v):
             raise FloatingPointError(f"non-finite {f.replace('_', ' ')}: {v}")
-    return [float(result[OBJECTIVE_KEYS[o]]) for o in space.objectives], constraint_values(space, result)
+    return [float(getattr(result, OBJECTIVE_KEYS[o])) for o in space.objectives], constraint_values(space, result)
 
 
 def finalize(study: optuna.Study, objectives: list[str], tracker, run_dir: Path,
@@ -139,7 +140,7 @@ def finalize(study: optuna.Study, objectives: list[str], tracker, run_dir: Path,
         except Exception as e:  # a plot is a view of the table: never the end of a search
             log(f"warning: {name} not drawn ({type(e).__name__}: {e}); pareto.csv / pareto.json hold the values")
     ref = reference_row(study)
-    floor = study.user_attrs.get(NOISE_FLOOR_ATTR)  # the teacher timed against itself: beside the front
+    floor = StudyAttrs(study).noise_floor  # the teacher timed against itself: beside the front
     for name, data in (("heldout.json", held), ("reference.json", ref), ("noise_floor.json", floor)):
         if data:  # the held-out snapshot (seeds, teacher, every member) and the fine-tuned teacher's row
             (out / name).write_text(json.dumps(data, indent=1))

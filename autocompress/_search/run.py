@@ -25,6 +25,7 @@ from autocompress.space import load_search_space
 from autocompress.targets import target as find_target
 from autocompress.urls import is_redacted, mlflow_ui_base, mlflow_ui_links
 from autocompress._search import heldout
+from autocompress._search.record import StudyAttrs, TrialRecord
 from autocompress._search.results import current_front, heldout_of_front, load_run, reference_row, rows
 from autocompress._search.study import JOURNAL
 from autocompress._search.sync import sync_run
@@ -211,7 +212,7 @@ class Run:
         known = {t.number: t for t in self.study.get_trials(deepcopy=False)}
         if trial in known:
             t = known[trial]
-            why = t.user_attrs.get("fail_reason", "")
+            why = TrialRecord.of(t).fail_reason or ""
             raise ConfigError(f"trial {trial} is {t.state.name}, not COMPLETE" + (f": {why.splitlines()[-1][:300]}"
                                                                                   if why else ""), option="trial")
         raise ConfigError(f"no trial {trial} in {self.run_dir} (trials 0..{max(known, default=-1)})", option="trial")
@@ -259,7 +260,7 @@ class Run:
         (['teacher', 0], True)
         """
         spec = measure.heldout_spec(self.trial_spec(), episodes, seed)
-        runtime = runtime or self.study.user_attrs.get("runtime") or "auto"
+        runtime = runtime or StudyAttrs(self.study).runtime or "auto"
         all_rows = self.rows()
         by_number = {r["trial"]: r for r in all_rows}
         wanted = [r.trial for r in self.front()] if trials is None else list(trials)

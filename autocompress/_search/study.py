@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from autocompress.errors import ConfigError
 from autocompress.samplers import make_sampler
+from autocompress._search.record import StudyAttrs, TrialRecord, enqueue, write_finished
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -78,7 +79,7 @@ def name_objectives(study: optuna.Study, objectives: list[str]) -> optuna.Study:
     return study
 
 
-#: a driver writes `heartbeat:<host:pid>` into the study's user attrs this often (seconds) ...
+#: a driver writes its heartbeat into the study (StudyAttrs.beat) this often (seconds) ...
 HEARTBEAT_S = 10.0
 #: ... and its RUNNING trials are taken as orphaned once it has been silent this long
 STALE_AFTER_S = 60.0
@@ -90,7 +91,8 @@ def pin_runtime(study: optuna.Study, spec):
     and a worker that cannot fails its trial instead of falling back to another runtime."""
     from autocompress import native
 
-    pinned = study.user_attrs.get("runtime")
+    attrs = StudyAttrs(study)
+    pinned = attrs.runtime
     wanted = spec.latency.runtime
     resolved = (pinned or ("c" if native.available() else "numpy")) if wanted == "auto" else wanted
     if pinned and resolved != pinned:
@@ -99,12 +101,12 @@ def pin_runtime(study: optuna.Study, spec):
     if resolved == "c" and not native.available():
         raise ConfigError("latency.runtime: 'c' needs a C compiler (cc, gcc, clang or $CC) and none works here; "
                           "set latency.runtime: numpy")
-    study.set_user_attr("runtime", resolved)
+    attrs.runtime = resolved
     return spec.updated({"latency": {"runtime": resolved}})
 
 
 def beat(study: optuna.Study, driver: str) -> None:
-    study.set_user_attr(f"heartbeat:{driver}", time.time())
+    StudyAttrs(study).beat(driver)
 
 
 def _driver_gone(driver: str | None, last_beat: float | None, now: float) -> bool:
@@ -131,17 +133,15 @@ def fail_orphans(study: optuna.Study, me: str, include_unowned: bool = False) ->
     because journal storage has no heartbeats), so a driver that dies beside others loses no
     budget; `--resume` runs it with `include_unowned`, for trials whose driver never said who
     it was. Trials of live drivers (their own, or other --join drivers') are left alone."""
-    beats, now, n = study.user_attrs, time.time(), 0
+    beats, now, n = StudyAttrs(study).heartbeats(), time.time(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        driver = t.user_attrs.get("driver")
+        driver = TrialRecord.of(t).driver
         if driver == me or (driver is None and not include_unowned):
             continue
-        if not _driver_gone(driver, beats.get(f"heartbeat:{driver}"), now):
+        if not _driver_gone(driver, beats.get(driver), now):
             continue
-        # Optuna has no public setter for a frozen trial's attrs; the storage call is the documented way.
-        study._storage.set_trial_user_attr(t._trial_id, "fail_reason",
-                                           f"interrupted: its search driver {driver or '(unknown)'} stopped")
-        study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+        write_finished(study, t, fail_reason=f"interrupted: its search driver {driver or '(unknown)'} stopped")
+        write_finished(study, t, interrupted=True)
         study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(t.params, skip_if_exists=False)
         n += 1
@@ -166,8 +166,9 @@ def duplicate_of(study: optuna.Study, cfg: dict, key: str) -> optuna.trial.Froze
     outcome stands for a repeat; samplers re-propose configs of discrete spaces (e.g. a distill
     width) and Optuna's own advice is to answer those from the study."""
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        if t.user_attrs.get("config") == cfg and t.user_attrs.get("reuse_key") == key and (
-                t.state == TrialState.PRUNED or Path(t.user_attrs.get("result", {}).get("artifact", "")).is_file()):
+        rec = TrialRecord.of(t)
+        if rec.config == cfg and rec.reuse_key == key and (
+                t.state == TrialState.PRUNED or Path(rec.result.artifact if rec.result else "").is_file()):
             return t
     return None
 
@@ -177,7 +178,11 @@ def finished(study: optuna.Study) -> list:
     stopped early (PRUNED), or FAIL for a reason of their own."""
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                  TrialState.FAIL))
-            if not any(t.user_attrs.get(k) for k in ("interrupted", "free_repeat", "copied_from"))]
+            if not _uncounted(TrialRecord.of(t))]
+
+
+def _uncounted(rec: TrialRecord) -> bool:
+    return rec.interrupted or rec.free_repeat or bool(rec.copied_from)
 
 
 def taken(study: optuna.Study) -> int:
@@ -185,28 +190,22 @@ def taken(study: optuna.Study) -> int:
     return len(finished(study)) + len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
-#: study attr: trials the driver enqueues one at a time, [{"params": ..., "user_attrs": ...}]
-QUEUE = "queue"
-#: study user attr per timed compute signature: its in-kernel figures and the trial that measured them
-LATENCY_ATTR = "latency:"
-#: study user attr: the teacher timed against itself (measure.latency_noise_floor)
-NOISE_FLOOR_ATTR = "latency_noise_floor"
-
-
 def queue(study: optuna.Study, items: list[dict], front: bool = False) -> None:
-    """Add trials to the study's own queue (at its `front`, or its end). Optuna runs WAITING trials
+    """Add trials (record.queue_item) to the study's own queue (at its `front`, or its end). Optuna runs WAITING trials
     oldest first and cannot reorder them; holding ours back until a worker is free lets a stack
     decided mid-way run before the remaining baselines."""
-    held = study.user_attrs.get(QUEUE, [])
-    study.set_user_attr(QUEUE, items + held if front else held + items)
+    attrs = StudyAttrs(study)
+    held = attrs.queue
+    attrs.queue = items + held if front else held + items
 
 
 def feed(study: optuna.Study) -> None:
     """Enqueue the head of the study's queue, unless a trial is WAITING already (that one runs next)."""
-    held = study.user_attrs.get(QUEUE, [])
+    attrs = StudyAttrs(study)
+    held = attrs.queue
     if held and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        study.set_user_attr(QUEUE, held[1:])
-        study.enqueue_trial(held[0]["params"], user_attrs=held[0]["user_attrs"])
+        attrs.queue = held[1:]
+        enqueue(study, held[0])
 
 
 def driver_id() -> str:

@@ -11,6 +11,8 @@ from optuna.trial import TrialState
 
 from autocompress import checks
 from autocompress.errors import TrackingError
+from autocompress.results import SLIM_DROP
+from autocompress._search.record import TrialRecord
 from autocompress._search.results import STATE_FILE, current_front, finalize, hypervolume_history, load_run
 from autocompress._search.study import finished
 from autocompress.tracking import Tracker, check_reachable, run_uri, trial_params
@@ -41,10 +43,11 @@ def sync_run(run_dir: Path, storage: str | None = None, tracking_uri: str | None
         if logged is not None and t.number in logged:
             present += 1
             continue
-        result = t.user_attrs.get("result")
-        art = Path(result["artifact"]) if result and result.get("artifact") else None
-        rid = tracker.log_trial(t.number, trial_params(t.params, t.user_attrs.get("config", {})), result,
-                                t.state.name, t.user_attrs.get("fail_reason") or t.user_attrs.get("stopped"), art)
+        rec = TrialRecord.of(t)
+        result = rec.result.to_dict(drop=SLIM_DROP) if rec.result else None  # as the study kept it
+        art = Path(rec.result.artifact) if rec.result and rec.result.artifact else None
+        rid = tracker.log_trial(t.number, trial_params(t.params, rec.config or {}), result, t.state.name,
+                                rec.fail_reason or rec.stopped, art)
         if rid is None:
             break
         logged[t.number] = rid

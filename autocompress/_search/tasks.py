@@ -1,6 +1,6 @@
 """The Ray tasks of a search. They run in workers, so everything they need travels as arguments
-(the teacher's files included: no shared filesystem on a cluster), and they return plain data;
-only the driver writes to the study, the run dir and MLflow.
+(the teacher's files included: no shared filesystem on a cluster), and they return plain data (a
+trial's measurements as its TrialResult); only the driver writes to the study, the run dir and MLflow.
 
 `faults` is a test hook (env var AUTOCOMPRESS_FAULT_TRIALS="4,kill-once:2,kill:3"): it makes
 the named trials raise, or kills their worker, to exercise the search's fault handling.
@@ -116,7 +116,7 @@ def trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root
         return {"stopped": e.reason, "reports": e.reports, "trial_seconds": time.time() - start}
     result.node_id, result.hostname, result.pid = ray.get_runtime_context().get_node_id(), socket.gethostname(), os.getpid()
     result.started_at, result.finished_at = start, time.time()
-    return {"result": result.to_dict(), "artifact": artifact, "reports": reporter.reports}
+    return {"result": result, "artifact": artifact, "reports": reporter.reports}
 
 
 def noise_floor_task(spec_json: str, teacher: dict, cache_root: str) -> dict | None:

@@ -20,7 +20,9 @@ import optuna
 from optuna.trial import TrialState
 
 from autocompress.errors import ConfigError
+from autocompress.results import TrialResult
 from autocompress.space import SearchSpace, load_search_space, suggest
+from autocompress._search.record import TrialRecord, copy_attrs, enqueue, queue_item
 from autocompress._search.results import STATE_FILE, constraint_values, current_front, load_run
 
 
@@ -72,26 +74,26 @@ def warm_start(study: optuna.Study, source: optuna.Study, space: SearchSpace, ke
     """Copy the matching COMPLETE trials of `source` into `study`, enqueue its front's others."""
     copied, enqueued, skipped = 0, 0, 0
     for t in source.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.user_attrs.get("reuse_key") != key or "duplicate_of" in t.user_attrs:
+        rec = TrialRecord.of(t)
+        if rec.reuse_key != key or rec.duplicate_of is not None:
             continue
-        dists = _replay(t.params, t.user_attrs.get("config", {}), space)
+        dists = _replay(t.params, rec.config or {}, space)
         if dists is None:
             skipped += 1
             continue
-        result = t.user_attrs.get("result", {})
         study.add_trial(optuna.trial.create_trial(
             params=t.params, distributions=dists, values=t.values,
-            user_attrs={**t.user_attrs, "copied_from": f"{origin}#{t.number}"},
-            constraints=constraint_values(space, result) or None))
+            user_attrs=copy_attrs(t, copied_from=f"{origin}#{t.number}"),
+            constraints=constraint_values(space, rec.result or TrialResult()) or None))
         copied += 1
     for row in current_front(source, space.objectives):
         t = source.trials[row["trial"]]
-        if t.user_attrs.get("reuse_key") == key:
+        if TrialRecord.of(t).reuse_key == key:
             continue  # copied above (or left out as not fitting the space)
         if _replay(t.params, row["config"], space) is None:
             skipped += 1
             continue
-        study.enqueue_trial(t.params, user_attrs={"warm_start": f"{origin}#{t.number}"})
+        enqueue(study, queue_item(t.params, warm_start=f"{origin}#{t.number}"))
         enqueued += 1
     log(f"warm start from {origin}: {copied} trial(s) copied (same spec and teacher), {enqueued} front "
         f"member(s) enqueued to be re-measured, {skipped} left out (their config is not in this space)")
