@@ -44,17 +44,19 @@ def main() -> None:
                                {"eval": {"heldout_episodes": args.episodes}}, Path(d) / "search", base=BASE)
         from optuna.trial import TrialState
 
-        rows = [t.user_attrs["result"] for t in run.study.get_trials(states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("result", {}).get("timings")]  # free repeats carry no timings
+        from autocompress._search.record import TrialRecord
+
+        results = (TrialRecord.of(t).result for t in run.study.get_trials(states=(TrialState.COMPLETE,)))
+        rows = [r for r in results if r and r.timings]  # free repeats carry no timings
         front = [{"trial": f.trial, "config": f.config, "heldout": f.heldout_return_ratio, "bytes": f.bytes_ratio,
                   "latency": f.latency_ratio} for f in run.front()]
         stages: dict[str, list[float]] = {}
         for r in rows:
-            for k, v in r["timings"].items():
+            for k, v in r.timings.items():
                 stages.setdefault(k, []).append(v)
         out["search"] = {"wall_s": wall, "trials": args.trials, "front": front, "heldout": run.heldout(),
                          "stages": {k: float(np.mean(v)) for k, v in stages.items()}, "measured_trials": len(rows),
-                         "trial_seconds": float(np.mean([r["trial_seconds"] for r in rows]))}
+                         "trial_seconds": float(np.mean([r.trial_seconds for r in rows]))}
         store.write_text(json.dumps(out, indent=1))
     report(args, spec, out)
 

@@ -20,9 +20,11 @@ from benchmarks.common import machine, run_search, write_section
 def trial_phase(run):
     from optuna.trial import TrialState
 
+    from autocompress._search.record import TrialRecord
+
     study, state = run.study, run.state
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    start = min(t.user_attrs["launched_at"] for t in done)
+    start = min(TrialRecord.of(t).launched_at for t in done)
     end = max(t.datetime_complete.timestamp() for t in done)
     return done, end - start, state
 
@@ -40,13 +42,15 @@ def main() -> None:
                 parent = MlflowClient(state["tracking_uri"]).get_run(state["parent_run_id"]).data.metrics
             print(f"parallel {k}: {len(done)} trials in {phase:.1f} s", flush=True)
     stages: dict[str, list[float]] = {}
+    from autocompress._search.record import TrialRecord
+
     for t in trials[1]:
-        r = t.user_attrs["result"]
-        if not r.get("timings", {}).get("rllib_train"):
+        r = TrialRecord.of(t).result
+        if not r.timings.get("rllib_train"):
             continue  # the teacher-as-is trial does not fine-tune
-        stages.setdefault("driver wall (launch -> result)", []).append(r["driver_seconds"])
-        stages.setdefault("inside the trial task", []).append(r["trial_seconds"])
-        for k, v in r["timings"].items():
+        stages.setdefault("driver wall (launch -> result)", []).append(r.driver_seconds)
+        stages.setdefault("inside the trial task", []).append(r.trial_seconds)
+        for k, v in r.timings.items():
             stages.setdefault(k, []).append(v)
     wall = sum(stages["driver wall (launch -> result)"])
     train = sum(stages["rllib_train"])

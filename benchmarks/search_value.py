@@ -78,9 +78,12 @@ def cheap(base: str) -> dict:
 
 
 def trial_seconds(t) -> float:
+    from autocompress._search.record import TrialRecord
+
+    rec = TrialRecord.of(t)
     if t.state == TrialState.COMPLETE:
-        return float(t.user_attrs.get("result", {}).get("trial_seconds", 0.0))
-    return float(t.user_attrs.get("partial", {}).get("trial_seconds", 0.0))
+        return float(rec.result.trial_seconds if rec.result else 0.0)
+    return float((rec.partial or {}).get("trial_seconds", 0.0))
 
 
 def curve(run, start: float = 0.0) -> list[tuple[float, float]]:
@@ -103,17 +106,19 @@ def curve(run, start: float = 0.0) -> list[tuple[float, float]]:
 
 def trial_log(run) -> list[dict]:
     """What each finished trial ran and measured, in order of completion: which configs moved the curve."""
+    from autocompress._search.record import TrialRecord
     from autocompress._search.study import finished
 
     out = []
     for t in sorted(finished(run.study), key=lambda t: (t.datetime_complete, t.number)):
-        r = t.user_attrs.get("result", {})
-        out.append({"trial": t.number, "state": t.state.name, "config": t.user_attrs.get("config"),
-                    "seconds": trial_seconds(t), "baseline": bool(t.user_attrs.get("baseline")),
-                    "guided": "guided" in t.user_attrs, "stopped": t.user_attrs.get("stopped"),
-                    "reports": t.user_attrs.get("intermediate"),  # the gate's evidence: (step, check ratio)
-                    "timings": (t.user_attrs.get("result") or t.user_attrs.get("partial") or {}).get("timings"),
-                    **{k: r[k] for k in ("return_ratio", "latency_ratio", "bytes_ratio") if k in r}})
+        rec = TrialRecord.of(t)
+        r = rec.result
+        out.append({"trial": t.number, "state": t.state.name, "config": rec.config,
+                    "seconds": trial_seconds(t), "baseline": rec.baseline,
+                    "guided": rec.guided is not None, "stopped": rec.stopped,
+                    "reports": rec.intermediate,  # the gate's evidence: (step, check ratio)
+                    "timings": r.timings if r else (rec.partial or {}).get("timings"),
+                    **({k: getattr(r, k) for k in ("return_ratio", "latency_ratio", "bytes_ratio")} if r else {})})
     return out
 
 
@@ -161,6 +166,8 @@ def stage_seconds(run_dir: Path) -> float:
 
 
 def main() -> None:
+    from autocompress._search.record import StudyAttrs
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="lunarlander_dqn", help="search_spaces/<base>.yaml")
     ap.add_argument("--trials", type=int, default=12)
@@ -193,7 +200,7 @@ def main() -> None:
                 saved["runs"][key] = {"commit": head_commit(), "curve": curve(run, stage), "wall": wall,
                                       "stopped": stopped,
                                       "stage_seconds": stage,
-                                      "guided": run.study.user_attrs.get("sensitivity_guided", 0),
+                                      "guided": StudyAttrs(run.study).sensitivity_guided or 0,
                                       "trials": trial_log(run)}
                 store.write_text(json.dumps(saved, indent=1))
                 c = saved["runs"][key]["curve"]
