@@ -160,7 +160,7 @@ class Run:
         target = measured if format == "c" else "host"
         data, obs = src.read_bytes(), None
         if format == "tflite-int8":
-            from autocompress.exports.tflite import needs_calibration
+            from autocompress.exports.tflite import needs_calibration  # deferred: LiteRT, the [tflite] extra
 
             if needs_calibration(data):  # its representative dataset: the states the teacher visits in the spec
                 obs = self.teacher_obs()

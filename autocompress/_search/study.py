@@ -13,11 +13,14 @@ import zlib
 from pathlib import Path
 
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from autocompress import native
+from autocompress._search.record import StudyAttrs, TrialRecord, enqueue, write_finished
 from autocompress.errors import ConfigError
 from autocompress.samplers import make_sampler
-from autocompress._search.record import StudyAttrs, TrialRecord, enqueue, write_finished
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -28,9 +31,6 @@ JOURNAL = "study.journal"
 def storage_for(run_dir: Path, url: str | None):
     if url:
         return url
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
-
     return JournalStorage(JournalFileBackend(str(Path(run_dir) / JOURNAL)))
 
 
@@ -89,8 +89,6 @@ def pin_runtime(study: optuna.Study, spec):
     """The spec with latency.runtime fixed for the whole study: 'auto' resolves once, where the study
     starts, and is kept in the study; every trial (any worker, any later driver) then measures in it,
     and a worker that cannot fails its trial instead of falling back to another runtime."""
-    from autocompress import native
-
     attrs = StudyAttrs(study)
     pinned = attrs.runtime
     wanted = spec.latency.runtime

@@ -9,6 +9,7 @@ the named trials raise, or kills their worker, to exercise the search's fault ha
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import tempfile
 import time
@@ -16,9 +17,12 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from autocompress import measure, pipeline
+from autocompress import teacher as teachers
 from autocompress.config import CompressConfig, TrialSpec
 from autocompress.errors import ConfigError
 from autocompress.pruners import Pruner, Reporter, TrialStopped
+from autocompress.teacher import load_teacher
 
 FAULTS_ENV = "AUTOCOMPRESS_FAULT_TRIALS"
 FAULTS = ("raise", "kill-once", "kill", "record")
@@ -61,8 +65,6 @@ def progress_file(cache_root: str | Path, spec: TrialSpec) -> Path:
 
 
 def teacher_task(spec_json: str, cache_root: str) -> dict[str, Any]:
-    from autocompress import teacher as teachers
-
     spec = TrialSpec.model_validate_json(spec_json)
     progress = progress_file(cache_root, spec)
     progress.parent.mkdir(parents=True, exist_ok=True)
@@ -78,9 +80,7 @@ def teacher_task(spec_json: str, cache_root: str) -> dict[str, Any]:
 
 
 def _inject(fault: str | None, number: int, cache_root: str) -> None:
-    import signal
-
-    import ray
+    import ray  # deferred (heavy): Ray, in the driver and its workers only
 
     if fault == "raise":
         raise RuntimeError(f"injected fault in trial {number} ({FAULTS_ENV})")
@@ -96,9 +96,7 @@ def trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root
     autocompress.pruners; `history`: earlier feasible trials' report curves),
     {"stopped": reason, "reports", "trial_seconds"}. `latency_known`: the study's timed compute
     signatures (measure.measure_artifacts)."""
-    import ray
-
-    from autocompress import pipeline
+    import ray  # deferred (heavy): Ray, in the driver and its workers only
 
     start = time.time()
     Path(cache_root).mkdir(parents=True, exist_ok=True)
@@ -121,9 +119,6 @@ def trial_task(number: int, spec_json: str, cfg: dict, teacher: dict, cache_root
 
 def noise_floor_task(spec_json: str, teacher: dict, cache_root: str) -> dict | None:
     """The teacher timed against itself (measure.latency_noise_floor), on a worker like the trials."""
-    from autocompress import measure
-    from autocompress.teacher import load_teacher
-
     install_teacher(teacher["files"], cache_root, teacher["dirname"])
     spec = TrialSpec.model_validate_json(spec_json)
     data = load_teacher(Path(cache_root) / teacher["dirname"]).artifact()
@@ -132,7 +127,7 @@ def noise_floor_task(spec_json: str, teacher: dict, cache_root: str) -> dict | N
 
 def failure_reason(e: BaseException) -> str:
     """The last lines of the trial's own traceback (RayTaskError wraps the original)."""
-    import ray.exceptions
+    import ray.exceptions  # deferred (heavy): Ray
 
     if isinstance(e, ray.exceptions.WorkerCrashedError):  # killed (OOM, node lost) on every attempt
         return "worker died: the trial's Ray worker was killed on every attempt (retries included)"
