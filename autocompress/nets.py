@@ -11,7 +11,10 @@ weights are multiplied by their mask, shared weights are looked up in a trainabl
 codebook, quantized weights go through fake-quant with a straight-through gradient.
 So fine-tuning cannot revive a pruned weight or leave the codebook, whatever the
 optimizer does. A conv layer is the same layer with a geometry (`conv`, see autocompress/conv.py):
-its weight is the out x (C·kh·kw) filter matrix, so every technique sees a matrix either way. An LSQ layer (`quant["learned"]`) holds its grid as parameters `step`
+its weight is the out x (C·kh·kw) filter matrix, so every technique sees a matrix either way. A recurrent
+layer (`Recurrent`: an LSTM or GRU cell between the encoder layers and the head layers) is two CLinear
+matrices, input-to-hidden and hidden-to-hidden with the gates stacked as rows (autocompress/recurrent.py),
+so the same holds there; a recurrent net steps with an explicit state (`step`, `sequence`). An LSQ layer (`quant["learned"]`) holds its grid as parameters `step`
 (and `zero_point`, asymmetric), trained with the weights and moved with them.
 """
 
@@ -26,6 +29,7 @@ from torch import nn
 
 from autocompress.conv import LAYOUTS, batch_dims, geometry_chain, in_size, out_hw
 from autocompress.intq import activation_table
+from autocompress.recurrent import GATES, Ops, cell_step, state_size
 from autocompress.quantgrid import (code_range, fake_quant, lsq_codes, lsq_fake_quant, lsq_init, quantize_codes,
                                     round_ste)
 from autocompress.runtime import obs_normalizer, output_to_action
@@ -156,6 +160,46 @@ class CLinear(nn.Module):
                    share_k=s["share_k"], quant=s["quant"], conv=s.get("conv"))
 
 
+TORCH_OPS = Ops(torch.sigmoid, torch.tanh, lambda xs: torch.cat(xs, dim=-1))
+
+
+class Recurrent(nn.Module):
+    """One LSTM or GRU layer: `ih` (G·H x in) and `hh` (G·H x H) CLinear matrices, gates stacked as rows in
+    PyTorch's order, each with its own bias (autocompress/recurrent.py). It runs after the first `at` layers of
+    its PolicyNet (the encoder; 0: on the observation) and before the rest (the head)."""
+
+    def __init__(self, cell: str, in_features: int, hidden: int, at: int, *, bias: bool = True,
+                 ih: CLinear | None = None, hh: CLinear | None = None):
+        super().__init__()
+        if cell not in GATES:
+            raise ValueError(f"unknown recurrent cell {cell!r}; known: {sorted(GATES)}")
+        self.cell, self.in_features, self.hidden, self.at = cell, int(in_features), int(hidden), int(at)
+        rows = GATES[cell] * self.hidden
+        self.ih = ih if ih is not None else CLinear(self.in_features, rows, bias=bias)
+        self.hh = hh if hh is not None else CLinear(self.hidden, rows, bias=bias)
+        for name, m, cols in (("ih", self.ih, self.in_features), ("hh", self.hh, self.hidden)):
+            if m.conv is not None or m.act != "none" or (m.out_features, m.in_features) != (rows, cols):
+                raise ValueError(f"a {cell} layer's {name} matrix is a plain {rows} x {cols} Linear without "
+                                 f"activation, not {m.out_features} x {m.in_features}")
+
+    @property
+    def state_size(self) -> int:
+        return state_size(self.cell, self.hidden)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(h', state') from inputs x (..., in) and the state (..., state_size)."""
+        return cell_step(self.cell, self.ih(x), self.hh(state[..., :self.hidden]), state, TORCH_OPS)
+
+    def layer_spec(self) -> dict[str, Any]:
+        return {"cell": self.cell, "in": self.in_features, "hidden": self.hidden, "at": self.at,
+                "ih": self.ih.layer_spec(), "hh": self.hh.layer_spec()}
+
+    @classmethod
+    def from_layer_spec(cls, s: dict[str, Any]) -> "Recurrent":
+        return cls(s["cell"], s["in"], s["hidden"], s["at"], ih=CLinear.from_layer_spec(s["ih"]),
+                   hh=CLinear.from_layer_spec(s["hh"]))
+
+
 class PolicyNet(nn.Module):
     """obs -> [CLinear + activation]* -> outputs (logits, Q-values, or action mean).
 
@@ -168,15 +212,36 @@ class PolicyNet(nn.Module):
     a table activation's output to its table's step, with a straight-through gradient. The integer-only
     export keeps these scales."""
 
-    def __init__(self, layers: list[CLinear], input: dict | None = None, iq: dict | None = None):
+    def __init__(self, layers: list[CLinear], input: dict | None = None, iq: dict | None = None,
+                 rnn: Recurrent | None = None):
         super().__init__()
         self.layers = nn.ModuleList(layers)
         self.input = None if input is None else {"shape": [int(v) for v in input["shape"]],
                                                  "layout": input["layout"]}
         self.iq = iq
+        self.rnn = rnn  # registered only when present: a feed-forward net's state dict keys stay as they were
         for i, (a, b) in enumerate(zip(layers, layers[1:])):
-            if a.out_size != b.in_size:
-                raise ValueError(f"layer {i} writes {a.out_size} values, layer {i + 1} reads {b.in_size}")
+            if rnn is None or i + 1 != rnn.at:
+                if a.out_size != b.in_size:
+                    raise ValueError(f"layer {i} writes {a.out_size} values, layer {i + 1} reads {b.in_size}")
+        if rnn is not None:
+            self._check_recurrent()
+
+    def _check_recurrent(self) -> None:
+        rnn, layers = self.rnn, self.layers
+        if not 0 <= rnn.at < len(layers):
+            raise ValueError(f"the {rnn.cell} layer runs after {rnn.at} layers: between 0 and {len(layers) - 1} "
+                             f"(a head layer must follow it)")
+        if rnn.at > 0 and layers[rnn.at - 1].out_size != rnn.in_features:
+            raise ValueError(f"layer {rnn.at - 1} writes {layers[rnn.at - 1].out_size} values, the {rnn.cell} layer "
+                             f"reads {rnn.in_features}")
+        if rnn.at == 0 and self.input is not None:
+            raise ValueError("a recurrent layer on the observation itself: conv nets put it after their conv layers")
+        if layers[rnn.at].in_size != rnn.hidden:
+            raise ValueError(f"the {rnn.cell} layer writes {rnn.hidden} values, layer {rnn.at} reads "
+                             f"{layers[rnn.at].in_size}")
+        if self.iq is not None:
+            raise ValueError("integer-only activations (iq) are not supported in a recurrent net yet")
 
     @classmethod
     def mlp(cls, in_dim: int, hidden: list[int], out_dim: int, act: str = "tanh") -> "PolicyNet":
@@ -197,12 +262,53 @@ class PolicyNet(nn.Module):
         return cls([*layers, *head.layers], {"shape": list(obs_shape), "layout": layout})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rnn is not None:  # a caller written for feed-forward nets must not act from a zero state unawares
+            raise ValueError(f"a recurrent ({self.rnn.cell}) PolicyNet carries a state: call step(x, state) or "
+                             "sequence(xs, state, starts), not forward(x)")
         x = self.to_chw(x)
         if self.iq is not None:
             return self._integer_forward(x)
         for layer in self.layers:
             x = layer(x)
         return x
+
+    # -- recurrent nets: the state is explicit (Recurrent.state_size values per stream, zeros at an episode start) --
+    def initial_state(self, *batch: int) -> torch.Tensor:
+        """The state at an episode's start (zeros) for a batch of shape `batch` (none: one stream)."""
+        return torch.zeros(*batch, self.rnn.state_size)
+
+    def step(self, x: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of a recurrent net: (outputs, next state) from observations x (..., obs) and the state
+        (..., state_size; None: an episode's start)."""
+        x = self.to_chw(x)
+        if state is None:
+            state = self.initial_state(*x.shape[:-1])
+        for layer in self.layers[:self.rnn.at]:
+            x = layer(x)
+        x, state = self.rnn.step(x, state)
+        for layer in self.layers[self.rnn.at:]:
+            x = layer(x)
+        return x, state
+
+    def sequence(self, xs: torch.Tensor, state: torch.Tensor | None = None,
+                 starts: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A recurrent net over time: (outputs (T, ..., out), last state) from observations xs (T, ..., obs),
+        the state before the first step (None: zeros) and `starts` (T, ...) true where an episode starts at
+        that step (its state is zeroed first)."""
+        outs = []
+        for t in range(len(xs)):
+            if starts is not None and state is not None:
+                state = state * (~torch.as_tensor(starts[t], dtype=torch.bool)).unsqueeze(-1)
+            out, state = self.step(xs[t], state)
+            outs.append(out)
+        return torch.stack(outs), state
+
+    def matrices(self) -> list[CLinear]:
+        """Every weight matrix, in the order data flows: the layers, a recurrent layer's ih and hh in its place."""
+        if self.rnn is None:
+            return list(self.layers)
+        at = self.rnn.at
+        return [*self.layers[:at], self.rnn.ih, self.rnn.hh, *self.layers[at:]]
 
     def _integer_forward(self, x: torch.Tensor) -> torch.Tensor:
         """forward() with the integer-only net's activation rounding (intq.plan's scales and tables)."""
@@ -239,14 +345,18 @@ class PolicyNet(nn.Module):
     @property
     def in_dim(self) -> int:
         """Observation values the net reads."""
-        return self.layers[0].in_size
+        return self.rnn.in_features if self.rnn is not None and self.rnn.at == 0 else self.layers[0].in_size
 
     @property
     def out_dim(self) -> int:
         return self.layers[-1].out_features
 
     def hidden_widths(self) -> list[int]:
-        return [layer.out_features for layer in self.layers[:-1]]
+        """Widths of the hidden layers, a recurrent layer's hidden size in its place."""
+        widths = [layer.out_features for layer in self.layers[:-1]]
+        if self.rnn is not None:
+            widths.insert(self.rnn.at, self.rnn.hidden)
+        return widths
 
     def spec(self) -> dict[str, Any]:
         s = {"layers": [layer.layer_spec() for layer in self.layers]}
@@ -254,11 +364,14 @@ class PolicyNet(nn.Module):
             s["input"] = self.input
         if self.iq is not None:
             s["iq"] = self.iq
+        if self.rnn is not None:
+            s["rnn"] = self.rnn.layer_spec()
         return s
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> "PolicyNet":
-        return cls([CLinear.from_layer_spec(s) for s in spec["layers"]], spec.get("input"), spec.get("iq"))
+        rnn = Recurrent.from_layer_spec(spec["rnn"]) if spec.get("rnn") else None
+        return cls([CLinear.from_layer_spec(s) for s in spec["layers"]], spec.get("input"), spec.get("iq"), rnn)
 
     def clone(self) -> "PolicyNet":
         return copy.deepcopy(self)
@@ -266,7 +379,7 @@ class PolicyNet(nn.Module):
     def sparsity(self) -> float:
         """Fraction of zero weights over all layers' deployed weights."""
         zeros = total = 0
-        for layer in self.layers:
+        for layer in self.matrices():
             w = layer.raw_weight()
             zeros += int((w == 0).sum())
             total += w.numel()
@@ -275,7 +388,7 @@ class PolicyNet(nn.Module):
     def num_params(self) -> int:
         """Stored parameters of the deployed net: nonzero weights (or their indices) + biases."""
         total = 0
-        for layer in self.layers:
+        for layer in self.matrices():
             w = layer.raw_weight()
             total += int((w != 0).sum()) if layer.mask is not None else w.numel()
             total += 0 if layer.bias is None else layer.bias.numel()

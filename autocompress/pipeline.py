@@ -33,6 +33,7 @@ from autocompress.results import TrialResult
 from autocompress.runtime import obs_normalizer
 from autocompress.seeds import CHECK_EPISODES, CHECK_OFFSET
 from autocompress.techniques import Context, apply
+from autocompress.techniques.base import check_recurrent
 from autocompress.techniques.per_layer import logical_layers
 
 def compress_net(teacher: PolicyNet, cfg, ctx: Context, finetune: Callable | None) -> PolicyNet:
@@ -41,6 +42,7 @@ def compress_net(teacher: PolicyNet, cfg, ctx: Context, finetune: Callable | Non
     fine-tunes in place once per round (None: no fine-tuning, e.g. in unit tests); techniques of
     the 'held' stage are (re-)applied before each round they have (iterative pruning)."""
     cfg.check_layers(len(logical_layers(teacher)), conv_layers=teacher.conv_layers)  # per-layer settings fit, before any work (imported teachers)
+    check_recurrent(teacher, cfg.techniques())  # and every technique handles a recurrent teacher, before any work
     net = teacher.clone()
     by_stage: dict[str, list] = {"structural": [], "held": [], "final": []}
     for c in cfg.techniques():

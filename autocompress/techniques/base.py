@@ -19,6 +19,7 @@ from typing import Any, Callable, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from autocompress.errors import ConfigError
 from autocompress.nets import PolicyNet
 
 
@@ -51,6 +52,8 @@ class TechniqueConfig(BaseModel):
     #: the likely anchor (the biggest cut in latency and bytes), weight codes the likely partners (they
     #: shrink any net several-fold at their gentle end), so the first stacks can start after two baselines
     stack_rank: ClassVar[int] = 3
+    #: applies to a recurrent net (an LSTM / GRU layer's matrices included); the others raise ConfigError there
+    recurrent: ClassVar[bool] = False
 
     @classmethod
     def gentlest_first(cls, key: str) -> Callable[[Any], Any]:
@@ -112,4 +115,15 @@ def apply(net: PolicyNet, config: TechniqueConfig, ctx: Context | None = None) -
         handler = _HANDLERS[type(config)]
     except KeyError:
         raise TypeError(f"no technique registered for {type(config).__name__}") from None
+    check_recurrent(net, [config])
     return handler(net, config, ctx or Context())
+
+
+def check_recurrent(net: PolicyNet, configs: list[TechniqueConfig]) -> None:
+    """ConfigError naming the first of `configs` that cannot compress `net` because it is recurrent (a technique
+    that rebuilds or distils the net would drop or mis-handle its LSTM / GRU layer)."""
+    bad = [c.name for c in configs if not c.recurrent]
+    if net.rnn is not None and bad:
+        ok = sorted(c.name for c in _HANDLERS if c.recurrent)
+        raise ConfigError(f"{bad[0]}: not supported on a recurrent ({net.rnn.cell}) net yet; these are: "
+                          f"{', '.join(ok)}")

@@ -10,7 +10,8 @@ Layer i is the i-th layer of the net the technique compresses: the teacher's arc
 (its conv layers (`teacher.conv_filters`), `teacher.hidden`, then the output layer), or distill's
 student when distill is on (`DistillConfig.n_layers`). A layer that low-rank split into two factors
 (conv: a conv of r filters + a 1x1 conv) keeps its index: both factors take its setting, so the count
-is known before any training. `structured.amount` is per HIDDEN layer (only those lose neurons;
+is known before any training. A recurrent layer (LSTM / GRU) is one layer in its place: both its matrices take
+its setting. `structured.amount` is per HIDDEN layer (only those lose neurons;
 conv layers are hidden layers: they lose filters).
 Map keys may be strings ("2"): JSON (Optuna user attrs, Ray) turns int keys into strings.
 """
@@ -133,10 +134,15 @@ def check_counts(cfg, n_layers: int, about: str = "") -> None:
 
 def logical_layers(net: PolicyNet) -> list[list[CLinear]]:
     """The net's layers as per-layer settings index them: a bias-free, activation-free layer followed
-    by another (the first factor of a low-rank pair, Linear or conv) is one layer with the layer after it."""
+    by another (the first factor of a low-rank pair, Linear or conv) is one layer with the layer after it;
+    a recurrent layer is one layer, its two matrices (ih, hh) in its place."""
     out: list[list[CLinear]] = []
     pending: list[CLinear] = []
     for i, layer in enumerate(net.layers):
+        if net.rnn is not None and i == net.rnn.at:
+            out.extend([pending] if pending else [])
+            out.append([net.rnn.ih, net.rnn.hh])
+            pending = []
         pending.append(layer)
         if layer.bias is None and layer.act == "none" and i + 1 < len(net.layers):
             continue

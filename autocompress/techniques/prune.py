@@ -30,6 +30,7 @@ class PruneConfig(TechniqueConfig):
     sweep = (0.5, 0.7, 0.9, 0.95)
     sweep_base = {"method": "magnitude"}  # a threshold ignores the swept sparsity
     stack_rank = 2
+    recurrent = True  # masks on an LSTM / GRU layer's ih and hh too
     method: Literal["magnitude", "threshold"] = "magnitude"
     sparsity: Sparsity = Field(0.5, description="fraction of each layer's weights zeroed (magnitude): one for all "
                                                 "layers, a list (one per layer) or a map {layer: sparsity}")

@@ -31,6 +31,7 @@ class QuantizeConfig(TechniqueConfig):
     gentle = {"bits": "high"}
     sweep = (8, 7, 6, 5, 4, 3, 2)
     stack_rank = 1
+    recurrent = True  # per gate row (per_channel) on an LSTM / GRU layer's ih and hh too
     bits: Bits = Field(8, description="2..8 for all layers, a list (one per layer) or a map {layer: bits} "
                                       "(unlisted layers stay fp32)")
     symmetric: bool = False

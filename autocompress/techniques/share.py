@@ -28,6 +28,7 @@ class ShareConfig(TechniqueConfig):
     gentle = {"bits": "high"}
     sweep = (6, 5, 4, 3, 2)
     stack_rank = 1
+    recurrent = True  # a codebook for each of an LSTM / GRU layer's ih and hh too
     bits: Bits = Field(4, description="codebook of 2^bits centroids per layer: one for all layers, a list "
                                       "(one per layer) or a map {layer: bits} (unlisted layers are not shared)")
 
