@@ -1,7 +1,8 @@
 """Write the deployable artifact (.acz) of a PolicyNet (read it with runtime.NumpyPolicy or native.NativePolicy).
 
 Layout: b"ACZ1", uint32 header length, compact JSON header (layer shapes, activations, conv
-geometry and the observation's layout for conv nets, action head, observation normalisation, per-tensor encoding), then the packed tensors.
+geometry and the observation's layout for conv nets, action head, observation normalisation, per-tensor encoding;
+a recurrent net's cell in `rnn`: cell, at, hidden and its ih / hh matrices as layer entries), then the packed tensors.
 The file's byte count is the size objective: packed k-bit codes, bitmaps for sparse
 weights, codebooks and smaller shapes all show up in it; fp32 biases are counted too.
 """
@@ -46,21 +47,30 @@ def to_bytes(net: PolicyNet, head: dict, obs_norm: dict | None = None) -> bytes:
     obs_norm = obs_norm or head.get("obs_norm")
     head = {k: v for k, v in head.items() if k != "obs_norm"}  # stored once, in the header's own slot
     blob = BlobWriter()
-    layers = []
-    for layer in net.layers:
-        b = None
-        if layer.bias is not None:
-            b = blob.add(layer.bias.detach().numpy().astype("<f4").tobytes())
-        layers.append({"act": layer.act, "w": encode_weight(weight_payload(layer), blob), "b": b})
-        if layer.conv is not None:
-            layers[-1]["conv"] = layer.conv
-    header = {"format": "autocompress/acz", "version": 1, "obs_dim": net.in_dim,
+    layers = [_layer_entry(layer, blob) for layer in net.layers]
+    # version 2: a recurrent net (header `rnn`), which a reader of version 1 would run without its cell
+    header = {"format": "autocompress/acz", "version": 1 if net.rnn is None else 2, "obs_dim": net.in_dim,
               "head": head, "obs_norm": obs_norm, "layers": layers}
     if net.input is not None:
         header["input"] = net.input
     if net.iq is not None:  # the scales its fine-tuning rounded activations to (PolicyNet.iq)
         header["iq"] = net.iq
+    if net.rnn is not None:  # its matrices' tensors after the layers'; `layers` stays the feed-forward chain
+        r = net.rnn
+        header["rnn"] = {"cell": r.cell, "at": r.at, "hidden": r.hidden, "ih": _layer_entry(r.ih, blob),
+                         "hh": _layer_entry(r.hh, blob)}
     return _pack(header, blob.getvalue())
+
+
+def _layer_entry(layer: CLinear, blob: BlobWriter) -> dict:
+    """One layer's header entry (activation, weight encoding, bias), its tensors added to `blob`."""
+    b = None
+    if layer.bias is not None:
+        b = blob.add(layer.bias.detach().numpy().astype("<f4").tobytes())
+    entry = {"act": layer.act, "w": encode_weight(weight_payload(layer), blob), "b": b}
+    if layer.conv is not None:
+        entry["conv"] = layer.conv
+    return entry
 
 
 def _pack(header: dict, blob: bytes) -> bytes:

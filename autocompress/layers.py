@@ -177,8 +177,32 @@ class Layer:
                 "enc": meta["enc"], "per_row": arr["scale"] is not None and arr["scale"].size > 1}
 
 
-def layers_of(header: dict, blob: memoryview) -> list[Layer]:
+def layers_of(header: dict, blob: memoryview, recurrent: bool = False) -> list[Layer]:
+    """The artifact's feed-forward layers. Every runtime and export reads them through here: one that does not
+    run a recurrent net's cell (header `rnn`) gets a ValueError saying so, rather than acting without it;
+    `recurrent=True` (a reader that runs it too, see `recurrent_of`) gets the layers around the cell."""
+    if header.get("rnn") and not recurrent:
+        raise ValueError(f"a recurrent ({header['rnn']['cell']}) artifact: only the numpy runtime runs it so far "
+                         "(Policy.load(path, runtime='numpy')); the C runtime, the exports and the integer-only net "
+                         "do not")
     return [Layer(m, blob) for m in header["layers"]]
+
+
+@dataclass
+class RecurrentLayer:
+    """The artifact's recurrent cell (header `rnn`): it runs after the first `at` layers, on `ih` and `hh`."""
+
+    cell: str
+    at: int
+    hidden: int
+    ih: Layer
+    hh: Layer
+
+
+def recurrent_of(header: dict, blob: memoryview) -> RecurrentLayer | None:
+    r = header.get("rnn")
+    return None if not r else RecurrentLayer(r["cell"], int(r["at"]), int(r["hidden"]), Layer(r["ih"], blob),
+                                             Layer(r["hh"], blob))
 
 
 def int8_representable(layers: list[Layer]) -> bool:

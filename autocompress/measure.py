@@ -30,13 +30,23 @@ if TYPE_CHECKING:
     from autocompress.config import TrialSpec
 
 
+def episode_reset(act: Callable) -> Callable[[], None]:
+    """What starts a new episode for `act`: its `reset()` (a callable object's, or a bound method's object's,
+    e.g. Policy.act's runtime), which zeroes a recurrent policy's state; a no-op for a plain function."""
+    reset = getattr(act, "reset", None) or getattr(getattr(act, "__self__", None), "reset", None)
+    return reset if callable(reset) else (lambda: None)
+
+
 def evaluate(act: Callable, make_env: Callable, episodes: int, seed: int) -> np.ndarray:
-    """Undiscounted return of each episode i, reset with seed + i; deterministic actions."""
+    """Undiscounted return of each episode i, reset with seed + i (and the policy reset, `episode_reset`);
+    deterministic actions."""
     env = make_env()
     returns = []
+    reset = episode_reset(act)
     try:
         for i in range(episodes):
             obs, _ = env.reset(seed=seed + i)
+            reset()
             total, done = 0.0, False
             while not done:
                 obs, r, term, trunc, _ = env.step(act(obs))
@@ -49,17 +59,21 @@ def evaluate(act: Callable, make_env: Callable, episodes: int, seed: int) -> np.
 
 
 def collect_obs(act: Callable, make_env: Callable, steps: int, seed: int) -> np.ndarray:
-    """Observations visited by `act` over `steps` env steps (episodes reset with seed, seed+1, ...)."""
+    """Observations visited by `act` over `steps` env steps (episodes reset with seed, seed+1, ...; the policy
+    reset with each, `episode_reset`)."""
     env = make_env()
     out, ep = [], 0
+    reset = episode_reset(act)
     try:
         obs, _ = env.reset(seed=seed)
+        reset()
         while len(out) < steps:
             out.append(np.asarray(obs, dtype=np.float32))
             obs, _, term, trunc, _ = env.step(act(obs))
             if term or trunc:
                 ep += 1
                 obs, _ = env.reset(seed=seed + ep)
+                reset()
     finally:
         env.close()
     return np.stack(out)

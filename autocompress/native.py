@@ -340,6 +340,12 @@ class NativePolicy:
     def load(cls, path: str | Path, kernels: list[str] | None = None) -> "NativePolicy":
         return cls.from_bytes(Path(path).read_bytes(), kernels)
 
+    def reset(self) -> None:
+        """Nothing to reset: the C runtime runs feed-forward nets only (a recurrent artifact is refused at load)."""
+
+    def initial_state(self) -> np.ndarray:
+        return np.zeros(0, np.float32)
+
     def act(self, obs: np.ndarray):
         x = obs if (type(obs) is np.ndarray and obs.dtype == np.float32 and obs.flags.c_contiguous) \
             else np.ascontiguousarray(obs, dtype=np.float32)

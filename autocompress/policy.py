@@ -12,12 +12,13 @@ import numpy as np
 from autocompress import native
 from autocompress.artifact import to_bytes
 from autocompress.errors import ConfigError
-from autocompress.runtime import NumpyPolicy
+from autocompress.runtime import NumpyPolicy, read_artifact
 
 
-def policy_runtime(name: str) -> tuple[str, type]:
-    """The runtime class that evaluates and times the artifact (teacher and candidate alike)."""
-    if name == "c" or (name == "auto" and native.available()):
+def policy_runtime(name: str, recurrent: bool = False) -> tuple[str, type]:
+    """The runtime class that evaluates and times the artifact (teacher and candidate alike). 'auto' runs a
+    `recurrent` artifact in numpy: the C runtime does not run recurrent cells yet ('c' says so when loading)."""
+    if name == "c" or (name == "auto" and not recurrent and native.available()):
         return "c", native.NativePolicy  # 'c' without a compiler fails here, with the reason
     return "numpy", NumpyPolicy
 
@@ -28,7 +29,8 @@ class Policy:
     runtime 'auto' is the compiled C kernel where a C compiler exists, else numpy; 'c' or 'numpy'
     choose one (what `latency.runtime` in a trial spec chooses for measuring). `kernels` (one per
     layer: dense, csr, int8, packed) repeats a recorded choice, e.g. a trial's `kernels`; the C
-    runtime otherwise picks each layer's fastest by measuring at load.
+    runtime otherwise picks each layer's fastest by measuring at load. A recurrent (LSTM / GRU) artifact
+    runs in numpy ('auto' picks it; 'c' is refused): `act(obs)` carries its state, `reset()` starts an episode.
 
     >>> import autocompress as ac
     >>> policy = ac.Policy.load(f"{RUN_DIR}/trials/0/policy.acz")
@@ -52,8 +54,8 @@ class Policy:
     @classmethod
     def from_bytes(cls, data: bytes, runtime: Literal["auto", "c", "numpy"] = "auto",
                    kernels: list[str] | None = None) -> "Policy":
-        name, impl = policy_runtime(runtime)
         try:
+            name, impl = policy_runtime(runtime, recurrent=bool(read_artifact(data)[0].get("rnn")))
             return cls(impl.from_bytes(data, kernels), name, data)
         except ValueError as e:  # a bad kernel list, or not an artifact
             raise ConfigError(str(e), option="kernels" if str(e).startswith("kernels") else None) from None
@@ -65,5 +67,19 @@ class Policy:
         return cls.from_bytes(to_bytes(net, head), runtime)
 
     def act(self, obs: np.ndarray):
-        """Deterministic action (argmax, or the squashed mean on the env's bounds)."""
+        """Deterministic action (argmax, or the squashed mean on the env's bounds). A recurrent policy carries
+        its state from call to call (`reset()` at each episode's start); `act(obs, state)` is its stateless
+        form, returning (action, next state), with `initial_state()` at an episode's start."""
         return self._impl.act(obs)
+
+    def reset(self) -> None:
+        """Start a new episode: a recurrent policy's state back to zeros (a feed-forward policy has none)."""
+        self._impl.reset()
+
+    def initial_state(self) -> np.ndarray:
+        """The state at an episode's start, for the stateless `act(obs, state)`: zeros (empty: feed-forward)."""
+        return self._impl.initial_state()
+
+    @property
+    def recurrent(self) -> bool:
+        return getattr(self._impl, "rnn", None) is not None

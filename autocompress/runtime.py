@@ -17,7 +17,9 @@ import numpy as np
 
 from autocompress import intq
 from autocompress.conv import conv_forward, to_chw
-from autocompress.layers import ACTIVATIONS, check_kernels, int8_conv_forward, int8_forward, layers_of, runs_iq
+from autocompress.layers import (ACTIVATIONS, Layer, check_kernels, int8_conv_forward, int8_forward, layers_of,
+                                 recurrent_of, runs_iq)
+from autocompress.recurrent import NUMPY_OPS, cell_step, state_size
 
 
 MAGIC = b"ACZ1"
@@ -35,19 +37,27 @@ class NumpyPolicy:
     """Batch-1 (or batched) inference from an artifact: `forward(obs)` and `act(obs)`.
 
     Layers run as decoded fp32, except those given the 'int8' kernel in `kernels`: those repeat
-    the C kernel's integer arithmetic (so a trial's recorded kernel choice acts the same here)."""
+    the C kernel's integer arithmetic (so a trial's recorded kernel choice acts the same here).
+
+    A recurrent artifact (header `rnn`: an LSTM / GRU cell, its matrices decoded fp32) carries its state
+    between `act(obs)` calls, one stream; `reset()` zeroes it at an episode's start. `act(obs, state)` is the
+    stateless form: (action, next state), the state from `initial_state()` at an episode's start."""
 
     def __init__(self, header: dict, blob: memoryview, kernels: list[str] | None = None):
         self.header = header
         self.head = header["head"]
-        layers = layers_of(header, blob)
+        layers = layers_of(header, blob, recurrent=True)
+        self.rnn = recurrent_of(header, blob)
         self.kernels = check_kernels(layers, kernels) or ["dense"] * len(layers)
+        if self.rnn is not None and runs_iq(self.kernels):
+            raise ValueError("kernels: the integer-only net ('iq') does not run a recurrent artifact")
         self._iq = intq.plan(header, layers) if runs_iq(self.kernels) else None
         self.layers = [(layer.w, layer.b, ACTIVATIONS[layer.act], layer.int8() if k == "int8" else None, layer.conv)
                        for layer, k in zip(layers, self.kernels)]
         self.input = header.get("input")  # conv nets: the observation's shape and layout
         self.obs_norm = header.get("obs_norm")  # as stored: mean, std, clip (None: raw observations)
         self._normalize = obs_normalizer(self.obs_norm)
+        self._state = self.initial_state()
 
     @classmethod
     def load(cls, path: str | Path, kernels: list[str] | None = None) -> "NumpyPolicy":
@@ -60,10 +70,29 @@ class NumpyPolicy:
     def forward(self, obs: np.ndarray) -> np.ndarray:
         if self._iq is not None:  # integer-only: its own input quantisation, normalisation folded in
             return intq.forward(self._iq, obs)
+        if self.rnn is not None:  # one stream: the state carried from the last call
+            out, self._state = self.step(obs, self._state)
+            return out
+        return self._chain(self._inputs(obs), self.layers)
+
+    def step(self, obs: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(outputs, next state) for observations (..., obs) and their state (..., state_size); a feed-forward
+        net's state is empty and passes through."""
+        if self.rnn is None:
+            return self.forward(obs), state
+        r = self.rnn
+        x = self._chain(self._inputs(obs), self.layers[:r.at])
+        state = np.asarray(state, np.float32)
+        h, state = cell_step(r.cell, _affine(x, r.ih), _affine(state[..., :r.hidden], r.hh), state, NUMPY_OPS)
+        return self._chain(h, self.layers[r.at:]), state
+
+    def _inputs(self, obs: np.ndarray) -> np.ndarray:
         x = self._normalize(obs)
-        if self.input is not None:
-            x = to_chw(x, self.input)
-        for w, b, act, int8, conv in self.layers:
+        return x if self.input is None else to_chw(x, self.input)
+
+    @staticmethod
+    def _chain(x: np.ndarray, layers: list) -> np.ndarray:
+        for w, b, act, int8, conv in layers:
             if conv is not None:
                 x = conv_layer(x, w, b, int8, conv)
             else:
@@ -74,9 +103,25 @@ class NumpyPolicy:
                 x = act(x)
         return x
 
-    def act(self, obs: np.ndarray):
-        """Deterministic action for one observation."""
-        return output_to_action(self.forward(obs), self.head)
+    def initial_state(self) -> np.ndarray:
+        """The state at an episode's start: zeros (a feed-forward net's: empty)."""
+        return np.zeros(0 if self.rnn is None else state_size(self.rnn.cell, self.rnn.hidden), np.float32)
+
+    def reset(self) -> None:
+        """Start a new episode: the carried state back to zeros (nothing to do for a feed-forward net)."""
+        self._state = self.initial_state()
+
+    def act(self, obs: np.ndarray, state: np.ndarray | None = None):
+        """Deterministic action for one observation; with `state`, the stateless form: (action, next state)."""
+        if state is None:
+            return output_to_action(self.forward(obs), self.head)
+        out, state = self.step(obs, state)
+        return output_to_action(out, self.head), state
+
+
+def _affine(x: np.ndarray, layer: Layer) -> np.ndarray:
+    """x @ W + b of a recurrent cell's matrix (decoded fp32)."""
+    return x @ layer.w if layer.b is None else x @ layer.w + layer.b
 
 
 def conv_layer(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, int8, g: dict) -> np.ndarray:
