@@ -403,8 +403,11 @@ def fake_int8(x: torch.Tensor, scale: float) -> torch.Tensor:
 
 def torch_act(net: PolicyNet, head: dict) -> Callable[[np.ndarray], Any]:
     """Deterministic action of a torch net for a raw env observation, by the same rules the
-    runtime applies (the head's `obs_norm` first, when the teacher trained with one)."""
+    runtime applies (the head's `obs_norm` first, when the teacher trained with one). A recurrent net's
+    carries its state from call to call, with `reset()` for an episode's start (measure.evaluate calls it)."""
     normalize = obs_normalizer(head.get("obs_norm"))
+    if net.rnn is not None:
+        return RecurrentTorchAct(net, head, normalize)
 
     def act(obs):
         x = normalize(obs)
@@ -413,3 +416,18 @@ def torch_act(net: PolicyNet, head: dict) -> Callable[[np.ndarray], Any]:
         return output_to_action(out, head)
 
     return act
+
+
+class RecurrentTorchAct:
+    """torch_act of a recurrent net: one stream, its state carried between calls, zeroed by `reset()`."""
+
+    def __init__(self, net: PolicyNet, head: dict, normalize: Callable[[np.ndarray], np.ndarray]):
+        self.net, self.head, self.normalize, self.state = net, head, normalize, None
+
+    def reset(self) -> None:
+        self.state = None
+
+    def __call__(self, obs: np.ndarray):
+        with torch.no_grad():
+            out, self.state = self.net.step(torch.as_tensor(self.normalize(obs)), self.state)
+        return output_to_action(out.numpy(), self.head)

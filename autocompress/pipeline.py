@@ -41,8 +41,8 @@ def compress_net(teacher: PolicyNet, cfg, ctx: Context, finetune: Callable | Non
     as each technique declares (TechniqueConfig.stage / order). `finetune(net, round_index, n_rounds)`
     fine-tunes in place once per round (None: no fine-tuning, e.g. in unit tests); techniques of
     the 'held' stage are (re-)applied before each round they have (iterative pruning)."""
+    check_recurrent(teacher, cfg.techniques())  # every technique handles a recurrent teacher, before any work
     cfg.check_layers(len(logical_layers(teacher)), conv_layers=teacher.conv_layers)  # per-layer settings fit, before any work (imported teachers)
-    check_recurrent(teacher, cfg.techniques())  # and every technique handles a recurrent teacher, before any work
     net = teacher.clone()
     by_stage: dict[str, list] = {"structural": [], "held": [], "final": []}
     for c in cfg.techniques():

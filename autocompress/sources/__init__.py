@@ -13,7 +13,9 @@ and the source framework's own deterministic action (`source_act`) to check the 
              encoders)
 
 Every format but the plain state dict unpickles Python objects: only load files you trust.
-What cannot be represented (a custom feature extractor, LSTM, an unknown activation, gSDE, an
+A plain state dict may hold an LSTM / GRU policy (one layer between the encoder and the head); the SB3 and RLlib
+adapters do not read recurrent policies yet. What cannot be represented (a custom feature extractor, an SB3 or RLlib
+LSTM, an unknown activation, gSDE, an
 observation space the conv encoder does not read) is one ConfigError naming the layer or option,
 raised before Ray starts.
 """
@@ -30,7 +32,7 @@ from torch import nn
 
 from autocompress.conv import out_hw, same_pad
 from autocompress.errors import ConfigError
-from autocompress.nets import CLinear, PolicyNet
+from autocompress.nets import CLinear, PolicyNet, Recurrent
 
 #: torch activation module -> our activation name (anything else is refused, named)
 TORCH_ACTIVATIONS = {nn.Tanh: "tanh", nn.ReLU: "relu", nn.SiLU: "silu", nn.ELU: "elu", nn.LeakyReLU: "leaky_relu"}
@@ -49,9 +51,13 @@ class Imported:
     notes: list[str] = field(default_factory=list)
 
     def describe(self) -> list[str]:
-        return [f"{layer.in_features}->{layer.out_features} {layer.act}" if layer.conv is None else
-                f"conv {'x'.join(map(str, layer.conv['kernel']))}/{'x'.join(map(str, layer.conv['stride']))} "
-                f"{layer.conv['in_shape'][0]}->{layer.out_features} {layer.act}" for layer in self.actor.layers]
+        out = [f"{layer.in_features}->{layer.out_features} {layer.act}" if layer.conv is None else
+               f"conv {'x'.join(map(str, layer.conv['kernel']))}/{'x'.join(map(str, layer.conv['stride']))} "
+               f"{layer.conv['in_shape'][0]}->{layer.out_features} {layer.act}" for layer in self.actor.layers]
+        rnn = self.actor.rnn
+        if rnn is not None:
+            out.insert(rnn.at, f"{rnn.cell} {rnn.in_features}->{rnn.hidden}")
+        return out
 
 
 def detect(path: Path) -> str:
@@ -69,9 +75,11 @@ def detect(path: Path) -> str:
                       "(sb3 for a Stable-Baselines3 .zip, torch for a state dict + YAML, rllib for a checkpoint dir)")
 
 
-def load(spec) -> Imported:
+def load(spec, recurrent: bool = False) -> Imported:
     """Import `spec.teacher.from_` and check it against the spec (algorithm, observation and action
-    spaces). Raises ConfigError naming what does not fit."""
+    spaces). Raises ConfigError naming what does not fit. A recurrent (LSTM / GRU) policy only with
+    `recurrent=True` (its net acts, and compress_net compresses it): every caller without it (compress, search,
+    sensitivity, inspect, the teacher cache) fine-tunes or measures in ways that do not carry a state yet."""
     t = spec.teacher
     fmt = detect(Path(t.from_)) if t.format == "auto" else t.format
     env = spec.env_creator()()
@@ -86,6 +94,11 @@ def load(spec) -> Imported:
     else:
         from autocompress.sources import rllib as adapter
     imported = adapter.load(Path(t.from_), spec, obs_space, act_space)
+    if imported.actor.rnn is not None and not recurrent:
+        raise ConfigError(f"teacher.from {t.from_}: a recurrent ({imported.actor.rnn.cell}) policy: autocompress "
+                          "imports it (sources.load(spec, recurrent=True)) and compresses it with compress_net "
+                          "(quantize, prune, share), but RLlib fine-tuning, search, sensitivity and the exports of a "
+                          "recurrent net are not supported yet")
     if imported.algorithm != spec.algorithm:
         raise ConfigError(f"teacher.from {t.from_}: a {imported.source_algorithm} policy, but the trial spec's "
                           f"algorithm is {spec.algorithm} ({imported.source_algorithm} is fine-tuned as "
@@ -179,9 +192,28 @@ def hwc_columns(w: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(w).reshape(-1, h, wd, c).transpose(0, 3, 1, 2).reshape(len(w), -1))
 
 
+def to_recurrent_net(chain: list[tuple], cell: dict) -> PolicyNet:
+    """A recurrent PolicyNet: the Linear layers of `chain` (as to_policy_net takes them), the first cell["at"] before
+    an LSTM / GRU layer of cell["cell"] with torch's weights w_ih (G·H x in), w_hh (G·H x H) and biases b_ih, b_hh
+    (None: none), the rest after it."""
+    w_ih, w_hh = (torch.as_tensor(np.asarray(cell[k], np.float32)) for k in ("w_ih", "w_hh"))
+    rnn = Recurrent(cell["cell"], w_ih.shape[1], w_hh.shape[1], cell["at"], bias=cell["b_ih"] is not None)
+    with torch.no_grad():
+        for m, w, b in ((rnn.ih, w_ih, cell["b_ih"]), (rnn.hh, w_hh, cell["b_hh"])):
+            m.weight.copy_(w)
+            if b is not None:
+                m.bias.copy_(torch.as_tensor(np.asarray(b, np.float32)))
+    return PolicyNet(clinears(chain), rnn=rnn)
+
+
 def to_policy_net(chain: list[tuple], input: dict | None = None) -> PolicyNet:
     """PolicyNet from [(weight (out, in), bias (out,) or None, activation[, conv geometry])]; `input` (the
     observation's shape and layout) for a net that starts with conv layers."""
+    return PolicyNet(clinears(chain), input)
+
+
+def clinears(chain: list[tuple]) -> list[CLinear]:
+    """CLinear layers holding the weights of [(weight (out, in), bias (out,) or None, activation[, conv geometry])]."""
     layers = []
     for w, b, act, *conv in chain:
         w = torch.as_tensor(np.asarray(w, np.float32))
@@ -191,7 +223,7 @@ def to_policy_net(chain: list[tuple], input: dict | None = None) -> PolicyNet:
             if b is not None:
                 layer.bias.copy_(torch.as_tensor(np.asarray(b, np.float32)))
         layers.append(layer)
-    return PolicyNet(layers, input)
+    return layers
 
 
 def params(lin: nn.Linear) -> tuple[np.ndarray, np.ndarray | None]:

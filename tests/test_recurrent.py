@@ -1,0 +1,319 @@
+"""Recurrent policies (LSTM / GRU, issue 28): the net, its artifact and numpy runtime with state, the plain
+PyTorch import, compress_net on it, and the clear errors where a recurrent net is not supported yet.
+
+Every agreement check runs whole CartPole episodes (>= 256 steps in all), the state carried within an episode
+and reset at each episode's start, against torch's own nn.LSTM / nn.GRU.
+"""
+
+import hashlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import autocompress as ac
+from autocompress import measure, sources
+from autocompress.artifact import to_bytes
+from autocompress.errors import ConfigError
+from autocompress.native import NativePolicy
+from autocompress.nets import CLinear, PolicyNet, Recurrent, torch_act
+from autocompress.runtime import NumpyPolicy, read_artifact
+from autocompress.sources import torch_mlp
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+HEAD = {"kind": "discrete", "n": 2}
+STEPS = 256
+
+
+def make_env():
+    return gym.make("CartPole-v1")
+
+
+def recurrent_net(cell: str, seed: int = 0) -> tuple[PolicyNet, nn.Module]:
+    """4 -> 32 tanh -> cell(16) -> 2, with the weights of a torch cell (returned too)."""
+    torch.manual_seed(seed)
+    ref = CELLS[cell](32, 16)
+    net = PolicyNet([CLinear(4, 32, act="tanh"), CLinear(16, 2)], rnn=Recurrent(cell, 32, 16, at=1))
+    with torch.no_grad():
+        for m, k in ((net.rnn.ih, "ih"), (net.rnn.hh, "hh")):
+            m.weight.copy_(getattr(ref, f"weight_{k}_l0"))
+            m.bias.copy_(getattr(ref, f"bias_{k}_l0"))
+    return net, ref
+
+
+def same_actions(acts: list, steps: int = STEPS, seed: int = 0) -> int:
+    """Steps CartPole with acts[0] over whole episodes until `steps` are done, every act seeing the same
+    observations and reset at each episode's start; asserts they all act alike at every step. Returns the steps."""
+    env, n, ep = make_env(), 0, 0
+    while n < steps:
+        obs, _ = env.reset(seed=seed + ep)
+        for a in acts:
+            measure.episode_reset(a)()
+        done = False
+        while not done:
+            actions = [a(obs) for a in acts]
+            assert all(np.array_equal(actions[0], b) for b in actions[1:]), (n, actions)
+            obs, _, term, trunc, _ = env.step(actions[0])
+            done, n = term or trunc, n + 1
+        ep += 1
+    return n
+
+
+# -- the net ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_net_steps_like_torch_cell_with_episode_starts(cell):
+    net, ref = recurrent_net(cell)
+    xs = torch.randn(12, 3, 4)
+    starts = torch.zeros(12, 3, dtype=torch.bool)
+    starts[5, 1] = True  # stream 1 starts an episode at step 5
+    with torch.no_grad():
+        out, state = net.sequence(xs, starts=starts)
+        enc, head = net.layers[0], net.layers[1]
+        h, _ = ref(enc(xs))
+        want = head(h)
+        h2, _ = ref(enc(xs[5:, 1:2]))  # stream 1 from its episode's start
+        want[5:, 1] = head(h2)[:, 0]
+    torch.testing.assert_close(out, want, atol=1e-5, rtol=1e-5)
+    assert state.shape == (3, net.rnn.state_size)
+    with pytest.raises(ValueError, match="carries a state"):  # a feed-forward caller does not act statelessly
+        net(xs[0])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_spec_round_trip_and_matrices(cell):
+    net, _ = recurrent_net(cell)
+    again = PolicyNet.from_spec(net.spec())
+    again.load_state_dict(net.state_dict())
+    x = torch.randn(5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(again.sequence(x[:, None])[0], net.sequence(x[:, None])[0])
+    assert again.spec() == net.spec()
+    assert [tuple(m.weight.shape) for m in net.matrices()] == [(32, 4), (3 * 16 if cell == "gru" else 64, 32),
+                                                               (3 * 16 if cell == "gru" else 64, 16), (2, 16)]
+    assert net.hidden_widths() == [32, 16] and net.in_dim == 4
+    ff = PolicyNet.mlp(4, [8], 2)
+    assert "rnn" not in ff.spec() and not any(k.startswith("rnn") for k in ff.state_dict())
+
+
+def test_bad_recurrent_shapes_are_named():
+    with pytest.raises(ValueError, match="reads 16"):
+        PolicyNet([CLinear(4, 8, act="tanh"), CLinear(16, 2)], rnn=Recurrent("gru", 16, 16, at=1))
+    with pytest.raises(ValueError, match="head layer must follow"):
+        PolicyNet([CLinear(4, 8)], rnn=Recurrent("gru", 8, 8, at=1))
+    with pytest.raises(ValueError, match="unknown recurrent cell"):
+        Recurrent("rnn", 4, 4, at=0)
+
+
+# -- artifact and numpy runtime ----------------------------------------------------------------------
+
+def _seeded(net):
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.as_tensor(rng.standard_normal(tuple(p.shape)).astype(np.float32) * 0.3))
+    return net
+
+
+#: sha256 of these feed-forward artifacts as written before recurrent layers existed (main at d1b8da0): the
+#: recurrent fields must leave every MLP / CNN artifact byte for byte as it was
+FEED_FORWARD_SHA256 = {
+    "mlp": "dc424581887e34324fee92b751f7d2a8fce5c21001d9a66f4814693c480c677a",
+    "mlp-prune-q4": "b52cc845b47901084d0dc0cd4122e63df71840b87dcd3e9cae1fce9ff241eec7",
+    "mlp-share": "031516fc9182ad3caa1d5cdd9882b1cf582a8f6adc036cef0f3d081009524a46",
+    "cnn-q8": "c9e5f3e6769bbbd45d3e55fb7c9dd149d23d92f9bff70453f080f1c8ee1ff107",
+}
+
+
+def test_feed_forward_artifacts_are_byte_identical():
+    mlp = _seeded(PolicyNet.mlp(4, [32, 16], 2))
+    cnn = _seeded(PolicyNet.cnn((10, 10, 4), "hwc", [[8, [3, 3], 1], [8, [3, 3], 2]], [16], 3))
+    nets = {"mlp": (mlp, HEAD),
+            "mlp-prune-q4": (ac.compress_net(mlp, {"prune": {"sparsity": 0.5}, "quantize": {"bits": 4}}), HEAD),
+            "mlp-share": (ac.compress_net(mlp, {"share": {"bits": 3}}),
+                          {"kind": "continuous", "act_dim": 1, "low": [-2.0], "high": [2.0], "squash": "tanh"}),
+            "cnn-q8": (ac.compress_net(cnn, {"quantize": {"bits": 8}}), {"kind": "discrete", "n": 3})}
+    got = {k: hashlib.sha256(to_bytes(n, h)).hexdigest() for k, (n, h) in nets.items()}
+    assert got == FEED_FORWARD_SHA256
+    assert read_artifact(to_bytes(mlp, HEAD))[0]["version"] == 1
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_runtime_carries_state_resets_and_has_a_stateless_form(cell):
+    net, _ = recurrent_net(cell)
+    data = to_bytes(net, HEAD)
+    header = read_artifact(data)[0]
+    assert header["version"] == 2 and header["rnn"]["cell"] == cell and len(header["layers"]) == 2
+    policy = ac.Policy.from_bytes(data)  # 'auto': numpy, the C runtime does not run a cell
+    assert policy.runtime == "numpy" and policy.recurrent
+    xs = torch.randn(20, 4)
+    with torch.no_grad():
+        want = net.sequence(xs)[0].numpy()
+    impl = policy._impl
+    np.testing.assert_allclose(np.stack([impl.forward(x.numpy()) for x in xs]), want, atol=1e-5)
+    policy.reset()
+    np.testing.assert_allclose(impl.forward(xs[0].numpy()), want[0], atol=1e-5)  # reset: from zeros again
+    state, outs = policy.initial_state(), []
+    for x in xs:
+        out, state = impl.step(x.numpy(), state)
+        outs.append(out)
+    np.testing.assert_allclose(np.stack(outs), want, atol=1e-5)
+    # the stateless act agrees with the stateful one, step by step, over whole episodes
+    assert same_actions([torch_act(net, HEAD), ac.Policy.from_bytes(data).act, Stateless(policy)]) >= STEPS
+
+
+class Stateless:
+    """act(obs) through a policy's stateless form, the state held here."""
+
+    def __init__(self, policy):
+        self.policy = policy
+        self.reset()
+
+    def reset(self):
+        self.state = self.policy.initial_state()
+
+    def __call__(self, obs):
+        action, self.state = self.policy.act(obs, self.state)
+        return action
+
+
+def test_evaluate_resets_the_policy_each_episode():
+    net, _ = recurrent_net("lstm")
+    policy = ac.Policy.from_net(net, HEAD)
+    returns = measure.evaluate(policy.act, make_env, 3, seed=7)
+    one_by_one = [measure.evaluate(ac.Policy.from_net(net, HEAD).act, make_env, 1, seed=7 + i)[0] for i in range(3)]
+    np.testing.assert_array_equal(returns, one_by_one)
+    np.testing.assert_array_equal(returns, measure.evaluate(torch_act(net, HEAD), make_env, 3, seed=7))
+
+
+def test_c_runtime_and_exports_refuse_a_recurrent_artifact(tmp_path):
+    from autocompress import exports
+
+    data = to_bytes(recurrent_net("gru")[0], HEAD)
+    with pytest.raises(ValueError, match="only the numpy runtime runs it"):
+        NativePolicy.from_bytes(data)
+    with pytest.raises(ConfigError, match="only the numpy runtime runs it"):
+        ac.Policy.from_bytes(data, "c")
+    for fmt in ("c", "onnx"):
+        with pytest.raises(ValueError, match="only the numpy runtime runs it"):
+            exports.write(data, fmt, tmp_path / fmt)
+    with pytest.raises(ValueError, match="integer-only"):
+        NumpyPolicy.from_bytes(data, ["iq", "iq"])
+    assert ac.Policy.from_bytes(to_bytes(PolicyNet.mlp(4, [8], 2), HEAD)).reset() is None  # feed-forward: no-op
+
+
+# -- import from a plain PyTorch state dict --------------------------------------------------------------
+
+def save_torch_policy(tmp: Path, kind: str, seed: int = 0, **recurrent) -> Path:
+    """A CleanRL-style recurrent actor: Linear(4, 32) tanh -> nn.LSTM / nn.GRU(32, 16) -> Linear(16, 2), its YAML
+    beside it (`recurrent` overrides the YAML's recurrent fields)."""
+    torch.manual_seed(seed)
+    enc, rnn, pi = nn.Linear(4, 32), CELLS[kind](32, 16), nn.Linear(16, 2)
+    state = {f"{name}.{k}": v for name, m in (("enc", enc), ("memory", rnn), ("pi", pi)) for k, v in
+             m.state_dict().items()}
+    path = tmp / f"{kind}.pt"
+    torch.save(state, path)
+    arch = {"algorithm": "PPO", "layers": ["enc", "pi"], "activation": "tanh", "head": "discrete",
+            "recurrent": {"cell": kind, "module": "memory", "after": 1, **recurrent}}
+    path.with_suffix(".yaml").write_text(yaml.safe_dump(arch))
+    return path
+
+
+def import_policy(path: Path):
+    env = make_env()
+    return torch_mlp.load(path, SimpleNamespace(env="CartPole-v1"), env.observation_space, env.action_space)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_import_acts_like_torch_over_whole_episodes(cell, tmp_path):
+    imported = import_policy(save_torch_policy(tmp_path, cell))
+    assert imported.describe() == ["4->32 tanh", f"{cell} 32->16", "16->2 none"]
+    policy = ac.Policy.from_net(imported.actor, imported.head)
+    assert same_actions([imported.source_act, policy.act, torch_act(imported.actor, imported.head)]) >= STEPS
+    # the state matters: the artifact's outputs differ from those of a policy reset at every step
+    obs = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
+    policy.reset()
+    carried = np.stack([policy._impl.forward(o) for o in obs])
+    fresh = np.stack([policy._impl.step(o, policy.initial_state())[0] for o in obs])
+    assert not np.allclose(carried[1:], fresh[1:], atol=1e-4)
+
+
+@pytest.mark.parametrize("recurrent, message", [
+    ({"bidirectional": True}, "recurrent.bidirectional: bidirectional: True: not supported"),
+    ({"num_layers": 2}, "recurrent.num_layers: num_layers: 2: not supported"),
+    ({"proj_size": 4}, "recurrent.proj_size"),
+    ({"cell": "gru"}, "recurrent.cell 'gru': memory's weights have 64 rows for 16 hidden units"),
+    ({"after": 2}, "recurrent.after 2: at most 1"),
+    ({"after": 0}, "layers[1] 'pi' takes 16 inputs, the layer before gives 32"),
+    ({"module": "lstm"}, "recurrent.module 'lstm': no lstm.weight_ih_l0"),
+])
+def test_unsupported_recurrent_options_are_one_clear_error(tmp_path, recurrent, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        import_policy(save_torch_policy(tmp_path, "lstm", **recurrent))
+
+
+@pytest.mark.parametrize("module, key", [(nn.LSTM(32, 16, num_layers=2), "num_layers"),
+                                         (nn.LSTM(32, 16, bidirectional=True), "bidirectional"),
+                                         (nn.LSTM(32, 16, proj_size=8), "proj_size")])
+def test_unsupported_options_are_read_from_the_state_dict(tmp_path, module, key):
+    path = save_torch_policy(tmp_path, "lstm")
+    state = torch.load(path, weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith("memory.")}
+    state.update({f"memory.{k}": v for k, v in module.state_dict().items()})
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=f"recurrent.{key}: lstm.pt holds memory"):
+        import_policy(path)
+
+
+def test_trial_paths_refuse_a_recurrent_teacher_before_any_work(tmp_path):
+    path = save_torch_policy(tmp_path, "gru")
+    spec = ac.load_trial_spec(_spec_file(tmp_path, path))
+    with pytest.raises(ConfigError, match="a recurrent \\(gru\\) policy: .*fine-tuning, search"):
+        sources.load(spec)
+    assert sources.load(spec, recurrent=True).actor.rnn.cell == "gru"
+
+
+def _spec_file(tmp: Path, source: Path) -> Path:
+    p = tmp / "spec.yaml"
+    p.write_text(yaml.safe_dump({"name": "rnn", "env": "CartPole-v1", "algorithm": "PPO", "seed": 1,
+                                 "teacher": {"from": str(source)}}))
+    return p
+
+
+# -- compression without RL ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell, config", [
+    ("lstm", {"prune": {"sparsity": 0.5}, "quantize": {"bits": 8}}),
+    ("gru", {"prune": {"sparsity": [0.3, 0.6, 0.0]}, "share": {"bits": 4}}),
+    ("lstm", {"quantize": {"bits": {1: 6}, "symmetric": True}}),
+])
+def test_compress_net_on_an_imported_recurrent_net_acts_as_its_artifact(tmp_path, cell, config):
+    imported = import_policy(save_torch_policy(tmp_path, cell))
+    small = ac.compress_net(imported.actor, config)
+    rnn = small.rnn
+    if "prune" in config:
+        assert (rnn.hh.mask == 0).any() and (rnn.ih.mask == 0).any()
+    if "quantize" in config:
+        assert rnn.ih.quant["bits"] == rnn.hh.quant["bits"] == config["quantize"]["bits"] if \
+            isinstance(config["quantize"]["bits"], int) else rnn.ih.quant["bits"] == 6 and small.layers[0].quant is None
+    if "share" in config:
+        assert rnn.ih.codebook is not None and rnn.hh.codebook.numel() <= 16
+    data = to_bytes(small, imported.head)
+    assert len(data) < len(to_bytes(imported.actor, imported.head))
+    policy = ac.Policy.from_bytes(data)
+    assert same_actions([torch_act(small, imported.head), policy.act]) >= STEPS
+    assert PolicyNet.from_spec(small.spec()).load_state_dict(small.state_dict())  # masks, codebooks, quant move too
+
+
+@pytest.mark.parametrize("config, name", [({"lowrank": {"rank": 4}}, "lowrank"),
+                                          ({"structured": {"amount": 0.5, "criterion": "l1"}}, "structured"),
+                                          ({"prune": {"sparsity": 0.5}, "lowrank": {"rank": 4}}, "lowrank")])
+def test_techniques_that_rebuild_the_net_refuse_a_recurrent_one(config, name):
+    net, _ = recurrent_net("lstm")
+    with pytest.raises(ConfigError, match=f"{name}: not supported on a recurrent \\(lstm\\) net yet"):
+        ac.compress_net(net, config)
