@@ -101,6 +101,22 @@ def test_spec_round_trip_and_matrices(cell):
     assert "rnn" not in ff.spec() and not any(k.startswith("rnn") for k in ff.state_dict())
 
 
+def test_a_cell_on_the_observation_itself():
+    torch.manual_seed(1)
+    ref = nn.GRU(4, 8)
+    net = PolicyNet([CLinear(8, 2)], rnn=Recurrent("gru", 4, 8, at=0))
+    with torch.no_grad():
+        for m, k in ((net.rnn.ih, "ih"), (net.rnn.hh, "hh")):
+            m.weight.copy_(getattr(ref, f"weight_{k}_l0"))
+            m.bias.copy_(getattr(ref, f"bias_{k}_l0"))
+        xs = torch.randn(30, 4)
+        want = net.layers[0](ref(xs)[0])
+    assert net.in_dim == 4
+    torch.testing.assert_close(net.sequence(xs)[0].detach(), want, atol=1e-5, rtol=1e-5)
+    policy = NumpyPolicy.from_bytes(to_bytes(net, HEAD))
+    np.testing.assert_allclose(np.stack([policy.forward(x.numpy()) for x in xs]), want.numpy(), atol=1e-5)
+
+
 def test_bad_recurrent_shapes_are_named():
     with pytest.raises(ValueError, match="reads 16"):
         PolicyNet([CLinear(4, 8, act="tanh"), CLinear(16, 2)], rnn=Recurrent("gru", 16, 16, at=1))
@@ -312,6 +328,7 @@ def test_compress_net_on_an_imported_recurrent_net_acts_as_its_artifact(tmp_path
 
 @pytest.mark.parametrize("config, name", [({"lowrank": {"rank": 4}}, "lowrank"),
                                           ({"structured": {"amount": 0.5, "criterion": "l1"}}, "structured"),
+                                          ({"distill": {"hidden": [8]}}, "distill"),
                                           ({"prune": {"sparsity": 0.5}, "lowrank": {"rank": 4}}, "lowrank")])
 def test_techniques_that_rebuild_the_net_refuse_a_recurrent_one(config, name):
     net, _ = recurrent_net("lstm")
