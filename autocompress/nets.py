@@ -221,9 +221,8 @@ class PolicyNet(nn.Module):
         self.iq = iq
         self.rnn = rnn  # registered only when present: a feed-forward net's state dict keys stay as they were
         for i, (a, b) in enumerate(zip(layers, layers[1:])):
-            if rnn is None or i + 1 != rnn.at:
-                if a.out_size != b.in_size:
-                    raise ValueError(f"layer {i} writes {a.out_size} values, layer {i + 1} reads {b.in_size}")
+            if (rnn is None or i + 1 != rnn.at) and a.out_size != b.in_size:  # the cell sits between at-1 and at
+                raise ValueError(f"layer {i} writes {a.out_size} values, layer {i + 1} reads {b.in_size}")
         if rnn is not None:
             self._check_recurrent()
 

@@ -272,7 +272,11 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         cfg = dict(context.model_config or {})
         data = Path(context.artifacts["policy"]).read_bytes()
-        self.obs_shape = _obs_shape(read_artifact(data)[0])
+        header = read_artifact(data)[0]
+        if header.get("rnn"):  # predict() acts row by row: a state would leak from one row to the next
+            raise ValueError("a recurrent policy's MLflow model is not supported yet (how its state is passed is "
+                             "not defined): load the .acz with autocompress.Policy, runtime 'numpy'")
+        self.obs_shape = _obs_shape(header)
         self.policy = Policy.from_bytes(data, runtime=cfg.get("runtime") or "auto",
                                         **({"kernels": cfg["kernels"]} if cfg.get("kernels") else {}))
 

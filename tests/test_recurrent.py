@@ -221,6 +221,11 @@ def test_c_runtime_and_exports_refuse_a_recurrent_artifact(tmp_path):
     with pytest.raises(ValueError, match="integer-only"):
         NumpyPolicy.from_bytes(data, ["iq", "iq"])
     assert ac.Policy.from_bytes(to_bytes(PolicyNet.mlp(4, [8], 2), HEAD)).reset() is None  # feed-forward: no-op
+    from autocompress.tracking import PolicyModel  # deferred: MLflow takes seconds to import
+
+    (tmp_path / "p.acz").write_bytes(data)
+    with pytest.raises(ValueError, match="recurrent policy's MLflow model is not supported yet"):
+        PolicyModel().load_context(SimpleNamespace(model_config=None, artifacts={"policy": str(tmp_path / "p.acz")}))
 
 
 # -- import from a plain PyTorch state dict --------------------------------------------------------------
