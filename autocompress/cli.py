@@ -374,6 +374,20 @@ def pareto_cmd(run_dir: Path = RunDirArg, as_json: bool = typer.Option(False, "-
                                      f"{heldout_note(held)}", reference))
 
 
+def pick_return_lines(row) -> list[str]:
+    """What `pick` says of a picked row's return: the ratio it was chosen on, then on the fresh episodes."""
+    mean = row.heldout_return_mean if row.chosen_on == "held-out" else row.return_mean
+    chosen = (f"chosen on {row.chosen_episodes} {row.chosen_on} episodes: ratio {row.chosen_return_ratio:.3f} "
+              f"(return {mean:.1f})")
+    if row.chosen_on != "held-out":
+        chosen += "; no held-out values (`autocompress pareto RUN --reevaluate N` adds them)"
+    if row.fresh_episodes is None:
+        return [chosen, "no fresh episodes (eval.fresh_episodes: 0): the return above is the one it was chosen on"]
+    return [chosen, f"on {row.fresh_episodes} fresh episodes it was not chosen on: ratio {row.fresh_return_ratio:.3f} "
+                    f"(return {row.fresh_return_mean:.1f} ± {row.fresh_return_std:.1f} std, teacher "
+                    f"{row.fresh_teacher_return_mean:.1f})"]
+
+
 class Minimize(str, Enum):
     latency = "latency"
     bytes = "bytes"
@@ -397,12 +411,15 @@ def pick(run_dir: Path = RunDirArg,
                                                     help="with --register: the MLflow tracking URI [default: the "
                                                          "one the search used]")):
     """Pick the best trial under constraints; prints its config as YAML for `compress --config`.
-    Where the front has held-out values (`pareto --reevaluate`), --min-return-ratio holds for them.
+    Where the front has held-out values (`pareto --reevaluate`), --min-return-ratio holds for them (else
+    for the evaluation episodes). A return chosen on is optimistic, so pick shows both: the ratio it chose
+    on, and the trial's and the teacher's return on the spec's eval.fresh_episodes episodes it was not
+    chosen on (run once per trial, kept in the study).
     With --register NAME, the trial's MLflow model becomes a new version of NAME (alias --alias)."""
     with errors_as_exit_codes():
         run = ac.Run.load(run_dir, storage)
         row = run.pick(min_return_ratio=min_return_ratio, minimize=minimize.value, max_bytes=max_bytes,
-                       max_latency_ms=max_latency_ms, max_flash=max_flash, max_ram=max_ram)
+                       max_latency_ms=max_latency_ms, max_flash=max_flash, max_ram=max_ram, log=err.print)
         version = run.register(row.trial, register, alias=alias, tracking_uri=tracking_uri, log=err.print) \
             if register is not None else None
     if version:
@@ -411,14 +428,13 @@ def pick(run_dir: Path = RunDirArg,
     if as_json:
         sys.stdout.write(json.dumps({**row.to_dict(), **({"registered": version} if version else {})}) + "\n")
         return
-    held = row.heldout_return_ratio is not None and run.heldout() is not None
-    ret = (f"held-out return {row.heldout_return_mean:.1f} (×{row.heldout_return_ratio:.3f}) on "
-           f"{row.heldout_episodes} episodes, evaluation {row.return_mean:.1f}") if held else \
-        f"return {row.return_mean:.1f} (×{row.return_ratio:.3f})"
-    err.print(f"trial {row.trial}: {ret}, latency {row.latency_ms * 1000:.2f} µs (×{row.latency_ratio:.3f}), "
+    held = row.chosen_on == "held-out"
+    err.print(f"trial {row.trial}: latency {row.latency_ms * 1000:.2f} µs (×{row.latency_ratio:.3f}), "
               f"{row.bytes:,} bytes (×{row.bytes_ratio:.4f})" + (
                   f"; on {row.target}: {row.cycles:,.0f} cycles per act, flash {row.flash:,} B, RAM {row.ram:,} B"
-                  if row.cycles is not None else ""))
+                  if row.cycles is not None else ""), highlight=False)
+    for line in pick_return_lines(row):
+        err.print("  " + line, highlight=False)
     ref = run.reference()
     if ref is not None:
         ref_ret = f"held-out ×{ref.heldout_return_ratio:.3f}" if held and ref.heldout_return_ratio is not None \

@@ -119,10 +119,20 @@ class EvalSpec(_Strict):
                               "--reevaluate`): episode i is reset with heldout_seed + i")
     heldout_episodes: int = Field(100, ge=0, description="held-out episodes per front member and the teacher at "
                                   "the end of a search (0: none)")
+    fresh_seed: int = Field(5_000_000, ge=0, description="`pick` reports the trial it chose on episodes it was not "
+                            "chosen on: episode i is reset with fresh_seed + i")
+    fresh_episodes: int = Field(100, ge=0, description="episodes `pick` acts the chosen trial and the teacher on, "
+                                "apart from the held-out ones it chose on (0: none; pick then says it reports the "
+                                "return it chose on)")
     reference_return: float | None = Field(None, allow_inf_nan=False, description=(
         "the return a useless policy gets on this env, if you know it better than a uniform-random policy "
         "measured on the evaluation episodes (the default): the teacher must clearly beat it, and return "
         "ratios are (return - reference) / (teacher's - reference)"))
+
+
+#: the settings only `pick` reads: no trial measures anything with them, so the keys of what trials measured
+#: (study.reuse_key, the reference's) leave them out, as they were before these settings existed
+PICK_ONLY = {"eval": {"fresh_seed", "fresh_episodes"}}
 
 
 class LatencySpec(_Strict):

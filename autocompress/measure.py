@@ -366,8 +366,19 @@ def heldout_spec(spec: TrialSpec, episodes: int | None = None, seed: int | None 
     if held.eval.heldout_episodes < 1:
         raise ConfigError("eval.heldout_episodes is 0 in the trial spec: give the number of held-out episodes",
                           option="reevaluate")
-    return held.updated({"eval": {"episodes": held.eval.heldout_episodes, "seed": held.eval.heldout_seed,
-                                  "heldout_episodes": 0}})  # checked above against the evaluation seeds
+    return _evaluating_on(held, held.eval.heldout_seed, held.eval.heldout_episodes)
+
+
+def fresh_spec(spec: TrialSpec) -> TrialSpec:
+    """`spec` whose evaluation is its fresh episodes (eval.fresh_seed, eval.fresh_episodes): where `pick`
+    reports the trial it chose, on episodes it was not chosen on."""
+    return _evaluating_on(spec, spec.eval.fresh_seed, spec.eval.fresh_episodes)
+
+
+def _evaluating_on(spec: TrialSpec, seed: int, episodes: int) -> TrialSpec:
+    """`spec` with its evaluation moved onto `seed` .. + `episodes` - 1, one of its measuring ranges: the
+    others are switched off, as `spec` was checked with them apart (evaluation would now overlap them)."""
+    return spec.updated({"eval": {"episodes": episodes, "seed": seed, "heldout_episodes": 0, "fresh_episodes": 0}})
 
 
 def artifact_returns(data: bytes, spec: TrialSpec, runtime: str, kernels: list[str] | None = None) -> np.ndarray:

@@ -138,6 +138,22 @@ class FrontRow:
     heldout_return_std: float | None = None
     heldout_return_ratio: float | None = None
     heldout_episodes: int | None = None
+    # set by `Run.pick` only. A return chosen on is optimistic, so pick reports the trial it chose on
+    # `fresh_episodes` episodes it was not chosen on (eval.fresh_seed ..), the teacher's on the same ones;
+    # `chosen_on` / `chosen_episodes`: what it chose on ("held-out": the held-out values above; "evaluation":
+    # the trial's evaluation episodes, where the front has none)
+    chosen_on: str | None = None
+    chosen_episodes: int | None = None
+    fresh_return_mean: float | None = None
+    fresh_return_std: float | None = None
+    fresh_return_ratio: float | None = None
+    fresh_teacher_return_mean: float | None = None
+    fresh_episodes: int | None = None
+
+    @property
+    def chosen_return_ratio(self) -> float | None:
+        """The return ratio `pick` chose on (None where this row is no pick's)."""
+        return {"held-out": self.heldout_return_ratio, "evaluation": self.return_ratio}.get(self.chosen_on)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> "FrontRow":

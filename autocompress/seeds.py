@@ -11,6 +11,7 @@ A trial resets envs with seeds derived from its spec (episode j of a part resets
   layer sensitivity         300000 .. 300099 (at most 100 episodes)              select
   evaluation                eval.seed .. eval.seed + eval.episodes - 1          measure
   held-out re-evaluation    eval.heldout_seed .. + eval.heldout_episodes - 1    measure
+  pick's fresh report       eval.fresh_seed .. + eval.fresh_episodes - 1        measure
 
 Ranges are upper bounds where the episode count is not known in advance (at most one episode per
 env step). The rule: a part that measures shares no seed with any other part, and the checks that
@@ -71,6 +72,9 @@ def ranges(spec, distill=None, heldout_episodes: int | None = None) -> list[Seed
     if held > 0:
         out.append(SeedRange("held-out re-evaluation", "eval.heldout_seed + eval.heldout_episodes", "measure",
                              ((ev.heldout_seed, ev.heldout_seed + held - 1),)))
+    if ev.fresh_episodes > 0:
+        out.append(SeedRange("pick's fresh report", "eval.fresh_seed + eval.fresh_episodes", "measure",
+                             ((ev.fresh_seed, ev.fresh_seed + ev.fresh_episodes - 1),)))
     return [r for r in out if r.spans]
 
 
@@ -99,6 +103,6 @@ def check(spec, distill=None, heldout_episodes: int | None = None) -> None:
     lines = [f"{a.what} ({a.keys}: seeds {a.text()}) and {b.what} ({b.keys}: seeds {b.text()}) share seeds "
              + ", ".join(f"{lo}..{hi}" if hi > lo else str(lo) for lo, hi in shared)
              for a, b, shared in bad]
-    raise ValueError("seed ranges overlap: " + "; ".join(lines) + ". Evaluation and held-out episodes must be "
-                     "ones nothing trained or selected on: change eval.seed, eval.heldout_seed or seed "
-                     "(a seed range is an upper bound: at most one episode per env step)")
+    raise ValueError("seed ranges overlap: " + "; ".join(lines) + ". Evaluation, held-out and fresh episodes must "
+                     "be ones nothing trained or selected on: change eval.seed, eval.heldout_seed, eval.fresh_seed or "
+                     "seed (a seed range is an upper bound: at most one episode per env step)")

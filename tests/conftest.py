@@ -103,7 +103,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def search_run(tmp_path_factory) -> Path:
     """A tiny finished search (3 trials of int8..4-bit PTQ on the committed CartPole teacher), shared by
-    the tests that read a run dir (API examples, exports, MLflow); they must not change it."""
+    the tests that read a run dir (API examples, exports, MLflow); they must not change it (but for what
+    `pick` keeps in the study: its chosen trial's fresh-episode values)."""
     import yaml
 
     import autocompress as ac

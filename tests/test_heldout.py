@@ -14,13 +14,14 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 import autocompress as ac
-from autocompress import seeds
+from autocompress import measure, seeds
 from autocompress.cli import app
 from autocompress.config import CompressConfig, TrialSpec, load_trial_spec, parse
 from autocompress.errors import ConfigError
 from autocompress.nets import PolicyNet
 from autocompress.techniques import Context, apply
 from autocompress.techniques.distill import DistillConfig
+from autocompress._search.study import reuse_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "trials" / "cartpole_ppo.yaml"
@@ -65,6 +66,9 @@ def test_shipped_specs_load_and_the_teacher_key_ignores_heldout_settings():
     other = spec.updated({"eval": {"heldout_seed": 2_000_000, "heldout_episodes": 7, "seed": 20_000},
                           "finetune": {"teacher_reference": True}})
     assert other.teacher_key() == spec.teacher_key()  # no teacher is trained again for these
+    assert (spec.eval.fresh_seed, spec.eval.fresh_episodes) == (5_000_000, 100)
+    picks_elsewhere = spec.updated({"eval": {"fresh_seed": 7_000_000, "fresh_episodes": 3}})
+    assert reuse_key(picks_elsewhere, "t") == reuse_key(spec, "t")  # only pick reads them: trials are reused
 
 
 OVERLAPS = [  # (changes, the two parts named, the seeds they share)
@@ -79,6 +83,8 @@ OVERLAPS = [  # (changes, the two parts named, the seeds they share)
     ({"eval": {"heldout_seed": 1999}}, ("sample_obs collection", "held-out re-evaluation"), "1999"),
     ({"sample_steps": 77_800}, ("sample_obs collection", "keep_best / teacher checks"), "77777..77781"),
     ({"eval": {"seed": 300_090}}, ("layer sensitivity", "evaluation"), "300090..300099"),
+    ({"eval": {"fresh_seed": 1_000_050}}, ("held-out re-evaluation", "pick's fresh report"), "1000050..1000099"),
+    ({"eval": {"fresh_seed": 10_010, "fresh_episodes": 5}}, ("evaluation", "pick's fresh report"), "10010..10014"),
 ]
 
 
@@ -91,7 +97,8 @@ def test_overlapping_seed_ranges_are_one_clear_error(changes, parts, shared):
     a, b = parts
     assert f"{a} (" in msg and f"{b} (" in msg and f"share seeds {shared}" in msg, msg
     for part, keys in (("evaluation", "eval.seed + eval.episodes"), ("held-out re-evaluation", "eval.heldout_seed"),
-                       ("sample_obs collection", "seed + sample_steps"), ("keep_best / teacher checks", "seed + 77777")):
+                       ("sample_obs collection", "seed + sample_steps"), ("keep_best / teacher checks", "seed + 77777"),
+                       ("pick's fresh report", "eval.fresh_seed + eval.fresh_episodes")):
         if part in parts:
             assert keys in msg, (keys, msg)
 
@@ -110,18 +117,24 @@ def test_training_parts_may_share_seeds_and_a_distill_config_is_checked_exactly(
 def test_reevaluate_with_seeds_that_overlap_is_refused(search_run):
     with pytest.raises(ConfigError, match="evaluation .* and held-out re-evaluation"):
         ac.Run.load(search_run).reevaluate([0], episodes=2, seed=10_000)
+    with pytest.raises(ConfigError, match=r"held-out re-evaluation \(eval.heldout_seed.* and pick's fresh report "
+                                          r"\(eval.fresh_seed"):
+        ac.Run.load(search_run).reevaluate([0], episodes=2, seed=5_000_050)
 
 
 # -- pareto / pick on held-out values (a real in-memory study, fake measurements) ---------------------------
 
 def fake_run(tmp_path, heldout: dict | None, reference: dict | None = None) -> ac.Run:
     """Two front members: 4 = smaller, 1.00 on the evaluation episodes but 0.90 held-out; 7 = bigger and
-    faster, 0.98 and 0.97. A dominated trial 9 (never re-evaluated)."""
+    faster, 0.98 and 0.97. A dominated trial 9 (never re-evaluated). The trial spec is the shipped CartPole
+    one; each artifact holds b"trial <n>" (episodes are `fake_episodes`')."""
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
 
     def add(number, ret, ratio, lat, size):
+        art = tmp_path / f"{number}.acz"
+        art.write_bytes(f"trial {number}".encode())
         result = {"return_mean": ret, "return_std": 1.0, "return_ratio": ratio, "latency_ms": lat, "latency_ratio": 0.5,
-                  "bytes": size, "bytes_ratio": size / 1000, "n_params": 10, "artifact": f"/x/{number}.acz"}
+                  "bytes": size, "bytes_ratio": size / 1000, "n_params": 10, "artifact": str(art), "runtime": "numpy"}
         while len(study.trials) < number:
             study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
         study.add_trial(optuna.trial.create_trial(values=[ret, lat, size], user_attrs={
@@ -134,7 +147,28 @@ def fake_run(tmp_path, heldout: dict | None, reference: dict | None = None) -> a
         study.set_user_attr("heldout", heldout)
     if reference is not None:
         study.set_user_attr("reference", reference)
-    return ac.Run(tmp_path, study, {"objectives": ["return", "latency", "bytes"]})
+    return ac.Run(tmp_path, study, {"objectives": ["return", "latency", "bytes"],
+                                    "space": str(ROOT / "search_spaces" / "cartpole_ppo.yaml")})
+
+
+#: returns on the fresh episodes (set B), disagreeing with the held-out ones (set A: 4 -> 0.90, 7 -> 0.97)
+FRESH_RETURNS = {b"trial 4": 400.0, b"trial 7": 320.0}
+
+
+@pytest.fixture
+def fake_episodes(monkeypatch) -> list:
+    """The episode runner replaced: artifact b"trial <n>" returns FRESH_RETURNS[n] ± 1 per episode, anything
+    else (the teacher) 400 ± 1. Returns the calls: (artifact, first seed, episodes)."""
+    calls = []
+
+    def run(data, spec, runtime, kernels=None):
+        calls.append((data, spec.eval.seed, spec.eval.episodes))
+        mean = FRESH_RETURNS.get(data, 400.0)
+        return mean + np.resize([-1.0, 1.0], spec.eval.episodes)
+
+    monkeypatch.setattr(measure, "artifact_returns", run)
+    return calls
+
 
 
 def snapshot(trials: dict) -> dict:
@@ -143,7 +177,7 @@ def snapshot(trials: dict) -> dict:
             "trials": {str(n): {"return_mean": 480.0 * r, "return_std": 2.0, "return_ratio": r} for n, r in trials.items()}}
 
 
-def test_pick_and_front_go_by_heldout_values_when_every_front_member_has_them(tmp_path):
+def test_pick_and_front_go_by_heldout_values_when_every_front_member_has_them(tmp_path, fake_episodes):
     plain = fake_run(tmp_path, None)
     assert plain.heldout() is None and plain.pick(0.95, "bytes").trial == 4
     held = fake_run(tmp_path, snapshot({4: 0.90, 7: 0.97}))
@@ -158,7 +192,7 @@ def test_pick_and_front_go_by_heldout_values_when_every_front_member_has_them(tm
     assert stale.heldout() is None and stale.pick(0.95, "bytes").trial == 4
 
 
-def test_pareto_table_shows_heldout_columns_and_the_reference_row(tmp_path, monkeypatch):
+def test_pareto_table_shows_heldout_columns_and_the_reference_row(tmp_path, monkeypatch, fake_episodes):
     ref = {"result": {"return_mean": 510.0, "return_std": 0.0, "return_ratio": 1.17, "latency_ms": 0.02,
                       "latency_ratio": 1.0, "bytes": 1000, "bytes_ratio": 1.0, "n_params": 99}, "artifact": "/x/ref.acz"}
     held = snapshot({4: 0.90, 7: 0.97})
@@ -175,9 +209,85 @@ def test_pareto_table_shows_heldout_columns_and_the_reference_row(tmp_path, monk
     ref_line = next(line for line in lines if "reference, not a trial" in line)
     assert "1.170" in ref_line and "1.050" in ref_line
     res = CliRunner().invoke(app, ["pick", str(tmp_path), "--minimize", "bytes"])
-    assert res.exit_code == 0 and "trial 7: held-out return 465.6 (×0.970) on 100 episodes" in res.output, res.output
+    assert res.exit_code == 0 and "chosen on 100 held-out episodes: ratio 0.970 (return 465.6)" in res.output, \
+        res.output
     assert "reference: the teacher fine-tuned with the same budget, no compression: return held-out ×1.050" in \
         res.output
+
+
+# -- pick chooses on held-out episodes (set A) and reports on fresh ones (set B) ------------------------------
+
+def test_pick_chooses_on_heldout_episodes_and_reports_on_fresh_ones(tmp_path, fake_episodes):
+    run = fake_run(tmp_path, snapshot({4: 0.90, 7: 0.97}))
+    best = run.pick(0.95, "bytes")
+    # chosen on A: 7 (0.97), not the smaller 4 (0.90 < 0.95), though on B 4 does better (1.00 vs 0.80)
+    assert best.trial == 7 and best.chosen_on == "held-out" and best.chosen_episodes == 100
+    assert best.chosen_return_ratio == best.heldout_return_ratio == 0.97
+    # reported on B: 320 against the teacher's 400 on the same fresh episodes, not A's 0.97
+    assert best.fresh_return_ratio == pytest.approx(0.80) and best.fresh_return_mean == pytest.approx(320.0)
+    assert best.fresh_return_std == pytest.approx(1.0) and best.fresh_teacher_return_mean == pytest.approx(400.0)
+    # only the chosen trial and the teacher acted, on B's seeds
+    spec = run.trial_spec()
+    assert best.fresh_episodes == spec.eval.fresh_episodes == 100
+    assert sorted(data == b"trial 7" for data, _, _ in fake_episodes) == [False, True]
+    assert {(seed, n) for _, seed, n in fake_episodes} == {(spec.eval.fresh_seed, 100)}
+
+
+def test_a_second_pick_of_the_same_trial_runs_no_episodes(tmp_path, fake_episodes, monkeypatch):
+    run = fake_run(tmp_path, snapshot({4: 0.90, 7: 0.97}))
+    first = run.pick(0.95, "bytes")
+    assert len(fake_episodes) == 2 and run.study.user_attrs["fresh:7"]["return_ratio"] == first.fresh_return_ratio
+    assert ac.Run(tmp_path, run.study, run.state).pick(0.95, "bytes") == first and len(fake_episodes) == 2
+    assert run.pick(0.90, "bytes").trial == 4 and len(fake_episodes) == 4  # another trial: measured
+    spec = run.trial_spec().updated({"eval": {"fresh_seed": 6_000_000}})  # the spec's fresh episodes changed
+    monkeypatch.setattr(run, "trial_spec", lambda: spec)
+    assert run.pick(0.95, "bytes").fresh_return_ratio == pytest.approx(0.80)
+    assert len(fake_episodes) == 6 and fake_episodes[-1][1] == 6_000_000
+
+
+def test_without_heldout_values_pick_says_what_it_chose_on_and_still_reports_fresh_episodes(
+        tmp_path, fake_episodes, monkeypatch):
+    run = fake_run(tmp_path, None)
+    best = run.pick(0.95, "bytes")
+    assert best.trial == 4 and best.chosen_on == "evaluation" and best.chosen_episodes == 20
+    assert best.chosen_return_ratio == 1.0 and best.fresh_return_ratio == pytest.approx(1.0)
+    monkeypatch.setattr(ac.Run, "load", classmethod(lambda cls, d, s=None: run))
+    res = CliRunner().invoke(app, ["pick", str(tmp_path), "--minimize", "bytes"])
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "chosen on 20 evaluation episodes: ratio 1.000 (return 500.0); no held-out " \
+        "values" in said and "on 100 fresh episodes it was not chosen on: ratio 1.000 (return 400.0 ± 1.0 std, " \
+        "teacher 400.0)" in said, res.output
+    # eval.fresh_episodes: 0: nothing acts, and pick says its return is the one it chose on
+    spec = run.trial_spec().updated({"eval": {"fresh_episodes": 0}})
+    monkeypatch.setattr(run, "trial_spec", lambda: spec)
+    calls = len(fake_episodes)
+    none = run.pick(0.95, "bytes")
+    assert none.trial == 4 and none.fresh_episodes is None and none.fresh_return_ratio is None
+    assert len(fake_episodes) == calls
+    res = CliRunner().invoke(app, ["pick", str(tmp_path), "--minimize", "bytes"])
+    assert res.exit_code == 0 and "the return above is the one it was chosen on" in " ".join(res.output.split())
+
+
+def test_pick_help_says_it_reports_on_fresh_episodes():
+    res = CliRunner().invoke(app, ["pick", "--help"], env={"COLUMNS": "200"})
+    said = " ".join(res.output.split())
+    assert res.exit_code == 0 and "fresh_episodes episodes it was not chosen on" in said, res.output
+
+
+def test_pick_reports_a_finished_search_on_fresh_episodes(search_run, tmp_path, monkeypatch):
+    copy, _ = copy_run(search_run, tmp_path)  # pick keeps its fresh values in the study: the shared run stays as is
+    res = CliRunner().invoke(app, ["pick", str(copy), "--min-return-ratio", "0", "--minimize", "bytes", "--json"])
+    assert res.exit_code == 0, res.output
+    best = json.loads(res.stdout)
+    assert best["chosen_on"] == "held-out" and best["chosen_episodes"] == 100 and best["fresh_episodes"] == 100
+    run = ac.Run.load(copy)
+    row, spec = run.trial_row(best["trial"]), run.trial_spec()
+    again = measure.artifact_returns(Path(row["artifact"]).read_bytes(), measure.fresh_spec(spec), row["runtime"],
+                                     row["kernels"])  # the trial's runtime and kernels, on B's seeds
+    assert best["fresh_return_mean"] == pytest.approx(again.mean())
+    assert best["fresh_return_ratio"] == pytest.approx(best["fresh_return_mean"] / best["fresh_teacher_return_mean"])
+    monkeypatch.setattr(measure, "artifact_returns", lambda *a, **k: pytest.fail("a second pick ran episodes"))
+    assert run.pick(min_return_ratio=0.0, minimize="bytes").to_dict() == best
 
 
 # -- a finished search, re-evaluated through the CLI --------------------------------------------------------

@@ -229,6 +229,9 @@ def test_pick_register_on_the_local_store(search_run, tmp_path):
         assert key in prod.tags, key
     assert float(prod.tags["bytes_ratio"]) == pytest.approx(row["bytes_ratio"], rel=1e-6)
     assert int(prod.tags["trial"]) == row["trial"]
+    # and what pick measured it on apart from its choice
+    assert float(prod.tags["fresh_return_ratio"]) == pytest.approx(row["fresh_return_ratio"], rel=1e-6)
+    assert int(prod.tags["fresh_episodes"]) == row["fresh_episodes"] == 100
 
     bad = pick("--register", "a/b")
     assert bad.returncode == 2 and "--register" in bad.stderr and "Traceback" not in bad.stderr

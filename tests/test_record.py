@@ -90,17 +90,19 @@ def test_study_attrs_read_back_and_default_when_never_written():
     assert (attrs.queue, attrs.runtime, attrs.heldout, attrs.reference, attrs.noise_floor, attrs.stacked,
             attrs.sensitivity_guided, attrs.tracking_uri, attrs.parent_run_id) == ([], None, None, None, None,
                                                                                     None, None, None, None)
-    assert attrs.heartbeats() == {} and attrs.latencies() == {}
+    assert attrs.heartbeats() == {} and attrs.latencies() == {} and attrs.fresh(3) is None
     attrs.queue = [queue_item({"x": 1}, stacked=True)]
     attrs.runtime, attrs.stacked, attrs.sensitivity_guided = "c", 0, 2
     attrs.noise_floor, attrs.parent_run_id, attrs.tracking_uri = {"min": 0.9}, "run1", "sqlite:///m.db"
     attrs.heldout, attrs.reference = {"episodes": 5}, {"artifact": "a"}
     attrs.beat("host:1")
     attrs.set_latency("sig", {"trial": 3, "latency_ms": 0.01})
+    attrs.set_fresh(3, {"episodes": 100, "return_ratio": 0.9})
     # the keys studies on disk have
     assert set(s.user_attrs) == {"queue", "runtime", "stacked", "sensitivity_guided", "latency_noise_floor",
                                  "mlflow_parent_run_id", "tracking_uri", "heldout", "reference", "heartbeat:host:1",
-                                 "latency:sig"}
+                                 "latency:sig", "fresh:3"}
     again = StudyAttrs(s)
     assert again.stacked == 0 and again.runtime == "c" and again.queue[0]["user_attrs"] == {"stacked": True}
     assert list(again.heartbeats()) == ["host:1"] and again.latencies() == {"sig": {"trial": 3, "latency_ms": 0.01}}
+    assert again.fresh(3) == {"episodes": 100, "return_ratio": 0.9} and again.fresh(4) is None

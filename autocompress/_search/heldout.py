@@ -1,4 +1,5 @@
-"""After the trials: the fine-tuned teacher as a reference row, and held-out re-evaluation.
+"""After the trials: the fine-tuned teacher as a reference row, held-out re-evaluation, and the fresh
+episodes `pick` reports its choice on.
 
 The front is chosen on the evaluation episodes, so its returns there are optimistic. Held-out
 re-evaluation acts every front member's artifact, the teacher's (and the reference's) on
@@ -12,6 +13,10 @@ return_std, return_ratio}}} (one snapshot, all on the same seeds), mirrored as M
 The reference (`finetune.teacher_reference: true`): the teacher fine-tuned with the trials' fine-tune
 settings and no technique, once per search, measured like a trial; study user attr `reference`, parent
 run metrics `reference_*`. Never a trial: not on the front, not in the budget.
+
+`pick` chooses on the held-out values (set A), so they are optimistic for the trial it chose: it reports
+that trial (and the teacher) on `eval.fresh_episodes` more episodes (set B, seeds from `eval.fresh_seed`,
+validated apart like the others), study user attr `fresh:<trial>`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from optuna.trial import TrialState
 
 from autocompress import measure, pipeline, rl
 from autocompress import teacher as teachers
-from autocompress.config import CompressConfig, TrialSpec
+from autocompress.config import PICK_ONLY, CompressConfig, TrialSpec
 from autocompress.errors import ConfigError
 from autocompress.results import SLIM_DROP
 from autocompress.tracking import Tracker, check_reachable, run_uri
@@ -53,7 +58,7 @@ def reference_task(spec_json: str, teacher: dict, cache_root: str) -> dict:
 
 
 def _spec_key(spec: TrialSpec) -> str:
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()[:16]
+    return hashlib.sha256(spec.model_dump_json(exclude=PICK_ONLY).encode()).hexdigest()[:16]
 
 
 def run_reference(study: optuna.Study, spec: TrialSpec, teacher_ref, cache_root: str, tracker, run_dir: Path,
@@ -199,6 +204,33 @@ def conclude(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_di
         run_reference(study, spec, teacher_ref, cache_root, tracker, run_dir, log)
     if spec.eval.heldout_episodes > 0 and rows(study):
         reevaluate(study, spec, objectives, run_dir, tracker, log=log)
+
+
+# -- pick's report on fresh episodes ----------------------------------------------------------------------
+
+def fresh_values(study: optuna.Study, spec: TrialSpec, run_dir: Path, row: dict, log: Log = lambda m: None
+                 ) -> dict | None:
+    """The return of the trial `row` (one of `rows(study)`, the one `pick` chose) and of the teacher on the
+    spec's fresh episodes (eval.fresh_seed, eval.fresh_episodes), acted as the trial was measured (its
+    runtime and kernels): {episodes, seed, runtime, return_mean, return_std, return_ratio,
+    teacher_return_mean}. Kept in the study (StudyAttrs.fresh) and reused while the episodes and runtime are
+    the same, so picking the trial again runs no episodes. None where eval.fresh_episodes is 0."""
+    if spec.eval.fresh_episodes == 0:
+        return None
+    attrs = StudyAttrs(study)
+    runtime = row.get("runtime") or attrs.runtime or measure.policy_runtime(spec.latency.runtime)[0]
+    key = {"episodes": spec.eval.fresh_episodes, "seed": spec.eval.fresh_seed, "runtime": runtime}
+    kept = attrs.fresh(row["trial"])
+    if kept and all(kept.get(k) == v for k, v in key.items()):
+        return kept
+    n, seed = key["episodes"], key["seed"]
+    log(f"pick: trial {row['trial']} and the teacher on {n} fresh episodes, seeds {seed}..{seed + n - 1}, "
+        f"{runtime} runtime")
+    jobs = policies(rows(study), [row], run_dir, spec)
+    values = heldout_values(jobs, measure.fresh_spec(spec), runtime)
+    record = {**key, **values[row["trial"]], "teacher_return_mean": values["teacher"]["return_mean"]}
+    attrs.set_fresh(row["trial"], record)
+    return record
 
 
 def reevaluate_run(run_dir: Path, study: optuna.Study, state: dict, spec: TrialSpec, episodes: int | None = None,

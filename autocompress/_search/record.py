@@ -122,8 +122,9 @@ class _Attr:
         attrs.study.set_user_attr(self.key, value)
 
 
-#: study attr prefixes: one attr per driver (`heartbeat:<host:pid>`) and per timed compute signature
-HEARTBEAT, LATENCY = "heartbeat:", "latency:"
+#: study attr prefixes: one attr per driver (`heartbeat:<host:pid>`), per timed compute signature, and per
+#: trial `pick` reported on fresh episodes (one attr each: concurrent picks never overwrite one another)
+HEARTBEAT, LATENCY, FRESH = "heartbeat:", "latency:", "fresh:"
 
 
 class StudyAttrs:
@@ -161,6 +162,13 @@ class StudyAttrs:
 
     def set_latency(self, signature: str, figures: dict) -> None:
         self.study.set_user_attr(LATENCY + signature, figures)
+
+    def fresh(self, trial: int) -> dict | None:
+        """Trial `trial`'s return on pick's fresh episodes (see _search/heldout.py `fresh_values`), if measured."""
+        return self.study.user_attrs.get(f"{FRESH}{trial}")
+
+    def set_fresh(self, trial: int, values: dict) -> None:
+        self.study.set_user_attr(f"{FRESH}{trial}", values)
 
 
 def _prefixed(attrs: dict[str, Any], prefix: str) -> dict[str, Any]:

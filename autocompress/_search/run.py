@@ -4,6 +4,7 @@ Optuna and MLflow)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -112,10 +113,14 @@ class Run:
 
     def pick(self, min_return_ratio: float = 0.95, minimize: Literal["latency", "bytes"] = "latency",
              max_bytes: float | None = None, max_latency_ms: float | None = None, max_flash: int | None = None,
-             max_ram: int | None = None) -> FrontRow:
+             max_ram: int | None = None, log: Log = _quiet) -> FrontRow:
         """The trial with the lowest `minimize` among those meeting every constraint (ConfigError
         saying how many trials met each constraint when none meets them all). With held-out values
-        (`heldout()`), the return constraint and ties go by them, among the re-evaluated trials."""
+        (`heldout()`), the return constraint and ties go by them, among the re-evaluated trials; else by
+        the evaluation episodes (the row's `chosen_on` says which). The figures chosen on are optimistic
+        for the trial chosen, so it (and the teacher) then act on the spec's fresh episodes
+        (eval.fresh_seed / eval.fresh_episodes), which nothing chose on: the row's `fresh_*` fields (kept in
+        the study: a second pick of the same trial runs no episodes; None where eval.fresh_episodes is 0)."""
         checks.finite(min_return_ratio, "min_return_ratio")
         checks.finite(max_bytes, "max_bytes", 0)
         checks.finite(max_latency_ms, "max_latency_ms", 0)
@@ -134,7 +139,14 @@ class Run:
         except pareto.NothingQualifies as e:
             why = f"\n  (return on held-out episodes: only the {len(rows)} re-evaluated trials count)" if keys else ""
             raise ConfigError(str(e) + why) from None
-        return FrontRow.from_row(best)
+        spec = self.trial_spec()
+        chosen = FrontRow.from_row(best)
+        fresh = heldout.fresh_values(self.study, spec, self.run_dir, best, log) or {}
+        return dataclasses.replace(
+            chosen, chosen_on="held-out" if keys else "evaluation",
+            chosen_episodes=chosen.heldout_episodes if keys else spec.eval.episodes,
+            **{f"fresh_{k}": fresh.get(k) for k in ("return_mean", "return_std", "return_ratio",
+                                                     "teacher_return_mean", "episodes")})
 
     def export(self, trial: int, output: str | Path, format: str = "acz", smallest: bool = False,
                target: str | None = None) -> Path:
@@ -222,7 +234,8 @@ class Run:
         """Register COMPLETE trial `trial`'s MLflow model (`runs:/<its child run>/policy`, logged by the
         search) in the MLflow Model Registry as a new version of `name`, with its measurements as version
         tags (trial, config, return_mean, return_ratio, latency_ms, latency_ratio, bytes, bytes_ratio,
-        runtime) and `alias` (None: none) set to that version. The store is the one the search logged to
+        runtime; fresh_return_mean, fresh_return_ratio, fresh_episodes where `pick` reported the trial on fresh
+        episodes) and `alias` (None: none) set to that version. The store is the one the search logged to
         (default: sqlite in the run dir), or `tracking_uri`. Returns name, version, alias, run_id,
         model_id, model_uri (load it with `mlflow.pyfunc.load_model(model_uri)`) and the tags.
 
@@ -240,6 +253,8 @@ class Run:
         tags = {"trial": trial, "config": json.dumps(row["config"], sort_keys=True),
                 **{k: row[k] for k in ("return_mean", "return_ratio", "latency_ms", "latency_ratio", "bytes",
                                        "bytes_ratio", "runtime") if row.get(k) not in (None, "")}}
+        fresh = StudyAttrs(self.study).fresh(trial) or {}  # what pick measured it on apart from its choice
+        tags.update({f"fresh_{k}": fresh[k] for k in ("return_mean", "return_ratio", "episodes") if k in fresh})
         return tracking.register_policy(uri, self.state["study_name"], self.state.get("parent_run_id"), trial, name,
                                         alias, tags, Path(row["artifact"]), row, self.run_dir, log=log)
 

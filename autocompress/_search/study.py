@@ -18,6 +18,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from autocompress import native
+from autocompress.config import PICK_ONLY
 from autocompress._search.record import StudyAttrs, TrialRecord, enqueue, write_finished
 from autocompress.errors import ConfigError
 from autocompress.samplers import make_sampler
@@ -154,7 +155,7 @@ def reuse_key(spec, teacher_dirname: str) -> str:
     """What a trial's measurements depend on besides its config: the trial spec (its runtime pinned;
     resources aside) and the teacher (its cache name holds the hash of what made it). A resumed or
     warm-started study with an edited spec never reuses stale measurements."""
-    text = spec.model_dump_json(exclude={"resources"}) + "|" + teacher_dirname
+    text = spec.model_dump_json(exclude={"resources": True, **PICK_ONLY}) + "|" + teacher_dirname
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
