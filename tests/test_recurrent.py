@@ -252,7 +252,7 @@ def test_import_acts_like_torch_over_whole_episodes(cell, tmp_path):
     assert same_actions([imported.source_act, policy.act, torch_act(imported.actor, imported.head)]) >= STEPS
     # the state matters: the artifact's outputs differ from those of a policy reset at every step
     obs = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
-    policy.reset()
+    policy = ac.Policy.from_net(imported.actor, imported.head, "numpy")  # its outputs: NumpyPolicy.forward / step
     carried = np.stack([policy._impl.forward(o) for o in obs])
     fresh = np.stack([policy._impl.step(o, policy.initial_state())[0] for o in obs])
     assert not np.allclose(carried[1:], fresh[1:], atol=1e-4)
