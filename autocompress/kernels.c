@@ -64,6 +64,10 @@
 #define ACZ_IQ_CONV 1  /* its conv layers (an MLP's export leaves them out) */
 #endif
 
+#ifndef ACZ_ONLY  /* ACZ_USE_RNN */
+#define ACZ_USE_RNN 1  /* the recurrent cell (a C export defines it only for a recurrent net) */
+#endif  /* ACZ_USE_RNN */
+
 enum { ACZ_DENSE = 0, ACZ_CSR = 1, ACZ_INT8 = 2, ACZ_Q8 = 3, ACZ_PACKED = 4, ACZ_IM2COL = 5 };
 enum { ACZ_QUANT = 0, ACZ_CODEBOOK = 1 };
 enum { ACZ_NONE = 0, ACZ_TANH = 1, ACZ_RELU = 2, ACZ_SILU = 3, ACZ_ELU = 4, ACZ_LEAKY_RELU = 5 };
@@ -131,6 +135,21 @@ typedef struct {
 #endif
 } AczIQNet;
 
+#if ACZ_USE_RNN
+/* A recurrent cell (autocompress/recurrent.py: LSTM or GRU, G gates stacked as rows in PyTorch's order) that runs
+ * after the first `at` layers: its input-to-hidden and hidden-to-hidden matrices are fp32 Linear layers of G·hidden
+ * outputs (any kernel but INT8, which would round the cell's inputs), then the gate equations. Its state (h, then c
+ * for an LSTM) lives in `state`, carried from one acz_act to the next, zeroed by acz_reset at an episode's start;
+ * the layer after the cell reads h from there. Compiled (and, in a C export, written) for a recurrent net only. */
+enum { ACZ_LSTM = 0, ACZ_GRU = 1 };
+typedef struct {
+    int cell, at, hidden;
+    AczLayer ih, hh;
+    float *state;                       /* hidden (GRU) or 2 x hidden (LSTM) values */
+    float *gi, *gh;                     /* scratch: the two matrices' outputs (their padded width) */
+} AczRnn;
+#endif  /* ACZ_USE_RNN */
+
 typedef struct {
     int n_layers, obs_dim, kind, act_dim, squash;  /* kind 0 discrete, 1 continuous; squash 0 clip, 1 tanh, 2 clip+map */
     const AczLayer *layers;
@@ -141,6 +160,9 @@ typedef struct {
     int in_h, in_w, in_c;                           /* in_c > 0: an H x W x C observation, made C x H x W */
     float *cols;                                    /* scratch for IM2COL's patch matrix (NULL: no IM2COL layer) */
     const AczIQNet *iq;                             /* non-NULL: the integer-only path runs instead of layers */
+#if ACZ_USE_RNN
+    const AczRnn *rnn;                              /* non-NULL: a recurrent cell runs after rnn->at layers */
+#endif  /* ACZ_USE_RNN */
 } AczNet;
 
 
@@ -609,6 +631,39 @@ void acz_layer(const AczLayer *L, const float *x, float *y, int8_t *qbuf, float 
     else if (L->act == ACZ_ELU) for (int j = 0; j < n; j++) y[j] = y[j] > 0.f ? y[j] : expm1f(y[j]);
     else if (L->act == ACZ_LEAKY_RELU) for (int j = 0; j < n; j++) y[j] = y[j] > 0.f ? y[j] : 0.01f * y[j];
 }
+
+#if ACZ_USE_RNN
+/* recurrent.py's sigmoid: through tanh, it cannot overflow */
+static float acz_sigmoid(float x) { return 0.5f * (1.0f + tanhf(0.5f * x)); }
+
+/* One step of the cell on its input x: the state updated in place (recurrent.cell_step's equations; each
+ * hidden unit reads only its own h and c, and gh was computed from h before any is written). */
+void acz_rnn_step(const AczRnn *R, const float *x, int8_t *qbuf) {
+    const int H = R->hidden;
+    float *h = R->state, *c = R->state + H;
+    const float *gi = R->gi, *gh = R->gh;
+    acz_linear(&R->ih, x, R->gi, qbuf);
+    acz_linear(&R->hh, h, R->gh, qbuf);
+    if (R->cell == ACZ_GRU)
+        for (int j = 0; j < H; j++) {
+            const float r = acz_sigmoid(gi[j] + gh[j]), z = acz_sigmoid(gi[H + j] + gh[H + j]);
+            const float n = tanhf(gi[2 * H + j] + r * gh[2 * H + j]);  /* r gates hh's n rows with their bias */
+            h[j] = (1.0f - z) * n + z * h[j];
+        }
+    else
+        for (int j = 0; j < H; j++) {
+            const float i = acz_sigmoid(gi[j] + gh[j]), f = acz_sigmoid(gi[H + j] + gh[H + j]);
+            c[j] = f * c[j] + i * tanhf(gi[2 * H + j] + gh[2 * H + j]);
+            h[j] = acz_sigmoid(gi[3 * H + j] + gh[3 * H + j]) * tanhf(c[j]);
+        }
+}
+
+/* An episode's start: the cell's state back to zeros (a feed-forward net has none). */
+void acz_reset(const AczNet *net) {
+    if (net->rnn)
+        memset(net->rnn->state, 0, sizeof(float) * (size_t)net->rnn->hidden * (net->rnn->cell == ACZ_LSTM ? 2u : 1u));
+}
+#endif  /* ACZ_USE_RNN */
 
 #endif
 
@@ -1133,6 +1188,12 @@ int acz_act(const AczNet *net, const float *obs, float *action) {
     }
     for (int l = 0; l < net->n_layers; l++) {
         float *y = bufs[l & 1];
+#if ACZ_USE_RNN
+        if (net->rnn && l == net->rnn->at) {  /* the cell, between layers at - 1 and at: layer at reads its h */
+            acz_rnn_step(net->rnn, x, net->qbuf);
+            x = net->rnn->state;
+        }
+#endif  /* ACZ_USE_RNN */
         acz_layer(&net->layers[l], x, y, net->qbuf, net->cols);
         x = y;
     }

@@ -182,9 +182,9 @@ def layers_of(header: dict, blob: memoryview, recurrent: bool = False) -> list[L
     run a recurrent net's cell (header `rnn`) gets a ValueError saying so, rather than acting without it;
     `recurrent=True` (a reader that runs it too, see `recurrent_of`) gets the layers around the cell."""
     if header.get("rnn") and not recurrent:
-        raise ValueError(f"a recurrent ({header['rnn']['cell']}) artifact: only the numpy runtime runs it so far "
-                         "(Policy.load(path, runtime='numpy')); the C runtime, the exports and the integer-only net "
-                         "do not")
+        raise ValueError(f"a recurrent ({header['rnn']['cell']}) artifact: only the numpy and C runtimes and the C and "
+                         "fp32 ONNX exports run its cell so far; the integer-only net, the other exports and the MCU "
+                         "targets do not")
     return [Layer(m, blob) for m in header["layers"]]
 
 
@@ -197,6 +197,11 @@ class RecurrentLayer:
     hidden: int
     ih: Layer
     hh: Layer
+
+    def kernels(self, allowed: tuple[str, ...] = ("dense", "csr", "q8")) -> list[str]:
+        """The kernels of ih and hh in the C runtime and export: their smallest fp32 form among `allowed`
+        (compact_kernels; never int8, which would round the cell's inputs), a fixed rule, so nothing is recorded."""
+        return compact_kernels([self.ih, self.hh], None, allowed)
 
 
 def recurrent_of(header: dict, blob: memoryview) -> RecurrentLayer | None:
@@ -230,13 +235,17 @@ def runs_iq(kernels: list[str] | None) -> bool:
     return True
 
 
-def check_kernels(layers: list[Layer], kernels: list[str] | None) -> list[str] | None:
-    """A kernel list given by the caller (e.g. a trial's recorded choice): one per layer, each allowed."""
+def check_kernels(layers: list[Layer], kernels: list[str] | None,
+                  rnn: RecurrentLayer | None = None) -> list[str] | None:
+    """A kernel list given by the caller (e.g. a trial's recorded choice): one per layer, each allowed (`rnn`:
+    the net's recurrent cell, which the integer-only net does not run)."""
     if kernels is None:
         return None
     kernels = list(kernels)
     if len(kernels) != len(layers):
         raise ValueError(f"kernels: {len(kernels)} given for {len(layers)} layers")
+    if rnn is not None and runs_iq(kernels):
+        raise ValueError("kernels: the integer-only net ('iq') does not run a recurrent artifact")
     if runs_iq(kernels):
         if not int8_only(layers, IQ_BITS[kernels[0]]):
             raise ValueError(f"kernels: {kernels[0]!r} (integer-only) needs every layer's weights representable in "
@@ -246,6 +255,16 @@ def check_kernels(layers: list[Layer], kernels: list[str] | None) -> list[str] |
         if k not in layer.kernels():
             raise ValueError(f"kernels[{i}] = {k!r}: layer {i} can run {', '.join(layer.kernels())}")
     return kernels
+
+
+def compact_kernels(layers: list[Layer], measured: list[str] | None = None,
+                    allowed: tuple[str, ...] = ("dense", "csr", "q8")) -> list[str]:
+    """Per layer, the smallest stored form among `allowed` (default: the fast ones; add 'packed', which
+    decodes bit by bit, for the smallest flash). Layers `measured` as int8 stay int8: int8 rounds
+    inputs, so any other kernel would act unlike the policy that was evaluated."""
+    return ["int8" if measured and measured[i] == "int8" else
+            min((k for k in layer.kernels() if k in allowed), key=layer.stored_bytes)
+            for i, layer in enumerate(layers)]
 
 
 def _int8_inputs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

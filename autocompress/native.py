@@ -29,9 +29,10 @@ import numpy as np
 
 from autocompress import intq
 from autocompress.targets import target
-from autocompress.layers import IQ_BITS, KERNELS, Layer, check_kernels, layers_of, runs_iq
+from autocompress.layers import IQ_BITS, KERNELS, Layer, RecurrentLayer, check_kernels, layers_of, recurrent_of, runs_iq
 from autocompress.conv import c_fields, to_chw
-from autocompress.runtime import ACTIVATIONS, conv_layer, obs_normalizer, read_artifact
+from autocompress.recurrent import NUMPY_OPS, cell_step, state_size
+from autocompress.runtime import ACTIVATIONS, affine, conv_layer, obs_normalizer, read_artifact
 
 SOURCE = (Path(__file__).parent / "kernels.c").read_text()
 #: kernels.c up to this line is the portable kernel (the C export's); below it, timing loops
@@ -68,13 +69,19 @@ class _IQNet(ctypes.Structure):  # kernels.c's AczIQNet
                 *[(n, ctypes.c_int) for n in ("obs_h", "obs_w", "obs_c")], ("cols", ctypes.c_void_p)]
 
 
+class _Rnn(ctypes.Structure):  # kernels.c's AczRnn
+    _fields_ = [("cell", ctypes.c_int), ("at", ctypes.c_int), ("hidden", ctypes.c_int), ("ih", _Layer), ("hh", _Layer),
+                ("state", ctypes.c_void_p), ("gi", ctypes.c_void_p), ("gh", ctypes.c_void_p)]
+
+
 class _Net(ctypes.Structure):
     _fields_ = [("n_layers", ctypes.c_int), ("obs_dim", ctypes.c_int), ("kind", ctypes.c_int),
                 ("act_dim", ctypes.c_int), ("squash", ctypes.c_int), ("layers", ctypes.c_void_p),
                 ("mean", ctypes.c_void_p), ("std", ctypes.c_void_p), ("low", ctypes.c_void_p),
                 ("high", ctypes.c_void_p), ("clip", ctypes.c_float), ("buf0", ctypes.c_void_p),
                 ("buf1", ctypes.c_void_p), ("qbuf", ctypes.c_void_p), ("in_h", ctypes.c_int),
-                ("in_w", ctypes.c_int), ("in_c", ctypes.c_int), ("cols", ctypes.c_void_p), ("iq", ctypes.c_void_p)]
+                ("in_w", ctypes.c_int), ("in_c", ctypes.c_int), ("cols", ctypes.c_void_p), ("iq", ctypes.c_void_p),
+                ("rnn", ctypes.c_void_p)]
 
 
 def _compiler() -> str | None:
@@ -107,6 +114,8 @@ def _library(extra: tuple[str, ...] = ()) -> ctypes.CDLL:
     so = ctypes.CDLL(str(lib))
     so.acz_act.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     so.acz_act.restype = ctypes.c_int
+    so.acz_reset.argtypes = [ctypes.c_void_p]
+    so.acz_reset.restype = None
     so.acz_time.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
                             ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                             ctypes.c_void_p]
@@ -128,6 +137,7 @@ def available() -> bool:
 ACT_CODES = {"none": 0, "tanh": 1, "relu": 2, "silu": 3, "elu": 4, "leaky_relu": 5}
 SQUASH_CODES = {"none": 0, "tanh": 1, "clip": 2}
 KIND_CODES = {k: i for i, k in enumerate(KERNELS)}  # kernels.c's ACZ_DENSE, CSR, INT8, Q8, PACKED, IM2COL
+CELL_CODES = {"lstm": 0, "gru": 1}  # kernels.c's ACZ_LSTM, ACZ_GRU
 
 
 class _Arrays:
@@ -261,14 +271,19 @@ def choose_kernels(layers: list[Layer], inputs: list[np.ndarray],
     return chosen, times
 
 
-def _layer_inputs(header: dict, layers: list[Layer], n: int = 32, seed: int = 0) -> list[np.ndarray]:
+def _layer_inputs(header: dict, layers: list[Layer], n: int = 32, seed: int = 0,
+                  rnn: RecurrentLayer | None = None) -> list[np.ndarray]:
     """Each layer's inputs when the net acts on n standard-normal observations (fp32 layers), from the
-    same decoded Layer objects the kernels are then built from (decoded once)."""
+    same decoded Layer objects the kernels are then built from (decoded once); a recurrent cell takes its
+    first step (from zeros) in its place."""
     x = obs_normalizer(header.get("obs_norm"))(
         np.random.default_rng(seed).standard_normal((n, int(header["obs_dim"]))))
     x = to_chw(x, header.get("input"))
     out = []
-    for layer in layers:
+    for i, layer in enumerate(layers):
+        if rnn is not None and i == rnn.at:
+            zeros = np.zeros((n, state_size(rnn.cell, rnn.hidden)), np.float32)
+            x = cell_step(rnn.cell, affine(x, rnn.ih), affine(zeros[:, :rnn.hidden], rnn.hh), zeros, NUMPY_OPS)[0]
         out.append(x)
         x = conv_layer(x, layer.w, layer.b, None, layer.conv) if layer.conv is not None else \
             x @ layer.w + (0 if layer.b is None else layer.b)
@@ -277,7 +292,7 @@ def _layer_inputs(header: dict, layers: list[Layer], n: int = 32, seed: int = 0)
     return out
 
 
-def compute_signature(header: dict, layers: list[Layer], kernels: list[str]) -> str:
+def compute_signature(header: dict, layers: list[Layer], kernels: list[str], rnn: RecurrentLayer | None = None) -> str:
     """What act()'s time depends on, hashed: per layer its kernel, shape (a conv layer's geometry),
     activation and the bytes the kernel reads (csr: the kept weights; packed: the bit width and kept
     weights), with the encoding for q8 and packed (codebook or quant); the input's size, layout and
@@ -290,21 +305,28 @@ def compute_signature(header: dict, layers: list[Layer], kernels: list[str]) -> 
         if kernel in ("q8", "packed"):
             item.append(layer.packed()["enc"])
         parts.append(item)
+    if rnn is not None:  # the cell and its matrices' forms (a feed-forward net's signature stays as it was)
+        parts.append([rnn.cell, rnn.at, rnn.hidden,
+                      *[(k, m.shape, m.stored_bytes(k)) for m, k in zip((rnn.ih, rnn.hh), rnn.kernels())]])
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
 class NativePolicy:
     """`act(obs)` of an .acz artifact through the compiled kernels (same contract as NumpyPolicy).
 
-    `kernels`: one per layer (see layers.KERNELS); None chooses each layer's fastest by measuring."""
+    `kernels`: one per layer (see layers.KERNELS); None chooses each layer's fastest by measuring. A recurrent
+    artifact's cell runs in C too (kernels.c's AczRnn; its matrices in `RecurrentLayer.kernels()`'s forms), its
+    state in a buffer here that acz_act updates: `act(obs)` carries it, `reset()` zeroes it, `act(obs, state)` is
+    the stateless form (NumpyPolicy's contract)."""
 
     def __init__(self, header: dict, blob: memoryview, kernels: list[str] | None = None):
-        layers = layers_of(header, blob)
+        layers = layers_of(header, blob, recurrent=True)
+        self.rnn = recurrent_of(header, blob)
         self.head = header["head"]
-        self.kernels = check_kernels(layers, kernels)
+        self.kernels = check_kernels(layers, kernels, self.rnn)
         self.kernel_ns: list[dict[str, float]] = []  # per layer: each candidate's measured ns (when chosen here)
         if self.kernels is None:
-            self.kernels, self.kernel_ns = choose_kernels(layers, _layer_inputs(header, layers))
+            self.kernels, self.kernel_ns = choose_kernels(layers, _layer_inputs(header, layers, rnn=self.rnn))
         ptr = _Arrays()
         c_layers = (_Layer * len(layers))()
         iq = _iq_net(intq.plan(header, layers), ptr, IQ_BITS[self.kernels[0]]) if runs_iq(self.kernels) else None
@@ -325,11 +347,19 @@ class NativePolicy:
                    qbuf=ptr(np.zeros(size["qbuf"]), np.int8),
                    cols=ptr(np.zeros(size["cols"]), np.float32) if size["cols"] else None, **input_fields(header),
                    iq=ctypes.addressof(iq[0]) if iq is not None else None)
+        self._state, self._rnn = self.initial_state(), None  # the carried state: acz_act writes it in place
+        if self.rnn is not None:
+            r, width = self.rnn, out_size(self.rnn.ih)
+            self._rnn = _Rnn(cell=CELL_CODES[r.cell], at=r.at, hidden=r.hidden, state=self._state.ctypes.data,
+                             gi=ptr(np.zeros(width), np.float32), gh=ptr(np.zeros(width), np.float32))
+            for c, m, k in ((self._rnn.ih, r.ih, r.kernels()[0]), (self._rnn.hh, r.hh, r.kernels()[1])):
+                fill_layer(c, m, k, ptr)  # c: a view into self._rnn
+            net.rnn = ctypes.addressof(self._rnn)
         self.obs_dim = obs_dim
-        self.signature = compute_signature(header, layers, self.kernels)
+        self.signature = compute_signature(header, layers, self.kernels, self.rnn)
         self._keep, self._layers, self._net, self._iq = ptr, c_layers, net, iq
         self._action = np.zeros(max(1, net.act_dim), np.float32)
-        self._fn = _library().acz_act
+        self._fn, self._reset = _library().acz_act, _library().acz_reset
         self._net_ptr, self._action_ptr = ctypes.addressof(net), self._action.ctypes.data
 
     @classmethod
@@ -341,16 +371,30 @@ class NativePolicy:
         return cls.from_bytes(Path(path).read_bytes(), kernels)
 
     def reset(self) -> None:
-        """Nothing to reset: the C runtime runs feed-forward nets only (a recurrent artifact is refused at load)."""
+        """Start a new episode: the cell's state back to zeros (kernels.c's acz_reset; feed-forward: nothing)."""
+        self._reset(self._net_ptr)
 
     def initial_state(self) -> np.ndarray:
-        return np.zeros(0, np.float32)
+        """The state at an episode's start: zeros (a feed-forward net's: empty)."""
+        return np.zeros(0 if self.rnn is None else state_size(self.rnn.cell, self.rnn.hidden), np.float32)
 
-    def act(self, obs: np.ndarray):
+    def act(self, obs: np.ndarray, state: np.ndarray | None = None):
+        """Deterministic action for one observation; with `state`, the stateless form: (action, next state)."""
+        if state is not None:
+            return self._act_from(obs, state)
         x = obs if (type(obs) is np.ndarray and obs.dtype == np.float32 and obs.flags.c_contiguous) \
             else np.ascontiguousarray(obs, dtype=np.float32)
         a = self._fn(self._net_ptr, x.ctypes.data, self._action_ptr)
         return a if a >= 0 else self._action.copy()
+
+    def _act_from(self, obs: np.ndarray, state: np.ndarray):
+        """act(obs, state): acz_act on `state` in the state buffer, the carried state put back after."""
+        carried = self._state.copy()
+        self._state[:] = state
+        try:
+            return self.act(obs), self._state.copy()
+        finally:
+            self._state[:] = carried
 
 
 def time_side_by_side(policies: dict[str, NativePolicy], obs: np.ndarray, warmup: int = 200,

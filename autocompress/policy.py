@@ -12,13 +12,12 @@ import numpy as np
 from autocompress import native
 from autocompress.artifact import to_bytes
 from autocompress.errors import ConfigError
-from autocompress.runtime import NumpyPolicy, read_artifact
+from autocompress.runtime import NumpyPolicy
 
 
-def policy_runtime(name: str, recurrent: bool = False) -> tuple[str, type]:
-    """The runtime class that evaluates and times the artifact (teacher and candidate alike). 'auto' runs a
-    `recurrent` artifact in numpy: the C runtime does not run recurrent cells yet ('c' says so when loading)."""
-    if name == "c" or (name == "auto" and not recurrent and native.available()):
+def policy_runtime(name: str) -> tuple[str, type]:
+    """The runtime class that evaluates and times the artifact (teacher and candidate alike)."""
+    if name == "c" or (name == "auto" and native.available()):
         return "c", native.NativePolicy  # 'c' without a compiler fails here, with the reason
     return "numpy", NumpyPolicy
 
@@ -29,8 +28,8 @@ class Policy:
     runtime 'auto' is the compiled C kernel where a C compiler exists, else numpy; 'c' or 'numpy'
     choose one (what `latency.runtime` in a trial spec chooses for measuring). `kernels` (one per
     layer: dense, csr, int8, packed) repeats a recorded choice, e.g. a trial's `kernels`; the C
-    runtime otherwise picks each layer's fastest by measuring at load. A recurrent (LSTM / GRU) artifact
-    runs in numpy ('auto' picks it; 'c' is refused): `act(obs)` carries its state, `reset()` starts an episode.
+    runtime otherwise picks each layer's fastest by measuring at load. A recurrent (LSTM / GRU) artifact runs in
+    either: `act(obs)` carries its state, `reset()` starts an episode.
 
     >>> import autocompress as ac
     >>> policy = ac.Policy.load(f"{RUN_DIR}/trials/0/policy.acz")
@@ -55,7 +54,7 @@ class Policy:
     def from_bytes(cls, data: bytes, runtime: Literal["auto", "c", "numpy"] = "auto",
                    kernels: list[str] | None = None) -> "Policy":
         try:
-            name, impl = policy_runtime(runtime, recurrent=bool(read_artifact(data)[0].get("rnn")))
+            name, impl = policy_runtime(runtime)
             return cls(impl.from_bytes(data, kernels), name, data)
         except ValueError as e:  # a bad kernel list, or not an artifact
             raise ConfigError(str(e), option="kernels" if str(e).startswith("kernels") else None) from None

@@ -48,9 +48,7 @@ class NumpyPolicy:
         self.head = header["head"]
         layers = layers_of(header, blob, recurrent=True)
         self.rnn = recurrent_of(header, blob)
-        self.kernels = check_kernels(layers, kernels) or ["dense"] * len(layers)
-        if self.rnn is not None and runs_iq(self.kernels):
-            raise ValueError("kernels: the integer-only net ('iq') does not run a recurrent artifact")
+        self.kernels = check_kernels(layers, kernels, self.rnn) or ["dense"] * len(layers)
         self._iq = intq.plan(header, layers) if runs_iq(self.kernels) else None
         self.layers = [(layer.w, layer.b, ACTIVATIONS[layer.act], layer.int8() if k == "int8" else None, layer.conv)
                        for layer, k in zip(layers, self.kernels)]
@@ -83,7 +81,7 @@ class NumpyPolicy:
         r = self.rnn
         x = self._chain(self._inputs(obs), self.layers[:r.at])
         state = np.asarray(state, np.float32)
-        h, state = cell_step(r.cell, _affine(x, r.ih), _affine(state[..., :r.hidden], r.hh), state, NUMPY_OPS)
+        h, state = cell_step(r.cell, affine(x, r.ih), affine(state[..., :r.hidden], r.hh), state, NUMPY_OPS)
         return self._chain(h, self.layers[r.at:]), state
 
     def _inputs(self, obs: np.ndarray) -> np.ndarray:
@@ -119,7 +117,7 @@ class NumpyPolicy:
         return output_to_action(out, self.head), state
 
 
-def _affine(x: np.ndarray, layer: Layer) -> np.ndarray:
+def affine(x: np.ndarray, layer: Layer) -> np.ndarray:
     """x @ W + b of a recurrent cell's matrix (decoded fp32)."""
     return x @ layer.w if layer.b is None else x @ layer.w + layer.b
 

@@ -20,7 +20,7 @@ import autocompress as ac
 from autocompress import measure, sources
 from autocompress.artifact import to_bytes
 from autocompress.errors import ConfigError
-from autocompress.native import NativePolicy
+from autocompress.layers import layers_of
 from autocompress.nets import CLinear, PolicyNet, Recurrent, torch_act
 from autocompress.runtime import NumpyPolicy, read_artifact
 from autocompress.sources import torch_mlp
@@ -165,7 +165,7 @@ def test_runtime_carries_state_resets_and_has_a_stateless_form(cell):
     data = to_bytes(net, HEAD)
     header = read_artifact(data)[0]
     assert header["version"] == 2 and header["rnn"]["cell"] == cell and len(header["layers"]) == 2
-    policy = ac.Policy.from_bytes(data)  # 'auto': numpy, the C runtime does not run a cell
+    policy = ac.Policy.from_bytes(data, "numpy")  # the C runtime's: tests/test_recurrent_exports.py
     assert policy.runtime == "numpy" and policy.recurrent
     xs = torch.randn(20, 4)
     with torch.no_grad():
@@ -180,7 +180,7 @@ def test_runtime_carries_state_resets_and_has_a_stateless_form(cell):
         outs.append(out)
     np.testing.assert_allclose(np.stack(outs), want, atol=1e-5)
     # the stateless act agrees with the stateful one, step by step, over whole episodes
-    assert same_actions([torch_act(net, HEAD), ac.Policy.from_bytes(data).act, Stateless(policy)]) >= STEPS
+    assert same_actions([torch_act(net, HEAD), ac.Policy.from_bytes(data, "numpy").act, Stateless(policy)]) >= STEPS
 
 
 class Stateless:
@@ -207,17 +207,11 @@ def test_evaluate_resets_the_policy_each_episode():
     np.testing.assert_array_equal(returns, measure.evaluate(torch_act(net, HEAD), make_env, 3, seed=7))
 
 
-def test_c_runtime_and_exports_refuse_a_recurrent_artifact(tmp_path):
-    from autocompress import exports
-
+def test_what_does_not_run_a_recurrent_artifact_refuses_it(tmp_path):
+    """(the exports and the C runtime that do run it, and the rest that refuse: tests/test_recurrent_exports.py)"""
     data = to_bytes(recurrent_net("gru")[0], HEAD)
-    with pytest.raises(ValueError, match="only the numpy runtime runs it"):
-        NativePolicy.from_bytes(data)
-    with pytest.raises(ConfigError, match="only the numpy runtime runs it"):
-        ac.Policy.from_bytes(data, "c")
-    for fmt in ("c", "onnx"):
-        with pytest.raises(ValueError, match="only the numpy runtime runs it"):
-            exports.write(data, fmt, tmp_path / fmt)
+    with pytest.raises(ValueError, match="only the numpy and C runtimes and the C and fp32 ONNX exports run its cell"):
+        layers_of(*read_artifact(data))
     with pytest.raises(ValueError, match="integer-only"):
         NumpyPolicy.from_bytes(data, ["iq", "iq"])
     assert ac.Policy.from_bytes(to_bytes(PolicyNet.mlp(4, [8], 2), HEAD)).reset() is None  # feed-forward: no-op
@@ -258,7 +252,7 @@ def test_import_acts_like_torch_over_whole_episodes(cell, tmp_path):
     assert same_actions([imported.source_act, policy.act, torch_act(imported.actor, imported.head)]) >= STEPS
     # the state matters: the artifact's outputs differ from those of a policy reset at every step
     obs = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
-    policy.reset()
+    policy = ac.Policy.from_net(imported.actor, imported.head, "numpy")  # its outputs: NumpyPolicy.forward / step
     carried = np.stack([policy._impl.forward(o) for o in obs])
     fresh = np.stack([policy._impl.step(o, policy.initial_state())[0] for o in obs])
     assert not np.allclose(carried[1:], fresh[1:], atol=1e-4)
@@ -326,7 +320,7 @@ def test_compress_net_on_an_imported_recurrent_net_acts_as_its_artifact(tmp_path
         assert rnn.ih.codebook is not None and rnn.hh.codebook.numel() <= 16
     data = to_bytes(small, imported.head)
     assert len(data) < len(to_bytes(imported.actor, imported.head))
-    policy = ac.Policy.from_bytes(data)
+    policy = ac.Policy.from_bytes(data, kernels=["dense"] * 2)  # fp32 (int8 would round inputs), in C where it can
     assert same_actions([torch_act(small, imported.head), policy.act]) >= STEPS
     assert PolicyNet.from_spec(small.spec()).load_state_dict(small.state_dict())  # masks, codebooks, quant move too
 

@@ -10,6 +10,10 @@ fit int8 in integer arithmetic, i.e. acts as the runtime with `int8_kernels(data
 XNNPACK quantizer (dynamic int8: acts as the runtime with `int8_kernels(data)` up to the inputs' rounding;
 exports/pte.py).
 tests/test_exports.py, tests/test_tflite.py and tests/test_pte.py check each on 1,000 observations.
+
+A recurrent (LSTM / GRU) artifact exports as 'acz', 'c' (host targets: the state in static buffers,
+policy_reset()) and 'onnx' (fp32 cell; the state an explicit input and output); the others, and a C export
+for an MCU target, are one clear error each (tests/test_recurrent_exports.py).
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from autocompress.exports.c import HOST_CFLAGS, compact_kernels, write_c, write_makefile
-from autocompress.layers import check_kernels, layers_of
+from autocompress.exports.c import HOST_CFLAGS, write_c, write_makefile
+from autocompress.layers import check_kernels, compact_kernels, layers_of, recurrent_of
 from autocompress.runtime import read_artifact
+from autocompress.targets import target as target_of
 
 FORMATS = {"acz": "the artifact file (autocompress.Policy.load)", "c": "a directory: policy.c, policy.h, main.c",
            "onnx": "an ONNX graph (fp32; int8 layers where the trial ran them)",
@@ -56,12 +61,18 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
     if fmt == "acz":  # the artifact as it is: nothing to parse
         output.write_bytes(data)
         return [output]
-    layers = layers_of(*read_artifact(data))
-    kernels = check_kernels(layers, kernels)
+    header, blob = read_artifact(data)
+    layers, rnn = layers_of(header, blob, recurrent=True), recurrent_of(header, blob)
+    if rnn is not None:
+        _check_recurrent(fmt, target, rnn.cell)
+    kernels = check_kernels(layers, kernels, rnn)
     if fmt == "c":
+        rnn_kernels = None
         if smallest:
-            kernels = compact_kernels(layers, kernels, ("dense", "csr", "q8", "packed"))
-        paths = write_c(data, output, kernels or compact_kernels(layers))
+            small = ("dense", "csr", "q8", "packed")
+            kernels = compact_kernels(layers, kernels, small)
+            rnn_kernels = rnn.kernels(small) if rnn is not None else None
+        paths = write_c(data, output, kernels or compact_kernels(layers), rnn_kernels)
         return paths + [write_makefile(output, target)]
     if fmt in ("onnx", "onnx-int8"):
         from autocompress.exports.onnx import write_onnx  # deferred (heavy): onnx
@@ -76,6 +87,16 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
 
         return [write_pte(data, output, int8=fmt == "pte-int8")]
     raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
+
+
+def _check_recurrent(fmt: str, target: str, cell: str) -> None:
+    """One clear error where an export of a recurrent net would not carry its cell and state."""
+    if fmt not in ("c", "onnx") and fmt in FORMATS:
+        raise ValueError(f"format {fmt!r}: a recurrent ({cell}) net exports as acz, c or onnx (fp32) so far; "
+                         f"{fmt} does not carry its state yet")
+    if fmt == "c" and target_of(target).mcu:
+        raise ValueError(f"target {target!r}: a recurrent ({cell}) net's C export builds for the host only so far "
+                         "(the MCU targets do not run its cell yet)")
 
 
 def flash_size(c_dir: str | Path, cc: str | None = None) -> dict[str, int]:

@@ -8,19 +8,28 @@ codebooks and bitmaps; a conv layer's fp32 filter matrix (output-major) for dire
 convolution, or its int8 filters. The observation normalisation, an image observation's
 transpose to channel-first, and the action head are inside: `int policy_act(const float *obs,
 float *action)`.
+
+A recurrent net's cell (kernels.c's AczRnn) comes with it: its two matrices in their smallest fp32 form
+(RecurrentLayer.kernels, as the C runtime runs them), its state in a static buffer that policy_act carries
+from call to call, and `void policy_reset(void)` to zero it at an episode's start; main.c reads the word
+`reset` as an episode's start. A feed-forward net's policy.c leaves the cell's code out altogether
+(kernels.c's ACZ_USE_RNN blocks), so it is what it was before the cell existed.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from autocompress import intq
 from autocompress.conv import c_fields
-from autocompress.layers import IQ_BITS, Layer, layers_of, runs_iq
-from autocompress.native import (ACT_CODES, KIND_CODES, SOURCE, SQUASH_CODES, TIMING_MARKER, input_fields,
-                                 scratch_sizes)
+from autocompress.layers import compact_kernels  # noqa: F401 (moved to layers.py; imported from here too)
+from autocompress.layers import IQ_BITS, Layer, layers_of, recurrent_of, runs_iq
+from autocompress.native import (ACT_CODES, CELL_CODES, KIND_CODES, SOURCE, SQUASH_CODES, TIMING_MARKER, input_fields,
+                                 out_size, scratch_sizes)
+from autocompress.recurrent import state_size
 from autocompress.runtime import read_artifact
 from autocompress.targets import target
 
@@ -32,6 +41,11 @@ BUILD = f"cc {' '.join(HOST_CFLAGS)} main.c policy.c -lm -o policy"
 #: (M profile), which has no data cache or a 32-byte line (M7): there the padding would only cost flash
 _ALIGN = ("#if defined(__GNUC__) && !(defined(__ARM_ARCH_PROFILE) && __ARM_ARCH_PROFILE == 'M')\n"
           "#define ACZ_ALIGNED __attribute__((aligned(64)))\n#else\n#define ACZ_ALIGNED\n#endif")
+
+#: kernels.c's recurrent blocks (`#if... ACZ_USE_RNN` to `#endif  /* ACZ_USE_RNN */`, a blank line after it too),
+#: cut from a feed-forward net's policy.c: the preprocessor would drop them anyway, and its source stays byte for
+#: byte as it was before the cell existed
+_RNN_BLOCK = re.compile(r"^#if[^\n]*ACZ_USE_RNN[^\n]*\n.*?^#endif  /\* ACZ_USE_RNN \*/\n\n?", re.S | re.M)
 
 _C_TYPES = {np.float32: "float", np.int32: "int32_t", np.uint16: "uint16_t", np.int8: "int8_t", np.uint8: "uint8_t",
             np.int16: "int16_t", np.int64: "int64_t", np.uint32: "uint32_t"}
@@ -63,7 +77,8 @@ class _Arrays:
         return name
 
 
-def _layer_init(i: int, layer: Layer, kernel: str, arr: _Arrays) -> str:
+def _layer_init(i: int | str, layer: Layer, kernel: str, arr: _Arrays) -> str:
+    """Layer i's AczLayer initializer (its arrays named L<i>_...)."""
     n_out, n_in = layer.shape
     f = {"in": n_in, "out": n_out, "act": ACT_CODES[layer.act], "kind": KIND_CODES[kernel],
          "b": arr(f"L{i}_b", layer.b, np.float32)}
@@ -132,26 +147,30 @@ def _layer_shape(layer: Layer) -> str:
     return f"conv {shape}->{layer.shape[0]}x{oh}x{ow}"
 
 
-def compact_kernels(layers: list[Layer], measured: list[str] | None = None,
-                    allowed: tuple[str, ...] = ("dense", "csr", "q8")) -> list[str]:
-    """Per layer, the smallest stored form among `allowed` (default: the fast ones; add 'packed', which
-    decodes bit by bit, for the smallest flash). Layers `measured` as int8 stay int8: int8 rounds
-    inputs, so any other kernel would act unlike the policy that was evaluated."""
-    return ["int8" if measured and measured[i] == "int8" else
-            min((k for k in layer.kernels() if k in allowed), key=layer.stored_bytes)
-            for i, layer in enumerate(layers)]
-
-
 def kernel_defines(layers: list[Layer], kernels: list[str]) -> list[str]:
     """kernels.c's ACZ_USE_<kernel> switches for the kernels these layers run (conv layers: CONV_<kernel>)."""
     return sorted({f"#define ACZ_USE_{'CONV_' if layer.conv is not None else ''}{k.upper()} 1"
                    for layer, k in zip(layers, kernels)})
 
 
-def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
-    """Write policy.h, policy.c and main.c for the artifact `data`, each layer in `kernels`."""
+def _rnn_struct(rnn, kernels: list[str], arr: _Arrays) -> list[str]:
+    """The recurrent cell's definitions: its matrices (arrays Lih_..., Lhh_...), state and scratch, AczRnn RNN."""
+    width, size = out_size(rnn.ih), state_size(rnn.cell, rnn.hidden)
+    ih, hh = (_layer_init(name, m, k, arr).strip() for name, m, k in (("ih", rnn.ih, kernels[0]),
+                                                                       ("hh", rnn.hh, kernels[1])))
+    return [f"static float RNN_STATE[{size}], RNN_GI[{width}], RNN_GH[{width}];  /* the state: h, then c (LSTM) */",
+            f"static const AczRnn RNN = {{.cell = {CELL_CODES[rnn.cell]}, .at = {rnn.at}, .hidden = {rnn.hidden}, "
+            f".ih = {ih}, .hh = {hh}, .state = RNN_STATE, .gi = RNN_GI, .gh = RNN_GH}};"]
+
+
+def write_c(data: bytes, out_dir: str | Path, kernels: list[str], rnn_kernels: list[str] | None = None) -> list[Path]:
+    """Write policy.h, policy.c and main.c for the artifact `data`, each layer in `kernels` (a recurrent cell's
+    matrices in `rnn_kernels`, default RecurrentLayer.kernels())."""
     header, blob = read_artifact(data)
-    layers = layers_of(header, blob)
+    layers, rnn = layers_of(header, blob, recurrent=True), recurrent_of(header, blob)
+    if rnn is not None and runs_iq(kernels):
+        raise ValueError("kernels: the integer-only net ('iq') does not run a recurrent artifact")
+    rnn_kernels = rnn_kernels or (rnn.kernels() if rnn is not None else [])
     head, norm = header["head"], header.get("obs_norm") or {}
     obs_dim, discrete = int(header["obs_dim"]), head["kind"] == "discrete"
     act_dim = 0 if discrete else int(head["act_dim"])
@@ -169,6 +188,9 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
         inits = [_layer_init(i, layer, k, arr) for i, (layer, k) in enumerate(zip(layers, kernels))]
         structs = [f"static const AczLayer LAYERS[{len(layers)}] = {{\n" + ",\n".join(inits) + "\n};"]
         defines = kernel_defines(layers, kernels)
+        if rnn is not None:
+            structs += _rnn_struct(rnn, rnn_kernels, arr)
+            defines = [*kernel_defines([*layers, rnn.ih, rnn.hh], [*kernels, *rnn_kernels]), "#define ACZ_USE_RNN 1"]
     net = {"n_layers": len(layers), "obs_dim": obs_dim, "kind": 0 if discrete else 1, "act_dim": act_dim,
            "squash": SQUASH_CODES[head.get("squash", "none")], "layers": "NULL" if iq else "LAYERS",
            # integer-only: the normalisation is folded into the input's quantisation (IQ_IN_A, IQ_IN_C)
@@ -176,9 +198,15 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
            "std": "NULL" if iq else arr("OBS_STD", norm.get("std"), np.float32),
            "low": arr("ACT_LOW", head.get("low"), np.float32), "high": arr("ACT_HIGH", head.get("high"), np.float32),
            "clip": _literal(norm.get("clip") or 0.0, "float"), "buf0": "BUF0", "buf1": "BUF1", "qbuf": "QBUF",
-           **input_fields(header), "cols": "COLS" if size["cols"] else "NULL", "iq": "&IQ" if iq else "NULL"}
+           **input_fields(header), "cols": "COLS" if size["cols"] else "NULL", "iq": "&IQ" if iq else "NULL",
+           **({"rnn": "&RNN"} if rnn is not None else {})}
     kernel_src = SOURCE.split(TIMING_MARKER)[0]
-    shapes = ", ".join(f"{_layer_shape(layer)} {k}" for layer, k in zip(layers, kernels))
+    shapes = [f"{_layer_shape(layer)} {k}" for layer, k in zip(layers, kernels)]
+    if rnn is None:
+        kernel_src = _RNN_BLOCK.sub("", kernel_src)
+    else:
+        shapes.insert(rnn.at, f"{rnn.cell} {rnn.ih.shape[1]}->{rnn.hidden} {'/'.join(rnn_kernels)}")
+    shapes = ", ".join(shapes)
     c = "\n".join([
         f"/* Generated by autocompress: a {'discrete' if discrete else 'continuous'} policy, layers {shapes}.",
         " * C99, no malloc, libm only. Build: " + BUILD + " */",
@@ -198,7 +226,14 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
         "static const AczNet NET = {" + ", ".join(f".{k} = {v}" for k, v in net.items()) + "};",
         "",
         "int policy_act(const float *obs, float *action) { return acz_act(&NET, obs, action); }",
+        *(["void policy_reset(void) { acz_reset(&NET); }"] if rnn is not None else []),
         ""])
+    reset = "" if rnn is None else f"""
+/* A recurrent ({rnn.cell}) policy: its state ({state_size(rnn.cell, rnn.hidden)} floats, static) carries from one
+ * policy_act to the next; policy_reset() zeroes it. Call it before each episode's first observation. */
+#define POLICY_RECURRENT 1
+void policy_reset(void);
+"""
     h = f"""/* Generated by autocompress. C99; see policy.c. */
 #ifndef AUTOCOMPRESS_POLICY_H
 #define AUTOCOMPRESS_POLICY_H
@@ -214,18 +249,22 @@ def write_c(data: bytes, out_dir: str | Path, kernels: list[str]) -> list[Path]:
  * Continuous: writes POLICY_ACT_DIM floats (within the env's bounds) to `action`, returns -1.
  * Not reentrant: one policy_act at a time (it uses static scratch buffers, no malloc). */
 int policy_act(const float *obs, float *action);
-
+{reset}
 #endif
 """
     main = """/* Example: reads observations from stdin (POLICY_OBS_DIM numbers each, whitespace separated)
- * and prints one action per line. Build: """ + BUILD + """ */
+ * and prints one action per line.""" + ("" if rnn is None else """ The word `reset` starts an episode: policy_reset().
+ *""") + """ Build: """ + BUILD + """ */
 #include <stdio.h>
 #include "policy.h"
 
 int main(void) {
     float obs[POLICY_OBS_DIM], action[POLICY_ACT_DIM > 0 ? POLICY_ACT_DIM : 1];
     for (;;) {
-        for (int i = 0; i < POLICY_OBS_DIM; i++)
+""" + ("" if rnn is None else """        int n = 0;  /* `reset` (no number starts with r: a number is left unread) */
+        if (scanf(" reset%n", &n) == EOF) return 0;
+        if (n > 0) { policy_reset(); continue; }
+""") + """        for (int i = 0; i < POLICY_OBS_DIM; i++)
             if (scanf("%f", &obs[i]) != 1) return 0;
         int a = policy_act(obs, action);
         if (POLICY_DISCRETE) { printf("%d\\n", a); continue; }

@@ -16,6 +16,11 @@ Latency: autocompress.measure.latency's rule (calls timed one by one with perf_c
 taking turns in rounds, median), each call on the next of the given observations in turn, so every
 runtime sees the same observations. Each is a Python call into that runtime: what an app calling it from
 Python pays, its binding's overhead included.
+
+A recurrent net (acz, c and onnx only; exports.write refuses the rest) carries its state from call to call in
+every runtime: the .acz's Policy in itself, the ONNX graph's through its `state` input and `state_out` output
+(`OnnxActor`), both from zeros. So `agreement` compares them over `obs` as one stream, and latency is per step,
+the state update included.
 """
 
 from __future__ import annotations
@@ -46,9 +51,7 @@ def actor(fmt: str, path: str | Path, kernels: list[str] | None = None) -> Calla
 
         opt = ort.SessionOptions()
         opt.intra_op_num_threads = opt.inter_op_num_threads = 1
-        sess = ort.InferenceSession(str(path), opt, providers=["CPUExecutionProvider"])
-        shape = (1, *sess.get_inputs()[0].shape[1:])
-        return lambda o: sess.run(None, {"obs": np.asarray(o, np.float32).reshape(shape)})[0]
+        return OnnxActor(ort.InferenceSession(str(path), opt, providers=["CPUExecutionProvider"]))
     if fmt in ("tflite", "tflite-int8"):
         from autocompress.exports.tflite import litert_actor  # deferred: LiteRT, the [tflite] extra
 
@@ -62,6 +65,28 @@ def actor(fmt: str, path: str | Path, kernels: list[str] | None = None) -> Calla
             portable_lib._unsafe_reset_threadpool(1)
         return pte_actor(path.read_bytes())
     raise ValueError(f"format {fmt!r}: no runtime here to act it in ({', '.join(RUNTIMES)})")
+
+
+class OnnxActor:
+    """act(one observation) of an onnxruntime session of an exported graph; a recurrent graph's (input `state`)
+    state carried from call to call, zeroed by `reset()` (which measure.evaluate calls at an episode's start)."""
+
+    def __init__(self, sess):
+        self.sess = sess
+        inputs = {i.name: i.shape for i in sess.get_inputs()}
+        self.shape = (1, *inputs["obs"][1:])
+        self.state_size = int(inputs["state"][1]) if "state" in inputs else None
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = None if self.state_size is None else np.zeros((1, self.state_size), np.float32)
+
+    def __call__(self, obs):
+        feed = {"obs": np.asarray(obs, np.float32).reshape(self.shape)}
+        if self.state is None:
+            return self.sess.run(None, feed)[0]
+        action, self.state = self.sess.run(None, {**feed, "state": self.state})
+        return action
 
 
 def _cycling(act: Callable, obs: np.ndarray) -> Callable:

@@ -23,6 +23,15 @@ ConvInteger (exact int32 sums), then the scales per sample and per output channe
 (int8 filters behind DequantizeLinear, float Conv): the float sums round differently, the next int8 layer
 then rounds some inputs to the neighbouring level (measured: continuous actions of a
 4-bit MinAtar-sized net off by up to 6.6e-4).
+
+A recurrent net (LSTM / GRU cell) takes and returns its state explicitly: inputs `obs` and `state` (batch x
+state size: h, then c for an LSTM; zeros at an episode's start), outputs `action` and `state_out` (feed it back
+as the next step's `state`). The cell is unrolled into plain ops, MatMul + Add for its two fp32 matrices, then
+Slice / Sigmoid / Tanh / Mul / Add / Concat built by running recurrent.cell_step itself on graph values
+(`_Value`), so the graph's gate equations are the runtimes' by construction. Not ONNX's LSTM / GRU ops: their
+layout (gate order i, o, f, c; GRU's linear_before_reset) would be a second statement of the same equations.
+Agreement with the runtimes over whole CartPole episodes, state carried: equal actions, state within 1e-5
+(tests/test_recurrent_exports.py).
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from autocompress.layers import layers_of
+from autocompress.layers import layers_of, recurrent_of
+from autocompress.recurrent import Ops, cell_step, state_size
 from autocompress.runtime import read_artifact
 
 OPSET = 17
@@ -110,9 +120,57 @@ def _conv(g: _Graph, x: str, i: int, layer, kernel: str) -> str:
     return y
 
 
+class _Value:
+    """A graph value of `width` features per sample, with the arithmetic recurrent.cell_step uses (slices of the
+    last axis, +, *, 1 - x) adding the ops to the graph: the cell's equations are written once, in recurrent.py."""
+
+    def __init__(self, g: _Graph, name: str, width: int):
+        self.g, self.name, self.shape = g, name, (None, width)
+
+    def _new(self, op: str, inputs: list, **attrs) -> "_Value":
+        names = [v.name if isinstance(v, _Value) else self.g.const(f"c{self.g.n}_{i}", v) for i, v in enumerate(inputs)]
+        return _Value(self.g, self.g.op(op, names, **attrs), self.shape[1])
+
+    def __getitem__(self, key) -> "_Value":
+        start, stop, _ = key[-1].indices(self.shape[1])  # x[..., a:b]
+        g = self.g
+        bounds = [g.const(f"c{g.n}_{k}", [v], np.int64) for k, v in (("a", start), ("b", stop), ("x", 1))]
+        name = g.op("Slice", [self.name, *bounds])
+        return _Value(g, name, stop - start)
+
+    def __add__(self, other):
+        return self._new("Add", [self, other])
+
+    def __mul__(self, other):
+        return self._new("Mul", [self, other])
+
+    def __rsub__(self, other):
+        return self._new("Sub", [float(other), self])
+
+
+def _concat(values: list[_Value]) -> _Value:
+    g = values[0].g
+    return _Value(g, g.op("Concat", [v.name for v in values], axis=1), sum(v.shape[1] for v in values))
+
+
+_GRAPH_OPS = Ops(lambda v: v._new("Sigmoid", [v]), lambda v: v._new("Tanh", [v]), _concat)
+
+
+def _cell(g: _Graph, x: str, rnn) -> tuple[str, str]:
+    """The recurrent cell on x with the graph input `state`: (h, the next state)."""
+    def affine(v: str, name: str, m) -> _Value:
+        y = g.op("MatMul", [v, g.const(f"{name}_w", m.w)])
+        return _Value(g, y if m.b is None else g.op("Add", [y, g.const(f"{name}_b", m.b)]), m.shape[0])
+
+    state = _Value(g, "state", state_size(rnn.cell, rnn.hidden))
+    h, state = cell_step(rnn.cell, affine(x, "ih", rnn.ih), affine(state[..., :rnn.hidden].name, "hh", rnn.hh), state,
+                         _GRAPH_OPS)
+    return h.name, state.name
+
+
 def to_onnx(data: bytes, kernels: list[str] | None = None) -> onnx.ModelProto:
     header, blob = read_artifact(data)
-    layers = layers_of(header, blob)
+    layers, rnn = layers_of(header, blob, recurrent=True), recurrent_of(header, blob)
     kernels = kernels or ["dense"] * len(layers)
     head, norm = header["head"], header.get("obs_norm")
     input_ = header.get("input")  # conv nets: obs keeps the env's shape
@@ -130,6 +188,8 @@ def to_onnx(data: bytes, kernels: list[str] | None = None) -> onnx.ModelProto:
     if input_ is not None and input_["layout"] == "hwc":
         x = g.op("Transpose", [x], perm=[0, 3, 1, 2])
     for i, (layer, kernel) in enumerate(zip(layers, kernels)):
+        if rnn is not None and i == rnn.at:
+            x, state_out = _cell(g, x, rnn)
         if layer.conv is not None:
             x = _activation(g, _conv(g, x, i, layer, kernel), layer.act)
             if i + 1 == len(layers) or layers[i + 1].conv is None:
@@ -159,10 +219,14 @@ def to_onnx(data: bytes, kernels: list[str] | None = None) -> onnx.ModelProto:
             action = g.op("Add", [low, g.op("Mul", [half, g.op("Sub", [high, low])])])
         out_type, out_shape = TensorProto.FLOAT, ["batch", d]
     g.nodes.append(helper.make_node("Identity", [action], ["action"]))
-    graph = helper.make_graph(
-        g.nodes, "autocompress_policy",
-        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", *obs_shape])],
-        [helper.make_tensor_value_info("action", out_type, out_shape)], g.inits)
+    inputs = [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", *obs_shape])]
+    outputs = [helper.make_tensor_value_info("action", out_type, out_shape)]
+    if rnn is not None:
+        g.nodes.append(helper.make_node("Identity", [state_out], ["state_out"]))
+        size = state_size(rnn.cell, rnn.hidden)
+        inputs.append(helper.make_tensor_value_info("state", TensorProto.FLOAT, ["batch", size]))
+        outputs.append(helper.make_tensor_value_info("state_out", TensorProto.FLOAT, ["batch", size]))
+    graph = helper.make_graph(g.nodes, "autocompress_policy", inputs, outputs, g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="autocompress")
     onnx.checker.check_model(model)
     return model
