@@ -6,16 +6,16 @@ a CNN policy: RLlib's CNN encoder, SB3's NatureCNN), how its outputs become acti
 observation normalisation included), the critic when the file has one,
 and the source framework's own deterministic action (`source_act`) to check the import against.
 
-    sb3      a Stable-Baselines3 .zip (PPO, A2C, DQN, SAC MlpPolicy; PPO, A2C, DQN CnnPolicy), VecNormalize
-             .pkl beside it
+    sb3      a Stable-Baselines3 .zip (PPO, A2C, DQN, SAC MlpPolicy; PPO, A2C, DQN CnnPolicy; SB3-contrib's
+             RecurrentPPO MlpLstmPolicy), VecNormalize .pkl beside it
     torch    a PyTorch state dict (.pt / .pth) with an architecture YAML beside it
     rllib    an RLlib (new API stack) Algorithm or RLModule checkpoint directory (MLP or, PPO and DQN, CNN
              encoders)
 
 Every format but the plain state dict unpickles Python objects: only load files you trust.
-A plain state dict may hold an LSTM / GRU policy (one layer between the encoder and the head); the SB3 and RLlib
-adapters do not read recurrent policies yet. What cannot be represented (a custom feature extractor, an SB3 or RLlib
-LSTM, an unknown activation, gSDE, an
+A plain state dict may hold an LSTM / GRU policy (one layer between the encoder and the head), and so may an
+SB3-contrib RecurrentPPO zip (one LSTM layer); the RLlib adapter does not read recurrent policies yet. What cannot be
+represented (a custom feature extractor, several LSTM layers, an RLlib LSTM, an unknown activation, gSDE, an
 observation space the conv encoder does not read) is one ConfigError naming the layer or option,
 raised before Ray starts.
 """

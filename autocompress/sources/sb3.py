@@ -1,4 +1,5 @@
-"""Stable-Baselines3 .zip: PPO, A2C, DQN and SAC with MlpPolicy or CnnPolicy (NatureCNN).
+"""Stable-Baselines3 .zip: PPO, A2C, DQN and SAC with MlpPolicy or CnnPolicy (NatureCNN); SB3-contrib's
+RecurrentPPO with MlpLstmPolicy.
 
 Read with SB3 itself (`ALGO.load`, device cpu), then walked module by module, so any `net_arch`
 (separate pi / vf, or one list for both) and any supported `activation_fn` are taken from the
@@ -16,6 +17,14 @@ channels-last env is wrapped in VecTransposeImage, so the saved observation spac
 by 255 when they are uint8 images (`normalize_images`): the net's input takes the env's own layout, and
 the 1/255 is folded into the first conv layer's filters (exact up to float rounding: convolution is
 linear and pads with zeros), so the runtime reads the env's raw observations.
+
+RecurrentPPO (MlpLstmPolicy, read with sb3-contrib, part of the [sb3] extra): Flatten -> the actor's LSTM
+(`lstm_actor`, `lstm_hidden_size` units) -> mlp_extractor's policy net -> action_net, as a recurrent PolicyNet; heads
+as PPO's. One LSTM layer (`n_lstm_layers: 1`), unidirectional, without projection: anything else is one ConfigError
+naming the option. Only the actor's LSTM acts, so `shared_lstm` and `enable_critic_lstm` change nothing here; the
+critic (its own LSTM, the actor's, or a Linear) is not imported: RLlib fine-tuning of a recurrent teacher, the only
+use of a critic, is not built yet (sources.load refuses every path that would fine-tune). `source_act` is
+RecurrentPPO's own stateful `predict` (state carried, `episode_start` at each episode's first step).
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ import numpy as np
 
 from autocompress.envs import action_head
 from autocompress.errors import ConfigError
-from autocompress.sources import Imported, conv_chain, linear_chain, obs_stats_from, params, to_policy_net, with_log_std
+from autocompress.sources import (Imported, conv_chain, linear_chain, obs_stats_from, params, to_policy_net,
+                                  to_recurrent_net, with_log_std)
 
 
 def _algorithm(data: dict, where: str) -> str:
@@ -41,8 +51,22 @@ def _algorithm(data: dict, where: str) -> str:
         return "SAC"
     if module.endswith("common.policies"):
         return "PPO" if "clip_range" in data else "A2C"
+    if module.endswith("common.recurrent.policies"):  # sb3_contrib's RecurrentActorCriticPolicy
+        return "RecurrentPPO"
     raise ConfigError(f"{where}: policy class from {module or '(unknown)'}: supported are PPO, A2C, DQN and SAC "
-                      "MlpPolicy")
+                      "MlpPolicy and SB3-contrib's RecurrentPPO MlpLstmPolicy")
+
+
+def _algorithm_class(source: str):
+    if source != "RecurrentPPO":
+        import stable_baselines3 as sb3  # deferred: the [sb3] extra, checked by load
+        return getattr(sb3, source)
+    try:
+        from sb3_contrib import RecurrentPPO  # deferred: part of the [sb3] extra too
+    except ImportError:
+        raise ConfigError("teacher.from: a RecurrentPPO model needs sb3-contrib (part of the sb3 extra): "
+                          "pip install 'autocompress[sb3]'") from None
+    return RecurrentPPO
 
 
 def _vecnormalize(path: Path, explicit: str | None):
@@ -64,7 +88,7 @@ def _vecnormalize(path: Path, explicit: str | None):
 
 def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Imported:
     try:
-        import stable_baselines3 as sb3  # deferred: Stable-Baselines3, the [sb3] extra
+        import stable_baselines3  # noqa: F401  (deferred: Stable-Baselines3, the [sb3] extra)
     except ImportError:
         raise ConfigError("teacher.from: a Stable-Baselines3 model needs the sb3 extra: "
                           "pip install 'autocompress[sb3]'") from None
@@ -75,8 +99,9 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
         raise ConfigError(f"teacher.from {path}: not a readable Stable-Baselines3 zip ({type(e).__name__}: {e})") \
             from None
     source = _algorithm(data, f"teacher.from {path}")
+    algorithm_class = _algorithm_class(source)  # outside the try: a missing sb3-contrib is its own error
     try:
-        model = getattr(sb3, source).load(str(path), device="cpu")
+        model = algorithm_class.load(str(path), device="cpu")
     except Exception as e:  # truncated policy.pth, incompatible versions ...
         raise ConfigError(f"teacher.from {path}: Stable-Baselines3 could not load it ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:300]})") from None
@@ -84,10 +109,14 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
     where = f"teacher.from {path}"
     if source in ("PPO", "A2C"):
         extractors = {"pi": policy.pi_features_extractor, "vf": policy.vf_features_extractor}
+    elif source == "RecurrentPPO":  # the critic is not imported (docstring)
+        extractors = {"pi": policy.pi_features_extractor}
     else:
         extractors = {"pi": policy.q_net.features_extractor if source == "DQN" else policy.actor.features_extractor}
     features = {k: _features(e, f"{where}: {k} features extractor", model, obs_space, spec.env)
                 for k, e in extractors.items()}
+    if source == "RecurrentPPO" and features["pi"][1] is not None:
+        raise ConfigError(f"{where}: RecurrentPPO with CnnLstmPolicy: only MlpLstmPolicy is imported yet")
     if source == "SAC" and features["pi"][1] is not None:
         raise ConfigError(f"{where}: SAC with CnnPolicy: conv policies are imported for PPO, A2C and DQN (SAC's "
                           "Q nets are RLlib's MLPs)")
@@ -106,16 +135,17 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
                           f"{np.shape(vn.obs_rms.mean)}, {spec.env}'s are {obs_space.shape}")
     head = _head(act_space, source)
     critic = None
-    if source in ("PPO", "A2C"):
+    if source in ("PPO", "A2C", "RecurrentPPO"):
         if getattr(policy, "squash_output", False):
             raise ConfigError(f"teacher.from {path}: squash_output=True without gSDE is not a policy SB3 trains")
         chain = [(*params(m), a) for m, a in linear_chain(list(policy.mlp_extractor.policy_net), "policy_net")]
         chain.append((*params(policy.action_net), "none"))
         if isinstance(act_space, gym.spaces.Box):
             chain = with_log_std(chain, policy.log_std.detach().numpy())
-        value = [(*params(m), a) for m, a in linear_chain(list(policy.mlp_extractor.value_net), "value_net")]
-        vf_chain, vf_input = features["vf"]
-        critic = to_policy_net(vf_chain + value + [(*params(policy.value_net), "none")], vf_input)
+        if source != "RecurrentPPO":
+            value = [(*params(m), a) for m, a in linear_chain(list(policy.mlp_extractor.value_net), "value_net")]
+            vf_chain, vf_input = features["vf"]
+            critic = to_policy_net(vf_chain + value + [(*params(policy.value_net), "none")], vf_input)
         algorithm = "PPO"
     elif source == "DQN":
         chain = [(*params(m), a) for m, a in linear_chain(list(policy.q_net.q_net), "q_net")]
@@ -127,23 +157,66 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
         chain.append((np.concatenate([wm, ws]), np.concatenate([bm, bs]), "none"))
         algorithm = "SAC"
     pi_chain, pi_input = features["pi"]
-    actor_net = to_policy_net(pi_chain + chain, pi_input)
+    if source == "RecurrentPPO":
+        actor_net = to_recurrent_net(pi_chain + chain, _actor_lstm(policy.lstm_actor, where))
+    else:
+        actor_net = to_policy_net(pi_chain + chain, pi_input)
     obs_stats = None
     if vn is not None:
         std = np.sqrt(vn.obs_rms.var + vn.epsilon)
         head["obs_norm"] = {"mean": np.asarray(vn.obs_rms.mean, np.float64).tolist(), "std": std.tolist(),
                             "clip": float(vn.clip_obs)}
         obs_stats = obs_stats_from(vn.obs_rms.mean, std)
+    notes = [f"{source} {'with' if vn is not None else 'without'} VecNormalize"]
+    if source == "RecurrentPPO":
+        notes.append(f"the critic ({_critic_kind(policy)}) is not imported: only the actor's LSTM acts, and RLlib "
+                     "fine-tuning of a recurrent teacher is not built yet")
+    return Imported("sb3", source, algorithm, actor_net, head, SB3Source(model, vn, head), critic, obs_stats,
+                    notes=notes)
 
-    def source_act(obs: np.ndarray):
+
+class SB3Source:
+    """The model's own deterministic `predict` on one raw observation (VecNormalize applied first). A recurrent
+    model's LSTM state is carried between calls and `reset()` (measure.evaluate calls it per episode) passes
+    `episode_start` on the next one, as SB3-contrib's own loop does; a feed-forward model ignores both."""
+
+    def __init__(self, model, vn, head: dict):
+        self.model, self.vn, self.discrete = model, vn, head["kind"] == "discrete"
+        self.state, self.start = None, True
+
+    def reset(self) -> None:
+        self.start = True
+
+    def __call__(self, obs: np.ndarray):
         x = np.asarray(obs, np.float32)[None]
-        if vn is not None:
-            x = vn.normalize_obs(x)
-        a = model.predict(x, deterministic=True)[0][0]
-        return int(a) if head["kind"] == "discrete" else a
+        if self.vn is not None:
+            x = self.vn.normalize_obs(x)
+        a, self.state = self.model.predict(x, state=self.state, episode_start=np.array([self.start]),
+                                           deterministic=True)
+        self.start = False
+        return int(a[0]) if self.discrete else a[0]
 
-    return Imported("sb3", source, algorithm, actor_net, head, source_act, critic, obs_stats,
-                    notes=[f"{source} {'with' if vn is not None else 'without'} VecNormalize"])
+
+#: nn.LSTM attribute -> (how a RecurrentPPO user sets it, the one value imported)
+LSTM_OPTIONS = {"num_layers": ("n_lstm_layers", 1), "bidirectional": ("lstm_kwargs bidirectional", False),
+                "proj_size": ("lstm_kwargs proj_size", 0)}
+
+
+def _actor_lstm(lstm, where: str) -> dict:
+    """RecurrentPPO's actor LSTM as a sources.to_recurrent_net cell; it reads the (flattened) observation, at 0."""
+    for attr, (option, supported) in LSTM_OPTIONS.items():
+        if getattr(lstm, attr) != supported:
+            raise ConfigError(f"{where}: {option}={getattr(lstm, attr)}: not supported; autocompress imports one "
+                              f"unidirectional LSTM layer without projection ({option}={supported})")
+    w = {k: v.detach().cpu().numpy() for k, v in lstm.state_dict().items()}
+    return {"cell": "lstm", "at": 0, "w_ih": w["weight_ih_l0"], "w_hh": w["weight_hh_l0"],
+            "b_ih": w.get("bias_ih_l0"), "b_hh": w.get("bias_hh_l0")}  # lstm_kwargs bias=False: no biases
+
+
+def _critic_kind(policy) -> str:
+    if policy.shared_lstm:
+        return "shared_lstm: the actor's LSTM"
+    return "enable_critic_lstm: its own LSTM" if policy.enable_critic_lstm else "a Linear on the features"
 
 
 def _features(extractor, where: str, model, obs_space: gym.Space, env: str) -> tuple[list, dict | None]:
