@@ -276,16 +276,39 @@ def module_actions(module, obs: np.ndarray, stats: dict | None, space: gym.Space
     own code, statistics frozen), forward_inference, the deterministic action distribution, then
     RLlib's action unsquashing onto the env bounds."""
     from ray.rllib.core.columns import Columns  # deferred (heavy): RLlib
-    from ray.rllib.utils.spaces.space_utils import unsquash_action  # deferred (heavy): RLlib
 
+    with torch.no_grad():
+        out = module.forward_inference({Columns.OBS: torch.as_tensor(_filtered(obs, stats, clip))})
+    return _actions(module, out, space)
+
+
+def module_step(module, obs: np.ndarray, state, stats: dict | None, space: gym.Space, clip: float = OBS_CLIP):
+    """A stateful RLModule's deterministic actions for one time step of a batch (as module_actions) and its next
+    state: `state` is Columns.STATE_IN as RLlib batches it (each leaf (B, ...)), e.g. get_initial_state() with a
+    batch axis at an episode's start; the observations get RLlib's time axis of 1."""
+    from ray.rllib.core.columns import Columns  # deferred (heavy): RLlib
+
+    with torch.no_grad():
+        out = module.forward_inference({Columns.OBS: torch.as_tensor(_filtered(obs, stats, clip))[:, None],
+                                        Columns.STATE_IN: state})
+    out = {k: v[:, 0] if k in (Columns.ACTIONS, Columns.ACTION_DIST_INPUTS) else v for k, v in out.items()}
+    return _actions(module, out, space), out[Columns.STATE_OUT]
+
+
+def _filtered(obs: np.ndarray, stats: dict | None, clip: float) -> np.ndarray:
     if stats is not None:
         from ray.rllib.utils.filter import MeanStdFilter  # deferred (heavy): RLlib
 
         f = MeanStdFilter(np.asarray(stats["mean"]).shape, clip=clip)
         f.running_stats = _running_stat(stats)
         obs = np.stack([f(np.asarray(o, np.float64), update=False) for o in obs])
-    with torch.no_grad():
-        out = module.forward_inference({Columns.OBS: torch.as_tensor(np.asarray(obs, np.float32))})
+    return np.asarray(obs, np.float32)
+
+
+def _actions(module, out: dict, space: gym.Space) -> np.ndarray:
+    from ray.rllib.core.columns import Columns  # deferred (heavy): RLlib
+    from ray.rllib.utils.spaces.space_utils import unsquash_action  # deferred (heavy): RLlib
+
     if Columns.ACTIONS in out:  # DQN: already greedy
         return out[Columns.ACTIONS].numpy()
     dist = module.get_inference_action_dist_cls().from_logits(out[Columns.ACTION_DIST_INPUTS])

@@ -6,12 +6,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+from autocompress import measure  # noqa: E402
 from autocompress.nets import PolicyNet  # noqa: E402
 
 
@@ -119,3 +121,41 @@ def search_run(tmp_path_factory) -> Path:
     run = ac.search(d / "space.yaml", trials=3, run_dir=d / "run", cache_dir=d / "cache")
     assert run.summary["complete"] == 3
     return d / "run"
+
+
+# -- recurrent imports (tests/test_recurrent_*.py) ---------------------------------------------------
+
+STEPS = 256  # issue 28: whole-episode agreement over at least this many steps
+
+
+def agree(acts: list, env_id: str, steps: int = STEPS, atol: float = 0.0) -> int:
+    """Steps env_id with acts[0] over whole episodes until `steps` are done, every act seeing the same observations
+    and told of each episode's start (measure.episode_reset); asserts they act alike (Box: within atol) at every
+    step. Returns the steps."""
+    env, n, ep = gym.make(env_id), 0, 0
+    while n < steps:
+        obs, _ = env.reset(seed=ep)
+        for a in acts:
+            measure.episode_reset(a)()
+        done = False
+        while not done:
+            actions = [a(obs) for a in acts]
+            for b in actions[1:]:
+                np.testing.assert_allclose(b, actions[0], atol=atol, rtol=0, err_msg=f"step {n}")
+            obs, _, term, trunc, _ = env.step(actions[0])
+            done, n = term or trunc, n + 1
+        ep += 1
+    return n
+
+
+def episode_obs(act, env_id: str) -> list[np.ndarray]:
+    """The observations of one episode acted by `act` (reset first)."""
+    env, out = gym.make(env_id), []
+    obs, _ = env.reset(seed=0)
+    measure.episode_reset(act)()
+    done = False
+    while not done:
+        out.append(obs)
+        obs, _, term, trunc, _ = env.step(act(obs))
+        done = term or trunc
+    return out

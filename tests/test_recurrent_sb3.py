@@ -10,14 +10,14 @@ carried and each episode's start passed as SB3-contrib's loop passes it), and th
 import sys
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import STEPS, agree, episode_obs
 
 import autocompress as ac
-from autocompress import measure, sources
+from autocompress import sources
 from autocompress.artifact import to_bytes
 from autocompress.errors import ConfigError
 from autocompress.nets import torch_act
@@ -26,8 +26,6 @@ pytest.importorskip("stable_baselines3")
 sb3_contrib = pytest.importorskip("sb3_contrib")
 from stable_baselines3.common.env_util import make_vec_env  # noqa: E402
 from stable_baselines3.common.vec_env import VecNormalize  # noqa: E402
-
-STEPS = 256
 
 
 def save_recurrent_ppo(tmp: Path, env_id: str, vecnormalize: bool = False, **policy_kwargs) -> Path:
@@ -63,39 +61,6 @@ def spec_file(tmp: Path, env_id: str, source: Path) -> Path:
 
 def import_recurrent(tmp: Path, env_id: str, source: Path):
     return sources.load(ac.load_trial_spec(spec_file(tmp, env_id, source)), recurrent=True)
-
-
-def agree(acts: list, env_id: str, steps: int = STEPS, atol: float = 0.0) -> int:
-    """Steps env_id with acts[0] over whole episodes until `steps` are done, every act seeing the same observations
-    and told of each episode's start (measure.episode_reset); asserts they act alike (Box: within atol) at every
-    step. Returns the steps."""
-    env, n, ep = gym.make(env_id), 0, 0
-    while n < steps:
-        obs, _ = env.reset(seed=ep)
-        for a in acts:
-            measure.episode_reset(a)()
-        done = False
-        while not done:
-            actions = [a(obs) for a in acts]
-            for b in actions[1:]:
-                np.testing.assert_allclose(b, actions[0], atol=atol, rtol=0, err_msg=f"step {n}")
-            obs, _, term, trunc, _ = env.step(actions[0])
-            done, n = term or trunc, n + 1
-        ep += 1
-    return n
-
-
-def episode_obs(act, env_id: str) -> list[np.ndarray]:
-    """The observations of one episode acted by `act` (reset first)."""
-    env, out = gym.make(env_id), []
-    obs, _ = env.reset(seed=0)
-    measure.episode_reset(act)()
-    done = False
-    while not done:
-        out.append(obs)
-        obs, _, term, trunc, _ = env.step(act(obs))
-        done = term or trunc
-    return out
 
 
 @pytest.mark.parametrize("env_id, kwargs, critic", [

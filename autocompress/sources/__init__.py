@@ -10,13 +10,13 @@ and the source framework's own deterministic action (`source_act`) to check the 
              RecurrentPPO MlpLstmPolicy), VecNormalize .pkl beside it
     torch    a PyTorch state dict (.pt / .pth) with an architecture YAML beside it
     rllib    an RLlib (new API stack) Algorithm or RLModule checkpoint directory (MLP or, PPO and DQN, CNN
-             encoders)
+             encoders; PPO with use_lstm)
 
 Every format but the plain state dict unpickles Python objects: only load files you trust.
 A plain state dict may hold an LSTM / GRU policy (one layer between the encoder and the head), and so may an
-SB3-contrib RecurrentPPO zip (one LSTM layer); the RLlib adapter does not read recurrent policies yet. What cannot be
-represented (a custom feature extractor, several LSTM layers, an RLlib LSTM, an unknown activation, gSDE, an
-observation space the conv encoder does not read) is one ConfigError naming the layer or option,
+SB3-contrib RecurrentPPO zip and an RLlib PPO checkpoint with use_lstm (one LSTM layer each). What cannot be
+represented (a custom feature extractor, several LSTM layers, RLlib's prev-action / prev-reward LSTM inputs, an unknown
+activation, gSDE, an observation space the conv encoder does not read) is one ConfigError naming the layer or option,
 raised before Ray starts.
 """
 

@@ -17,6 +17,15 @@ gets its input columns reordered from (H, W, C) to our (C, H, W) order.
 The env runner's MeanStdFilter statistics come along when the Algorithm checkpoint has them.
 Continuous actions follow RLlib's default normalize_actions=True (mean clipped to [-1, 1], mapped
 onto the bounds) for PPO. Checkpoints are pickles: only load checkpoints you trust.
+
+PPO with `use_lstm` (TorchStatefulActorCriticEncoder; separate or shared encoders): the actor's TorchLSTMEncoder is
+its tokenizer (RLlib's MLP encoder from `fcnet_hiddens`) -> one LSTM layer of `lstm_cell_size` units -> the pi head,
+a recurrent PolicyNet whose state (h then c) starts at zeros, as get_initial_state() does. `max_seq_len` only shapes
+training batches: inference steps one observation at a time, state carried. RLlib's catalog builds one LSTM layer
+over an MLP tokenizer; anything else (several layers, an LSTM after the CNN encoder) and `lstm_use_prev_action` /
+`lstm_use_prev_reward` (inputs autocompress does not feed) are one ConfigError naming them. The critic (its own or
+the shared LSTM) is not imported: RLlib fine-tuning of a recurrent teacher is not built yet. `source_act` is
+RLlib's stateful forward_inference (RLlibSource: STATE_IN carried, get_initial_state() after reset()).
 """
 
 from __future__ import annotations
@@ -27,11 +36,13 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 from torch import nn
+from torch.utils._pytree import tree_map
 
 from autocompress import rl
 from autocompress.envs import action_head
 from autocompress.errors import ConfigError
-from autocompress.sources import Imported, conv_chain, hwc_columns, linear_chain, params, to_policy_net, with_log_std
+from autocompress.sources import (Imported, conv_chain, hwc_columns, linear_chain, params, to_policy_net,
+                                  to_recurrent_net, with_log_std)
 
 _ALGOS = {"DefaultPPOTorchRLModule": "PPO", "DefaultDQNTorchRLModule": "DQN", "DefaultSACTorchRLModule": "SAC"}
 
@@ -48,7 +59,7 @@ def _mlp(part, where: str) -> list:
     net = getattr(getattr(part, "net", None), "mlp", None)
     if net is None:
         raise ConfigError(f"{where}: {type(part).__name__} is not one of RLlib's default MLP encoders/heads "
-                          "(CNN, LSTM, attention and custom encoders are not supported)")
+                          "(attention and custom encoders are not supported, LSTM encoders for PPO only)")
     return [(*params(m), a) for m, a in linear_chain(list(net), where)]
 
 
@@ -138,21 +149,34 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
                                             getattr(module.action_space, "n", None) != getattr(act_space, "n", None)):
         raise ConfigError(f"teacher.from {path}: action space {module.action_space} does not match "
                           f"{spec.env}'s {act_space}")
-    head = action_head(act_space)
-    critic = None
     where = f"teacher.from {path}"
+    config = module.model_config or {}  # a dict or a DefaultModelConfig
+    for option in ("lstm_use_prev_action", "lstm_use_prev_reward"):  # inputs beside the observation: not fed here
+        if config.get(option) if isinstance(config, dict) else getattr(config, option, False):
+            raise ConfigError(f"{where}: {option}=True: not supported; autocompress imports recurrent policies that "
+                              "read the observation alone")
+    head = action_head(act_space)
+    critic, cell, notes = None, None, []
     image = {"shape": list(obs_space.shape), "layout": "hwc"}  # the input of a net with RLlib's CNN encoder
     if source == "PPO":
         enc = module.encoder
         actor_enc = getattr(enc, "actor_encoder", None) or getattr(enc, "encoder", None)
         critic_enc = getattr(enc, "critic_encoder", None) or getattr(enc, "encoder", None)
-        enc, out = _encoder(actor_enc, f"{where}: encoder", obs_space)
+        if type(actor_enc).__name__ == "TorchLSTMEncoder":
+            enc, cell = _lstm_encoder(actor_enc, f"{where}: encoder", obs_space)
+            out = None
+            notes.append(f"the critic ({'the shared LSTM' if critic_enc is actor_enc else 'its own LSTM'}) is not "
+                         "imported: only the actor's LSTM acts, and RLlib fine-tuning of a recurrent teacher is not "
+                         "built yet")
+        else:
+            enc, out = _encoder(actor_enc, f"{where}: encoder", obs_space)
         chain = enc + _after(out, _mlp(module.pi, f"{where}: pi"))
         log_std = getattr(module.pi, "log_std", None)
         if log_std is not None:  # free_log_std: a state-independent log-std parameter
             chain = with_log_std(chain, log_std.detach().numpy())
-        enc, out = _encoder(critic_enc, f"{where}: critic encoder", obs_space)
-        critic = to_policy_net(enc + _after(out, _mlp(module.vf, f"{where}: vf")), image if out else None)
+        if cell is None:
+            enc, out = _encoder(critic_enc, f"{where}: critic encoder", obs_space)
+            critic = to_policy_net(enc + _after(out, _mlp(module.vf, f"{where}: vf")), image if out else None)
         if head["kind"] == "continuous":
             head["squash"] = "clip"
     elif source == "DQN":
@@ -169,10 +193,51 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
     if stats is not None:
         head["obs_norm"] = {**rl.obs_norm(stats), "clip": clip or None}
 
-    def source_act(obs: np.ndarray):
-        a = rl.module_actions(module, np.asarray(obs, np.float32)[None], stats, act_space, clip=clip)[0]
-        return int(a) if head["kind"] == "discrete" else a
+    if cell is not None:
+        actor = to_recurrent_net(chain, cell)
+    else:
+        actor = to_policy_net(chain, image if len(chain[0]) == 4 else None)
+    notes.insert(0, f"{type(module).__name__}, {'with' if stats else 'without'} MeanStdFilter statistics")
+    return Imported("rllib", source, source, actor, head, RLlibSource(module, stats, clip, act_space), critic, stats,
+                    notes=notes)
 
-    actor = to_policy_net(chain, image if len(chain[0]) == 4 else None)
-    return Imported("rllib", source, source, actor, head, source_act, critic, stats,
-                    notes=[f"{type(module).__name__}, {'with' if stats else 'without'} MeanStdFilter statistics"])
+
+class RLlibSource:
+    """RLlib's own deterministic action on one raw observation (rl.module_actions). A stateful module's state is
+    carried between calls and `reset()` (measure.evaluate calls it per episode) restarts it from
+    get_initial_state(), as RLlib's env runner does at an episode's start; a feed-forward module ignores both."""
+
+    def __init__(self, module, stats: dict | None, clip: float, act_space: gym.Space):
+        self.module, self.stats, self.clip, self.space = module, stats, clip, act_space
+        self.state = None
+
+    def reset(self) -> None:
+        self.state = None
+
+    def __call__(self, obs: np.ndarray):
+        obs = np.asarray(obs, np.float32)[None]
+        if self.module.is_stateful():
+            if self.state is None:  # RLlib batches the initial state (a batch axis of 1 on every leaf), as here
+                self.state = tree_map(lambda s: s[None], self.module.get_initial_state())
+            a, self.state = rl.module_step(self.module, obs, self.state, self.stats, self.space, clip=self.clip)
+        else:
+            a = rl.module_actions(self.module, obs, self.stats, self.space, clip=self.clip)
+        return int(a[0]) if isinstance(self.space, gym.spaces.Discrete) else a[0]
+
+
+def _lstm_encoder(part, where: str, obs_space: gym.Space) -> tuple[list, dict]:
+    """A TorchLSTMEncoder as the chain before its LSTM (the tokenizer) and a sources.to_recurrent_net cell."""
+    tokenizer = []
+    if part.tokenizer is not None:
+        tokenizer, out = _encoder(part.tokenizer, f"{where}.tokenizer", obs_space)
+        if out is not None:
+            raise ConfigError(f"{where}: an LSTM after RLlib's CNN encoder (use_lstm with conv_filters) is not "
+                              "imported yet; autocompress imports use_lstm over the MLP encoder")
+    lstm = part.lstm
+    for attr, supported in (("num_layers", 1), ("bidirectional", False), ("proj_size", 0)):
+        if getattr(lstm, attr) != supported:  # RLlib's catalog builds one plain layer: only a custom catalog's differs
+            raise ConfigError(f"{where}.lstm: {attr}={getattr(lstm, attr)}: not supported; autocompress imports one "
+                              f"unidirectional LSTM layer without projection ({attr}={supported})")
+    w = {k: v.detach().cpu().numpy() for k, v in lstm.state_dict().items()}
+    return tokenizer, {"cell": "lstm", "at": len(tokenizer), "w_ih": w["weight_ih_l0"], "w_hh": w["weight_hh_l0"],
+                       "b_ih": w.get("bias_ih_l0"), "b_hh": w.get("bias_hh_l0")}  # use_bias=False: no biases
