@@ -50,20 +50,25 @@ def _spec(spec: TrialSpec | str | Path, check_import: bool = True) -> TrialSpec:
     return spec
 
 
-def _check_import(spec: TrialSpec):
-    """The imported teacher, if the spec names one (ConfigError naming what does not fit)."""
+def _check_import(spec: TrialSpec, recurrent: bool = False):
+    """The imported teacher, if the spec names one (ConfigError naming what does not fit). `recurrent`: the
+    caller runs trials (compress, search), which take a recurrent teacher where the spec lets them
+    (pipeline.check_recurrent_trial); the others refuse one (sources.load's gate)."""
     if not spec.teacher.from_:
         return None
-    return sources.load(spec)
+    imported = sources.load(spec, recurrent=recurrent)
+    if recurrent:
+        pipeline.check_recurrent_trial(spec, imported.actor)
+    return imported
 
 
-def _check_teacher(spec: TrialSpec, cache_root: Path, train: bool = False) -> bool:
+def _check_teacher(spec: TrialSpec, cache_root: Path, train: bool = False, recurrent: bool = False) -> bool:
     """TeacherError, before any Ray work, when the teacher does not clearly beat a useless policy on the
     evaluation episodes (measure.check_teacher_margin). The teacher checked is the imported policy, or
     the cached or committed one (read where it lies: nothing is created); where there is none yet,
     `train` trains it now (compress and sensitivity would anyway), else False: not checked (a search
-    checks it when its teacher task returns)."""
-    imported = _check_import(spec)
+    checks it when its teacher task returns). `recurrent`: as _check_import's."""
+    imported = _check_import(spec, recurrent)
     if imported is not None:
         net, head = imported.actor, imported.head
     else:
@@ -118,7 +123,8 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
 
     `config` is a techniques config (a dict, a YAML path or a CompressConfig); `{}` measures the
     teacher as-is. `target`: where it runs (autocompress.targets; default: the spec's latency.target).
-    Writes `output_dir/policy.acz` and `output_dir/result.json`.
+    Writes `output_dir/policy.acz` and `output_dir/result.json`. An imported recurrent (LSTM / GRU) teacher
+    needs `finetune.iterations: 0` and a host target (pipeline.check_recurrent_trial).
 
     >>> import autocompress as ac
     >>> spec = ac.load_trial_spec("trials/cartpole_ppo.yaml").updated(
@@ -127,9 +133,10 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
     >>> r.bytes < r.teacher_bytes / 3, r.return_ratio > 0.9
     (True, True)
     """
-    spec, cfg = _spec(spec), _config(config)
+    spec, cfg = _spec(spec, check_import=False), _config(config)
     if target is not None:
         spec = spec.updated({"latency": {"target": target}})
+    _check_import(spec, recurrent=True)  # after the target: a recurrent teacher's trial is checked against it
     _check_target(spec)
     cfg.check_against(spec, config if isinstance(config, (str, Path)) else None)
     checks.directory(output_dir, "output_dir")
@@ -139,7 +146,7 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
             hashlib.sha256(cfg.model_dump_json(exclude_none=True).encode()).hexdigest()[:8]
         output_dir = Path("runs") / "compress" / f"{spec.name}-{name}"
     cache_root = Path(cache_dir) if cache_dir else default_cache()
-    _check_teacher(spec, cache_root, train=True)
+    _check_teacher(spec, cache_root, train=True, recurrent=True)
     try:
         result = pipeline.compress_trial(spec, cfg, output_dir, cache_root, log=log)
     except AutocompressError:
@@ -162,7 +169,9 @@ def evaluate(policy: Policy, spec: TrialSpec | str | Path, *, episodes: int | No
     >>> returns.shape
     (2,)
     """
-    spec = _spec(spec)
+    spec = _spec(spec, check_import=False)
+    if spec.teacher.from_:  # checked against the env; a recurrent one too: evaluation resets the policy per episode
+        sources.load(spec, recurrent=True)
     return measure.evaluate(policy.act, spec.env_creator(),
                             spec.eval.episodes if episodes is None else episodes,
                             spec.eval.seed if seed is None else seed)
@@ -303,6 +312,7 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
                           option="space")
     checks.text_file(space_path)
     space_obj, spec, spec_path = load_search_space(space_path, target)
+    _check_import(spec, recurrent=True)  # a recurrent teacher's trials: before the target's toolchain is looked for
     _check_target(spec)
     opts = SearchOptions(run_dir=Path(run_dir) if run_dir else Path("runs") / space_obj.name,
                          trials=trials or space_obj.budget.trials, parallel=parallel or space_obj.budget.parallel,
@@ -319,9 +329,9 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
     _check_rllib_keys(spec, spec_path)
     if not (resume or join):  # a study that already ran trials had its teacher checked then
         cache_root = opts.cache_dir or opts.run_dir / "teachers"
-        opts.check_teacher = not _check_teacher(spec, cache_root)  # not there yet: checked once trained
+        opts.check_teacher = not _check_teacher(spec, cache_root, recurrent=True)  # not there yet: checked once trained
     else:
-        _check_import(spec)
+        _check_import(spec, recurrent=True)
     summary = run_search(space_obj, spec, space_path, spec_path, opts, progress=progress or (lambda s: None), log=log)
     run = Run.load(opts.run_dir, storage)
     run.summary = summary

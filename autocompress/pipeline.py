@@ -28,6 +28,7 @@ from autocompress import artifact, measure, rl, targets
 from autocompress import teacher as teachers
 from autocompress.algos import ALGOS
 from autocompress.config import CompressConfig, TrialSpec
+from autocompress.errors import ConfigError
 from autocompress.nets import PolicyNet
 from autocompress.results import TrialResult
 from autocompress.runtime import obs_normalizer
@@ -35,6 +36,23 @@ from autocompress.seeds import CHECK_EPISODES, CHECK_OFFSET
 from autocompress.techniques import Context, apply
 from autocompress.techniques.base import check_recurrent
 from autocompress.techniques.per_layer import logical_layers
+
+def check_recurrent_trial(spec: TrialSpec, teacher: PolicyNet) -> None:
+    """ConfigError, before any work, where a trial cannot take a recurrent (LSTM / GRU) teacher yet: RLlib
+    fine-tuning of a recurrent module is not built, and the MCU targets do not run the cell. What a trial
+    does without them (techniques, export, evaluation and latency with the state carried) supports it."""
+    if teacher.rnn is None:
+        return
+    cell = teacher.rnn.cell
+    if spec.finetune.iterations > 0:
+        raise ConfigError(f"finetune.iterations {spec.finetune.iterations}: the teacher is a recurrent ({cell}) "
+                          "policy, and fine-tuning of recurrent policies in RLlib is not built yet: set "
+                          "finetune.iterations: 0 to compress it without fine-tuning")
+    tgt = targets.target(spec.latency.target)
+    if tgt.mcu:
+        raise ConfigError(f"latency.target {tgt.name}: the teacher is a recurrent ({cell}) policy, which the MCU "
+                          "targets do not run yet: choose a host target")
+
 
 def compress_net(teacher: PolicyNet, cfg, ctx: Context, finetune: Callable | None) -> PolicyNet:
     """Apply `cfg` (a CompressConfig or CriticCompressConfig) to a copy of `teacher`, stage by stage
@@ -271,6 +289,7 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     cfg.check_against(spec)
     with timed("teacher_load"):
         teacher = teachers.train_teacher(spec, Path(cache_root), log=log)
+    check_recurrent_trial(spec, teacher.actor)  # callers that did not check it before (compress and search do)
     head = teacher.info["head"]
     make_env = spec.env_creator()
     normalize = obs_normalizer(head.get("obs_norm"))  # the techniques see the nets' inputs

@@ -336,9 +336,10 @@ def _imported_layer_counts(space: SearchSpace, spec: TrialSpec) -> dict[str, tup
     if not any(isinstance(e, PerLayer) for g in ("techniques", "critic_techniques")
                for entries in getattr(space, g).values() for e in entries.values()):
         return {"techniques": (None, ""), "critic_techniques": (None, "")}
-    imported = sources.load(spec)
-    critic = imported.critic
-    return {"techniques": (len(imported.actor.layers), f"the imported policy's {', '.join(imported.describe())}"),
+    imported = sources.load(spec, recurrent=True)  # a search takes a recurrent teacher (ac.search checks the spec)
+    critic, actor = imported.critic, imported.actor
+    n = len(actor.layers) + (actor.rnn is not None)  # a recurrent layer is one layer (per_layer.logical_layers)
+    return {"techniques": (n, f"the imported policy's {', '.join(imported.describe())}"),
             "critic_techniques": (len(critic.layers) if critic is not None else None,
                                   "the imported policy's critic" if critic is not None else
                                   "the imported policy has no critic in its file (one is warmed up)")}

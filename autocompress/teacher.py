@@ -170,7 +170,8 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
 def import_teacher(spec: TrialSpec, path: Path, log: Callable[[str], None] = print) -> Teacher:
     """The user's own policy (`teacher.from`), converted and cached like a trained teacher, so that
     everything downstream (Ray tasks, fine-tuning, export) takes it the same way."""
-    imported = sources.load(spec)
+    # a recurrent policy is cached as any other: the entry points (autocompress._api) gate what may use it
+    imported = sources.load(spec, recurrent=True)
     log(f"imported {imported.format} {imported.source_algorithm} policy from {spec.teacher.from_}: "
         f"{', '.join(imported.describe())}")
     algo = ALGOS[spec.algorithm]

@@ -78,8 +78,9 @@ def detect(path: Path) -> str:
 def load(spec, recurrent: bool = False) -> Imported:
     """Import `spec.teacher.from_` and check it against the spec (algorithm, observation and action
     spaces). Raises ConfigError naming what does not fit. A recurrent (LSTM / GRU) policy only with
-    `recurrent=True` (its net acts, and compress_net compresses it): every caller without it (compress, search,
-    sensitivity, inspect, the teacher cache) fine-tunes or measures in ways that do not carry a state yet."""
+    `recurrent=True`: its callers carry the state (compress and search without fine-tuning, checked by
+    pipeline.check_recurrent_trial; evaluate; the teacher cache); every caller without it (sensitivity, inspect,
+    teach, validate) measures in ways that do not carry a state yet."""
     t = spec.teacher
     fmt = detect(Path(t.from_)) if t.format == "auto" else t.format
     env = spec.env_creator()()
@@ -96,9 +97,9 @@ def load(spec, recurrent: bool = False) -> Imported:
     imported = adapter.load(Path(t.from_), spec, obs_space, act_space)
     if imported.actor.rnn is not None and not recurrent:
         raise ConfigError(f"teacher.from {t.from_}: a recurrent ({imported.actor.rnn.cell}) policy: autocompress "
-                          "imports it (sources.load(spec, recurrent=True)) and compresses it with compress_net "
-                          "(quantize, prune, share), but RLlib fine-tuning, search, sensitivity and the exports of a "
-                          "recurrent net are not supported yet")
+                          "imports it (sources.load(spec, recurrent=True)) and compresses it with compress_net, "
+                          "compress or search (quantize, prune, share; finetune.iterations: 0), but RLlib "
+                          "fine-tuning, sensitivity, teach, validate and inspect do not take one yet")
     if imported.algorithm != spec.algorithm:
         raise ConfigError(f"teacher.from {t.from_}: a {imported.source_algorithm} policy, but the trial spec's "
                           f"algorithm is {spec.algorithm} ({imported.source_algorithm} is fine-tuned as "

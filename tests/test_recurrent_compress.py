@@ -1,0 +1,132 @@
+"""`autocompress.compress` and `search` on an imported recurrent (LSTM) teacher without fine-tuning (issue 28):
+teacher states, quantize + prune, the artifact, evaluation, bytes and latency per step, all with the state
+carried and reset per episode; and the clear errors where a recurrent trial cannot run yet.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+import autocompress as ac
+from autocompress import measure, pipeline
+from autocompress import teacher as teachers
+from autocompress.errors import ConfigError
+from autocompress.nets import torch_act
+from autocompress.space import load_search_space
+
+from conftest import agree
+
+#: the controller the teacher's LSTM carries through: push the cart the way the pole turns
+CONTROL = [0.0, 0.0, 0.0, 1.0]
+HIDDEN = 16
+
+
+def save_lstm_teacher(tmp: Path) -> Path:
+    """A CartPole LSTM policy in the torch YAML importer's format (as tests/test_recurrent.py's), weights set so
+    it balances: the encoder's unit 0 reads CONTROL · obs, the LSTM's unit 0 passes it on (input and output gates
+    open, forget gate shut) and the head takes its sign. Every other weight is small and random, the recurrent
+    ones included, so the state does change the outputs a little."""
+    torch.manual_seed(0)
+    enc, rnn, pi = nn.Linear(4, 32), nn.LSTM(32, HIDDEN), nn.Linear(HIDDEN, 2)
+    with torch.no_grad():
+        for p in (*enc.parameters(), *rnn.parameters(), *pi.parameters()):
+            p.mul_(0.1)
+        enc.weight[0] = 5 * torch.tensor(CONTROL)
+        rnn.bias_ih_l0[:HIDDEN] += 3  # gates stacked i, f, g, o (torch's order)
+        rnn.bias_ih_l0[HIDDEN:2 * HIDDEN] -= 3
+        rnn.bias_ih_l0[3 * HIDDEN:] += 3
+        rnn.weight_ih_l0[2 * HIDDEN, 0] = 3.0
+        pi.weight[:, 0] = torch.tensor([-2.0, 2.0])
+    state = {f"{name}.{k}": v for name, m in (("enc", enc), ("memory", rnn), ("pi", pi)) for k, v in
+             m.state_dict().items()}
+    path = tmp / "lstm.pt"
+    torch.save(state, path)
+    path.with_suffix(".yaml").write_text(yaml.safe_dump({
+        "algorithm": "PPO", "layers": ["enc", "pi"], "activation": "tanh", "head": "discrete",
+        "recurrent": {"cell": "lstm", "module": "memory", "after": 1}}))
+    return path
+
+
+def spec_file(tmp: Path, iterations: int = 0, heldout: int = 0) -> Path:
+    p = tmp / "spec.yaml"
+    p.write_text(yaml.safe_dump({
+        "name": "rnn-cartpole", "env": "CartPole-v1", "algorithm": "PPO", "seed": 1, "sample_steps": 300,
+        "teacher": {"from": str(save_lstm_teacher(tmp))}, "finetune": {"iterations": iterations},
+        "eval": {"episodes": 3, "heldout_episodes": heldout, "fresh_episodes": 0},
+        "latency": {"warmup": 20, "calls": 100, "rounds": 2, "kernel_calls": 5, "kernel_rounds": 10}}))
+    return p
+
+
+def test_compress_a_recurrent_teacher_quantized_and_pruned(tmp_path):
+    config = {"quantize": {"bits": 8}, "prune": {"sparsity": 0.5}}
+    r = ac.compress(spec_file(tmp_path), config, output_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert r.bytes < r.teacher_bytes and r.sparsity >= 0.4
+    assert r.teacher_return_mean > 100 and np.isfinite(r.return_ratio) and r.return_ratio > 0.5
+    assert len(r.returns) == 3
+    assert r.latency_ms > 0 and r.teacher_latency_ms > 0 and r.latency_ratio > 0 and r.latency_call_ms > 0
+    # the returns are the artifact's, acting in the trial's runtime with its kernels, reset per episode
+    spec = ac.load_trial_spec(tmp_path / "spec.yaml")
+    measured = ac.Policy.load(tmp_path / "out" / "policy.acz", r.runtime, r.kernels)
+    assert measured.recurrent and ac.evaluate(measured, spec).tolist() == r.returns
+    # and it acts as the compressed torch net (fp32 kernels: int8 ones round the inputs), state carried and reset
+    t = cached_teacher(tmp_path)
+    small = ac.compress_net(t.actor, config)  # the techniques are deterministic: the trial's net
+    policy = ac.Policy.load(tmp_path / "out" / "policy.acz", kernels=["dense"] * 2)
+    assert agree([torch_act(small, t.info["head"]), policy.act], "CartPole-v1") >= 256
+
+
+def cached_teacher(tmp: Path):
+    """The imported teacher as a trial caches it (spec_file's, under tmp / cache)."""
+    return teachers.train_teacher(ac.load_trial_spec(tmp / "spec.yaml"), tmp / "cache", log=lambda m: None,
+                                  train=False)
+
+
+def test_teacher_states_carry_the_state_and_reset_per_episode(tmp_path):
+    spec = ac.load_trial_spec(spec_file(tmp_path))
+    t = cached_teacher(tmp_path)
+    raw, _ = pipeline.teacher_states(t, spec, spec.env_creator())
+    want = measure.collect_obs(torch_act(t.actor, t.info["head"]), spec.env_creator(), spec.sample_steps, spec.seed)
+    np.testing.assert_array_equal(raw, want)
+
+
+def test_finetuning_a_recurrent_teacher_is_one_error_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "compress_trial", lambda *a, **k: pytest.fail("the trial started"))
+    with pytest.raises(ConfigError, match=r"finetune.iterations 2: the teacher is a recurrent \(lstm\) policy, and "
+                                          r"fine-tuning of recurrent policies in RLlib is not built yet"):
+        ac.compress(spec_file(tmp_path, iterations=2), {"quantize": {"bits": 8}}, output_dir=tmp_path / "out",
+                    cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_mcu_target_and_unsupported_techniques_are_refused(tmp_path):
+    spec = spec_file(tmp_path)
+    with pytest.raises(ConfigError, match=r"latency.target cortex-m4f: the teacher is a recurrent \(lstm\) policy"):
+        ac.compress(spec, {"quantize": {"bits": 8}}, output_dir=tmp_path / "out", target="cortex-m4f",
+                    cache_dir=tmp_path / "cache")
+    with pytest.raises(ConfigError, match=r"lowrank: not supported on a recurrent \(lstm\) net yet"):
+        ac.compress(spec, {"lowrank": {"rank": 4}}, output_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    with pytest.raises(ConfigError, match="a recurrent \\(lstm\\) policy: .*sensitivity"):  # still gated
+        ac.sensitivity(spec, settings={"prune": [0.5]}, episodes=0, output_dir=tmp_path / "s", cache_dir=tmp_path)
+
+
+def test_a_search_space_counts_the_recurrent_layer_as_one_layer(tmp_path):
+    spec_file(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"name": "rnn", "trial_spec": "spec.yaml",
+                                     "techniques": {"quantize": {"bits": {"per_layer": {"low": 4, "high": 8}}}}}))
+    assert load_search_space(space)[0].techniques["quantize"]["bits"].layers == 3  # enc, lstm, pi
+
+
+@pytest.mark.slow
+def test_search_on_a_recurrent_teacher(tmp_path):
+    spec_file(tmp_path, heldout=2)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "rnn-search", "trial_spec": "spec.yaml", "budget": {"trials": 3, "parallel": 1}, "seed": 0,
+        "techniques": {"quantize": {"bits": {"low": 4, "high": 8}}, "prune": {"sparsity": {"low": 0.1, "high": 0.6}}}}))
+    run = ac.search(space, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
+    assert run.summary["complete"] == 3 and len(run.front()) >= 1
