@@ -166,7 +166,8 @@ class Tracker:
             **({"target": result["target"]} if result and result.get("target") else {})})
         rid = run.info.run_id
         model = None  # the policy as an MLflow model; the run's metrics are linked to it (its page shows them)
-        if state == "COMPLETE" and result and artifact is not None and artifact.exists() and not self.models_off:
+        if state == "COMPLETE" and result and artifact is not None and artifact.exists() and not self.models_off \
+                and not read_artifact(artifact.read_bytes())[0].get("rnn"):  # none yet for it: the run holds the .acz
             try:
                 model = _create_policy_model(self.client, self.experiment_id, rid, number)
             except Exception as e:  # the store may lack MLflow 3's logged models; a lost server fails below
@@ -273,9 +274,7 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
         cfg = dict(context.model_config or {})
         data = Path(context.artifacts["policy"]).read_bytes()
         header = read_artifact(data)[0]
-        if header.get("rnn"):  # predict() acts row by row: a state would leak from one row to the next
-            raise ValueError("a recurrent policy's MLflow model is not supported yet (how its state is passed is "
-                             "not defined): load the .acz with autocompress.Policy, runtime 'numpy'")
+        check_model_supported(header)
         self.obs_shape = _obs_shape(header)
         self.policy = Policy.from_bytes(data, runtime=cfg.get("runtime") or "auto",
                                         **({"kernels": cfg["kernels"]} if cfg.get("kernels") else {}))
@@ -300,6 +299,14 @@ mlflow.models.set_model(PolicyModel())
 """
 
 
+def check_model_supported(header: dict) -> None:
+    """A recurrent policy has no MLflow model yet: predict() acts row by row, so a state would leak from one row
+    to the next (how a batch user passes the state is not defined). ValueError saying what to use instead."""
+    if header.get("rnn"):
+        raise ValueError("a recurrent policy's MLflow model is not supported yet (how its state is passed is not "
+                         "defined): load the .acz with autocompress.Policy (reset() at each episode start)")
+
+
 def _obs_shape(header: dict) -> tuple[int, ...]:
     """The shape of one observation an artifact (its header) reads: (obs_dim,), or a conv net's image shape."""
     return tuple(header["input"]["shape"]) if header.get("input") else (int(header["obs_dim"]),)
@@ -315,6 +322,7 @@ def save_policy_model(path: str | Path, artifact: str | Path, result: dict | Non
     from mlflow.types.schema import Schema, TensorSpec
 
     header, _ = read_artifact(Path(artifact).read_bytes())
+    check_model_supported(header)
     obs_shape, head = _obs_shape(header), header["head"]
     out = TensorSpec(np.dtype(np.int64), (-1,)) if head["kind"] == "discrete" else \
         TensorSpec(np.dtype(np.float32), (-1, int(head["act_dim"])))
@@ -444,6 +452,11 @@ def register_policy(uri: str, experiment: str, parent_id: str | None, trial: int
         step = "finding the run's policy model"
         model_id = policy_model_id(client, rid)
         if model_id is None:
+            if Path(artifact).exists():
+                try:
+                    check_model_supported(read_artifact(Path(artifact).read_bytes())[0])
+                except ValueError as e:
+                    raise ConfigError(f"trial {trial}: {e}", option="register") from None
             if not Path(artifact).exists():
                 raise ConfigError(f"trial {trial}'s run {rid} has no `{POLICY_MODEL}` model and its artifact is "
                                   f"missing at {artifact}", option="register")

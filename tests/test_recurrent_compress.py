@@ -130,3 +130,12 @@ def test_search_on_a_recurrent_teacher(tmp_path):
         "techniques": {"quantize": {"bits": {"low": 4, "high": 8}}, "prune": {"sparsity": {"low": 0.1, "high": 0.6}}}}))
     run = ac.search(space, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
     assert run.summary["complete"] == 3 and len(run.front()) >= 1
+    # no MLflow model for a recurrent policy yet: none logged (its run keeps the .acz), and register says why
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    trial_runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                    filter_string="tags.`autocompress.kind` = 'trial'")
+    assert trial_runs and not any(r.outputs and r.outputs.model_outputs for r in trial_runs)
+    with pytest.raises(ac.ConfigError, match="recurrent policy's MLflow model is not supported yet"):
+        run.register(run.front()[0].trial, "rnn-policy")
