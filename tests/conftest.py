@@ -148,6 +148,21 @@ def agree(acts: list, env_id: str, steps: int = STEPS, atol: float = 0.0) -> int
     return n
 
 
+def assert_compressed_import_acts(imported, env_id: str) -> None:
+    """An imported recurrent actor, pruned 50% + 8-bit by compress_net: its artifact is smaller and acts as the
+    compressed torch net over whole episodes (fp32 kernels: int8 would round inputs; in C where it can)."""
+    import autocompress as ac
+    from autocompress.artifact import to_bytes
+    from autocompress.nets import torch_act
+
+    small = ac.compress_net(imported.actor, {"prune": {"sparsity": 0.5}, "quantize": {"bits": 8}})
+    assert (small.rnn.hh.mask == 0).any() and small.rnn.ih.quant["bits"] == 8
+    data = to_bytes(small, imported.head)
+    assert len(data) < len(to_bytes(imported.actor, imported.head))
+    policy = ac.Policy.from_bytes(data, kernels=["dense"] * 2)
+    assert agree([torch_act(small, imported.head), policy.act], env_id) >= STEPS
+
+
 def episode_obs(act, env_id: str) -> list[np.ndarray]:
     """The observations of one episode acted by `act` (reset first)."""
     env, out = gym.make(env_id), []

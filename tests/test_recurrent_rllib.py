@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import STEPS, agree, episode_obs
+from conftest import STEPS, agree, assert_compressed_import_acts, episode_obs
 
 import autocompress as ac
 from autocompress import sources
-from autocompress.artifact import to_bytes
 from autocompress.errors import ConfigError
 from autocompress.nets import torch_act
 
@@ -131,9 +130,4 @@ def test_prev_action_input_is_one_error_naming_the_option(checkpoints, tmp_path)
 
 def test_imported_lstm_checkpoint_compresses_and_its_artifact_acts_as_the_compressed_net(checkpoints, tmp_path):
     imported = import_recurrent(tmp_path, "separate", checkpoints["separate"])
-    small = ac.compress_net(imported.actor, {"prune": {"sparsity": 0.5}, "quantize": {"bits": 8}})
-    assert (small.rnn.hh.mask == 0).any() and small.rnn.ih.quant["bits"] == 8
-    data = to_bytes(small, imported.head)
-    assert len(data) < len(to_bytes(imported.actor, imported.head))
-    policy = ac.Policy.from_bytes(data, kernels=["dense"] * 2)  # fp32 (int8 would round inputs), in C where it can
-    assert agree([torch_act(small, imported.head), policy.act], "CartPole-v1") >= STEPS
+    assert_compressed_import_acts(imported, "CartPole-v1")
