@@ -166,8 +166,7 @@ class Tracker:
             **({"target": result["target"]} if result and result.get("target") else {})})
         rid = run.info.run_id
         model = None  # the policy as an MLflow model; the run's metrics are linked to it (its page shows them)
-        if state == "COMPLETE" and result and artifact is not None and artifact.exists() and not self.models_off \
-                and not read_artifact(artifact.read_bytes())[0].get("rnn"):  # none yet for it: the run holds the .acz
+        if state == "COMPLETE" and result and artifact is not None and artifact.exists() and not self.models_off:
             try:
                 model = _create_policy_model(self.client, self.experiment_id, rid, number)
             except Exception as e:  # the store may lack MLflow 3's logged models; a lost server fails below
@@ -268,13 +267,18 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
     env's shape, batch x H x W x C or batch x C x H x W), acted by autocompress's own runtime
     (`autocompress.Policy`), so the actions are the ones the search measured. The .acz artifact is
     loaded once; `model_config` holds the trial's `runtime` and `kernels` (override them at load,
-    e.g. `mlflow.pyfunc.load_model(uri, model_config={"runtime": "numpy"})` where no C compiler is)."""
+    e.g. `mlflow.pyfunc.load_model(uri, model_config={"runtime": "numpy"})` where no C compiler is).
+
+    A recurrent (LSTM / GRU) policy: the rows of one `predict` call are consecutive steps of one episode, acted
+    from a fresh (zero) state, the state carried from row to row and reset at the start of each call; the
+    optional `params={"episode_starts": [bool per row]}` resets it also at each row marked True, so one batch
+    may hold several episodes back to back. A feed-forward policy acts on each row alone (`episode_starts`
+    is not in its signature)."""
 
     def load_context(self, context) -> None:
         cfg = dict(context.model_config or {})
         data = Path(context.artifacts["policy"]).read_bytes()
         header = read_artifact(data)[0]
-        check_model_supported(header)
         self.obs_shape = _obs_shape(header)
         self.policy = Policy.from_bytes(data, runtime=cfg.get("runtime") or "auto",
                                         **({"kernels": cfg["kernels"]} if cfg.get("kernels") else {}))
@@ -284,7 +288,18 @@ class PolicyModel(mlflow.pyfunc.PythonModel):
         if obs.ndim == len(self.obs_shape):  # one observation
             obs = obs[None]
         act = self.policy.act
-        actions = [act(o) for o in obs]
+        if self.policy.recurrent:
+            starts = list((params or {}).get("episode_starts") or [])
+            if starts and len(starts) != len(obs):
+                raise ValueError(f"episode_starts has {len(starts)} values for {len(obs)} observations "
+                                 "(one bool per row)")
+            actions = []
+            for i, o in enumerate(obs):
+                if i == 0 or (starts and starts[i]):
+                    self.policy.reset()
+                actions.append(act(o))
+        else:
+            actions = [act(o) for o in obs]
         head = self.policy.head
         if head["kind"] == "discrete":
             return np.asarray(actions, dtype=np.int64)
@@ -299,14 +314,6 @@ mlflow.models.set_model(PolicyModel())
 """
 
 
-def check_model_supported(header: dict) -> None:
-    """A recurrent policy has no MLflow model yet: predict() acts row by row, so a state would leak from one row
-    to the next (how a batch user passes the state is not defined). ValueError saying what to use instead."""
-    if header.get("rnn"):
-        raise ValueError("a recurrent policy's MLflow model is not supported yet (how its state is passed is not "
-                         "defined): load the .acz with autocompress.Policy (reset() at each episode start)")
-
-
 def _obs_shape(header: dict) -> tuple[int, ...]:
     """The shape of one observation an artifact (its header) reads: (obs_dim,), or a conv net's image shape."""
     return tuple(header["input"]["shape"]) if header.get("input") else (int(header["obs_dim"]),)
@@ -317,17 +324,19 @@ def save_policy_model(path: str | Path, artifact: str | Path, result: dict | Non
     """Save an .acz artifact as an MLflow pyfunc model directory at `path` (which must not exist):
     input signature float32 (-1, obs_dim) (a conv net: (-1, *its observation shape), e.g. (-1, H, W, C)),
     output int64 (-1,) or float32 (-1, act_dim), an input example, explicit pip requirements (none
-    inferred), `model_config` {runtime, kernels} from the trial's `result`."""
+    inferred), `model_config` {runtime, kernels} from the trial's `result`. A recurrent policy's signature
+    also has the params schema: `episode_starts`, a boolean list (default empty: reset at row 0 only)."""
     from mlflow.models import ModelSignature  # deferred (heavy): MLflow's model flavour, for logging a model only
-    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
 
     header, _ = read_artifact(Path(artifact).read_bytes())
-    check_model_supported(header)
     obs_shape, head = _obs_shape(header), header["head"]
     out = TensorSpec(np.dtype(np.int64), (-1,)) if head["kind"] == "discrete" else \
         TensorSpec(np.dtype(np.float32), (-1, int(head["act_dim"])))
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *obs_shape))]),
-                               outputs=Schema([out]))
+                               outputs=Schema([out]),
+                               params=ParamSchema([ParamSpec("episode_starts", "boolean", [], (-1,))])
+                               if header.get("rnn") else None)
     norm = header.get("obs_norm")
     example = np.asarray(norm["mean"] if norm else np.zeros(obs_shape), np.float32).reshape(1, *obs_shape)
     result = result or {}
@@ -452,11 +461,6 @@ def register_policy(uri: str, experiment: str, parent_id: str | None, trial: int
         step = "finding the run's policy model"
         model_id = policy_model_id(client, rid)
         if model_id is None:
-            if Path(artifact).exists():
-                try:
-                    check_model_supported(read_artifact(Path(artifact).read_bytes())[0])
-                except ValueError as e:
-                    raise ConfigError(f"trial {trial}: {e}", option="register") from None
             if not Path(artifact).exists():
                 raise ConfigError(f"trial {trial}'s run {rid} has no `{POLICY_MODEL}` model and its artifact is "
                                   f"missing at {artifact}", option="register")

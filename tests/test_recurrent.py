@@ -215,11 +215,59 @@ def test_what_does_not_run_a_recurrent_artifact_refuses_it(tmp_path):
     with pytest.raises(ValueError, match="integer-only"):
         NumpyPolicy.from_bytes(data, ["iq", "iq"])
     assert ac.Policy.from_bytes(to_bytes(PolicyNet.mlp(4, [8], 2), HEAD)).reset() is None  # feed-forward: no-op
-    from autocompress.tracking import PolicyModel  # deferred: MLflow takes seconds to import
 
-    (tmp_path / "p.acz").write_bytes(data)
-    with pytest.raises(ValueError, match="recurrent policy's MLflow model is not supported yet"):
-        PolicyModel().load_context(SimpleNamespace(model_config=None, artifacts={"policy": str(tmp_path / "p.acz")}))
+
+def episode(policy, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One CartPole episode's observations (driven by a balancing controller, so it runs long: up to 200
+    steps) and `policy`'s actions on them, stepped with its state reset at the episode's start."""
+    env, obs_list = make_env(), []
+    obs, _ = env.reset(seed=seed)
+    done = False
+    while not done and len(obs_list) < 200:
+        obs_list.append(np.asarray(obs, np.float32))
+        obs, _, term, trunc, _ = env.step(int(obs[2] + obs[3] > 0))
+        done = term or trunc
+    policy.reset()
+    return np.stack(obs_list), np.asarray([policy.act(o) for o in obs_list])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_mlflow_model_carries_the_state_over_a_call_and_resets_at_episode_starts(cell, tmp_path):
+    import mlflow  # deferred: MLflow takes seconds to import
+
+    from autocompress import tracking
+
+    net, _ = recurrent_net(cell)
+    with torch.no_grad():  # a stronger memory, so a state carried or reset in the wrong place changes actions
+        net.rnn.hh.weight.mul_(16)
+        net.rnn.ih.weight.mul_(4)
+    (tmp_path / "p.acz").write_bytes(to_bytes(net, HEAD))
+    policy = ac.Policy.load(tmp_path / "p.acz", "numpy")
+    obs_a, act_a = episode(policy, seed=3)
+    obs_b, act_b = episode(policy, seed=4)
+    assert len(obs_a) + len(obs_b) >= STEPS
+    model = mlflow.pyfunc.load_model(str(tracking.save_policy_model(tmp_path / "model", tmp_path / "p.acz",
+                                                                    {"runtime": "numpy"})))
+    params = model.metadata.signature.params
+    assert params is not None and [p.name for p in params.params] == ["episode_starts"]
+    # one call = one episode from a fresh state; a second call starts afresh again
+    for _ in range(2):
+        actions = model.predict(obs_a)
+        assert actions.dtype == np.int64 and (actions == act_a).all()
+    assert (np.concatenate([model.predict(o[None]) for o in obs_a]) != act_a).any()  # a call per row: the state lost
+    # two episodes back to back in one batch: reset where marked
+    both = np.concatenate([obs_a, obs_b])
+    starts = [True] + [False] * (len(obs_a) - 1) + [True] + [False] * (len(obs_b) - 1)
+    assert (model.predict(both, params={"episode_starts": starts}) == np.concatenate([act_a, act_b])).all()
+    # without the mark the second episode starts from the first's state: the state does carry
+    carried = tracking.PolicyModel()
+    carried.load_context(SimpleNamespace(model_config={"runtime": "numpy"}, artifacts={"policy": str(tmp_path / "p.acz")}))
+    stepped = ac.Policy.load(tmp_path / "p.acz", "numpy")
+    stepped.reset()
+    want = np.asarray([stepped.act(o) for o in both])
+    assert (carried.predict(None, both) == want).all() and (want[len(obs_a):] != act_b).any()
+    with pytest.raises(ValueError, match="episode_starts has 2 values"):
+        carried.predict(None, both, params={"episode_starts": [True, False]})
 
 
 # -- import from a plain PyTorch state dict --------------------------------------------------------------

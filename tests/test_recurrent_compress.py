@@ -5,6 +5,7 @@ carried and reset per episode; and the clear errors where a recurrent trial cann
 
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -130,12 +131,35 @@ def test_search_on_a_recurrent_teacher(tmp_path):
         "techniques": {"quantize": {"bits": {"low": 4, "high": 8}}, "prune": {"sparsity": {"low": 0.1, "high": 0.6}}}}))
     run = ac.search(space, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
     assert run.summary["complete"] == 3 and len(run.front()) >= 1
-    # no MLflow model for a recurrent policy yet: none logged (its run keeps the .acz), and register says why
+    # each complete trial's policy is an MLflow model (READY), which loads and acts over a whole episode as the
+    # runtime with its state carried and reset at the episode's start
+    import mlflow
     from mlflow import MlflowClient
+    from mlflow.entities import LoggedModelStatus
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
     trial_runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                     filter_string="tags.`autocompress.kind` = 'trial'")
-    assert trial_runs and not any(r.outputs and r.outputs.model_outputs for r in trial_runs)
-    with pytest.raises(ac.ConfigError, match="recurrent policy's MLflow model is not supported yet"):
-        run.register(run.front()[0].trial, "rnn-policy")
+    assert len(trial_runs) == 3 and all(r.outputs and r.outputs.model_outputs for r in trial_runs)
+    for r in trial_runs:
+        assert client.get_logged_model(r.outputs.model_outputs[0].model_id).status == LoggedModelStatus.READY
+    trial = run.front()[0].trial
+    rid = next(r.info.run_id for r in trial_runs if r.data.tags["trial"] == str(trial))
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        model = mlflow.pyfunc.load_model(f"runs:/{rid}/policy", model_config={"runtime": "numpy"})
+    finally:
+        mlflow.set_tracking_uri(None)
+    policy = ac.Policy.load(tmp_path / "run" / "trials" / str(trial) / "policy.acz", "numpy")
+    env = gym.make("CartPole-v1")
+    obs, _ = env.reset(seed=5)
+    policy.reset()
+    seen, actions, done = [], [], False
+    while not done:
+        seen.append(np.asarray(obs, np.float32))
+        actions.append(policy.act(obs))
+        obs, _, term, trunc, _ = env.step(actions[-1])
+        done = term or trunc
+    assert (model.predict(np.stack(seen)) == np.asarray(actions)).all()
+    version = run.register(trial, "rnn-policy")
+    assert version is not None
