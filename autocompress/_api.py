@@ -62,13 +62,13 @@ def _check_import(spec: TrialSpec, recurrent: bool = False):
     return imported
 
 
-def _check_teacher(spec: TrialSpec, cache_root: Path, train: bool = False, recurrent: bool = False) -> bool:
+def _check_teacher(spec: TrialSpec, cache_root: Path, imported, train: bool = False) -> bool:
     """TeacherError, before any Ray work, when the teacher does not clearly beat a useless policy on the
     evaluation episodes (measure.check_teacher_margin). The teacher checked is the imported policy, or
     the cached or committed one (read where it lies: nothing is created); where there is none yet,
     `train` trains it now (compress and sensitivity would anyway), else False: not checked (a search
-    checks it when its teacher task returns). `recurrent`: as _check_import's."""
-    imported = _check_import(spec, recurrent)
+    checks it when its teacher task returns). `imported`: the spec's imported teacher as _check_import
+    returned it (None: not imported), so that a file is read once."""
     if imported is not None:
         net, head = imported.actor, imported.head
     else:
@@ -136,7 +136,7 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
     spec, cfg = _spec(spec, check_import=False), _config(config)
     if target is not None:
         spec = spec.updated({"latency": {"target": target}})
-    _check_import(spec, recurrent=True)  # after the target: a recurrent teacher's trial is checked against it
+    imported = _check_import(spec, recurrent=True)  # after the target: a recurrent teacher is checked against it
     _check_target(spec)
     cfg.check_against(spec, config if isinstance(config, (str, Path)) else None)
     checks.directory(output_dir, "output_dir")
@@ -146,7 +146,7 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
             hashlib.sha256(cfg.model_dump_json(exclude_none=True).encode()).hexdigest()[:8]
         output_dir = Path("runs") / "compress" / f"{spec.name}-{name}"
     cache_root = Path(cache_dir) if cache_dir else default_cache()
-    _check_teacher(spec, cache_root, train=True, recurrent=True)
+    _check_teacher(spec, cache_root, imported, train=True)
     try:
         result = pipeline.compress_trial(spec, cfg, output_dir, cache_root, log=log)
     except AutocompressError:
@@ -221,7 +221,8 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
 
     if isinstance(settings, (list, tuple)):  # TECHNIQUE=V1,V2 items: malformed ones named before anything else
         settings = sens.parse_settings(settings) or None
-    spec = _spec(spec)
+    spec = _spec(spec, check_import=False)
+    imported = _check_import(spec)
     names = sens.check_techniques(techniques if techniques is not None else (list(settings) if settings else None))
     extra = sorted(set(settings or {}) - set(names))
     if extra:
@@ -236,7 +237,7 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
         tracking.check_reachable(tracking_uri)
     out = Path(output_dir) if output_dir else Path("runs") / "sensitivity" / spec.name
     cache_root = Path(cache_dir) if cache_dir else default_cache()
-    _check_teacher(spec, cache_root, train=True)
+    _check_teacher(spec, cache_root, imported, train=True)
     table = sens.run(spec, cache_root, settings=grid, episodes=episodes,
                      out_dir=out, log=log, progress=progress or (lambda done, total, what: None))
     uri = tracking_uri or tracking.default_uri(out)
@@ -312,7 +313,7 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
                           option="space")
     checks.text_file(space_path)
     space_obj, spec, spec_path = load_search_space(space_path, target)
-    _check_import(spec, recurrent=True)  # a recurrent teacher's trials: before the target's toolchain is looked for
+    imported = _check_import(spec, recurrent=True)  # a recurrent teacher's trials: before the toolchain is looked for
     _check_target(spec)
     opts = SearchOptions(run_dir=Path(run_dir) if run_dir else Path("runs") / space_obj.name,
                          trials=trials or space_obj.budget.trials, parallel=parallel or space_obj.budget.parallel,
@@ -329,9 +330,7 @@ def search(space: SearchSpace | str | Path, *, trials: int | None = None, parall
     _check_rllib_keys(spec, spec_path)
     if not (resume or join):  # a study that already ran trials had its teacher checked then
         cache_root = opts.cache_dir or opts.run_dir / "teachers"
-        opts.check_teacher = not _check_teacher(spec, cache_root, recurrent=True)  # not there yet: checked once trained
-    else:
-        _check_import(spec, recurrent=True)
+        opts.check_teacher = not _check_teacher(spec, cache_root, imported)  # not there yet: checked once trained
     summary = run_search(space_obj, spec, space_path, spec_path, opts, progress=progress or (lambda s: None), log=log)
     run = Run.load(opts.run_dir, storage)
     run.summary = summary
@@ -434,15 +433,16 @@ def validate(path: str | Path, teacher: bool = True) -> str:
     checks.text_file(path)
     data = read_yaml(path)
     if "env" in data:
-        spec = _spec(path)
+        spec = _spec(path, check_import=False)
+        imported = _check_import(spec)
         if teacher:
-            _check_teacher(spec, default_cache())
+            _check_teacher(spec, default_cache(), imported)
         return "trial spec"
     if "techniques" in data:
         _, spec, spec_path = load_search_space(path)
         _check_rllib_keys(spec, spec_path)
         if teacher:
-            _check_teacher(spec, default_cache())
+            _check_teacher(spec, default_cache(), _check_import(spec))
         return "search space"
     load_compress_config(path)
     return "techniques config"

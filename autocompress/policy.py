@@ -65,11 +65,11 @@ class Policy:
         become actions, e.g. {"kind": "discrete", "n": 2} (argmax)."""
         return cls.from_bytes(to_bytes(net, head), runtime)
 
-    def act(self, obs: np.ndarray):
+    def act(self, obs: np.ndarray, state: np.ndarray | None = None):  # documents the runtime's (see __init__)
         """Deterministic action (argmax, or the squashed mean on the env's bounds). A recurrent policy carries
         its state from call to call (`reset()` at each episode's start); `act(obs, state)` is its stateless
         form, returning (action, next state), with `initial_state()` at an episode's start."""
-        return self._impl.act(obs)
+        return self._impl.act(obs) if state is None else self._impl.act(obs, state)
 
     def reset(self) -> None:
         """Start a new episode: a recurrent policy's state back to zeros (a feed-forward policy has none)."""
