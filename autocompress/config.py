@@ -103,9 +103,14 @@ def _pos_pair(v) -> bool:
 class FinetuneSpec(_Strict):
     iterations: int = Field(5, ge=0, description="RLlib train() calls after compression")
     lr: float = Field(1e-4, gt=0, lt=1)
-    keep_best: bool = Field(False, description="after every iteration (and before the first) check the net on 5 "
-                                               "seeded episodes apart from the evaluation seeds and keep the best: "
-                                               "off-policy fine-tunes (DQN, SAC) swing from one iteration to the next")
+    keep_best: bool = Field(False, description="after every iteration (and before the first) check the net on "
+                                               "check_episodes seeded episodes apart from the evaluation seeds and "
+                                               "keep the best: off-policy fine-tunes (DQN, SAC) swing from one "
+                                               "iteration to the next")
+    check_episodes: int = Field(seeds.CHECK_EPISODES, ge=1, le=1000, description=(
+        "episodes of the fine-tune's check (keep_best's choice, and the ratio early stopping and finish_at "
+        "read), on seeds seed + 77777 ..: where returns spread widely between episodes, more of them (a few "
+        "seconds a check) keep the check from choosing on noise"))
     teacher_reference: bool = Field(False, description="a search also fine-tunes the teacher itself once, with these "
                                     "settings and no technique, and shows it as a reference row beside the front "
                                     "(not a trial: never on the front, not counted in the budget): what "

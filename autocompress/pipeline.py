@@ -32,7 +32,7 @@ from autocompress.errors import ConfigError
 from autocompress.nets import PolicyNet
 from autocompress.results import TrialResult
 from autocompress.runtime import obs_normalizer
-from autocompress.seeds import CHECK_EPISODES, CHECK_OFFSET
+from autocompress.seeds import CHECK_OFFSET
 from autocompress.techniques import Context, apply
 from autocompress.techniques.base import check_recurrent
 from autocompress.techniques.per_layer import logical_layers
@@ -163,9 +163,11 @@ class FineTune:
         self.rounds: list[dict] = []
 
     def check(self, net: PolicyNet) -> float:
-        """Deterministic 5-episode return on seeds apart from the evaluation seeds (as the teacher's check)."""
+        """Deterministic return over finetune.check_episodes episodes on seeds apart from the evaluation seeds
+        (where the teacher's check starts)."""
         with self.timed("finetune_check"):
-            return float(measure.evaluate(artifact.runtime_act(net, self.head), self.make_env, CHECK_EPISODES,
+            return float(measure.evaluate(artifact.runtime_act(net, self.head), self.make_env,
+                                          self.spec.finetune.check_episodes,
                                           self.spec.seed + CHECK_OFFSET).mean())
 
     def report_check(self, score: float) -> str | None:
@@ -177,7 +179,7 @@ class FineTune:
             t = self.check(self.teacher.actor)  # timed by check itself
             with self.timed("finetune_check"):
                 self.refs.extend([t, None if t > 0 else measure.random_return(
-                    self.make_env, CHECK_EPISODES, self.spec.seed + CHECK_OFFSET)])
+                    self.make_env, self.spec.finetune.check_episodes, self.spec.seed + CHECK_OFFSET)])
         return self.report(self.done, measure.ratio_to(score, *self.refs))
 
     def session_for(self, net: PolicyNet) -> rl.Session:

@@ -7,7 +7,7 @@ A trial resets envs with seeds derived from its spec (episode j of a part resets
   sample_obs                seed .. seed + sample_steps - 1                     train
   distillation rollouts     seed + 7919·k .. + distill.steps_per_round - 1,     train
                             k = 1 .. distill.rounds - 1
-  keep_best / teacher check seed + 77777 .. seed + 77781                        select
+  keep_best / teacher check seed + 77777 .. + max(5, finetune.check_episodes) - 1   select
   layer sensitivity         300000 .. 300099 (at most 100 episodes)              select
   evaluation                eval.seed .. eval.seed + eval.episodes - 1          measure
   held-out re-evaluation    eval.heldout_seed .. + eval.heldout_episodes - 1    measure
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 #: keep_best's checks (pipeline.py) and the teacher's stop_return check (teacher.py): spec.seed + this ...
 CHECK_OFFSET = 77_777
-#: ... over this many episodes
+#: ... over this many episodes (the teacher's; the fine-tune's is finetune.check_episodes, this by default)
 CHECK_EPISODES = 5
 #: distillation rollout k (after round k) starts at spec.seed + k * DISTILL_STRIDE (techniques/distill.py)
 DISTILL_STRIDE = 7919
@@ -63,8 +63,8 @@ def ranges(spec, distill=None, heldout_episodes: int | None = None) -> list[Seed
         SeedRange("distillation rollouts", f"seed + {DISTILL_STRIDE}·k, distill.rounds {rounds}, "
                   f"distill.steps_per_round {steps}", "train",
                   tuple((s + DISTILL_STRIDE * k, s + DISTILL_STRIDE * k + steps - 1) for k in range(1, rounds))),
-        SeedRange("keep_best / teacher checks", f"seed + {CHECK_OFFSET}", "select",
-                  ((s + CHECK_OFFSET, s + CHECK_OFFSET + CHECK_EPISODES - 1),)),
+        SeedRange("keep_best / teacher checks", f"seed + {CHECK_OFFSET}, finetune.check_episodes", "select",
+                  ((s + CHECK_OFFSET, s + CHECK_OFFSET + max(CHECK_EPISODES, spec.finetune.check_episodes) - 1),)),
         SeedRange("layer sensitivity", "fixed", "select",
                   ((SENSITIVITY_SEED, SENSITIVITY_SEED + SENSITIVITY_MAX_EPISODES - 1),)),
         SeedRange("evaluation", "eval.seed + eval.episodes", "measure", ((ev.seed, ev.seed + ev.episodes - 1),)),

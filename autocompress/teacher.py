@@ -24,6 +24,7 @@ from autocompress.algos import ALGOS
 from autocompress.config import TrialSpec
 from autocompress.errors import TeacherError
 from autocompress.nets import PolicyNet
+from autocompress.seeds import CHECK_EPISODES, CHECK_OFFSET
 from autocompress.rl import Session, action_head, actor_out_dim, env_spaces, obs_norm
 
 
@@ -137,7 +138,8 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
             run.returns.append(session.returns[-1])
             stats = session.obs_stats()
             acting = head if stats is None else {**head, "obs_norm": obs_norm(stats)}
-            ret = float(measure.evaluate(artifact.runtime_act(session.pull(actor), acting), make_env, 5, spec.seed + 77_777).mean())
+            ret = float(measure.evaluate(artifact.runtime_act(session.pull(actor), acting), make_env, CHECK_EPISODES,
+                                         spec.seed + CHECK_OFFSET).mean())
             elapsed = time.time() - start
             eta = (time.time() - last_start) / (i + 1 - first) * (t.max_iterations - i - 1)
             log(f"  iter {i + 1}/{t.max_iterations}: training return {run.returns[-1]:.1f}, "

@@ -92,13 +92,14 @@ def test_ppo_critic_compressed_with_its_own_settings(tmp_path):
 
 
 def test_keep_best_finetune_returns_the_best_checked_net(tmp_path, monkeypatch):
-    """finetune.keep_best: the net before fine-tuning and after each iteration are checked on 5
-    seeded episodes; the net kept is the one with the best check."""
+    """finetune.keep_best: the net before fine-tuning and after each iteration are checked on
+    finetune.check_episodes seeded episodes; the net kept is the one with the best check."""
     from autocompress import pipeline
     from autocompress.nets import torch_act
 
     spec = spec_for("DQN", "CartPole-v1")
-    spec = spec.model_copy(update={"finetune": spec.finetune.model_copy(update={"iterations": 3, "keep_best": True})})
+    spec = spec.model_copy(update={"finetune": spec.finetune.model_copy(update={"iterations": 3, "keep_best": True,
+                                                                                "check_episodes": 3})})
     teachers.train_teacher(spec, tmp_path / "c", log=lambda m: None)  # its own checks use the same seeds: not counted
     checks: list[float] = []
     real = pipeline.measure.evaluate
@@ -106,6 +107,7 @@ def test_keep_best_finetune_returns_the_best_checked_net(tmp_path, monkeypatch):
     def spy(act, make_env, episodes, seed):
         r = real(act, make_env, episodes, seed)
         if seed == spec.seed + 77_777:
+            assert episodes == 3
             checks.append(float(r.mean()))
         return r
 
@@ -113,5 +115,5 @@ def test_keep_best_finetune_returns_the_best_checked_net(tmp_path, monkeypatch):
     out = build_compressed(spec, CompressConfig.model_validate({"prune": {"sparsity": 0.5}}), tmp_path / "c",
                            log=lambda m: None)
     assert len(checks) == 4  # before fine-tuning + after each of 3 iterations
-    kept = real(torch_act(out.net, out.teacher.info["head"]), envs.env_creator(spec.env), 5, spec.seed + 77_777)
+    kept = real(torch_act(out.net, out.teacher.info["head"]), envs.env_creator(spec.env), 3, spec.seed + 77_777)
     assert float(kept.mean()) == max(checks)

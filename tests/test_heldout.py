@@ -82,6 +82,9 @@ OVERLAPS = [  # (changes, the two parts named, the seeds they share)
     ({"eval": {"heldout_seed": 0, "heldout_episodes": 1}}, ("fine-tuning (RLlib)", "held-out re-evaluation"), "0"),
     ({"eval": {"heldout_seed": 1999}}, ("sample_obs collection", "held-out re-evaluation"), "1999"),
     ({"sample_steps": 77_800}, ("sample_obs collection", "keep_best / teacher checks"), "77777..77781"),
+    # the fine-tune's check over more episodes than the teacher's reaches further
+    ({"finetune": {"check_episodes": 30}, "eval": {"seed": 77_800}}, ("keep_best / teacher checks", "evaluation"),
+     "77800..77806"),
     ({"eval": {"seed": 300_090}}, ("layer sensitivity", "evaluation"), "300090..300099"),
     ({"eval": {"fresh_seed": 1_000_050}}, ("held-out re-evaluation", "pick's fresh report"), "1000050..1000099"),
     ({"eval": {"fresh_seed": 10_010, "fresh_episodes": 5}}, ("evaluation", "pick's fresh report"), "10010..10014"),
