@@ -9,6 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "BENCHMARKS.md"
+DATA = ROOT / "docs" / "data"
 
 
 def machine() -> str:
@@ -33,9 +34,32 @@ def head_commit() -> str:
                           text=True).stdout.strip()
 
 
+def changed_files(commit: str, paths: list[str]) -> list[str]:
+    """The files under `paths` (relative to the repo) that differ between `commit` and the working tree."""
+    out = subprocess.run(["git", "diff", "--name-only", commit, "--", *paths], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    return out.split()
+
+
 def changed_since(commit: str, paths: list[str]) -> bool:
     """Whether any of `paths` (relative to the repo) differs between `commit` and the working tree."""
-    return subprocess.run(["git", "diff", "--quiet", commit, "--", *paths], cwd=ROOT).returncode != 0
+    return bool(changed_files(commit, paths))
+
+
+def record_meta(store: dict, section: str, command: str, measures: tuple[str, ...]) -> None:
+    """Note in `store` (a docs/data file's content) what produced `section`: the command, the commit (with
+    "+dirty" where the code it measures had uncommitted changes), the machine and the date (benchmarks.report
+    renders these and refuses a section without them). A section topped up by a later run keeps the earlier
+    commit where the code it measures changed in between: part of it was measured there."""
+    import datetime
+
+    metas = store.setdefault("_meta", {})
+    old = metas.get(section, {}).get("commit", "")
+    if old and (old.endswith("+dirty") or changed_since(old, list(measures))):
+        return
+    commit = head_commit() + ("+dirty" if changed_since("HEAD", list(measures)) else "")
+    metas[section] = {"command": command, "commit": commit, "machine": machine(),
+                      "date": datetime.date.today().isoformat()}
 
 
 def save_figure(fig, name: str) -> str:
@@ -56,15 +80,19 @@ def latency_words(runtime: str) -> str:
 
 
 def write_section(name: str, body: str) -> None:
-    """Print `body`, and replace (or append) the section between <!-- name --> markers in docs/BENCHMARKS.md."""
+    """Print `body`, replace (or append) the section between <!-- name --> markers in docs/legacy.md (the
+    sections not yet rendered from data: benchmarks.report carries them verbatim), and re-render the report."""
+    from benchmarks import report
+
     print(body, flush=True)
-    DOC.parent.mkdir(exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nProduced by the scripts in `benchmarks/`; " \
-                                                "re-run any of them to refresh its section.\n"
+    legacy = report.LEGACY
+    text = legacy.read_text() if legacy.exists() else ""
     block = f"<!-- {name} -->\n{body.rstrip()}\n<!-- /{name} -->"
-    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    pattern = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.DOTALL)
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    legacy.write_text(text)
+    report.main([])
+
 
 
 def run_search(space: dict, trial_overrides: dict, run_dir: Path, base: str = "cartpole_ppo", **options):

@@ -31,12 +31,15 @@ import re
 import tempfile
 import time
 import warnings
-from unittest import mock
+from functools import partial
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
-from benchmarks.common import ROOT, machine, run_search, save_figure, write_section
+from benchmarks import report
+from benchmarks.common import ROOT, record_meta, run_search, save_figure
+from benchmarks.report import Section, Target
 
 MCU = ("cortex-m0plus", "cortex-m4f", "cortex-m7")
 STORE = ROOT / "docs" / "data" / "mcu.json"
@@ -59,6 +62,13 @@ FRESH_SEED, FRESH_EPISODES = 3_000_000, 100
 #: per spec, a config run as one Cortex-M0+ trial beside its search, chosen from "each technique alone" on that
 #: section's evaluation episodes, and reported on the fresh ones (`--only fixed`)
 FIXED = {"lunarlander_dqn": "distill [16, 16] + int8 QAT"}
+#: what each kind of section measures: a change to any of these since a section's commit makes it stale
+DEVICE_CODE = ("benchmarks/mcu.py", "autocompress/kernels.c", "autocompress/intq.py", "autocompress/mcu",
+               "autocompress/exports/c.py", "autocompress/targets.py", "autocompress/artifact.py",
+               "autocompress/layers.py")
+TRIAL_CODE = DEVICE_CODE + ("autocompress/techniques", "autocompress/pipeline.py", "autocompress/rl.py",
+                            "autocompress/_rl_modules.py", "autocompress/measure.py", "autocompress/nets.py")
+SEARCH_CODE = TRIAL_CODE + ("autocompress/_search", "autocompress/pareto.py", "autocompress/samplers.py")
 
 
 def load_store(path: Path = STORE) -> dict:
@@ -109,13 +119,18 @@ def techniques(name: str, episodes: int, cache: str, store: dict) -> None:
                        "teacher_return_mean": r.teacher_return_mean, "bytes": r.bytes, "config": cfg,
                        "targets": {MCU[0]: figures(r), **on_targets(spec, data, teacher_data, cache, MCU[1:])},
                        "seconds": time.time() - t0}
+        record_meta(store, f"mcu_techniques_{name}", f"python -m benchmarks.mcu --specs {name} --only techniques "
+                    f"--episodes {episodes}", TRIAL_CODE)
         save(store)
         print(f"{name} {label}: return {r.return_mean:.1f}, " + ", ".join(
             f"{t} {v['cycles']:,.0f} cycles {v['flash']:,} B" for t, v in done[label]["targets"].items()), flush=True)
-    rows = done
-    lines = [f"## On microcontrollers: each technique alone ({spec.env}, {spec.algorithm} teacher)", "",
-             f"`python -m benchmarks.mcu --specs {name} --only techniques --episodes {episodes}` on {machine()}. "
-             f"Each config compressed and fine-tuned once (the trial spec's budget) as a `cortex-m0plus` trial, "
+    plot_techniques(name, done)
+
+
+def render_techniques(name: str, store: dict) -> str:
+    rows = store[f"techniques/{name}"]
+    episodes = re.search(r"--episodes (\d+)", store["_meta"][f"mcu_techniques_{name}"]["command"]).group(1)
+    lines = [f"Each config compressed and fine-tuned once (the trial spec's budget) as a `cortex-m0plus` trial, "
              f"its artifact then cross-built and emulated on every core. Return: mean ± std over {episodes} seeded "
              "evaluation episodes (integer-only int8 acts identically on every core; fp32 kernels to rounding). "
              "Cycles: mean per act over the teacher's 16 recorded states, exact for the build (TRM cycle tables, "
@@ -135,8 +150,8 @@ def techniques(name: str, episodes: int, cache: str, store: dict) -> None:
             cells += [f"{v['cycles']:,.0f} ({v['cycles'] / v['teacher_cycles']:.4f})", f"{v['latency_ms'] * 1e3:,.1f}",
                       f"{v['flash']:,}", f"{v['ram']:,}"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"![cycles vs flash]({plot_techniques(name, rows)})"]
-    write_section(f"mcu_techniques_{name}", "\n".join(lines))
+    lines += ["", f"![cycles vs flash](img/mcu_techniques_{name}.png)"]
+    return "\n".join(lines)
 
 
 def plot_techniques(name: str, rows: dict) -> str:
@@ -191,6 +206,7 @@ def int8_pays(store: dict) -> None:
             net = PolicyNet.mlp(obs_dim, hidden, n_act, act)
             macs = obs_dim * hidden[0] + hidden[0] * hidden[1] + hidden[1] * n_act
             done[key] = int8_cycles(net, {"kind": "discrete", "n": n_act}, obs, macs, 16)
+            record_meta(store, "mcu_int8", "python -m benchmarks.mcu --only int8", DEVICE_CODE)
             save(store)
     key = "MinAtar CNN 10x10x4 [16, 32] 3x3 + [128]-relu"
     if key not in done:  # trials/minatar_breakout_ppo.yaml's teacher; binary images, one in five cells set
@@ -199,9 +215,17 @@ def int8_pays(store: dict) -> None:
         net = PolicyNet.cnn((10, 10, 4), "hwc", [[16, 3, 1, "valid"], [32, 3, 1, "valid"]], [128], 3)
         macs = 8 * 8 * 16 * 36 + 6 * 6 * 32 * 144 + 32 * 6 * 6 * 128 + 128 * 3
         done[key] = int8_cycles(net, {"kind": "discrete", "n": 3}, obs, macs, 4)  # fp32 on the M0+: ~5 s an act
+        record_meta(store, "mcu_int8", "python -m benchmarks.mcu --only int8", DEVICE_CODE)
         save(store)
-    lines = ["## On microcontrollers: does int8 pay?", "",
-             f"`python -m benchmarks.mcu --only int8` on {machine()}. One net per shape (random weights: cycles "
+
+
+#: the M4F's multiply-accumulate bound: SMLAD, 2 MACs a cycle
+M4F_CYCLES_PER_MAC = 0.5
+
+
+def render_int8(store: dict) -> str:
+    done = store["int8"]
+    lines = ["One net per shape (random weights: cycles "
              "depend on the shape and activation, not on the values), fp32 (`dense` kernels) vs the same net "
              "8-bit symmetric PTQ run integer-only (`iq`: int8 activations, int32 sums, fixed-point requantization, "
              "activation tables; SMLAD on the M4F and M7; the CNN's conv layers one patch per output pixel through the same "
@@ -224,7 +248,26 @@ def int8_pays(store: dict) -> None:
     lines += ["", "RAM (static + stack, bytes), fp32 vs int8: " + "; ".join(
         f"{key} on {t} {v['fp32_ram']:,} vs {v['int8_ram']:,}" for key, per in done.items() for t, v in per.items()
         if "fp32_ram" in v) + "."]
-    write_section("mcu_int8", "\n".join(lines))
+    return "\n".join(lines)
+
+
+def int8_targets(store: dict) -> list[Target]:
+    """Issue 24's int8 targets: >= 30x fewer cycles than fp32 on the M0+, >= 3x on the M4F, within 2x of the
+    M4F's MAC bound (the fastest int8 or 4-bit figure per MAC)."""
+    speedup = {t: {key: v[t]["fp32"] / v[t]["int8"] for key, v in store["int8"].items()} for t in MCU[:2]}
+    per_mac = min(min(v["cortex-m4f"]["int8"], v["cortex-m4f"]["int4"]) / v["cortex-m4f"]["macs"]
+                  for v in store["int8"].values())
+    out = []
+    for t, need in zip(MCU[:2], (30, 3)):
+        worst = min(speedup[t], key=speedup[t].get)
+        out.append(Target(f"MCU: integer-only int8 ≥ {need}x fewer cycles than fp32 at the same shape on the "
+                          f"{t.removeprefix('cortex-')}", f"{min(speedup[t].values()):.1f}x ({worst}) to "
+                          f"{max(speedup[t].values()):.1f}x", min(speedup[t].values()) >= need))
+    out.append(Target("MCU: int8 within 2x of the M4F's MAC bound (2 MACs a cycle)",
+                      f"best {per_mac:.2f} cycles per MAC, {per_mac / M4F_CYCLES_PER_MAC:.1f}x the bound; stored "
+                      "int8 needs ≥ 1.25 (2.5x) under the TRM's table before any loop (the section says why)",
+                      per_mac <= 2 * M4F_CYCLES_PER_MAC))
+    return out
 
 
 def int8_cycles(net, head: dict, obs: np.ndarray, macs: int, n_obs: int) -> dict:
@@ -312,13 +355,22 @@ def peers(store: dict) -> None:
                             "agree": float(np.mean(r["ret"] == want)), "ours_agree": float(np.mean(ours.actions == want)),
                             "int8_flash": ours8.flash, "int8_ram": ours8.ram, "int8_cycles": float(ours8.cycles.mean()),
                             "int8_agree": float(np.mean(ours8.actions == want))}
+        store["peers_emlearn"] = emlearn_version()
+        record_meta(store, "mcu_peers", "python -m benchmarks.mcu --only peers", DEVICE_CODE)
         save(store)
-    tflm = tflm_peer(store)
+    tflm_peer(store)
+
+
+def emlearn_version() -> str:
     import emlearn
 
-    lines = ["## On microcontrollers: emlearn and TensorFlow Lite Micro on the same nets", "",
-             f"`python -m benchmarks.mcu --only peers` on {machine()}. The same fp32 MLP (random weights, 4 "
-             f"actions) as our C export (`dense` kernels) and as emlearn {emlearn.__version__}'s C (an sklearn "
+    return emlearn.__version__
+
+
+def render_peers(store: dict) -> str:
+    done, tflm = store["peers"], store["peers_tflm"]
+    lines = [f"The same fp32 MLP (random weights, 4 "
+             f"actions) as our C export (`dense` kernels) and as emlearn {store['peers_emlearn']}'s C (an sklearn "
              "MLPClassifier given the weights, `emlearn.convert`, `eml_net_predict` for the argmax), both compiled "
              "with the target's flags and `-Wl,--gc-sections`, linked bare-metal and emulated on the same 16 "
              "states; beside them, our export of the same net 8-bit symmetric PTQ, integer-only (`iq`, calibrated "
@@ -347,7 +399,18 @@ def peers(store: dict) -> None:
         lines.append(f"| {key} | {v['fp32_bytes']:,} / {v['int8_bytes']:,} | {v['fp32_arena']:,} / "
                      f"{v['int8_arena']:,} | {m0['ours_flash']:,} / {m0['int8_flash']:,} | {m0['ours_ram']:,} / "
                      f"{m0['int8_ram']:,} | {v['fp32_agree']:.2f} / {v['int8_agree']:.2f} |")
-    write_section("mcu_peers", "\n".join(lines))
+    return "\n".join(lines)
+
+
+def peers_targets(store: dict) -> list[Target]:
+    """Issue 24's emlearn targets, on the same net 8-bit integer-only: flash <= half of emlearn's, cycles <= its."""
+    rows = [(f"{key} {t.removeprefix('cortex-')}", v) for key, per in store["peers"].items() for t, v in per.items()]
+    flash = {k: v["int8_flash"] / v["emlearn_flash"] for k, v in rows}
+    cycles = {k: v["int8_cycles"] / v["emlearn_cycles"] for k, v in rows}
+    return [Target(f"MCU: {what} of emlearn's for the same net (ours 8-bit integer-only)",
+                   f"{min(r.values()):.3f}-{max(r.values()):.3f}x of emlearn's (highest: {max(r, key=r.get)})",
+                   max(r.values()) <= limit)
+            for what, r, limit in (("flash ≤ half", flash, 0.5), ("cycles ≤", cycles, 1.0))]
 
 
 def tflm_peer(store: dict) -> dict:
@@ -379,6 +442,7 @@ def tflm_peer(store: dict) -> dict:
             v.update({f"{name}_bytes": len(model), f"{name}_arena": tflm_arena_bytes(model),
                       f"{name}_agree": float(np.mean(run_tflm(model, obs) == want))})
         done["nets"][key] = v
+        record_meta(store, "mcu_peers", "python -m benchmarks.mcu --only peers", DEVICE_CODE)
         save(store)
     return done
 
@@ -411,6 +475,8 @@ def fixed(name: str, episodes: int, cache: str, store: dict) -> None:
             r = ac.compress(spec, CONFIGS[FIXED[name]], output_dir=d, cache_dir=cache, target=MCU[0])
             store[key][name] = {"label": FIXED[name], "config": CONFIGS[FIXED[name]], "return_ratio": r.return_ratio,
                                 **figures(r), **on_fresh_episodes(spec, Path(r.artifact).read_bytes(), r.kernels, cache)}
+        record_meta(store, f"mcu_fixed_{name}", f"python -m benchmarks.mcu --specs {name} --only fixed --episodes "
+                    f"{episodes}", TRIAL_CODE + (f"trials/{name}.yaml",))
         save(store)
 
 
@@ -433,9 +499,18 @@ def search(name: str, cache: str) -> None:
                          **on_fresh_episodes(run.trial_spec(), Path(row["artifact"]).read_bytes(), row["kernels"],
                                              cache))
         done[t] = entry
+        record_meta(store, f"mcu_search_{name}", f"python -m benchmarks.mcu --specs {name} --only search",
+                    search_code(name))
         save(store, SEARCH_STORE)
-    lines = [f"## On microcontrollers: a search per target ({name})", "",
-             f"`python -m benchmarks.mcu --specs {name} --only search` on {machine()}: the shipped space "
+
+
+def search_code(name: str) -> tuple[str, ...]:
+    return SEARCH_CODE + (f"trials/{name}.yaml", f"search_spaces/{name}.yaml")
+
+
+def render_search(name: str, store: dict) -> str:
+    done = store[name]
+    lines = [f"The shipped space "
              f"`search_spaces/{name}.yaml` with `target:` set, its budget and trial spec as shipped. The point "
              "shown is the front's fewest-cycles member at >= 0.95 held-out return ratio (the search's held-out "
              f"episodes), then reported on {FRESH_EPISODES} fresh episodes (seeds {FRESH_SEED}..) it was not chosen "
@@ -453,23 +528,42 @@ def search(name: str, cache: str) -> None:
         lines.append(f"| {t} | {trials} | {e['seconds']:.0f} | {json.dumps(e['config'])} | {e['flash']:,} | "
                      f"{e['ram']:,} | {e['cycles']:,.0f} | {e['cycle_ratio']:.5f} | {e['heldout_ratio']:.3f} | "
                      f"{e['fresh_return']:.1f} ± {e['fresh_std']:.1f} ({e['fresh_ratio']:.3f}) |")
-    f = load_store().get("fixed", {}).get(name)
-    if f:
-        lines += ["", f"Beside the search, `{f['label']}` ({json.dumps(f['config'])}) run as one `{MCU[0]}` trial "
-                      f"(`--only fixed`; chosen from \"each technique alone\" on that section's evaluation episodes): "
+    return "\n".join(lines)
+
+
+def search_targets(name: str, store: dict) -> list[Target]:
+    """Issue 24's M0+ target for this spec: the search's chosen point within 4 KB flash and 1 KB RAM at >= 200x
+    fewer cycles than the teacher's (it is chosen at >= 0.95 held-out return)."""
+    e = store[name].get(MCU[0])
+    what = (f"MCU, Cortex-M0+ ({name}): a front point at ≥ 0.95 held-out return in ≤ 4 KB flash and ≤ 1 KB RAM "
+            "with ≥ 200x fewer cycles than the fp32 teacher")
+    if e is None:
+        return []
+    if "trial" not in e:
+        c = e.get("closest") or {}
+        return [Target(what, f"none at ≥ 0.95 held-out (closest {c.get('heldout_ratio', float('nan')):.3f})", False)]
+    return [Target(what, f"trial {e['trial']}: {e['flash']:,} B flash, {e['ram']:,} B RAM, "
+                         f"{1 / e['cycle_ratio']:,.0f}x fewer cycles, held-out {e['heldout_ratio']:.3f}, fresh "
+                         f"{e['fresh_ratio']:.3f}",
+                   e["flash"] <= 4096 and e["ram"] <= 1024 and 1 / e["cycle_ratio"] >= 200)]
+
+
+def render_fixed(name: str, store: dict) -> str:
+    f, g = store["fixed"][name], store.get("fixed_fp32_activations", {}).get(name)
+    lines = [f"`{f['label']}` ({json.dumps(f['config'])}) run as one `{MCU[0]}` trial "
+                      f"(chosen from \"each technique alone\" on that section's evaluation episodes): "
                       f"{f['flash']:,} B flash, {f['ram']:,} B RAM, {f['cycles']:,.0f} cycles per act "
                       f"({f['teacher_cycles'] / f['cycles']:,.0f}x fewer than the teacher's {f['teacher_cycles']:,.0f}), "
                       f"kernels {','.join(sorted(set(f['kernels'])))}; return {f['fresh_return']:.1f} ± "
                       f"{f['fresh_std']:.1f} on the {FRESH_EPISODES} fresh episodes, ratio {f['fresh_ratio']:.3f} "
                       f"(teacher {f['fresh_teacher']:.1f})."]
-    g = load_store().get("fixed_fp32_activations", {}).get(name)
-    if f and g:
+    if g:
         lines += ["", f"Its QAT fine-tunes with activations rounded as the device's integer-only net rounds them "
                       f"(`PolicyNet.iq`). The same trial with QAT's activations left fp32 and the scales calibrated "
                       f"after fine-tuning (the rule before): {g['fresh_return']:.1f} ± {g['fresh_std']:.1f} on the same "
                       f"fresh episodes, ratio {g['fresh_ratio']:.3f} (evaluation ratio {g['return_ratio']:.3f} vs "
                       f"{f['return_ratio']:.3f}); one fine-tune each."]
-    write_section(f"mcu_search_{name}", "\n".join(lines))
+    return "\n".join(lines)
 
 
 def front_best(run) -> dict:
@@ -511,6 +605,28 @@ def main() -> None:
             techniques(name, args.episodes, cache, store)
         if "search" in args.only:
             search(name, cache)
+    report.main([])
+
+
+def sections() -> list[Section]:
+    """This benchmark's sections of the report, for the data it holds."""
+    store, searched = load_store(), load_store(SEARCH_STORE)
+    specs = [k.removeprefix("techniques/") for k in store if k.startswith("techniques/")]
+    out = [Section("mcu_int8", "On microcontrollers: does int8 pay?", "mcu", DEVICE_CODE, render_int8, int8_targets),
+           Section("mcu_peers", "On microcontrollers: emlearn and TensorFlow Lite Micro on the same nets", "mcu",
+                   DEVICE_CODE, render_peers, peers_targets)]
+    for name in specs + [n for n in searched if n not in specs and not n.startswith("_")]:
+        if name in searched:
+            out.append(Section(f"mcu_search_{name}", f"On microcontrollers: a search per target ({name})",
+                               "mcu_search", search_code(name), partial(render_search, name),
+                               partial(search_targets, name)))
+        if name in store.get("fixed", {}):
+            out.append(Section(f"mcu_fixed_{name}", f"On microcontrollers: a fixed config beside the search ({name})",
+                               "mcu", TRIAL_CODE + (f"trials/{name}.yaml",), partial(render_fixed, name)))
+        if f"techniques/{name}" in store:
+            out.append(Section(f"mcu_techniques_{name}", f"On microcontrollers: each technique alone ({name})",
+                               "mcu", TRIAL_CODE + (f"trials/{name}.yaml",), partial(render_techniques, name)))
+    return out
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""benchmarks.report: docs/BENCHMARKS.md is what the data renders to, a section without its command or commit
+is refused, a section whose code changed is marked stale, and the targets' verdicts come from the data."""
+
+import pytest
+
+from benchmarks import mcu, report
+from benchmarks.common import DOC
+
+META = {"command": "python -m benchmarks.fake", "commit": "abc1234", "machine": "a test", "date": "2026-12-07"}
+
+
+def fake(monkeypatch, tmp_path, data: dict, changed: list[str]) -> None:
+    section = report.Section("fake", "Fake section", "fake", ("autocompress/fake.py",),
+                             lambda d: f"value {d['value']}", lambda d: [report.Target("value ≥ 1", str(d["value"]),
+                                                                                       d["value"] >= 1)])
+    monkeypatch.setattr(report, "all_sections", lambda: [section])
+    monkeypatch.setattr(report, "load", lambda s: data)
+    monkeypatch.setattr(report, "changed_files", lambda commit, paths: changed)
+    monkeypatch.setattr(report, "LEGACY", tmp_path / "legacy.md")
+
+
+def test_checked_in_report_is_what_the_data_renders_to():
+    assert DOC.read_text() == report.render(), "docs/BENCHMARKS.md is out of date: run python -m benchmarks.report"
+
+
+@pytest.mark.parametrize("missing", ["command", "commit"])
+def test_a_section_without_its_command_or_commit_is_refused(monkeypatch, tmp_path, missing):
+    fake(monkeypatch, tmp_path, {"value": 2, "_meta": {"fake": {k: v for k, v in META.items() if k != missing}}}, [])
+    with pytest.raises(ValueError, match=rf"docs/data/fake.json: section 'fake' has no {missing} in its _meta"):
+        report.render()
+
+
+def test_a_section_whose_code_changed_since_its_commit_is_stale(monkeypatch, tmp_path):
+    fake(monkeypatch, tmp_path, {"value": 2, "_meta": {"fake": META}}, [])
+    fresh = report.render()
+    assert "`python -m benchmarks.fake` at commit `abc1234`" in fresh and "| value ≥ 1 | 2 | met |" in fresh
+    assert "**Stale**" not in fresh and "met, **stale**" not in fresh
+    fake(monkeypatch, tmp_path, {"value": 0, "_meta": {"fake": META}}, ["autocompress/fake.py"])
+    stale = report.render()
+    assert "**Stale**: changed since `abc1234`: `autocompress/fake.py`." in stale
+    assert "| value ≥ 1 | 0 | **missed**, **stale** | [Fake section](#fake) |" in stale
+
+
+def test_a_section_measured_on_a_dirty_tree_is_stale_whatever_git_says(monkeypatch, tmp_path):
+    fake(monkeypatch, tmp_path, {"value": 2, "_meta": {"fake": {**META, "commit": "abc1234+dirty"}}}, [])
+    assert "**Stale**: changed since `abc1234+dirty`: `autocompress/fake.py`." in report.render()
+
+
+def test_legacy_sections_are_carried_below_a_heading_that_says_so(monkeypatch, tmp_path):
+    fake(monkeypatch, tmp_path, {"value": 2, "_meta": {"fake": META}}, [])
+    (tmp_path / "legacy.md").write_text("## Old numbers\n\ntyped by hand\n")
+    text = report.render()
+    assert text.index("## Fake section") < text.index("## Measured before the generated report") < \
+        text.index("### Old numbers\n\ntyped by hand")
+
+
+def peer(int8_flash: int, emlearn_flash: int) -> dict:
+    return {"int8_flash": int8_flash, "emlearn_flash": emlearn_flash, "int8_cycles": 10.0, "emlearn_cycles": 100.0}
+
+
+def test_mcu_targets_are_judged_from_the_data():
+    peers = mcu.peers_targets({"peers": {"4-[32, 32]-tanh": {"cortex-m4f": peer(4416, 8505), "cortex-m0plus":
+                                                               peer(4280, 12805)}}})
+    assert [t.met for t in peers] == [False, True] and "highest: 4-[32, 32]-tanh m4f" in peers[0].figure
+    assert mcu.peers_targets({"peers": {"n": {"cortex-m4f": peer(4092, 8505)}}})[0].met
+    shape = {t: {"fp32": 100.0 * k, "int8": 3.0, "int4": 4.0, "macs": 4} for t, k in
+             zip(mcu.MCU, (1.0, 0.1, 0.1))}  # M0+ 33x, M4F 3.3x; 0.75 cycles a MAC on the M4F: within 2x
+    assert [t.met for t in mcu.int8_targets({"int8": {"s": shape}})] == [True, True, True]
+    shape["cortex-m4f"]["int8"] = shape["cortex-m4f"]["int4"] = 5.0  # 2x; 1.25 cycles a MAC: 2.5x the bound
+    assert [t.met for t in mcu.int8_targets({"int8": {"s": shape}})] == [True, False, False]
+    found = {"trial": 3, "flash": 2912, "ram": 396, "cycle_ratio": 1 / 3279, "heldout_ratio": 0.99, "fresh_ratio": 1.0}
+    assert mcu.search_targets("s", {"s": {"cortex-m0plus": found}})[0].met
+    assert not mcu.search_targets("s", {"s": {"cortex-m0plus": {**found, "flash": 4097}}})[0].met
+    none = mcu.search_targets("s", {"s": {"cortex-m0plus": {"closest": {"heldout_ratio": 0.93}}}})[0]
+    assert not none.met and "closest 0.930" in none.figure
