@@ -344,6 +344,8 @@ CompressConfig = create_model(
     __doc__="Techniques to apply, e.g. {prune: {sparsity: 0.9}, quantize: {bits: 4, mode: qat}}; "
             "`critic:` (PPO) compresses the value net with its own settings.",
     **{n: (c | None, None) for n, c in TECHNIQUES.items()}, critic=(CriticCompressConfig | None, None))
+"""Techniques to apply, e.g. {prune: {sparsity: 0.9}, quantize: {bits: 4, mode: qat}}; `critic:` (PPO) compresses the
+value net with its own settings (a pydantic model with one optional field per technique of TECHNIQUES)."""
 
 
 def _files_sha256(*paths: str | None) -> str:
