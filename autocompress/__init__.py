@@ -31,7 +31,7 @@ __all__ = [
     # inputs
     "TrialSpec", "CompressConfig", "SearchSpace", "load_trial_spec", "load_compress_config", "load_search_space",
     "TECHNIQUES", "SAMPLERS", "default_cache",
-    # errors (exit codes in README)
+    # errors (exit codes in docs/guides/tune-a-search.md)
     "AutocompressError", "ConfigError", "SearchError", "TeacherError", "TrackingError", "TrialError",
 ]
 

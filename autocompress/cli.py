@@ -41,7 +41,7 @@ def fail(msg: str, code: int = 2) -> None:
 @contextmanager
 def errors_as_exit_codes():
     """autocompress's own errors -> one line naming the flag, and the exit code of their cause
-    (README: 2 bad input, 3 teacher, 4 tracking, 5 trial). Anything else is a bug: traceback."""
+    (docs/guides/tune-a-search.md: 2 bad input, 3 teacher, 4 tracking, 5 trial). Anything else is a bug: traceback."""
     try:
         yield
     except AutocompressError as e:

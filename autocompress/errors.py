@@ -1,4 +1,4 @@
-"""Error types by cause. Each has the exit code the CLI ends with (documented in README).
+"""Error types by cause. Each has the exit code the CLI ends with (documented in docs/guides/tune-a-search.md).
 
     ConfigError   2  bad input: YAML, options, files, URLs, a run dir that does not fit
     TeacherError  3  the teacher could not be trained or loaded (e.g. a corrupted cache entry)

@@ -48,7 +48,6 @@ SAMPLERS: dict[str, SamplerEntry] = {
     "gp": SamplerEntry("Gaussian process (constrained multi-objective; slow per ask)", _gp),
     "random": SamplerEntry("uniform random (a baseline)", _random),
 }
-"""The samplers `search --sampler` takes: name -> (what it is, its factory)."""
 
 
 def make_sampler(name: str, seed: int):

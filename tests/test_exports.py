@@ -184,7 +184,7 @@ def test_export_every_format_from_a_run(search_run, tmp_path, observations):
     line = next(line for line in res.output.splitlines() if "&& make" in line)
     make, build = line.split("# = ")
     assert build.strip() == BUILD and f"CFLAGS = {' '.join(HOST_CFLAGS)}" in (out_dir / "Makefile").read_text()
-    # ...and the portable build README gives for another CPU (SSE2 int8 sums on any x86-64) acts alike
+    # ...and the portable build docs/guides/ship-it.md gives for another CPU (SSE2 int8 sums on any x86-64) acts alike
     for cmd in (make, f"cd {out_dir} && {build}", f'{make.strip()} -B CFLAGS="-std=c99 -O2"'):
         subprocess.run(f"rm -f {out_dir}/policy && {cmd}", shell=True, check=True, capture_output=True)
         assert_same_actions(act_c(out_dir, obs), ref, obs, cmd)

@@ -19,7 +19,6 @@ for _m in pkgutil.iter_modules(__path__):
 TECHNIQUES: dict[str, type[TechniqueConfig]] = {
     c.name: c for c in sorted(registered(), key=lambda c: c.order)
 }
-"""Name used in YAML -> config class; the order is the pipeline's stage order."""
 #: techniques that may compress PPO's critic (settings separate from the deployed net's)
 CRITIC_TECHNIQUES: dict[str, type[TechniqueConfig]] = {n: c for n, c in TECHNIQUES.items() if c.for_critic}
 #: techniques with a per-layer setting -> that setting (the first, were there several): what layer
