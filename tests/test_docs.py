@@ -134,7 +134,7 @@ def doc_invocations(path: Path):
     """(line, command, options) for each `autocompress COMMAND ...` in the doc's commands."""
     for at, text in command_lines(path):
         text = text.replace("\\|", " ")  # a table cell's escaped pipe: choices, not a shell pipe
-        for m in re.finditer(r"(?:^|[\s/])autocompress\s+([a-z][\w-]*)(.*)", text):
+        for m in re.finditer(r"(?:^|[\s/])(?<!import )(?<!from )autocompress\s+([a-z][\w-]*)(.*)", text):
             rest = re.split(r"\s\|\s|&&|;|\s#\s|\s>\s|<<", m.group(2))[0]
             yield at, m.group(1), re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", rest)
 
@@ -160,9 +160,9 @@ def test_doc_commands_name_real_commands_and_options():
 def test_doc_command_parser_catches_a_wrong_flag(tmp_path):
     doc = tmp_path / "doc.md"
     doc.write_text("Run it:\n\n    .venv/bin/autocompress pick runs/x --min-return-ratio 0.9 \\\n        --no-such-flag 1"
-                   " && make\n\n| `autocompress search S [--sampler tpe\\|nsga2] [--resume \\| --join]` | x |\n")
+                   " && make\n\n    import autocompress as ac\n\n| `autocompress search S [--sampler tpe\\|nsga2] [--resume \\| --join]` | x |\n")
     assert list(doc_invocations(doc)) == [(3, "pick", ["--min-return-ratio", "--no-such-flag"]),
-                                          (6, "search", ["--sampler", "--resume", "--join"])]
+                                          (8, "search", ["--sampler", "--resume", "--join"])]
 
 
 def test_doctests_render_as_code():
