@@ -480,14 +480,26 @@ def fixed(name: str, episodes: int, cache: str, store: dict) -> None:
         save(store)
 
 
+#: the searches per spec: label -> (target, constraints added to the shipped space's); the last gives the search
+#: issue 24's M0+ budget as a user with that part would (4 KB flash, 1 KB RAM)
+SEARCHES = {"cortex-m0plus": ("cortex-m0plus", {}), "cortex-m4f": ("cortex-m4f", {}),
+            "cortex-m0plus, max_flash 4096, max_ram 1024": ("cortex-m0plus", {"max_flash": 4096, "max_ram": 1024})}
+
+
 def search(name: str, cache: str) -> None:
+    import yaml
+
     store = load_store(SEARCH_STORE)
     done = store.setdefault(name, {})
-    for t in ("cortex-m0plus", "cortex-m4f"):
-        if t in done:
+    shipped = yaml.safe_load((ROOT / "search_spaces" / f"{name}.yaml").read_text()).get("constraints", {})
+    for label, (t, constraints) in SEARCHES.items():
+        if label in done:
             continue
-        d = Path(tempfile.mkdtemp(prefix=f"mcu-{name}-{t}-"))
-        seconds, run = run_search({"name": f"mcu_{name}_{t.replace('-', '_')}", "target": t}, {}, d, base=name)
+        slug = re.sub(r"\W+", "_", label).strip("_")
+        d = Path(tempfile.mkdtemp(prefix=f"mcu-{name}-{slug}-"))
+        space = {"name": f"mcu_{name}_{slug}", "target": t, **({"constraints": {**shipped, **constraints}}
+                                                                  if constraints else {})}
+        seconds, run = run_search(space, {}, d, base=name)
         held = [r for r in run.front() if r.heldout_return_ratio is not None and r.heldout_return_ratio >= 0.95]
         entry = {"seconds": seconds, "trials": run.summary["complete"], "stopped": run.summary["stopped"],
                  **front_best(run)}
@@ -498,7 +510,7 @@ def search(name: str, cache: str) -> None:
                          cycle_ratio=best.latency_ratio, heldout_ratio=best.heldout_return_ratio,
                          **on_fresh_episodes(run.trial_spec(), Path(row["artifact"]).read_bytes(), row["kernels"],
                                              cache))
-        done[t] = entry
+        done[label] = entry
         record_meta(store, f"mcu_search_{name}", f"python -m benchmarks.mcu --specs {name} --only search",
                     search_code(name))
         save(store, SEARCH_STORE)
@@ -511,7 +523,8 @@ def search_code(name: str) -> tuple[str, ...]:
 def render_search(name: str, store: dict) -> str:
     done = store[name]
     lines = [f"The shipped space "
-             f"`search_spaces/{name}.yaml` with `target:` set, its budget and trial spec as shipped. The point "
+             f"`search_spaces/{name}.yaml` with `target:` set (and in the last row the M0+ target's flash and RAM "
+             "budget added to its constraints), its budget and trial spec as shipped. The point "
              "shown is the front's fewest-cycles member at >= 0.95 held-out return ratio (the search's held-out "
              f"episodes), then reported on {FRESH_EPISODES} fresh episodes (seeds {FRESH_SEED}..) it was not chosen "
              "on.", "",
@@ -534,18 +547,22 @@ def render_search(name: str, store: dict) -> str:
 def search_targets(name: str, store: dict) -> list[Target]:
     """Issue 24's M0+ target for this spec: the search's chosen point within 4 KB flash and 1 KB RAM at >= 200x
     fewer cycles than the teacher's (it is chosen at >= 0.95 held-out return)."""
-    e = store[name].get(MCU[0])
     what = (f"MCU, Cortex-M0+ ({name}): a front point at ≥ 0.95 held-out return in ≤ 4 KB flash and ≤ 1 KB RAM "
             "with ≥ 200x fewer cycles than the fp32 teacher")
-    if e is None:
+    runs = {label: e for label, e in store[name].items() if SEARCHES.get(label, (label,))[0] == MCU[0]}
+    if not runs:
         return []
+
+    def meets(e: dict) -> bool:
+        return "trial" in e and e["flash"] <= 4096 and e["ram"] <= 1024 and 1 / e["cycle_ratio"] >= 200
+
+    label, e = next(((k, e) for k, e in runs.items() if meets(e)), next(iter(runs.items())))
     if "trial" not in e:
         c = e.get("closest") or {}
         return [Target(what, f"none at ≥ 0.95 held-out (closest {c.get('heldout_ratio', float('nan')):.3f})", False)]
-    return [Target(what, f"trial {e['trial']}: {e['flash']:,} B flash, {e['ram']:,} B RAM, "
+    return [Target(what, f"{label}: trial {e['trial']}, {e['flash']:,} B flash, {e['ram']:,} B RAM, "
                          f"{1 / e['cycle_ratio']:,.0f}x fewer cycles, held-out {e['heldout_ratio']:.3f}, fresh "
-                         f"{e['fresh_ratio']:.3f}",
-                   e["flash"] <= 4096 and e["ram"] <= 1024 and 1 / e["cycle_ratio"] >= 200)]
+                         f"{e['fresh_ratio']:.3f}", meets(e))]
 
 
 def render_fixed(name: str, store: dict) -> str:

@@ -71,5 +71,9 @@ def test_mcu_targets_are_judged_from_the_data():
     found = {"trial": 3, "flash": 2912, "ram": 396, "cycle_ratio": 1 / 3279, "heldout_ratio": 0.99, "fresh_ratio": 1.0}
     assert mcu.search_targets("s", {"s": {"cortex-m0plus": found}})[0].met
     assert not mcu.search_targets("s", {"s": {"cortex-m0plus": {**found, "flash": 4097}}})[0].met
+    budget = "cortex-m0plus, max_flash 4096, max_ram 1024"  # either M0+ search may meet it; the M4F's does not count
+    both = mcu.search_targets("s", {"s": {"cortex-m0plus": {**found, "ram": 1025}, budget: found}})[0]
+    assert both.met and both.figure.startswith(budget)
+    assert not mcu.search_targets("s", {"s": {"cortex-m0plus": {**found, "ram": 1025}, "cortex-m4f": found}})[0].met
     none = mcu.search_targets("s", {"s": {"cortex-m0plus": {"closest": {"heldout_ratio": 0.93}}}})[0]
     assert not none.met and "closest 0.930" in none.figure
