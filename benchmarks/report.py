@@ -29,7 +29,7 @@ from pathlib import Path
 from benchmarks.common import DATA, DOC, changed_files
 
 #: the benchmark modules whose sections this report renders, in the report's order
-REPORTED = ("benchmarks.mcu",)
+REPORTED = ("benchmarks.mcu", "benchmarks.pareto_quality")
 LEGACY = DOC.parent / "legacy.md"
 #: what the data's "_meta" entry of a section must say
 META_KEYS = ("command", "commit", "machine", "date")
@@ -86,8 +86,8 @@ def status(t: Target, stale: bool) -> str:
 
 def render() -> str:
     """The whole report from docs/data (and docs/legacy.md)."""
-    summary, bodies = [], []
-    for s in all_sections():
+    summary, bodies, sections = [], [], all_sections()
+    for s in sections:
         data = load(s)
         meta = meta_of(s, data)
         stale = stale_files(s, meta)
@@ -105,12 +105,20 @@ def render() -> str:
             "produced it and is marked **stale** when the code it measures has changed since.", "",
             "## Targets at a glance", "",
             "| target | measured | status | section |", "|---|---|---|---|", *summary]
-    legacy = LEGACY.read_text().strip() if LEGACY.exists() else ""
+    legacy = _without(LEGACY.read_text() if LEGACY.exists() else "", [s.name for s in sections]).strip()
     tail = ["## Measured before the generated report", "",
             "Carried verbatim from `docs/legacy.md` until each benchmark below writes its data and is rendered "
             "above: these figures were typed by hand, are not checked against data, and may be stale.", "",
             _demote(legacy)] if legacy else []
     return "\n\n".join(["\n".join(head), *bodies, "\n".join(tail)]).rstrip() + "\n"
+
+
+def _without(markdown: str, names: list[str]) -> str:
+    """The legacy text less its <!-- name --> blocks that a section rendered from data now replaces."""
+    for name in names:
+        markdown = re.sub(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->\n*", "", markdown,
+                          flags=re.DOTALL)
+    return markdown
 
 
 def _demote(markdown: str) -> str:

@@ -3,7 +3,7 @@ is refused, a section whose code changed is marked stale, and the targets' verdi
 
 import pytest
 
-from benchmarks import mcu, report
+from benchmarks import mcu, pareto_quality, report
 from benchmarks.common import DOC
 
 META = {"command": "python -m benchmarks.fake", "commit": "abc1234", "machine": "a test", "date": "2026-12-07"}
@@ -77,3 +77,23 @@ def test_mcu_targets_are_judged_from_the_data():
     assert not mcu.search_targets("s", {"s": {"cortex-m0plus": {**found, "ram": 1025}, "cortex-m4f": found}})[0].met
     none = mcu.search_targets("s", {"s": {"cortex-m0plus": {"closest": {"heldout_ratio": 0.93}}}})[0]
     assert not none.met and "closest 0.930" in none.figure
+
+
+def test_a_legacy_block_that_a_rendered_section_replaces_is_dropped(monkeypatch, tmp_path):
+    fake(monkeypatch, tmp_path, {"value": 2, "_meta": {"fake": META}}, [])
+    (tmp_path / "legacy.md").write_text("<!-- fake -->\n## Fake, old figures\n<!-- /fake -->\n\n## Kept\n")
+    text = report.render()
+    assert "old figures" not in text and "### Kept" in text
+
+
+def test_pareto_quality_chooses_on_set_a_and_reports_on_set_b():
+    rows = {"1": {"techniques": ["distill"], "ratio_a": 0.99, "bytes_ratio": 0.01, "latency_ratio": 0.3, "front": True},
+            "2": {"techniques": ["prune"], "ratio_a": 0.97, "bytes_ratio": 0.05, "latency_ratio": 0.2, "front": True},
+            "3": {"techniques": ["share"], "ratio_a": 0.99, "bytes_ratio": 0.5, "latency_ratio": 0.1, "front": True},
+            "4": {"techniques": ["quantize"], "ratio_a": 0.80, "bytes_ratio": 0.01, "latency_ratio": 0.1, "front": True}}
+    assert pareto_quality.choose(rows, 0.95, 10) == "2"  # 3 too big, 4 too poor on A: the fastest of 1, 2
+    data = {"env": "E", "algorithm": "A", "min_ratio": 0.95, "min_shrink": 10, "rows": rows, "chosen": "2",
+            "chosen_b": {"return_ratio": 0.90, "return_mean": 90.0, "teacher_return_mean": 100.0}}
+    t = pareto_quality.targets("s", data)[0]
+    assert not t.met and "0.900 on set B" in t.figure  # 0.97 on A, where it was chosen, does not count
+    assert pareto_quality.targets("s", {**data, "chosen_b": {**data["chosen_b"], "return_ratio": 0.96}})[0].met
