@@ -5,8 +5,9 @@ trained here by its own library alone, imported with `teacher: {from: ...}`, the
 
 For each: the teacher's return in the source framework vs in autocompress's runtime on the same
 seeded episodes (`autocompress.inspect_import`), a search of --trials trials, and the best front
-point (highest held-out return ratio among the smallest artifacts: return >= 0.95 x teacher on
---episodes fresh episodes, seeds 50,000+, then fewest bytes) with its bytes and latency ratios.
+point, chosen on set A (return >= 0.95 x teacher on --episodes held-out episodes, seeds 50,000+, then
+fewest bytes) and reported on set B (--episodes fresh episodes, the spec's eval.fresh_seed.., never used to
+choose), with its bytes and latency ratios.
 """
 
 from __future__ import annotations
@@ -123,29 +124,33 @@ def main() -> None:
             again = run.reevaluate(episodes=args.episodes, seed=50_000)
             front = {r.trial: r for r in run.front()}
             ok = [t for t in front if again[t]["return_ratio"] >= 0.95]
-            best = min(ok, key=lambda t: (front[t].bytes, front[t].latency_ratio), default=None)
-            rows.append((name, train_s, report, run, wall, again, front, best))
-            print(name, "best", best, again.get(best), flush=True)
+            best = min(ok, key=lambda t: (front[t].bytes, front[t].latency_ratio), default=None)  # on set A
+            on_b = None if best is None else run.reevaluate(
+                [best], episodes=args.episodes, seed=run.trial_spec().eval.fresh_seed)[best]  # reported: set B
+            rows.append((name, train_s, report, run, wall, again, front, best, on_b))
+            print(name, "best", best, again.get(best), on_b, flush=True)
 
     lines = ["## Imported policies: trained elsewhere, compressed here", "",
              f"`python -m benchmarks.imports --trials {args.trials} --episodes {args.episodes}` on {machine()}. "
              f"Each policy is trained on {ENV} by its own library alone (settings in the script), imported with "
              "`teacher: {from: ...}`, checked with `autocompress.inspect_import` (20 seeded episodes, seeds "
              "10,000+, the same for both columns), then searched (quantize, prune, structured, distill; "
-             "min_return_ratio 0.9; 2 fine-tune iterations per trial). The best front point is the smallest "
-             f"artifact whose return over {args.episodes} fresh episodes (seeds 50,000+, never seen by the "
-             "search) is >= 0.95 x the teacher's on the same episodes; latency in the C runtime, side by side "
-             "with the teacher.", "",
+             "min_return_ratio 0.9; 2 fine-tune iterations per trial). The best front point is chosen on set A: "
+             f"the smallest artifact whose return over {args.episodes} held-out episodes (seeds 50,000+, never seen "
+             "by the search) is >= 0.95 x the teacher's on the same episodes; it is reported on set B, "
+             f"{args.episodes} fresh episodes (seeds 5,000,000+) it was not chosen on. Latency in the C runtime, "
+             "side by side with the teacher.", "",
              "| policy | trained in | teacher return, source | teacher return, autocompress | same action | "
-             "search | best front point | held-out return ratio | bytes ratio | latency ratio |",
+             "search | best front point | return ratio, set B (set A) | bytes ratio | latency ratio |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, train_s, rep, run, wall, again, front, best in rows:
+    for name, train_s, rep, run, wall, again, front, best, on_b in rows:
         b = front.get(best)
         lines.append(
             f"| {name} ({', '.join(rep['layers'])}) | {train_s:.0f} s | {rep['source_return']:.1f} ± "
             f"{rep['source_return_std']:.1f} | {rep['return']:.1f} ± {rep['return_std']:.1f} | "
             f"{rep['action_agreement']:.1%} | {run.summary['complete']} complete, {wall:.0f} s | "
-            + (f"trial {best}: `{b.config}` | {again[best]['return_ratio']:.3f} | {b.bytes_ratio:.4f} | "
+            + (f"trial {best}: `{b.config}` | {on_b['return_ratio']:.3f} ({again[best]['return_ratio']:.3f}) | "
+               f"{b.bytes_ratio:.4f} | "
                f"{b.latency_ratio:.3f} |" if b else "none at >= 0.95 | | | |"))
     body = "\n".join(lines)
     write_section("imports", body)
