@@ -225,6 +225,9 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
         settings = sens.parse_settings(settings) or None
     spec = _spec(spec, check_import=False)
     imported = _check_import(spec)
+    if spec.teacher.rnn is not None:  # as an imported one (sources.load's gate): its measures carry no state yet
+        raise ConfigError(f"teacher.rnn: a recurrent ({spec.teacher.rnn.cell}) teacher: layer sensitivity does not "
+                          "take one yet")
     names = sens.check_techniques(techniques if techniques is not None else (list(settings) if settings else None))
     extra = sorted(set(settings or {}) - set(names))
     if extra:
