@@ -5,8 +5,9 @@ session over them (the teacher's cache and training loop are `teacher.py`).
 In every module the deployed (acting) net is a `PolicyNet` rebuilt from its spec —
 PPO's actor (`actor`), DQN's Q-network (`af`, plus its target copy `_target_af`), SAC's
 actor (`pi`) — so every compression (mask, codebook, fake-quant, smaller or factorized
-shapes) is part of the module itself on the learner and the env runners alike. The
-other nets (PPO critic, SAC twin Q) are ordinary MLPs used for fine-tuning only. Weights
+shapes) is part of the module itself on the learner and the env runners alike; a
+recurrent one makes PPO's module stateful (its state carried over RLlib's [B, T] chunks).
+The other nets (PPO critic: default_critic; SAC twin Q) are used for fine-tuning only. Weights
 move in and out as plain state dicts via `algo.get_state` / `algo.set_state`
 (`algo.set_weights` is broken on the new API stack in Ray 2.60).
 """
