@@ -55,6 +55,8 @@ def _check_import(spec: TrialSpec, recurrent: bool = False):
     caller runs trials (compress, search), which take a recurrent teacher where the spec lets them
     (pipeline.check_recurrent_trial); the others refuse one (sources.load's gate)."""
     if not spec.teacher.from_:
+        if recurrent:  # a recurrent teacher trained here (teacher.rnn)
+            pipeline.check_recurrent_trial(spec)
         return None
     imported = sources.load(spec, recurrent=recurrent)
     if recurrent:
@@ -123,8 +125,8 @@ def compress(spec: TrialSpec | str | Path, config: CompressConfig | dict | str |
 
     `config` is a techniques config (a dict, a YAML path or a CompressConfig); `{}` measures the
     teacher as-is. `target`: where it runs (autocompress.targets; default: the spec's latency.target).
-    Writes `output_dir/policy.acz` and `output_dir/result.json`. An imported recurrent (LSTM / GRU) teacher
-    needs `finetune.iterations: 0` and a host target (pipeline.check_recurrent_trial).
+    Writes `output_dir/policy.acz` and `output_dir/result.json`. A recurrent (LSTM / GRU) teacher needs a
+    host target, and PPO to fine-tune (pipeline.check_recurrent_trial).
 
     >>> import autocompress as ac
     >>> spec = ac.load_trial_spec("trials/cartpole_ppo.yaml").updated(
@@ -223,6 +225,9 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
         settings = sens.parse_settings(settings) or None
     spec = _spec(spec, check_import=False)
     imported = _check_import(spec)
+    if spec.teacher.rnn is not None:  # as an imported one (sources.load's gate): its measures carry no state yet
+        raise ConfigError(f"teacher.rnn: a recurrent ({spec.teacher.rnn.cell}) teacher: layer sensitivity does not "
+                          "take one yet")
     names = sens.check_techniques(techniques if techniques is not None else (list(settings) if settings else None))
     extra = sorted(set(settings or {}) - set(names))
     if extra:

@@ -36,19 +36,53 @@ class ObsEncoder(nn.Module):
 
 
 class CompressiblePPOModule(TorchRLModule, ValueFunctionAPI):
+    """PPO: obs -> actor (PolicyNet) -> logits; the critic (PolicyNet) -> value.
+
+    A recurrent actor makes the module stateful (RLlib's stateful RLModule API): batches are [B, T, ...] with
+    Columns.STATE_IN {net: (B, state_size)} for each recurrent net (the actor, and its critic: rl.default_critic),
+    the state at each row's first step; each net runs over T with its own `step` (PolicyNet.sequence), so
+    masks, codebooks and quantizers act exactly as in the deployed net. RLlib cuts episodes into rows of
+    model_config["max_seq_len"] steps (zero-padded at the end; no episode starts inside a row)."""
+
     def setup(self):
         self.actor = PolicyNet.from_spec(self.model_config["actor"])
-        if self.model_config.get("critic"):  # a compressed critic (techniques config `critic:`)
+        if self.model_config.get("critic"):  # a compressed or recurrent critic (rl.default_critic), or an import's
             self.critic = PolicyNet.from_spec(self.model_config["critic"])
         else:
             self.critic = PolicyNet.mlp(int(np.prod(self.observation_space.shape)),
                                         self.model_config["critic_hidden"], 1, self.model_config["activation"])
 
+    def _recurrent(self) -> dict[str, PolicyNet]:
+        return {name: net for name, net in (("actor", self.actor), ("critic", self.critic)) if net.rnn is not None}
+
+    def get_initial_state(self) -> dict:
+        return {name: np.zeros(net.rnn.state_size, np.float32) for name, net in self._recurrent().items()}
+
     def _forward(self, batch, **kwargs):
-        return {Columns.ACTION_DIST_INPUTS: self.actor(batch[Columns.OBS])}
+        if not self._recurrent():
+            return {Columns.ACTION_DIST_INPUTS: self.actor(batch[Columns.OBS])}
+        # acting: every recurrent net's state moves on (the critic's too: the next rollout step starts from it)
+        out = {name: over_time(net, batch, name) for name, net in self._recurrent().items()}
+        return {Columns.ACTION_DIST_INPUTS: out["actor"][0], Columns.STATE_OUT: {k: v[1] for k, v in out.items()}}
+
+    def _forward_train(self, batch, **kwargs):
+        if not self._recurrent():
+            return self._forward(batch)
+        # the learner reads no STATE_OUT: the critic runs once, in compute_values
+        return {Columns.ACTION_DIST_INPUTS: over_time(self.actor, batch, "actor")[0]}
 
     def compute_values(self, batch, embeddings=None):
+        if self.critic.rnn is not None:
+            return over_time(self.critic, batch, "critic")[0].squeeze(-1)
         return self.critic(batch[Columns.OBS]).squeeze(-1)
+
+
+def over_time(net: PolicyNet, batch: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A recurrent net over a [B, T, ...] batch from its STATE_IN[name] (B, state_size): (outputs [B, T, out],
+    the state after the last step), stepped with the net's own `step`."""
+    obs = batch[Columns.OBS]
+    outs, state = net.sequence(obs.transpose(0, 1), batch[Columns.STATE_IN][name])
+    return outs.transpose(0, 1), state
 
 
 class CompressibleDQNModule(DefaultDQNTorchRLModule):

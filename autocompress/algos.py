@@ -30,6 +30,8 @@ class Algo:
     lr_keys: tuple[str, ...]      # the training() keys a fine-tune learning rate replaces
     # Exploration is epsilon-greedy on a schedule (DQN): a fine-tune starts at the schedule's final epsilon.
     epsilon_schedule: bool = False
+    # Our module for it carries a recurrent (LSTM / GRU) net's state (PPO): it trains and fine-tunes one.
+    recurrent: bool = False
 
     @property
     def conv_encoder(self) -> bool:
@@ -40,7 +42,7 @@ class Algo:
 ALGOS = {
     "PPO": Algo("actor", (), "clip", {"lr": 3e-4, "train_batch_size_per_learner": 4000, "minibatch_size": 128,
                                       "num_epochs": 6, "vf_loss_coeff": 0.01, "gamma": 0.99}, {},
-                q_values=False, own_critic=True, critic_note="", lr_keys=("lr",)),
+                q_values=False, own_critic=True, critic_note="", lr_keys=("lr",), recurrent=True),
     "DQN": Algo("af", ("_target_af",), "none", {
         "lr": 5e-4, "train_batch_size_per_learner": 32, "dueling": False, "double_q": True, "num_atoms": 1,
         "n_step": 3, "target_network_update_freq": 500, "epsilon": [(0, 1.0), (10000, 0.02)],

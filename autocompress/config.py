@@ -32,6 +32,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RnnSpec(_Strict):
+    """A recurrent layer in the trained teacher (and its critic): the policy carries a state between steps."""
+
+    cell: Literal["lstm", "gru"] = "lstm"
+    hidden: int = Field(64, ge=1, description="units of the cell (its state: h, and c for an LSTM)")
+    after: int | None = Field(None, ge=0, description="hidden layers before the cell (0: it reads the observation) "
+                              "[default: all of them, as RLlib's use_lstm: the cell, then the output layer]")
+    max_seq_len: int = Field(20, ge=1, description="RLlib trains on chunks of episodes this many steps long, the "
+                             "state carried over each chunk from where the rollout had it")
+
+    def layers_before(self, hidden: list[int]) -> int:
+        return len(hidden) if self.after is None else self.after
+
+
 class TeacherSpec(_Strict):
     """Either training settings (the teacher is trained with RLlib), or `from: PATH`: the user's own
     trained policy, imported (see autocompress/sources): the architecture is read from the file."""
@@ -57,6 +71,8 @@ class TeacherSpec(_Strict):
     stop_return: float | None = Field(None, description="stop once a deterministic 5-episode check reaches this")
     normalize_obs: bool = Field(False, description="train on running mean/std-normalised observations (RLlib's "
                                 "MeanStdFilter); the frozen statistics go into every exported artifact")
+    rnn: RnnSpec | None = Field(None, description="an LSTM / GRU layer, e.g. {cell: lstm, hidden: 64}: for "
+                                "partially observable envs, where acting needs memory")
 
     @field_validator("hidden")
     @classmethod
@@ -79,14 +95,17 @@ class TeacherSpec(_Strict):
     def n_layers(self, critic: bool = False) -> int | None:
         """Layers of the trained teacher's deployed net, or of its (PPO) critic, which has the same conv
         encoder (rl.algo_config) before its own widths. None: imported, read from its file."""
-        return None if self.from_ else layer_count(len(self.conv_filters or []), self._widths(critic))
+        if self.from_:
+            return None
+        return layer_count(len(self.conv_filters or []), self._widths(critic)) + (self.rnn is not None)  # the cell
 
     def describe_layers(self, critic: bool = False) -> str:
         """Where n_layers(critic) comes from, for messages."""
         hidden = f"the critic's hidden {self._widths(critic)}" if critic else f"hidden {self.hidden}"
         if self.conv_filters:
             return f"teacher.conv_filters + {hidden}"
-        return hidden if critic else f"teacher.{hidden}"
+        named = hidden if critic else f"teacher.{hidden}"
+        return named + (f" + an {self.rnn.cell} layer (teacher.rnn)" if self.rnn is not None else "")
 
     def _widths(self, critic: bool) -> list[int]:
         return list(self.critic_hidden or self.hidden) if critic else list(self.hidden)
@@ -219,6 +238,23 @@ class TrialSpec(_Strict):
             geometry_chain(shape, self.teacher.obs_layout, f)
         except ValueError as e:
             raise ValueError(f"teacher.conv_filters / obs_layout on {self.env}: {e}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _rnn_fits(self):
+        """A recurrent teacher is one our modules can train: checked here, before Ray."""
+        rnn, t = self.teacher.rnn, self.teacher
+        if rnn is None:
+            return self
+        if t.from_:
+            raise ValueError("teacher.rnn: an imported teacher's layers are read from its file")
+        if not ALGOS[self.algorithm].recurrent:
+            raise ValueError(f"teacher.rnn: recurrent teachers are trained with "
+                             + " and ".join(n for n, a in ALGOS.items() if a.recurrent) + f", not {self.algorithm}")
+        if t.conv_filters:
+            raise ValueError("teacher.rnn: a recurrent teacher with a conv encoder is not built yet")
+        if rnn.layers_before(t.hidden) > len(t.hidden):
+            raise ValueError(f"teacher.rnn.after {rnn.after}: at most the {len(t.hidden)} hidden layers")
         return self
 
     @model_validator(mode="after")

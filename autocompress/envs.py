@@ -1,4 +1,5 @@
-"""Environments: a Gymnasium id ('CartPole-v1') or a user's class ('pkg.module:ClassName')."""
+"""Environments: a Gymnasium id ('CartPole-v1') or a user's class ('pkg.module:ClassName'), such as the
+partially observable `autocompress.envs:StatelessCartPole` below."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib
 from typing import Any, Callable
 
 import gymnasium as gym
+import numpy as np
 
 
 def resolve(env: str) -> str | type:
@@ -42,3 +44,19 @@ def action_head(space: gym.Space) -> dict[str, Any]:
         return {"kind": "continuous", "act_dim": int(space.shape[0]),
                 "low": space.low.tolist(), "high": space.high.tolist(), "squash": "none"}
     raise ValueError(f"unsupported action space {space}")
+
+
+class StatelessCartPole(gym.ObservationWrapper):
+    """CartPole-v1 with its velocities hidden: the observation is (cart position, pole angle) only, so a policy
+    must infer the velocities from successive observations (memory: a recurrent policy). RLlib's example env of
+    the same name drops the same two values; this one keeps CartPole-v1's 500-step limit."""
+
+    KEPT = [0, 2]  # CartPole's (x, x', theta, theta')
+
+    def __init__(self, config: dict | None = None):
+        super().__init__(gym.make("CartPole-v1", **dict(config or {})))
+        space = self.env.observation_space
+        self.observation_space = gym.spaces.Box(space.low[self.KEPT], space.high[self.KEPT], dtype=np.float32)
+
+    def observation(self, obs):
+        return np.asarray(obs, np.float32)[self.KEPT]

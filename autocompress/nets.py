@@ -249,6 +249,14 @@ class PolicyNet(nn.Module):
                     for i in range(len(dims) - 1)])
 
     @classmethod
+    def recurrent_mlp(cls, in_dim: int, hidden: list[int], out_dim: int, act: str, cell: str, units: int,
+                      after: int) -> "PolicyNet":
+        """An MLP with an LSTM / GRU layer of `units` after its first `after` hidden layers (0: on the observation)."""
+        encoder = cls.mlp(in_dim, hidden[:after], 1, act).layers[:-1]  # the hidden layers alone
+        rnn = Recurrent(cell, hidden[after - 1] if after else in_dim, units, after)
+        return cls([*encoder, *cls.mlp(units, hidden[after:], out_dim, act).layers], rnn=rnn)
+
+    @classmethod
     def cnn(cls, obs_shape: tuple[int, ...], layout: str, filters: list[list], hidden: list[int], out_dim: int,
             act: str = "relu", conv_act: str = "relu") -> "PolicyNet":
         """Conv layers from RLlib-style `conv_filters` (see conv.geometry_chain), flatten, MLP head."""

@@ -37,20 +37,21 @@ from autocompress.techniques import Context, apply
 from autocompress.techniques.base import check_recurrent
 from autocompress.techniques.per_layer import logical_layers
 
-def check_recurrent_trial(spec: TrialSpec, teacher: PolicyNet) -> None:
-    """ConfigError, before any work, where a trial cannot take a recurrent (LSTM / GRU) teacher yet: RLlib
-    fine-tuning of a recurrent module is not built, and the MCU targets do not run the cell. What a trial
-    does without them (techniques, export, evaluation and latency with the state carried) supports it."""
-    if teacher.rnn is None:
+def check_recurrent_trial(spec: TrialSpec, teacher: PolicyNet | None = None) -> None:
+    """ConfigError, before any work, where a trial cannot take a recurrent (LSTM / GRU) teacher (`teacher`, or
+    where it is not loaded yet the spec's `teacher.rnn`): RLlib fine-tuning of one is built for the algorithms
+    whose module carries the state (algos.Algo.recurrent), and the MCU targets do not run the cell yet."""
+    rnn = teacher.rnn if teacher is not None else spec.teacher.rnn
+    if rnn is None:
         return
-    cell = teacher.rnn.cell
-    if spec.finetune.iterations > 0:
-        raise ConfigError(f"finetune.iterations {spec.finetune.iterations}: the teacher is a recurrent ({cell}) "
-                          "policy, and fine-tuning of recurrent policies in RLlib is not built yet: set "
-                          "finetune.iterations: 0 to compress it without fine-tuning")
+    if spec.finetune.iterations > 0 and not ALGOS[spec.algorithm].recurrent:
+        raise ConfigError(f"finetune.iterations {spec.finetune.iterations}: the teacher is a recurrent ({rnn.cell}) "
+                          f"policy, which {spec.algorithm} does not fine-tune here (recurrent policies fine-tune "
+                          "with " + ", ".join(n for n, a in ALGOS.items() if a.recurrent)
+                          + "): set finetune.iterations: 0 to compress it without fine-tuning")
     tgt = targets.target(spec.latency.target)
     if tgt.mcu:
-        raise ConfigError(f"latency.target {tgt.name}: the teacher is a recurrent ({cell}) policy, which the MCU "
+        raise ConfigError(f"latency.target {tgt.name}: the teacher is a recurrent ({rnn.cell}) policy, which the MCU "
                           "targets do not run yet: choose a host target")
 
 
@@ -111,9 +112,8 @@ def teacher_critic(teacher, spec: TrialSpec) -> PolicyNet:
     t = spec.teacher
     if teacher.info.get("critic_spec"):
         net = PolicyNet.from_spec(teacher.info["critic_spec"])
-    elif t.conv_filters:  # rl.algo_config's conv critic: the teacher's encoder geometry
-        net = PolicyNet.cnn(teacher.actor.input["shape"], t.obs_layout, t.conv_filters,
-                            list(t.critic_hidden or t.hidden), 1, t.activation)
+    elif t.conv_filters or t.rnn:  # the critic rl.algo_config built for the teacher
+        net = rl.default_critic(spec, teacher.actor)
     else:
         widths = [state[f"layers.{i}.weight"].shape[0] for i in range(len(state) // 2)]
         net = PolicyNet.mlp(teacher.actor.in_dim, widths[:-1], 1, spec.teacher.activation)

@@ -5,8 +5,9 @@ session over them (the teacher's cache and training loop are `teacher.py`).
 In every module the deployed (acting) net is a `PolicyNet` rebuilt from its spec —
 PPO's actor (`actor`), DQN's Q-network (`af`, plus its target copy `_target_af`), SAC's
 actor (`pi`) — so every compression (mask, codebook, fake-quant, smaller or factorized
-shapes) is part of the module itself on the learner and the env runners alike. The
-other nets (PPO critic, SAC twin Q) are ordinary MLPs used for fine-tuning only. Weights
+shapes) is part of the module itself on the learner and the env runners alike; a
+recurrent one makes PPO's module stateful (its state carried over RLlib's [B, T] chunks).
+The other nets (PPO critic: default_critic; SAC twin Q) are used for fine-tuning only. Weights
 move in and out as plain state dicts via `algo.get_state` / `algo.set_state`
 (`algo.set_weights` is broken on the new API stack in Ray 2.60).
 """
@@ -22,7 +23,7 @@ import torch
 
 from autocompress import envs
 from autocompress.algos import ALGOS
-from autocompress.config import TrialSpec
+from autocompress.config import RnnSpec, TrialSpec
 from autocompress.errors import ConfigError
 from autocompress.nets import PolicyNet
 
@@ -89,13 +90,12 @@ def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: 
             training["epsilon"] = [(0, eps[-1][1] if isinstance(eps, (list, tuple)) else eps)]
     t = spec.teacher
     critic_hidden = list(t.critic_hidden or t.hidden)
-    if critic is None and actor.input is not None and algo.own_critic:
-        # a conv actor's critic gets the same encoder geometry (the teacher's filters, not a compressed actor's)
-        filters = t.conv_filters or actor.conv_filters()
-        critic = PolicyNet.cnn(actor.input["shape"], actor.input["layout"], filters, critic_hidden, 1, t.activation)
+    if critic is None and algo.own_critic:
+        critic = default_critic(spec, actor)
     model_config = {"actor": actor.spec(), "critic_hidden": critic_hidden, "activation": t.activation,
                     "fcnet_hiddens": critic_hidden, "fcnet_activation": t.activation,
-                    "critic": critic.spec() if critic is not None else None}
+                    "critic": critic.spec() if critic is not None else None,
+                    "max_seq_len": t.rnn.max_seq_len if t.rnn else RnnSpec().max_seq_len}  # RLlib's, for a stateful module
     return (
         config_cls()
         .environment(envs.resolve(spec.env), env_config=dict(spec.env_config), normalize_actions=normalize_actions,
@@ -109,6 +109,22 @@ def algo_config(spec: TrialSpec, actor: PolicyNet, lr: float | None = None, l1: 
         .reporting(**{**algo.reporting, **spec.reporting})
         .debugging(seed=spec.seed, log_level="ERROR")
     )
+
+
+def default_critic(spec: TrialSpec, actor: PolicyNet) -> PolicyNet | None:
+    """PPO's value net where an MLP on the observation (the module's own, `critic_hidden`; None here) does not fit
+    the actor: a conv actor's gets the same encoder geometry, a recurrent actor's its own cell of the same kind
+    (the state is what the observation leaves out) — the teacher's filters and cell size, not a compressed actor's."""
+    t = spec.teacher
+    widths = list(t.critic_hidden or t.hidden)
+    if actor.input is not None:
+        filters = t.conv_filters or actor.conv_filters()
+        return PolicyNet.cnn(actor.input["shape"], actor.input["layout"], filters, widths, 1, t.activation)
+    if actor.rnn is not None:
+        cell, units = (t.rnn.cell, t.rnn.hidden) if t.rnn else (actor.rnn.cell, actor.rnn.hidden)
+        after = min(t.rnn.layers_before(widths), len(widths)) if t.rnn else len(widths)
+        return PolicyNet.recurrent_mlp(actor.in_dim, widths, 1, t.activation, cell, units, after)
+    return None
 
 
 # -- observation normalisation (teacher.normalize_obs) -------------------------------------

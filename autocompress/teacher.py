@@ -91,6 +91,9 @@ def new_actor(spec: TrialSpec, obs_space, out_dim: int, hidden: list[int] | None
     hidden = list(hidden or t.hidden)
     if t.conv_filters:
         return PolicyNet.cnn(tuple(obs_space.shape), t.obs_layout, t.conv_filters, hidden, out_dim, t.activation)
+    if t.rnn:
+        return PolicyNet.recurrent_mlp(int(np.prod(obs_space.shape)), hidden, out_dim, t.activation, t.rnn.cell,
+                                       t.rnn.hidden, min(t.rnn.layers_before(hidden), len(hidden)))
     return PolicyNet.mlp(int(np.prod(obs_space.shape)), hidden, out_dim, t.activation)
 
 
@@ -124,7 +127,7 @@ def train_teacher(spec: TrialSpec, cache_root: Path, log: Callable[[str], None] 
     actor = new_actor(spec, obs_space, actor_out_dim(head))
     log(f"training teacher for {spec.env}: {spec.algorithm}, "
         + (f"conv {t.conv_filters} + " if t.conv_filters else "")
-        + f"hidden {t.hidden}, up to {t.max_iterations} iterations")
+        + f"hidden {t.hidden}" + (f" + {t.rnn.cell} {t.rnn.hidden}" if t.rnn else "") + f", up to {t.max_iterations} iterations")
     make_env = spec.env_creator()
     session = Session(spec, actor)
     run = _TeacherRun.resume(partial, session, log)

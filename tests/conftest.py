@@ -128,11 +128,11 @@ def search_run(tmp_path_factory) -> Path:
 STEPS = 256  # issue 28: whole-episode agreement over at least this many steps
 
 
-def agree(acts: list, env_id: str, steps: int = STEPS, atol: float = 0.0) -> int:
-    """Steps env_id with acts[0] over whole episodes until `steps` are done, every act seeing the same observations
+def agree(acts: list, env_id, steps: int = STEPS, atol: float = 0.0) -> int:
+    """Steps env_id (a Gymnasium id, or a callable that makes the env) with acts[0] over whole episodes until `steps` are done, every act seeing the same observations
     and told of each episode's start (measure.episode_reset); asserts they act alike (Box: within atol) at every
     step. Returns the steps."""
-    env, n, ep = gym.make(env_id), 0, 0
+    env, n, ep = gym.make(env_id) if isinstance(env_id, str) else env_id(), 0, 0
     while n < steps:
         obs, _ = env.reset(seed=ep)
         for a in acts:

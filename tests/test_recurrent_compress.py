@@ -1,4 +1,4 @@
-"""`autocompress.compress` and `search` on an imported recurrent (LSTM) teacher without fine-tuning (issue 28):
+"""`autocompress.compress` and `search` on an imported recurrent (LSTM) teacher (issue 28):
 teacher states, quantize + prune, the artifact, evaluation, bytes and latency per step, all with the state
 carried and reset per episode; and the clear errors where a recurrent trial cannot run yet.
 """
@@ -26,7 +26,7 @@ CONTROL = [0.0, 0.0, 0.0, 1.0]
 HIDDEN = 16
 
 
-def save_lstm_teacher(tmp: Path) -> Path:
+def save_lstm_teacher(tmp: Path, algorithm: str = "PPO") -> Path:
     """A CartPole LSTM policy in the torch YAML importer's format (as tests/test_recurrent.py's), weights set so
     it balances: the encoder's unit 0 reads CONTROL · obs, the LSTM's unit 0 passes it on (input and output gates
     open, forget gate shut) and the head takes its sign. Every other weight is small and random, the recurrent
@@ -47,16 +47,18 @@ def save_lstm_teacher(tmp: Path) -> Path:
     path = tmp / "lstm.pt"
     torch.save(state, path)
     path.with_suffix(".yaml").write_text(yaml.safe_dump({
-        "algorithm": "PPO", "layers": ["enc", "pi"], "activation": "tanh", "head": "discrete",
+        "algorithm": algorithm, "layers": ["enc", "pi"], "activation": "tanh", "head": "discrete",
         "recurrent": {"cell": "lstm", "module": "memory", "after": 1}}))
     return path
 
 
-def spec_file(tmp: Path, iterations: int = 0, heldout: int = 0) -> Path:
+def spec_file(tmp: Path, iterations: int = 0, heldout: int = 0, algorithm: str = "PPO") -> Path:
     p = tmp / "spec.yaml"
     p.write_text(yaml.safe_dump({
-        "name": "rnn-cartpole", "env": "CartPole-v1", "algorithm": "PPO", "seed": 1, "sample_steps": 300,
-        "teacher": {"from": str(save_lstm_teacher(tmp))}, "finetune": {"iterations": iterations},
+        "name": "rnn-cartpole", "env": "CartPole-v1", "algorithm": algorithm, "seed": 1, "sample_steps": 300,
+        "teacher": {"from": str(save_lstm_teacher(tmp, algorithm)), "critic_warmup": 1},
+        "training": {"train_batch_size_per_learner": 500, "minibatch_size": 64, "num_epochs": 2},
+        "finetune": {"iterations": iterations},
         "eval": {"episodes": 3, "heldout_episodes": heldout, "fresh_episodes": 0},
         "latency": {"warmup": 20, "calls": 100, "rounds": 2, "kernel_calls": 5, "kernel_rounds": 10}}))
     return p
@@ -94,13 +96,22 @@ def test_teacher_states_carry_the_state_and_reset_per_episode(tmp_path):
     np.testing.assert_array_equal(raw, want)
 
 
-def test_finetuning_a_recurrent_teacher_is_one_error_before_any_work(tmp_path, monkeypatch):
+def test_finetuning_a_recurrent_q_network_is_one_error_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "compress_trial", lambda *a, **k: pytest.fail("the trial started"))
-    with pytest.raises(ConfigError, match=r"finetune.iterations 2: the teacher is a recurrent \(lstm\) policy, and "
-                                          r"fine-tuning of recurrent policies in RLlib is not built yet"):
-        ac.compress(spec_file(tmp_path, iterations=2), {"quantize": {"bits": 8}}, output_dir=tmp_path / "out",
-                    cache_dir=tmp_path / "cache")
+    with pytest.raises(ConfigError, match=r"finetune.iterations 2: the teacher is a recurrent \(lstm\) policy, which "
+                                          r"DQN does not fine-tune here \(recurrent policies fine-tune with PPO\)"):
+        ac.compress(spec_file(tmp_path, iterations=2, algorithm="DQN"), {"quantize": {"bits": 8}},
+                    output_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.slow
+def test_an_imported_recurrent_teacher_fine_tunes_after_a_recurrent_critic_warm_up(tmp_path):
+    logs = []
+    r = ac.compress(spec_file(tmp_path, iterations=1), {"prune": {"sparsity": 0.5}}, output_dir=tmp_path / "out",
+                    cache_dir=tmp_path / "cache", log=logs.append)
+    assert any("critic warm-up 1/1" in m for m in logs) and len(r.finetune_rounds) == 1
+    assert r.sparsity >= 0.45 and r.teacher_return_mean > 100 and r.return_ratio > 0.5
 
 
 def test_mcu_target_and_unsupported_techniques_are_refused(tmp_path):

@@ -78,7 +78,7 @@ def detect(path: Path) -> str:
 def load(spec, recurrent: bool = False) -> Imported:
     """Import `spec.teacher.from_` and check it against the spec (algorithm, observation and action
     spaces). Raises ConfigError naming what does not fit. A recurrent (LSTM / GRU) policy only with
-    `recurrent=True`: its callers carry the state (compress and search without fine-tuning, checked by
+    `recurrent=True`: its callers carry the state (compress and search, checked by
     pipeline.check_recurrent_trial; evaluate; the teacher cache); every caller without it (sensitivity, inspect,
     teach, validate) measures in ways that do not carry a state yet."""
     t = spec.teacher
@@ -98,8 +98,8 @@ def load(spec, recurrent: bool = False) -> Imported:
     if imported.actor.rnn is not None and not recurrent:
         raise ConfigError(f"teacher.from {t.from_}: a recurrent ({imported.actor.rnn.cell}) policy: autocompress "
                           "imports it (sources.load(spec, recurrent=True)) and compresses it with compress_net, "
-                          "compress or search (quantize, prune, share; finetune.iterations: 0), but RLlib "
-                          "fine-tuning, sensitivity, teach, validate and inspect do not take one yet")
+                          "compress or search (quantize, prune, share; PPO fine-tunes it), but sensitivity, "
+                          "teach, validate and inspect do not take one yet")
     if imported.algorithm != spec.algorithm:
         raise ConfigError(f"teacher.from {t.from_}: a {imported.source_algorithm} policy, but the trial spec's "
                           f"algorithm is {spec.algorithm} ({imported.source_algorithm} is fine-tuned as "

@@ -24,7 +24,7 @@ a recurrent PolicyNet whose state (h then c) starts at zeros, as get_initial_sta
 training batches: inference steps one observation at a time, state carried. RLlib's catalog builds one LSTM layer
 over an MLP tokenizer; anything else (several layers, an LSTM after the CNN encoder) and `lstm_use_prev_action` /
 `lstm_use_prev_reward` (inputs autocompress does not feed) are one ConfigError naming them. The critic (its own or
-the shared LSTM) is not imported: RLlib fine-tuning of a recurrent teacher is not built yet. `source_act` is
+the shared LSTM) is not imported: a fine-tune first trains a recurrent one (teacher.critic_warmup). `source_act` is
 RLlib's stateful forward_inference (RLlibSource: STATE_IN carried, get_initial_state() after reset()).
 """
 
@@ -166,8 +166,8 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
             enc, cell = _lstm_encoder(actor_enc, f"{where}: encoder", obs_space)
             out = None
             notes.append(f"the critic ({'the shared LSTM' if critic_enc is actor_enc else 'its own LSTM'}) is not "
-                         "imported: only the actor's LSTM acts, and RLlib fine-tuning of a recurrent teacher is not "
-                         "built yet")
+                         "imported: only the actor's LSTM acts; a fine-tune first trains a recurrent critic "
+                         "(teacher.critic_warmup)")
         else:
             enc, out = _encoder(actor_enc, f"{where}: encoder", obs_space)
         chain = enc + _after(out, _mlp(module.pi, f"{where}: pi"))

@@ -22,8 +22,8 @@ RecurrentPPO (MlpLstmPolicy, read with sb3-contrib, part of the [sb3] extra): Fl
 (`lstm_actor`, `lstm_hidden_size` units) -> mlp_extractor's policy net -> action_net, as a recurrent PolicyNet; heads
 as PPO's. One LSTM layer (`n_lstm_layers: 1`), unidirectional, without projection: anything else is one ConfigError
 naming the option. Only the actor's LSTM acts, so `shared_lstm` and `enable_critic_lstm` change nothing here; the
-critic (its own LSTM, the actor's, or a Linear) is not imported: RLlib fine-tuning of a recurrent teacher, the only
-use of a critic, is not built yet (sources.load refuses every path that would fine-tune). `source_act` is
+critic (its own LSTM, the actor's, or a Linear) is not imported: a fine-tune first trains a recurrent one
+(rl.default_critic) with the actor frozen (teacher.critic_warmup). `source_act` is
 RecurrentPPO's own stateful `predict` (state carried, `episode_start` at each episode's first step).
 """
 
@@ -169,8 +169,8 @@ def load(path: Path, spec, obs_space: gym.Space, act_space: gym.Space) -> Import
         obs_stats = obs_stats_from(vn.obs_rms.mean, std)
     notes = [f"{source} {'with' if vn is not None else 'without'} VecNormalize"]
     if source == "RecurrentPPO":
-        notes.append(f"the critic ({_critic_kind(policy)}) is not imported: only the actor's LSTM acts, and RLlib "
-                     "fine-tuning of a recurrent teacher is not built yet")
+        notes.append(f"the critic ({_critic_kind(policy)}) is not imported: only the actor's LSTM acts; a "
+                     "fine-tune first trains a recurrent critic (teacher.critic_warmup)")
     return Imported("sb3", source, algorithm, actor_net, head, SB3Source(model, vn, head), critic, obs_stats,
                     notes=notes)
 
