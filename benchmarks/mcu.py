@@ -629,9 +629,10 @@ def sections() -> list[Section]:
     """This benchmark's sections of the report, for the data it holds."""
     store, searched = load_store(), load_store(SEARCH_STORE)
     specs = [k.removeprefix("techniques/") for k in store if k.startswith("techniques/")]
-    out = [Section("mcu_int8", "On microcontrollers: does int8 pay?", "mcu", DEVICE_CODE, render_int8, int8_targets),
-           Section("mcu_peers", "On microcontrollers: emlearn and TensorFlow Lite Micro on the same nets", "mcu",
-                   DEVICE_CODE, render_peers, peers_targets)]
+    out = [*([Section("mcu_int8", "On microcontrollers: does int8 pay?", "mcu", DEVICE_CODE, render_int8,
+                      int8_targets)] if "int8" in store else []),
+           *([Section("mcu_peers", "On microcontrollers: emlearn and TensorFlow Lite Micro on the same nets", "mcu",
+                      DEVICE_CODE, render_peers, peers_targets)] if "peers_tflm" in store else [])]
     for name in specs + [n for n in searched if n not in specs and not n.startswith("_")]:
         if name in searched:
             out.append(Section(f"mcu_search_{name}", f"On microcontrollers: a search per target ({name})",
