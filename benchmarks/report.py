@@ -24,12 +24,11 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from benchmarks.common import DATA, DOC, changed_files
 
 #: the benchmark modules whose sections this report renders, in the report's order
-REPORTED = ("benchmarks.mcu", "benchmarks.pareto_quality")
+REPORTED = ("benchmarks.mcu", "benchmarks.pareto_quality", "benchmarks.recurrent")
 LEGACY = DOC.parent / "legacy.md"
 #: what the data's "_meta" entry of a section must say
 META_KEYS = ("command", "commit", "machine", "date")
@@ -96,7 +95,7 @@ def render() -> str:
         bodies.append("\n".join([
             f'<a id="{s.name}"></a>', f"## {s.title}", "",
             f"`{meta['command']}` at commit `{meta['commit']}`, {meta['date']}, on {meta['machine']}.",
-            *([f"", f"**Stale**: changed since `{meta['commit']}`: {', '.join(f'`{f}`' for f in stale)}."]
+            *(["", f"**Stale**: changed since `{meta['commit']}`: {', '.join(f'`{f}`' for f in stale)}."]
               if stale else []),
             "", s.render(data).strip()]))
     head = ["# Benchmarks", "",
