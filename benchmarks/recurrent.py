@@ -6,7 +6,7 @@ alone, imported with `teacher: {from: ...}`, then searched; beside them the ship
     python -m benchmarks.recurrent [--trials 16] [--episodes 100] [--only sb3_lstm rllib_lstm teachers]
 
 Per search: the best front point chosen on held-out set A (return >= 0.95 x the teacher's on --episodes
-episodes, seeds 50,000+, then fewest bytes), reported on fresh set B (the spec's eval.fresh_seed..), its
+episodes, seeds 50,000+, then fewest bytes), reported on fresh set B (seeds common.SET_B_SEED..), its
 bytes and latency ratios, and where a fine-tuned trial's time goes (the trials' timed stages, summed).
 Results: docs/data/recurrent.json (benchmarks.report renders them).
 """
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.common import DATA, ROOT, record_meta
+from benchmarks.common import DATA, ROOT, SET_B_SEED, record_meta
 from benchmarks.report import Section, Target
 
 ENV = "autocompress.envs:StatelessCartPole"
@@ -112,7 +112,7 @@ def search_imported(name: str, trials: int, episodes: int, tmp: Path) -> dict:
            "stopped": run.summary["stopped"], "teacher_return": next(r for r in rows if not r["config"])["return_mean"],
            "trial_seconds": sum(r["trial_seconds"] for r in timed), "stages": stages, "best": None}
     if best is not None:
-        b = run.reevaluate([best], episodes=episodes, seed=run.trial_spec().eval.fresh_seed)[best]  # set B
+        b = run.reevaluate([best], episodes=episodes, seed=SET_B_SEED)[best]  # set B
         out["best"] = {"trial": best, "config": front[best].config, "ratio_a": on_a[best]["return_ratio"],
                        "ratio_b": b["return_ratio"], "bytes_ratio": front[best].bytes_ratio,
                        "latency_ratio": front[best].latency_ratio}
@@ -157,7 +157,7 @@ def render(data: dict) -> str:
                   f"`teacher: {{from: ...}}` and searched ({data.get('trials', 16)} trials; quantize, prune, share: "
                   "the techniques that compress a recurrent net; 2 PPO fine-tune iterations per trial, the state "
                   f"carried). Best point: chosen on set A ({n} held-out episodes, seeds 50,000..: return ≥ 0.95 x "
-                  f"the teacher's, then fewest bytes), reported on set B ({n} fresh episodes, seeds 5,000,000..).", "",
+                  f"the teacher's, then fewest bytes), reported on set B ({n} fresh episodes, seeds {SET_B_SEED:,}..).", "",
                   "| source | trained in | teacher return | search | best point | return ratio, B (A) | bytes ratio | "
                   "latency ratio |", "|---|---|---|---|---|---|---|---|"]
         for k, v in searches.items():
@@ -213,8 +213,9 @@ def main() -> None:
             data[name] = teachers(args.episodes, Path(tmp)) if name == "teachers" else \
                 search_imported(name, args.trials, args.episodes, Path(tmp))
             print(name, json.dumps(data[name])[:400], flush=True)
+            parts = [p for p in (*SOURCES, "teachers") if p in data]  # what the data holds, whichever runs made it
             record_meta(data, "recurrent", "python -m benchmarks.recurrent --trials "
-                        f"{args.trials} --episodes {args.episodes} --only {' '.join(args.only)}",
+                        f"{args.trials} --episodes {args.episodes} --only {' '.join(parts)}",
                         CODE + ("trials/stateless_cartpole_ppo.yaml",))
             STORE.write_text(json.dumps(data, indent=1))
     report.main([])
