@@ -42,6 +42,7 @@ from benchmarks.common import ROOT, SET_B_SEED, record_meta, run_search, save_fi
 from benchmarks.report import Section, Target
 
 MCU = ("cortex-m0plus", "cortex-m4f", "cortex-m7")
+CORE_NAMES = {"cortex-m0plus": "Cortex-M0+", "cortex-m4f": "Cortex-M4F", "cortex-m7": "Cortex-M7"}
 STORE = ROOT / "docs" / "data" / "mcu.json"
 SEARCH_STORE = ROOT / "docs" / "data" / "mcu_search.json"  # its own file: searches run apart from the rest
 INT8 = {"quantize": {"bits": 8, "symmetric": True, "per_channel": True, "mode": "qat"}}
@@ -261,7 +262,7 @@ def int8_targets(store: dict) -> list[Target]:
     for t, need in zip(MCU[:2], (30, 3)):
         worst = min(speedup[t], key=speedup[t].get)
         out.append(Target(f"MCU: integer-only int8 ≥ {need}x fewer cycles than fp32 at the same shape on the "
-                          f"{t.removeprefix('cortex-')}", f"{min(speedup[t].values()):.1f}x ({worst}) to "
+                          f"{CORE_NAMES[t]}", f"{min(speedup[t].values()):.1f}x ({worst}) to "
                           f"{max(speedup[t].values()):.1f}x", min(speedup[t].values()) >= need))
     out.append(Target("MCU: int8 within 2x of the M4F's MAC bound (2 MACs a cycle)",
                       f"best {per_mac:.2f} cycles per MAC, {per_mac / M4F_CYCLES_PER_MAC:.1f}x the bound; stored "
@@ -410,7 +411,7 @@ def peers_targets(store: dict) -> list[Target]:
     return [Target(f"MCU: {what} of emlearn's for the same net (ours 8-bit integer-only)",
                    f"{min(r.values()):.3f}-{max(r.values()):.3f}x of emlearn's (highest: {max(r, key=r.get)})",
                    max(r.values()) <= limit)
-            for what, r, limit in (("flash ≤ half", flash, 0.5), ("cycles ≤", cycles, 1.0))]
+            for what, r, limit in (("flash ≤ half that", flash, 0.5), ("cycles ≤ those", cycles, 1.0))]
 
 
 def tflm_peer(store: dict) -> dict:
