@@ -524,8 +524,8 @@ def search_code(name: str) -> tuple[str, ...]:
 def render_search(name: str, store: dict) -> str:
     done = store[name]
     lines = [f"The shipped space "
-             f"`search_spaces/{name}.yaml` with `target:` set (and in the last row the M0+ target's flash and RAM "
-             "budget added to its constraints), its budget and trial spec as shipped. The point "
+             f"`search_spaces/{name}.yaml` with `target:` set (and in the row naming max_flash / max_ram the M0+ "
+             "target's flash and RAM budget added to its constraints), its budget and trial spec as shipped. The point "
              "shown is the front's fewest-cycles member at >= 0.95 held-out return ratio (the search's held-out "
              f"episodes), then reported on {FRESH_EPISODES} fresh episodes (seeds {FRESH_SEED}..) it was not chosen "
              "on.", "",
