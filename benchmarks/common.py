@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import platform
 import re
 import subprocess
@@ -39,10 +40,41 @@ def head_commit() -> str:
 
 
 def changed_files(commit: str, paths: list[str]) -> list[str]:
-    """The files under `paths` (relative to the repo) that differ between `commit` and the working tree."""
-    out = subprocess.run(["git", "diff", "--name-only", commit, "--", *paths], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
-    return out.split()
+    """The entries of `paths` whose code differs between `commit` and the working tree: a path (relative to the
+    repo) names its changed files; "file.py::name" a top-level function, class or assignment of a Python file,
+    changed where its source text is (so a benchmark's measuring code is told apart from its rendering)."""
+    files = [p for p in paths if "::" not in p]
+    out = subprocess.run(["git", "diff", "--name-only", commit, "--", *files], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split() if files else []
+    return out + [p for p in paths if "::" in p and _definition(p, commit) != _definition(p, None)]
+
+
+def _source(path: str, commit: str | None) -> str | None:
+    """A file's text at `commit` (None: the working tree), None where it is not there."""
+    if commit is None:
+        return (ROOT / path).read_text() if (ROOT / path).exists() else None
+    r = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True)
+    return r.stdout if r.returncode == 0 else None
+
+
+def _defined(node) -> list[str]:
+    """The names a top-level statement defines: a function's or class's, an assignment's targets."""
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return [node.name]
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+    return [n.id for t in targets for n in (t.elts if isinstance(t, ast.Tuple) else [t]) if isinstance(n, ast.Name)]
+
+
+def _definition(entry: str, commit: str | None) -> str | None:
+    """The source text of "file.py::name" at `commit` (None: the working tree); None where it is not there."""
+    path, name = entry.split("::")
+    text = _source(path, commit)
+    if text is None:
+        return None
+    for node in ast.parse(text).body:
+        if name in _defined(node):
+            return ast.get_source_segment(text, node)
+    return None
 
 
 def changed_since(commit: str, paths: list[str]) -> bool:

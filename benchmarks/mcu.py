@@ -38,7 +38,7 @@ from unittest import mock
 import numpy as np
 
 from benchmarks import report
-from benchmarks.common import ROOT, SET_B_SEED, record_meta, run_search, save_figure
+from benchmarks.common import ROOT, record_meta, run_search, save_figure
 from benchmarks.report import Section, Target
 
 MCU = ("cortex-m0plus", "cortex-m4f", "cortex-m7")
@@ -59,17 +59,33 @@ CONFIGS = {
     "distill [16, 16] + int8 QAT": {"distill": {"hidden": [16, 16]}, **INT8},
 }
 #: fresh episodes a chosen search point is reported on (apart from every seed the search used)
-FRESH_SEED, FRESH_EPISODES = SET_B_SEED, 100
+FRESH_SEED, FRESH_EPISODES = 3_000_000, 100  # common.SET_B_SEED (test_report pins it)
 #: per spec, a config run as one Cortex-M0+ trial beside its search, chosen from "each technique alone" on that
 #: section's evaluation episodes, and reported on the fresh ones (`--only fixed`)
 FIXED = {"lunarlander_dqn": "distill [16, 16] + int8 QAT"}
 #: what each kind of section measures: a change to any of these since a section's commit makes it stale
-DEVICE_CODE = ("benchmarks/mcu.py", "autocompress/kernels.c", "autocompress/intq.py", "autocompress/mcu",
+DEVICE_CODE = ("autocompress/kernels.c", "autocompress/intq.py", "autocompress/mcu",
                "autocompress/exports/c.py", "autocompress/targets.py", "autocompress/artifact.py",
                "autocompress/layers.py")
 TRIAL_CODE = DEVICE_CODE + ("autocompress/techniques", "autocompress/pipeline.py", "autocompress/rl.py",
                             "autocompress/_rl_modules.py", "autocompress/measure.py", "autocompress/nets.py")
 SEARCH_CODE = TRIAL_CODE + ("autocompress/_search", "autocompress/pareto.py", "autocompress/samplers.py")
+
+
+def measured_by(*names: str) -> tuple[str, ...]:
+    """This script's functions and settings that produce a section (its rendering aside: editing how a section
+    reads does not make its figures stale)."""
+    return tuple(f"benchmarks/mcu.py::{n}" for n in names)
+
+
+#: per kind of section, what produced it: the package code it measures and this script's measuring code
+INT8_CODE = DEVICE_CODE + measured_by("int8_pays", "int8_cycles", "int8_of", "MCU")
+PEERS_CODE = DEVICE_CODE + measured_by("peers", "emlearn_source", "tflm_peer", "int8_of", "MCU")
+TECHNIQUES_CODE = TRIAL_CODE + measured_by("techniques", "CONFIGS", "INT8", "MCU", "figures", "on_targets", "spec_of")
+FIXED_CODE = TRIAL_CODE + measured_by("fixed", "FIXED", "CONFIGS", "INT8", "MCU", "figures", "on_fresh_episodes",
+                                      "_teacher_bytes", "spec_of", "FRESH_SEED")
+SEARCHES_CODE = SEARCH_CODE + measured_by("search", "SEARCHES", "front_best", "on_fresh_episodes", "_teacher_bytes",
+                                          "FRESH_SEED") + ("benchmarks/common.py::run_search",)
 
 
 def load_store(path: Path = STORE) -> dict:
@@ -630,21 +646,23 @@ def sections() -> list[Section]:
     """This benchmark's sections of the report, for the data it holds."""
     store, searched = load_store(), load_store(SEARCH_STORE)
     specs = [k.removeprefix("techniques/") for k in store if k.startswith("techniques/")]
-    out = [*([Section("mcu_int8", "On microcontrollers: does int8 pay?", "mcu", DEVICE_CODE, render_int8,
+    out = [*([Section("mcu_int8", "On microcontrollers: does int8 pay?", "mcu", INT8_CODE, render_int8,
                       int8_targets)] if "int8" in store else []),
            *([Section("mcu_peers", "On microcontrollers: emlearn and TensorFlow Lite Micro on the same nets", "mcu",
-                      DEVICE_CODE, render_peers, peers_targets)] if "peers_tflm" in store else [])]
+                      PEERS_CODE, render_peers, peers_targets)] if "peers_tflm" in store else [])]
     for name in specs + [n for n in searched if n not in specs and not n.startswith("_")]:
         if name in searched:
             out.append(Section(f"mcu_search_{name}", f"On microcontrollers: a search per target ({name})",
-                               "mcu_search", search_code(name), partial(render_search, name),
+                               "mcu_search", SEARCHES_CODE + (f"trials/{name}.yaml", f"search_spaces/{name}.yaml"),
+                               partial(render_search, name),
                                partial(search_targets, name)))
         if name in store.get("fixed", {}):
             out.append(Section(f"mcu_fixed_{name}", f"On microcontrollers: a fixed config beside the search ({name})",
-                               "mcu", TRIAL_CODE + (f"trials/{name}.yaml",), partial(render_fixed, name)))
+                               "mcu", FIXED_CODE + (f"trials/{name}.yaml",), partial(render_fixed, name)))
         if f"techniques/{name}" in store:
             out.append(Section(f"mcu_techniques_{name}", f"On microcontrollers: each technique alone ({name})",
-                               "mcu", TRIAL_CODE + (f"trials/{name}.yaml",), partial(render_techniques, name)))
+                               "mcu", TECHNIQUES_CODE + (f"trials/{name}.yaml",),
+                               partial(render_techniques, name)))
     return out
 
 

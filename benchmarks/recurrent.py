@@ -33,6 +33,11 @@ TECHNIQUES = {"quantize": {"bits": {"low": 2, "high": 8}, "symmetric": {"choices
               "prune": {"sparsity": {"low": 0.3, "high": 0.9}},
               "share": {"bits": {"low": 2, "high": 6}}}
 CODE = ("benchmarks/recurrent.py", "autocompress")  # searches: the whole package
+#: what produced the section: the package, and this script's measuring code (its rendering aside)
+MEASURED_BY = ("autocompress", "trials/stateless_cartpole_ppo.yaml", "benchmarks/common.py::SET_B_SEED",
+               *(f"benchmarks/recurrent.py::{n}" for n in ("ENV", "A_SEED", "TECHNIQUES", "train_sb3_lstm",
+                                                           "train_rllib_lstm", "SOURCES", "search_imported",
+                                                           "teachers", "main")))
 
 
 def train_sb3_lstm(path: Path) -> float:
@@ -207,7 +212,7 @@ def sections() -> list[Section]:
     if not STORE.exists():
         return []
     return [Section("recurrent", "Recurrent policies: imported LSTMs searched, and the LSTM teacher", "recurrent",
-                    CODE + ("trials/stateless_cartpole_ppo.yaml",), render, targets)]
+                    MEASURED_BY, render, targets)]
 
 
 def main() -> None:

@@ -97,3 +97,18 @@ def test_pareto_quality_chooses_on_set_a_and_reports_on_set_b():
     t = pareto_quality.targets("s", data)[0]
     assert not t.met and "0.900 on set B" in t.figure  # 0.97 on A, where it was chosen, does not count
     assert pareto_quality.targets("s", {**data, "chosen_b": {**data["chosen_b"], "return_ratio": 0.96}})[0].met
+
+
+def test_a_function_level_entry_is_stale_only_where_that_definition_changed(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    old = "X = 1\n\n\ndef measure():\n    return X\n\n\ndef render():\n    return 'a'\n"
+    monkeypatch.setattr(common, "_source", lambda path, commit: old if commit else old.replace("'a'", "'b'"))
+    entries = ["bench.py::measure", "bench.py::X", "bench.py::render", "bench.py::gone"]
+    assert common.changed_files("abc", entries) == ["bench.py::render"]
+
+
+def test_mcu_reports_its_fresh_episodes_on_set_b():
+    from benchmarks.common import SET_B_SEED
+
+    assert mcu.FRESH_SEED == SET_B_SEED  # written as a literal there: its measuring code predates the constant
