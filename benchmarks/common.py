@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import platform
 import re
 import subprocess
@@ -53,6 +54,12 @@ def _source(path: str, commit: str | None) -> str | None:
     """A file's text at `commit` (None: the working tree), None where it is not there."""
     if commit is None:
         return (ROOT / path).read_text() if (ROOT / path).exists() else None
+    return _committed(path, commit)
+
+
+@functools.lru_cache(maxsize=None)
+def _committed(path: str, commit: str) -> str | None:
+    """`git show commit:path`, once per file and commit (a report asks for the same file once per definition)."""
     r = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True, text=True)
     return r.stdout if r.returncode == 0 else None
 
@@ -128,7 +135,6 @@ def write_section(name: str, body: str) -> None:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     legacy.write_text(text)
     report.main([])
-
 
 
 def run_search(space: dict, trial_overrides: dict, run_dir: Path, base: str = "cartpole_ppo", **options):
