@@ -43,7 +43,8 @@ class RnnSpec(_Strict):
                              "state carried over each chunk from where the rollout had it")
 
     def layers_before(self, hidden: list[int]) -> int:
-        return len(hidden) if self.after is None else self.after
+        """Hidden layers before the cell, of a net with these widths (a student may have fewer than `after`)."""
+        return len(hidden) if self.after is None else min(self.after, len(hidden))
 
 
 class TeacherSpec(_Strict):
@@ -253,7 +254,7 @@ class TrialSpec(_Strict):
                              + " and ".join(n for n, a in ALGOS.items() if a.recurrent) + f", not {self.algorithm}")
         if t.conv_filters:
             raise ValueError("teacher.rnn: a recurrent teacher with a conv encoder is not built yet")
-        if rnn.layers_before(t.hidden) > len(t.hidden):
+        if rnn.after is not None and rnn.after > len(t.hidden):
             raise ValueError(f"teacher.rnn.after {rnn.after}: at most the {len(t.hidden)} hidden layers")
         return self
 

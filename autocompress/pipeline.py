@@ -184,16 +184,17 @@ class FineTune:
 
     def session_for(self, net: PolicyNet) -> rl.Session:
         """The RLlib session, built on first use, with `net` pushed to it."""
-        with self.timed("rllib_build"):
-            if self.session is None:
-                self.session = rl.Session(self.spec, net, self.teacher.state, lr=self.spec.finetune.lr, l1=self.l1,
-                                          critic=self.session_critic, obs_stats=self.teacher.info.get("obs_stats"),
-                                          normalize_actions=self.head.get("squash") != "none")
-                if self.warmup:
-                    with self.timed("critic_warmup"):
-                        warm_up_critic(self.session, net, self.warmup, self.log)
-            else:
+        if self.session is not None:
+            with self.timed("rllib_build"):
                 self.session.push(net)
+            return self.session
+        with self.timed("rllib_build"):
+            self.session = rl.Session(self.spec, net, self.teacher.state, lr=self.spec.finetune.lr, l1=self.l1,
+                                      critic=self.session_critic, obs_stats=self.teacher.info.get("obs_stats"),
+                                      normalize_actions=self.head.get("squash") != "none")
+        if self.warmup:  # timed apart from the build: `techniques` is what compress_total leaves after both
+            with self.timed("critic_warmup"):
+                warm_up_critic(self.session, net, self.warmup, self.log)
         return self.session
 
     def __call__(self, net: PolicyNet, i: int, n: int) -> None:

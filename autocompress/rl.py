@@ -122,7 +122,7 @@ def default_critic(spec: TrialSpec, actor: PolicyNet) -> PolicyNet | None:
         return PolicyNet.cnn(actor.input["shape"], actor.input["layout"], filters, widths, 1, t.activation)
     if actor.rnn is not None:
         cell, units = (t.rnn.cell, t.rnn.hidden) if t.rnn else (actor.rnn.cell, actor.rnn.hidden)
-        after = min(t.rnn.layers_before(widths), len(widths)) if t.rnn else len(widths)
+        after = t.rnn.layers_before(widths) if t.rnn else len(widths)
         return PolicyNet.recurrent_mlp(actor.in_dim, widths, 1, t.activation, cell, units, after)
     return None
 

@@ -93,7 +93,7 @@ def new_actor(spec: TrialSpec, obs_space, out_dim: int, hidden: list[int] | None
         return PolicyNet.cnn(tuple(obs_space.shape), t.obs_layout, t.conv_filters, hidden, out_dim, t.activation)
     if t.rnn:
         return PolicyNet.recurrent_mlp(int(np.prod(obs_space.shape)), hidden, out_dim, t.activation, t.rnn.cell,
-                                       t.rnn.hidden, min(t.rnn.layers_before(hidden), len(hidden)))
+                                       t.rnn.hidden, t.rnn.layers_before(hidden))
     return PolicyNet.mlp(int(np.prod(obs_space.shape)), hidden, out_dim, t.activation)
 
 

@@ -16,6 +16,8 @@ DATA = ROOT / "docs" / "data"
 #: from every range a trial, a search or `pick` resets envs with (evaluation 10,000.., checks 77,777..,
 #: held-out 1,000,000.., pick's fresh 5,000,000..)
 SET_B_SEED = 3_000_000
+#: set A: the held-out episodes a benchmark re-evaluates a search's front on and chooses its point by (seeds A_SEED..)
+A_SEED = 50_000
 
 
 def machine() -> str:
@@ -162,6 +164,21 @@ def run_search(space: dict, trial_overrides: dict, run_dir: Path, base: str = "c
     t0 = time.time()
     run = ac.search(run_dir / "space.yaml", run_dir=run_dir / "run", cache_dir=ac.default_cache(), **options)
     return time.time() - t0, run
+
+
+def choose_on_a_report_on_b(run, episodes: int, min_ratio: float = 0.95) -> dict:
+    """A search's best front point, chosen on set A and reported on set B: the front re-evaluated on `episodes`
+    set-A episodes; of its points whose return there is >= min_ratio x the teacher's, the fewest bytes (then the
+    lowest latency ratio); that point re-evaluated on `episodes` set-B episodes, which it was not chosen on.
+    {"front": {trial: its ResultRow}, "on_a": {trial: re-evaluation}, "best": trial or None, "on_b": None or its
+    re-evaluation on B (the teacher's under "teacher")}."""
+    on_a = run.reevaluate(episodes=episodes, seed=A_SEED)
+    front = {r.trial: r for r in run.front()}
+    ok = [t for t in front if on_a[t]["return_ratio"] >= min_ratio]
+    best = min(ok, key=lambda t: (front[t].bytes, front[t].latency_ratio), default=None)
+    on_b = None if best is None else run.reevaluate([best], episodes=episodes, seed=SET_B_SEED)
+    return {"front": front, "on_a": on_a, "best": best,
+            "on_b": None if on_b is None else {**on_b[best], "teacher": on_b.get("teacher")}}
 
 
 def heldout_setup(base: str, episodes: int, store_name: str):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import SET_B_SEED, machine, write_section
+from benchmarks.common import A_SEED, SET_B_SEED, choose_on_a_report_on_b, machine, write_section
 
 ENV = "CartPole-v1"
 #: techniques searched for every imported policy (distill widths: all smaller than each teacher)
@@ -121,12 +121,8 @@ def main() -> None:
             t0 = time.time()
             run = ac.search(d / "space.yaml", run_dir=d / "run")
             wall = time.time() - t0
-            again = run.reevaluate(episodes=args.episodes, seed=50_000)
-            front = {r.trial: r for r in run.front()}
-            ok = [t for t in front if again[t]["return_ratio"] >= 0.95]
-            best = min(ok, key=lambda t: (front[t].bytes, front[t].latency_ratio), default=None)  # on set A
-            on_b = None if best is None else run.reevaluate(
-                [best], episodes=args.episodes, seed=SET_B_SEED)[best]  # reported: set B
+            chosen = choose_on_a_report_on_b(run, args.episodes)
+            again, front, best, on_b = chosen["on_a"], chosen["front"], chosen["best"], chosen["on_b"]
             rows.append((name, train_s, report, run, wall, again, front, best, on_b))
             print(name, "best", best, again.get(best), on_b, flush=True)
 
@@ -136,7 +132,7 @@ def main() -> None:
              "`teacher: {from: ...}`, checked with `autocompress.inspect_import` (20 seeded episodes, seeds "
              "10,000+, the same for both columns), then searched (quantize, prune, structured, distill; "
              "min_return_ratio 0.9; 2 fine-tune iterations per trial). The best front point is chosen on set A: "
-             f"the smallest artifact whose return over {args.episodes} held-out episodes (seeds 50,000+, never seen "
+             f"the smallest artifact whose return over {args.episodes} held-out episodes (seeds {A_SEED:,}+, never seen "
              "by the search) is >= 0.95 x the teacher's on the same episodes; it is reported on set B, "
              f"{args.episodes} fresh episodes (seeds {SET_B_SEED:,}+) it was not chosen on. Latency in the C runtime, "
              "side by side with the teacher.", "",

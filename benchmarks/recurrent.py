@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.common import DATA, ROOT, SET_B_SEED, record_meta
+from benchmarks.common import A_SEED, DATA, ROOT, SET_B_SEED, choose_on_a_report_on_b, record_meta
 from benchmarks.report import Section, Target
 
 ENV = "autocompress.envs:StatelessCartPole"
 STORE = DATA / "recurrent.json"
-A_SEED = 50_000
 #: the techniques that compress a recurrent net (techniques/*.py `recurrent = True`)
 TECHNIQUES = {"quantize": {"bits": {"low": 2, "high": 8}, "symmetric": {"choices": [True, False]},
                            "mode": {"choices": ["ptq", "qat"]}},
@@ -35,7 +34,8 @@ TECHNIQUES = {"quantize": {"bits": {"low": 2, "high": 8}, "symmetric": {"choices
 CODE = ("benchmarks/recurrent.py", "autocompress")  # searches: the whole package
 #: what produced the section: the package, and this script's measuring code (its rendering aside)
 MEASURED_BY = ("autocompress", "trials/stateless_cartpole_ppo.yaml", "benchmarks/common.py::SET_B_SEED",
-               *(f"benchmarks/recurrent.py::{n}" for n in ("ENV", "A_SEED", "TECHNIQUES", "train_sb3_lstm",
+               "benchmarks/common.py::A_SEED", "benchmarks/common.py::choose_on_a_report_on_b",
+               *(f"benchmarks/recurrent.py::{n}" for n in ("ENV", "TECHNIQUES", "train_sb3_lstm",
                                                            "train_rllib_lstm", "SOURCES", "search_imported",
                                                            "teachers", "main")))
 
@@ -103,10 +103,8 @@ def search_imported(name: str, trials: int, episodes: int, tmp: Path) -> dict:
     t0 = time.time()
     run = ac.search(d / "space.yaml", run_dir=d / "run")
     wall = time.time() - t0
-    on_a = run.reevaluate(episodes=episodes, seed=A_SEED)
-    front = {r.trial: r for r in run.front()}
-    ok = [t for t in front if on_a[t]["return_ratio"] >= 0.95]
-    best = min(ok, key=lambda t: (front[t].bytes, front[t].latency_ratio), default=None)  # chosen on set A
+    chosen = choose_on_a_report_on_b(run, episodes)
+    front, best = chosen["front"], chosen["best"]
     rows = run.rows()
     timed = [r for r in rows if r["config"] and r.get("timings")]
     stages: dict[str, float] = {}
@@ -115,11 +113,11 @@ def search_imported(name: str, trials: int, episodes: int, tmp: Path) -> dict:
             stages[k] = stages.get(k, 0.0) + v
     out = {"train_s": train_s, "wall_s": wall, "complete": run.summary["complete"],
            "stopped": run.summary["stopped"], "teacher_return": next(r for r in rows if not r["config"])["return_mean"],
-           "trial_seconds": sum(r["trial_seconds"] for r in timed), "stages": stages, "best": None}
+           "trial_seconds": sum(r["trial_seconds"] for r in timed), "stages": stages, "stages_own": True,
+           "best": None}
     if best is not None:
-        b = run.reevaluate([best], episodes=episodes, seed=SET_B_SEED)[best]  # set B
-        out["best"] = {"trial": best, "config": front[best].config, "ratio_a": on_a[best]["return_ratio"],
-                       "ratio_b": b["return_ratio"], "bytes_ratio": front[best].bytes_ratio,
+        out["best"] = {"trial": best, "config": front[best].config, "ratio_a": chosen["on_a"][best]["return_ratio"],
+                       "ratio_b": chosen["on_b"]["return_ratio"], "bytes_ratio": front[best].bytes_ratio,
                        "latency_ratio": front[best].latency_ratio}
     return out
 
@@ -147,11 +145,13 @@ def teachers(episodes: int, tmp: Path) -> dict:
     return out
 
 
-def own_stages(stages: dict[str, float]) -> dict[str, float]:
-    """Each stage's own seconds: the critic's warm-up runs inside rllib_build's timer (pipeline.FineTune.session_for),
-    and pipeline takes both off compress_total to get `techniques`, so the recorded rllib_build includes the warm-up
-    and `techniques` lacks it once (negative where the warm-up dominates)."""
-    out = dict(stages)
+def own_stages(search: dict) -> dict[str, float]:
+    """Each stage's own seconds. Before `stages_own` was recorded the critic's warm-up ran inside rllib_build's timer
+    (pipeline.FineTune.session_for), and pipeline took both off compress_total to get `techniques`, so the recorded
+    rllib_build included the warm-up and `techniques` lacked it once (negative where the warm-up dominated)."""
+    out = dict(search["stages"])
+    if search.get("stages_own"):
+        return out
     warm = out.get("critic_warmup", 0.0)
     out["rllib_build"] = out.get("rllib_build", 0.0) - warm
     out["techniques"] = out.get("techniques", 0.0) + warm
@@ -185,7 +185,7 @@ def render(data: dict) -> str:
                              "none at ≥ 0.95 on A | | | |"))
         lines += ["", "Where a compressed trial's time goes (its timed stages summed over the search's trials):", ""]
         for k, v in searches.items():
-            total, stages = v["trial_seconds"] or 1.0, own_stages(v["stages"])
+            total, stages = v["trial_seconds"] or 1.0, own_stages(v)
             top = sorted(stages.items(), key=lambda kv: -kv[1])[:6]
             lines.append(f"- {k}: {v['trial_seconds']:.0f} trial-seconds; " + ", ".join(
                 f"{s} {sec:.0f} s ({sec / total:.0%})" for s, sec in top))

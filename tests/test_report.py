@@ -112,3 +112,23 @@ def test_mcu_reports_its_fresh_episodes_on_set_b():
     from benchmarks.common import SET_B_SEED
 
     assert mcu.FRESH_SEED == SET_B_SEED  # written as a literal there: its measuring code predates the constant
+
+
+def test_the_imported_searches_choose_on_set_a_and_report_on_set_b():
+    from types import SimpleNamespace
+
+    from benchmarks.common import A_SEED, SET_B_SEED, choose_on_a_report_on_b
+
+    class Run:  # a search of three front points whose returns differ between the episode sets
+        ratios = {A_SEED: {1: 0.99, 2: 0.96, 3: 0.80}, SET_B_SEED: {1: 0.70, 2: 0.91, 3: 1.00}}
+
+        def front(self):
+            return [SimpleNamespace(trial=t, bytes=b, latency_ratio=0.5) for t, b in ((1, 900), (2, 300), (3, 100))]
+
+        def reevaluate(self, trials=None, episodes=0, seed=0):
+            return {"teacher": {"return_mean": 100.0},
+                    **{t: {"return_ratio": r} for t, r in self.ratios[seed].items() if trials is None or t in trials}}
+
+    out = choose_on_a_report_on_b(Run(), episodes=10)
+    assert out["best"] == 2  # 3 is the smallest but fails on A; 2 is smaller than 1
+    assert out["on_b"]["return_ratio"] == 0.91 and out["on_a"][2]["return_ratio"] == 0.96
