@@ -181,6 +181,41 @@ def choose_on_a_report_on_b(run, episodes: int, min_ratio: float = 0.95) -> dict
             "on_b": None if on_b is None else {**on_b[best], "teacher": on_b.get("teacher")}}
 
 
+def search_imported(d: Path, spec: dict, techniques: dict, trials: int, episodes: int) -> dict:
+    """Search a policy trained elsewhere: `spec` (a trial spec whose teacher is `from:` a file in `d`) written to
+    d/trial.yaml, a space of `techniques` (min_return_ratio 0.9, 2 trials at once, seed 0) searched for `trials`
+    trials; its best point chosen on set A and reported on set B (choose_on_a_report_on_b), and where the
+    compressed trials' time went (their timed stages, summed)."""
+    import time
+
+    import yaml
+
+    import autocompress as ac
+
+    (d / "trial.yaml").write_text(yaml.safe_dump(spec))
+    space = {"name": spec["name"], "trial_spec": "trial.yaml", "constraints": {"min_return_ratio": 0.9},
+             "budget": {"trials": trials, "parallel": 2}, "seed": 0, "techniques": techniques}
+    (d / "space.yaml").write_text(yaml.safe_dump(space))
+    t0 = time.time()
+    run = ac.search(d / "space.yaml", run_dir=d / "run")
+    wall = time.time() - t0
+    chosen = choose_on_a_report_on_b(run, episodes)
+    rows = run.rows()
+    timed = [r for r in rows if r["config"] and r.get("timings")]
+    stages: dict[str, float] = {}
+    for r in timed:
+        for k, v in r["timings"].items():
+            stages[k] = stages.get(k, 0.0) + v
+    best, teacher = chosen["best"], next(r for r in rows if not r["config"])
+    return {"wall_s": wall, "complete": run.summary["complete"], "stopped": run.summary["stopped"],
+            "teacher_return": teacher["return_mean"], "runtime": teacher.get("runtime", "numpy"),
+            "trial_seconds": sum(r["trial_seconds"] for r in timed), "stages": stages, "stages_own": True,
+            "best": None if best is None else {
+                "trial": best, "config": chosen["front"][best].config,
+                "ratio_a": chosen["on_a"][best]["return_ratio"], "ratio_b": chosen["on_b"]["return_ratio"],
+                "bytes_ratio": chosen["front"][best].bytes_ratio, "latency_ratio": chosen["front"][best].latency_ratio}}
+
+
 def heldout_setup(base: str, episodes: int, store_name: str):
     """(the shipped spec of search_spaces/<base>.yaml, that spec evaluating on `episodes` held-out episodes,
     the path of docs/data/<store_name>.json, what it holds so far): a benchmark that measures recipes on the

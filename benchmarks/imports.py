@@ -5,14 +5,15 @@ trained here by its own library alone, imported with `teacher: {from: ...}`, the
 
 For each: the teacher's return in the source framework vs in autocompress's runtime on the same
 seeded episodes (`autocompress.inspect_import`), a search of --trials trials, and the best front
-point, chosen on set A (return >= 0.95 x teacher on --episodes held-out episodes, seeds 50,000+, then
+point, chosen on set A (return >= 0.95 x teacher on --episodes held-out episodes, seeds common.A_SEED.., then
 fewest bytes) and reported on set B (--episodes fresh episodes, seeds common.SET_B_SEED.., never used to
-choose), with its bytes and latency ratios.
+choose), with its bytes and latency ratios. Results: docs/data/imports.json (benchmarks.report renders them).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -20,9 +21,12 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import A_SEED, SET_B_SEED, choose_on_a_report_on_b, machine, write_section
+from benchmarks import report
+from benchmarks.common import A_SEED, DATA, SET_B_SEED, latency_words, record_meta, search_imported
+from benchmarks.report import Section, Target
 
 ENV = "CartPole-v1"
+STORE = DATA / "imports.json"
 #: techniques searched for every imported policy (distill widths: all smaller than each teacher)
 TECHNIQUES = {
     "quantize": {"bits": {"low": 2, "high": 8}, "symmetric": {"choices": [True, False]}},
@@ -86,6 +90,79 @@ def train_rllib_ppo(path: Path) -> float:
 
 SOURCES = {"sb3_ppo": ("PPO", "model.zip", train_sb3_ppo), "sb3_dqn": ("DQN", "model.zip", train_sb3_dqn),
            "rllib_ppo": ("PPO", "checkpoint", train_rllib_ppo)}
+#: what produced the section: the package (searches), and the measuring code (its rendering aside)
+MEASURED_BY = ("autocompress", *(f"benchmarks/common.py::{n}" for n in ("A_SEED", "SET_B_SEED", "choose_on_a_report_on_b",
+                                                                         "search_imported")),
+               *(f"benchmarks/imports.py::{n}" for n in ("ENV", "TECHNIQUES", "train_sb3_ppo", "train_sb3_dqn",
+                                                         "train_rllib_ppo", "SOURCES", "measure", "main")))
+
+
+def measure(name: str, trials: int, episodes: int, tmp: Path) -> dict:
+    """Train `name` in its own library, check its import (`autocompress.inspect_import`), search it."""
+    import autocompress as ac
+
+    algorithm, filename, train = SOURCES[name]
+    d = tmp / name
+    d.mkdir()
+    train_s = train(d / filename)
+    spec = {"name": name, "env": ENV, "algorithm": algorithm, "seed": 0, "teacher": {"from": filename},
+            "finetune": {"iterations": 2, "lr": 1e-4, "keep_best": algorithm == "DQN"},
+            "eval": {"episodes": 20, "seed": 10_000}, "sample_steps": 2000}
+    if algorithm == "PPO":
+        spec["training"] = {"train_batch_size_per_learner": 2000, "minibatch_size": 128, "num_epochs": 4}
+    else:
+        spec["training"] = {"num_steps_sampled_before_learning_starts": 500}
+        spec["reporting"] = {"min_sample_timesteps_per_iteration": 1000}
+    (d / "trial.yaml").write_text(yaml.safe_dump(spec))
+    check = ac.inspect_import(d / "trial.yaml", episodes=20)
+    return {"train_s": train_s, "import": {k: check[k] for k in ("layers", "source_return", "source_return_std",
+                                                                 "return", "return_std", "action_agreement")},
+            **search_imported(d, spec, TECHNIQUES, trials, episodes)}
+
+
+def render(data: dict) -> str:
+    n = data["episodes"]
+    lines = [f"Each policy is trained on {ENV} by its own library alone (settings in the script), imported with "
+             "`teacher: {from: ...}`, checked with `autocompress.inspect_import` (20 seeded episodes, seeds "
+             "10,000+, the same for both teacher columns), then searched (quantize, prune, structured, distill; "
+             f"{data['trials']} trials, min_return_ratio 0.9; 2 fine-tune iterations per trial). The best front point "
+             f"is chosen on set A: the fewest bytes whose return over {n} held-out episodes (seeds {A_SEED:,}+, never "
+             f"seen by the search) is ≥ 0.95 x the teacher's on the same episodes; it is reported on set B, {n} "
+             f"fresh episodes (seeds {SET_B_SEED:,}+) it was not chosen on. Latency ratio as the search measured it: "
+             + "; ".join(sorted({latency_words(data[k].get("runtime", "numpy")) for k in SOURCES if k in data})) + ".",
+             "",
+             "| policy | trained in | teacher return, source | teacher return, autocompress | same action | "
+             "search | best front point | return ratio, set B (set A) | bytes ratio | latency ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in SOURCES:
+        if name not in data:
+            continue
+        v, rep, b = data[name], data[name]["import"], data[name]["best"]
+        lines.append(
+            f"| {name} ({', '.join(rep['layers'])}) | {v['train_s']:.0f} s | {rep['source_return']:.1f} ± "
+            f"{rep['source_return_std']:.1f} | {rep['return']:.1f} ± {rep['return_std']:.1f} | "
+            f"{rep['action_agreement']:.1%} | {v['complete']} complete, {v['stopped']} stopped, {v['wall_s']:.0f} s | "
+            + (f"trial {b['trial']}: `{json.dumps(b['config'])}` | {b['ratio_b']:.3f} ({b['ratio_a']:.3f}) | "
+               f"{b['bytes_ratio']:.4f} | {b['latency_ratio']:.3f} |" if b else "none at ≥ 0.95 on A | | | |"))
+    lines += ["", "Read with care: CartPole saturates (a teacher scores ~500, and a distilled 8-unit student can too), "
+              "so these rows show that imported policies flow through import, search, fine-tuning, export and "
+              "re-evaluation on episodes the search never saw, not how hard they compress on a harder task."]
+    return "\n".join(lines)
+
+
+def targets(data: dict) -> list[Target]:
+    return [Target(f"Imports: a search on {name} (trained outside autocompress) keeps ≥ 0.95 of its return",
+                   f"best point {b['ratio_b']:.3f} on set B at {1 / b['bytes_ratio']:.0f}x fewer bytes"
+                   if (b := data[name]["best"]) else "no front point at ≥ 0.95 on set A",
+                   b is not None and b["ratio_b"] >= 0.95)
+            for name in SOURCES if name in data]
+
+
+def sections() -> list[Section]:
+    if not STORE.exists():
+        return []
+    return [Section("imports", "Imported policies: trained elsewhere, compressed here", "imports", MEASURED_BY, render,
+                    targets)]
 
 
 def main() -> None:
@@ -95,61 +172,17 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=100)
     ap.add_argument("--only", nargs="+", default=list(SOURCES))
     args = ap.parse_args()
-    import autocompress as ac
-
-    rows = []
+    data = json.loads(STORE.read_text()) if STORE.exists() else {}
+    data.update(trials=args.trials, episodes=args.episodes)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only:
-            algorithm, filename, train = SOURCES[name]
-            d = Path(tmp) / name
-            d.mkdir()
-            train_s = train(d / filename)
-            spec = {"name": name, "env": ENV, "algorithm": algorithm, "seed": 0, "teacher": {"from": filename},
-                    "finetune": {"iterations": 2, "lr": 1e-4, "keep_best": algorithm == "DQN"},
-                    "eval": {"episodes": 20, "seed": 10_000}, "sample_steps": 2000}
-            if algorithm == "PPO":
-                spec["training"] = {"train_batch_size_per_learner": 2000, "minibatch_size": 128, "num_epochs": 4}
-            else:
-                spec["training"] = {"num_steps_sampled_before_learning_starts": 500}
-                spec["reporting"] = {"min_sample_timesteps_per_iteration": 1000}
-            (d / "trial.yaml").write_text(yaml.safe_dump(spec))
-            report = ac.inspect_import(d / "trial.yaml", episodes=20)
-            print(name, report, flush=True)
-            space = {"name": name, "trial_spec": "trial.yaml", "constraints": {"min_return_ratio": 0.9},
-                     "budget": {"trials": args.trials, "parallel": 2}, "seed": 0, "techniques": TECHNIQUES}
-            (d / "space.yaml").write_text(yaml.safe_dump(space))
-            t0 = time.time()
-            run = ac.search(d / "space.yaml", run_dir=d / "run")
-            wall = time.time() - t0
-            chosen = choose_on_a_report_on_b(run, args.episodes)
-            again, front, best, on_b = chosen["on_a"], chosen["front"], chosen["best"], chosen["on_b"]
-            rows.append((name, train_s, report, run, wall, again, front, best, on_b))
-            print(name, "best", best, again.get(best), on_b, flush=True)
-
-    lines = ["## Imported policies: trained elsewhere, compressed here", "",
-             f"`python -m benchmarks.imports --trials {args.trials} --episodes {args.episodes}` on {machine()}. "
-             f"Each policy is trained on {ENV} by its own library alone (settings in the script), imported with "
-             "`teacher: {from: ...}`, checked with `autocompress.inspect_import` (20 seeded episodes, seeds "
-             "10,000+, the same for both columns), then searched (quantize, prune, structured, distill; "
-             "min_return_ratio 0.9; 2 fine-tune iterations per trial). The best front point is chosen on set A: "
-             f"the smallest artifact whose return over {args.episodes} held-out episodes (seeds {A_SEED:,}+, never seen "
-             "by the search) is >= 0.95 x the teacher's on the same episodes; it is reported on set B, "
-             f"{args.episodes} fresh episodes (seeds {SET_B_SEED:,}+) it was not chosen on. Latency in the C runtime, "
-             "side by side with the teacher.", "",
-             "| policy | trained in | teacher return, source | teacher return, autocompress | same action | "
-             "search | best front point | return ratio, set B (set A) | bytes ratio | latency ratio |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for name, train_s, rep, run, wall, again, front, best, on_b in rows:
-        b = front.get(best)
-        lines.append(
-            f"| {name} ({', '.join(rep['layers'])}) | {train_s:.0f} s | {rep['source_return']:.1f} ± "
-            f"{rep['source_return_std']:.1f} | {rep['return']:.1f} ± {rep['return_std']:.1f} | "
-            f"{rep['action_agreement']:.1%} | {run.summary['complete']} complete, {wall:.0f} s | "
-            + (f"trial {best}: `{b.config}` | {on_b['return_ratio']:.3f} ({again[best]['return_ratio']:.3f}) | "
-               f"{b.bytes_ratio:.4f} | "
-               f"{b.latency_ratio:.3f} |" if b else "none at >= 0.95 | | | |"))
-    body = "\n".join(lines)
-    write_section("imports", body)
+            data[name] = measure(name, args.trials, args.episodes, Path(tmp))
+            print(name, json.dumps(data[name])[:400], flush=True)
+            parts = [p for p in SOURCES if p in data]  # what the data holds, whichever runs made it
+            record_meta(data, "imports", f"python -m benchmarks.imports --trials {args.trials} --episodes "
+                        f"{args.episodes} --only {' '.join(parts)}", MEASURED_BY)
+            STORE.write_text(json.dumps(data, indent=1))
+    report.main([])
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.common import A_SEED, DATA, ROOT, SET_B_SEED, choose_on_a_report_on_b, record_meta
+from benchmarks.common import A_SEED, DATA, ROOT, SET_B_SEED, record_meta
+from benchmarks.common import search_imported as common_search
 from benchmarks.report import Section, Target
 
 ENV = "autocompress.envs:StatelessCartPole"
@@ -35,6 +36,7 @@ CODE = ("benchmarks/recurrent.py", "autocompress")  # searches: the whole packag
 #: what produced the section: the package, and this script's measuring code (its rendering aside)
 MEASURED_BY = ("autocompress", "trials/stateless_cartpole_ppo.yaml", "benchmarks/common.py::SET_B_SEED",
                "benchmarks/common.py::A_SEED", "benchmarks/common.py::choose_on_a_report_on_b",
+               "benchmarks/common.py::search_imported",
                *(f"benchmarks/recurrent.py::{n}" for n in ("ENV", "TECHNIQUES", "train_sb3_lstm",
                                                            "train_rllib_lstm", "SOURCES", "search_imported",
                                                            "teachers", "main")))
@@ -85,10 +87,6 @@ SOURCES = {"sb3_lstm": ("model.zip", train_sb3_lstm), "rllib_lstm": ("checkpoint
 
 
 def search_imported(name: str, trials: int, episodes: int, tmp: Path) -> dict:
-    import yaml
-
-    import autocompress as ac
-
     filename, train = SOURCES[name]
     d = tmp / name
     d.mkdir()
@@ -96,30 +94,7 @@ def search_imported(name: str, trials: int, episodes: int, tmp: Path) -> dict:
     spec = {"name": name, "env": ENV, "algorithm": "PPO", "seed": 0, "teacher": {"from": filename},
             "training": {"train_batch_size_per_learner": 2000, "minibatch_size": 128, "num_epochs": 4},
             "finetune": {"iterations": 2, "lr": 1e-4}, "eval": {"episodes": 20, "seed": 10_000}}
-    (d / "trial.yaml").write_text(yaml.safe_dump(spec))
-    space = {"name": name, "trial_spec": "trial.yaml", "constraints": {"min_return_ratio": 0.9},
-             "budget": {"trials": trials, "parallel": 2}, "seed": 0, "techniques": TECHNIQUES}
-    (d / "space.yaml").write_text(yaml.safe_dump(space))
-    t0 = time.time()
-    run = ac.search(d / "space.yaml", run_dir=d / "run")
-    wall = time.time() - t0
-    chosen = choose_on_a_report_on_b(run, episodes)
-    front, best = chosen["front"], chosen["best"]
-    rows = run.rows()
-    timed = [r for r in rows if r["config"] and r.get("timings")]
-    stages: dict[str, float] = {}
-    for r in timed:
-        for k, v in r["timings"].items():
-            stages[k] = stages.get(k, 0.0) + v
-    out = {"train_s": train_s, "wall_s": wall, "complete": run.summary["complete"],
-           "stopped": run.summary["stopped"], "teacher_return": next(r for r in rows if not r["config"])["return_mean"],
-           "trial_seconds": sum(r["trial_seconds"] for r in timed), "stages": stages, "stages_own": True,
-           "best": None}
-    if best is not None:
-        out["best"] = {"trial": best, "config": front[best].config, "ratio_a": chosen["on_a"][best]["return_ratio"],
-                       "ratio_b": chosen["on_b"]["return_ratio"], "bytes_ratio": front[best].bytes_ratio,
-                       "latency_ratio": front[best].latency_ratio}
-    return out
+    return {"train_s": train_s, **common_search(d, spec, TECHNIQUES, trials, episodes)}
 
 
 def teachers(episodes: int, tmp: Path) -> dict:
@@ -172,7 +147,7 @@ def render(data: dict) -> str:
         lines += ["", f"Each policy trained by its own library alone (settings in the script), imported with "
                   f"`teacher: {{from: ...}}` and searched ({data.get('trials', 16)} trials; quantize, prune, share: "
                   "the techniques that compress a recurrent net; 2 PPO fine-tune iterations per trial, the state "
-                  f"carried). Best point: chosen on set A ({n} held-out episodes, seeds 50,000..: return ≥ 0.95 x "
+                  f"carried). Best point: chosen on set A ({n} held-out episodes, seeds {A_SEED:,}..: return ≥ 0.95 x "
                   f"the teacher's, then fewest bytes), reported on set B ({n} fresh episodes, seeds {SET_B_SEED:,}..).", "",
                   "| source | trained in | teacher return | search | best point | return ratio, B (A) | bytes ratio | "
                   "latency ratio |", "|---|---|---|---|---|---|---|---|"]
