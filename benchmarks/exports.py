@@ -11,7 +11,8 @@ the .acz in the C runtime interleaved with it on the same 200 teacher-visited st
 actions' share equal to the .acz runtime's on 1,000 teacher-visited states (the spec's seed). TFLite Micro's
 arena bytes beside the C export's RAM.
 
-Results are kept in docs/data/exports.json as they finish: a re-run measures only what is missing.
+Results are kept in docs/data/exports.json as they finish: a re-run measures only what is missing (benchmarks.report
+renders them).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine, write_section
+from benchmarks import report
+from benchmarks.common import ROOT, record_meta
+from benchmarks.report import Section
 
 STORE = ROOT / "docs" / "data" / "exports.json"
 INT8 = {"quantize": {"bits": 8, "symmetric": True}}
@@ -113,27 +116,40 @@ def load_teacher_artifact(cache: Path, name: str) -> bytes:
     return load_teacher(next(cache.glob(f"{name}-*"))).artifact()
 
 
-def section(store: dict) -> str:
-    lines = ["## Export formats side by side: bytes, latency in their own runtimes, actions", "",
-             f"`python -m benchmarks.exports` on {machine()}. Per spec: the committed teacher, two fixed configs "
+#: what produced the section: the package's compression and exports, and this script's measuring code
+MEASURED_BY = ("autocompress", "teachers", *(f"benchmarks/exports.py::{n}" for n in (
+    "INT8", "POINTS", "FRONTS", "front_config", "FORMATS", "N_AGREE", "N_TIME", "measure_format", "run_spec",
+    "load_teacher_artifact", "main")))
+
+
+def render(store: dict) -> str:
+    timed = [r for points in specs_of(store).values() for row in points.values() for f, r in row.items()
+             if f in FORMATS and "calls" in r]
+    calls = " / ".join(f"{n:,}" for n in sorted({r["calls"] for r in timed}))
+    states = " / ".join(f"{n:,}" for n in sorted({r["observations"] for r in timed}))
+    lines = [f"Per spec: the committed teacher, two fixed configs "
              "(int8 = 8-bit symmetric quantization; prune 90% + int8) and the config of a search front's best point "
              f"({FRONT_POINT}: the CartPole search on a Cortex-M0+ in `docs/data/mcu_search.json`, the MinAtar "
              "search's fewest-bytes point at >= 0.95 held-out in `docs/data/conv_search_minatar_breakout_ppo.json`), "
              "each run through `ac.compress` with `finetune: {iterations: 0}` (a recipe re-run, not the search's "
              "own artifact). Latency: batch 1, 1 thread, the "
              "format's own runtime called from Python (onnxruntime; LiteRT; ExecuTorch with XNNPACK; .acz: "
-             "autocompress's C runtime), interleaved with the .acz in the C runtime on the same 200 teacher-visited "
-             "states, median of 2,000 calls each (`autocompress/exports/measure.py`, what `autocompress export` "
-             "prints). Agree: share of 1,000 teacher-visited states where the format's action equals the .acz C "
-             "runtime's, which runs each layer in the kernel the trial chose (int8 formats round otherwise than those kernels: tflite-int8 fixes every activation's scale from 500 teacher-visited states, the runtime's int8 kernel scales each input per call; CartPole's teacher states hold many near-tied logits, hence its lower share there). C export: flash = text of "
+             f"autocompress's C runtime), interleaved with the .acz in the C runtime on the same {states} "
+             f"teacher-visited states, median of {calls} calls each (`autocompress/exports/measure.py`, what "
+             f"`autocompress export` prints). Agree: share of {N_AGREE:,} teacher-visited states where the format's "
+             "action equals the .acz C runtime's, which runs each layer in the kernel the trial chose (int8 formats "
+             f"round otherwise than those kernels: tflite-int8 fixes every activation's scale from {N_AGREE // 2} "
+             "teacher-visited states, the runtime's int8 kernel scales each input per call; CartPole's teacher states "
+             "hold many near-tied logits, hence its lower share there). C export: flash = text of "
              "policy.o built with its Makefile's flags, RAM = its bss; it has no timer of its own (main.c reads "
              "observations on stdin), and its kernels are the C runtime's, built with the same flags, so the "
              ".acz column stands for it. Arena: TensorFlow Lite Micro's allocator total on this 64-bit host (a "
              "32-bit MCU's is somewhat smaller), beside the C export's bss.", ""]
-    for name, points in store.items():
+    for name, points in specs_of(store).items():
         lines += [f"### {name}", "", "| point | format | bytes | latency µs | .acz latency µs (same run) | agree | "
                   "RAM / arena B |", "|---|---|---|---|---|---|---|"]
-        for point, row in points.items():
+        for point in [*POINTS, FRONT_POINT]:
+            row = points.get(point, {})
             for fmt in FORMATS:
                 r = row.get(fmt)
                 if r is None:
@@ -152,6 +168,17 @@ def section(store: dict) -> str:
     return "\n".join(lines)
 
 
+def specs_of(store: dict) -> dict:
+    return {k: v for k, v in store.items() if k != "_meta"}
+
+
+def sections() -> list[Section]:
+    if not STORE.exists():
+        return []
+    return [Section("exports", "Export formats side by side: bytes, latency in their own runtimes, actions", "exports",
+                    MEASURED_BY, render)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--specs", nargs="+", default=["cartpole_ppo", "minatar_breakout_ppo"])
@@ -163,7 +190,10 @@ def main() -> None:
             for t in (ROOT / "teachers").glob(f"{name}-*"):
                 shutil.copytree(t, cache / t.name)
             run_spec(name, store, cache)
-    write_section("exports", section(store))
+            record_meta(store, "exports", "python -m benchmarks.exports --specs " + " ".join(specs_of(store)),
+                        MEASURED_BY)
+            save(store)
+    report.main([])
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 A recipe counts as covered when a front member has held-out return ratio >= 0.95 and is no larger
 and no slower (latency within 5%: timing noise between separately measured points) than it.
 Recipes and the from-scratch net are measured side by side with the teacher, on the held-out seeds.
+Results: docs/data/recipes_<base>.json (benchmarks.report renders them).
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import heldout_setup, latency_words, machine, run_search, write_section
+from benchmarks import report
+from benchmarks.common import heldout_setup, latency_words, record_meta, run_search
+from benchmarks.report import Section, Target
+
+BASES = ("lunarlander_dqn",)  # the bases whose data the report renders
 
 RECIPES = {"int8 PTQ": {"quantize": {"bits": 8}}, "90% pruning + fine-tune": {"prune": {"sparsity": 0.9}},
            "distill [64, 64]": {"distill": {"hidden": [64, 64]}}}
@@ -71,42 +76,87 @@ def main() -> None:
         wall, run = run_search({"budget": {"trials": args.trials, "parallel": 2}},
                                {"eval": {"heldout_episodes": args.episodes}}, Path(d) / "search", base=args.base)
         print(f"search: {wall:.0f} s, front {len(run.front())}", flush=True)
-        report(args, spec, run, run.front(), out, wall)  # inside: the run dir is temporary
+        held_out = run.heldout() or {}
+        out["search"] = {"trials": args.trials, "wall_s": wall, "episodes": args.episodes,
+                         "heldout_seed": spec.eval.heldout_seed,
+                         "runtime": spec.latency.runtime if spec.latency.runtime != "auto" else "c",
+                         "teacher_return": held_out.get("teacher", {}).get("return_mean"),
+                         "front": [{"trial": f.trial, "config": f.config, "heldout": f.heldout_return_ratio,
+                                    "bytes": f.bytes_ratio, "latency": f.latency_ratio} for f in run.front()]}
+    record_meta(out, f"recipes_{args.base}", f"python -m benchmarks.recipes --base {args.base} --trials "
+                f"{args.trials} --episodes {args.episodes}", measured_by(args.base))
+    store.write_text(json.dumps(out, indent=1))
+    report.main([])
 
 
-def covering(front, rec: dict):
-    ok = [f for f in front if (f.heldout_return_ratio or -1) >= MIN_RATIO and f.bytes_ratio <= rec["bytes_ratio"]
-          and f.latency_ratio <= rec["latency_ratio"] * LATENCY_SLACK]
-    return min(ok, key=lambda f: f.bytes_ratio, default=None)
+def measured_by(base: str) -> tuple[str, ...]:
+    """What produced a section: the package (a search and the recipes' trials exercise all of it), the space, and
+    this script's measuring code (its rendering aside)."""
+    return ("autocompress", f"search_spaces/{base}.yaml", "benchmarks/common.py::run_search",
+            "benchmarks/common.py::heldout_setup",
+            *(f"benchmarks/recipes.py::{n}" for n in ("RECIPES", "measured_side_by_side", "main")))
 
 
-def report(args, spec, run, front, out: dict, wall: float) -> None:
-    held = run.heldout() or {}
-    lines = [f"| front {f.trial} | `{json.dumps(f.config)}` | {f.heldout_return_ratio:.3f} | {f.bytes_ratio:.4f} | "
-             f"{f.latency_ratio:.3f} | |" for f in sorted(front, key=lambda f: f.bytes_ratio)
-             if f.heldout_return_ratio is not None]
+def recipes_of(data: dict) -> dict:
+    return {k: v for k, v in data.items() if k not in ("search", "_meta")}
+
+
+def covering(front: list[dict], rec: dict) -> dict | None:
+    ok = [f for f in front if (f["heldout"] if f["heldout"] is not None else -1) >= MIN_RATIO
+          and f["bytes"] <= rec["bytes_ratio"] and f["latency"] <= rec["latency_ratio"] * LATENCY_SLACK]
+    return min(ok, key=lambda f: f["bytes"], default=None)
+
+
+def render(data: dict) -> str:
+    s, recipes = data.get("search"), recipes_of(data)
+    front = s["front"] if s else []
+    lines = [f"| front {f['trial']} | `{json.dumps(f['config'])}` | {f['heldout']:.3f} | {f['bytes']:.4f} | "
+             f"{f['latency']:.3f} | |" for f in sorted(front, key=lambda f: f["bytes"]) if f["heldout"] is not None]
     verdicts = []
-    for name, rec in out.items():
-        f = covering(front, rec)
-        verdict = f"covered by trial {f.trial}" if f else "**not covered**"
+    for name, rec in recipes.items():
+        f = covering(front, rec) if s else None
         verdicts.append(bool(f))
+        verdict = ("" if not s else f"covered by trial {f['trial']}" if f else "**not covered**")
         lines.append(f"| {name} | recipe | {rec['return_ratio']:.3f} | {rec['bytes_ratio']:.4f} | "
                      f"{rec['latency_ratio']:.3f} | {verdict} |")
-    body = "\n".join([
-        f"## The front vs hand-made recipes ({args.base})", "",
-        f"`python -m benchmarks.recipes --base {args.base} --trials {args.trials} --episodes {args.episodes}` on "
-        f"{machine()}: the shipped space and spec, a {args.trials}-trial search ({wall:.0f} s); the front re-evaluated "
-        f"on {args.episodes} held-out episodes (seeds {spec.eval.heldout_seed}.., teacher "
-        f"{held.get('teacher', {}).get('return_mean', float('nan')):.1f}); each recipe run as one trial of the same "
-        f"spec and measured side by side with the teacher on those same held-out seeds. Latency: "
-        f"{latency_words(spec.latency.runtime if spec.latency.runtime != 'auto' else 'c')}. A recipe is covered when a "
-        f"front member has held-out return ratio >= {MIN_RATIO}, bytes <= the recipe's and latency <= "
-        f"{LATENCY_SLACK} x the recipe's.", "",
+    teacher = next((r["teacher_return_mean"] for r in recipes.values() if "teacher_return_mean" in r), None)
+    search = (f"a {s['trials']}-trial search ({s['wall_s']:.0f} s); the front re-evaluated on {s['episodes']} held-out "
+              f"episodes (seeds {s['heldout_seed']}.., teacher {s['teacher_return']:.1f})" if s else
+              "a search whose front this data file does not hold (the runs that made it kept the front only in the "
+              "section's text, not in the data: the front's rows and the recipes' verdicts are left out until the "
+              "benchmark is re-run)")
+    return "\n".join([
+        f"The shipped space and spec, {search}; each recipe run as one trial of the same spec and measured side by "
+        "side with the teacher on the spec's held-out seeds" + (f" (teacher {teacher:.1f} there)" if teacher else "")
+        + ". Latency: " + (latency_words(s["runtime"]) if s else "the spec's (the data does not record the runtime)")
+        + f". A recipe is covered when a front member has held-out return ratio >= {MIN_RATIO}, bytes <= the "
+        f"recipe's and latency <= {LATENCY_SLACK} x the recipe's.", "",
         "| point | config | held-out return ratio | bytes ratio | latency ratio | verdict |",
         "|---|---|---|---|---|---|", *lines, "",
-        f"Target (the front covers every recipe and the from-scratch net): "
-        f"**{'met' if all(verdicts) else 'missed'}** ({sum(verdicts)} of {len(verdicts)})."])
-    write_section(f"recipes_{args.base}", body)
+        "Target (the front covers every recipe and the from-scratch net): " + (
+            f"**{'met' if all(verdicts) else 'missed'}** ({sum(verdicts)} of {len(verdicts)})." if s else
+            "not judged here (no front in the data).")])
+
+
+def targets(data: dict) -> list[Target]:
+    s, recipes = data.get("search"), recipes_of(data)
+    what = ("Front dominates or matches, at ≥ 0.95 held-out return, int8 PTQ, 90% pruning + fine-tune, distill "
+            "[64, 64] and [64, 64] from scratch")
+    figures = ", ".join(f"{k} {r['return_ratio']:.3f} at {r['bytes_ratio']:.3f} / {r['latency_ratio']:.3f}"
+                        for k, r in recipes.items())
+    if not s:
+        return [Target(what, f"recipes (held-out return ratio at bytes / latency ratio): {figures}; the front is not "
+                             "in the data, so coverage is not judged", None)]
+    covered = [k for k, r in recipes.items() if covering(s["front"], r)]
+    return [Target(what, f"{len(covered)} of {len(recipes)} covered; recipes: {figures}",
+                   len(covered) == len(recipes))]
+
+
+def sections() -> list[Section]:
+    from benchmarks.common import DATA
+
+    return [Section(f"recipes_{b}", f"The front vs hand-made recipes ({b})", f"recipes_{b}", measured_by(b), render,
+                    targets) for b in BASES if (DATA / f"recipes_{b}.json").exists()]
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from benchmarks.common import DATA, DOC, changed_files
 
 #: the benchmark modules whose sections this report renders, in the report's order
-REPORTED = ("benchmarks.mcu", "benchmarks.pareto_quality", "benchmarks.imports", "benchmarks.recurrent")
+REPORTED = ("benchmarks.mcu", "benchmarks.pareto_quality", "benchmarks.imports", "benchmarks.recurrent",
+            "benchmarks.search_value", "benchmarks.recipes", "benchmarks.conv_search", "benchmarks.exports")
 LEGACY = DOC.parent / "legacy.md"
 #: what the data's "_meta" entry of a section must say
 META_KEYS = ("command", "commit", "machine", "date")

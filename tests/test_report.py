@@ -3,7 +3,7 @@ is refused, a section whose code changed is marked stale, and the targets' verdi
 
 import pytest
 
-from benchmarks import mcu, pareto_quality, report
+from benchmarks import mcu, pareto_quality, recipes, report, search_value
 from benchmarks.common import DOC
 
 META = {"command": "python -m benchmarks.fake", "commit": "abc1234", "machine": "a test", "date": "2026-12-07"}
@@ -132,3 +132,47 @@ def test_the_imported_searches_choose_on_set_a_and_report_on_set_b():
     out = choose_on_a_report_on_b(Run(), episodes=10)
     assert out["best"] == 2  # 3 is the smallest but fails on A; 2 is smaller than 1
     assert out["on_b"]["return_ratio"] == 0.91 and out["on_a"][2]["return_ratio"] == 0.96
+
+
+def logged_run(teacher_latency: float | None, latency: float = 0.5) -> dict:
+    """A search run's data: the teacher as-is (timed against itself) and one feasible student."""
+    trials = [{"trial": 1, "state": "COMPLETE", "config": {"distill": {}}, "baseline": True, "return_ratio": 1.0,
+               "latency_ratio": latency, "bytes_ratio": 0.1}]
+    if teacher_latency is not None:
+        trials.insert(0, {"trial": 0, "state": "COMPLETE", "config": {}, "baseline": True, "return_ratio": 1.0,
+                          "latency_ratio": teacher_latency, "bytes_ratio": 1.0})
+    return {"trials": trials}
+
+
+def test_search_value_states_the_teacher_vs_itself_spread_and_a_difference_inside_it():
+    space = {"constraints": {"min_return_ratio": 0.9}, "objectives": ["return", "latency", "bytes"]}
+    nz = search_value.noise([logged_run(0.9), logged_run(1.1), {"curve": []}], space)  # the last kept no log
+    assert (nz["lo"], nz["hi"], nz["n"], nz["of"]) == (0.9, 1.1, 2, 3) and nz["width"] > 0
+    words = search_value.noise_words(nz, {"default": [0.5], "random": [0.5 - nz["width"] / 2],
+                                          "no early stop": [0.5 - 2 * nz["width"]]})
+    assert "0.900-1.100 over 2 runs (of 3; the others kept no trial log)" in words
+    assert "random -" in words and "(inside the noise), no early stop" in words and words.endswith("(outside the noise).")
+    assert "not in the data" in search_value.noise_words(search_value.noise([{"curve": []}], space), {})
+    exact = search_value.noise([logged_run(1.0), logged_run(1.0)], space)
+    assert "none in latency" in search_value.noise_words(exact, {"default": [0.5]})
+
+
+def test_search_value_says_which_arms_were_not_interleaved():
+    runs = {f"{arm}/{s}": {} for s in range(3) for arm in ("no early stop", "random")}
+    runs.update({f"default/{s}": {} for s in range(3)})
+    words = search_value.order_words(runs, ["default", "no early stop", "random"])
+    assert "no early stop and random interleaved per seed (seeds 0-2), then default (seeds 0-2)" in words
+    assert "default ran in separate rounds" in words
+    mixed = {f"{arm}/{s}": {} for s in range(2) for arm in ("default", "random")}
+    assert "Not all interleaved" not in search_value.order_words(mixed, ["default", "random"])
+
+
+def test_recipes_without_their_front_in_the_data_judge_no_coverage():
+    rec = {"return_ratio": 1.0, "latency_ratio": 1.0, "bytes_ratio": 0.3}
+    text, t = recipes.render({"int8 PTQ": rec}), recipes.targets({"int8 PTQ": rec})[0]
+    assert "not judged here (no front in the data)" in text and t.met is None
+    front = [{"trial": 3, "config": {}, "heldout": 0.99, "bytes": 0.01, "latency": 1.04}]
+    search = {"trials": 2, "wall_s": 1.0, "episodes": 10, "heldout_seed": 1, "runtime": "c", "teacher_return": 1.0,
+              "front": front}
+    assert recipes.targets({"int8 PTQ": rec, "search": search})[0].met  # latency within 1.05x, smaller, ≥ 0.95
+    assert "covered by trial 3" in recipes.render({"int8 PTQ": rec, "search": search})
