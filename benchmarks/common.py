@@ -107,6 +107,58 @@ def record_meta(store: dict, section: str, command: str, measures: tuple[str, ..
                       "date": datetime.date.today().isoformat()}
 
 
+def md_table(header: list[str], rows) -> list[str]:
+    """A markdown table's lines: the header, its rule, one line per row (each cell as str() gives it)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(map(str, row)) + " |" for row in rows)]
+
+
+def benchmark_parser(doc: str, name: str):
+    """A benchmark's argument parser (its module docstring as help), with `--data PATH`: where its results go
+    (default docs/data/<name>.json)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DATA / f"{name}.json",
+                    help=f"results file (default docs/data/{name}.json; another path: the section is printed, "
+                         "docs/BENCHMARKS.md left as it is, e.g. for a trial run)")
+    return ap
+
+
+def command_of(name: str, args, options: tuple[str, ...]) -> str:
+    """The command that measured: `python -m benchmarks.<name>` with each of `options` as parsed (not --data)."""
+    flag = lambda v: " ".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    return " ".join([f"python -m benchmarks.{name}",
+                     *(f"--{o.replace('_', '-')} {flag(getattr(args, o))}" for o in options)])
+
+
+def save_results(path: Path, section: str, data: dict, command: str, measures: tuple[str, ...], render) -> None:
+    """Note what produced `section` in `data` (record_meta), write `data` to `path` and re-render
+    docs/BENCHMARKS.md where `path` is the section's docs/data file; elsewhere print the section instead."""
+    import json
+
+    from benchmarks import report
+
+    record_meta(data, section, command, measures)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    if path.resolve() == (DATA / path.name).resolve():
+        report.main([])
+    else:
+        print(f"wrote {path}\n\n{render(data)}")
+
+
+def data_sections(name: str, title: str, measures: tuple[str, ...], render, targets=None) -> list:
+    """The one report section of docs/data/<name>.json (named `name`, its legacy block's name), none while that
+    file does not exist."""
+    from benchmarks.report import Section
+
+    if not (DATA / f"{name}.json").exists():
+        return []
+    return [Section(name, title, name, measures, render, targets or (lambda data: []))]
+
+
 def save_figure(fig, name: str) -> str:
     """Save a matplotlib figure under docs/img/ and return its path relative to docs/."""
     img = DOC.parent / "img" / name

@@ -2,22 +2,23 @@
 in a bare numpy forward, torch eager and onnxruntime — batch 1, one thread, side by side, each
 `act()` called from Python (the in-kernel objective is benchmarks/kernels.py).
 
-    python -m benchmarks.latency_floor [--calls 20000]
+    python -m benchmarks.latency_floor [--calls 20000] [--data PATH]
 
 Artifacts: the CartPole PPO teacher (fp32 [256, 256]) and compressed versions made
 without fine-tuning (the weights' values do not change latency, only shapes do).
+Results: docs/data/latency_floor.json (benchmarks.report renders them).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 
 import numpy as np
 import torch
 
-from benchmarks.common import machine, write_section
+from benchmarks.common import benchmark_parser, command_of, data_sections, md_table, save_results
+from benchmarks.report import Target
 
 VARIANTS = {
     "teacher fp32 [256,256]": {},
@@ -77,11 +78,16 @@ def onnx_runtime(net, obs_dim):
     return act
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--calls", type=int, default=20000)
-    args = ap.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+#: what produced the section: the package, and this script's measuring code (its rendering aside)
+MEASURED_BY = ("autocompress", *(f"benchmarks/latency_floor.py::{n}" for n in (
+    "VARIANTS", "decoded", "bare_numpy", "torch_eager", "onnx_runtime", "measure")))
+#: the runtimes' columns, as ac.latency names them: µs per act()
+COLUMNS = ("c", "runtime", "numpy", "torch", "onnxruntime")
+
+
+def measure(args) -> dict:
+    """Per net, the median µs per act() of each runtime (COLUMNS), and after the first net the teacher's
+    (`teacher_c`, `teacher_runtime`) timed again beside it."""
     torch.set_num_threads(1)
     import autocompress as ac
 
@@ -89,13 +95,8 @@ def main() -> None:
     teacher = ac.PolicyNet.mlp(4, [256, 256], 2)
     obs = np.array([0.01, -0.02, 0.03, 0.04], np.float32)
     head = {"kind": "discrete", "n": 2}
-    lines = ["## Latency floor (batch 1, 1 thread)", "",
-             f"`python -m benchmarks.latency_floor --calls {args.calls}` on {machine()}. Median µs per `act(obs)` "
-             "(forward + argmax) over the calls, all runtimes timed in alternating blocks in one process.", "",
-             "| net | C runtime | numpy runtime | bare numpy | torch eager | onnxruntime | numpy runtime / bare "
-             "numpy | C / bare numpy | teacher / this net (C) | teacher / this net (numpy) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    first: dict[str, float] = {}
+    nets: dict[str, dict[str, float]] = {}
+    first: dict = {}
     for name, cfg in VARIANTS.items():
         net = ac.compress_net(teacher, cfg)
         layers = decoded(net)
@@ -105,20 +106,52 @@ def main() -> None:
         if first:  # the teacher, timed again beside this net: speed-ups are ratios taken side by side
             fns.update(teacher_c=first["c"], teacher_runtime=first["runtime"])
         res = ac.latency(fns, obs, warmup=500, calls=args.calls, rounds=20)
-        us = {k: v["median_ms"] * 1000 for k, v in res.items()}
+        nets[name] = {k: v["median_ms"] * 1000 for k, v in res.items()}
         first = first or {"c": fns["c"], "runtime": fns["runtime"]}
-        speed_c = us.get("teacher_c", us["c"]) / us["c"]
-        speed_np = us.get("teacher_runtime", us["runtime"]) / us["runtime"]
-        lines.append(f"| {name} | {us['c']:.2f} | {us['runtime']:.2f} | {us['numpy']:.2f} | {us['torch']:.2f} | "
-                     f"{us['onnxruntime']:.2f} | {us['runtime'] / us['numpy']:.2f} | {us['c'] / us['numpy']:.2f} | "
-                     f"{speed_c:.2f}x | {speed_np:.2f}x |")
-        print(lines[-1], flush=True)
-    lines += ["", "Every column here times one `act()` called from Python: the figure a Python caller pays, and "
-              "the search's secondary `latency_call_ms`. The latency objective itself is timed inside the C "
-              "runtime's kernel (section \"In-kernel latency\"), because from Python a small net's call "
-              "overhead (~2.5 µs in C, ~1 µs per op in numpy) hides its arithmetic: here no small net gets much "
-              "more than 3x below the teacher in C, and under 2x in numpy (last columns)."]
-    write_section("latency_floor", "\n".join(lines))
+        print(name, nets[name], flush=True)
+    return {"calls": args.calls, "nets": nets}
+
+
+def render(data: dict) -> str:
+    rows, speed = [], {"c": [], "runtime": []}
+    for name, us in data["nets"].items():
+        for k in speed:
+            speed[k].append(us.get(f"teacher_{k}", us[k]) / us[k])
+        rows.append([name, *(f"{us[k]:.2f}" for k in COLUMNS), f"{us['runtime'] / us['numpy']:.2f}",
+                     f"{us['c'] / us['numpy']:.2f}", f"{speed['c'][-1]:.2f}x", f"{speed['runtime'][-1]:.2f}x"])
+    return "\n".join([
+        "Median µs per `act(obs)` (forward + argmax) over the calls, all runtimes timed in alternating blocks in one "
+        "process.", "",
+        *md_table(["net", "C runtime", "numpy runtime", "bare numpy", "torch eager", "onnxruntime",
+                   "numpy runtime / bare numpy", "C / bare numpy", "teacher / this net (C)",
+                   "teacher / this net (numpy)"], rows), "",
+        "Every column here times one `act()` called from Python: the figure a Python caller pays, and the search's "
+        "secondary `latency_call_ms`. The latency objective itself is timed inside the C runtime's kernel (section "
+        "\"In-kernel latency\"), because from Python a small net's call overhead hides its arithmetic: here no net "
+        f"gets more than {max(speed['c']):.2f}x below the teacher in C, and {max(speed['runtime']):.2f}x in numpy "
+        "(last columns)."])
+
+
+def targets(data: dict) -> list[Target]:
+    nets = data["nets"].values()
+    c = [us["c"] / us["numpy"] for us in nets]
+    rt = [us["runtime"] / us["numpy"] for us in nets]
+    return [Target("Latency floor: exported policy within 1.5x of a bare numpy forward",
+                   f"C runtime {min(c):.2f}-{max(c):.2f}x of bare numpy; numpy runtime {min(rt):.2f}-{max(rt):.2f}x",
+                   max(c + rt) <= 1.5)]
+
+
+def sections() -> list:
+    return data_sections("latency_floor", "Latency floor (batch 1, 1 thread)", MEASURED_BY, render, targets)
+
+
+def main() -> None:
+    ap = benchmark_parser(__doc__, "latency_floor")
+    ap.add_argument("--calls", type=int, default=20000)
+    args = ap.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    save_results(args.data, "latency_floor", measure(args), command_of("latency_floor", args, ("calls",)),
+                 MEASURED_BY, render)
 
 
 if __name__ == "__main__":

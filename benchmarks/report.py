@@ -28,8 +28,11 @@ from dataclasses import dataclass, field
 from benchmarks.common import DATA, DOC, changed_files
 
 #: the benchmark modules whose sections this report renders, in the report's order
-REPORTED = ("benchmarks.mcu", "benchmarks.pareto_quality", "benchmarks.imports", "benchmarks.recurrent",
-            "benchmarks.search_value", "benchmarks.recipes", "benchmarks.conv_search", "benchmarks.exports")
+REPORTED = ("benchmarks.mcu", "benchmarks.latency_floor", "benchmarks.techniques", "benchmarks.scaling",
+            "benchmarks.pareto_quality", "benchmarks.search_efficiency", "benchmarks.algorithms", "benchmarks.imports",
+            "benchmarks.critic_warmup", "benchmarks.kernels", "benchmarks.lsq", "benchmarks.search_value",
+            "benchmarks.recipes", "benchmarks.conv_search", "benchmarks.conv_kernels", "benchmarks.exports",
+            "benchmarks.recurrent")
 LEGACY = DOC.parent / "legacy.md"
 #: what the data's "_meta" entry of a section must say
 META_KEYS = ("command", "commit", "machine", "date")

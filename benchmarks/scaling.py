@@ -1,11 +1,12 @@
 """Overhead and scaling of a search on CartPole-v1 PPO.
 
-    python -m benchmarks.scaling
+    python -m benchmarks.scaling [--data PATH]
 
 Runs the same 7 trials (the enqueued baselines: teacher as-is, each technique alone) with
 --parallel 1 and --parallel 2 and reports: throughput ratio, where a trial's time goes
 (share spent outside env stepping + SGD, i.e. outside RLlib's train()), and the fixed
 start-up cost of a search (Ray start, teacher task).
+Results: docs/data/scaling.json (benchmarks.report renders them).
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import machine, run_search, write_section
+from benchmarks.common import benchmark_parser, command_of, data_sections, md_table, run_search, save_results
+from benchmarks.report import Target
+
+TRIALS = 7  # the enqueued baselines: the teacher as-is and each technique alone
+WALL = "driver wall (launch -> result)"
+MEASURED_BY = ("autocompress", "search_spaces/cartpole_ppo.yaml", "trials/cartpole_ppo.yaml",
+               "benchmarks/common.py::run_search",
+               *(f"benchmarks/scaling.py::{n}" for n in ("TRIALS", "WALL", "trial_phase", "measure")))
 
 
 def trial_phase(run):
@@ -29,46 +37,76 @@ def trial_phase(run):
     return done, end - start, state
 
 
-def main() -> None:
+def measure(args) -> dict:
+    """The trial phase's wall seconds at parallel 1 and 2, the search's start-up, and per stage the seconds of
+    each fine-tuning trial at parallel 1."""
     from mlflow.tracking import MlflowClient
+
+    from autocompress._search.record import TrialRecord
 
     walls, trials = {}, {}
     with tempfile.TemporaryDirectory() as d:
         for k in (1, 2):
-            _, run = run_search({"budget": {"trials": 7, "parallel": k}}, {}, Path(d) / f"p{k}")
+            _, run = run_search({"budget": {"trials": TRIALS, "parallel": k}}, {}, Path(d) / f"p{k}")
             done, phase, state = trial_phase(run)
-            walls[k], trials[k] = phase, done
+            walls[str(k)], trials[k] = phase, done
             if k == 1:
                 parent = MlflowClient(state["tracking_uri"]).get_run(state["parent_run_id"]).data.metrics
             print(f"parallel {k}: {len(done)} trials in {phase:.1f} s", flush=True)
     stages: dict[str, list[float]] = {}
-    from autocompress._search.record import TrialRecord
-
     for t in trials[1]:
         r = TrialRecord.of(t).result
         if not r.timings.get("rllib_train"):
             continue  # the teacher-as-is trial does not fine-tune
-        stages.setdefault("driver wall (launch -> result)", []).append(r.driver_seconds)
+        stages.setdefault(WALL, []).append(r.driver_seconds)
         stages.setdefault("inside the trial task", []).append(r.trial_seconds)
         for k, v in r.timings.items():
             stages.setdefault(k, []).append(v)
-    wall = sum(stages["driver wall (launch -> result)"])
-    train = sum(stages["rllib_train"])
-    speedup = walls[1] / walls[2]
-    lines = ["## Overhead and scaling (CartPole-v1 PPO, 7 baseline trials)", "",
-             f"`python -m benchmarks.scaling` on {machine()}.", "",
-             f"* Throughput, parallel 2 vs 1 on the same 7 trials: {walls[1]:.0f} s vs {walls[2]:.0f} s of trial "
-             f"phase → **{speedup:.2f}x** (target ≥ 1.7x: {'met' if speedup >= 1.7 else 'missed'}).",
-             f"* Share of fine-tuning trials' wall time outside env stepping + SGD (RLlib `train()`): "
-             f"**{1 - train / wall:.1%}** (target ≤ 10%: {'met' if 1 - train / wall <= 0.10 else 'missed'}).",
-             f"* Fixed start-up of a search: Ray start {parent.get('ray_init_seconds', float('nan')):.1f} s, "
-             f"teacher task (worker start + cached teacher load) {parent.get('teacher_task_seconds', float('nan')):.1f} s.",
-             "", "Where a fine-tuning trial's time goes (parallel 1, mean over the 6 technique trials):", "",
-             "| stage | mean s | share of driver wall |", "|---|---|---|"]
-    for k, v in sorted(stages.items(), key=lambda kv: -statistics.mean(kv[1])):
-        lines.append(f"| {k} | {statistics.mean(v):.2f} | {sum(v) / wall:.0%} |")
-    body = "\n".join(lines)
-    write_section("scaling", body)
+    return {"trials": TRIALS, "phase_s": walls, "ray_init_s": parent.get("ray_init_seconds"),
+            "teacher_task_s": parent.get("teacher_task_seconds"), "stages": stages}
+
+
+def speedup(data: dict) -> float:
+    return data["phase_s"]["1"] / data["phase_s"]["2"]
+
+
+def outside(data: dict) -> float:
+    """The share of the fine-tuning trials' driver wall outside RLlib's train()."""
+    return 1 - sum(data["stages"]["rllib_train"]) / sum(data["stages"][WALL])
+
+
+def render(data: dict) -> str:
+    stages, wall = data["stages"], sum(data["stages"][WALL])
+    sec = lambda v: "nan" if v is None else f"{v:.1f}"  # noqa: E731
+    return "\n".join([
+        f"* Throughput, parallel 2 vs 1 on the same {data['trials']} trials: {data['phase_s']['1']:.0f} s vs "
+        f"{data['phase_s']['2']:.0f} s of trial phase → **{speedup(data):.2f}x** (target ≥ 1.7x: "
+        f"{'met' if speedup(data) >= 1.7 else 'missed'}).",
+        f"* Share of fine-tuning trials' wall time outside env stepping + SGD (RLlib `train()`): "
+        f"**{outside(data):.1%}** (target ≤ 10%: {'met' if outside(data) <= 0.10 else 'missed'}).",
+        f"* Fixed start-up of a search: Ray start {sec(data['ray_init_s'])} s, teacher task (worker start + cached "
+        f"teacher load) {sec(data['teacher_task_s'])} s.", "",
+        f"Where a fine-tuning trial's time goes (parallel 1, mean over the {len(stages[WALL])} technique trials):", "",
+        *md_table(["stage", "mean s", "share of driver wall"],
+                  [[k, f"{statistics.mean(v):.2f}", f"{sum(v) / wall:.0%}"]
+                   for k, v in sorted(stages.items(), key=lambda kv: -statistics.mean(kv[1]))])])
+
+
+def targets(data: dict) -> list[Target]:
+    return [Target("Overhead outside env stepping + SGD ≤ 10%", f"{outside(data):.1%}", outside(data) <= 0.10),
+            Target("Throughput, parallel 2 vs 1 on 2 cores ≥ 1.7x", f"{speedup(data):.2f}x", speedup(data) >= 1.7)]
+
+
+def sections() -> list:
+    return data_sections("scaling", f"Overhead and scaling (CartPole-v1 PPO, {TRIALS} baseline trials)", MEASURED_BY,
+                         render, targets)
+
+
+def main() -> None:
+    ap = benchmark_parser(__doc__, "scaling")
+    args = ap.parse_args()
+    save_results(args.data, "scaling", measure(args), command_of("scaling", args, ()),
+                 MEASURED_BY, render)
 
 
 if __name__ == "__main__":

@@ -176,3 +176,80 @@ def test_recipes_without_their_front_in_the_data_judge_no_coverage():
               "front": front}
     assert recipes.targets({"int8 PTQ": rec, "search": search})[0].met  # latency within 1.05x, smaller, ≥ 0.95
     assert "covered by trial 3" in recipes.render({"int8 PTQ": rec, "search": search})
+
+def floor_data(c_over_numpy: float) -> dict:
+    us = {"c": 8.0, "runtime": 16.4, "numpy": 15.3, "torch": 82.3, "onnxruntime": 26.9}
+    small = {"c": 15.3 * c_over_numpy, "runtime": 16.1, "numpy": 15.3, "torch": 107.7, "onnxruntime": 28.3,
+             "teacher_c": 8.0, "teacher_runtime": 16.4}
+    return {"calls": 5000, "nets": {"teacher fp32 [256,256]": us, "distilled-shape [32,32]": small}}
+
+
+def test_latency_floor_renders_its_figures_and_judges_its_target_from_the_data():
+    from benchmarks import latency_floor
+
+    text = latency_floor.render(floor_data(0.32))
+    assert "| teacher fp32 [256,256] | 8.00 | 16.40 | 15.30 | 82.30 | 26.90 | 1.07 | 0.52 | 1.00x | 1.00x |" in text
+    assert "| distilled-shape [32,32] | 4.90 | 16.10 |" in text and "1.63x |" in text
+    t = latency_floor.targets(floor_data(0.32))[0]
+    assert t.met and t.figure.startswith("C runtime 0.32-0.52x of bare numpy; numpy runtime 1.05-1.07x")
+    assert not latency_floor.targets(floor_data(1.6))[0].met  # a C call 1.6x the bare forward misses it
+
+
+def test_scaling_renders_its_stages_and_judges_both_targets_from_the_data():
+    from benchmarks import scaling
+
+    stages = {scaling.WALL: [20.0, 21.0], "inside the trial task": [20.0, 21.0], "rllib_train": [19.0, 18.6],
+              "measure": [0.5, 0.6]}
+    data = {"trials": 7, "phase_s": {"1": 124.0, "2": 62.0}, "ray_init_s": 2.5, "teacher_task_s": None,
+            "stages": stages}
+    text = scaling.render(data)
+    assert "124 s vs 62 s of trial phase → **2.00x** (target ≥ 1.7x: met)" in text
+    assert "**8.3%** (target ≤ 10%: met)" in text and "teacher load) nan s" in text
+    assert "| rllib_train | 18.80 | 92% |" in text and "mean over the 2 technique trials" in text
+    assert [t.met for t in scaling.targets(data)] == [True, True]
+    slow = {**data, "phase_s": {"1": 124.0, "2": 100.0}, "stages": {**stages, "rllib_train": [15.0, 15.0]}}
+    assert [t.met for t in scaling.targets(slow)] == [False, False]
+
+
+def test_lsq_renders_medians_over_seeds_and_reports_no_verdict():
+    from benchmarks import lsq
+
+    runs = lambda *ratios: [{"return_mean": -150.0 - 10 * (1 - r), "return_ratio": r, "teacher_return_mean": -152.7}
+                            for r in ratios]  # noqa: E731
+    data = {"seeds": [0, 1, 2], "bits": [2], "episodes": 20, "iterations": 2, "training_intensity": 64.0,
+            "wall_s": 1296.0,
+            "results": {"qat": {"2": runs(0.983, 0.977, 0.989)}, "lsq": {"2": runs(0.994, 0.989, 0.988)}}}
+    text = lsq.render(data)
+    assert "| 2 | -150.2 [-150.2, -150.1] | 0.983 [0.977, 0.989] |" in text and "+0.011, +0.012, -0.001 |" in text
+    assert "(one SGD update of 256 per 4 steps)" in text and "reset seeds 50000..50019" in text
+    t = lsq.targets(data)[0]
+    assert t.met is None and "2 bits 0.989 vs 0.983" in t.figure and "LSQ better at 2 bits" in t.figure
+
+
+def test_a_section_appears_only_once_its_data_file_exists(monkeypatch, tmp_path):
+    from benchmarks import common, kernels
+
+    monkeypatch.setattr(common, "DATA", tmp_path)
+    assert kernels.sections() == []
+    (tmp_path / "kernels.json").write_text("{}")
+    assert [(s.name, s.data) for s in kernels.sections()] == [("kernels", "kernels")]  # the legacy block's name
+
+
+def test_results_written_elsewhere_are_printed_not_rendered_into_the_report(monkeypatch, tmp_path, capsys):
+    import json
+
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "record_meta", lambda store, section, command, measures:
+                        store.setdefault("_meta", {}).setdefault(section, {"command": command}))
+    monkeypatch.setattr(report, "main", lambda argv: pytest.fail("the report was re-rendered"))
+    out = tmp_path / "trial" / "x.json"
+    common.save_results(out, "x", {"value": 3}, "python -m benchmarks.x", (), lambda d: f"value {d['value']}")
+    assert json.loads(out.read_text()) == {"value": 3, "_meta": {"x": {"command": "python -m benchmarks.x"}}}
+    assert "value 3" in capsys.readouterr().out
+
+
+def test_md_table():
+    from benchmarks.common import md_table
+
+    assert md_table(["a", "b"], [[1, "x"]]) == ["| a | b |", "|---|---|", "| 1 | x |"]
