@@ -151,10 +151,10 @@ def render(data: dict) -> str:
 
 
 def targets(data: dict) -> list[Target]:
-    return [Target(f"Imports: a search on {name} (trained outside autocompress) keeps ≥ 0.95 of its return",
-                   f"best point {b['ratio_b']:.3f} on set B at {1 / b['bytes_ratio']:.0f}x fewer bytes"
-                   if (b := data[name]["best"]) else "no front point at ≥ 0.95 on set A",
-                   b is not None and b["ratio_b"] >= 0.95)
+    """No issue sets a target here: what the searches found, as measured."""
+    return [Target(f"Imports: a {data['trials']}-trial search on {name} (trained outside autocompress)",
+                   f"best point {b['ratio_b']:.3f} of the teacher's return on set B at {1 / b['bytes_ratio']:.0f}x "
+                   "fewer bytes" if (b := data[name]["best"]) else "no front point at ≥ 0.95 on set A", None)
             for name in SOURCES if name in data]
 
 
