@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -121,6 +122,28 @@ def search_run(tmp_path_factory) -> Path:
     run = ac.search(d / "space.yaml", trials=3, run_dir=d / "run", cache_dir=d / "cache")
     assert run.summary["complete"] == 3
     return d / "run"
+
+
+def readme_commands() -> list[str]:
+    """README's command lines that run autocompress (indented code), `.venv/bin/` as written."""
+    lines = [line.strip() for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("    ")]
+    return [line for line in lines if re.match(r"(RAY_AUTH_MODE=disabled )?\.venv/bin/autocompress ", line)]
+
+
+@pytest.fixture(scope="session")
+def readme_tour(tmp_path_factory) -> Path:
+    """README's main job and 5-minute tour run as written, in README's order, in a directory laid out as the repo,
+    the search cut to 3 trials and `--trial 11` pointed at a trial those 3 made (tests/test_readme_tour.py);
+    the guides that go on from its run dir (docs/guides/ship-it.md) take the directory from there."""
+    from _shell import repo_dir, sh
+
+    d = repo_dir(tmp_path_factory.mktemp("readme"))
+    for line in readme_commands():
+        command = line.split("   #")[0]  # README's trailing comments
+        if " search " in command:
+            command += " --trials 3"
+        sh(command.replace("--trial 11", "--trial 2"), d)
+    return d
 
 
 # -- recurrent imports (tests/test_recurrent_*.py) ---------------------------------------------------
