@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import os
 import platform
 import re
 import subprocess
@@ -31,7 +32,7 @@ def machine() -> str:
         cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()).group(1)
     except (OSError, AttributeError):
         pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    nproc = len(os.sched_getaffinity(0))  # the cores this process may run on (`nproc` obeys OMP_NUM_THREADS)
     return (f"{cpu or platform.processor()}, {nproc} cores; Python {platform.python_version()}, torch {torch.__version__}, "
             f"ray {ray.__version__}, optuna {optuna.__version__}, numpy {numpy.__version__}")
 
