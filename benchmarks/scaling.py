@@ -70,6 +70,12 @@ def speedup(data: dict) -> float:
     return data["phase_s"]["1"] / data["phase_s"]["2"]
 
 
+def bound(data: dict) -> float:
+    """The most 2 workers can gain on these trials: the parallel-1 phase over its longest fine-tuning trial (a
+    trial runs on one worker; the untimed ones, teacher as-is and those that finish at the check, are short)."""
+    return data["phase_s"]["1"] / max(data["stages"][WALL])
+
+
 def outside(data: dict) -> float:
     """The share of the fine-tuning trials' driver wall outside RLlib's train()."""
     return 1 - sum(data["stages"]["rllib_train"]) / sum(data["stages"][WALL])
@@ -81,7 +87,10 @@ def render(data: dict) -> str:
     return "\n".join([
         f"* Throughput, parallel 2 vs 1 on the same {data['trials']} trials: {data['phase_s']['1']:.0f} s vs "
         f"{data['phase_s']['2']:.0f} s of trial phase → **{speedup(data):.2f}x** (target ≥ 1.7x: "
-        f"{'met' if speedup(data) >= 1.7 else 'missed'}).",
+        f"{'met' if speedup(data) >= 1.7 else 'missed'}). {len(data['stages'][WALL])} of the {data['trials'] - 1} "
+        f"technique trials fine-tuned (the others matched the teacher on the check and finished: `finish_at`); the "
+        f"longest took {max(data['stages'][WALL]):.0f} s of the {data['phase_s']['1']:.0f} s phase, so 2 workers "
+        f"can gain at most {bound(data):.2f}x on these trials.",
         f"* Share of fine-tuning trials' wall time outside env stepping + SGD (RLlib `train()`): "
         f"**{outside(data):.1%}** (target ≤ 10%: {'met' if outside(data) <= 0.10 else 'missed'}).",
         f"* Fixed start-up of a search: Ray start {sec(data['ray_init_s'])} s, teacher task (worker start + cached "
@@ -94,7 +103,8 @@ def render(data: dict) -> str:
 
 def targets(data: dict) -> list[Target]:
     return [Target("Overhead outside env stepping + SGD ≤ 10%", f"{outside(data):.1%}", outside(data) <= 0.10),
-            Target("Throughput, parallel 2 vs 1 on 2 cores ≥ 1.7x", f"{speedup(data):.2f}x", speedup(data) >= 1.7)]
+            Target("Throughput, parallel 2 vs 1 on 2 cores ≥ 1.7x", f"{speedup(data):.2f}x (at most {bound(data):.2f}x "
+                   "on these trials, bounded by the longest one)", speedup(data) >= 1.7)]
 
 
 def sections() -> list:
