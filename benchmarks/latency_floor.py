@@ -118,12 +118,15 @@ def render(data: dict) -> str:
         for k in speed:
             speed[k].append(us.get(f"teacher_{k}", us[k]) / us[k])
         rows.append([name, *(f"{us[k]:.2f}" for k in COLUMNS), f"{us['runtime'] / us['numpy']:.2f}",
-                     f"{us['c'] / us['numpy']:.2f}", f"{speed['c'][-1]:.2f}x", f"{speed['runtime'][-1]:.2f}x"])
+                     f"{us['c'] / us['numpy']:.2f}", f"{us.get('teacher_c', us['c']):.2f}", f"{speed['c'][-1]:.2f}x",
+                     f"{speed['runtime'][-1]:.2f}x"])
     return "\n".join([
         "Median µs per `act(obs)` (forward + argmax) over the calls, all runtimes timed in alternating blocks in one "
-        "process.", "",
+        "process. Each row is timed on its own, so compare within a row: the teacher is timed again beside each net "
+        "(its C µs in that row's \"teacher beside it\" column), and the speed-ups are taken from those side-by-side "
+        "figures.", "",
         *md_table(["net", "C runtime", "numpy runtime", "bare numpy", "torch eager", "onnxruntime",
-                   "numpy runtime / bare numpy", "C / bare numpy", "teacher / this net (C)",
+                   "numpy runtime / bare numpy", "C / bare numpy", "teacher beside it, C", "teacher / this net (C)",
                    "teacher / this net (numpy)"], rows), "",
         "Every column here times one `act()` called from Python: the figure a Python caller pays, and the search's "
         "secondary `latency_call_ms`. The latency objective itself is timed inside the C runtime's kernel (section "

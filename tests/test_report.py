@@ -188,7 +188,7 @@ def test_latency_floor_renders_its_figures_and_judges_its_target_from_the_data()
     from benchmarks import latency_floor
 
     text = latency_floor.render(floor_data(0.32))
-    assert "| teacher fp32 [256,256] | 8.00 | 16.40 | 15.30 | 82.30 | 26.90 | 1.07 | 0.52 | 1.00x | 1.00x |" in text
+    assert "| teacher fp32 [256,256] | 8.00 | 16.40 | 15.30 | 82.30 | 26.90 | 1.07 | 0.52 | 8.00 | 1.00x | 1.00x |" in text
     assert "| distilled-shape [32,32] | 4.90 | 16.10 |" in text and "1.63x |" in text
     t = latency_floor.targets(floor_data(0.32))[0]
     assert t.met and t.figure.startswith("C runtime 0.32-0.52x of bare numpy; numpy runtime 1.05-1.07x")
