@@ -555,6 +555,11 @@ def render_search(name: str, store: dict) -> str:
                 f"; closest: {json.dumps(c['config'])} | {c['flash']:,} | {c['ram']:,} | {c['cycles']:,.0f} | | "
                 f"{c['heldout_ratio']:.3f} (evaluation {c['ratio']:.3f}) | |" if c else " | | | | | | |"))
             continue
+        budget = SEARCHES.get(t, (t, {}))[1]
+        over = [f"{k.removeprefix('max_')} {e[k.removeprefix('max_')]:,} B > {v:,}" for k, v in budget.items()
+                if e[k.removeprefix("max_")] > v]
+        if over:  # the front falls back to every trial where none is feasible (autocompress._search.run.front)
+            trials += f"; **none met the budget** ({', '.join(over)})"
         lines.append(f"| {t} | {trials} | {e['seconds']:.0f} | {json.dumps(e['config'])} | {e['flash']:,} | "
                      f"{e['ram']:,} | {e['cycles']:,.0f} | {e['cycle_ratio']:.5f} | {e['heldout_ratio']:.3f} | "
                      f"{e['fresh_return']:.1f} ± {e['fresh_std']:.1f} ({e['fresh_ratio']:.3f}) |")
