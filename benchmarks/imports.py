@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks import report
-from benchmarks.common import A_SEED, DATA, SET_B_SEED, latency_words, record_meta, search_imported
+from benchmarks.common import A_SEED, DATA, SET_B_SEED, data_sections, latency_words, record_meta, search_imported
 from benchmarks.report import Section, Target
 
 ENV = "CartPole-v1"
@@ -159,10 +159,7 @@ def targets(data: dict) -> list[Target]:
 
 
 def sections() -> list[Section]:
-    if not STORE.exists():
-        return []
-    return [Section("imports", "Imported policies: trained elsewhere, compressed here", "imports", MEASURED_BY, render,
-                    targets)]
+    return data_sections("imports", "Imported policies: trained elsewhere, compressed here", MEASURED_BY, render, targets)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.common import A_SEED, DATA, ROOT, SET_B_SEED, record_meta
+from benchmarks.common import A_SEED, DATA, ROOT, SET_B_SEED, data_sections, record_meta
 from benchmarks.common import search_imported as common_search
 from benchmarks.report import Section, Target
 
@@ -120,19 +120,6 @@ def teachers(episodes: int, tmp: Path) -> dict:
     return out
 
 
-def own_stages(search: dict) -> dict[str, float]:
-    """Each stage's own seconds. Before `stages_own` was recorded the critic's warm-up ran inside rllib_build's timer
-    (pipeline.FineTune.session_for), and pipeline took both off compress_total to get `techniques`, so the recorded
-    rllib_build included the warm-up and `techniques` lacked it once (negative where the warm-up dominated)."""
-    out = dict(search["stages"])
-    if search.get("stages_own"):
-        return out
-    warm = out.get("critic_warmup", 0.0)
-    out["rllib_build"] = out.get("rllib_build", 0.0) - warm
-    out["techniques"] = out.get("techniques", 0.0) + warm
-    return out
-
-
 def render(data: dict) -> str:
     lines = []
     if "teachers" in data:
@@ -160,7 +147,7 @@ def render(data: dict) -> str:
                              "none at ≥ 0.95 on A | | | |"))
         lines += ["", "Where a compressed trial's time goes (its timed stages summed over the search's trials):", ""]
         for k, v in searches.items():
-            total, stages = v["trial_seconds"] or 1.0, own_stages(v)
+            total, stages = v["trial_seconds"] or 1.0, v["stages"]
             top = sorted(stages.items(), key=lambda kv: -kv[1])[:6]
             lines.append(f"- {k}: {v['trial_seconds']:.0f} trial-seconds; " + ", ".join(
                 f"{s} {sec:.0f} s ({sec / total:.0%})" for s, sec in top))
@@ -184,10 +171,8 @@ def targets(data: dict) -> list[Target]:
 
 
 def sections() -> list[Section]:
-    if not STORE.exists():
-        return []
-    return [Section("recurrent", "Recurrent policies: imported LSTMs searched, and the LSTM teacher", "recurrent",
-                    MEASURED_BY, render, targets)]
+    return data_sections("recurrent", "Recurrent policies: imported LSTMs searched, and the LSTM teacher", MEASURED_BY,
+                         render, targets)
 
 
 def main() -> None:
