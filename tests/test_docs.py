@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT / "docs"))
 import gen_cli  # noqa: E402  (docs/gen_cli.py)
 from griffe_doctest import fence_doctests  # noqa: E402  (docs/griffe_doctest.py)
 
-FENCE = re.compile(r"^\s*(```|~~~)")
+from _shell import FENCE  # noqa: E402  (tests/_shell.py: a markdown code fence, as the guide runner reads them)
+
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 CODE_SPAN = re.compile(r"`[^`]*`")
 
