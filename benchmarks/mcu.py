@@ -519,7 +519,8 @@ def search(name: str, cache: str) -> None:
         seconds, run = run_search(space, {}, d, base=name)
         held = [r for r in run.front() if r.heldout_return_ratio is not None and r.heldout_return_ratio >= 0.95]
         entry = {"seconds": seconds, "trials": run.summary["complete"], "stopped": run.summary["stopped"],
-                 **front_best(run)}
+                 "rows": [{k: r[k] for k in ("trial", "config", "return_ratio", "flash", "ram", "cycles", "kernels")}
+                          for r in run.rows()], **front_best(run)}
         if held:
             best = min(held, key=lambda r: r.cycles)  # chosen on the held-out episodes
             row = run.trial_row(best.trial)

@@ -254,6 +254,32 @@ def test_a_flash_budget_buys_smaller_forms_at_their_cycle_cost(observations):
     assert device.measure(data, over, m4, sample).flash <= got.flash
 
 
+def test_the_widest_student_that_fits_a_budget_is_found_by_its_build():
+    """mcu.fit: a student of the committed CartPole teacher, 8-bit symmetric integer-only, fits exactly up to
+    its own build's flash and RAM; the widest fitting width is chosen, the narrowest where none fits."""
+    from autocompress.mcu.fit import PROBE_CODES, student_fits, widest_fitting
+    from autocompress.techniques import DistillConfig, apply
+    from autocompress.techniques.distill import student_net
+    from autocompress.config import load_trial_spec
+    from autocompress.teacher import available_teacher
+    from conftest import ROOT
+
+    require_arm_toolchain()
+    committed = available_teacher(load_trial_spec(ROOT / "trials" / "cartpole_ppo.yaml"), ROOT / "teachers")
+    teacher, head = committed.actor, committed.info["head"]
+    m0 = target("cortex-m0plus")
+    student = apply(student_net(teacher, DistillConfig(hidden=[32, 32])), PROBE_CODES)
+    obs = np.random.default_rng(1).standard_normal((4, teacher.in_dim)).astype(np.float32)
+    built = device.measure(calibrate(to_bytes(student, head), obs), ["iq"] * 3, m0, obs[:1])
+    assert student_fits(teacher, head, [32, 32], m0, built.flash, built.ram)
+    assert not student_fits(teacher, head, [32, 32], m0, built.flash - 1, None)
+    assert not student_fits(teacher, head, [32, 32], m0, None, built.ram - 1)
+    choices = [[64, 64], [16, 16], [32, 32]]
+    assert widest_fitting(teacher, head, choices, m0, built.flash, None) == [32, 32]
+    assert widest_fitting(teacher, head, choices, m0, None, None) == [64, 64]
+    assert widest_fitting(teacher, head, choices, m0, 100, None) == [16, 16]
+
+
 @pytest.mark.parametrize("name", MCU)
 @pytest.mark.parametrize("variant, conv_kernels", [("fp32", ["dense", "im2col"]), ("q8", ["int8", "dense"])])
 def test_a_conv_policy_cross_built_acts_like_the_numpy_runtime(tmp_path, name, variant, conv_kernels):

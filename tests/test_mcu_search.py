@@ -10,6 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 import autocompress as ac
+from autocompress._search.results import feasible
 from autocompress.cli import app
 from autocompress.errors import ConfigError
 from autocompress.runtime import read_artifact
@@ -35,9 +36,25 @@ def write_space(d, **changes) -> str:
 def m0_run(tmp_path_factory):
     require_arm_toolchain()
     d = tmp_path_factory.mktemp("m0")
-    run = ac.search(write_space(d), run_dir=d / "run", cache_dir=d / "cache")
+    run = ac.search(write_space(d, constraints=BUDGET), run_dir=d / "run", cache_dir=d / "cache")
     assert run.summary["complete"] >= 6 and run.summary["failed"] == 0
     return run
+
+
+#: issue 24's M0+ budget; CartPole's [32, 32] student 8-bit integer-only is over it (4,204 B), [16, 16] is not
+BUDGET = {"min_return_ratio": 0.9, "max_flash": 4096, "max_ram": 1024}
+
+
+@pytest.mark.slow
+def test_under_a_budget_the_stack_on_the_widest_student_that_fits_meets_it(m0_run):
+    trials = m0_run.study.trials
+    distill = next(t for t in trials if t.user_attrs.get("baseline") and list(t.user_attrs["config"]) == ["distill"])
+    assert distill.user_attrs["config"]["distill"]["hidden"] == [16, 16]  # mcu.fit: the widest that fits
+    assert distill.constraints["max_flash"] > 0  # fp32, over the budget: it anchors the stacks all the same
+    stack = next(t for t in trials if t.user_attrs.get("stacked") and "quantize" in t.user_attrs["config"])
+    assert stack.user_attrs["config"]["distill"] == {"hidden": [16, 16]}
+    result = stack.user_attrs["result"]
+    assert result["kernels"] == ["iq"] * 3 and result["flash"] <= BUDGET["max_flash"] and feasible(stack)
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import yaml
 from autocompress.config import CompressConfig
 from autocompress.errors import ConfigError
 from autocompress.space import load_search_space, suggest
+from autocompress.space_entries import entry as entry_of
 from autocompress._search.stacking import baseline_params, stacked_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +77,29 @@ def test_stacks_join_the_anchor_with_the_others_in_stack_order_at_their_gentle_e
                       {"share": {"bits": 4}, "prune": {**cfg(alone["prune"])["prune"], "sparsity": 0.5}},
                       {"share": {"bits": 4}, "structured": {**cfg(alone["structured"])["structured"], "amount": 0.25}}]
     assert stacked_params(space.model_copy(update={"stack": 0}), "share", alone["share"]) == []
+
+
+def test_on_an_mcu_target_a_stack_takes_the_codes_that_run_integer_only():
+    space, _, _ = load_search_space(SPACE)
+    techniques = {**space.techniques}
+    # symmetric listed [true, false]: its middle (what the baseline and a host stack take) is false
+    techniques["quantize"] = {**techniques["quantize"], "symmetric": entry_of("quantize", "symmetric", {"choices": [True, False]})}
+    space = space.model_copy(update={"techniques": techniques})
+
+    def quantize_stack(s):
+        alone = {next(iter(suggest(optuna.trial.FixedTrial(p), s)), None): p for p in baseline_params(s)}
+        stacks = [suggest(optuna.trial.FixedTrial(p), s) for p in stacked_params(s, "distill", alone["distill"])]
+        return next(c["quantize"] for c in stacks if "quantize" in c)
+    assert quantize_stack(space)["symmetric"] is False
+    on_m0 = quantize_stack(space.model_copy(update={"target": "cortex-m0plus"}))
+    assert on_m0["symmetric"] is True and on_m0["bits"] == 8
+
+
+def test_baseline_settings_replace_a_techniques_middle():
+    space, _, _ = load_search_space(SPACE)
+    cfgs = [suggest(optuna.trial.FixedTrial(p), space) for p in baseline_params(space, {"distill": {"hidden": [16, 16]}})]
+    assert cfgs[1] == {"distill": {"hidden": [16, 16]}}
+    assert cfgs[2:] == [suggest(optuna.trial.FixedTrial(p), space) for p in baseline_params(space)][2:]
 
 
 def test_a_per_layer_partner_joins_with_every_layer_at_the_gentle_end():

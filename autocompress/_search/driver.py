@@ -35,7 +35,7 @@ from autocompress.results import SLIM_DROP, TrialResult
 from autocompress._search import guided, tasks, warm
 from autocompress._search.heldout import conclude
 from autocompress._search.record import StudyAttrs, TrialRecord, queue_item, queued_record, write
-from autocompress._search.results import STATE_FILE, current_front, feasible, finalize, rows, told_values
+from autocompress._search.results import STATE_FILE, current_front, feasible, finalize, kept_return, rows, told_values
 from autocompress.pruners import make_pruner
 from autocompress.samplers import make_sampler
 from autocompress._search.study import (HEARTBEAT_S, JOURNAL, MAX_FREE_REPEATS, beat, driver_id, duplicate_of,
@@ -238,8 +238,8 @@ class Driver:
 
     def _stack_on_anchor(self) -> None:
         """Queue the space's stacks (`stack`) ahead of the remaining baselines as soon as their anchor is
-        known: the first baseline in run order (teacher aside) that kept the return alone, once every
-        baseline before it has finished. Once per study, by the feeding driver."""
+        known: the first baseline in run order (teacher aside) that kept the return alone (results.kept_return:
+        over a budget or not), once every baseline before it has finished. Once per study, by the feeding driver."""
         attrs = StudyAttrs(self.study)
         if not (self.space.stack and self.space.baselines) or self.opts.join or attrs.stacked is not None:
             return
@@ -249,7 +249,7 @@ class Driver:
             if t.state in (TrialState.WAITING, TrialState.RUNNING):
                 return  # an earlier baseline may still be the anchor
             names = [n for n in TrialRecord.of(t).config or {} if n != "critic"]
-            if t.state == TrialState.COMPLETE and len(names) == 1 and feasible(t):
+            if t.state == TrialState.COMPLETE and len(names) == 1 and kept_return(t):
                 anchor = (t.number, names[0], t.params)
                 break
         if anchor is None and any(queued_record(i).baseline for i in attrs.queue):
@@ -408,6 +408,32 @@ def _sensitivity_stage(study, space: SearchSpace, spec: TrialSpec, teacher: dict
     log(f"sensitivity: {len(trials)} guided config(s) enqueued")
 
 
+def _baselines_queued(study) -> bool:
+    """Whether this study's baselines were queued (by now, or by a driver before this attr existed)."""
+    attrs = StudyAttrs(study)
+    return bool(attrs.baselines) or any(TrialRecord.of(t).baseline for t in study.trials) or \
+        any(queued_record(i).baseline for i in attrs.queue)
+
+
+def _fit_to_budget(space: SearchSpace, spec: TrialSpec, teacher: dict, cache_root: str,
+                   log: Callable[[str], None]) -> dict:
+    """Baseline settings a device budget asks for (see autocompress/mcu/fit.py): under max_flash / max_ram on
+    an MCU target, the distill baseline's `hidden` is the widest choice whose integer-only student fits."""
+    c, distill = space.constraints, space.techniques.get("distill", {})
+    hidden = distill.get("hidden")
+    if c.max_flash is None and c.max_ram is None or hidden is None or not hidden.sampled:
+        return {}
+    from autocompress.mcu.fit import widest_fitting  # deferred: the cross-build's modules
+
+    tasks.install_teacher(teacher["files"], cache_root, teacher["dirname"])
+    t = load_teacher(Path(cache_root) / teacher["dirname"])
+    width = widest_fitting(t.actor, t.info["head"], hidden.ends(), targets.target(spec.latency.target),
+                           c.max_flash, c.max_ram)
+    log(f"distill baseline: hidden {width}, the widest whose 8-bit integer-only student fits "
+        f"max_flash {c.max_flash} / max_ram {c.max_ram} on {spec.latency.target}")
+    return {"distill": {"hidden": width}}
+
+
 def _check_trained_teacher(spec: TrialSpec, cache_root: str, teacher: dict, tracker) -> None:
     """The margin check (measure.check_teacher_margin) of a teacher trained inside the search, before any
     trial: TeacherError, the parent run FAILED; the study holds no trial, so --resume starts afresh."""
@@ -460,8 +486,6 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     if source is not None:
         warm.warm_start(study, source, space, reuse_key(spec, teacher_dir(spec, Path(cache_root)).name),
                         str(opts.warm_start), log)
-    if not (opts.resume or opts.join) and space.baselines:
-        queue(study, [queue_item(p, baseline=True) for p in baseline_params(space)])
     parent = tracker.start_parent(parent_id, f"search-{space.name}", {
         "space": space_path.name, "trial_spec": spec_path.name, "objectives": ",".join(space.objectives),
         "sampler": opts.sampler, "seed": opts.seed, "trials": opts.trials, "parallel": opts.parallel,
@@ -495,6 +519,10 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                                 "teacher_check_return": teacher["info"].get("check_return", float("nan")),
                                 "teacher_task_seconds": time.time() - t0, "ray_init_seconds": ray_init_seconds})
 
+    if space.baselines and not opts.join and not _baselines_queued(study):
+        queue(study, [queue_item(p, baseline=True)
+                      for p in baseline_params(space, _fit_to_budget(space, spec, teacher, cache_root, log))])
+        StudyAttrs(study).baselines = True
     if space.sensitivity.enabled and not opts.join and StudyAttrs(study).sensitivity_guided is None:
         _sensitivity_stage(study, space, spec, teacher, cache_root, run_dir, tracker, log)
     teacher_ref = ray.put(teacher)

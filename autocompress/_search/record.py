@@ -144,6 +144,8 @@ class StudyAttrs:
     parent_run_id = _Attr("mlflow_parent_run_id")
     #: how many stacks were queued on the anchor (None: not decided yet), and how many guided configs
     stacked = _Attr("stacked")
+    #: whether the space's baselines were queued (after the teacher: a device budget picks the student's width)
+    baselines = _Attr("baselines")
     sensitivity_guided = _Attr("sensitivity_guided")
 
     def __init__(self, study: optuna.Study):

@@ -33,6 +33,12 @@ def feasible(t: optuna.trial.FrozenTrial) -> bool:
     return all(v <= 0 for v in t.constraints.values())
 
 
+def kept_return(t: optuna.trial.FrozenTrial) -> bool:
+    """Within the return constraint, whatever the budgets (bytes, latency, flash, RAM) say: what makes a
+    baseline a stack's anchor, since stacking is how a kept return is brought within a budget."""
+    return t.constraints.get("min_return_ratio", 0.0) <= 0
+
+
 def rows(study: optuna.Study) -> list[dict]:
     """One row per COMPLETE trial: its number, config, constraint feasibility and measurements, and
     its held-out values (heldout_return_mean/_std/_ratio, heldout_episodes) where it has them."""

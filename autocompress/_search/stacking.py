@@ -10,15 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from autocompress.space import SearchSpace, groups, setting_params, switches
+from autocompress.targets import target
 from autocompress.techniques import TECHNIQUES
 
 
-def _alone(space: SearchSpace, only: str | None) -> dict[str, Any]:
-    """Optuna params of one technique alone at a middle setting (every layer of a per-layer setting at
-    its middle; None: the teacher as-is). The critic is never compressed here."""
+def _alone(space: SearchSpace, only: str | None, values: dict[str, Any]) -> dict[str, Any]:
+    """Optuna params of one technique alone at `values` (a key not given: its middle; every layer of a
+    per-layer setting at its middle; None: the teacher as-is). The critic is never compressed here."""
     params = {**switches(space.techniques, [only] if only else []), **switches(space.critic_techniques, (), "critic.")}
     if only is not None:
-        params.update(setting_params(only, space.techniques[only], {}))
+        params.update(setting_params(only, space.techniques[only], values))
     return params
 
 
@@ -28,18 +29,22 @@ def stack_order(space: SearchSpace) -> list[str]:
     return sorted(space.techniques, key=lambda n: TECHNIQUES[n].stack_rank)
 
 
-def baseline_params(space: SearchSpace) -> list[dict[str, Any]]:
-    """Optuna params of the anchor trials: teacher as-is, then each technique alone at a middle setting,
-    in stack order (a distilled student first: the likely anchor of the stacks)."""
-    return [_alone(space, None)] + [_alone(space, name) for name in stack_order(space)]
+def baseline_params(space: SearchSpace, settings: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Optuna params of the anchor trials: teacher as-is, then each technique alone at a middle setting
+    (or as `settings` gives it, technique -> key -> value: e.g. the student a device budget leaves room
+    for, mcu.fit), in stack order (a distilled student first: the likely anchor of the stacks)."""
+    settings = settings or {}
+    return [_alone(space, None, {})] + [_alone(space, name, settings.get(name, {})) for name in stack_order(space)]
 
 
 def stacked_params(space: SearchSpace, anchor: str, anchor_params: dict[str, Any]) -> list[dict[str, Any]]:
     """Optuna params of up to `space.stack` two-technique stacks on `anchor`, a technique that kept the
     return alone, at its baseline's `anchor_params`. Each other technique (not of the anchor's
     exclusive group) joins it in stack order, at the gentle end of its ranges (stacked losses
-    compound; its other settings as in its own baseline). A partner need not have kept the return at
-    its middle setting: 8-bit codes on a student often do where 5-bit codes alone did not."""
+    compound; its other settings as in its own baseline, and on an MCU target as its `on_device` says
+    where the space allows it). A partner need not have kept the return at its middle setting: 8-bit
+    codes on a student often do where 5-bit codes alone did not."""
+    device = space.target is not None and target(space.target).mcu
     group_of = {name: g for g, names in groups(space.techniques).items() for name in names}
     out = []
     for name in stack_order(space):
@@ -48,6 +53,9 @@ def stacked_params(space: SearchSpace, anchor: str, anchor_params: dict[str, Any
         entries = space.techniques[name]
         gentle = {key: e.gentle(end) for key, end in TECHNIQUES[name].gentle.items()
                   if (e := entries.get(key)) is not None and e.gentle(end) is not None}
+        if device:
+            gentle.update({key: v for key, v in TECHNIQUES[name].on_device.items()
+                           if key in entries and v in entries[key].ends()})
         out.append({**anchor_params, **switches(space.techniques, [anchor, name]),
                     **setting_params(name, entries, gentle)})
     return out[:space.stack]

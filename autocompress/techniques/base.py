@@ -44,6 +44,9 @@ class TechniqueConfig(BaseModel):
     #: which end of a setting's range compresses least ("high" bits, "low" sparsity): a search's stack
     #: (`_search.stacking.stacked_params`) takes its second technique there, since stacked losses compound
     gentle: ClassVar[dict[str, Literal["high", "low"]]] = {}
+    #: the settings a stack takes on an MCU target, where the space allows them: what lets its codes run
+    #: integer-only there (autocompress.intq), the form a flash budget is met with
+    on_device: ClassVar[dict[str, Any]] = {}
     #: layer sensitivity (autocompress.layer_sensitivity) of a technique with a per-layer setting: the
     #: values of that setting it sweeps when none are given, and the other settings it fixes for the sweep
     sweep: ClassVar[tuple] = ()

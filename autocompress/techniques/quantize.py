@@ -29,6 +29,7 @@ class QuantizeConfig(TechniqueConfig):
     order = 60
     group = "weight_coding"
     gentle = {"bits": "high"}
+    on_device = {"symmetric": True}  # 8-bit codes run integer-only when symmetric (<= 7 bits when not)
     sweep = (8, 7, 6, 5, 4, 3, 2)
     stack_rank = 1
     recurrent = True  # per gate row (per_channel) on an LSTM / GRU layer's ih and hh too
