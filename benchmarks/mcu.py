@@ -38,7 +38,7 @@ from unittest import mock
 import numpy as np
 
 from benchmarks import report
-from benchmarks.common import ROOT, record_meta, run_search, save_figure
+from benchmarks.common import ROOT, md_table, record_meta, run_search, save_figure
 from benchmarks.report import Section, Target
 
 MCU = ("cortex-m0plus", "cortex-m4f", "cortex-m7")
@@ -519,8 +519,8 @@ def search(name: str, cache: str) -> None:
         seconds, run = run_search(space, {}, d, base=name)
         held = [r for r in run.front() if r.heldout_return_ratio is not None and r.heldout_return_ratio >= 0.95]
         entry = {"seconds": seconds, "trials": run.summary["complete"], "stopped": run.summary["stopped"],
-                 "rows": [{k: r[k] for k in ("trial", "config", "return_ratio", "flash", "ram", "cycles", "kernels")}
-                          for r in run.rows()], **front_best(run)}
+                 "rows": [{**{k: r[k] for k in ("trial", "config", "return_ratio", "flash", "ram", "cycles", "kernels")},
+                           "queued": queued_as(run.study.trials[r["trial"]])} for r in run.rows()], **front_best(run)}
         if held:
             best = min(held, key=lambda r: r.cycles)  # chosen on the held-out episodes
             row = run.trial_row(best.trial)
@@ -532,6 +532,14 @@ def search(name: str, cache: str) -> None:
         record_meta(store, f"mcu_search_{name}", f"python -m benchmarks.mcu --specs {name} --only search",
                     search_code(name))
         save(store, SEARCH_STORE)
+
+
+def queued_as(t) -> str | None:
+    """'baseline' or 'stack' where the search queued the trial itself (_search.stacking), else None (sampled)."""
+    from autocompress._search.record import TrialRecord
+
+    rec = TrialRecord.of(t)
+    return "baseline" if rec.baseline else "stack" if rec.stacked else None
 
 
 def search_code(name: str) -> tuple[str, ...]:
@@ -564,6 +572,16 @@ def render_search(name: str, store: dict) -> str:
         lines.append(f"| {t} | {trials} | {e['seconds']:.0f} | {json.dumps(e['config'])} | {e['flash']:,} | "
                      f"{e['ram']:,} | {e['cycles']:,.0f} | {e['cycle_ratio']:.5f} | {e['heldout_ratio']:.3f} | "
                      f"{e['fresh_return']:.1f} ± {e['fresh_std']:.1f} ({e['fresh_ratio']:.3f}) |")
+    anchored = [(t, r) for t, e in done.items() for r in e.get("rows", [])
+                if r["queued"] == "stack" or r["queued"] == "baseline" and list(r["config"]) == ["distill"]]
+    if anchored:
+        lines += ["", "The distill baseline (the stacks' anchor where it keeps the return; under a flash / RAM budget "
+                      "the widest student whose 8-bit integer-only build fits it, `autocompress/mcu/fit.py`) and the "
+                      "stacks on it, on the search's evaluation episodes:", "",
+                  *md_table(["search", "trial", "queued as", "config", "return ratio", "flash B", "RAM B", "kernels"],
+                           [[t, r["trial"], r["queued"], json.dumps(r["config"]), f"{r['return_ratio']:.3f}",
+                             f"{r['flash']:,}", f"{r['ram']:,}", ",".join(sorted(set(r["kernels"])))]
+                            for t, r in anchored])]
     return "\n".join(lines)
 
 
