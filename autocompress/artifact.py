@@ -95,6 +95,8 @@ def calibrate(data: bytes, obs: np.ndarray) -> bytes:
     activations on `obs` (raw observations, e.g. the teacher's visited states); `data` unchanged where
     the net cannot run integer-only."""
     header, blob = read_artifact(data)
+    if header.get("rnn"):  # the integer-only net does not run a recurrent cell
+        return data
     layers = layers_of(header, blob)
     if not int8_only(layers):
         return data

@@ -182,9 +182,9 @@ def layers_of(header: dict, blob: memoryview, recurrent: bool = False) -> list[L
     run a recurrent net's cell (header `rnn`) gets a ValueError saying so, rather than acting without it;
     `recurrent=True` (a reader that runs it too, see `recurrent_of`) gets the layers around the cell."""
     if header.get("rnn") and not recurrent:
-        raise ValueError(f"a recurrent ({header['rnn']['cell']}) artifact: only the numpy and C runtimes and the C and "
-                         "fp32 ONNX exports run its cell so far; the integer-only net, the other exports and the MCU "
-                         "targets do not")
+        raise ValueError(f"a recurrent ({header['rnn']['cell']}) artifact: only the numpy and C runtimes, the C and "
+                         "fp32 ONNX exports and the MCU targets (fp32) run its cell so far; the integer-only net and "
+                         "the other exports do not")
     return [Layer(m, blob) for m in header["layers"]]
 
 

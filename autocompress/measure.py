@@ -311,6 +311,7 @@ def measure_on_device(spec: TrialSpec, data: bytes, teacher_data: bytes, make_en
     shared = returns_and_bytes(spec, cand.act, teacher.act, data, teacher_data, make_env)
     fig = device.measure(data, kernels, tgt, obs)
     tfig = _teacher_on_device(teacher_data, tgt, obs, cache_dir)
+    episode_reset(cand.act)()  # a recurrent policy: the stream from the zero state, as the device ran it
     want = np.array([cand.act(o) for o in obs])
     same = (fig.actions == want) if want.ndim == 1 else np.isclose(fig.actions, want, atol=1e-5).all(axis=1)
     clock = spec.latency.clock_mhz * 1e6 if spec.latency.clock_mhz else tgt.clock_hz

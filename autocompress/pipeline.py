@@ -40,7 +40,7 @@ from autocompress.techniques.per_layer import logical_layers
 def check_recurrent_trial(spec: TrialSpec, teacher: PolicyNet | None = None) -> None:
     """ConfigError, before any work, where a trial cannot take a recurrent (LSTM / GRU) teacher (`teacher`, or
     where it is not loaded yet the spec's `teacher.rnn`): RLlib fine-tuning of one is built for the algorithms
-    whose module carries the state (algos.Algo.recurrent), and the MCU targets do not run the cell yet."""
+    whose module carries the state (algos.Algo.recurrent)."""
     rnn = teacher.rnn if teacher is not None else spec.teacher.rnn
     if rnn is None:
         return
@@ -49,10 +49,6 @@ def check_recurrent_trial(spec: TrialSpec, teacher: PolicyNet | None = None) -> 
                           f"policy, which {spec.algorithm} does not fine-tune here (recurrent policies fine-tune "
                           "with " + ", ".join(n for n, a in ALGOS.items() if a.recurrent)
                           + "): set finetune.iterations: 0 to compress it without fine-tuning")
-    tgt = targets.target(spec.latency.target)
-    if tgt.mcu:
-        raise ConfigError(f"latency.target {tgt.name}: the teacher is a recurrent ({rnn.cell}) policy, which the MCU "
-                          "targets do not run yet: choose a host target")
 
 
 def compress_net(teacher: PolicyNet, cfg, ctx: Context, finetune: Callable | None) -> PolicyNet:

@@ -114,11 +114,21 @@ def test_an_imported_recurrent_teacher_fine_tunes_after_a_recurrent_critic_warm_
     assert r.sparsity >= 0.45 and r.teacher_return_mean > 100 and r.return_ratio > 0.5
 
 
-def test_mcu_target_and_unsupported_techniques_are_refused(tmp_path):
-    spec = spec_file(tmp_path)
-    with pytest.raises(ConfigError, match=r"latency.target cortex-m4f: the teacher is a recurrent \(lstm\) policy"):
-        ac.compress(spec, {"quantize": {"bits": 8}}, output_dir=tmp_path / "out", target="cortex-m4f",
+def test_a_recurrent_teacher_compressed_for_an_mcu_target_is_measured_there(tmp_path):
+    """The fp32 cell cross-built and emulated (state carried over the recorded states), the device's actions
+    those of the numpy runtime; 8-bit codes take less flash than the teacher's fp32 matrices."""
+    from test_mcu import require_arm_toolchain
+
+    require_arm_toolchain()
+    r = ac.compress(spec_file(tmp_path), {"quantize": {"bits": 8}}, output_dir=tmp_path / "out", target="cortex-m4f",
                     cache_dir=tmp_path / "cache")
+    assert r.target == "cortex-m4f" and r.device_agreement == 1.0
+    assert 0 < r.flash < r.teacher_flash and r.ram > 0 and r.cycles > 0 and r.teacher_cycles > 0
+    assert r.latency_ratio == pytest.approx(r.cycles / r.teacher_cycles)
+
+
+def test_unsupported_techniques_are_refused(tmp_path):
+    spec = spec_file(tmp_path)
     with pytest.raises(ConfigError, match=r"lowrank: not supported on a recurrent \(lstm\) net yet"):
         ac.compress(spec, {"lowrank": {"rank": 4}}, output_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
     with pytest.raises(ConfigError, match="a recurrent \\(lstm\\) policy: .*sensitivity"):  # still gated

@@ -145,18 +145,44 @@ def test_feed_forward_exports_leave_the_cell_out(tmp_path):
 
 
 def test_what_does_not_run_a_recurrent_net_says_so(tmp_path):
-    from autocompress.mcu.device import measure as mcu_measure
-
     data = artifact("gru", "fp32")
     for fmt in ("onnx-int8", "tflite", "tflite-int8", "pte", "pte-int8"):
         with pytest.raises(ValueError, match=f"format '{fmt}': a recurrent \\(gru\\) net exports as acz, c or onnx"):
             exports.write(data, fmt, tmp_path / fmt)
-    with pytest.raises(ValueError, match="target 'cortex-m4f': a recurrent \\(gru\\) net's C export builds for"):
-        exports.write(data, "c", tmp_path / "m4", target="cortex-m4f")
-    with pytest.raises(ValueError, match="MCU targets do not"):
-        mcu_measure(data, ["dense", "dense"], None, np.zeros((1, 4)))
     for make in (NumpyPolicy.from_bytes, NativePolicy.from_bytes):
         with pytest.raises(ValueError, match="integer-only net \\('iq'\\) does not run a recurrent artifact"):
             make(data, ["iq", "iq"])
     with pytest.raises(ValueError, match="integer-only net \\('iq'\\) does not run a recurrent artifact"):
         exports.write(data, "c", tmp_path / "iq", ["iq", "iq"])
+
+
+#: steps per target: the M4F over whole episodes; the soft-float M0+ (~1.3M cycles a step) and the M7 a prefix
+MCU_STEPS = {"cortex-m4f": STEPS, "cortex-m0plus": 24, "cortex-m7": 24}
+
+
+@pytest.mark.parametrize("target_name", MCU_STEPS)
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("config", ["fp32", "prune-q8"])
+def test_mcu_build_acts_as_numpy_with_the_state_carried_and_reset(cell, config, target_name, tmp_path):
+    """The C export cross-built for each Cortex-M target (-Werror), emulated: numpy's actions at every step, the
+    state carried within an episode and policy_reset() at each start; the same counts on a second run."""
+    from autocompress.mcu.build import build
+    from autocompress.mcu.emulate import Emulator
+    from autocompress.targets import target
+    from test_mcu import require_arm_toolchain
+
+    require_arm_toolchain()
+    data = artifact(cell, config)
+    exports.write(data, "c", tmp_path / "src", target=target_name)
+    elf = build(tmp_path / "src", target(target_name), tmp_path / "build").elf
+    eps = episodes(data, steps=MCU_STEPS[target_name])
+    emu, counts = Emulator(elf, target(target_name)), []
+    for ep in eps:
+        emu.reset()
+        for obs, want in zip(ep["obs"], ep["actions"]):
+            got, _, n, cycles = emu.act(obs, 0)
+            assert got == want
+            counts.append((n, cycles))
+    again = Emulator(elf, target(target_name))
+    again.reset()
+    assert [again.act(o, 0)[2:] for o in eps[0]["obs"][:3]] == counts[:3]

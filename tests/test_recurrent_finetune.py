@@ -101,13 +101,6 @@ def test_a_recurrent_teacher_for_dqn_or_sac_is_one_error_naming_the_key(tmp_path
         ac.load_trial_spec(write_spec(tmp_path, spec_data(algorithm)))
 
 
-def test_a_recurrent_teacher_on_an_mcu_target_is_refused_before_any_work(tmp_path, monkeypatch):
-    monkeypatch.setattr(teachers, "train_teacher", lambda *a, **k: pytest.fail("the teacher was trained"))
-    with pytest.raises(ConfigError, match=r"latency.target cortex-m4f: the teacher is a recurrent \(lstm\) policy"):
-        ac.compress(write_spec(tmp_path, spec_data()), {"quantize": {"bits": 8}}, output_dir=tmp_path / "out",
-                    target="cortex-m4f", cache_dir=tmp_path / "cache")
-
-
 def test_sensitivity_refuses_a_recurrent_teacher_before_training_it(tmp_path):
     with pytest.raises(ConfigError, match=r"teacher.rnn: a recurrent \(lstm\) teacher: layer sensitivity"):
         ac.sensitivity(write_spec(tmp_path, spec_data()), settings={"prune": [0.5]}, episodes=0,

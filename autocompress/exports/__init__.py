@@ -11,9 +11,9 @@ XNNPACK quantizer (dynamic int8: acts as the runtime with `int8_kernels(data)` u
 exports/pte.py).
 tests/test_exports.py, tests/test_tflite.py and tests/test_pte.py check each on 1,000 observations.
 
-A recurrent (LSTM / GRU) artifact exports as 'acz', 'c' (host targets: the state in static buffers,
-policy_reset()) and 'onnx' (fp32 cell; the state an explicit input and output); the others, and a C export
-for an MCU target, are one clear error each (tests/test_recurrent_exports.py).
+A recurrent (LSTM / GRU) artifact exports as 'acz', 'c' (host and MCU targets: the fp32 cell, the state in
+static buffers, policy_reset()) and 'onnx' (fp32 cell; the state an explicit input and output); the others are
+one clear error each (tests/test_recurrent_exports.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import numpy as np
 from autocompress.exports.c import HOST_CFLAGS, write_c, write_makefile
 from autocompress.layers import check_kernels, compact_kernels, layers_of, recurrent_of
 from autocompress.runtime import read_artifact
-from autocompress.targets import target as target_of
 
 FORMATS = {"acz": "the artifact file (autocompress.Policy.load)", "c": "a directory: policy.c, policy.h, main.c",
            "onnx": "an ONNX graph (fp32; int8 layers where the trial ran them)",
@@ -64,7 +63,7 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
     header, blob = read_artifact(data)
     layers, rnn = layers_of(header, blob, recurrent=True), recurrent_of(header, blob)
     if rnn is not None:
-        _check_recurrent(fmt, target, rnn.cell)
+        _check_recurrent(fmt, rnn.cell)
     kernels = check_kernels(layers, kernels, rnn)
     if fmt == "c":
         rnn_kernels = None
@@ -89,14 +88,11 @@ def write(data: bytes, fmt: str, output: str | Path, kernels: list[str] | None =
     raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
-def _check_recurrent(fmt: str, target: str, cell: str) -> None:
+def _check_recurrent(fmt: str, cell: str) -> None:
     """One clear error where an export of a recurrent net would not carry its cell and state."""
     if fmt not in ("c", "onnx") and fmt in FORMATS:
         raise ValueError(f"format {fmt!r}: a recurrent ({cell}) net exports as acz, c or onnx (fp32) so far; "
                          f"{fmt} does not carry its state yet")
-    if fmt == "c" and target_of(target).mcu:
-        raise ValueError(f"target {target!r}: a recurrent ({cell}) net's C export builds for the host only so far "
-                         "(the MCU targets do not run its cell yet)")
 
 
 def flash_size(c_dir: str | Path, cc: str | None = None) -> dict[str, int]:

@@ -27,7 +27,8 @@ RAM = (0x2000_0000, 1 << 20)
 STACK_BYTES = 16 << 10
 
 CFLAGS = ("-std=c99", "-Wall", "-Wextra", "-Werror", "-ffunction-sections", "-fdata-sections")
-LDFLAGS = ("-nostartfiles", "-Wl,--gc-sections", "-Wl,-e,policy_act", "--specs=nosys.specs")
+LDFLAGS = ("-nostartfiles", "-Wl,--gc-sections", "-Wl,-e,policy_act", "-Wl,--undefined=policy_reset",
+           "--specs=nosys.specs")
 
 LINKER_SCRIPT = f"""MEMORY {{
   FLASH (rx) : ORIGIN = {FLASH[0]:#x}, LENGTH = {FLASH[1]:#x}

@@ -46,9 +46,10 @@ class DeviceFigures:
 
 
 def measure(data: bytes, kernels: list[str], target: Target, obs: np.ndarray) -> DeviceFigures:
-    """Cross-build `data` with `kernels` for `target` and run it on every row of `obs`."""
+    """Cross-build `data` with `kernels` (one per feed-forward layer; a recurrent cell's matrices take their
+    fixed form, RecurrentLayer.kernels) for `target` and run it on every row of `obs`: one stream, a recurrent
+    policy's state carried from row to row from the zero state (policy_reset's)."""
     header, blob = read_artifact(data)
-    layers_of(header, blob)  # a recurrent net: one clear error (the MCU targets do not run its cell yet)
     head = header["head"]
     discrete = head["kind"] == "discrete"
     with tempfile.TemporaryDirectory(prefix="acz-mcu-") as d:
@@ -64,7 +65,7 @@ def measure(data: bytes, kernels: list[str], target: Target, obs: np.ndarray) ->
 def choose_kernels(data: bytes, target: Target, obs: np.ndarray, max_flash: int | None = None) -> list[str]:
     """The kernels `data` runs on `target` (see the module docstring), compared on obs[:CHOICE_OBS]."""
     header, blob = read_artifact(data)
-    layers = layers_of(header, blob)
+    layers = layers_of(header, blob, recurrent=True)  # a recurrent cell: never integer-only (no header `iq`)
     sample = obs[:CHOICE_OBS]
     builds: dict[tuple[str, ...], DeviceFigures] = {}
 

@@ -41,6 +41,7 @@ class Emulator:
             symbols = {s.name: s["st_value"] for s in elf.get_section_by_name(".symtab").iter_symbols()}
             segments = [(seg["p_vaddr"], seg.data()) for seg in elf.iter_segments() if seg["p_type"] == "PT_LOAD"]
         self.entry = symbols["policy_act"] & ~1
+        self.reset_entry = symbols.get("policy_reset")  # a recurrent policy's (exports.c)
         self.stack_top, self.stack_limit = symbols["__stack_top"], symbols["__stack_limit"]
         self.uc = Uc(UC_ARCH_ARM, UC_MODE_THUMB | UC_MODE_MCLASS)
         self.uc.ctl_set_cpu_model(_CPU[target.core])
@@ -75,16 +76,27 @@ class Emulator:
             raise ValueError(f"observation and action ({obs.size} + {act_dim} floats) exceed the I/O region")
         self.uc.mem_write(self.obs_addr, obs.tobytes())
         self.uc.mem_write(action_addr, bytes(4 * max(act_dim, 1)))
-        for reg, v in ((arm.UC_ARM_REG_SP, self.stack_top), (arm.UC_ARM_REG_R0, self.obs_addr),
-                       (arm.UC_ARM_REG_R1, action_addr), (arm.UC_ARM_REG_LR, self.stop | 1)):
-            self.uc.reg_write(reg, v)
-        self._state[:] = [0, 0, -1, 0]
-        self.uc.emu_start(self.entry | 1, self.stop)
-        n, cycles, _, extra = self._state
-        cycles += extra  # the return to the caller is a taken branch
+        n, cycles = self._call(self.entry, self.obs_addr, action_addr)
         ret = self.uc.reg_read(arm.UC_ARM_REG_R0)
         action = np.frombuffer(bytes(self.uc.mem_read(action_addr, 4 * act_dim)), np.float32).copy()
         return ret - (1 << 32) if ret >= 1 << 31 else ret, action, n, cycles
+
+    def reset(self) -> None:
+        """policy_reset(): a recurrent policy's state back to zero, as at an episode's start (the state starts
+        zero: .bss). ValueError for a policy without state."""
+        if self.reset_entry is None:
+            raise ValueError("this policy has no policy_reset (it is not recurrent)")
+        self._call(self.reset_entry & ~1, 0, 0)
+
+    def _call(self, entry: int, r0: int, r1: int) -> tuple[int, int]:
+        """Run the C function at `entry` with arguments r0, r1 until it returns: (instructions, cycles)."""
+        for reg, v in ((arm.UC_ARM_REG_SP, self.stack_top), (arm.UC_ARM_REG_R0, r0),
+                       (arm.UC_ARM_REG_R1, r1), (arm.UC_ARM_REG_LR, self.stop | 1)):
+            self.uc.reg_write(reg, v)
+        self._state[:] = [0, 0, -1, 0]
+        self.uc.emu_start(entry | 1, self.stop)
+        n, cycles, _, extra = self._state
+        return n, cycles + extra  # the return to the caller is a taken branch
 
     @property
     def stack_bytes(self) -> int:
