@@ -374,3 +374,29 @@ def test_a_search_fine_tunes_the_teacher_once_as_a_reference_row(tmp_path):
     assert parent.data.metrics["reference_heldout_return_ratio"] == pytest.approx(held["reference"]["return_ratio"])
     res = CliRunner().invoke(app, ["pareto", str(tmp_path / "run")], env={"COLUMNS": "250"})
     assert res.exit_code == 0 and "teacher fine-tuned (reference, not a trial)" in res.output, res.output
+
+
+def test_where_no_front_member_keeps_the_return_held_out_the_trials_it_dominated_are_re_evaluated(
+        tmp_path, monkeypatch):
+    """fake_run's front (4, 7) falls to 0.75 on the held-out episodes; trial 9, which it dominated on the
+    evaluation episodes, keeps 1.00 there: re-evaluated as the next layer, and `pick` chooses it."""
+    from autocompress._search import heldout
+
+    acted = []
+
+    def run(data, spec, runtime, kernels=None):
+        acted.append(data)
+        return np.full(spec.eval.episodes, 400.0 if data in (b"trial 9",) or not data.startswith(b"trial") else 300.0)
+
+    monkeypatch.setattr(measure, "artifact_returns", run)
+    monkeypatch.setattr(heldout, "teacher_artifact", lambda *a: b"teacher")
+    r = fake_run(tmp_path, None)
+    spec = r.trial_spec()
+    record = heldout.reevaluate(r.study, spec, ["return", "latency", "bytes"], tmp_path, episodes=20, log=print,
+                                parallel=False, min_return_ratio=0.95)
+    assert {k: v["return_ratio"] for k, v in record["trials"].items()} == {"4": 0.75, "7": 0.75, "9": 1.0}
+    assert r.pick(0.95, "bytes").trial == 9
+    acted.clear()  # without a return constraint the front alone is re-evaluated
+    record = heldout.reevaluate(r.study, spec, ["return", "latency", "bytes"], tmp_path, episodes=20, log=print,
+                                parallel=False)
+    assert sorted(record["trials"]) == ["4", "7"] and b"trial 9" not in acted

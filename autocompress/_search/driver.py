@@ -531,7 +531,8 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
     driver = Driver(study, space, spec, opts, tracker, teacher_ref, teacher["dirname"], cache_root, log)
     driver.run(progress)
     # the fine-tuned teacher reference (if asked) and the front's held-out values
-    conclude(study, spec, space.objectives, run_dir, tracker, teacher_ref, cache_root, log)
+    conclude(study, spec, space.objectives, run_dir, tracker, teacher_ref, cache_root, log,
+             space.constraints.min_return_ratio)
     summary = finalize(study, space.objectives, tracker, run_dir, driver.history, log)
     summary["wall_seconds"] = time.time() - driver.started
     summary["tracking_offline"] = tracker.offline

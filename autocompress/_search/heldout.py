@@ -38,7 +38,7 @@ from autocompress.errors import ConfigError
 from autocompress.results import SLIM_DROP
 from autocompress.tracking import Tracker, check_reachable, run_uri
 from autocompress._search.record import StudyAttrs
-from autocompress._search.results import current_front, finalize, hypervolume_history, rows
+from autocompress._search.results import finalize, front_layers, hypervolume_history, rows
 from autocompress._search.tasks import install_teacher
 
 Log = Callable[[str], None]
@@ -121,19 +121,25 @@ def policies(all_rows: list[dict], trial_rows: list[dict], run_dir: Path, spec: 
     """What held-out re-evaluation acts, name -> (artifact bytes, recorded kernels): the teacher
     (`teacher_artifact`), each of `trial_rows` by trial number, and the `reference` record if its
     artifact is there."""
-    jobs: dict = {"teacher": (teacher_artifact(all_rows, spec, run_dir), None)}
-    for r in trial_rows:
-        jobs[r["trial"]] = (Path(r["artifact"]).read_bytes(), r.get("kernels"))
+    jobs: dict = {"teacher": (teacher_artifact(all_rows, spec, run_dir), None), **trial_jobs(trial_rows)}
     if reference and Path(reference["artifact"]).is_file():
         jobs["reference"] = (Path(reference["artifact"]).read_bytes(), reference["result"].get("kernels"))
     return jobs
+
+
+def trial_jobs(trial_rows: list[dict]) -> dict:
+    """Trial number -> (artifact bytes, recorded kernels): what re-evaluation acts for each of `trial_rows`."""
+    return {r["trial"]: (Path(r["artifact"]).read_bytes(), r.get("kernels")) for r in trial_rows}
 
 
 def heldout_values(jobs: dict, held_spec: TrialSpec, runtime: str, log: Log = lambda m: None,
                    parallel: bool = False) -> dict:
     """name -> {return_mean, return_std, return_ratio} of every policy in `jobs` (`policies`) on the
     episodes of `held_spec` (a measure.heldout_spec), the ratio to the teacher's return on the same ones."""
-    returns = _evaluate_all(jobs, held_spec, runtime, log, parallel)
+    return _summaries(_evaluate_all(jobs, held_spec, runtime, log, parallel), held_spec)
+
+
+def _summaries(returns: dict, held_spec: TrialSpec) -> dict:
     return {k: measure.heldout_summary(v, returns["teacher"], held_spec) for k, v in returns.items()}
 
 
@@ -163,18 +169,28 @@ def _name(name) -> str:
     return f"trial {name}" if isinstance(name, int) else name
 
 
+#: front layers re-evaluated at most: the front, then (while no re-evaluated trial keeps the return constraint on
+#: the held-out episodes) the trials it dominated, layer by layer
+HELDOUT_LAYERS = 3
+
+
 def reevaluate(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_dir: Path, tracker=None,
-               episodes: int | None = None, log: Log = print, parallel: bool | None = None) -> dict:
+               episodes: int | None = None, log: Log = print, parallel: bool | None = None,
+               min_return_ratio: float | None = None) -> dict:
     """Re-evaluate the front, the teacher and the reference on held-out episodes (default: the spec's
     eval.heldout_episodes); store the snapshot in the study (HELDOUT) and MLflow. `parallel`: Ray tasks
-    (default: where Ray is running already, as at the end of a search)."""
+    (default: where Ray is running already, as at the end of a search). Where no front member keeps
+    `min_return_ratio` (the space's constraint) there, the next layers of the non-dominated sort too, up to
+    HELDOUT_LAYERS: the front is drawn on the evaluation episodes, and where those saturate (CartPole's 500)
+    one member can dominate trials the held-out episodes rank above it; `pick` then chooses among them all."""
     held_spec = measure.heldout_spec(spec, episodes)  # ConfigError when those seeds overlap others
     n, seed = held_spec.eval.episodes, held_spec.eval.seed
     if n < 1:
         raise ConfigError(f"{n}: held-out episodes must be >= 1", option="reevaluate")
     attrs = StudyAttrs(study)
     runtime = attrs.runtime or measure.policy_runtime(spec.latency.runtime)[0]
-    front_rows = current_front(study, objectives)
+    layers = front_layers(study, objectives)
+    front_rows = layers[0] if layers else []
     jobs = policies(rows(study), front_rows, run_dir, spec, attrs.reference)
     if parallel is None:
         import ray  # deferred (heavy): only to ask whether it runs
@@ -183,7 +199,16 @@ def reevaluate(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_
     log(f"held-out: {len(jobs)} policies (front of {len(front_rows)}, the teacher"
         f"{', the reference' if 'reference' in jobs else ''}) on {n} episodes, seeds {seed}..{seed + n - 1}, "
         f"{runtime} runtime{', in parallel Ray tasks' if parallel else ''}")
-    values = heldout_values(jobs, held_spec, runtime, log, parallel)
+    returns = _evaluate_all(jobs, held_spec, runtime, log, parallel)
+    for layer in layers[1:HELDOUT_LAYERS]:
+        kept = [v for k, v in _summaries(returns, held_spec).items() if isinstance(k, int)
+                and v["return_ratio"] >= min_return_ratio] if min_return_ratio is not None else True
+        if kept:
+            break
+        log(f"held-out: no re-evaluated trial keeps return ratio {min_return_ratio} there; the next layer of the "
+            f"front ({len(layer)} trial(s) it dominated) too")
+        returns.update(_evaluate_all(trial_jobs(layer), held_spec, runtime, log, parallel))
+    values = _summaries(returns, held_spec)
     record = {"episodes": n, "seed": seed, "runtime": runtime, "at": time.time(), "teacher": values.pop("teacher"),
               "reference": values.pop("reference", None), "trials": {str(k): v for k, v in values.items()}}
     attrs.heldout = record
@@ -193,17 +218,18 @@ def reevaluate(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_
 
 
 def conclude(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_dir: Path, tracker, teacher_ref,
-             cache_root: str, log: Log) -> None:
+             cache_root: str, log: Log, min_return_ratio: float | None = None) -> None:
     """The end of a search (the last driver): the reference row if the spec asks for it (fine-tuned from
     `teacher_ref`, the teacher task's result in Ray's object store, installed in `cache_root`), then the
-    front's held-out values (eval.heldout_episodes > 0). The caller then re-writes the front's files."""
+    front's held-out values (eval.heldout_episodes > 0; `reevaluate`, with the space's return constraint).
+    The caller then re-writes the front's files."""
     if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         log("held-out / reference: other drivers are still running trials; the last one to finish does it")
         return
     if spec.finetune.teacher_reference:
         run_reference(study, spec, teacher_ref, cache_root, tracker, run_dir, log)
     if spec.eval.heldout_episodes > 0 and rows(study):
-        reevaluate(study, spec, objectives, run_dir, tracker, log=log)
+        reevaluate(study, spec, objectives, run_dir, tracker, log=log, min_return_ratio=min_return_ratio)
 
 
 # -- pick's report on fresh episodes ----------------------------------------------------------------------
@@ -234,7 +260,8 @@ def fresh_values(study: optuna.Study, spec: TrialSpec, run_dir: Path, row: dict,
 
 
 def reevaluate_run(run_dir: Path, study: optuna.Study, state: dict, spec: TrialSpec, episodes: int | None = None,
-                   tracking_uri: str | None = None, parallel: bool = False, log: Log = print) -> dict:
+                   tracking_uri: str | None = None, parallel: bool = False, log: Log = print,
+                   min_return_ratio: float | None = None) -> dict:
     """`pareto RUN --reevaluate N`: re-evaluate a finished search's front on held-out episodes, store the
     values in its study and MLflow (the store it logged to, or `tracking_uri`; where that is unreachable
     the study alone gets them and `autocompress sync` re-logs the files), and re-write the front's files."""
@@ -254,6 +281,7 @@ def reevaluate_run(run_dir: Path, study: optuna.Study, state: dict, spec: TrialS
         tracker = None
     if parallel:
         rl.ensure_ray()
-    record = reevaluate(study, spec, state["objectives"], Path(run_dir), tracker, episodes, log, parallel)
+    record = reevaluate(study, spec, state["objectives"], Path(run_dir), tracker, episodes, log, parallel,
+                        min_return_ratio)
     finalize(study, state["objectives"], tracker, Path(run_dir), hypervolume_history(study, state["objectives"]))
     return record

@@ -80,9 +80,22 @@ def reference_row(study: optuna.Study) -> dict | None:
 
 def current_front(study: optuna.Study, objectives: list[str]) -> list[dict]:
     """Front over feasible trials when any trial is feasible (Optuna's `best_trials` rule)."""
-    rs = rows(study)
-    within = [r for r in rs if r["feasible"]]
-    return pareto.front(within or rs, objectives)
+    return pareto.front(_front_pool(rows(study)), objectives)
+
+
+def front_layers(study: optuna.Study, objectives: list[str]) -> list[list[dict]]:
+    """current_front, then the front of the trials it leaves, and so on (a non-dominated sort of the same pool)."""
+    left, out = _front_pool(rows(study)), []
+    while left:
+        out.append(pareto.front(left, objectives))
+        taken = {r["trial"] for r in out[-1]}
+        left = [r for r in left if r["trial"] not in taken]
+    return out
+
+
+def _front_pool(rs: list[dict]) -> list[dict]:
+    """The rows a front is drawn from: the feasible ones, or all where none is."""
+    return [r for r in rs if r["feasible"]] or rs
 
 
 #: constraint -> the TrialResult field it bounds

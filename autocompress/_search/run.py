@@ -102,14 +102,16 @@ class Run:
     def evaluate_heldout(self, episodes: int | None = None, *, parallel: bool = False,
                          tracking_uri: str | None = None, log: Log = _quiet) -> dict:
         """Re-evaluate the front, the teacher (and the reference) on `episodes` held-out episodes (default:
-        the spec's eval.heldout_episodes; seeds from eval.heldout_seed), in the runtime the study pinned;
+        the spec's eval.heldout_episodes; seeds from eval.heldout_seed), in the runtime the study pinned (where no
+        front member keeps the space's min_return_ratio there, the trials it dominated too: heldout.reevaluate);
         store the values in the study and as MLflow metrics `heldout_*`, re-write the front's files.
         `parallel`: one Ray task per policy. Returns the snapshot (`Run.heldout()`)."""
         if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
             raise ConfigError(f"{episodes!r}: held-out episodes must be a whole number >= 1", option="reevaluate")
         checks.tracking_uri(tracking_uri)
-        return heldout.reevaluate_run(self.run_dir, self.study, self.state, self.trial_spec(), episodes, tracking_uri,
-                              parallel, log)
+        space, spec, _ = load_search_space(self.state["space"])
+        return heldout.reevaluate_run(self.run_dir, self.study, self.state, spec, episodes, tracking_uri, parallel, log,
+                                      space.constraints.min_return_ratio)
 
     def pick(self, min_return_ratio: float = 0.95, minimize: Literal["latency", "bytes"] = "latency",
              max_bytes: float | None = None, max_latency_ms: float | None = None, max_flash: int | None = None,
