@@ -71,12 +71,16 @@ def test_mcu_targets_are_judged_from_the_data():
     found = {"trial": 3, "flash": 2912, "ram": 396, "cycle_ratio": 1 / 3279, "heldout_ratio": 0.99, "fresh_ratio": 1.0}
     assert mcu.search_targets("s", {"s": {"cortex-m0plus": found}})[0].met
     assert not mcu.search_targets("s", {"s": {"cortex-m0plus": {**found, "flash": 4097}}})[0].met
-    budget = "cortex-m0plus, max_flash 4096, max_ram 1024"  # either M0+ search may meet it; the M4F's does not count
+    budget = next(k for k, (_, c) in mcu.SEARCHES.items() if c)  # either M0+ search may meet it; the M4F's does not
     both = mcu.search_targets("s", {"s": {"cortex-m0plus": {**found, "ram": 1025}, budget: found}})[0]
     assert both.met and both.figure.startswith(budget)
     assert not mcu.search_targets("s", {"s": {"cortex-m0plus": {**found, "ram": 1025}, "cortex-m4f": found}})[0].met
     none = mcu.search_targets("s", {"s": {"cortex-m0plus": {"closest": {"heldout_ratio": 0.93}}}})[0]
     assert not none.met and "closest 0.930" in none.figure
+    rows = [{"trial": 3, "config": {"q": 8}, "flash": 4096, "ram": 652, "heldout_ratio": 0.917},
+            {"trial": 4, "config": {"s": 6}, "flash": 10849, "ram": 685, "heldout_ratio": 0.966}]
+    short = mcu.search_targets("s", {"s": {"cortex-m0plus": {"closest": {}}, budget: {"rows": rows}}})[0]
+    assert not short.met and "closest: trial 3" in short.figure and "held-out 0.917" in short.figure
 
 
 def test_a_legacy_block_that_a_rendered_section_replaces_is_dropped(monkeypatch, tmp_path):
