@@ -210,7 +210,8 @@ def test_evaluate_resets_the_policy_each_episode():
 def test_what_does_not_run_a_recurrent_artifact_refuses_it(tmp_path):
     """(the exports and the C runtime that do run it, and the rest that refuse: tests/test_recurrent_exports.py)"""
     data = to_bytes(recurrent_net("gru")[0], HEAD)
-    with pytest.raises(ValueError, match="only the numpy and C runtimes and the C and fp32 ONNX exports run its cell"):
+    with pytest.raises(ValueError, match=r"only the numpy and C runtimes, the C and fp32 ONNX exports and the MCU "
+                                         r"targets \(fp32\) run its cell"):
         layers_of(*read_artifact(data))
     with pytest.raises(ValueError, match="integer-only"):
         NumpyPolicy.from_bytes(data, ["iq", "iq"])
