@@ -84,8 +84,8 @@ PEERS_CODE = DEVICE_CODE + measured_by("peers", "emlearn_source", "tflm_peer", "
 TECHNIQUES_CODE = TRIAL_CODE + measured_by("techniques", "CONFIGS", "INT8", "MCU", "figures", "on_targets", "spec_of")
 FIXED_CODE = TRIAL_CODE + measured_by("fixed", "FIXED", "CONFIGS", "INT8", "MCU", "figures", "on_fresh_episodes",
                                       "_teacher_bytes", "spec_of", "FRESH_SEED")
-SEARCHES_CODE = SEARCH_CODE + measured_by("search", "SEARCHES", "front_best", "on_fresh_episodes", "_teacher_bytes", "queued_as",
-                                          "FRESH_SEED") + ("benchmarks/common.py::run_search",)
+SEARCHES_CODE = SEARCH_CODE + measured_by("search", "SEARCHES", "front_best", "on_fresh_episodes", "_teacher_bytes",
+                                          "queued_as", "FRESH_SEED") + ("benchmarks/common.py::run_search",)
 
 
 def load_store(path: Path = STORE) -> dict:
