@@ -234,7 +234,7 @@ def test_integer_only_int8_takes_fewer_cycles_than_fp32(builds, observations, na
 def test_a_flash_budget_buys_smaller_forms_at_their_cycle_cost(observations):
     """2-bit codes: integer-only with 4-bit storage ('iq4') is fastest on the M4F; a budget below its flash
     makes the choice trade cycles for the fp32 forms' smaller storage (packed: 2 bits a weight); a budget
-    nothing meets leaves the smallest build the swaps reach (the search then finds the trial over it)."""
+    nothing meets leaves each layer's smallest form (the search then finds the trial over it)."""
     require_arm_toolchain()
     torch.manual_seed(3)
     net = PolicyNet.mlp(4, [128, 128], 3, "tanh")
@@ -257,7 +257,7 @@ def test_a_flash_budget_buys_smaller_forms_at_their_cycle_cost(observations):
 def test_the_widest_student_that_fits_a_budget_is_found_by_its_build():
     """mcu.fit: a student of the committed CartPole teacher, 8-bit symmetric integer-only, fits exactly up to
     its own build's flash and RAM; the widest fitting width is chosen, the narrowest where none fits."""
-    from autocompress.mcu.fit import PROBE_CODES, student_fits, widest_fitting
+    from autocompress.mcu.fit import PROBE_CODES, fitting, student_fits, widest_fitting
     from autocompress.techniques import DistillConfig, apply
     from autocompress.techniques.distill import student_net
     from autocompress.config import load_trial_spec
@@ -278,6 +278,7 @@ def test_the_widest_student_that_fits_a_budget_is_found_by_its_build():
     assert widest_fitting(teacher, head, choices, m0, built.flash, None) == [32, 32]
     assert widest_fitting(teacher, head, choices, m0, None, None) == [64, 64]
     assert widest_fitting(teacher, head, choices, m0, 100, None) == [16, 16]
+    assert fitting(teacher, head, choices, m0, built.flash, None) == [[16, 16], [32, 32]]  # narrowest first
 
 
 @pytest.mark.parametrize("name", MCU)

@@ -95,6 +95,21 @@ def test_on_an_mcu_target_a_stack_takes_the_codes_that_run_integer_only():
     assert on_m0["symmetric"] is True and on_m0["bits"] == 8
 
 
+def test_under_a_device_budget_the_codes_stacks_run_again_at_the_narrower_student():
+    space, _, _ = load_search_space(SPACE)
+    at = {"hidden": [16, 16]}
+
+    def stacks(s):
+        alone = {next(iter(suggest(optuna.trial.FixedTrial(p), s)), None): p for p in baseline_params(s)}
+        return [suggest(optuna.trial.FixedTrial(p), s) for p in stacked_params(s, "distill", alone["distill"], at)]
+    assert [c["distill"]["hidden"] for c in stacks(space)] == [[32, 32], [32, 32]]  # the host: no device codes
+    on_m0 = stacks(space.model_copy(update={"target": "cortex-m0plus"}))
+    # the space's two stacks at the baseline's [32, 32], then the integer-only codes stack once more at [16, 16]
+    assert [c["distill"]["hidden"] for c in on_m0] == [[32, 32], [32, 32], [16, 16]]
+    assert on_m0[2] == {**on_m0[1], "distill": at} and on_m0[2]["quantize"]["symmetric"] is True
+    assert "share" in on_m0[0]  # share's codebook runs as fp32 on a device: not repeated
+
+
 def test_baseline_settings_replace_a_techniques_middle():
     space, _, _ = load_search_space(SPACE)
     cfgs = [suggest(optuna.trial.FixedTrial(p), space) for p in baseline_params(space, {"distill": {"hidden": [16, 16]}})]

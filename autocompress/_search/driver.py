@@ -254,7 +254,8 @@ class Driver:
                 break
         if anchor is None and any(queued_record(i).baseline for i in attrs.queue):
             return  # none so far; baselines still to run
-        stacks = stacked_params(self.space, anchor[1], anchor[2]) if anchor else []
+        stacks = stacked_params(self.space, anchor[1], anchor[2], attrs.also_at.get(anchor[1])) \
+            if anchor else []
         queue(self.study, [queue_item(p, stacked=True) for p in stacks], front=True)
         attrs.stacked = len(stacks)
         self.log(f"trial {anchor[0]} ({anchor[1]}) kept the return alone: {len(stacks)} stack(s) on it queued ahead "
@@ -416,22 +417,26 @@ def _baselines_queued(study) -> bool:
 
 
 def _fit_to_budget(space: SearchSpace, spec: TrialSpec, teacher: dict, cache_root: str,
-                   log: Callable[[str], None]) -> dict:
-    """Baseline settings a device budget asks for (see autocompress/mcu/fit.py): under max_flash / max_ram on
-    an MCU target, the distill baseline's `hidden` is the widest choice whose integer-only student fits."""
+                   log: Callable[[str], None]) -> tuple[dict, dict]:
+    """Baseline settings a device budget asks for (see autocompress/mcu/fit.py), and the settings at which
+    an anchor's on-device stacks run once more (stacking.stacked_params `also_at`): under max_flash / max_ram
+    on an MCU target, the distill baseline's `hidden` is the widest choice whose integer-only student fits,
+    and its codes stacks run again at the next narrower one that fits."""
     c, distill = space.constraints, space.techniques.get("distill", {})
     hidden = distill.get("hidden")
     if c.max_flash is None and c.max_ram is None or hidden is None or not hidden.sampled:
-        return {}
-    from autocompress.mcu.fit import widest_fitting  # deferred: the cross-build's modules
+        return {}, {}
+    from autocompress.mcu.fit import fitting  # deferred: the cross-build's modules
 
     tasks.install_teacher(teacher["files"], cache_root, teacher["dirname"])
     t = load_teacher(Path(cache_root) / teacher["dirname"])
-    width = widest_fitting(t.actor, t.info["head"], hidden.ends(), targets.target(spec.latency.target),
-                           c.max_flash, c.max_ram)
+    fits = fitting(t.actor, t.info["head"], hidden.ends(), targets.target(spec.latency.target),
+                   c.max_flash, c.max_ram)
+    width = fits[-1] if fits else min(hidden.ends(), key=sum)
     log(f"distill baseline: hidden {width}, the widest whose 8-bit integer-only student fits "
-        f"max_flash {c.max_flash} / max_ram {c.max_ram} on {spec.latency.target}")
-    return {"distill": {"hidden": width}}
+        f"max_flash {c.max_flash} / max_ram {c.max_ram} on {spec.latency.target}"
+        + (f"; its codes stacks also at {fits[-2]}" if len(fits) > 1 else ""))
+    return {"distill": {"hidden": width}}, ({"distill": {"hidden": fits[-2]}} if len(fits) > 1 else {})
 
 
 def _check_trained_teacher(spec: TrialSpec, cache_root: str, teacher: dict, tracker) -> None:
@@ -520,8 +525,9 @@ def run_search(space: SearchSpace, spec: TrialSpec, space_path: Path, spec_path:
                                 "teacher_task_seconds": time.time() - t0, "ray_init_seconds": ray_init_seconds})
 
     if space.baselines and not opts.join and not _baselines_queued(study):
-        queue(study, [queue_item(p, baseline=True)
-                      for p in baseline_params(space, _fit_to_budget(space, spec, teacher, cache_root, log))])
+        settings, also_at = _fit_to_budget(space, spec, teacher, cache_root, log)
+        queue(study, [queue_item(p, baseline=True) for p in baseline_params(space, settings)])
+        StudyAttrs(study).also_at = also_at
         StudyAttrs(study).baselines = True
     if space.sensitivity.enabled and not opts.join and StudyAttrs(study).sensitivity_guided is None:
         _sensitivity_stage(study, space, spec, teacher, cache_root, run_dir, tracker, log)

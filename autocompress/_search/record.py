@@ -146,6 +146,9 @@ class StudyAttrs:
     stacked = _Attr("stacked")
     #: whether the space's baselines were queued (after the teacher: a device budget picks the student's width)
     baselines = _Attr("baselines")
+    #: technique -> the settings at which its on-device stacks run once more (a device budget's next narrower
+    #: student, _search.driver._fit_to_budget)
+    also_at = _Attr("also_at", dict)
     sensitivity_guided = _Attr("sensitivity_guided")
 
     def __init__(self, study: optuna.Study):

@@ -37,13 +37,19 @@ def baseline_params(space: SearchSpace, settings: dict[str, dict[str, Any]] | No
     return [_alone(space, None, {})] + [_alone(space, name, settings.get(name, {})) for name in stack_order(space)]
 
 
-def stacked_params(space: SearchSpace, anchor: str, anchor_params: dict[str, Any]) -> list[dict[str, Any]]:
+def stacked_params(space: SearchSpace, anchor: str, anchor_params: dict[str, Any],
+                   also_at: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Optuna params of up to `space.stack` two-technique stacks on `anchor`, a technique that kept the
     return alone, at its baseline's `anchor_params`. Each other technique (not of the anchor's
     exclusive group) joins it in stack order, at the gentle end of its ranges (stacked losses
     compound; its other settings as in its own baseline, and on an MCU target as its `on_device` says
     where the space allows it). A partner need not have kept the return at its middle setting: 8-bit
-    codes on a student often do where 5-bit codes alone did not."""
+    codes on a student often do where 5-bit codes alone did not.
+
+    `also_at` (anchor key -> value; an MCU target only): the anchor's settings at which the stacks whose
+    partner has on-device codes run once more, after the others: under a device budget, the next narrower
+    student that fits (mcu.fit), since the widest sits at the budget's edge and may lose the return once
+    coded where a narrower one keeps it."""
     device = space.target is not None and target(space.target).mcu
     group_of = {name: g for g, names in groups(space.techniques).items() for name in names}
     out = []
@@ -56,6 +62,10 @@ def stacked_params(space: SearchSpace, anchor: str, anchor_params: dict[str, Any
         if device:
             gentle.update({key: v for key, v in TECHNIQUES[name].on_device.items()
                            if key in entries and v in entries[key].ends()})
-        out.append({**anchor_params, **switches(space.techniques, [anchor, name]),
-                    **setting_params(name, entries, gentle)})
-    return out[:space.stack]
+        out.append((name, {**anchor_params, **switches(space.techniques, [anchor, name]),
+                           **setting_params(name, entries, gentle)}))
+    out = out[:space.stack]
+    if device and also_at:
+        moved = setting_params(anchor, {k: space.techniques[anchor][k] for k in also_at}, also_at)
+        out += [(name, {**params, **moved}) for name, params in out if TECHNIQUES[name].on_device]
+    return [params for _, params in out]

@@ -38,9 +38,14 @@ def student_fits(teacher: PolicyNet, head: dict, hidden: list[int], target: Targ
     return (max_flash is None or f.flash <= max_flash) and (max_ram is None or f.ram <= max_ram)
 
 
+def fitting(teacher: PolicyNet, head: dict, choices: list[list[int]], target: Target, max_flash: int | None,
+            max_ram: int | None) -> list[list[int]]:
+    """Those of `choices` whose student fits (student_fits), narrowest (by total width) first."""
+    return [h for h in sorted(choices, key=sum) if student_fits(teacher, head, h, target, max_flash, max_ram)]
+
+
 def widest_fitting(teacher: PolicyNet, head: dict, choices: list[list[int]], target: Target,
                    max_flash: int | None, max_ram: int | None) -> list[int]:
-    """The widest of `choices` (by total width) whose student fits (student_fits); the narrowest where none does."""
-    by_width = sorted(choices, key=sum)
-    fitting = [h for h in by_width if student_fits(teacher, head, h, target, max_flash, max_ram)]
-    return fitting[-1] if fitting else by_width[0]
+    """The widest of `choices` whose student fits; the narrowest where none does."""
+    fits = fitting(teacher, head, choices, target, max_flash, max_ram)
+    return fits[-1] if fits else min(choices, key=sum)
