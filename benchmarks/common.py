@@ -21,6 +21,14 @@ SET_B_SEED = 3_000_000
 A_SEED = 50_000
 
 
+#: the package code that decides what an artifact holds and how the host runs it at batch 1: what the sections
+#: timing artifacts made without fine-tuning measure (latency_floor, kernels, conv_kernels), the search aside
+RUNTIME_CODE = tuple(f"autocompress/{p}" for p in (
+    "kernels.c", "native.py", "runtime.py", "artifact.py", "codec.py", "layers.py", "intq.py", "conv.py", "recurrent.py",
+    "nets.py", "quantgrid.py", "techniques", "exports", "policy.py", "measure.py", "pipeline.py::compress_net",
+    "_api.py::compress_net", "_api.py::_config"))
+
+
 def machine() -> str:
     import numpy
     import optuna

@@ -20,12 +20,13 @@ from autocompress.artifact import to_bytes
 from autocompress.conv import to_chw
 from autocompress.layers import layers_of
 from autocompress.runtime import ACTIVATIONS, NumpyPolicy, conv_layer, read_artifact
-from benchmarks.common import ROOT, benchmark_parser, command_of, data_sections, md_table, save_results
+from benchmarks.common import RUNTIME_CODE, ROOT, benchmark_parser, command_of, data_sections, md_table, save_results
 from benchmarks.report import Target
 
 KERNELS = ("dense", "im2col", "int8")
 SPEC = ROOT / "trials" / "minatar_breakout_ppo.yaml"
-MEASURED_BY = ("autocompress", "trials/minatar_breakout_ppo.yaml", "teachers",
+MEASURED_BY = (*RUNTIME_CODE, "autocompress/envs.py", "autocompress/minatar_env.py", "autocompress/teacher.py",
+               "trials/minatar_breakout_ppo.yaml", "teachers",
                *(f"benchmarks/conv_kernels.py::{n}" for n in ("KERNELS", "SPEC", "conv_artifact", "layer_inputs",
                                                               "time_layer", "measure")))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import benchmark_parser, command_of, data_sections, md_table, save_results
+from benchmarks.common import RUNTIME_CODE, benchmark_parser, command_of, data_sections, md_table, save_results
 from benchmarks.report import Target
 
 HEAD = {"kind": "discrete", "n": 2}
@@ -48,7 +48,7 @@ TEACHER = "teacher fp32 [256,256]"
 EXPORTED = (TEACHER, "int8 [256,256]", "4-bit [256,256]", "90% pruned [256,256]", "fp32 [32,32]", "int8 [32,32]")
 ORT = ((TEACHER, "onnx"), ("int8 [256,256]", "onnx-int8"), ("int8 [32,32]", "onnx-int8"))
 #: what produced the section: the package, and this script's measuring code (its rendering aside)
-MEASURED_BY = ("autocompress", *(f"benchmarks/kernels.py::{n}" for n in (
+MEASURED_BY = (*RUNTIME_CODE, "autocompress/envs.py", *(f"benchmarks/kernels.py::{n}" for n in (
     "HEAD", "SYM8", "VARIANTS", "PORTABLE", "BUILDS", "NOISE_REPEATS", "ALTERNATIONS", "TEACHER", "EXPORTED", "ORT",
     "TIMER_MAIN", "plain_c", "time_c_dir", "recorded_states", "measure", "measure_builds", "measure_ort",
     "measure_noise", "measure_exports")))

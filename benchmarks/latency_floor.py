@@ -17,7 +17,7 @@ import os
 import numpy as np
 import torch
 
-from benchmarks.common import benchmark_parser, command_of, data_sections, md_table, save_results
+from benchmarks.common import RUNTIME_CODE, benchmark_parser, command_of, data_sections, md_table, save_results
 from benchmarks.report import Target
 
 VARIANTS = {
@@ -79,7 +79,7 @@ def onnx_runtime(net, obs_dim):
 
 
 #: what produced the section: the package, and this script's measuring code (its rendering aside)
-MEASURED_BY = ("autocompress", *(f"benchmarks/latency_floor.py::{n}" for n in (
+MEASURED_BY = (*RUNTIME_CODE, *(f"benchmarks/latency_floor.py::{n}" for n in (
     "VARIANTS", "decoded", "bare_numpy", "torch_eager", "onnx_runtime", "measure")))
 #: the runtimes' columns, as ac.latency names them: µs per act()
 COLUMNS = ("c", "runtime", "numpy", "torch", "onnxruntime")

@@ -379,7 +379,8 @@ def test_a_search_fine_tunes_the_teacher_once_as_a_reference_row(tmp_path):
 def test_where_no_front_member_keeps_the_return_held_out_the_trials_it_dominated_are_re_evaluated(
         tmp_path, monkeypatch):
     """fake_run's front (4, 7) falls to 0.75 on the held-out episodes; trial 9, which it dominated on the
-    evaluation episodes, keeps 1.00 there: re-evaluated as the next layer, and `pick` chooses it."""
+    evaluation episodes, keeps 1.00 there: re-evaluated as the next layer, and `pick` chooses it; where the
+    snapshot stopped at the front (no constraint), `pick` at 0.95 re-evaluates the next layer itself."""
     from autocompress._search import heldout
 
     acted = []
@@ -400,3 +401,7 @@ def test_where_no_front_member_keeps_the_return_held_out_the_trials_it_dominated
     record = heldout.reevaluate(r.study, spec, ["return", "latency", "bytes"], tmp_path, episodes=20, log=print,
                                 parallel=False)
     assert sorted(record["trials"]) == ["4", "7"] and b"trial 9" not in acted
+    assert r.pick(0.7, "bytes").trial == 4 and b"trial 9" not in acted  # the front keeps 0.7: nothing more acts
+    # a pick above the constraint the snapshot was taken at re-evaluates past the front first
+    assert r.pick(0.95, "bytes").trial == 9 and b"trial 9" in acted
+    assert sorted(r.heldout()["trials"]) == ["4", "7", "9"]

@@ -217,6 +217,17 @@ def reevaluate(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_
     return record
 
 
+def layers_left(study: optuna.Study, objectives: list[str], min_return_ratio: float) -> bool:
+    """Whether `reevaluate` at `min_return_ratio` would act more trials than the snapshot holds: none of them
+    keeps it held-out, and the first HELDOUT_LAYERS layers of the front hold trials it lacks (a snapshot taken
+    at a lower return constraint, e.g. the space's 0.9 where `pick` asks 0.95, stopped at the front)."""
+    values = (StudyAttrs(study).heldout or {}).get("trials", {})
+    if any(v["return_ratio"] >= min_return_ratio for v in values.values()):
+        return False
+    return any(str(r["trial"]) not in values for layer in front_layers(study, objectives)[:HELDOUT_LAYERS]
+               for r in layer)
+
+
 def conclude(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_dir: Path, tracker, teacher_ref,
              cache_root: str, log: Log, min_return_ratio: float | None = None) -> None:
     """The end of a search (the last driver): the reference row if the spec asks for it (fine-tuned from

@@ -100,18 +100,20 @@ class Run:
         return FrontRow.from_row(row) if row else None
 
     def evaluate_heldout(self, episodes: int | None = None, *, parallel: bool = False,
-                         tracking_uri: str | None = None, log: Log = _quiet) -> dict:
+                         tracking_uri: str | None = None, log: Log = _quiet,
+                         min_return_ratio: float | None = None) -> dict:
         """Re-evaluate the front, the teacher (and the reference) on `episodes` held-out episodes (default:
         the spec's eval.heldout_episodes; seeds from eval.heldout_seed), in the runtime the study pinned (where no
-        front member keeps the space's min_return_ratio there, the trials it dominated too: heldout.reevaluate);
-        store the values in the study and as MLflow metrics `heldout_*`, re-write the front's files.
-        `parallel`: one Ray task per policy. Returns the snapshot (`Run.heldout()`)."""
+        front member keeps `min_return_ratio` there, default the space's, the trials it dominated too:
+        heldout.reevaluate); store the values in the study and as MLflow metrics `heldout_*`, re-write the
+        front's files. `parallel`: one Ray task per policy. Returns the snapshot (`Run.heldout()`)."""
         if episodes is not None and (isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1):
             raise ConfigError(f"{episodes!r}: held-out episodes must be a whole number >= 1", option="reevaluate")
         checks.tracking_uri(tracking_uri)
         space, spec, _ = load_search_space(self.state["space"])
         return heldout.reevaluate_run(self.run_dir, self.study, self.state, spec, episodes, tracking_uri, parallel, log,
-                                      space.constraints.min_return_ratio)
+                                      space.constraints.min_return_ratio if min_return_ratio is None
+                                      else min_return_ratio)
 
     def pick(self, min_return_ratio: float = 0.95, minimize: Literal["latency", "bytes"] = "latency",
              max_bytes: float | None = None, max_latency_ms: float | None = None, max_flash: int | None = None,
@@ -119,7 +121,9 @@ class Run:
         """The trial with the lowest `minimize` among those meeting every constraint (ConfigError
         saying how many trials met each constraint when none meets them all). With held-out values
         (`heldout()`), the return constraint and ties go by them, among the re-evaluated trials; else by
-        the evaluation episodes (the row's `chosen_on` says which). The figures chosen on are optimistic
+        the evaluation episodes (the row's `chosen_on` says which); where no re-evaluated trial keeps
+        `min_return_ratio`, the trials the front dominated are re-evaluated first (`evaluate_heldout` at it:
+        the snapshot may have been taken at the space's lower constraint). The figures chosen on are optimistic
         for the trial chosen, so it (and the teacher) then act on the spec's fresh episodes
         (eval.fresh_seed / eval.fresh_episodes), which nothing chose on: the row's `fresh_*` fields (kept in
         the study: a second pick of the same trial runs no episodes; None where eval.fresh_episodes is 0)."""
@@ -130,6 +134,11 @@ class Run:
         checks.finite(max_ram, "max_ram", 0)
         if minimize not in ("latency", "bytes"):
             raise ConfigError(f"{minimize!r}: choose latency or bytes", option="minimize")
+        held = self.heldout()
+        if held is not None and heldout.layers_left(self.study, self.objectives, min_return_ratio):
+            log(f"pick: no re-evaluated trial keeps return ratio {min_return_ratio} on the held-out episodes: "
+                "re-evaluating the trials the front dominated")
+            self.evaluate_heldout(held["episodes"], log=log, min_return_ratio=min_return_ratio)
         rows, keys = self.rows(), {}
         if self.heldout() is not None:
             rows = [r for r in rows if r.get("heldout_return_ratio") is not None]
