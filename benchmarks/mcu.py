@@ -38,7 +38,7 @@ from unittest import mock
 import numpy as np
 
 from benchmarks import report
-from benchmarks.common import ROOT, md_table, record_meta, run_search, save_figure
+from benchmarks.common import ROOT, RUNTIME_CODE, md_table, record_meta, run_search, save_figure
 from benchmarks.report import Section, Target
 
 MCU = ("cortex-m0plus", "cortex-m4f", "cortex-m7")
@@ -64,12 +64,13 @@ FRESH_SEED, FRESH_EPISODES = 3_000_000, 100  # common.SET_B_SEED (test_report pi
 #: section's evaluation episodes, and reported on the fresh ones (`--only fixed`)
 FIXED = {"lunarlander_dqn": "distill [16, 16] + int8 QAT"}
 #: what each kind of section measures: a change to any of these since a section's commit makes it stale
-DEVICE_CODE = ("autocompress/kernels.c", "autocompress/intq.py", "autocompress/mcu",
-               "autocompress/exports/c.py", "autocompress/targets.py", "autocompress/artifact.py",
-               "autocompress/layers.py")
-TRIAL_CODE = DEVICE_CODE + ("autocompress/techniques", "autocompress/pipeline.py", "autocompress/rl.py",
-                            "autocompress/_rl_modules.py", "autocompress/measure.py", "autocompress/nets.py")
-SEARCH_CODE = TRIAL_CODE + ("autocompress/_search", "autocompress/pareto.py", "autocompress/samplers.py")
+#: (a net made and measured on a device: the artifact's code, its cross-build and emulation; not the kernel choice)
+DEVICE_CODE = (*RUNTIME_CODE, "autocompress/targets.py", "autocompress/mcu/__init__.py", "autocompress/mcu/build.py",
+               "autocompress/mcu/emulate.py", "autocompress/mcu/cycles.py", "autocompress/mcu/device.py::measure")
+TRIAL_CODE = DEVICE_CODE + tuple(f"autocompress/{p}" for p in (
+    "mcu", "pipeline.py", "rl.py", "_rl_modules.py", "algos.py", "config.py", "teacher.py", "envs.py", "seeds.py"))
+SEARCH_CODE = TRIAL_CODE + tuple(f"autocompress/{p}" for p in (
+    "_search", "pareto.py", "samplers.py", "pruners.py", "space.py", "space_entries.py", "layer_sensitivity.py"))
 
 
 def measured_by(*names: str) -> tuple[str, ...]:
