@@ -200,10 +200,9 @@ def reevaluate(study: optuna.Study, spec: TrialSpec, objectives: list[str], run_
         f"{', the reference' if 'reference' in jobs else ''}) on {n} episodes, seeds {seed}..{seed + n - 1}, "
         f"{runtime} runtime{', in parallel Ray tasks' if parallel else ''}")
     returns = _evaluate_all(jobs, held_spec, runtime, log, parallel)
-    for layer in layers[1:HELDOUT_LAYERS]:
-        kept = [v for k, v in _summaries(returns, held_spec).items() if isinstance(k, int)
-                and v["return_ratio"] >= min_return_ratio] if min_return_ratio is not None else True
-        if kept:
+    for layer in layers[1:HELDOUT_LAYERS] if min_return_ratio is not None else []:
+        if any(isinstance(k, int) and v["return_ratio"] >= min_return_ratio
+               for k, v in _summaries(returns, held_spec).items()):
             break
         log(f"held-out: no re-evaluated trial keeps return ratio {min_return_ratio} there; the next layer of the "
             f"front ({len(layer)} trial(s) it dominated) too")
