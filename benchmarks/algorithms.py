@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, benchmark_parser, command_of, data_sections, md_table, save_results
+from benchmarks.common import ROOT, TRIAL_CODE, benchmark_parser, command_of, data_sections, md_table, save_results
 
 #: one strong config per env (from its search front where one was run; see docs/BENCHMARKS.md)
 CONFIGS = {
@@ -32,7 +32,7 @@ CONFIGS = {
 SPECS = list(CONFIGS)
 KEYS = ("teacher_return_mean", "teacher_return_std", "return_mean", "return_std", "return_ratio", "latency_ratio",
         "bytes_ratio", "runtime")
-MEASURED_BY = ("autocompress", "trials", "teachers",
+MEASURED_BY = (*TRIAL_CODE, "trials", "teachers",
                *(f"benchmarks/algorithms.py::{n}" for n in ("CONFIGS", "KEYS", "measure")))
 
 

@@ -24,9 +24,17 @@ A_SEED = 50_000
 #: the package code that decides what an artifact holds and how the host runs it at batch 1: what the sections
 #: timing artifacts made without fine-tuning measure (latency_floor, kernels, conv_kernels), the search aside
 RUNTIME_CODE = tuple(f"autocompress/{p}" for p in (
-    "kernels.c", "native.py", "runtime.py", "artifact.py", "codec.py", "layers.py", "intq.py", "conv.py", "recurrent.py",
-    "nets.py", "quantgrid.py", "techniques", "exports", "policy.py", "measure.py", "pipeline.py::compress_net",
-    "_api.py::compress_net", "_api.py::_config"))
+    "kernels.c", "native.py", "runtime.py", "artifact.py", "codec.py", "layers.py", "intq.py", "conv.py",
+    "recurrent.py", "nets.py", "quantgrid.py", "techniques", "exports", "policy.py", "measure.py",
+    "pipeline.py::compress_net", "_api.py::compress_net", "_api.py::_config"))
+#: ... and what a trial adds: the teacher (trained, committed or imported), the env, RLlib's fine-tuning, the
+#: trial's measurement and the public verbs that run it (not MLflow's mirror, the CLI or the plots: no figure)
+TRIAL_CODE = RUNTIME_CODE + tuple(f"autocompress/{p}" for p in (
+    "pipeline.py", "rl.py", "_rl_modules.py", "algos.py", "config.py", "teacher.py", "sources", "envs.py",
+    "minatar_env.py", "seeds.py", "targets.py", "results.py", "_api.py"))
+#: ... and what a search adds: the space, the sampler, early stopping, the driver, the front and held-out pick
+SEARCH_CODE = TRIAL_CODE + tuple(f"autocompress/{p}" for p in (
+    "_search", "pareto.py", "samplers.py", "pruners.py", "space.py", "space_entries.py", "layer_sensitivity.py"))
 
 
 def machine() -> str:

@@ -20,7 +20,7 @@ from autocompress.artifact import to_bytes
 from autocompress.conv import to_chw
 from autocompress.layers import layers_of
 from autocompress.runtime import ACTIVATIONS, NumpyPolicy, conv_layer, read_artifact
-from benchmarks.common import RUNTIME_CODE, ROOT, benchmark_parser, command_of, data_sections, md_table, save_results
+from benchmarks.common import ROOT, RUNTIME_CODE, benchmark_parser, command_of, data_sections, md_table, save_results
 from benchmarks.report import Target
 
 KERNELS = ("dense", "im2col", "int8")

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import report
-from benchmarks.common import DATA, heldout_setup, latency_words, record_meta, run_search
+from benchmarks.common import DATA, SEARCH_CODE, heldout_setup, latency_words, record_meta, run_search
 from benchmarks.report import Section, Target
 
 BASE = "minatar_breakout_ppo"
 MIN_RATIO = 0.95
 SECTION = f"conv_search_{BASE}"
 #: what produced the section: the package (a search exercises all of it), the space, and this script's measuring code
-MEASURED_BY = ("autocompress", f"search_spaces/{BASE}.yaml", "benchmarks/common.py::run_search",
+MEASURED_BY = (*SEARCH_CODE, f"search_spaces/{BASE}.yaml", "benchmarks/common.py::run_search",
                "benchmarks/common.py::heldout_setup", "benchmarks/conv_search.py::BASE", "benchmarks/conv_search.py::main")
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import benchmark_parser, command_of, data_sections, md_table, save_results
+from benchmarks.common import TRIAL_CODE, benchmark_parser, command_of, data_sections, md_table, save_results
 
 CONFIG = {"prune": {"sparsity": 0.8}}
 IMPORTS = (("SB3 zip: value net imported", "ppo.zip"), ("state dict: critic warmed up", "actor.pt"))
-MEASURED_BY = ("autocompress", *(f"benchmarks/critic_warmup.py::{n}" for n in ("CONFIG", "IMPORTS", "measure")))
+MEASURED_BY = (*TRIAL_CODE, *(f"benchmarks/critic_warmup.py::{n}" for n in ("CONFIG", "IMPORTS", "measure")))
 
 
 def measure(args) -> dict:

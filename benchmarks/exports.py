@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.common import ROOT, record_meta
+from benchmarks.common import ROOT, SEARCH_CODE, record_meta
 from benchmarks.report import Section
 
 STORE = ROOT / "docs" / "data" / "exports.json"
@@ -117,7 +117,7 @@ def load_teacher_artifact(cache: Path, name: str) -> bytes:
 
 
 #: what produced the section: the package's compression and exports, and this script's measuring code
-MEASURED_BY = ("autocompress", "teachers", *(f"benchmarks/exports.py::{n}" for n in (
+MEASURED_BY = (*SEARCH_CODE, "teachers", *(f"benchmarks/exports.py::{n}" for n in (
     "INT8", "POINTS", "FRONTS", "front_config", "FORMATS", "N_AGREE", "N_TIME", "measure_format", "run_spec",
     "load_teacher_artifact", "main")))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from benchmarks import report
-from benchmarks.common import A_SEED, DATA, SET_B_SEED, data_sections, latency_words, record_meta, search_imported
+from benchmarks.common import A_SEED, DATA, SEARCH_CODE, SET_B_SEED, data_sections, latency_words, record_meta, search_imported
 from benchmarks.report import Section, Target
 
 ENV = "CartPole-v1"
@@ -91,7 +91,7 @@ def train_rllib_ppo(path: Path) -> float:
 SOURCES = {"sb3_ppo": ("PPO", "model.zip", train_sb3_ppo), "sb3_dqn": ("DQN", "model.zip", train_sb3_dqn),
            "rllib_ppo": ("PPO", "checkpoint", train_rllib_ppo)}
 #: what produced the section: the package (searches), and the measuring code (its rendering aside)
-MEASURED_BY = ("autocompress", *(f"benchmarks/common.py::{n}" for n in ("A_SEED", "SET_B_SEED", "choose_on_a_report_on_b",
+MEASURED_BY = (*SEARCH_CODE, *(f"benchmarks/common.py::{n}" for n in ("A_SEED", "SET_B_SEED", "choose_on_a_report_on_b",
                                                                          "search_imported")),
                *(f"benchmarks/imports.py::{n}" for n in ("ENV", "TECHNIQUES", "train_sb3_ppo", "train_sb3_dqn",
                                                          "train_rllib_ppo", "SOURCES", "measure", "main")))

@@ -28,13 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, benchmark_parser, data_sections, md_table, save_results
+from benchmarks.common import ROOT, TRIAL_CODE, benchmark_parser, data_sections, md_table, save_results
 from benchmarks.report import Target
 
 EVAL_SEED = 50_000
 MODES = ("qat", "lsq")
 KEYS = ("return_mean", "return_ratio", "teacher_return_mean")
-MEASURED_BY = ("autocompress", "trials/pendulum_sac.yaml", "teachers",
+MEASURED_BY = (*TRIAL_CODE, "trials/pendulum_sac.yaml", "teachers",
                *(f"benchmarks/lsq.py::{n}" for n in ("EVAL_SEED", "MODES", "KEYS", "seeded_spec", "measure")))
 
 

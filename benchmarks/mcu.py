@@ -37,7 +37,7 @@ from unittest import mock
 
 import numpy as np
 
-from benchmarks import report
+from benchmarks import common, report
 from benchmarks.common import ROOT, RUNTIME_CODE, md_table, record_meta, run_search, save_figure
 from benchmarks.report import Section, Target
 
@@ -67,10 +67,8 @@ FIXED = {"lunarlander_dqn": "distill [16, 16] + int8 QAT"}
 #: (a net made and measured on a device: the artifact's code, its cross-build and emulation; not the kernel choice)
 DEVICE_CODE = (*RUNTIME_CODE, "autocompress/targets.py", "autocompress/mcu/__init__.py", "autocompress/mcu/build.py",
                "autocompress/mcu/emulate.py", "autocompress/mcu/cycles.py", "autocompress/mcu/device.py::measure")
-TRIAL_CODE = DEVICE_CODE + tuple(f"autocompress/{p}" for p in (
-    "mcu", "pipeline.py", "rl.py", "_rl_modules.py", "algos.py", "config.py", "teacher.py", "envs.py", "seeds.py"))
-SEARCH_CODE = TRIAL_CODE + tuple(f"autocompress/{p}" for p in (
-    "_search", "pareto.py", "samplers.py", "pruners.py", "space.py", "space_entries.py", "layer_sensitivity.py"))
+TRIAL_CODE = tuple(dict.fromkeys((*DEVICE_CODE, *common.TRIAL_CODE, "autocompress/mcu")))
+SEARCH_CODE = tuple(dict.fromkeys((*TRIAL_CODE, *common.SEARCH_CODE)))
 
 
 def measured_by(*names: str) -> tuple[str, ...]:

@@ -20,10 +20,10 @@ from functools import partial
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.common import A_SEED, DATA, ROOT, SET_B_SEED, latency_words, record_meta, run_search, save_figure
+from benchmarks.common import A_SEED, DATA, ROOT, SEARCH_CODE, SET_B_SEED, latency_words, record_meta, run_search, save_figure
 from benchmarks.report import Section, Target
 
-CODE = ("benchmarks/pareto_quality.py", "benchmarks/common.py::A_SEED", "autocompress")  # a search: the whole package
+CODE = ("benchmarks/pareto_quality.py", "benchmarks/common.py::A_SEED", *SEARCH_CODE)  # a search
 
 
 def data_file(space: str) -> Path:

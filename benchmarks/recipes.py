@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.common import heldout_setup, latency_words, record_meta, run_search
+from benchmarks.common import SEARCH_CODE, heldout_setup, latency_words, record_meta, run_search
 from benchmarks.report import Section, Target
 
 BASES = ("lunarlander_dqn",)  # the bases whose data the report renders
@@ -92,7 +92,7 @@ def main() -> None:
 def measured_by(base: str) -> tuple[str, ...]:
     """What produced a section: the package (a search and the recipes' trials exercise all of it), the space, and
     this script's measuring code (its rendering aside)."""
-    return ("autocompress", f"search_spaces/{base}.yaml", "benchmarks/common.py::run_search",
+    return (*SEARCH_CODE, f"search_spaces/{base}.yaml", "benchmarks/common.py::run_search",
             "benchmarks/common.py::heldout_setup",
             *(f"benchmarks/recipes.py::{n}" for n in ("RECIPES", "measured_side_by_side", "main")))
 

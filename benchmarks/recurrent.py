@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.common import A_SEED, DATA, ROOT, SET_B_SEED, data_sections, record_meta
+from benchmarks.common import A_SEED, DATA, ROOT, SEARCH_CODE, SET_B_SEED, data_sections, record_meta
 from benchmarks.common import search_imported as common_search
 from benchmarks.report import Section, Target
 
@@ -32,9 +32,9 @@ TECHNIQUES = {"quantize": {"bits": {"low": 2, "high": 8}, "symmetric": {"choices
                            "mode": {"choices": ["ptq", "qat"]}},
               "prune": {"sparsity": {"low": 0.3, "high": 0.9}},
               "share": {"bits": {"low": 2, "high": 6}}}
-CODE = ("benchmarks/recurrent.py", "autocompress")  # searches: the whole package
+CODE = ("benchmarks/recurrent.py", *SEARCH_CODE)  # searches
 #: what produced the section: the package, and this script's measuring code (its rendering aside)
-MEASURED_BY = ("autocompress", "trials/stateless_cartpole_ppo.yaml", "benchmarks/common.py::SET_B_SEED",
+MEASURED_BY = (*SEARCH_CODE, "trials/stateless_cartpole_ppo.yaml", "benchmarks/common.py::SET_B_SEED",
                "benchmarks/common.py::A_SEED", "benchmarks/common.py::choose_on_a_report_on_b",
                "benchmarks/common.py::search_imported",
                *(f"benchmarks/recurrent.py::{n}" for n in ("ENV", "TECHNIQUES", "train_sb3_lstm",

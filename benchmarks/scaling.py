@@ -15,12 +15,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import benchmark_parser, command_of, data_sections, md_table, run_search, save_results
+from benchmarks.common import SEARCH_CODE, benchmark_parser, command_of, data_sections, md_table, run_search, save_results
 from benchmarks.report import Target
 
 TRIALS = 7  # the enqueued baselines: the teacher as-is and each technique alone
 WALL = "driver wall (launch -> result)"
-MEASURED_BY = ("autocompress", "search_spaces/cartpole_ppo.yaml", "trials/cartpole_ppo.yaml",
+MEASURED_BY = (*SEARCH_CODE, "search_spaces/cartpole_ppo.yaml", "trials/cartpole_ppo.yaml",
                "benchmarks/common.py::run_search",
                *(f"benchmarks/scaling.py::{n}" for n in ("TRIALS", "WALL", "trial_phase", "measure")))
 

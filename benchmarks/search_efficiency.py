@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import (DATA, benchmark_parser, command_of, data_sections, md_table, run_search, save_figure,
-                               save_results)
+from benchmarks.common import (DATA, SEARCH_CODE, benchmark_parser, command_of, data_sections, md_table, run_search,
+                               save_figure, save_results)
 from benchmarks.report import Target
 
 CHEAP = {"finetune": {"iterations": 1}, "eval": {"episodes": 10}, "latency": {"calls": 1000, "rounds": 5}}
 SAMPLERS = ("tpe", "nsga2", "random")
-MEASURED_BY = ("autocompress", "search_spaces/cartpole_ppo.yaml", "trials/cartpole_ppo.yaml",
+MEASURED_BY = (*SEARCH_CODE, "search_spaces/cartpole_ppo.yaml", "trials/cartpole_ppo.yaml",
                "benchmarks/common.py::run_search",
                *(f"benchmarks/search_efficiency.py::{n}" for n in ("CHEAP", "SAMPLERS", "hv_curve", "measure")))
 

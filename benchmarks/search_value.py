@@ -48,7 +48,7 @@ import yaml
 from optuna.trial import TrialState
 
 from benchmarks import report
-from benchmarks.common import DATA, ROOT, head_commit, record_meta, run_search, save_figure
+from benchmarks.common import DATA, ROOT, SEARCH_CODE, head_commit, record_meta, run_search, save_figure
 from benchmarks.report import Section, Target
 
 ARMS = {"default": {"sampler": "tpe", "pruner": {"kind": "gate"}},
@@ -185,7 +185,7 @@ def data_file(name: str, base: str, target: str = "host") -> Path:
 def measured_by(base: str, target: str = "host") -> tuple[str, ...]:
     """What produced a section on `base`: the package (a search exercises all of it), the space searched, and this
     script's measuring code (its rendering aside: editing how a section reads does not make its figures stale)."""
-    return ("autocompress", f"search_spaces/{base}.yaml", "benchmarks/common.py::run_search",
+    return (*SEARCH_CODE, f"search_spaces/{base}.yaml", "benchmarks/common.py::run_search",
             *(f"benchmarks/search_value.py::{n}" for n in ("ARMS", "COMPARISONS", "CHEAP", "CHEAP_FOR", "cheap",
                                                           "trial_seconds", "curve", "trial_log", "stage_seconds",
                                                           "run_arms")))

@@ -14,14 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, benchmark_parser, command_of, data_sections, latency_words, md_table, save_results
+from benchmarks.common import ROOT, TRIAL_CODE, benchmark_parser, command_of, data_sections, latency_words, md_table, save_results
 
 CONFIGS = ["int8_ptq", "qat4", "prune90_iterative", "structured50", "share4", "lowrank90", "distill32", "combo"]
 #: per config, what its trial measured (the teacher's figures are the same in every trial)
 KEYS = ("return_mean", "return_std", "latency_ms", "latency_ratio", "bytes", "bytes_ratio", "n_params", "runtime")
 TEACHER_KEYS = ("teacher_return_mean", "teacher_return_std", "teacher_latency_ms", "teacher_bytes",
                 "teacher_n_params")
-MEASURED_BY = ("autocompress", "trials/cartpole_ppo.yaml", *(f"configs/{n}.yaml" for n in CONFIGS),
+MEASURED_BY = (*TRIAL_CODE, "trials/cartpole_ppo.yaml", *(f"configs/{n}.yaml" for n in CONFIGS),
                *(f"benchmarks/techniques.py::{n}" for n in ("CONFIGS", "KEYS", "TEACHER_KEYS", "measure")))
 
 
