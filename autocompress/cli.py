@@ -412,7 +412,8 @@ def pick(run_dir: Path = RunDirArg,
                                                          "one the search used]")):
     """Pick the best trial under constraints; prints its config as YAML for `compress --config`.
     Where the front has held-out values (`pareto --reevaluate`), --min-return-ratio holds for them (else
-    for the evaluation episodes). A return chosen on is optimistic, so pick shows both: the ratio it chose
+    for the evaluation episodes); where no re-evaluated trial keeps it, the trials the front dominated are
+    re-evaluated at it first. A return chosen on is optimistic, so pick shows both: the ratio it chose
     on, and the trial's and the teacher's return on the spec's eval.fresh_episodes episodes it was not
     chosen on (run once per trial, kept in the study).
     With --register NAME, the trial's MLflow model becomes a new version of NAME (alias --alias)."""
