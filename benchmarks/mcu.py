@@ -605,16 +605,18 @@ def search_targets(name: str, store: dict) -> list[Target]:
     if not runs:
         return []
 
+    def within(e: dict) -> bool:  # the target's 4 KB flash and 1 KB RAM
+        return e["flash"] <= 4096 and e["ram"] <= 1024
+
     def meets(e: dict) -> bool:
-        return "trial" in e and e["flash"] <= 4096 and e["ram"] <= 1024 and 1 / e["cycle_ratio"] >= 200
+        return "trial" in e and within(e) and 1 / e["cycle_ratio"] >= 200
 
     met = next(((k, e) for k, e in runs.items() if meets(e)), None)
     budgeted = next(((k, e) for k, e in runs.items() if SEARCHES.get(k, (k, {}))[1]), None)
     if met is None and budgeted is not None:  # what came closest within the budget, on the held-out episodes
         k, e = budgeted
-        within = [r for r in e.get("rows", []) if r.get("heldout_ratio") is not None and r["flash"] <= 4096
-                  and r["ram"] <= 1024]
-        best = max(within, key=lambda r: r["heldout_ratio"], default=None)
+        best = max((r for r in e.get("rows", []) if r.get("heldout_ratio") is not None and within(r)),
+                   key=lambda r: r["heldout_ratio"], default=None)
         return [Target(what, f"{k}: none at ≥ 0.95 held-out within the budget" + (
             f" (closest: trial {best['trial']}, {json.dumps(best['config'])}, {best['flash']:,} B flash, held-out "
             f"{best['heldout_ratio']:.3f})" if best else ""), False)]
