@@ -24,6 +24,8 @@ from autocompress.layers import layers_of
 from autocompress.nets import CLinear, PolicyNet, Recurrent, torch_act
 from autocompress.runtime import NumpyPolicy, read_artifact
 from autocompress.sources import torch_mlp
+from autocompress.techniques.base import Context, apply
+from autocompress.techniques.structured import StructuredConfig
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
 HEAD = {"kind": "discrete", "n": 2}
@@ -355,6 +357,7 @@ def _spec_file(tmp: Path, source: Path) -> Path:
     ("lstm", {"prune": {"sparsity": 0.5}, "quantize": {"bits": 8}}),
     ("gru", {"prune": {"sparsity": [0.3, 0.6, 0.0]}, "share": {"bits": 4}}),
     ("lstm", {"quantize": {"bits": {1: 6}, "symmetric": True}}),
+    ("gru", {"structured": {"amount": [0.25, 0.5]}, "quantize": {"bits": 8}}),
 ])
 def test_compress_net_on_an_imported_recurrent_net_acts_as_its_artifact(tmp_path, cell, config):
     imported = import_policy(save_torch_policy(tmp_path, cell))
@@ -367,6 +370,9 @@ def test_compress_net_on_an_imported_recurrent_net_acts_as_its_artifact(tmp_path
             isinstance(config["quantize"]["bits"], int) else rnn.ih.quant["bits"] == 6 and small.layers[0].quant is None
     if "share" in config:
         assert rnn.ih.codebook is not None and rnn.hh.codebook.numel() <= 16
+    if "structured" in config:
+        kept = [w - round(a * w) for w, a in zip(imported.actor.hidden_widths(), config["structured"]["amount"])]
+        assert small.hidden_widths() == kept and small.rnn.state_size == kept[1]  # a GRU's state: h alone
     data = to_bytes(small, imported.head)
     assert len(data) < len(to_bytes(imported.actor, imported.head))
     policy = ac.Policy.from_bytes(data, kernels=["dense"] * 2)  # fp32 (int8 would round inputs), in C where it can
@@ -374,8 +380,27 @@ def test_compress_net_on_an_imported_recurrent_net_acts_as_its_artifact(tmp_path
     assert PolicyNet.from_spec(small.spec()).load_state_dict(small.state_dict())  # masks, codebooks, quant move too
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("layer, dead", [(0, 8), (1, 4)])
+def test_structured_removes_a_cells_units_from_every_gate_and_its_state(cell, layer, dead):
+    """Units that feed nothing (their columns zeroed where they are read) score 0 by importance: removing
+    them must leave the net's outputs as they were over a whole sequence, state carried."""
+    net, _ = recurrent_net(cell)
+    n = net.hidden_widths()[layer]
+    gone = torch.randperm(n, generator=torch.Generator().manual_seed(1))[:dead]
+    with torch.no_grad():
+        for m in ([net.rnn.ih] if layer == 0 else [net.rnn.hh, net.layers[1]]):
+            m.weight[:, gone] = 0
+    xs = torch.randn(40, 4, generator=torch.Generator().manual_seed(2))
+    small = apply(net, StructuredConfig(amount={layer: dead / n}, criterion="importance"), Context(sample_obs=xs.numpy()))
+    widths = net.hidden_widths()
+    widths[layer] -= dead
+    assert small.hidden_widths() == widths and small.rnn.state_size == widths[1] * (2 if cell == "lstm" else 1)
+    with torch.no_grad():
+        assert torch.allclose(small.sequence(xs)[0], net.sequence(xs)[0], atol=1e-5)
+
+
 @pytest.mark.parametrize("config, name", [({"lowrank": {"rank": 4}}, "lowrank"),
-                                          ({"structured": {"amount": 0.5, "criterion": "l1"}}, "structured"),
                                           ({"distill": {"hidden": [8]}}, "distill"),
                                           ({"prune": {"sparsity": 0.5}, "lowrank": {"rank": 4}}, "lowrank")])
 def test_techniques_that_rebuild_the_net_refuse_a_recurrent_one(config, name):
