@@ -303,16 +303,17 @@ class _Techniques(_Strict):
     def techniques(self) -> list[TechniqueConfig]:
         return [c for c in (getattr(self, n, None) for n in TECHNIQUES) if c is not None]
 
-    def check_layers(self, n_layers: int | None, about: str = "", conv_layers: int = 0) -> None:
+    def check_layers(self, n_layers: int | None, about: str = "", conv_layers: int = 0, recurrent: bool = False) -> None:
         """Per-layer lists and maps (techniques/per_layer.py) against the net they compress: `n_layers`
         layers (None: not known yet, e.g. an imported teacher's before it is loaded), or distill's
         student's when distill is on (`conv_layers`: the teacher's, which a student without
         `channels` keeps). Raises ConfigError naming the key."""
         distill = getattr(self, "distill", None)
         if distill is not None:
-            n_layers = distill.n_layers(conv_layers)
-            about = f"distill.hidden {list(distill.hidden)}" + (f" after {n_layers - len(distill.hidden) - 1} conv "
-                                                                "layers" if n_layers > len(distill.hidden) + 1 else "")
+            n_layers = distill.n_layers(conv_layers, recurrent)
+            convs = n_layers - len(distill.hidden) - 1 - recurrent
+            about = f"distill.hidden {list(distill.hidden)}" + (f" after {convs} conv layers" if convs else "") + \
+                (" with its cell" if recurrent else "")
         for c in self.techniques() if n_layers is not None else []:
             try:
                 check_counts(c, n_layers, about)
@@ -371,7 +372,7 @@ class _CompressBase(_Techniques):
                 raise ConfigError(f"distill: {e}") from None
         # per-layer settings fit the layers (an imported teacher's are in its file: checked when it is loaded)
         t = spec.teacher
-        self.check_layers(t.n_layers(), t.describe_layers(), len(t.conv_filters or []))
+        self.check_layers(t.n_layers(), t.describe_layers(), len(t.conv_filters or []), t.rnn is not None)
         if self.critic is not None:
             self.critic.check_layers(t.n_layers(critic=True), t.describe_layers(critic=True))
 

@@ -282,7 +282,7 @@ def run(spec: TrialSpec, cache_root: Path, *, settings: dict[str, list], base: d
     teacher = teachers.train_teacher(spec, Path(cache_root), log=log)
     head = teacher.info["head"]
     make_env = spec.env_creator()
-    _, obs = teacher_states(teacher, spec, make_env)  # the states every data-driven technique sees in a trial
+    _, obs, _ = teacher_states(teacher, spec, make_env)  # the states every data-driven technique sees in a trial
     table = measure(teacher.actor, head, obs, make_env, q_values=ALGOS[spec.algorithm].q_values, settings=settings,
                     base=base, episodes=episodes, ctx_seed=spec.seed, log=log, progress=progress)
     table.update(spec=spec.name, env=spec.env, algorithm=spec.algorithm, teacher_path=str(teacher.path),

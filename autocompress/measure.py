@@ -58,25 +58,37 @@ def evaluate(act: Callable, make_env: Callable, episodes: int, seed: int) -> np.
     return np.asarray(returns)
 
 
-def collect_obs(act: Callable, make_env: Callable, steps: int, seed: int) -> np.ndarray:
-    """Observations visited by `act` over `steps` env steps (episodes reset with seed, seed+1, ...; the policy
-    reset with each, `episode_reset`)."""
+def collect_episodes(act: Callable, make_env: Callable, steps: int, seed: int) -> list[np.ndarray]:
+    """Observations visited by `act` over `steps` env steps, one array per episode, the last cut at `steps`
+    (episodes reset with seed, seed+1, ...; the policy reset with each, `episode_reset`)."""
     env = make_env()
-    out, ep = [], 0
+    episodes, n = [], 0
     reset = episode_reset(act)
     try:
-        obs, _ = env.reset(seed=seed)
-        reset()
-        while len(out) < steps:
-            out.append(np.asarray(obs, dtype=np.float32))
-            obs, _, term, trunc, _ = env.step(act(obs))
-            if term or trunc:
-                ep += 1
-                obs, _ = env.reset(seed=seed + ep)
-                reset()
+        while n < steps:
+            obs, _ = env.reset(seed=seed + len(episodes))
+            reset()
+            visited, done = [], False
+            while not done and n < steps:
+                visited.append(np.asarray(obs, dtype=np.float32))
+                obs, _, term, trunc, _ = env.step(act(obs))
+                done, n = term or trunc, n + 1
+            episodes.append(np.stack(visited))
     finally:
         env.close()
-    return np.stack(out)
+    return episodes
+
+
+def collect_obs(act: Callable, make_env: Callable, steps: int, seed: int) -> np.ndarray:
+    """Observations visited by `act` over `steps` env steps, in order (collect_episodes joined)."""
+    return np.concatenate(collect_episodes(act, make_env, steps, seed))
+
+
+def episode_starts(episodes: list[np.ndarray]) -> np.ndarray:
+    """True at each episode's first row of the episodes joined."""
+    starts = np.zeros(sum(map(len, episodes)), dtype=bool)
+    starts[np.cumsum([0, *map(len, episodes[:-1])])] = True
+    return starts
 
 
 def latency(fns: dict[str, Callable], obs: np.ndarray, warmup: int = 200, calls: int = 2000,

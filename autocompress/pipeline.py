@@ -264,13 +264,15 @@ class FineTune:
                 self.session.stop()
 
 
-def teacher_states(teacher, spec: TrialSpec, make_env) -> tuple[np.ndarray, np.ndarray]:
+def teacher_states(teacher, spec: TrialSpec, make_env) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The states every data-driven technique sees (layer sensitivity measures on them too): the
     teacher's visited observations, spec.sample_steps from spec.seed, as the env gives them and as
-    the nets see them (normalised)."""
+    the nets see them (normalised), and where its episodes start (measure.episode_starts)."""
     head = teacher.info["head"]
-    raw = measure.collect_obs(artifact.runtime_act(teacher.actor, head), make_env, spec.sample_steps, spec.seed)
-    return raw, obs_normalizer(head.get("obs_norm"))(raw)
+    episodes = measure.collect_episodes(artifact.runtime_act(teacher.actor, head), make_env, spec.sample_steps,
+                                        spec.seed)
+    raw = np.concatenate(episodes)
+    return raw, obs_normalizer(head.get("obs_norm"))(raw), measure.episode_starts(episodes)
 
 
 def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Path,
@@ -293,13 +295,13 @@ def build_compressed(spec: TrialSpec, cfg: CompressConfig, cache_root: str | Pat
     make_env = spec.env_creator()
     normalize = obs_normalizer(head.get("obs_norm"))  # the techniques see the nets' inputs
 
-    def visited(net: PolicyNet, n: int, seed: int) -> np.ndarray:
-        return normalize(measure.collect_obs(artifact.runtime_act(net, head), make_env, n, seed))
+    def visited(net: PolicyNet, n: int, seed: int) -> list[np.ndarray]:
+        return [normalize(e) for e in measure.collect_episodes(artifact.runtime_act(net, head), make_env, n, seed)]
 
     with timed("sample_obs"):
-        teacher_obs, sample_obs = teacher_states(teacher, spec, make_env)
-    ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, head=head["kind"],
-                  q_values=ALGOS[spec.algorithm].q_values, seed=spec.seed, log=log, rollout_obs=visited)
+        teacher_obs, sample_obs, starts = teacher_states(teacher, spec, make_env)
+    ctx = Context(teacher=teacher.actor, sample_obs=sample_obs, sample_starts=starts, head=head["kind"],
+                  q_values=ALGOS[spec.algorithm].q_values, seed=spec.seed, log=log, rollout_episodes=visited)
     critic = t_critic = None
     if cfg.critic is not None:  # its own settings; held (masks, codebooks, fake-quant) through fine-tuning
         t_critic = teacher_critic(teacher, spec)

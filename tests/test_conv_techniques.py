@@ -157,10 +157,10 @@ def test_distill_trains_a_smaller_cnn(states):
 
     def rollout(student, n, seed):
         assert student.conv_layers == 1  # the student acts in the env between rounds
-        return np.random.default_rng(seed).normal(size=(n, *SHAPE)).astype(np.float32)
+        return [np.random.default_rng(seed).normal(size=(n, *SHAPE)).astype(np.float32)]  # one episode
 
     cfg = {"distill": {"channels": [8], "hidden": [16], "rounds": 2, "epochs": 30, "lr": 1e-2, "steps_per_round": 256}}
-    student = compress(teacher, cfg, states, rollout_obs=rollout)
+    student = compress(teacher, cfg, states, rollout_episodes=rollout)
     assert student.conv_filters() == [[8, [3, 3], [1, 1], [0, 0, 0, 0]]]  # the teacher's first geometry
     assert [layer.out_features for layer in student.layers] == [8, 16, 3]
     assert student.layers[1].in_features == 8 * 8 * 8 and student.input == teacher.input

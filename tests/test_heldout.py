@@ -46,13 +46,13 @@ def test_distill_rolls_out_on_the_seeds_the_check_assumes():
 
     def rollout(net, n, seed):
         seen.append((seed, n))
-        return np.zeros((n, 4), np.float32)
+        return [np.zeros((n, 4), np.float32)]  # one episode
 
     spec = TrialSpec.model_validate(spec_dict(eval={"seed": 50_000}, seed=2081))  # apart: loads
     cfg = DistillConfig(hidden=[8], rounds=3, epochs=1, steps_per_round=10)
     teacher = PolicyNet.mlp(4, [16], 2)
     apply(teacher, cfg, Context(teacher=teacher, sample_obs=np.zeros((20, 4), np.float32), head="discrete",
-                                seed=spec.seed, log=lambda m: None, rollout_obs=rollout))
+                                seed=spec.seed, log=lambda m: None, rollout_episodes=rollout))
     assert [s for s, _ in seen] == [10_000, 17_919]
     spans = next(r for r in seeds.ranges(spec, cfg) if r.what == "distillation rollouts").spans
     assert spans == tuple((s, s + n - 1) for s, n in seen)  # episode j of a rollout resets with start + j

@@ -25,6 +25,7 @@ from autocompress.nets import CLinear, PolicyNet, Recurrent, torch_act
 from autocompress.runtime import NumpyPolicy, read_artifact
 from autocompress.sources import torch_mlp
 from autocompress.techniques.base import Context, apply
+from autocompress.techniques.distill import DistillConfig
 from autocompress.techniques.structured import StructuredConfig
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -400,8 +401,49 @@ def test_structured_removes_a_cells_units_from_every_gate_and_its_state(cell, la
         assert torch.allclose(small.sequence(xs)[0], net.sequence(xs)[0], atol=1e-5)
 
 
+def test_distill_trains_a_smaller_recurrent_student_on_whole_episodes():
+    """A GRU student of an LSTM teacher, trained on the teacher's episodes and its own (state carried), acts
+    as the teacher does over episodes neither saw, each run from its start."""
+    teacher, _ = recurrent_net("lstm", seed=3)  # both actions taken: 53% of its steps are action 1
+    with torch.no_grad():
+        teacher.layers[-1].bias.zero_()
+        teacher.layers[-1].weight.mul_(10)  # a clear preference at each step
+
+    def visited(net, n, seed):
+        return measure.collect_episodes(torch_act(net, HEAD), make_env, n, seed)
+
+    rolled = []
+
+    def rollout(net, n, seed):
+        rolled.append(net.rnn.cell)
+        return visited(net, n, seed)
+
+    episodes = visited(teacher, 1000, 0)
+    cfg = DistillConfig(hidden=[16], units=8, cell="gru", rounds=2, epochs=60, lr=1e-2, steps_per_round=500)
+    student = apply(teacher, cfg, Context(sample_obs=np.concatenate(episodes), head="discrete", rollout_episodes=rollout,
+                                          sample_starts=measure.episode_starts(episodes)))
+    assert student.rnn.cell == "gru" and student.hidden_widths() == [16, 8] and rolled == ["gru"]
+    with torch.no_grad():
+        pairs = [(student.sequence(x)[0].argmax(-1), teacher.sequence(x)[0].argmax(-1))
+                 for x in map(torch.as_tensor, visited(teacher, 1000, 100))]
+    want = torch.cat([t for _, t in pairs])
+    majority = torch.bincount(want).max().item() / len(want)
+    agree = torch.cat([s == t for s, t in pairs]).float().mean().item()
+    assert agree > max(0.9, majority + 0.05), (agree, majority)
+
+
+@pytest.mark.parametrize("cfg, message", [
+    ({"hidden": [32]}, r"widths \[32, 16\] are not smaller than the teacher's \[32, 16\]"),
+    ({"hidden": [32, 8], "units": 8}, r"widths \[32, 8, 8\] are not smaller"),
+])
+def test_a_recurrent_student_must_be_smaller(cfg, message):
+    with pytest.raises(ValueError, match=message):
+        apply(recurrent_net("lstm")[0], DistillConfig(**cfg), Context(sample_obs=np.zeros((4, 4), np.float32)))
+    with pytest.raises(ValueError, match="distill.units: the teacher is not recurrent"):
+        apply(PolicyNet.mlp(4, [32], 2), DistillConfig(hidden=[8], units=4), Context(sample_obs=np.zeros((4, 4))))
+
+
 @pytest.mark.parametrize("config, name", [({"lowrank": {"rank": 4}}, "lowrank"),
-                                          ({"distill": {"hidden": [8]}}, "distill"),
                                           ({"prune": {"sparsity": 0.5}, "lowrank": {"rank": 4}}, "lowrank")])
 def test_techniques_that_rebuild_the_net_refuse_a_recurrent_one(config, name):
     net, _ = recurrent_net("lstm")

@@ -17,6 +17,7 @@ from autocompress import measure, pipeline
 from autocompress import teacher as teachers
 from autocompress.errors import ConfigError
 from autocompress.nets import torch_act
+from autocompress.runtime import read_artifact
 from autocompress.space import load_search_space
 
 from conftest import agree
@@ -82,6 +83,18 @@ def test_compress_a_recurrent_teacher_quantized_and_pruned(tmp_path):
     assert agree([torch_act(small, t.info["head"]), policy.act], "CartPole-v1") >= 256
 
 
+def test_a_recurrent_teacher_distilled_into_a_smaller_gru_pruned_and_fine_tuned(tmp_path):
+    """distill (an LSTM teacher's GRU student, on episodes), structured (the cell loses units), int8 QAT, and one
+    RLlib fine-tune round of the recurrent student: the artifact is that net, and it still balances."""
+    config = {"distill": {"hidden": [16], "units": 8, "cell": "gru", "rounds": 2, "epochs": 20, "steps_per_round": 300},
+              "structured": {"amount": 0.25}, "quantize": {"bits": 8, "mode": "qat"}}
+    r = ac.compress(spec_file(tmp_path, iterations=1), config, output_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
+    header, _ = read_artifact((tmp_path / "out" / "policy.acz").read_bytes())
+    assert header["rnn"]["cell"] == "gru" and header["rnn"]["hidden"] == 6  # 8 units less a quarter
+    assert [layer["w"]["shape"] for layer in header["layers"]] == [[12, 4], [2, 6]]  # 16 less a quarter; logits
+    assert r.bytes < r.teacher_bytes / 4 and r.return_ratio > 0.5, (r.bytes, r.teacher_bytes, r.return_ratio)
+
+
 def cached_teacher(tmp: Path):
     """The imported teacher as a trial caches it (spec_file's, under tmp / cache)."""
     return teachers.train_teacher(ac.load_trial_spec(tmp / "spec.yaml"), tmp / "cache", log=lambda m: None,
@@ -91,9 +104,11 @@ def cached_teacher(tmp: Path):
 def test_teacher_states_carry_the_state_and_reset_per_episode(tmp_path):
     spec = ac.load_trial_spec(spec_file(tmp_path))
     t = cached_teacher(tmp_path)
-    raw, _ = pipeline.teacher_states(t, spec, spec.env_creator())
-    want = measure.collect_obs(torch_act(t.actor, t.info["head"]), spec.env_creator(), spec.sample_steps, spec.seed)
-    np.testing.assert_array_equal(raw, want)
+    raw, _, starts = pipeline.teacher_states(t, spec, spec.env_creator())
+    episodes = measure.collect_episodes(torch_act(t.actor, t.info["head"]), spec.env_creator(), spec.sample_steps,
+                                        spec.seed)
+    np.testing.assert_array_equal(raw, np.concatenate(episodes))
+    assert len(episodes) > 1 and starts.tolist() == [i == 0 for e in episodes for i in range(len(e))]
 
 
 def test_finetuning_a_recurrent_q_network_is_one_error_before_any_work(tmp_path, monkeypatch):

@@ -157,9 +157,9 @@ def test_distill_student_matches_teacher_actions(net, obs):
 
     def rollout(student, n, seed):
         calls.append(n)
-        return np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+        return [np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)]  # one episode
 
-    student = apply(net, cfg, Context(sample_obs=obs, rollout_obs=rollout, head="discrete"))
+    student = apply(net, cfg, Context(sample_obs=obs, rollout_episodes=rollout, head="discrete"))
     assert isinstance(student, PolicyNet) and student.hidden_widths() == [16]
     assert calls == [cfg.steps_per_round]  # student-visited states were added between rounds
     x = torch.as_tensor(np.random.default_rng(5).normal(size=(500, 4)).astype(np.float32))
@@ -177,13 +177,13 @@ def test_q_value_distillation_matches_the_argmax_under_a_large_offset(net, obs):
         last.bias[1] = last.bias[0]
 
     def rollout(student, n, seed):
-        return np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)
+        return [np.random.default_rng(seed).normal(size=(n, 4)).astype(np.float32)]  # one episode
 
     x = torch.as_tensor(np.random.default_rng(5).normal(size=(500, 4)).astype(np.float32))
 
     def agreement(**loss):
         cfg = DistillConfig(hidden=[16], rounds=2, epochs=60, lr=1e-2, **loss)
-        student = apply(net, cfg, Context(sample_obs=obs, rollout_obs=rollout, head="discrete", q_values=True))
+        student = apply(net, cfg, Context(sample_obs=obs, rollout_episodes=rollout, head="discrete", q_values=True))
         return (student(x).argmax(1) == net(x).argmax(1)).float().mean().item()
 
     low_t = agreement()  # the default: KL at a low temperature + a little MSE

@@ -80,16 +80,19 @@ class TechniqueConfig(BaseModel):
 class Context:
     """What data-driven techniques need besides the net itself.
 
-    sample_obs: observations visited by the teacher (importance scores, distillation seed set).
-    rollout_obs: callable(policy_fn, n_steps, seed) -> observations visited by `policy_fn`
-                 in the environment (distillation collects student-visited states with it).
+    sample_obs: observations visited by the teacher (importance scores, distillation seed set), in order;
+    sample_starts: True where an episode starts in sample_obs (None: not known; a recurrent student's
+                   distillation then takes sample_obs as one episode).
+    rollout_episodes: callable(net, n_steps, seed) -> the observations `net` visits in the environment,
+                      one array per episode (distillation collects student-visited states with it).
     teacher: the uncompressed teacher net; head: 'discrete' | 'continuous';
     q_values: the discrete outputs are Q-values (DQN), not logits: distillation then regresses them.
     """
 
     teacher: PolicyNet | None = None
     sample_obs: np.ndarray | None = None
-    rollout_obs: Callable[..., np.ndarray] | None = None
+    sample_starts: np.ndarray | None = None
+    rollout_episodes: Callable[..., list[np.ndarray]] | None = None
     head: str = "discrete"
     q_values: bool = False
     seed: int = 0

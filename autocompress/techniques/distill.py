@@ -1,4 +1,5 @@
-"""Policy distillation into a smaller student: an MLP, or for a conv teacher a smaller CNN.
+"""Policy distillation into a smaller student: an MLP, for a conv teacher a smaller CNN, for a recurrent
+teacher a smaller recurrent net.
 
 The student (hidden widths given; for a conv teacher its conv channels too, `channels`: the student
 keeps the first len(channels) conv layers' kernel, stride and padding, with those channels; without
@@ -13,9 +14,18 @@ student also learns where its own mistakes lead). The loss per head:
   MSE alone, 226 with this loss; a [16, 16] student: 247;
 - continuous heads (action mean / log-std): MSE.
 RL fine-tuning follows in the pipeline.
+
+A recurrent (LSTM / GRU) teacher's student is recurrent too: `hidden` its feed-forward widths (as
+`teacher.hidden`), its cell of `units` (default: the teacher's) of kind `cell` (default: the teacher's;
+a GRU from an LSTM is allowed) after as many of them as the teacher's cell (or all, if fewer). It learns
+on whole episodes, teacher's and its own: all of them padded to the longest and stepped together from
+a zero state, `seq_len` steps per update with the state carried from the window before and its
+gradient cut (truncated BPTT), the padding left out of the loss.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,6 +55,13 @@ class DistillConfig(TechniqueConfig):
     epochs: int = Field(30, ge=1, description="passes over the state set per round")
     lr: float = Field(3e-3, gt=0.0, lt=1.0)
     batch_size: int = Field(256, ge=8)
+    units: int | None = Field(None, ge=1, description="recurrent teacher: the student's cell units "
+                              "[default: the teacher's]")
+    cell: Literal["lstm", "gru"] | None = Field(None, description="recurrent teacher: the student's cell "
+                                                "[default: the teacher's]")
+    seq_len: int = Field(32, ge=1, description="recurrent teacher: steps backpropagated through per update "
+                         "(the state carried on, its gradient cut)")
+    recurrent = True  # a recurrent teacher's student is recurrent (see the module doc)
 
     @field_validator("hidden", "channels")
     @classmethod
@@ -56,13 +73,42 @@ class DistillConfig(TechniqueConfig):
     def check_against(self, spec) -> None:
         if spec.teacher.from_:  # an imported teacher's widths are in its file: checked when applied
             return
+        t = spec.teacher
+        if t.rnn is not None:
+            before = t.rnn.layers_before(list(t.hidden))
+            self.check_recurrent_student(with_cell(list(t.hidden), t.rnn.hidden, before), before)
+            return
+        self.check_recurrent_student(None, 0)
         filters = getattr(spec.teacher, "conv_filters", None) or []
         check_smaller(list(self.hidden), list(spec.teacher.hidden), self.channels, [int(f[0]) for f in filters])
 
-    def n_layers(self, teacher_conv_layers: int) -> int:
+    def check_recurrent_student(self, teacher_widths: list[int] | None, before: int) -> None:
+        """`units` / `cell` only for a recurrent teacher (`teacher_widths`: its hidden widths, the cell's units
+        after `before` of them; None: not recurrent), whose student must be smaller. ValueError naming the key."""
+        if teacher_widths is None:
+            given = [k for k in ("units", "cell") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"distill.{given[0]}: the teacher is not recurrent (it has no LSTM / GRU layer)")
+            return
+        before = min(before, len(self.hidden))
+        units = self.units or teacher_widths[before]
+        student = with_cell(list(self.hidden), units, before)
+        if len(student) > len(teacher_widths) or any(a > b for a, b in zip(student, teacher_widths)) or \
+                student == teacher_widths:
+            raise ValueError(f"distill.hidden {list(self.hidden)} with a cell of {units} units (distill.units): "
+                             f"widths {student} are not smaller than the teacher's {teacher_widths} (its cell's "
+                             "units in their place)")
+
+    def n_layers(self, teacher_conv_layers: int, recurrent: bool = False) -> int:
         """Layers of the student of a teacher with `teacher_conv_layers` conv layers (per-layer settings
-        index them): its conv layers, hidden layers and output layer."""
-        return layer_count(teacher_conv_layers if self.channels is None else len(self.channels), self.hidden)
+        index them): its conv layers, hidden layers, its cell (`recurrent` teacher) and output layer."""
+        return layer_count(teacher_conv_layers if self.channels is None else len(self.channels),
+                           self.hidden) + recurrent
+
+
+def with_cell(hidden: list[int], units: int, before: int) -> list[int]:
+    """Hidden widths with a cell's units after the first `before` of them (PolicyNet.hidden_widths' order)."""
+    return [*hidden[:before], units, *hidden[before:]]
 
 
 def check_smaller(student: list[int], teacher: list[int], channels: list[int] | None = None,
@@ -82,13 +128,19 @@ def check_smaller(student: list[int], teacher: list[int], channels: list[int] | 
 
 
 def student_net(teacher: PolicyNet, cfg: DistillConfig) -> PolicyNet:
-    """A fresh student for `teacher`: an MLP, or conv layers with the teacher's first geometries (explicit
-    padding) and `cfg.channels`, then the MLP head. ValueError when it would not be smaller."""
-    convs = teacher.conv_layers
+    """A fresh student for `teacher`: an MLP, conv layers with the teacher's first geometries (explicit
+    padding) and `cfg.channels` then the MLP head, or for a recurrent teacher an MLP with a cell in its
+    teacher's place. ValueError when it would not be smaller."""
+    convs, rnn = teacher.conv_layers, teacher.rnn
+    head_act = teacher.layers[convs].act if convs < len(teacher.layers) - 1 else teacher.layers[0].act
+    if rnn is not None:
+        cfg.check_recurrent_student(teacher.hidden_widths(), rnn.at)
+        return PolicyNet.recurrent_mlp(teacher.in_dim, list(cfg.hidden), teacher.out_dim, head_act,
+                                       cfg.cell or rnn.cell, cfg.units or rnn.hidden, min(rnn.at, len(cfg.hidden)))
+    cfg.check_recurrent_student(None, 0)
     teacher_filters = teacher.conv_filters()
     check_smaller(list(cfg.hidden), teacher.hidden_widths()[convs:], cfg.channels,
                   [f[0] for f in teacher_filters])
-    head_act = teacher.layers[convs].act if convs < len(teacher.layers) - 1 else teacher.layers[0].act
     if not convs:
         return PolicyNet.mlp(teacher.in_dim, list(cfg.hidden), teacher.out_dim, act=head_act)
     channels = cfg.channels if cfg.channels is not None else [f[0] for f in teacher_filters]
@@ -136,6 +188,32 @@ def train_student(student: PolicyNet, teacher: PolicyNet, states: np.ndarray, cf
     return loss.item()
 
 
+def train_recurrent_student(student: PolicyNet, teacher: PolicyNet, episodes: list[np.ndarray], cfg: DistillConfig,
+                            head: str, q_values: bool = False) -> float:
+    """Truncated BPTT over whole episodes, all stepped together (see the module doc)."""
+    steps = max(map(len, episodes))
+    x = torch.zeros(steps, len(episodes), *episodes[0].shape[1:])
+    valid = torch.zeros(steps, len(episodes), dtype=torch.bool)
+    for b, e in enumerate(episodes):
+        x[:len(e), b] = torch.as_tensor(e)
+        valid[:len(e), b] = True
+    with torch.no_grad():
+        y, _ = teacher.sequence(x)
+    opt = torch.optim.Adam(student.parameters(), lr=cfg.lr)
+    loss = torch.tensor(float("nan"))
+    for _ in range(cfg.epochs):
+        state = None
+        for t in range(0, steps, cfg.seq_len):
+            out, state = student.sequence(x[t:t + cfg.seq_len], state)
+            keep = valid[t:t + cfg.seq_len]
+            loss = distill_loss(out[keep], y[t:t + cfg.seq_len][keep], head, cfg, q_values)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            state = state.detach()
+    return loss.item()
+
+
 @register(DistillConfig)
 def _distill(net: PolicyNet, cfg: DistillConfig, ctx: Context) -> PolicyNet:
     if ctx.sample_obs is None:
@@ -144,10 +222,14 @@ def _distill(net: PolicyNet, cfg: DistillConfig, ctx: Context) -> PolicyNet:
     gen = torch.Generator().manual_seed(ctx.seed)
     student = student_net(net, cfg)
     states = np.asarray(ctx.sample_obs, dtype=np.float32)
+    starts = ctx.sample_starts if ctx.sample_starts is not None else np.arange(len(states)) == 0
+    episodes = np.split(states, np.flatnonzero(starts)[1:])
     for r in range(cfg.rounds):
-        loss = train_student(student, net, states, cfg, ctx.head, gen, ctx.q_values)
-        ctx.log(f"distill: round {r + 1}/{cfg.rounds}, {len(states)} states, loss {loss:.4f}")
-        if ctx.rollout_obs is not None and r + 1 < cfg.rounds:
-            visited = ctx.rollout_obs(student, cfg.steps_per_round, ctx.seed + 7919 * (r + 1))
-            states = np.concatenate([states, visited])
+        if net.rnn is not None:
+            loss = train_recurrent_student(student, net, episodes, cfg, ctx.head, ctx.q_values)
+        else:
+            loss = train_student(student, net, np.concatenate(episodes), cfg, ctx.head, gen, ctx.q_values)
+        ctx.log(f"distill: round {r + 1}/{cfg.rounds}, {sum(map(len, episodes))} states, loss {loss:.4f}")
+        if ctx.rollout_episodes is not None and r + 1 < cfg.rounds:
+            episodes += ctx.rollout_episodes(student, cfg.steps_per_round, ctx.seed + 7919 * (r + 1))
     return student
