@@ -224,10 +224,7 @@ def sensitivity(spec: TrialSpec | str | Path, *, techniques: list[str] | None = 
     if isinstance(settings, (list, tuple)):  # TECHNIQUE=V1,V2 items: malformed ones named before anything else
         settings = sens.parse_settings(settings) or None
     spec = _spec(spec, check_import=False)
-    imported = _check_import(spec)
-    if spec.teacher.rnn is not None:  # as an imported one (sources.load's gate): its measures carry no state yet
-        raise ConfigError(f"teacher.rnn: a recurrent ({spec.teacher.rnn.cell}) teacher: layer sensitivity does not "
-                          "take one yet")
+    imported = sources.load(spec, recurrent=True) if spec.teacher.from_ else None  # its measures carry the state
     names = sens.check_techniques(techniques if techniques is not None else (list(settings) if settings else None))
     extra = sorted(set(settings or {}) - set(names))
     if extra:

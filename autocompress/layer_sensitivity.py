@@ -20,7 +20,9 @@ fine-tuning, and compared with the teacher:
   drop       max(action_drop, return_drop) with action_drop = 1 - agreement and return_drop =
              max(0, 1 - return ratio) (action_drop alone when episodes = 0).
 
-Measured on the torch nets, not on exported artifacts: the torch forward is what the artifact
+A recurrent (LSTM / GRU) teacher's cell is one layer in its place (techniques/per_layer.py); its outputs
+on the visited states come from running each net over them in order, the state reset where an episode
+starts, as it acted. Measured on the torch nets, not on exported artifacts: the torch forward is what the artifact
 computes (tests/test_export checks that their actions match), it runs all visited states as one
 batch, and no artifact has to be encoded per (layer, setting).
 
@@ -46,6 +48,7 @@ from autocompress.algos import ALGOS
 from autocompress.artifact import runtime_act
 from autocompress.config import CompressConfig, parse
 from autocompress.errors import ConfigError
+from autocompress.nets import Recurrent
 from autocompress.pipeline import compress_net, teacher_states
 from autocompress.runtime import output_to_action
 
@@ -133,7 +136,7 @@ def parse_settings(items: Sequence[str]) -> dict[str, list]:
 def layer_indices(net: PolicyNet, technique: str) -> list[int]:
     """The layers a technique can compress one at a time (a setting over hidden layers: not the output layer)."""
     over = per_layer_fields(TECHNIQUES[technique])[PER_LAYER[technique]]
-    return list(range(over_count(over, len(net.layers))))
+    return list(range(over_count(over, len(net.hidden_widths()) + 1)))
 
 
 def one_layer_config(technique: str, layer: int, setting: Any, base: dict | None = None) -> dict:
@@ -143,9 +146,12 @@ def one_layer_config(technique: str, layer: int, setting: Any, base: dict | None
 
 # -- the measurements -------------------------------------------------------------------------
 
-def _outputs(net: PolicyNet, obs: torch.Tensor) -> np.ndarray:
+def _outputs(net: PolicyNet, obs: torch.Tensor, starts: np.ndarray | None) -> np.ndarray:
+    """The net's outputs on `obs`; a recurrent net's over them in order, its state zeroed at `starts`."""
     with torch.no_grad():
-        return net(obs).numpy().astype(np.float64)
+        out = net(obs) if net.rnn is None else net.sequence(obs, None, None if starts is None else
+                                                            torch.as_tensor(starts))[0]
+        return out.numpy().astype(np.float64)
 
 
 def _softmax_logp(x: np.ndarray) -> np.ndarray:
@@ -156,10 +162,11 @@ def _softmax_logp(x: np.ndarray) -> np.ndarray:
 class Reference:
     """The teacher's outputs on the visited states, and how a candidate's outputs compare with them."""
 
-    def __init__(self, teacher: PolicyNet, obs: np.ndarray, head: dict, q_values: bool):
+    def __init__(self, teacher: PolicyNet, obs: np.ndarray, head: dict, q_values: bool,
+                 starts: np.ndarray | None = None):
         self.obs = torch.as_tensor(np.asarray(obs, np.float32))
-        self.head, self.q_values = head, q_values
-        self.out = _outputs(teacher, self.obs)
+        self.head, self.q_values, self.starts = head, q_values, starts
+        self.out = _outputs(teacher, self.obs, starts)
         if head["kind"] == "discrete":
             # DQN: Boltzmann over Q at the teacher's typical action spread, so the KL is scale-free
             self.tau = max(float(self.out.std(axis=1).mean()), 1e-8) if q_values else 1.0
@@ -172,7 +179,7 @@ class Reference:
         return np.asarray(output_to_action(out, self.head), np.float64).reshape(len(out), -1)
 
     def compare(self, net: PolicyNet) -> dict[str, float | None]:
-        out = _outputs(net, self.obs)
+        out = _outputs(net, self.obs, self.starts)
         if not np.isfinite(out).all():
             return {"agreement": 0.0, "kl": float("inf"), "action_delta": None}
         if self.head["kind"] == "discrete":
@@ -193,14 +200,15 @@ class Reference:
 def measure(teacher: PolicyNet, head: dict, obs: np.ndarray, make_env: Callable | None, *, q_values: bool = False,
             settings: dict[str, list], base: dict[str, dict] | None = None, episodes: int = 5,
             seed: int = SENSITIVITY_SEED, ctx_seed: int = 0, log: Callable[[str], None] = lambda m: None,
-            progress: Progress = lambda done, total, what: None) -> dict:
+            progress: Progress = lambda done, total, what: None, starts: np.ndarray | None = None) -> dict:
     """The sensitivity table of `teacher` (a dict, as written to sensitivity.json). `settings`:
     technique -> values (see `check_settings`); `base`: technique -> its other settings (e.g.
     quantize per_channel); `obs`: the teacher-visited states in the net's input space
-    (normalised); `make_env` None or episodes 0: no returns."""
+    (normalised), `starts`: where their episodes start (None: one episode); `make_env` None or
+    episodes 0: no returns."""
     base = base or {}
     t0 = time.perf_counter()
-    ref = Reference(teacher, obs, head, q_values)
+    ref = Reference(teacher, obs, head, q_values, starts)
     episodes = episodes if make_env is not None else 0
     # acted through the artifact's numpy runtime: the net's actions without a batch-1 torch forward per step
     returns = (lambda net: measuring.evaluate(runtime_act(net, head), make_env, episodes, seed)) \
@@ -209,8 +217,8 @@ def measure(teacher: PolicyNet, head: dict, obs: np.ndarray, make_env: Callable 
     # a teacher return that is not positive: ratios normalised against a random policy's (measure.ratio_to)
     rand = measuring.random_return(make_env, episodes, seed) if returns and t_ret.mean() <= 0 else None
 
-    ctx = Context(teacher=teacher, sample_obs=np.asarray(obs, np.float32), head=head["kind"], q_values=q_values,
-                  seed=ctx_seed)
+    ctx = Context(teacher=teacher, sample_obs=np.asarray(obs, np.float32), sample_starts=starts, head=head["kind"],
+                  q_values=q_values, seed=ctx_seed)
     jobs = [(t, i, v) for t, values in settings.items() for i in layer_indices(teacher, t) for v in values]
     rows = []
     for n, (t, i, v) in enumerate(jobs):
@@ -243,16 +251,28 @@ def measure(teacher: PolicyNet, head: dict, obs: np.ndarray, make_env: Callable 
         "seed": seed if episodes else None,
         "teacher": {"return_mean": float(t_ret.mean()) if returns else None,
                     "return_std": float(t_ret.std()) if returns else None},
-        "layers": [layer_entry(i, layer) for i, layer in enumerate(teacher.layers)],
+        "layers": layer_entries(teacher),
         "techniques": {t: {"key": PER_LAYER[t], "settings": list(v), "base": dict(base.get(t, {}))}
                        for t, v in settings.items()},
         "rows": rows, "seconds": time.perf_counter() - t0,
     }
 
 
+def layer_entries(net: PolicyNet) -> list[dict]:
+    """Each layer per-layer settings index (a recurrent cell in its place), as `layer_entry` describes it."""
+    layers: list = list(net.layers)
+    if net.rnn is not None:
+        layers.insert(net.rnn.at, net.rnn)
+    return [layer_entry(i, layer) for i, layer in enumerate(layers)]
+
+
 def layer_entry(i: int, layer) -> dict:
     """A table's description of a layer: in -> out features; a conv layer: in -> out channels and its
-    kernel / stride ("3x3/1"); `label`, how plots and tables name it ("1: 64→64", "0: conv 3x3/1 4→16")."""
+    kernel / stride ("3x3/1"); a recurrent layer: in -> units and its cell; `label`, how plots and tables name it
+    ("1: 64→64", "0: conv 3x3/1 4→16", "1: lstm 64→64")."""
+    if isinstance(layer, Recurrent):
+        entry = {"index": i, "in": layer.in_features, "out": layer.hidden, "act": layer.cell, "cell": layer.cell}
+        return {**entry, "label": f"{i}: {layer.cell} {entry['in']}→{entry['out']}"}
     if layer.conv is None:
         entry = {"index": i, "in": layer.in_features, "out": layer.out_features, "act": layer.act}
     else:
@@ -282,9 +302,9 @@ def run(spec: TrialSpec, cache_root: Path, *, settings: dict[str, list], base: d
     teacher = teachers.train_teacher(spec, Path(cache_root), log=log)
     head = teacher.info["head"]
     make_env = spec.env_creator()
-    _, obs, _ = teacher_states(teacher, spec, make_env)  # the states every data-driven technique sees in a trial
+    _, obs, starts = teacher_states(teacher, spec, make_env)  # the states every data-driven technique sees in a trial
     table = measure(teacher.actor, head, obs, make_env, q_values=ALGOS[spec.algorithm].q_values, settings=settings,
-                    base=base, episodes=episodes, ctx_seed=spec.seed, log=log, progress=progress)
+                    base=base, episodes=episodes, ctx_seed=spec.seed, log=log, progress=progress, starts=starts)
     table.update(spec=spec.name, env=spec.env, algorithm=spec.algorithm, teacher_path=str(teacher.path),
                  key=table_key(spec, settings, base, episodes))
     if out_dir is not None:

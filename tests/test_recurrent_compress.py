@@ -146,8 +146,16 @@ def test_unsupported_techniques_are_refused(tmp_path):
     spec = spec_file(tmp_path)
     with pytest.raises(ConfigError, match=r"lowrank: not supported on a recurrent \(lstm\) net yet"):
         ac.compress(spec, {"lowrank": {"rank": 4}}, output_dir=tmp_path / "out", cache_dir=tmp_path / "cache")
-    with pytest.raises(ConfigError, match="a recurrent \\(lstm\\) policy: .*sensitivity"):  # still gated
-        ac.sensitivity(spec, settings={"prune": [0.5]}, episodes=0, output_dir=tmp_path / "s", cache_dir=tmp_path)
+
+
+def test_layer_sensitivity_counts_the_cell_as_one_layer_and_carries_the_state(tmp_path):
+    t = ac.sensitivity(spec_file(tmp_path), settings={"quantize": [2, 8], "structured": [0.5]}, episodes=1,
+                       output_dir=tmp_path / "s", cache_dir=tmp_path / "cache")
+    assert [e["label"] for e in t["layers"]] == ["0: 4→32", "1: lstm 32→16", "2: 16→2"]
+    assert [(r["technique"], r["layer"]) for r in t["rows"]] == [("quantize", i) for i in (0, 0, 1, 1, 2, 2)] + \
+        [("structured", 0), ("structured", 1)]
+    cell = {r["setting"]: r for r in t["rows"] if r["technique"] == "quantize" and r["layer"] == 1}
+    assert cell[8]["agreement"] > 0.95 and cell[8]["return_ratio"] > 0.9  # the 8-bit cell acts as the teacher
 
 
 def test_a_search_space_counts_the_recurrent_layer_as_one_layer(tmp_path):

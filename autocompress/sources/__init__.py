@@ -98,8 +98,8 @@ def load(spec, recurrent: bool = False) -> Imported:
     if imported.actor.rnn is not None and not recurrent:
         raise ConfigError(f"teacher.from {t.from_}: a recurrent ({imported.actor.rnn.cell}) policy: autocompress "
                           "imports it (sources.load(spec, recurrent=True)) and compresses it with compress_net, "
-                          "compress or search (quantize, prune, share; PPO fine-tunes it), but sensitivity, "
-                          "teach, validate and inspect do not take one yet")
+                          "compress, search or sensitivity (PPO fine-tunes it), but teach, validate and inspect do "
+                          "not take one yet")
     if imported.algorithm != spec.algorithm:
         raise ConfigError(f"teacher.from {t.from_}: a {imported.source_algorithm} policy, but the trial spec's "
                           f"algorithm is {spec.algorithm} ({imported.source_algorithm} is fine-tuned as "
