@@ -27,8 +27,11 @@ from benchmarks.report import Section, Target
 
 ENV = "autocompress.envs:StatelessCartPole"
 STORE = DATA / "recurrent.json"
-#: the techniques that compress a recurrent net (techniques/*.py `recurrent = True`)
-TECHNIQUES = {"quantize": {"bits": {"low": 2, "high": 8}, "symmetric": {"choices": [True, False]},
+#: the techniques that compress a recurrent net (techniques/*.py `recurrent = True`); both teachers have a
+#: 64-unit LSTM and one 64-wide hidden layer (sb3's after the cell, RLlib's before it)
+TECHNIQUES = {"distill": {"hidden": {"choices": [[16], [32]]}, "units": {"choices": [16, 32]}},
+              "structured": {"amount": {"low": 0.25, "high": 0.75}},
+              "quantize": {"bits": {"low": 2, "high": 8}, "symmetric": {"choices": [True, False]},
                            "mode": {"choices": ["ptq", "qat"]}},
               "prune": {"sparsity": {"low": 0.3, "high": 0.9}},
               "share": {"bits": {"low": 2, "high": 6}}}
@@ -132,7 +135,8 @@ def render(data: dict) -> str:
     if searches:
         n = data.get("episodes", 100)
         lines += ["", f"Each policy trained by its own library alone (settings in the script), imported with "
-                  f"`teacher: {{from: ...}}` and searched ({data.get('trials', 16)} trials; quantize, prune, share: "
+                  f"`teacher: {{from: ...}}` and searched ({data.get('trials', 16)} trials; "
+                  f"{', '.join(data.get('techniques', ['quantize', 'prune', 'share']))}: "
                   "the techniques that compress a recurrent net; 2 PPO fine-tune iterations per trial, the state "
                   f"carried). Best point: chosen on set A ({n} held-out episodes, seeds {A_SEED:,}..: return ≥ 0.95 x "
                   f"the teacher's, then fewest bytes), reported on set B ({n} fresh episodes, seeds {SET_B_SEED:,}..).", "",
@@ -183,7 +187,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="+", default=[*SOURCES, "teachers"])
     args = ap.parse_args()
     data = json.loads(STORE.read_text()) if STORE.exists() else {}
-    data.update(trials=args.trials, episodes=args.episodes)
+    data.update(trials=args.trials, episodes=args.episodes, techniques=list(TECHNIQUES))
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only:
             data[name] = teachers(args.episodes, Path(tmp)) if name == "teachers" else \

@@ -275,9 +275,9 @@ def test_the_widest_student_that_fits_a_budget_is_found_by_its_build():
     assert not student_fits(teacher, head, [32, 32], m0, built.flash - 1, None)
     assert not student_fits(teacher, head, [32, 32], m0, None, built.ram - 1)
     choices = [[64, 64], [16, 16], [32, 32]]
-    assert widest_fitting(teacher, head, choices, m0, built.flash, None) == [32, 32]
-    assert widest_fitting(teacher, head, choices, m0, None, None) == [64, 64]
-    assert widest_fitting(teacher, head, choices, m0, 100, None) == [16, 16]
+    assert widest_fitting(teacher, head, choices, m0, built.flash, None) == ([32, 32], [16, 16])  # and the next
+    assert widest_fitting(teacher, head, choices, m0, None, None) == ([64, 64], [32, 32])
+    assert widest_fitting(teacher, head, choices, m0, 100, None) == ([16, 16], None)  # none fits: the narrowest
     assert fitting(teacher, head, choices, m0, built.flash, None) == [[16, 16], [32, 32]]  # narrowest first
 
 

@@ -340,7 +340,7 @@ def test_unsupported_options_are_read_from_the_state_dict(tmp_path, module, key)
 def test_trial_paths_refuse_a_recurrent_teacher_before_any_work(tmp_path):
     path = save_torch_policy(tmp_path, "gru")
     spec = ac.load_trial_spec(_spec_file(tmp_path, path))
-    with pytest.raises(ConfigError, match="a recurrent \\(gru\\) policy: .*PPO fine-tunes it\\), but sensitivity"):
+    with pytest.raises(ConfigError, match="a recurrent \\(gru\\) policy: .*PPO fine-tunes it\\), but teach"):
         sources.load(spec)
     assert sources.load(spec, recurrent=True).actor.rnn.cell == "gru"
 

@@ -172,9 +172,11 @@ def test_search_on_a_recurrent_teacher(tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(yaml.safe_dump({
         "name": "rnn-search", "trial_spec": "spec.yaml", "budget": {"trials": 3, "parallel": 1}, "seed": 0,
-        "techniques": {"quantize": {"bits": {"low": 4, "high": 8}}, "prune": {"sparsity": {"low": 0.1, "high": 0.6}}}}))
+        "techniques": {"distill": {"hidden": {"choices": [[8], [16]]}, "units": 8, "epochs": 5},
+                       "quantize": {"bits": {"low": 4, "high": 8}}, "prune": {"sparsity": {"low": 0.1, "high": 0.6}}}}))
     run = ac.search(space, run_dir=tmp_path / "run", cache_dir=tmp_path / "cache")
     assert run.summary["complete"] == 3 and len(run.front()) >= 1
+    assert any("distill" in r["config"] for r in run.rows())  # its baseline: a recurrent student
     # each complete trial's policy is an MLflow model (READY), which loads and acts over a whole episode as the
     # runtime with its state carried and reset at the episode's start
     import mlflow

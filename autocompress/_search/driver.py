@@ -426,17 +426,16 @@ def _fit_to_budget(space: SearchSpace, spec: TrialSpec, teacher: dict, cache_roo
     hidden = distill.get("hidden")
     if c.max_flash is None and c.max_ram is None or hidden is None or not hidden.sampled:
         return {}, {}
-    from autocompress.mcu.fit import fitting  # deferred: the cross-build's modules
+    from autocompress.mcu.fit import widest_fitting  # deferred: the cross-build's modules
 
     tasks.install_teacher(teacher["files"], cache_root, teacher["dirname"])
     t = load_teacher(Path(cache_root) / teacher["dirname"])
-    fits = fitting(t.actor, t.info["head"], hidden.ends(), targets.target(spec.latency.target),
-                   c.max_flash, c.max_ram)
-    width = fits[-1] if fits else min(hidden.ends(), key=sum)
+    width, narrower = widest_fitting(t.actor, t.info["head"], hidden.ends(), targets.target(spec.latency.target),
+                                     c.max_flash, c.max_ram)
     log(f"distill baseline: hidden {width}, the widest whose 8-bit integer-only student fits "
         f"max_flash {c.max_flash} / max_ram {c.max_ram} on {spec.latency.target}"
-        + (f"; its codes stacks also at {fits[-2]}" if len(fits) > 1 else ""))
-    return {"distill": {"hidden": width}}, ({"distill": {"hidden": fits[-2]}} if len(fits) > 1 else {})
+        + (f"; its codes stacks also at {narrower}" if narrower else ""))
+    return {"distill": {"hidden": width}}, ({"distill": {"hidden": narrower}} if narrower else {})
 
 
 def _check_trained_teacher(spec: TrialSpec, cache_root: str, teacher: dict, tracker) -> None:

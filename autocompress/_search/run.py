@@ -140,7 +140,7 @@ class Run:
                 "re-evaluating the trials the front dominated")
             self.evaluate_heldout(held["episodes"], log=log, min_return_ratio=min_return_ratio)
         rows, keys = self.rows(), {}
-        if self.heldout() is not None:
+        if held is not None:  # re-evaluating above adds trials to the snapshot, as rows() shows
             rows = [r for r in rows if r.get("heldout_return_ratio") is not None]
             keys = {"ratio": "heldout_return_ratio", "mean": "heldout_return_mean"}
         try:

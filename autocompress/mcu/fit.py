@@ -45,7 +45,8 @@ def fitting(teacher: PolicyNet, head: dict, choices: list[list[int]], target: Ta
 
 
 def widest_fitting(teacher: PolicyNet, head: dict, choices: list[list[int]], target: Target,
-                   max_flash: int | None, max_ram: int | None) -> list[int]:
-    """The widest of `choices` whose student fits; the narrowest where none does."""
+                   max_flash: int | None, max_ram: int | None) -> tuple[list[int], list[int] | None]:
+    """The widest of `choices` whose student fits (the narrowest where none does), and the next narrower one
+    that fits (None: no other fits)."""
     fits = fitting(teacher, head, choices, target, max_flash, max_ram)
-    return fits[-1] if fits else min(choices, key=sum)
+    return (fits[-1], fits[-2] if len(fits) > 1 else None) if fits else (min(choices, key=sum), None)
