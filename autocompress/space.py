@@ -310,10 +310,10 @@ def with_layer_counts(space: SearchSpace, spec: TrialSpec, source: str) -> Searc
     if t.from_:
         counts = _imported_layer_counts(space, spec)
     else:
-        counts = {group: (t.n_layers(critic), t.describe_layers(critic) + " + the output layer")
+        counts = {group: (t.n_layers(critic), t.describe_layers(critic) + " + the output layer", t.rnn is not None)
                   for group, critic in (("techniques", False), ("critic_techniques", True))}
     update = {}
-    for group, (n, about) in counts.items():
+    for group, (n, about, cell) in counts.items():
         techniques = {name: dict(entries) for name, entries in getattr(space, group).items()}
         for name, entries in techniques.items():
             for key, e in entries.items():
@@ -325,21 +325,21 @@ def with_layer_counts(space: SearchSpace, spec: TrialSpec, source: str) -> Searc
                                       "layers: 3 for two hidden layers and the output layer")
                 if n is not None and given is not None and given != n:
                     raise ConfigError(f"{where}: {given} given, but the teacher has {n} layers ({about})")
-                entries[key] = replace(e, layers=given or n)
+                entries[key] = replace(e, layers=given or n, cell=cell)
         update[group] = techniques
     return space.model_copy(update=update)
 
 
-def _imported_layer_counts(space: SearchSpace, spec: TrialSpec) -> dict[str, tuple[int | None, str]]:
-    """group -> (layers, what they are) of an imported teacher: its file is loaded (sources.load, which
-    checks it against the spec) only where a per-layer block counts layers."""
+def _imported_layer_counts(space: SearchSpace, spec: TrialSpec) -> dict[str, tuple[int | None, str, bool]]:
+    """group -> (layers, what they are, whether one is a recurrent cell) of an imported teacher: its file is
+    loaded (sources.load, which checks it against the spec) only where a per-layer block counts layers."""
     if not any(isinstance(e, PerLayer) for g in ("techniques", "critic_techniques")
                for entries in getattr(space, g).values() for e in entries.values()):
-        return {"techniques": (None, ""), "critic_techniques": (None, "")}
+        return {"techniques": (None, "", False), "critic_techniques": (None, "", False)}
     imported = sources.load(spec, recurrent=True)  # a search takes a recurrent teacher (ac.search checks the spec)
     critic, actor = imported.critic, imported.actor
     n = len(actor.layers) + (actor.rnn is not None)  # a recurrent layer is one layer (per_layer.logical_layers)
-    return {"techniques": (n, f"the imported policy's {', '.join(imported.describe())}"),
+    return {"techniques": (n, f"the imported policy's {', '.join(imported.describe())}", actor.rnn is not None),
             "critic_techniques": (len(critic.layers) if critic is not None else None,
                                   "the imported policy's critic" if critic is not None else
-                                  "the imported policy has no critic in its file (one is warmed up)")}
+                                  "the imported policy has no critic in its file (one is warmed up)", False)}

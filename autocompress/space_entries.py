@@ -152,21 +152,23 @@ def _encode(v: Any) -> Any:
 @dataclass(frozen=True)
 class PerLayer:
     """{per_layer: {...}}: `each` sampled once per layer (params name.0, name.1, ...). `over`: the
-    technique config's (all layers, or hidden layers only); `layers`: the net's layer count (filled in
-    from the trial spec when the space loads)."""
+    technique config's (all layers, or hidden layers only); `layers`: the net's layer count, `cell`: whether
+    one of them is a recurrent cell (both filled in from the trial spec when the space loads)."""
 
     each: Range | Choice
     over: Literal["layers", "hidden"] = "layers"
     layers: int | None = None
+    cell: bool = False
     sampled: ClassVar[bool] = True
 
     def count(self, student: int | None, where: str) -> int:
         """Params sampled: one per layer (per hidden layer for `over` hidden) of distill's student
-        (`student` layers) when distill is on, else of the teacher (`layers`)."""
+        (`student` feed-forward layers, and a cell where the teacher has one) when distill is on, else of
+        the teacher (`layers`)."""
         if student is None and self.layers is None:
             raise ConfigError(f"{where}.per_layer.layers: not known (load the space with load_search_space, "
                               "which takes it from the trial spec, or give it)")
-        return over_count(self.over, student if student is not None else self.layers)
+        return over_count(self.over, student + self.cell if student is not None else self.layers)
 
     def sample(self, trial, name: str, n: int) -> list:
         return [self.each.sample(trial, f"{name}.{i}") for i in range(n)]

@@ -166,6 +166,31 @@ def test_a_search_space_counts_the_recurrent_layer_as_one_layer(tmp_path):
     assert load_search_space(space)[0].techniques["quantize"]["bits"].layers == 3  # enc, lstm, pi
 
 
+def test_a_search_samples_per_layer_settings_for_a_recurrent_students_cell_too(tmp_path):
+    """distill on: the student's layers are its hidden ones, its cell and the output layer, and the config
+    sampled is one the trial accepts (CompressConfig's counts agree)."""
+    import optuna
+
+    from autocompress.config import CompressConfig, parse
+    from autocompress.space import suggest
+
+    spec_file(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"name": "rnn", "trial_spec": "spec.yaml", "techniques": {
+        "distill": {"hidden": {"choices": [[8], [8, 8]]}, "units": 8},
+        "quantize": {"bits": {"per_layer": {"low": 4, "high": 8}}}}}))
+    loaded, spec, _ = load_search_space(space)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    students = set()
+    for _ in range(24):
+        cfg = suggest(study.ask(), loaded)
+        if "distill" in cfg and "quantize" in cfg:
+            assert len(cfg["quantize"]["bits"]) == len(cfg["distill"]["hidden"]) + 2  # + the cell, the output
+            parse(CompressConfig, cfg, "sampled").check_layers(spec.teacher.n_layers(), recurrent=True)
+            students.add(len(cfg["distill"]["hidden"]))
+    assert students == {1, 2}
+
+
 @pytest.mark.slow
 def test_search_on_a_recurrent_teacher(tmp_path):
     spec_file(tmp_path, heldout=2)
