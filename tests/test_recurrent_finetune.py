@@ -101,13 +101,6 @@ def test_a_recurrent_teacher_for_dqn_or_sac_is_one_error_naming_the_key(tmp_path
         ac.load_trial_spec(write_spec(tmp_path, spec_data(algorithm)))
 
 
-def test_sensitivity_refuses_a_recurrent_teacher_before_training_it(tmp_path):
-    with pytest.raises(ConfigError, match=r"teacher.rnn: a recurrent \(lstm\) teacher: layer sensitivity"):
-        ac.sensitivity(write_spec(tmp_path, spec_data()), settings={"prune": [0.5]}, episodes=0,
-                       output_dir=tmp_path / "s", cache_dir=tmp_path / "cache")
-    assert not (tmp_path / "cache").exists()
-
-
 def test_the_spec_counts_the_cell_as_a_layer_and_keeps_feed_forward_keys():
     spec = ac.load_trial_spec(Path(__file__).resolve().parents[1] / "trials" / "stateless_cartpole_ppo.yaml")
     assert spec.teacher.n_layers() == 3 and spec.teacher.rnn.cell == "lstm"

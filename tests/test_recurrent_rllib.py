@@ -119,7 +119,7 @@ def test_lstm_checkpoint_acts_like_rllibs_stateful_inference_over_whole_episodes
 
 
 def test_lstm_checkpoint_is_gated_like_every_recurrent_teacher(checkpoints, tmp_path):
-    with pytest.raises(ConfigError, match="a recurrent \\(lstm\\) policy: .*PPO fine-tunes it\\), but sensitivity"):
+    with pytest.raises(ConfigError, match="a recurrent \\(lstm\\) policy: .*PPO fine-tunes it\\), but teach"):
         import_recurrent(tmp_path, "separate", checkpoints["separate"], recurrent=False)
 
 

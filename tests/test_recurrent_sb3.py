@@ -93,8 +93,8 @@ def test_a_recurrent_ppo_zip_is_recognised_and_gated_like_every_recurrent_teache
     path = save_recurrent_ppo(tmp_path, "CartPole-v1")
     spec = ac.load_trial_spec(spec_file(tmp_path, "CartPole-v1", path))
     assert sources.detect(path) == "sb3"
-    with pytest.raises(ConfigError, match="a recurrent \\(lstm\\) policy: .*PPO fine-tunes it\\), but sensitivity"):
-        sources.load(spec)  # compress / search / sensitivity / inspect: before any work
+    with pytest.raises(ConfigError, match="a recurrent \\(lstm\\) policy: .*PPO fine-tunes it\\), but teach"):
+        sources.load(spec)  # teach / validate / inspect: before any work
     monkeypatch.setitem(sys.modules, "sb3_contrib", None)  # as if the sb3 extra were an older install
     with pytest.raises(ConfigError, match="a RecurrentPPO model needs sb3-contrib"):
         sources.load(spec, recurrent=True)
