@@ -136,7 +136,7 @@ def render(data: dict) -> str:
         n = data.get("episodes", 100)
         lines += ["", f"Each policy trained by its own library alone (settings in the script), imported with "
                   f"`teacher: {{from: ...}}` and searched ({data.get('trials', 16)} trials; "
-                  f"{', '.join(data.get('techniques', ['quantize', 'prune', 'share']))}: "
+                  f"{', '.join(data['techniques'])}: "
                   "the techniques that compress a recurrent net; 2 PPO fine-tune iterations per trial, the state "
                   f"carried). Best point: chosen on set A ({n} held-out episodes, seeds {A_SEED:,}..: return ≥ 0.95 x "
                   f"the teacher's, then fewest bytes), reported on set B ({n} fresh episodes, seeds {SET_B_SEED:,}..).", "",
